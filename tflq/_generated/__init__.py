@@ -1,0 +1,1 @@
+"""Generated from schemas/tflite.fbs by `make schema`; never edit by hand."""
