@@ -1,0 +1,87 @@
+"""Shared test helpers: build ONNX models from op cases, run the onnxruntime oracle and LiteRT."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+REQUIRE_ALL = os.environ.get("TFLQ_REQUIRE_ALL_TESTS") == "1"
+
+
+def importorskip(module: str):
+    """pytest.importorskip, except that `make test` (TFLQ_REQUIRE_ALL_TESTS=1) turns a skip into a failure."""
+    if REQUIRE_ALL:
+        return __import__(module, fromlist=["_"])
+    return pytest.importorskip(module)
+
+
+def case_model(case) -> onnx.ModelProto:
+    """A model of the case's nodes: graph inputs from case.inputs, initializers from case.consts."""
+    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+              for n, v in case.inputs.items()]
+    outputs = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in case.outputs]
+    inits = [onnx.numpy_helper.from_array(v, n) for n, v in case.consts.items()]
+    graph = helper.make_graph(case.nodes, case.name, inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case.opset)])
+    model.ir_version = 8
+    return model
+
+
+def save_model(model: onnx.ModelProto, path) -> str:
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def run_onnxruntime(model_or_path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    ort = importorskip("onnxruntime")
+    data = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else model_or_path
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def litert_interpreter(tflite: bytes, reference_kernels: bool = False):
+    litert = importorskip("ai_edge_litert.interpreter")
+    kwargs = {}
+    if reference_kernels:
+        kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_REF
+    interpreter = litert.Interpreter(model_content=tflite, num_threads=1, **kwargs)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def run_litert(tflite: bytes, feeds: list[np.ndarray], nchw_io: bool = True,
+               reference_kernels: bool = False) -> list[np.ndarray]:
+    """Run in LiteRT. Feeds are in ONNX layout; 4-D ones are transposed to NHWC (and outputs back)
+    unless the file kept the ONNX layout. Quantized I/O is (de)quantized with the file's params."""
+    interpreter = litert_interpreter(tflite, reference_kernels)
+    for detail, value in zip(interpreter.get_input_details(), feeds):
+        value = np.asarray(value)
+        if nchw_io and value.ndim == 4:
+            value = value.transpose(0, 2, 3, 1)
+        if detail["dtype"] != np.float32:
+            scale, zp = detail["quantization"]
+            info = np.iinfo(detail["dtype"])
+            value = np.clip(np.round(value / scale) + zp, info.min, info.max)
+        interpreter.set_tensor(detail["index"], np.ascontiguousarray(value.astype(detail["dtype"])))
+    interpreter.invoke()
+    results = []
+    for detail in interpreter.get_output_details():
+        value = interpreter.get_tensor(detail["index"])
+        if detail["dtype"] != np.float32:
+            scale, zp = detail["quantization"]
+            value = (value.astype(np.float32) - zp) * scale
+        if nchw_io and value.ndim == 4:
+            value = value.transpose(0, 3, 1, 2)
+        results.append(value)
+    return results
+
+
+def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
+    expected = np.asarray(expected, np.float64)
+    actual = np.asarray(actual, np.float64)
+    return float(np.max(np.abs(expected - actual)) / max(np.max(np.abs(expected)), 1e-6))

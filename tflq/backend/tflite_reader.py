@@ -1,0 +1,140 @@
+"""Read a .tflite file back into plain Python facts (ops, tensors, quantization, buffer sizes)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tflq._generated.tflite.BuiltinOperator import BuiltinOperator
+from tflq._generated.tflite.Model import Model, ModelT
+from tflq.errors import InvalidModelError
+from tflq.ir.dtypes import DType
+
+_OP_NAMES = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
+
+
+@dataclass
+class TensorInfo:
+    index: int
+    name: str
+    dtype: str
+    shape: list[int]
+    buffer_bytes: int
+    scale: list[float] = field(default_factory=list)
+    zero_point: list[int] = field(default_factory=list)
+    quantized_dimension: int = 0
+    data: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class OpInfo:
+    kind: str
+    version: int
+    inputs: list[int]
+    outputs: list[int]
+    options: object = field(default=None, repr=False)
+
+
+@dataclass
+class ModelInfo:
+    version: int
+    description: str
+    ops: list[OpInfo]
+    tensors: list[TensorInfo]
+    inputs: list[int]
+    outputs: list[int]
+    signature_keys: list[str]
+    file_bytes: int
+
+    def tensor(self, name: str) -> TensorInfo:
+        return next(t for t in self.tensors if t.name == name)
+
+    def op_kinds(self) -> list[str]:
+        return [op.kind for op in self.ops]
+
+    def to_dict(self) -> dict:
+        return {
+            "version": self.version, "description": self.description, "file_bytes": self.file_bytes,
+            "inputs": self.inputs, "outputs": self.outputs, "signatures": self.signature_keys,
+            "ops": [{"kind": o.kind, "version": o.version, "inputs": o.inputs, "outputs": o.outputs}
+                    for o in self.ops],
+            "tensors": [{"index": t.index, "name": t.name, "dtype": t.dtype, "shape": t.shape,
+                         "buffer_bytes": t.buffer_bytes, "scale": t.scale, "zero_point": t.zero_point,
+                         "quantized_dimension": t.quantized_dimension} for t in self.tensors],
+        }
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+def read_tflite(data: bytes) -> ModelInfo:
+    """Parse .tflite bytes; raise InvalidModelError for anything that is not a TFLite model."""
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise InvalidModelError("not a TFLite file (identifier 'TFL3' missing)")
+    try:
+        model = ModelT.InitFromPackedBuf(data, 0)
+    except Exception as exc:
+        raise InvalidModelError(f"corrupt TFLite file ({type(exc).__name__})") from exc
+    subgraph = model.subgraphs[0]
+    tensors = []
+    for i, t in enumerate(subgraph.tensors):
+        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+        raw = bytes(np.asarray(buf.data, np.uint8)) if buf is not None and buf.data is not None else b""
+        dtype = DType.from_tflite(t.type)
+        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+        q = t.quantization
+        info = TensorInfo(i, _text(t.name), dtype.name.lower(), shape, len(raw))
+        if q is not None and q.scale is not None and len(q.scale):
+            info.scale = [float(s) for s in q.scale]
+            info.zero_point = [int(z) for z in q.zeroPoint]
+            info.quantized_dimension = int(q.quantizedDimension)
+        if raw:
+            info.data = np.frombuffer(raw, dtype=dtype.numpy).reshape(shape)
+        tensors.append(info)
+    ops = []
+    for o in subgraph.operators or []:
+        code = model.operatorCodes[o.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        ops.append(OpInfo(_OP_NAMES.get(builtin, str(builtin)), code.version,
+                          [int(i) for i in o.inputs], [int(i) for i in o.outputs], o.builtinOptions))
+    keys = [_text(s.signatureKey) for s in (model.signatureDefs or [])]
+    return ModelInfo(model.version, _text(model.description), ops, tensors,
+                     [int(i) for i in subgraph.inputs], [int(i) for i in subgraph.outputs], keys,
+                     len(data))
+
+
+def read_tflite_file(path: str) -> ModelInfo:
+    with open(path, "rb") as f:
+        return read_tflite(f.read())
+
+
+def format_model(info: ModelInfo) -> str:
+    """A human-readable listing for `tflq inspect`."""
+    lines = [f"TFLite schema v{info.version}, {info.file_bytes} bytes, {len(info.ops)} ops, "
+             f"{len(info.tensors)} tensors, signatures: {', '.join(info.signature_keys) or '-'}"]
+    name = {t.index: t.name for t in info.tensors}
+    lines.append("inputs:  " + ", ".join(_tensor_line(info.tensors[i]) for i in info.inputs))
+    lines.append("outputs: " + ", ".join(_tensor_line(info.tensors[i]) for i in info.outputs))
+    lines.append("ops:")
+    for k, op in enumerate(info.ops):
+        ins = ", ".join(name[i] if i >= 0 else "-" for i in op.inputs)
+        outs = ", ".join(name[i] for i in op.outputs)
+        lines.append(f"  {k:3d} {op.kind} v{op.version}: ({ins}) -> ({outs})")
+    lines.append("tensors:")
+    for t in info.tensors:
+        lines.append(f"  {t.index:3d} {_tensor_line(t)}")
+    return "\n".join(lines)
+
+
+def _tensor_line(t: TensorInfo) -> str:
+    text = f"{t.name} {t.dtype}{t.shape}"
+    if t.buffer_bytes:
+        text += f" const {t.buffer_bytes} B"
+    if t.scale:
+        if len(t.scale) == 1:
+            text += f" q(scale={t.scale[0]:.6g}, zp={t.zero_point[0]})"
+        else:
+            text += (f" q(per-channel dim {t.quantized_dimension}, {len(t.scale)} scales "
+                     f"{min(t.scale):.3g}..{max(t.scale):.3g})")
+    return text

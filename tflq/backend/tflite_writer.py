@@ -1,0 +1,202 @@
+"""Serialise a Graph to TFLite flatbuffer bytes (deterministic), and save them atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import flatbuffers
+import numpy as np
+
+from tflq import ops as registry
+from tflq._generated.tflite import BuiltinOptions as builtin_options_module
+from tflq._generated.tflite.Buffer import BufferAddData, BufferEnd, BufferStart, BufferT
+from tflq._generated.tflite.BuiltinOperator import BuiltinOperator
+from tflq._generated.tflite.Metadata import MetadataT
+from tflq._generated.tflite.Model import ModelT
+from tflq._generated.tflite.Operator import OperatorT
+from tflq._generated.tflite.OperatorCode import OperatorCodeT
+from tflq._generated.tflite.QuantizationParameters import QuantizationParametersT
+from tflq._generated.tflite.SignatureDef import SignatureDefT
+from tflq._generated.tflite.SubGraph import SubGraphT
+from tflq._generated.tflite.Tensor import TensorT
+from tflq._generated.tflite.TensorMap import TensorMapT
+from tflq.errors import OutputError
+from tflq.ir.graph import Graph
+
+SCHEMA_VERSION = 3
+BUFFER_ALIGNMENT = 16
+BuiltinOptions = builtin_options_module.BuiltinOptions
+
+
+class _AlignedBufferT(BufferT):
+    """A Buffer whose data vector starts on a 16-byte boundary (the schema's force_align,
+    which flatc's Python generator ignores)."""
+
+    def Pack(self, builder):  # noqa: N802 - FlatBuffers' naming
+        data = None
+        if self.data is not None:
+            raw = self.data
+            builder.StartVector(1, len(raw), BUFFER_ALIGNMENT)
+            builder.head = builder.head - len(raw)
+            builder.Bytes[builder.head:builder.head + len(raw)] = raw
+            builder.vectorNumElems = len(raw)
+            data = builder.EndVector()
+        BufferStart(builder)
+        if data is not None:
+            BufferAddData(builder, data)
+        return BufferEnd(builder)
+
+
+def _quantization(quant) -> QuantizationParametersT | None:
+    if quant is None:
+        return None
+    q = QuantizationParametersT()
+    q.scale = np.atleast_1d(quant.scale).astype(np.float32)
+    q.zeroPoint = np.atleast_1d(quant.zero_point).astype(np.int64)
+    q.quantizedDimension = int(quant.axis or 0)
+    return q
+
+
+def _options_type(options) -> int:
+    return getattr(BuiltinOptions, type(options).__name__[:-1])
+
+
+def build_model(graph: Graph, description: str = "tflq") -> ModelT:
+    """The object-API model for `graph`; tensors and buffers are numbered in order of first use."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name and name not in seen:
+            seen.add(name)
+            order.append(name)
+
+    for name in graph.inputs:
+        visit(name)
+    for op in graph.ops:
+        for name in op.inputs + op.outputs:
+            visit(name)
+    for name in graph.outputs:
+        visit(name)
+    index = {name: i for i, name in enumerate(order)}
+
+    buffers: list[BufferT] = [_AlignedBufferT()]
+    buffer_index: dict[bytes, int] = {}
+    tensors = []
+    for name in order:
+        t = graph.tensors[name]
+        tt = TensorT()
+        tt.name = name
+        tt.shape = np.array(t.shape, dtype=np.int32)
+        tt.type = t.dtype.tflite
+        tt.quantization = _quantization(t.quant)
+        tt.buffer = 0
+        if t.data is not None:
+            raw = np.ascontiguousarray(t.data.astype(t.dtype.numpy.newbyteorder("<"), copy=False)).tobytes()
+            if raw not in buffer_index:
+                buf = _AlignedBufferT()
+                buf.data = raw
+                buffer_index[raw] = len(buffers)
+                buffers.append(buf)
+            tt.buffer = buffer_index[raw]
+        tensors.append(tt)
+
+    codes: list[OperatorCodeT] = []
+    code_index: dict[str, int] = {}
+    operators = []
+    for op in graph.ops:
+        spec = registry.spec(op.kind)
+        version = spec.version(op, graph)
+        if op.kind not in code_index:
+            code = OperatorCodeT()
+            code.builtinCode = getattr(BuiltinOperator, op.kind)
+            code.deprecatedBuiltinCode = min(code.builtinCode, 127)
+            code.version = version
+            code_index[op.kind] = len(codes)
+            codes.append(code)
+        else:
+            code = codes[code_index[op.kind]]
+            code.version = max(code.version, version)
+        o = OperatorT()
+        o.opcodeIndex = code_index[op.kind]
+        o.inputs = np.array([index[n] if n else -1 for n in op.inputs], dtype=np.int32)
+        o.outputs = np.array([index[n] for n in op.outputs], dtype=np.int32)
+        options = spec.options(op.attrs)
+        if options is not None:
+            o.builtinOptionsType = _options_type(options)
+            o.builtinOptions = options
+        operators.append(o)
+
+    subgraph = SubGraphT()
+    subgraph.tensors = tensors
+    subgraph.inputs = np.array([index[n] for n in graph.inputs], dtype=np.int32)
+    subgraph.outputs = np.array([index[n] for n in graph.outputs], dtype=np.int32)
+    subgraph.operators = operators
+    subgraph.name = "main"
+
+    signature = SignatureDefT()
+    signature.signatureKey = "serving_default"
+    signature.subgraphIndex = 0
+    signature.inputs = [_tensor_map(n, index[n]) for n in graph.inputs]
+    signature.outputs = [_tensor_map(n, index[n]) for n in graph.outputs]
+
+    model = ModelT()
+    model.version = SCHEMA_VERSION
+    model.operatorCodes = codes
+    model.subgraphs = [subgraph]
+    model.description = description
+    model.buffers = buffers
+    model.signatureDefs = [signature]
+    _add_min_runtime_metadata(model)
+    return model
+
+
+def _tensor_map(name: str, tensor_index: int) -> TensorMapT:
+    m = TensorMapT()
+    m.name = name
+    m.tensorIndex = tensor_index
+    return m
+
+
+def _add_min_runtime_metadata(model: ModelT) -> None:
+    """A 16-byte NUL-padded 'min_runtime_version' entry, as TFLite's own exporter writes."""
+    buf = _AlignedBufferT()
+    buf.data = b"1.14.0".ljust(16, b"\0")
+    model.buffers.append(buf)
+    entry = MetadataT()
+    entry.name = "min_runtime_version"
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [entry]
+
+
+def serialize(graph: Graph, description: str = "tflq") -> bytes:
+    """The .tflite file contents for `graph`."""
+    model = build_model(graph, description)
+    size_hint = sum(len(b.data) for b in model.buffers if b.data is not None) + 1024 * 1024
+    builder = flatbuffers.Builder(size_hint)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def save_atomically(data: bytes, path: str) -> None:
+    """Write to a temporary file beside `path`, then rename: never leave a partial file."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(directory):
+        raise OutputError(f"{path}: output directory {directory} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tflq-", suffix=".tflite.tmp", dir=directory)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write to {directory} ({exc.strerror})") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OutputError(f"{path}: cannot write ({exc.strerror})") from exc
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

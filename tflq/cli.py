@@ -1,0 +1,210 @@
+"""The `tflq` command line: the only module that knows about exit codes and terminals.
+
+Exit codes: 0 success; 1 the input or options cannot be converted (a TflqError: the message names
+the file, node or tensor); 2 usage error; 3 internal error (a bug: please report it, --debug shows
+the traceback).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+
+import click
+
+from tflq import __version__
+from tflq.config import CalibMethod, ConvertConfig, IOType, Mode, QuantDType, parse_input_shape
+from tflq.errors import TflqError
+
+EXIT_ERROR, EXIT_INTERNAL = 1, 3
+EPILOG = ("Exit codes: 0 success, 1 conversion error (message names the node or file), "
+          "2 usage error, 3 internal error (please report; --debug shows the traceback).")
+
+
+def _choices(enum) -> click.Choice:
+    return click.Choice([m.value for m in enum])
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if isinstance(exc, TflqError):
+        click.echo(f"Error: {exc.message}", err=True)
+        for d in exc.diagnostics:
+            click.echo(f"  - {d}", err=True)
+        if debug:
+            traceback.print_exc()
+        sys.exit(EXIT_ERROR)
+    click.echo(f"Internal error: {type(exc).__name__}: {exc}. This is a bug in tflq {__version__}; "
+               f"please report it with the command you ran (add --debug for the traceback).", err=True)
+    if debug:
+        traceback.print_exc()
+    sys.exit(EXIT_INTERNAL)
+
+
+def _setup_logging(quiet: bool, verbose: bool, debug: bool) -> None:
+    level = logging.ERROR if quiet else logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+
+
+def _input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for text in values:
+        try:
+            name, shape = parse_input_shape(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--input-shape") from None
+        shapes[name] = shape
+    return shapes
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a comma-separated list of numbers",
+                                 param_hint=option) from None
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tflq")
+def main() -> None:
+    """Convert float ONNX models to compact, quantized TensorFlow Lite files.
+
+    \b
+    Examples:
+      tflq convert model.onnx -o model.tflite
+      tflq convert model.onnx -o model_w8.tflite --mode weights-only --dtype int8
+      tflq convert model.onnx -o model_int8.tflite --mode full --dtype int8 --calib data/
+      tflq inspect model.tflite
+      tflq ops
+    """
+
+
+@main.command(epilog=EPILOG)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the .tflite file (written atomically; never a partial file).")
+@click.option("--mode", type=_choices(Mode), default="float", show_default=True,
+              help="float: no quantization. weights-only: 8-bit weights, float compute. "
+                   "full: 8-bit weights and activations (needs --calib or --stats, "
+                   "or a model with QuantizeLinear/DequantizeLinear).")
+@click.option("--dtype", type=_choices(QuantDType), default="uint8", show_default=True,
+              help="uint8: the classic asymmetric per-tensor scheme. int8: today's TFLite spec "
+                   "(symmetric per-channel weights).")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...",
+              help="Fix an input's dynamic dimensions, e.g. input:1,3,224,224 (repeatable). "
+                   "A dynamic batch defaults to 1.")
+@click.option("--keep-io-layout", is_flag=True,
+              help="Keep the ONNX (NCHW) layout for 4-D inputs and outputs instead of NHWC.")
+@click.option("--min-weight-elements", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="weights-only: constants smaller than this stay float.")
+@click.option("--calib", type=click.Path(exists=True),
+              help="Calibration data: a directory of .npy/.npz files (or per-input subdirectories), "
+                   "or of images; or one .npy/.npz file.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=None,
+              help="Use at most this many calibration samples [default: all, up to 500].")
+@click.option("--calib-method", type=_choices(CalibMethod), default="minmax", show_default=True,
+              help="How a tensor's range is estimated from the calibration data.")
+@click.option("--percentile", type=click.FloatRange(50, 100), default=99.99, show_default=True,
+              help="With --calib-method percentile: the percentile of |x| kept.")
+@click.option("--stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Reuse calibration statistics saved with --save-stats (repeatable; merged).")
+@click.option("--save-stats", type=click.Path(dir_okay=False),
+              help="Write the calibration statistics to this file.")
+@click.option("--io-type", type=_choices(IOType), default="float", show_default=True,
+              help="full mode: type of the model's inputs and outputs.")
+@click.option("--float-ops", default="", metavar="NAME[,NAME...]",
+              help="full mode: ONNX node names to keep in float.")
+@click.option("--mean", default=None, metavar="M[,M,M]", help="Images: subtract per channel (after --scale).")
+@click.option("--std", default=None, metavar="S[,S,S]", help="Images: divide per channel.")
+@click.option("--scale", type=float, default=None, help="Images: multiply pixel values (0..255) first.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also write the summary as JSON to this file ('-' for stdout).")
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each step.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and verify the graph after every pass.")
+def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight_elements, calib,
+            calib_samples, calib_method, percentile, stats, save_stats, io_type, float_ops, mean, std,
+            scale, report_path, quiet, verbose, debug) -> None:
+    """Convert an ONNX MODEL to a TFLite file.
+
+    \b
+    Examples:
+      tflq convert resnet.onnx -o resnet.tflite
+      tflq convert net.onnx -o net.tflite --input-shape input:1,3,224,224
+      tflq convert net.onnx -o net_w8.tflite --mode weights-only --dtype int8
+      tflq convert net.onnx -o net_q.tflite --mode full --dtype int8 --calib calib/
+    """
+    _setup_logging(quiet, verbose, debug)
+    if debug:
+        import os
+
+        os.environ["TFLQ_DEBUG"] = "1"
+    try:
+        config = ConvertConfig(
+            model=model, output=output, mode=Mode(mode), dtype=QuantDType(dtype),
+            input_shapes=_input_shapes(input_shapes), keep_io_layout=keep_io_layout,
+            min_weight_elements=min_weight_elements, calib=calib, calib_samples=calib_samples,
+            calib_method=CalibMethod(calib_method), percentile=percentile, stats=stats,
+            save_stats=save_stats, io_type=IOType(io_type),
+            float_ops=tuple(n for n in float_ops.split(",") if n),
+            mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
+            show_progress=not quiet)
+        from tflq.pipeline import convert as run
+
+        report = run(config)
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary turns every failure into an exit code
+        _fail(exc, debug)
+        return
+    if not quiet:
+        click.echo(report.to_text(), err=True)
+    if report_path:
+        text = report.to_json()
+        if report_path == "-":
+            click.echo(text)
+        else:
+            with open(report_path, "w") as f:
+                f.write(text + "\n")
+
+
+@main.command(epilog=EPILOG)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def inspect(file, as_json, debug) -> None:
+    """Show a .tflite FILE's ops, tensors (dtype, shape, quantization) and buffer sizes.
+
+    \b
+    Example:
+      tflq inspect model.tflite --json | jq '.ops[].kind'
+    """
+    from tflq.backend.tflite_reader import format_model, read_tflite_file
+
+    try:
+        info = read_tflite_file(file)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc, debug)
+        return
+    click.echo(json.dumps(info.to_dict(), indent=2) if as_json else format_model(info))
+
+
+@main.command(epilog=EPILOG)
+@click.option("--markdown", is_flag=True, help="Print a Markdown table (used for the README).")
+def ops(markdown) -> None:
+    """List the ONNX ops tflq converts, the TFLite ops they become, and how each quantizes.
+
+    \b
+    Example:
+      tflq ops
+    """
+    from tflq.ops.table import support_table
+
+    click.echo(support_table(markdown=markdown))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,403 @@
+"""Load an ONNX file into a tflq Graph: fix shapes, fold constants, and let each op spec import its nodes."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from tflq import ops as registry
+from tflq.errors import Diagnostic, InvalidModelError, Unsupported, UnsupportedModelError
+from tflq.ir.dtypes import DType
+from tflq.ir.graph import Graph, Layout, Op, Tensor
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_OPSETS = range(11, 22)
+# Never folded even with constant inputs: they carry quantization meaning (QAT graphs), or are random.
+NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUniform",
+              "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+MAX_FOLD_PASSES = 8
+
+
+@dataclass
+class LoadResult:
+    """The imported graph plus what the user should hear about (defaults taken, shapes fixed)."""
+
+    graph: Graph
+    opset: int
+    notes: list[str] = field(default_factory=list)
+    onnx_model: onnx.ModelProto | None = None
+
+
+def read_model(path: str) -> onnx.ModelProto:
+    """Parse an ONNX file (with its external data), turning every failure into InvalidModelError."""
+    if not os.path.isfile(path):
+        raise InvalidModelError(f"{path}: no such file")
+    try:
+        model = onnx.load(path, load_external_data=True)
+    except Exception as exc:  # protobuf DecodeError, missing external data, ...
+        raise InvalidModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else 'parse failed'})") from exc
+    if not model.graph.node and not model.graph.output:
+        raise InvalidModelError(f"{path}: the file parsed but holds no graph (truncated or not ONNX?)")
+    return model
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise InvalidModelError("the model declares no default-domain opset")
+
+
+def _dims(value_info) -> list[int | str | None]:
+    dims: list[int | str | None] = []
+    for d in value_info.type.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
+def fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]],
+                     notes: list[str]) -> None:
+    """Replace symbolic input dimensions by numbers: user-given ones, else batch 1."""
+    initializer_names = {init.name for init in model.graph.initializer}
+    graph_inputs = [vi for vi in model.graph.input if vi.name not in initializer_names]
+    unknown = set(input_shapes) - {vi.name for vi in graph_inputs}
+    if unknown:
+        raise InvalidModelError(
+            f"--input-shape names {sorted(unknown)}, but the model's inputs are "
+            f"{[vi.name for vi in graph_inputs]}")
+    problems = []
+    for vi in graph_inputs:
+        dims = _dims(vi)
+        if vi.name in input_shapes:
+            wanted = tuple(input_shapes[vi.name])
+            if len(wanted) != len(dims) or any(isinstance(d, int) and d != w
+                                               for d, w in zip(dims, wanted)):
+                raise InvalidModelError(
+                    f"input '{vi.name}': --input-shape {list(wanted)} does not fit the model's "
+                    f"shape {dims}")
+            new_dims = list(wanted)
+        else:
+            new_dims = []
+            for axis, d in enumerate(dims):
+                if isinstance(d, int) and d > 0:
+                    new_dims.append(d)
+                elif axis == 0:
+                    new_dims.append(1)
+                    notes.append(f"input '{vi.name}': dynamic batch dimension "
+                                 f"'{d or '?'}' set to 1")
+                else:
+                    problems.append(f"input '{vi.name}' dimension {axis} ('{d or '?'}') is dynamic")
+                    new_dims.append(1)
+        shape = vi.type.tensor_type.shape
+        for d, value in zip(shape.dim, new_dims):
+            d.Clear()
+            d.dim_value = int(value)
+    if problems:
+        raise InvalidModelError("; ".join(problems) + ". Give it with --input-shape NAME:D0,D1,...")
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise InvalidModelError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = _dims(vi)
+        if all(isinstance(d, int) for d in dims):
+            shapes[vi.name] = tuple(dims)  # type: ignore[arg-type]
+    return shapes
+
+
+def _evaluate_node(node: onnx.NodeProto, values: list[np.ndarray], opset: int) -> list[np.ndarray]:
+    """Run one node with onnx's reference evaluator (constant folding only)."""
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [helper.make_tensor_value_info(f"i{k}", helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+              for k, v in enumerate(values)]
+    renamed = helper.make_node(node.op_type, [f"i{k}" if n else "" for k, n in
+                                              zip(_value_index(node.input), node.input)],
+                               [f"o{k}" for k in range(len(node.output))], domain=node.domain)
+    renamed.attribute.extend(node.attribute)
+    outputs = [helper.make_empty_tensor_value_info(f"o{k}") for k in range(len(node.output))]
+    g = helper.make_graph([renamed], "fold", inputs, outputs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    feeds = {f"i{k}": v for k, v in enumerate(values)}
+    return [np.asarray(v) for v in ReferenceEvaluator(m).run(None, feeds)]
+
+
+def _value_index(names) -> list[int]:
+    """Map each non-empty input name to its index among non-empty inputs."""
+    out, k = [], 0
+    for n in names:
+        out.append(k)
+        if n:
+            k += 1
+    return out
+
+
+def fold_constants(model: onnx.ModelProto, opset: int) -> int:
+    """Evaluate every node whose inputs are known (Shape of a static tensor included).
+
+    Replaces the nodes by initializers, re-runs shape inference, and repeats until nothing
+    changes: this collapses PyTorch's Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains.
+    Returns the number of nodes folded.
+    """
+    total = 0
+    for _ in range(MAX_FOLD_PASSES):
+        constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+        shapes = _static_shapes(model)
+        kept, folded = [], 0
+        for node in model.graph.node:
+            outputs = None
+            if node.op_type == "Constant":
+                outputs = [_constant_node_value(node)]
+            elif node.op_type in ("Shape", "Size") and node.input[0] in shapes:
+                shape = np.array(shapes[node.input[0]], dtype=np.int64)
+                if node.op_type == "Size":
+                    outputs = [np.array(np.prod(shape), dtype=np.int64)]
+                else:
+                    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                    start, end = attrs.get("start", 0), attrs.get("end", None)
+                    outputs = [shape[start:end]]
+            elif (node.op_type not in NOT_FOLDED and node.domain in ("", "ai.onnx")
+                  and any(node.input) and all(n in constants for n in node.input if n)):
+                try:
+                    outputs = _evaluate_node(node, [constants[n] for n in node.input if n], opset)
+                except Exception as exc:  # leave it to the importer to report
+                    log.debug("could not fold %s (%s): %s", node.name, node.op_type, exc)
+            if outputs is None:
+                kept.append(node)
+                continue
+            folded += 1
+            for name, value in zip(node.output, outputs):
+                constants[name] = value
+                model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        if not folded:
+            break
+        total += folded
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        _drop_stale_value_info(model)
+        inferred = _infer(model)
+        model.graph.CopyFrom(inferred.graph)
+    return total
+
+
+def _drop_stale_value_info(model: onnx.ModelProto) -> None:
+    initializer_names = {init.name for init in model.graph.initializer}
+    keep = [vi for vi in model.graph.value_info if vi.name not in initializer_names]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray:
+    attr = node.attribute[0]
+    value = helper.get_attribute_value(attr)
+    if attr.name == "value":
+        return numpy_helper.to_array(value)
+    if attr.name in ("value_float", "value_int"):
+        return np.array(value, dtype=np.float32 if attr.name == "value_float" else np.int64)
+    if attr.name in ("value_floats", "value_ints"):
+        return np.array(value, dtype=np.float32 if attr.name == "value_floats" else np.int64)
+    raise InvalidModelError(f"node '{node.name}' (Constant): unsupported attribute {attr.name}")
+
+
+class ImportContext:
+    """What an op importer sees: the ONNX facts (shapes, constants, attributes) and ways to add IR."""
+
+    def __init__(self, graph: Graph, shapes: dict[str, tuple[int, ...]],
+                 dtypes: dict[str, int], constants: dict[str, np.ndarray], opset: int) -> None:
+        self.graph = graph
+        self.opset = opset
+        self._shapes = shapes
+        self._dtypes = dtypes
+        self._constants = constants
+        self._alias: dict[str, str] = {}
+        self.current_node: onnx.NodeProto | None = None
+
+    # ---- facts about ONNX values ---------------------------------------------------------
+    def shape(self, name: str) -> tuple[int, ...]:
+        name_ir = self._alias.get(name, name)
+        if name_ir in self.graph.tensors:
+            return self.graph.tensors[name_ir].shape
+        if name in self._constants:
+            return tuple(self._constants[name].shape)
+        if name in self._shapes:
+            return self._shapes[name]
+        raise Unsupported(self.current_node, "unknown_shape",
+                          f"the shape of '{name}' could not be inferred",
+                          "give static input shapes with --input-shape")
+
+    def rank(self, name: str) -> int:
+        return len(self.shape(name))
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of a constant input (an initializer or a folded node), else None."""
+        if not name:
+            return None
+        return self._constants.get(name)
+
+    def require_constant(self, node, index: int, what: str) -> np.ndarray:
+        name = node.input[index] if index < len(node.input) else ""
+        value = self.constant(name)
+        if value is None:
+            raise Unsupported(node, "non_constant_input",
+                              f"input {index} ({what}) must be a constant")
+        return value
+
+    def attr(self, node, name: str, default: Any = None) -> Any:
+        for a in node.attribute:
+            if a.name == name:
+                value = helper.get_attribute_value(a)
+                if isinstance(value, bytes):
+                    return value.decode()
+                if isinstance(value, list):
+                    return [v.decode() if isinstance(v, bytes) else v for v in value]
+                return value
+        return default
+
+    def normalize_axis(self, axis: int, rank: int) -> int:
+        if not -rank <= axis < rank:
+            raise Unsupported(self.current_node, "bad_axis", f"axis {axis} out of range for rank {rank}")
+        return axis % rank
+
+    # ---- building IR ---------------------------------------------------------------------
+    def tensor(self, name: str) -> str:
+        """The IR tensor name for an ONNX value, creating the IR tensor on first use."""
+        if not name:
+            return ""
+        name = self._alias.get(name, name)
+        if name in self.graph.tensors:
+            return name
+        if name in self._constants:
+            value = self._constants[name]
+            if value.dtype == np.float64:
+                value = value.astype(np.float32)
+            self.graph.add_tensor(Tensor(name, DType.from_numpy(value.dtype),
+                                         tuple(value.shape), np.array(value, order="C")))
+            return name
+        return self._activation(name)
+
+    def _activation(self, name: str) -> str:
+        shape = self.shape(name)
+        onnx_type = self._dtypes.get(name, onnx.TensorProto.FLOAT)
+        try:
+            dtype = DType.from_onnx(onnx_type)
+        except KeyError:
+            dtype = DType.FLOAT32
+        layout = Layout.NCHW if len(shape) == 4 else Layout.ANY
+        self.graph.add_tensor(Tensor(name, dtype, shape, layout=layout))
+        return name
+
+    def add_op(self, kind: str, inputs: list[str], outputs: list[str], attrs: Any = None) -> Op:
+        """Add an IR op; names may be ONNX value names or IR names made by this context."""
+        node = self.current_node
+        op = Op(kind, [self.tensor(n) for n in inputs], [self.tensor(n) for n in outputs],
+                attrs if attrs is not None else registry.spec(kind).Attrs(),
+                origin=node.name if node is not None else "")
+        return self.graph.add_op(op)
+
+    def add_constant(self, base: str, value: np.ndarray, dtype: DType | None = None) -> str:
+        return self.graph.add_constant(base, value, dtype)
+
+    def new_activation(self, base: str, shape: tuple[int, ...], dtype: DType = DType.FLOAT32) -> str:
+        layout = Layout.NCHW if len(shape) == 4 else Layout.ANY
+        return self.graph.add_activation(base, dtype, shape, layout)
+
+    def alias(self, onnx_name: str, ir_name: str) -> None:
+        """Make `onnx_name` refer to an existing IR tensor (Identity, Dropout, no-op Cast)."""
+        self._alias[onnx_name] = self.tensor(ir_name)
+
+
+def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadResult:
+    """Read, normalise and import an ONNX model; report every unsupported node at once."""
+    model = read_model(path)
+    opset = default_opset(model)
+    if opset not in SUPPORTED_OPSETS:
+        raise UnsupportedModelError(
+            f"{path}: ONNX opset {opset} is not supported (tflq handles opsets "
+            f"{SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}); re-export or convert it "
+            f"with onnx.version_converter")
+    notes: list[str] = []
+    fix_input_shapes(model, input_shapes or {}, notes)
+    inferred = _infer(model)
+    model.graph.CopyFrom(inferred.graph)
+    folded = fold_constants(model, opset)
+    if folded:
+        log.info("folded %d constant nodes", folded)
+    return import_graph(model, opset, notes)
+
+
+def import_graph(model: onnx.ModelProto, opset: int, notes: list[str]) -> LoadResult:
+    g = model.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in g.initializer}
+    shapes = _static_shapes(model)
+    dtypes = {vi.name: vi.type.tensor_type.elem_type
+              for vi in list(g.value_info) + list(g.input) + list(g.output)}
+    graph = Graph()
+    ctx = ImportContext(graph, shapes, dtypes, constants, opset)
+    diagnostics: list[Diagnostic] = []
+    for vi in g.input:
+        if vi.name in constants:
+            continue
+        elem = vi.type.tensor_type.elem_type
+        if elem != onnx.TensorProto.FLOAT:
+            diagnostics.append(Diagnostic(vi.name, "", "input_dtype",
+                                          f"input is {onnx.TensorProto.DataType.Name(elem)}; "
+                                          f"tflq converts float32 inputs"))
+        graph.inputs.append(ctx.tensor(vi.name))
+    for index, node in enumerate(g.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{index}"
+        ctx.current_node = node
+        spec = registry.importer(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if spec is None:
+            diagnostics.append(Diagnostic(node.name, node.op_type, "unsupported_op",
+                                          f"no converter for ONNX op {node.domain + '.' if node.domain else ''}"
+                                          f"{node.op_type}"))
+            continue
+        try:
+            spec.from_onnx(node, ctx)
+        except Unsupported as exc:
+            diagnostics.append(exc.diagnostic)
+    ctx.current_node = None
+    if diagnostics:
+        names = ", ".join(f"'{d.node}' ({d.op_type or 'input'})" for d in diagnostics)
+        raise UnsupportedModelError(f"{len(diagnostics)} node(s) cannot be converted: {names}",
+                                    diagnostics)
+    for vi in g.output:
+        name = ctx.tensor(vi.name)
+        if name != vi.name:
+            # The output was aliased (an Identity at the end): keep the ONNX output name.
+            if vi.name in graph.tensors:
+                raise InvalidModelError(f"output '{vi.name}' is ambiguous")
+            if name in graph.inputs or graph.is_constant(name) or name in graph.outputs:
+                out = graph.add_activation(vi.name, graph.tensors[name].dtype, graph.tensors[name].shape,
+                                           graph.tensors[name].layout)
+                shape_name = graph.add_constant(f"{vi.name}/shape", np.array(graph.tensors[name].shape,
+                                                                             np.int32))
+                graph.add_op(Op("RESHAPE", [name, shape_name], [out], origin=vi.name))
+                name = out
+            else:
+                graph.rename(name, vi.name)
+                name = vi.name
+        graph.outputs.append(name)
+    return LoadResult(graph, opset, notes, model)

@@ -1,0 +1,1 @@
+"""tflq's graph IR: tensors by name, TFLite op kinds, quantization parameters."""

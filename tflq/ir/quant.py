@@ -1,0 +1,173 @@
+"""Affine quantization parameters and the scale/zero-point arithmetic, kept in one module.
+
+The convention everywhere is TFLite's: real = scale * (q - zero_point), where scale is the real
+value of one integer step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tflq.ir.dtypes import DType
+
+# A range narrower than this is widened, so the scale never becomes zero or denormal.
+MIN_RANGE = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class QuantParams:
+    """Quantization of one tensor: per-tensor (scale shape ()) or per-channel along `axis`."""
+
+    dtype: DType
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None = None
+
+    def __post_init__(self) -> None:
+        scale = np.asarray(self.scale, dtype=np.float32)
+        zero_point = np.asarray(self.zero_point, dtype=np.int64)
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "zero_point", zero_point)
+        if scale.shape != zero_point.shape:
+            raise ValueError(f"scale shape {scale.shape} != zero point shape {zero_point.shape}")
+        if scale.ndim > 1:
+            raise ValueError("scale must be a scalar or a vector")
+        if (scale.ndim == 1) != (self.axis is not None):
+            raise ValueError("a per-channel scale needs an axis, a per-tensor scale must have none")
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise ValueError(f"every scale must be finite and > 0, got {scale}")
+        if np.any(zero_point < self.dtype.qmin) or np.any(zero_point > self.dtype.qmax):
+            raise ValueError(f"zero point {zero_point} out of range for {self.dtype.name}")
+
+    @classmethod
+    def per_tensor(cls, dtype: DType, scale: float, zero_point: int) -> QuantParams:
+        return cls(dtype, np.float32(scale), np.int64(zero_point))
+
+    @classmethod
+    def per_channel(cls, dtype: DType, scale, zero_point, axis: int) -> QuantParams:
+        return cls(dtype, np.asarray(scale, np.float32).reshape(-1),
+                   np.asarray(zero_point, np.int64).reshape(-1), axis)
+
+    @property
+    def is_per_channel(self) -> bool:
+        return self.axis is not None
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, QuantParams) and self.dtype == other.dtype
+                and self.axis == other.axis and self.scale.shape == other.scale.shape
+                and bool(np.all(self.scale == other.scale))
+                and bool(np.all(self.zero_point == other.zero_point)))
+
+    def __hash__(self) -> int:
+        return hash((self.dtype, self.axis, self.scale.tobytes(), self.zero_point.tobytes()))
+
+    def _broadcast(self, values: np.ndarray, rank: int):
+        if self.axis is None:
+            return self.scale, self.zero_point
+        shape = [1] * rank
+        shape[self.axis] = -1
+        return self.scale.reshape(shape), self.zero_point.reshape(shape)
+
+    def quantize(self, values: np.ndarray) -> np.ndarray:
+        """Round-to-nearest (half away from zero, as TFLite does) and saturate."""
+        values = np.asarray(values, dtype=np.float64)
+        scale, zero_point = self._broadcast(values, values.ndim)
+        q = round_half_away(values / scale.astype(np.float64)) + zero_point
+        return np.clip(q, self.dtype.qmin, self.dtype.qmax).astype(self.dtype.numpy)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        q = np.asarray(q)
+        scale, zero_point = self._broadcast(q, q.ndim)
+        return ((q.astype(np.int64) - zero_point) * scale.astype(np.float64)).astype(np.float32)
+
+    def with_dtype_shift(self, dtype: DType) -> QuantParams:
+        """The same grid in the other 8-bit type: int8 zero point + 128 = uint8 zero point."""
+        shift = 128 if (self.dtype, dtype) == (DType.INT8, DType.UINT8) else \
+            -128 if (self.dtype, dtype) == (DType.UINT8, DType.INT8) else 0
+        return QuantParams(dtype, self.scale, self.zero_point + shift, self.axis)
+
+    def describe(self) -> str:
+        if self.axis is None:
+            return f"{self.dtype.name.lower()} scale={float(self.scale):.6g} zp={int(self.zero_point)}"
+        return (f"{self.dtype.name.lower()} per-channel(axis={self.axis}, n={self.scale.size}) "
+                f"scale=[{float(self.scale.min()):.3g}..{float(self.scale.max()):.3g}]")
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    """Round half away from zero, TFLite's rounding for quantizing constants."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def compute_scale_zero_point(rmin: float, rmax: float, qmin: int, qmax: int,
+                             symmetric: bool = False) -> tuple[float, int]:
+    """Scale and zero point for real range [rmin, rmax] on the integer grid [qmin, qmax].
+
+    The range is first widened to contain 0 so that real zero is exactly representable (padding
+    and ReLU depend on it). A degenerate range (rmin == rmax == 0, or narrower than MIN_RANGE) is
+    widened to MIN_RANGE so the scale is always a positive finite number. Symmetric ranges use
+    max(|rmin|, |rmax|) on both sides and put the zero point in the middle of the grid.
+    """
+    rmin = min(float(rmin), 0.0)
+    rmax = max(float(rmax), 0.0)
+    if not (np.isfinite(rmin) and np.isfinite(rmax)):
+        raise ValueError(f"range [{rmin}, {rmax}] is not finite")
+    if symmetric:
+        bound = max(abs(rmin), abs(rmax), MIN_RANGE / 2)
+        scale = 2 * bound / (qmax - qmin)
+        zero_point = (qmin + qmax + 1) // 2 if (qmax - qmin) % 2 else (qmin + qmax) // 2
+        return float(np.float32(scale)), int(zero_point)
+    if rmax - rmin < MIN_RANGE:
+        rmax = rmin + MIN_RANGE
+    scale = float(np.float32((rmax - rmin) / (qmax - qmin)))
+    zero_point_real = qmin - rmin / scale
+    zero_point = int(np.clip(round_half_away(np.float64(zero_point_real)), qmin, qmax))
+    return scale, zero_point
+
+
+def activation_params(dtype: DType, rmin: float, rmax: float) -> QuantParams:
+    """Asymmetric per-tensor parameters for an activation of this 8-bit type."""
+    scale, zero_point = compute_scale_zero_point(rmin, rmax, dtype.qmin, dtype.qmax)
+    return QuantParams.per_tensor(dtype, scale, zero_point)
+
+
+def symmetric_weight_params(weights: np.ndarray, axis: int | None,
+                            dtype: DType = DType.INT8) -> QuantParams:
+    """Symmetric narrow-range weights ([-127, 127], zero point 0), per-tensor or per-channel."""
+    qmax = dtype.qmax
+    w = np.asarray(weights, dtype=np.float64)
+    if axis is None:
+        bound = float(np.max(np.abs(w))) if w.size else 0.0
+        scale = max(bound, MIN_RANGE / 2) / qmax
+        return QuantParams.per_tensor(dtype, scale, 0)
+    reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
+    bound = np.max(np.abs(w), axis=reduce_axes) if w.size else np.zeros(w.shape[axis])
+    scale = np.maximum(bound, MIN_RANGE / 2) / qmax
+    return QuantParams.per_channel(dtype, scale, np.zeros_like(scale, dtype=np.int64), axis)
+
+
+def asymmetric_weight_params(weights: np.ndarray, dtype: DType = DType.UINT8) -> QuantParams:
+    """Classic per-tensor asymmetric weights (the uint8 scheme), zero exactly representable."""
+    w = np.asarray(weights)
+    return activation_params(dtype, float(w.min()) if w.size else 0.0,
+                             float(w.max()) if w.size else 0.0)
+
+
+def bias_params(input_params: QuantParams, weight_params: QuantParams) -> QuantParams:
+    """int32 bias: scale = input scale x weight scale (per channel when the weights are), zp 0."""
+    scale = input_params.scale.astype(np.float64) * weight_params.scale.astype(np.float64)
+    if weight_params.axis is None:
+        return QuantParams(DType.INT32, np.float32(scale), np.int64(0))
+    return QuantParams.per_channel(DType.INT32, scale, np.zeros(scale.shape, np.int64), 0)
+
+
+def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when identical)."""
+    ref = np.asarray(reference, np.float64)
+    noise = np.sum((ref - np.asarray(approx, np.float64)) ** 2)
+    signal = np.sum(ref ** 2)
+    if noise == 0:
+        return float("inf")
+    if signal == 0:
+        return float("-inf")
+    return float(10 * np.log10(signal / noise))

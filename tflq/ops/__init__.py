@@ -1,0 +1,52 @@
+"""The op registry: every module in this package registers its OpSpecs with @register."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from tflq.ops.base import OpSpec
+
+_BY_KIND: dict[str, OpSpec] = {}
+_BY_ONNX: dict[str, OpSpec] = {}
+
+
+def register(cls: type[OpSpec]) -> type[OpSpec]:
+    """Class decorator: make an OpSpec known by its TFLite kind and its ONNX op types."""
+    spec = cls()
+    if not spec.kind:
+        raise TypeError(f"{cls.__name__} has no kind")
+    if spec.kind in _BY_KIND:
+        raise TypeError(f"two specs for {spec.kind}")
+    _BY_KIND[spec.kind] = spec
+    for onnx_type in spec.onnx_types:
+        if onnx_type in _BY_ONNX:
+            raise TypeError(f"ONNX {onnx_type} claimed by {_BY_ONNX[onnx_type].kind} and {spec.kind}")
+        _BY_ONNX[onnx_type] = spec
+    return cls
+
+
+def _load_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def spec(kind: str) -> OpSpec:
+    """The spec of a TFLite op kind (KeyError if tflq cannot emit it)."""
+    return _BY_KIND[kind]
+
+
+def importer(onnx_type: str) -> OpSpec | None:
+    """The spec whose from_onnx handles this ONNX op type, or None."""
+    return _BY_ONNX.get(onnx_type)
+
+
+def all_specs() -> list[OpSpec]:
+    return [_BY_KIND[k] for k in sorted(_BY_KIND)]
+
+
+def onnx_types() -> dict[str, OpSpec]:
+    return dict(sorted(_BY_ONNX.items()))
+
+
+_load_all()

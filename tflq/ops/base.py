@@ -1,0 +1,186 @@
+"""OpSpec and the declarative rules (layout, quantization, weights) an op kind states about itself."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tflq.ir.graph import Graph, NoAttrs, Op
+
+# ---- layout rules: how the NCHW -> NHWC pass treats an op (tflite2onnx's classification) ------
+
+
+@dataclass(frozen=True)
+class LayoutRule:
+    """Base of the layout classes."""
+
+
+@dataclass(frozen=True)
+class ChannelsLast(LayoutRule):
+    """The kernel works on NHWC: rank-4 inputs listed in `data_inputs` and rank-4 outputs are NHWC."""
+
+    data_inputs: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class Transparent(LayoutRule):
+    """Elementwise/broadcasting: works in any layout; constant operands are permuted to match."""
+
+
+@dataclass(frozen=True)
+class AxisSensitive(LayoutRule):
+    """Works in any layout once its axis arguments are remapped.
+
+    attrs: attribute fields holding an axis (int) or axes (tuple of ints).
+    axis_inputs: constant inputs whose values are axis numbers (MEAN's axes).
+    per_axis_inputs: constant inputs with one row per axis (PAD's paddings, SLICE's begin/size).
+    """
+
+    attrs: tuple[str, ...] = ()
+    axis_inputs: tuple[int, ...] = ()
+    per_axis_inputs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class PermutesAxes(LayoutRule):
+    """TRANSPOSE: the layout pass composes its constant permutation with the layout change."""
+
+    perm_input: int = 1
+
+
+@dataclass(frozen=True)
+class LayoutBreaking(LayoutRule):
+    """Needs the ONNX axis order (RESHAPE, TRANSPOSE, FULLY_CONNECTED's flattening...)."""
+
+
+# ---- quantization rules (ai-edge-quantizer's OpQuantConstraint, ORT's same-as-input) -------
+
+
+@dataclass(frozen=True)
+class QuantRule:
+    """How an op's output parameters are chosen in full-integer mode.
+
+    dtypes: the 8-bit activation types the TFLite kernel accepts ("int8", "uint8").
+    """
+
+    dtypes: tuple[str, ...] = ("int8", "uint8")
+
+
+@dataclass(frozen=True)
+class Calibrated(QuantRule):
+    """Output parameters come from the calibrated range."""
+
+
+@dataclass(frozen=True)
+class SameAsInput(QuantRule):
+    """Output shares input `index`'s parameters (data movement, max pooling...)."""
+
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class SameAsOutput(QuantRule):
+    """Every data input is requantized to the output's calibrated parameters (int8 CONCATENATION)."""
+
+
+@dataclass(frozen=True)
+class FixedOutput(QuantRule):
+    """Kernel-mandated output: int8 zero point given; the uint8 one is 128 higher."""
+
+    scale: float = 1.0 / 256
+    zero_point_int8: int = -128
+
+
+@dataclass(frozen=True)
+class FloatOnly(QuantRule):
+    """No quantized kernel: the op stays float between DEQUANTIZE and QUANTIZE."""
+
+    dtypes: tuple[str, ...] = ()
+
+
+# ---- constant-operand rules --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A constant weight input: per-channel along `axis` for int8 (None = per-tensor only)."""
+
+    index: int
+    axis: int | None = 0
+    hybrid: bool = False  # LiteRT has a float-input/int8-weight kernel for this operand
+
+
+@dataclass(frozen=True)
+class Int32Bias:
+    """int32 bias input: scale = scale(input `input`) x scale(weight `weight`), zero point 0."""
+
+    index: int
+    input: int = 0
+    weight: int = 1
+
+
+# ---- test cases that live with the op ---------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One small ONNX model exercising an op: `nodes` over graph inputs `inputs` and `consts`."""
+
+    name: str
+    nodes: list[Any]
+    inputs: dict[str, np.ndarray]
+    consts: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ("y",)
+    opset: int = 17
+    quantize: bool = True  # False: skip the quantized check (kernel lacks the type, etc.)
+    calib_inputs: dict[str, np.ndarray] | None = None
+
+
+def rand(*shape: int, seed: int = 0, low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    """Seeded uniform float32 test data."""
+    return np.random.default_rng(seed).uniform(low, high, size=shape).astype(np.float32)
+
+
+# ---- the spec --------------------------------------------------------------------------
+
+
+class OpSpec:
+    """Everything tflq knows about one TFLite op kind (one class per kind; see STYLE.md §4).
+
+    Subclasses set the class attributes and override the methods they need:
+    - from_onnx(node, ctx): validate the ONNX node, then add IR ops through ctx;
+    - reference(*inputs, **attrs): float numpy kernel on the NHWC graph, returns a tuple;
+    - options(attrs): the generated FlatBuffers options object (e.g. Conv2DOptionsT) or None;
+    - version(op, graph): the op version TFLite's versioning rules give for these types.
+    """
+
+    kind: ClassVar[str] = ""
+    onnx_types: ClassVar[tuple[str, ...]] = ()
+    Attrs: ClassVar[type] = NoAttrs
+    layout: ClassVar[LayoutRule] = Transparent()
+    quant: ClassVar[QuantRule] = FloatOnly()
+    weights: ClassVar[tuple[Weight, ...]] = ()
+    bias: ClassVar[Int32Bias | None] = None
+    fused_activation: ClassVar[bool] = False  # Attrs has a `fused_activation` field
+    cases: ClassVar[list[Case]] = []
+
+    def from_onnx(self, node, ctx) -> None:
+        raise NotImplementedError(f"{self.kind} has no ONNX importer")
+
+    def reference(self, *inputs: np.ndarray, **attrs) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError(f"{self.kind} has no reference kernel")
+
+    def options(self, attrs) -> Any:
+        return None
+
+    def version(self, op: Op, graph: Graph) -> int:
+        return 1
+
+    # helpers for subclasses
+    @staticmethod
+    def attr_kwargs(attrs) -> dict[str, Any]:
+        return {f.name: getattr(attrs, f.name) for f in fields(attrs)}
+
+    def __repr__(self) -> str:
+        return f"<OpSpec {self.kind}>"

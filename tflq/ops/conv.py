@@ -1,0 +1,197 @@
+"""CONV_2D and DEPTHWISE_CONV_2D: ONNX Conv (plain, grouped, depthwise, dilated, padded)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import helper
+
+from tflq._generated.tflite.Conv2DOptions import Conv2DOptionsT
+from tflq._generated.tflite.DepthwiseConv2DOptions import DepthwiseConv2DOptionsT
+from tflq.errors import Unsupported
+from tflq.ir.graph import Graph, Op
+from tflq.ops import register
+from tflq.ops.base import Calibrated, Case, ChannelsLast, Int32Bias, OpSpec, Weight, rand
+from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
+                             windows)
+from tflq.ops.pad import add_explicit_pad
+
+
+@dataclass(frozen=True)
+class ConvAttrs:
+    padding: str = "VALID"
+    stride_h: int = 1
+    stride_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    fused_activation: str = "NONE"
+
+
+@dataclass(frozen=True)
+class DepthwiseConvAttrs(ConvAttrs):
+    depth_multiplier: int = 1
+
+
+def _is_hybrid(graph: Graph, op: Op) -> bool:
+    return graph.tensors[op.inputs[0]].dtype.is_float and not graph.tensors[op.inputs[1]].dtype.is_float
+
+
+def _per_channel(graph: Graph, name: str) -> bool:
+    quant = graph.tensors[name].quant
+    return quant is not None and quant.is_per_channel
+
+
+def _conv_case(name: str, x_shape, w_shape, seed: int = 0, bias: bool = True, **attrs) -> Case:
+    consts = {"w": rand(*w_shape, seed=seed + 1, low=-0.5, high=0.5)}
+    inputs = ["x", "w"]
+    if bias:
+        consts["b"] = rand(w_shape[0], seed=seed + 2, low=-0.2, high=0.2)
+        inputs.append("b")
+    return Case(name, [helper.make_node("Conv", inputs, ["y"], **attrs)],
+                {"x": rand(*x_shape, seed=seed)}, consts)
+
+
+@register
+class Conv2D(OpSpec):
+    """ONNX Conv. Filters are written OHWI; depthwise groups become DEPTHWISE_CONV_2D."""
+
+    kind = "CONV_2D"
+    onnx_types = ("Conv",)
+    Attrs = ConvAttrs
+    layout = ChannelsLast()
+    quant = Calibrated()
+    weights = (Weight(1, axis=0, hybrid=True),)
+    bias = Int32Bias(2)
+    fused_activation = True
+    cases = [
+        _conv_case("3x3_pad1", (1, 3, 8, 8), (4, 3, 3, 3), pads=[1, 1, 1, 1]),
+        _conv_case("stride2_same", (1, 4, 9, 9), (6, 4, 3, 3), strides=[2, 2], auto_pad="SAME_UPPER"),
+        _conv_case("1x1_no_bias", (1, 8, 5, 5), (4, 8, 1, 1), bias=False),
+        _conv_case("dilated", (1, 3, 10, 10), (5, 3, 3, 3), dilations=[2, 2], pads=[2, 2, 2, 2]),
+        _conv_case("asymmetric_pads", (1, 3, 7, 7), (4, 3, 3, 3), pads=[0, 1, 2, 1]),
+        _conv_case("grouped", (1, 4, 6, 6), (8, 2, 3, 3), group=2, pads=[1, 1, 1, 1]),
+        _conv_case("5x5_stride2_valid", (2, 3, 11, 11), (4, 3, 5, 5), strides=[2, 2]),
+    ]
+
+    def from_onnx(self, node, ctx) -> None:
+        x, w_name = node.input[0], node.input[1]
+        if ctx.rank(x) != 4:
+            raise Unsupported(node, "conv_rank", f"only 2-D convolution is supported "
+                                                 f"(input rank {ctx.rank(x)})")
+        w = ctx.require_constant(node, 1, "weights")
+        b = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if len(node.input) > 2 and node.input[2] and b is None:
+            raise Unsupported(node, "non_constant_input", "input 2 (bias) must be a constant")
+        _, cin, h, wd = ctx.shape(x)
+        cout, cin_group, kh, kw = w.shape
+        group = int(ctx.attr(node, "group", 1))
+        strides = tuple(ctx.attr(node, "strides", [1, 1]))
+        dilations = tuple(ctx.attr(node, "dilations", [1, 1]))
+        pads = onnx_pads(ctx, node, (h, wd), (kh, kw), strides, dilations)
+        bias = np.zeros(cout, np.float32) if b is None else b.astype(np.float32)
+        padding = choose_padding((h, wd), (kh, kw), strides, dilations, pads)
+        if padding is None:
+            x = add_explicit_pad(ctx, x, pads)
+            padding = "VALID"
+        common = dict(padding=padding, stride_h=strides[0], stride_w=strides[1],
+                      dilation_h=dilations[0], dilation_w=dilations[1])
+        w_name = node.input[1]
+        if group == 1:
+            filt = ctx.add_constant(f"{w_name}/ohwi", w.transpose(0, 2, 3, 1))
+            ctx.add_op("CONV_2D", [x, filt, ctx.add_constant(f"{node.name}/bias", bias)],
+                       [node.output[0]], ConvAttrs(**common))
+        elif group == cin and cin_group == 1:
+            filt = ctx.add_constant(f"{w_name}/1hwo", w.transpose(1, 2, 3, 0))
+            ctx.add_op("DEPTHWISE_CONV_2D", [x, filt, ctx.add_constant(f"{node.name}/bias", bias)],
+                       [node.output[0]], DepthwiseConvAttrs(**common, depth_multiplier=cout // cin))
+        else:
+            filt = ctx.add_constant(f"{w_name}/ohwi", w.transpose(0, 2, 3, 1))
+            ctx.add_op("CONV_2D", [x, filt, ctx.add_constant(f"{node.name}/bias", bias)],
+                       [node.output[0]], ConvAttrs(**common))
+
+    def reference(self, x, w, b=None, *, padding, stride_h, stride_w, dilation_h, dilation_w):
+        strides, dilations, kernel = (stride_h, stride_w), (dilation_h, dilation_w), w.shape[1:3]
+        x = pad_nhwc(x, kernel, strides, dilations, padding)
+        cout, groups = w.shape[0], x.shape[3] // w.shape[3]
+        if kernel == (1, 1) and strides == (1, 1) and groups == 1:
+            y = x @ w[:, 0, 0, :].T
+        else:
+            win = windows(x, kernel, strides, dilations)
+            cg, og = w.shape[3], cout // groups
+            parts = [np.tensordot(win[..., g * cg:(g + 1) * cg], w[g * og:(g + 1) * og],
+                                  axes=([3, 4, 5], [1, 2, 3])) for g in range(groups)]
+            y = parts[0] if groups == 1 else np.concatenate(parts, axis=-1)
+        if b is not None:
+            y = y + b
+        return (y.astype(np.float32),)
+
+    def options(self, attrs: ConvAttrs):
+        return Conv2DOptionsT(padding=padding_code(attrs.padding), strideW=attrs.stride_w,
+                              strideH=attrs.stride_h, dilationWFactor=attrs.dilation_w,
+                              dilationHFactor=attrs.dilation_h,
+                              fusedActivationFunction=activation_code(attrs.fused_activation))
+
+    def version(self, op: Op, graph: Graph) -> int:
+        x, w = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+        grouped = x.shape[3] != w.shape[3]
+        if x.dtype.name == "INT8" and w.dtype.name == "INT8":
+            return 3
+        if grouped:
+            return 6
+        if _is_hybrid(graph, op):
+            return 5 if _per_channel(graph, op.inputs[1]) else 2
+        return 1
+
+
+@register
+class DepthwiseConv2D(OpSpec):
+    """Emitted by Conv2D's importer for ONNX Conv with group == input channels."""
+
+    kind = "DEPTHWISE_CONV_2D"
+    Attrs = DepthwiseConvAttrs
+    layout = ChannelsLast()
+    quant = Calibrated()
+    weights = (Weight(1, axis=3, hybrid=True),)
+    bias = Int32Bias(2)
+    fused_activation = True
+    cases = [
+        _conv_case("depthwise_3x3", (1, 6, 8, 8), (6, 1, 3, 3), group=6, pads=[1, 1, 1, 1]),
+        _conv_case("depthwise_stride2", (1, 4, 9, 9), (4, 1, 3, 3), group=4, strides=[2, 2],
+                   pads=[1, 1, 1, 1]),
+        _conv_case("depthwise_multiplier2", (1, 3, 6, 6), (6, 1, 3, 3), group=3),
+        _conv_case("depthwise_dilated", (1, 4, 9, 9), (4, 1, 3, 3), group=4, dilations=[2, 2],
+                   pads=[2, 2, 2, 2]),
+    ]
+
+    def reference(self, x, w, b=None, *, padding, stride_h, stride_w, dilation_h, dilation_w,
+                  depth_multiplier):
+        strides, dilations, kernel = (stride_h, stride_w), (dilation_h, dilation_w), w.shape[1:3]
+        x = pad_nhwc(x, kernel, strides, dilations, padding)
+        if depth_multiplier > 1:
+            x = np.repeat(x, depth_multiplier, axis=3)
+        win = windows(x, kernel, strides, dilations)
+        y = np.zeros(win.shape[:3] + (w.shape[3],), np.float32)
+        for i in range(kernel[0]):
+            for j in range(kernel[1]):
+                y += win[:, :, :, i, j, :] * w[0, i, j, :]
+        if b is not None:
+            y = y + b
+        return (y,)
+
+    def options(self, attrs: DepthwiseConvAttrs):
+        return DepthwiseConv2DOptionsT(
+            padding=padding_code(attrs.padding), strideW=attrs.stride_w, strideH=attrs.stride_h,
+            depthMultiplier=attrs.depth_multiplier, dilationWFactor=attrs.dilation_w,
+            dilationHFactor=attrs.dilation_h,
+            fusedActivationFunction=activation_code(attrs.fused_activation))
+
+    def version(self, op: Op, graph: Graph) -> int:
+        x, w = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+        attrs = op.attrs
+        if x.dtype.name == "INT8" and w.dtype.name == "INT8":
+            return 3
+        if _is_hybrid(graph, op):
+            return 6 if _per_channel(graph, op.inputs[1]) else 4
+        if attrs.dilation_h != 1 or attrs.dilation_w != 1:
+            return 2
+        return 1

@@ -1,0 +1,129 @@
+"""ADD, SUB, MUL, DIV (broadcasting binary arithmetic) and BatchNormalization as MUL + ADD."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import helper
+
+from tflq._generated.tflite.AddOptions import AddOptionsT
+from tflq._generated.tflite.DivOptions import DivOptionsT
+from tflq._generated.tflite.MulOptions import MulOptionsT
+from tflq._generated.tflite.SubOptions import SubOptionsT
+from tflq.errors import Unsupported
+from tflq.ir.graph import Graph, Op
+from tflq.ops import register
+from tflq.ops.base import Calibrated, Case, OpSpec, Transparent, rand
+from tflq.ops.common import activation_code, quantized_version
+
+
+@dataclass(frozen=True)
+class ArithmeticAttrs:
+    fused_activation: str = "NONE"
+
+
+def _binary_cases(op_type: str, positive_rhs: bool = False) -> list[Case]:
+    low = 0.5 if positive_rhs else -1.0
+    return [
+        Case("same_shape", [helper.make_node(op_type, ["a", "b"], ["y"])],
+             {"a": rand(1, 3, 4, 4), "b": rand(1, 3, 4, 4, seed=1, low=low, high=1.5)}),
+        Case("channel_const", [helper.make_node(op_type, ["a", "c"], ["y"])],
+             {"a": rand(1, 3, 4, 4)}, {"c": rand(3, 1, 1, seed=2, low=low, high=1.5)}),
+        Case("scalar_const", [helper.make_node(op_type, ["a", "c"], ["y"])],
+             {"a": rand(2, 5)}, {"c": np.array(0.75, np.float32)}),
+        Case("broadcast_2d", [helper.make_node(op_type, ["a", "b"], ["y"])],
+             {"a": rand(3, 4), "b": rand(1, 4, seed=3, low=low, high=1.5)}),
+    ]
+
+
+class _Binary(OpSpec):
+    Attrs = ArithmeticAttrs
+    layout = Transparent()
+    quant = Calibrated()
+    fused_activation = True
+    numpy_fn = staticmethod(np.add)
+    Options = AddOptionsT
+
+    def from_onnx(self, node, ctx) -> None:
+        ctx.add_op(self.kind, [node.input[0], node.input[1]], [node.output[0]])
+
+    def reference(self, a, b):
+        return (self.numpy_fn(a, b).astype(np.float32),)
+
+    def options(self, attrs: ArithmeticAttrs):
+        return self.Options(fusedActivationFunction=activation_code(attrs.fused_activation))
+
+    def version(self, op: Op, graph: Graph) -> int:
+        return quantized_version(graph, op)
+
+
+@register
+class Add(_Binary):
+    kind = "ADD"
+    onnx_types = ("Add",)
+    cases = _binary_cases("Add")
+
+
+@register
+class Sub(_Binary):
+    kind = "SUB"
+    onnx_types = ("Sub",)
+    numpy_fn = staticmethod(np.subtract)
+    Options = SubOptionsT
+    cases = _binary_cases("Sub")
+
+
+@register
+class Mul(_Binary):
+    """ONNX Mul; also imports BatchNormalization as MUL + ADD (later folded into a conv)."""
+
+    kind = "MUL"
+    onnx_types = ("Mul", "BatchNormalization")
+    numpy_fn = staticmethod(np.multiply)
+    Options = MulOptionsT
+    cases = _binary_cases("Mul") + [
+        Case("batchnorm", [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
+                                            epsilon=1e-3)],
+             {"x": rand(1, 4, 3, 3)},
+             {"s": rand(4, seed=1), "b": rand(4, seed=2), "m": rand(4, seed=3),
+              "v": rand(4, seed=4, low=0.5, high=2.0)}),
+    ]
+
+    def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "Mul":
+            return super().from_onnx(node, ctx)
+        if len(node.output) > 1 and any(node.output[1:]) or ctx.attr(node, "training_mode", 0):
+            raise Unsupported(node, "batchnorm_training", "training-mode BatchNormalization")
+        scale, bias, mean, var = (ctx.require_constant(node, i, what).astype(np.float64)
+                                  for i, what in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+        eps = float(ctx.attr(node, "epsilon", 1e-5))
+        mul = scale / np.sqrt(var + eps)
+        add = bias - mean * mul
+        x = node.input[0]
+        rank = ctx.rank(x)
+        bshape = (1, -1) + (1,) * (rank - 2)
+        scaled = ctx.new_activation(f"{node.output[0]}/scaled", ctx.shape(x))
+        ctx.add_op("MUL", [x, ctx.add_constant(f"{node.name}/mul", mul.reshape(bshape).astype(np.float32))],
+                   [scaled])
+        ctx.add_op("ADD", [scaled, ctx.add_constant(f"{node.name}/add",
+                                                    add.reshape(bshape).astype(np.float32))],
+                   [node.output[0]])
+
+    def version(self, op: Op, graph: Graph) -> int:
+        a, b, y = (graph.tensors[n] for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        if a.quant is not None and b.quant is not None and y.quant is not None:
+            if float(a.quant.scale) * float(b.quant.scale) / float(y.quant.scale) >= 1.0:
+                return 3
+        return quantized_version(graph, op)
+
+
+@register
+class Div(_Binary):
+    kind = "DIV"
+    onnx_types = ("Div",)
+    numpy_fn = staticmethod(np.divide)
+    Options = DivOptionsT
+    cases = _binary_cases("Div", positive_rhs=True)
+
+    def version(self, op: Op, graph: Graph) -> int:
+        return 1

@@ -1,0 +1,110 @@
+"""RELU, RELU6 and RELU_N1_TO_1: ONNX Relu and the Clip ranges TFLite has kernels for."""
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from tflq.errors import Unsupported
+from tflq.ir.graph import Graph, Op
+from tflq.ops import register
+from tflq.ops.base import Calibrated, Case, OpSpec, Transparent, rand
+from tflq.ops.common import quantized_version
+
+CLIP_KINDS = {(0.0, 6.0): "RELU6", (0.0, np.inf): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
+
+
+def _clip_case(name: str, low, high) -> Case:
+    consts, inputs = {}, ["x"]
+    for key, value in (("lo", low), ("hi", high)):
+        if value is None:
+            inputs.append("")
+        else:
+            consts[key] = np.array(value, np.float32)
+            inputs.append(key)
+    while inputs and inputs[-1] == "":
+        inputs.pop()
+    return Case(name, [helper.make_node("Clip", inputs, ["y"])], {"x": rand(1, 3, 4, 4, low=-8, high=8)},
+                consts)
+
+
+class _ClampSpec(OpSpec):
+    layout = Transparent()
+    quant = Calibrated()
+    low, high = 0.0, np.inf
+
+    def reference(self, x):
+        return (np.clip(x, self.low, self.high).astype(np.float32),)
+
+    def version(self, op: Op, graph: Graph) -> int:
+        return quantized_version(graph, op)
+
+
+@register
+class Relu(_ClampSpec):
+    """ONNX Relu, and Clip(0, inf); Clip with other bounds dispatches by range."""
+
+    kind = "RELU"
+    onnx_types = ("Relu", "Clip")
+    cases = [Case("relu", [helper.make_node("Relu", ["x"], ["y"])], {"x": rand(1, 3, 4, 4)}),
+             _clip_case("clip_0_inf", 0.0, None)]
+
+    def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "Relu":
+            ctx.add_op("RELU", [node.input[0]], [node.output[0]])
+            return
+        low, high = self._clip_bounds(node, ctx)
+        kind = CLIP_KINDS.get((low, high))
+        if kind is not None:
+            ctx.add_op(kind, [node.input[0]], [node.output[0]])
+            return
+        self._clip_with_min_max(node, ctx, low, high)
+
+    @staticmethod
+    def _clip_bounds(node, ctx) -> tuple[float, float]:
+        if ctx.opset < 11:
+            return (float(ctx.attr(node, "min", -np.inf)), float(ctx.attr(node, "max", np.inf)))
+        bounds = []
+        for index, default in ((1, -np.inf), (2, np.inf)):
+            if len(node.input) > index and node.input[index]:
+                bounds.append(float(ctx.require_constant(node, index, "min" if index == 1 else "max")))
+            else:
+                bounds.append(default)
+        return bounds[0], bounds[1]
+
+    @staticmethod
+    def _clip_with_min_max(node, ctx, low: float, high: float) -> None:
+        from tflq import ops as registry
+
+        try:
+            registry.spec("MAXIMUM"), registry.spec("MINIMUM")
+        except KeyError:
+            raise Unsupported(node, "clip_range", f"Clip({low}, {high}) is not supported") from None
+        x, out = node.input[0], node.output[0]
+        if np.isfinite(low) and np.isfinite(high):
+            mid = ctx.new_activation(f"{out}/lower_clamped", ctx.shape(x))
+            ctx.add_op("MAXIMUM", [x, ctx.add_constant(f"{node.name}/min", np.array(low, np.float32))], [mid])
+            ctx.add_op("MINIMUM", [mid, ctx.add_constant(f"{node.name}/max", np.array(high, np.float32))],
+                       [out])
+        elif np.isfinite(low):
+            ctx.add_op("MAXIMUM", [x, ctx.add_constant(f"{node.name}/min", np.array(low, np.float32))], [out])
+        elif np.isfinite(high):
+            ctx.add_op("MINIMUM", [x, ctx.add_constant(f"{node.name}/max", np.array(high, np.float32))], [out])
+        else:
+            ctx.alias(out, x)
+
+
+@register
+class Relu6(_ClampSpec):
+    kind = "RELU6"
+    high = 6.0
+    cases = [_clip_case("clip_0_6", 0.0, 6.0)]
+
+
+@register
+class ReluN1To1(_ClampSpec):
+    kind = "RELU_N1_TO_1"
+    low, high = -1.0, 1.0
+    cases = [_clip_case("clip_m1_1", -1.0, 1.0)]
+
+    def version(self, op: Op, graph: Graph) -> int:
+        return 1

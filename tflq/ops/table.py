@@ -1,0 +1,27 @@
+"""The supported-op table (`tflq ops`, README), generated from the registry."""
+from __future__ import annotations
+
+from tflq import ops as registry
+from tflq.ops.base import OpSpec
+
+
+def _rule(spec: OpSpec) -> str:
+    name = type(spec.quant).__name__
+    types = "/".join(spec.quant.dtypes) if spec.quant.dtypes else "-"
+    return f"{name} ({types})"
+
+
+def support_table(markdown: bool = False) -> str:
+    rows = []
+    for spec in registry.all_specs():
+        onnx = ", ".join(sorted(t for t, s in registry.onnx_types().items() if s is spec)) or "(emitted)"
+        rows.append((spec.kind, onnx, _rule(spec), type(spec.layout).__name__))
+    header = ("TFLite op", "ONNX ops imported", "quantization", "layout")
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+                     + [fmt.format(*r) for r in rows])

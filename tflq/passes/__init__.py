@@ -1,0 +1,1 @@
+"""Graph passes, grouped in phases: NORMALIZE -> LAYOUT -> FUSE -> QUANTIZE -> CLEANUP."""

@@ -1,0 +1,108 @@
+"""FUSE phase: fold per-channel MUL/ADD (BatchNorm) into convolutions and fuse activations into producers."""
+from __future__ import annotations
+
+import numpy as np
+
+from tflq import ops as registry
+from tflq.ir.graph import Graph, Op
+
+# Output-channel axis of each weight layout (OHWI, 1HWO, [units, in]).
+WEIGHT_OUT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
+INTEGER_SAFE_ACTIVATIONS = ("RELU", "RELU6", "RELU_N1_TO_1")
+
+
+def _sole_consumer(graph: Graph, name: str, consumers: dict[str, list[Op]]) -> Op | None:
+    users = consumers.get(name, [])
+    if len(users) != 1 or name in graph.outputs:
+        return None
+    return users[0]
+
+
+def _per_channel_vector(value: np.ndarray, channels: int, out_rank: int) -> np.ndarray | None:
+    """The constant as a [channels] vector if it broadcasts along the last axis only, else None."""
+    if value.ndim > out_rank:
+        return None
+    if value.size == 1:
+        return np.full(channels, float(value.reshape(())), np.float32)
+    if value.shape[-1] == channels and value.size == channels:
+        return value.reshape(channels).astype(np.float32)
+    return None
+
+
+def fold_affine_into_producer(graph: Graph) -> int:
+    """x = CONV(...); y = x * c + d  ->  CONV with scaled weights and shifted bias (BatchNorm folding)."""
+    count = 0
+    producers = graph.producers()
+    consumers = graph.consumer_map()
+    for op in list(graph.ops):
+        if op.kind not in ("MUL", "ADD", "SUB") or op.attrs.fused_activation != "NONE":
+            continue
+        const_index = next((i for i in (1, 0) if graph.is_constant(op.inputs[i])), None)
+        if const_index is None or (op.kind == "SUB" and const_index == 0):
+            continue
+        x = op.inputs[1 - const_index]
+        producer = producers.get(x)
+        if (producer is None or producer.kind not in WEIGHT_OUT_AXIS
+                or producer.attrs.fused_activation != "NONE"
+                or _sole_consumer(graph, x, consumers) is not op
+                or not graph.is_constant(producer.inputs[1])
+                or not graph.is_constant(producer.inputs[2])):
+            continue
+        out = graph.tensors[op.outputs[0]]
+        if out.shape != graph.tensors[x].shape:
+            continue
+        weights = graph.tensors[producer.inputs[1]]
+        axis = WEIGHT_OUT_AXIS[producer.kind]
+        channels = weights.shape[axis]
+        vector = _per_channel_vector(graph.tensors[op.inputs[const_index]].data, channels, out.rank)
+        if vector is None:
+            continue
+        bias = graph.tensors[producer.inputs[2]].data.astype(np.float32)
+        if op.kind == "MUL":
+            shape = [1] * weights.rank
+            shape[axis] = channels
+            new_w = (weights.data * vector.reshape(shape)).astype(np.float32)
+            producer.inputs[1] = graph.add_constant(f"{producer.inputs[1]}/folded", new_w)
+            bias = bias * vector
+        else:
+            bias = bias + vector if op.kind == "ADD" else bias - vector
+        producer.inputs[2] = graph.add_constant(f"{producer.inputs[2]}/folded", bias.astype(np.float32))
+        producer.outputs[0] = op.outputs[0]
+        graph.remove_op(op)
+        producers[op.outputs[0]] = producer
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
+
+
+def fuse_activations(graph: Graph, allowed: tuple[str, ...] = INTEGER_SAFE_ACTIVATIONS) -> int:
+    """RELU/RELU6/RELU_N1_TO_1 (and TANH if allowed) after an op with a fused activation slot."""
+    count = 0
+    producers = graph.producers()
+    consumers = graph.consumer_map()
+    for op in list(graph.ops):
+        if op.kind not in allowed:
+            continue
+        producer = producers.get(op.inputs[0])
+        if (producer is None or not registry.spec(producer.kind).fused_activation
+                or producer.attrs.fused_activation != "NONE"
+                or _sole_consumer(graph, op.inputs[0], consumers) is not op):
+            continue
+        producer.replace_attrs(fused_activation=op.kind)
+        producer.outputs[0] = op.outputs[0]
+        graph.remove_op(op)
+        producers[op.outputs[0]] = producer
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
+
+
+def fuse_activations_with_tanh(graph: Graph) -> int:
+    """Float models may also fuse TANH (the quantized kernels would ignore it)."""
+    return fuse_activations(graph, INTEGER_SAFE_ACTIVATIONS + ("TANH",))
+
+
+def activation_fuser(float_only: bool):
+    return fuse_activations_with_tanh if float_only else fuse_activations

@@ -1,0 +1,71 @@
+"""convert(config) -> ConversionReport: load, normalise, lay out, fuse, quantize, write. No logic of its own."""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+from tflq.backend.tflite_writer import save_atomically, serialize
+from tflq.config import ConvertConfig, Mode
+from tflq.errors import InvalidConfigError
+from tflq.frontend.onnx_loader import load_onnx
+from tflq.ir.graph import Graph
+from tflq.ir.verify import verify
+from tflq.passes.cleanup import remove_dead_ops, remove_noop_ops
+from tflq.passes.fuse import activation_fuser, fold_affine_into_producer
+from tflq.passes.layout import to_nhwc
+from tflq.passes.manager import fixed_point
+from tflq.report import ConversionReport
+
+
+def prepare_graph(config: ConvertConfig) -> tuple[Graph, ConversionReport]:
+    """Everything before quantization: the fused NHWC float graph that the output file describes."""
+    _check_paths(config)
+    loaded = load_onnx(config.model, config.input_shapes)
+    graph = loaded.graph
+    report = ConversionReport(model=config.model, output=config.output, mode=config.mode.value,
+                              dtype=None if config.mode == Mode.FLOAT else config.dtype.value,
+                              input_bytes=_file_size(config.model), notes=list(loaded.notes))
+    report.transposes_inserted = to_nhwc(graph, keep_io_layout=config.keep_io_layout)
+    fixed_point(graph, [fold_affine_into_producer, activation_fuser(config.mode == Mode.FLOAT),
+                        remove_noop_ops, remove_dead_ops])
+    verify(graph, after="float passes")
+    return graph, report
+
+
+def convert(config: ConvertConfig) -> ConversionReport:
+    """Convert config.model; write config.output (atomically) when given. Raises TflqError."""
+    start = time.perf_counter()
+    graph, report = prepare_graph(config)
+    if config.mode == Mode.WEIGHTS_ONLY:
+        from tflq.quantize.weights import quantize_weights
+
+        report.weights = quantize_weights(graph, config)
+    elif config.mode == Mode.FULL:
+        from tflq.quantize.full import quantize_full
+
+        quantize_full(graph, config, report)
+    verify(graph, after="quantization")
+    data = serialize(graph, description="tflq")
+    if config.output:
+        save_atomically(data, config.output)
+    report.tflite = data
+    report.output_bytes = len(data)
+    report.op_counts = dict(Counter(op.kind for op in graph.ops))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _file_size(path: str) -> int:
+    """Size of the ONNX file (external data files not included)."""
+    return os.path.getsize(path)
+
+
+def _check_paths(config: ConvertConfig) -> None:
+    if config.output is None:
+        return
+    if os.path.exists(config.output) and os.path.exists(config.model) and \
+            os.path.samefile(config.output, config.model):
+        raise InvalidConfigError(f"{config.output}: the output would overwrite the input model")
+    if os.path.isdir(config.output):
+        raise InvalidConfigError(f"{config.output}: is a directory; give a file name")

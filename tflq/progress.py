@@ -1,0 +1,21 @@
+"""Progress bars: tqdm on stderr, silent when asked, when stderr is no terminal, or for tiny jobs."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from tqdm import tqdm
+
+MIN_STEPS_FOR_A_BAR = 8
+
+
+@contextmanager
+def progress(total: int | None, description: str, enabled: bool = True) -> Iterator[tqdm]:
+    show = enabled and sys.stderr.isatty() and (total is None or total >= MIN_STEPS_FOR_A_BAR)
+    bar = tqdm(total=total, desc=description, file=sys.stderr, disable=not show, leave=False,
+               unit="sample", dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()

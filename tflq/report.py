@@ -1,0 +1,78 @@
+"""ConversionReport: what a conversion did, as a readable summary or as JSON."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class FloatOp:
+    """An op left in float in a quantized model, and why."""
+
+    kind: str
+    origin: str
+    reason: str
+
+
+@dataclass
+class ConversionReport:
+    model: str
+    output: str | None
+    mode: str
+    dtype: str | None
+    input_bytes: int = 0
+    output_bytes: int = 0
+    op_counts: dict[str, int] = field(default_factory=dict)
+    transposes_inserted: int = 0
+    notes: list[str] = field(default_factory=list)
+    float_ops: list[FloatOp] = field(default_factory=list)
+    quantized_ops: int = 0
+    io: list[str] = field(default_factory=list)
+    weights: list[dict] = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    tflite: bytes = field(default=b"", repr=False)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("tflite")
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_text(self) -> str:
+        lines = [f"Converted {self.model} -> {self.output or '(in memory)'} "
+                 f"[mode {self.mode}{', ' + self.dtype if self.dtype else ''}] in {self.seconds:.2f} s"]
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(self.op_counts.items()))
+        lines.append(f"  ops: {sum(self.op_counts.values())} ({ops})")
+        if self.input_bytes:
+            ratio = self.output_bytes / self.input_bytes
+            lines.append(f"  size: {_mb(self.input_bytes)} ONNX -> {_mb(self.output_bytes)} TFLite "
+                         f"({ratio:.1%})")
+        if self.quantized_ops or self.float_ops:
+            lines.append(f"  quantized ops: {self.quantized_ops}; left float: {len(self.float_ops)}")
+            reasons = Counter((f.kind, f.reason) for f in self.float_ops)
+            for (kind, reason), n in sorted(reasons.items()):
+                lines.append(f"    {kind} x{n}: {reason}")
+        if self.weights:
+            lines.append(f"  weights quantized: {len(self.weights)} tensors")
+            worst = sorted(self.weights, key=lambda w: w["sqnr_db"])[:5]
+            for w in worst:
+                lines.append(f"    {w['name']}: {w['elements']} elements, {w['params']}, "
+                             f"SQNR {w['sqnr_db']:.1f} dB")
+        if self.calibration:
+            c = self.calibration
+            lines.append(f"  calibration: {c.get('samples', 0)} samples, method {c.get('method')}, "
+                         f"{c.get('seconds', 0):.2f} s")
+        for entry in self.io:
+            lines.append(f"  {entry}")
+        lines.append(f"  transposes inserted: {self.transposes_inserted}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        return "\n".join(lines)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} KB"

@@ -1,0 +1,1 @@
+"""Running tflq graphs in numpy with each op's reference kernel."""
