@@ -104,11 +104,18 @@ class FloatOnly(QuantRule):
 
 @dataclass(frozen=True)
 class Weight:
-    """A constant weight input: per-channel along `axis` for int8 (None = per-tensor only)."""
+    """A constant weight input.
+
+    axis: the output-channel axis of the weight's TFLite layout (None: no channel axis).
+    per_channel_full: int8 full-integer kernels take per-channel scales along `axis`
+        (FULLY_CONNECTED: per-tensor, which the published spec guarantees).
+    hybrid: LiteRT has a float-input/int8-weight (dynamic-range) kernel for this operand.
+    """
 
     index: int
     axis: int | None = 0
-    hybrid: bool = False  # LiteRT has a float-input/int8-weight kernel for this operand
+    per_channel_full: bool = True
+    hybrid: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,8 @@ class Case:
     opset: int = 17
     quantize: bool = True  # False: skip the quantized check (kernel lacks the type, etc.)
     calib_inputs: dict[str, np.ndarray] | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # ConvertConfig fields for this case
+    tolerance: float = 1e-4  # relative error allowed against onnxruntime in the conversion test
 
 
 def rand(*shape: int, seed: int = 0, low: float = -1.0, high: float = 1.0) -> np.ndarray:
@@ -176,6 +185,10 @@ class OpSpec:
 
     def version(self, op: Op, graph: Graph) -> int:
         return 1
+
+    def hybrid_supported(self, op: Op, graph: Graph) -> bool:
+        """Whether LiteRT's float-input/int8-weight kernel accepts this particular op."""
+        return any(w.hybrid for w in self.weights)
 
     # helpers for subclasses
     @staticmethod

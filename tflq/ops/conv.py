@@ -131,6 +131,10 @@ class Conv2D(OpSpec):
                               dilationHFactor=attrs.dilation_h,
                               fusedActivationFunction=activation_code(attrs.fused_activation))
 
+    def hybrid_supported(self, op: Op, graph: Graph) -> bool:
+        """The hybrid conv kernel has no grouped variant."""
+        return graph.tensors[op.inputs[0]].shape[3] == graph.tensors[op.inputs[1]].shape[3]
+
     def version(self, op: Op, graph: Graph) -> int:
         x, w = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
         grouped = x.shape[3] != w.shape[3]

@@ -39,7 +39,7 @@ class FullyConnected(OpSpec):
     Attrs = FullyConnectedAttrs
     layout = LayoutBreaking()
     quant = Calibrated()
-    weights = (Weight(1, axis=None, hybrid=True),)
+    weights = (Weight(1, axis=0, per_channel_full=False, hybrid=True),)
     bias = Int32Bias(2)
     fused_activation = True
     cases = [

@@ -1,4 +1,8 @@
-"""Run a float Graph with the ops' numpy reference kernels (calibration and pass checks)."""
+"""Run a Graph with the ops' numpy reference kernels (calibration and pass checks).
+
+Values are real numbers throughout: quantized constants are dequantized once up front, and
+QUANTIZE/DEQUANTIZE act as the identity, so a partly quantized graph runs as its float meaning.
+"""
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -12,45 +16,57 @@ from tflq.ops.common import apply_activation
 TensorHook = Callable[[str, np.ndarray], None]
 
 
-def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
-              on_tensor: TensorHook | None = None) -> dict[str, np.ndarray]:
-    """Evaluate the graph on `feeds` (graph input name -> array, in the graph's layout).
+class GraphRunner:
+    """Prepared once per graph (constants, kernels, last uses), then run on many samples."""
 
-    `on_tensor(name, value)` is called for every graph input and every op output as soon as it
-    is computed; values are dropped once their last consumer has run, so memory stays at the
-    live set, not the whole network.
-    """
-    values: dict[str, np.ndarray] = {}
-    last_use: dict[str, int] = {}
-    for i, op in enumerate(graph.ops):
-        for name in op.inputs:
-            last_use[name] = i
-    keep = set(graph.outputs)
-    for name in graph.inputs:
-        value = np.asarray(feeds[name], dtype=graph.tensors[name].dtype.numpy)
-        values[name] = value
-        if on_tensor is not None:
-            on_tensor(name, value)
-    for i, op in enumerate(graph.ops):
-        spec = registry.spec(op.kind)
-        args = []
-        for name in op.inputs:
-            if not name:
-                args.append(None)
-            elif name in values:
-                args.append(values[name])
-            else:
-                args.append(graph.tensors[name].data)
-        kwargs = spec.attr_kwargs(op.attrs)
-        activation = kwargs.pop("fused_activation", "NONE")
-        results = spec.reference(*args, **kwargs)
-        for name, value in zip(op.outputs, results):
-            value = apply_activation(np.asarray(value), activation)
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.constants: dict[str, np.ndarray] = {}
+        for name, t in graph.tensors.items():
+            if t.data is not None:
+                self.constants[name] = (t.quant.dequantize(t.data)
+                                        if t.quant is not None and not t.dtype.is_float else t.data)
+        self.steps = []
+        last_use: dict[str, int] = {}
+        for i, op in enumerate(graph.ops):
+            for name in op.inputs:
+                last_use[name] = i
+        keep = set(graph.outputs)
+        for i, op in enumerate(graph.ops):
+            spec = registry.spec(op.kind)
+            kwargs = spec.attr_kwargs(op.attrs)
+            activation = kwargs.pop("fused_activation", "NONE")
+            release = [n for n in dict.fromkeys(op.inputs)
+                       if n and last_use.get(n) == i and n not in keep and n not in self.constants]
+            self.steps.append((op, spec.reference, kwargs, activation, release))
+
+    def run(self, feeds: Mapping[str, np.ndarray],
+            on_tensor: TensorHook | None = None) -> dict[str, np.ndarray]:
+        """Evaluate on `feeds` (graph input name -> array, in the graph's layout).
+
+        `on_tensor(name, value)` sees every graph input and op output as soon as it exists;
+        values are dropped after their last use, so memory stays at the live set.
+        """
+        values: dict[str, np.ndarray] = dict(self.constants)
+        for name in self.graph.inputs:
+            value = np.asarray(feeds[name], dtype=np.float32)
             values[name] = value
             if on_tensor is not None:
                 on_tensor(name, value)
-        for name in op.inputs:
-            if name in values and last_use.get(name) == i and name not in keep:
+        for op, kernel, kwargs, activation, release in self.steps:
+            args = [values[n] if n else None for n in op.inputs]
+            results = kernel(*args, **kwargs)
+            for name, value in zip(op.outputs, results):
+                value = apply_activation(np.asarray(value), activation)
+                values[name] = value
+                if on_tensor is not None:
+                    on_tensor(name, value)
+            for name in release:
                 del values[name]
-    return {name: values[name] if name in values else graph.tensors[name].data
-            for name in graph.outputs}
+        return {name: values[name] for name in self.graph.outputs}
+
+
+def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
+              on_tensor: TensorHook | None = None) -> dict[str, np.ndarray]:
+    """One-shot GraphRunner(graph).run(feeds, on_tensor)."""
+    return GraphRunner(graph).run(feeds, on_tensor)

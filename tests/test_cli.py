@@ -1,0 +1,141 @@
+"""The command line as a user meets it: exit codes, one-line errors, no partial files."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import helper
+
+from tflq.cli import main
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "..", "sample_models", "digits_cnn.onnx")
+
+
+def _run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def _two_unsupported(path) -> str:
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="ok_relu"),
+             helper.make_node("Hardmax", ["a"], ["b"], name="bad_one"),
+             helper.make_node("Relu", ["b"], ["c"], name="ok_relu2"),
+             helper.make_node("Det", ["c"], ["y"], name="bad_two")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [4, 4])],
+                              [helper.make_tensor_value_info("y", 1, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+def test_help_lists_every_command():
+    result = _run("--help")
+    assert result.exit_code == 0
+    for command in ("convert", "inspect", "ops"):
+        assert command in result.output
+    assert "Exit codes" in _run("convert", "--help").output
+
+
+def test_convert_and_inspect(tmp_path):
+    out = tmp_path / "digits.tflite"
+    result = _run("convert", SAMPLE, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.exists() and out.read_bytes()[4:8] == b"TFL3"
+    info = json.loads(_run("inspect", str(out), "--json").output)
+    assert "CONV_2D" in [op["kind"] for op in info["ops"]]
+    assert info["signatures"] == ["serving_default"]
+
+
+def test_two_unsupported_ops_are_both_named_and_no_file_is_left(tmp_path):
+    out = tmp_path / "bad.tflite"
+    result = _run("convert", _two_unsupported(tmp_path / "bad.onnx"), "-o", str(out))
+    assert result.exit_code == 1
+    assert "bad_one" in result.output and "Hardmax" in result.output
+    assert "bad_two" in result.output and "Det" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_failed_conversion_keeps_existing_output(tmp_path):
+    out = tmp_path / "keep.tflite"
+    out.write_bytes(b"previous")
+    result = _run("convert", _two_unsupported(tmp_path / "bad.onnx"), "-o", str(out))
+    assert result.exit_code == 1
+    assert out.read_bytes() == b"previous"
+
+
+def test_truncated_model_is_a_one_line_error(tmp_path):
+    data = open(SAMPLE, "rb").read()
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(data[: len(data) // 3])
+    result = _run("convert", str(bad), "-o", str(tmp_path / "t.tflite"))
+    assert result.exit_code == 1
+    assert "truncated.onnx" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_not_onnx_at_all(tmp_path):
+    bad = tmp_path / "notes.onnx"
+    bad.write_text("hello, I am not a model")
+    result = _run("convert", str(bad), "-o", str(tmp_path / "t.tflite"))
+    assert result.exit_code == 1 and "notes.onnx" in result.output
+
+
+def test_missing_input_is_a_usage_error(tmp_path):
+    result = _run("convert", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "t.tflite"))
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_unwritable_output_directory(tmp_path):
+    result = _run("convert", SAMPLE, "-o", str(tmp_path / "missing_dir" / "x.tflite"))
+    assert result.exit_code == 1 and "missing_dir" in result.output
+
+
+def test_output_may_not_overwrite_the_input(tmp_path):
+    copy = tmp_path / "m.onnx"
+    copy.write_bytes(open(SAMPLE, "rb").read())
+    result = _run("convert", str(copy), "-o", str(copy))
+    assert result.exit_code == 1 and "overwrite" in result.output
+    assert copy.read_bytes() == open(SAMPLE, "rb").read()
+
+
+def test_internal_error_exits_3(tmp_path, monkeypatch):
+    import tflq.pipeline
+
+    def explode(config):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(tflq.pipeline, "convert", explode)
+    result = _run("convert", SAMPLE, "-o", str(tmp_path / "x.tflite"))
+    assert result.exit_code == 3 and "please report" in result.output
+    assert "Traceback" not in result.output
+    debug = _run("convert", SAMPLE, "-o", str(tmp_path / "x.tflite"), "--debug")
+    assert debug.exit_code == 3 and "Traceback" in debug.output
+
+
+def test_input_shape_option(tmp_path):
+    out = tmp_path / "b4.tflite"
+    result = _run("convert", SAMPLE, "-o", str(out), "--input-shape", "input:4,1,8,8")
+    assert result.exit_code == 0, result.output
+    info = json.loads(_run("inspect", str(out), "--json").output)
+    assert info["tensors"][info["inputs"][0]]["shape"] == [4, 8, 8, 1]
+    bad = _run("convert", SAMPLE, "-o", str(out), "--input-shape", "input:4,x")
+    assert bad.exit_code == 2
+
+
+def test_ops_lists_the_registry():
+    result = _run("ops")
+    assert result.exit_code == 0
+    assert "CONV_2D" in result.output and "Conv" in result.output
+
+
+def test_report_json_to_stdout(tmp_path):
+    result = CliRunner().invoke(main, ["convert", SAMPLE, "-o", str(tmp_path / "r.tflite"), "-q",
+                                       "--report", "-"])
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["mode"] == "float" and report["op_counts"]["CONV_2D"] == 3
+    assert np.isfinite(report["seconds"])

@@ -1,0 +1,97 @@
+"""Weights-only quantization: store large constant weights in 8 bits; arithmetic stays float.
+
+uint8 (the classic scheme): every weight is asymmetric per-tensor uint8 behind a DEQUANTIZE.
+int8: symmetric weights ([-127, 127], zero point 0), per output channel where the op has a
+channel axis; ops with a hybrid (float input, int8 weight) kernel read the int8 tensor
+directly, so LiteRT computes in 8 bits; everything else goes through DEQUANTIZE.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tflq import ops as registry
+from tflq.config import ConvertConfig, QuantDType
+from tflq.errors import InvalidModelError
+from tflq.ir.dtypes import DType
+from tflq.ir.graph import Graph, Op, Tensor
+from tflq.ir.quant import QuantParams, asymmetric_weight_params, sqnr_db, symmetric_weight_params
+from tflq.ops.base import Weight
+
+
+def check_finite_constants(graph: Graph) -> None:
+    """Refuse NaN/Inf in float constants: quantizing them would corrupt a whole tensor silently."""
+    for op in graph.ops:
+        for name in op.inputs:
+            t = graph.tensors[name] if name else None
+            if t is not None and t.is_constant and t.dtype.is_float and not np.all(np.isfinite(t.data)):
+                bad = int(np.size(t.data) - np.count_nonzero(np.isfinite(t.data)))
+                raise InvalidModelError(f"constant '{name}' (input of {op.kind} from node "
+                                        f"'{op.origin}') contains {bad} NaN/Inf value(s)")
+
+
+def _weight_rule(op: Op, index: int) -> Weight | None:
+    for rule in registry.spec(op.kind).weights:
+        if rule.index == index:
+            return rule
+    return None
+
+
+def _is_bias(op: Op, index: int) -> bool:
+    bias = registry.spec(op.kind).bias
+    return bias is not None and bias.index == index
+
+
+def _weight_params(data: np.ndarray, dtype: QuantDType, rule: Weight | None) -> QuantParams:
+    if dtype == QuantDType.UINT8:
+        return asymmetric_weight_params(data, DType.UINT8)
+    axis = rule.axis if rule is not None and data.ndim > 1 else None
+    return symmetric_weight_params(data, axis, DType.INT8)
+
+
+def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
+    """Rewrite the graph in place; return one summary record per quantized tensor."""
+    check_finite_constants(graph)
+    consumers = graph.consumer_map()
+    records: list[dict] = []
+    dequantized: dict[str, str] = {}
+    insert_at = 0
+    for name in list(graph.tensors):
+        t = graph.tensors[name]
+        users = consumers.get(name, [])
+        if not t.is_constant or not users or t.size < config.min_weight_elements:
+            continue
+        uses = [(op, i) for op in users for i, n in enumerate(op.inputs) if n == name]
+        if any(_is_bias(op, i) for op, i in uses):
+            continue  # biases stay float
+        if not t.dtype.is_float:
+            if any(_weight_rule(op, i) for op, i in uses):
+                records.append({"name": name, "elements": t.size, "params": "left alone (already "
+                                f"{t.dtype.name.lower()})", "sqnr_db": float("inf"), "hybrid": False})
+            continue
+        rules = [_weight_rule(op, i) for op, i in uses]
+        rule = rules[0] if len(set(rules)) == 1 else None
+        params = _weight_params(t.data, config.dtype, rule)
+        q_data = params.quantize(t.data)
+        hybrid = (config.dtype == QuantDType.INT8
+                  and all(r is not None and r.hybrid and registry.spec(op.kind).hybrid_supported(op, graph)
+                          for r, (op, _) in zip(rules, uses)))
+        q_name = graph.unique_name(f"{name}/quantized")
+        graph.add_tensor(Tensor(q_name, params.dtype, t.shape, q_data, params, t.layout))
+        if hybrid:
+            for op, i in uses:
+                op.inputs[i] = q_name
+                if op.kind == "FULLY_CONNECTED":
+                    op.replace_attrs(asymmetric_quantize_inputs=True)
+        else:
+            deq = dequantized.get(name)
+            if deq is None:
+                deq = graph.add_activation(f"{name}/dequantized", DType.FLOAT32, t.shape, t.layout)
+                graph.add_op(Op("DEQUANTIZE", [q_name], [deq], origin=name), insert_at)
+                insert_at += 1
+                dequantized[name] = deq
+            for op, i in uses:
+                op.inputs[i] = deq
+        records.append({"name": name, "elements": t.size, "params": params.describe(),
+                        "sqnr_db": sqnr_db(t.data, params.dequantize(q_data)), "hybrid": hybrid})
+    graph.remove_unused()
+    return records
