@@ -60,10 +60,7 @@ class FullyConnected(OpSpec):
         if node.op_type == "MatMul":
             w = ctx.constant(node.input[1])
             if w is None or w.ndim != 2 or ctx.rank(x) < 2:
-                if w is None:
-                    return self._batch_matmul(node, ctx)
-                raise Unsupported(node, "matmul_rank", "MatMul with a constant right-hand side "
-                                                       "of rank != 2 is not supported")
+                return self._batch_matmul(node, ctx)
             add_fully_connected(ctx, node, x, w.T, None, node.output[0])
             return
         w = ctx.require_constant(node, 1, "B")

@@ -172,6 +172,8 @@ class _LayoutRewriter:
         for i in rule.axis_inputs:
             removed.update(int(a) % 4 for a in np.ravel(self.graph.tensors[op.inputs[i]].data))
         x = self.graph.tensors[op.inputs[0]]
+        if any(self.graph.tensors[n].rank >= x.rank for n in op.outputs if n):
+            return False  # only ops that remove axes are understood here
         nchw_shape = tuple(x.shape[i] for i in TO_NCHW)
         survivors = [a for a in TO_NHWC if a not in removed and nchw_shape[a] != 1]
         return survivors == sorted(survivors)
