@@ -1,0 +1,259 @@
+"""MAX_POOL_2D and AVERAGE_POOL_2D: ONNX MaxPool and AveragePool, including explicit padding and ceil_mode.
+
+TFLite pools know only SAME and VALID padding, and both ignore padded cells (a SAME average divides
+by the number of real cells). Other ONNX paddings are made explicit in front of a VALID pool:
+- MaxPool: the borders are replicated with MIRROR_PAD SYMMETRIC (one op, or one per padded cell when
+  a single mirror would copy a cell from outside a window that reads it). Each padded cell then
+  repeats a cell of every window that reads it, so the maximum is unchanged; unlike padding with
+  -FLT_MAX this keeps the calibrated range of the padded tensor equal to the input's.
+- AveragePool: zero padding, then a MUL by (window size / ONNX divisor) wherever ONNX divides by
+  something other than the full window (count_include_pad=0, or cells added by ceil_mode).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import helper
+
+from tflq._generated.tflite.Pool2DOptions import Pool2DOptionsT
+from tflq.errors import Unsupported
+from tflq.ir.graph import Graph, Op
+from tflq.ops import register
+from tflq.ops.base import Case, ChannelsLast, OpSpec, SameAsInput, rand
+from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
+                             windows)
+from tflq.ops.pad import MirrorPadAttrs, add_explicit_pad
+
+
+@dataclass(frozen=True)
+class PoolAttrs:
+    padding: str = "VALID"
+    stride_h: int = 1
+    stride_w: int = 1
+    filter_h: int = 1
+    filter_w: int = 1
+    fused_activation: str = "NONE"
+
+
+@dataclass(frozen=True)
+class PoolWindow:
+    """The geometry of an ONNX pooling node on its NCHW input; paddings are (top, left, bottom, right)."""
+
+    size: tuple[int, int]
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]  # what the node asks for (explicit or auto_pad)
+    ceil_extra: tuple[int, int]  # cells ceil_mode reads beyond the bottom / right padding
+    out: tuple[int, int]
+
+    @property
+    def total_pads(self) -> tuple[int, int, int, int]:
+        t, l, b, r = self.pads
+        return t, l, b + self.ceil_extra[0], r + self.ceil_extra[1]
+
+    def attrs(self, padding: str) -> PoolAttrs:
+        return PoolAttrs(padding, self.strides[0], self.strides[1], self.kernel[0], self.kernel[1])
+
+    def tflite_padding(self) -> str | None:
+        """'SAME' or 'VALID' when TFLite's own padding reads exactly the cells ONNX reads."""
+        return choose_padding(self.size, self.kernel, self.strides, (1, 1), self.total_pads)
+
+
+def pool_window(node, ctx) -> PoolWindow:
+    """Validate an ONNX MaxPool/AveragePool node and work out its padding and output size."""
+    x = node.input[0]
+    if ctx.rank(x) != 4:
+        raise Unsupported(node, "pool_rank", f"only 2-D pooling is supported (input rank {ctx.rank(x)})")
+    kernel = tuple(int(k) for k in ctx.attr(node, "kernel_shape"))
+    strides = tuple(int(s) for s in ctx.attr(node, "strides", None) or (1, 1))
+    dilations = tuple(int(d) for d in ctx.attr(node, "dilations", None) or (1, 1))
+    if any(d != 1 for d in dilations):
+        raise Unsupported(node, "pool_dilation", f"dilated pooling (dilations {list(dilations)}) "
+                                                 f"is not supported")
+    size = tuple(ctx.shape(x)[2:])
+    pads = onnx_pads(ctx, node, size, kernel, strides, (1, 1))
+    ceil_mode = bool(ctx.attr(node, "ceil_mode", 0))
+    out, extra = [], []
+    for axis in (0, 1):
+        head, padded = pads[axis], size[axis] + pads[axis] + pads[axis + 2]
+        span = padded - kernel[axis]
+        count = (math.ceil(span / strides[axis]) if ceil_mode else span // strides[axis]) + 1
+        if ceil_mode and (count - 1) * strides[axis] >= size[axis] + head:
+            count -= 1  # onnxruntime (like PyTorch) drops a window that starts in the end padding
+        out.append(count)
+        extra.append(max(0, (count - 1) * strides[axis] + kernel[axis] - padded))
+    inferred = tuple(ctx.shape(node.output[0])[2:])
+    if tuple(out) != inferred:
+        raise Unsupported(node, "pool_ceil_mode",
+                          f"ceil_mode output size is ambiguous: onnxruntime gives {out}, ONNX shape "
+                          f"inference {list(inferred)}", "re-export with ceil_mode=0 and explicit pads")
+    return PoolWindow(size, kernel, strides, pads,  # type: ignore[arg-type]
+                      (extra[0], extra[1]), (out[0], out[1]))
+
+
+def _single_mirror_exact(size: int, kernel: int, stride: int, head: int, tail: int,
+                         count: int) -> bool:
+    """Whether mirroring (head, tail) cells at once (SYMMETRIC) copies only cells of the same window."""
+    if head > size or tail > size:
+        return False
+    for i in range(count):
+        start = i * stride - head
+        cells = range(max(start, 0), min(start + kernel, size))
+        for p in range(start, start + kernel):
+            mirrored = -p - 1 if p < 0 else 2 * size - p - 1 if p >= size else p
+            if mirrored not in cells:
+                return False
+    return True
+
+
+def add_edge_pad(ctx, x: str, window: PoolWindow) -> str:
+    """Pad NCHW `x` so that every padded cell repeats a cell of each window that reads it (max pooling)."""
+    top, left, bottom, right = window.total_pads
+    exact = all(_single_mirror_exact(window.size[a], window.kernel[a], window.strides[a], head, tail,
+                                     window.out[a])
+                for a, (head, tail) in enumerate(((top, bottom), (left, right))))
+    remaining = [top, left, bottom, right]
+    while any(remaining):
+        # One mirror step when it is exact, else repeat the edge one cell at a time.
+        step = remaining if exact else [min(p, 1) for p in remaining]
+        n, c, h, w = ctx.shape(x)
+        t, l, b, r = step
+        paddings = np.array([[0, 0], [0, 0], [t, b], [l, r]], np.int32)
+        out = ctx.new_activation(f"{x}/edge_padded", (n, c, h + t + b, w + l + r))
+        ctx.add_op("MIRROR_PAD", [x, ctx.add_constant(f"{x}/edge_paddings", paddings)], [out],
+                   MirrorPadAttrs("SYMMETRIC"))
+        remaining = [p - s for p, s in zip(remaining, step)]
+        x = out
+    return x
+
+
+def average_pool_divisor(window: PoolWindow, count_include_pad: bool) -> np.ndarray:
+    """What onnxruntime divides each window's sum by: real cells, or cells inside the explicit padding."""
+    per_axis = []
+    for a in (0, 1):
+        starts = np.arange(window.out[a]) * window.strides[a] - window.pads[a]
+        ends = starts + window.kernel[a]
+        if count_include_pad:
+            counts = np.minimum(ends, window.size[a] + window.pads[a + 2]) - starts
+        else:
+            counts = np.minimum(ends, window.size[a]) - np.maximum(starts, 0)
+        per_axis.append(counts.astype(np.float64))
+    return np.outer(per_axis[0], per_axis[1])
+
+
+def _pool_version(op: Op, graph: Graph) -> int:
+    dtype = graph.tensors[op.inputs[0]].dtype.name
+    return 3 if dtype == "INT16" else 2 if dtype == "INT8" else 1
+
+
+def _pool_case(name: str, op_type: str, shape=(1, 3, 8, 8), low: float = -1.0, high: float = 1.0,
+               **attrs) -> Case:
+    return Case(name, [helper.make_node(op_type, ["x"], ["y"], **attrs)],
+                {"x": rand(*shape, low=low, high=high)})
+
+
+class _Pool(OpSpec):
+    Attrs = PoolAttrs
+    layout = ChannelsLast()
+    quant = SameAsInput()  # the u8/i8 kernels need equal input and output parameters
+    fused_activation = True
+
+    def options(self, attrs: PoolAttrs):
+        return Pool2DOptionsT(padding=padding_code(attrs.padding), strideW=attrs.stride_w,
+                              strideH=attrs.stride_h, filterWidth=attrs.filter_w,
+                              filterHeight=attrs.filter_h,
+                              fusedActivationFunction=activation_code(attrs.fused_activation))
+
+    def version(self, op: Op, graph: Graph) -> int:
+        return _pool_version(op, graph)
+
+
+@register
+class MaxPool2D(_Pool):
+    """ONNX MaxPool (2-D, no dilation, no Indices output)."""
+
+    kind = "MAX_POOL_2D"
+    onnx_types = ("MaxPool",)
+    cases = [
+        _pool_case("2x2_stride2", "MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+        _pool_case("3x3_stride2_pads1", "MaxPool", (1, 4, 12, 12), kernel_shape=[3, 3], strides=[2, 2],
+                   pads=[1, 1, 1, 1]),
+        _pool_case("pads1_all_negative", "MaxPool", low=-2.0, high=-1.0, kernel_shape=[3, 3],
+                   strides=[2, 2], pads=[1, 1, 1, 1]),
+        _pool_case("same_upper", "MaxPool", (1, 2, 9, 9), kernel_shape=[3, 3], strides=[2, 2],
+                   auto_pad="SAME_UPPER"),
+        _pool_case("pads_equal_same", "MaxPool", (1, 2, 7, 7), kernel_shape=[2, 2], strides=[2, 2],
+                   pads=[0, 0, 1, 1]),
+        _pool_case("ceil_mode", "MaxPool", (1, 2, 8, 8), low=-2.0, high=-1.0, kernel_shape=[3, 3],
+                   strides=[2, 2], ceil_mode=1),
+        _pool_case("ceil_mode_pads1", "MaxPool", (1, 2, 8, 8), low=-2.0, high=-1.0, kernel_shape=[3, 3],
+                   strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+        _pool_case("pads2_stride1", "MaxPool", (1, 2, 6, 7), low=-2.0, high=-1.0, kernel_shape=[3, 3],
+                   pads=[2, 1, 2, 2]),
+    ]
+
+    def from_onnx(self, node, ctx) -> None:
+        if len(node.output) > 1 and node.output[1]:
+            raise Unsupported(node, "maxpool_indices", "MaxPool's Indices output is not supported")
+        window = pool_window(node, ctx)
+        x, padding = node.input[0], window.tflite_padding()
+        if padding is None:
+            x, padding = add_edge_pad(ctx, x, window), "VALID"
+        ctx.add_op(self.kind, [x], [node.output[0]], window.attrs(padding))
+
+    def reference(self, x, *, padding, stride_h, stride_w, filter_h, filter_w):
+        kernel, strides = (filter_h, filter_w), (stride_h, stride_w)
+        x = pad_nhwc(x, kernel, strides, (1, 1), padding, value=-np.inf)
+        return (windows(x, kernel, strides, (1, 1)).max(axis=(3, 4)).astype(np.float32),)
+
+
+@register
+class AveragePool2D(_Pool):
+    """ONNX AveragePool (2-D, no dilation), count_include_pad 0 or 1."""
+
+    kind = "AVERAGE_POOL_2D"
+    onnx_types = ("AveragePool",)
+    cases = [
+        _pool_case("2x2_stride2", "AveragePool", kernel_shape=[2, 2], strides=[2, 2]),
+        _pool_case("same_upper_exclude_pad", "AveragePool", (1, 2, 9, 9), kernel_shape=[3, 3],
+                   strides=[2, 2], auto_pad="SAME_UPPER"),
+        _pool_case("pads1_include_pad", "AveragePool", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                   count_include_pad=1),
+        _pool_case("pads1_exclude_pad", "AveragePool", kernel_shape=[3, 3], strides=[2, 2],
+                   pads=[1, 1, 1, 1]),
+        _pool_case("ceil_mode_include_pad", "AveragePool", (1, 2, 8, 8), kernel_shape=[3, 3],
+                   strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1),
+        _pool_case("ceil_mode_exclude_pad", "AveragePool", (1, 2, 8, 8), kernel_shape=[3, 3],
+                   strides=[2, 2], ceil_mode=1),
+    ]
+
+    def from_onnx(self, node, ctx) -> None:
+        window = pool_window(node, ctx)
+        include_pad = bool(ctx.attr(node, "count_include_pad", 0))
+        padding = window.tflite_padding()
+        if padding == "VALID" or (padding == "SAME" and not include_pad):
+            ctx.add_op(self.kind, [node.input[0]], [node.output[0]], window.attrs(padding))
+            return
+        padded = add_explicit_pad(ctx, node.input[0], window.total_pads)
+        factor = window.kernel[0] * window.kernel[1] / average_pool_divisor(window, include_pad)
+        if np.allclose(factor, 1.0):
+            ctx.add_op(self.kind, [padded], [node.output[0]], window.attrs("VALID"))
+            return
+        n, c = ctx.shape(node.input[0])[:2]
+        pooled = ctx.new_activation(f"{node.output[0]}/window_mean", (n, c) + window.out)
+        ctx.add_op(self.kind, [padded], [pooled], window.attrs("VALID"))
+        rescale = ctx.add_constant(f"{node.name}/divisor_fix", factor.reshape((1, 1) + window.out)
+                                   .astype(np.float32))
+        ctx.add_op("MUL", [pooled, rescale], [node.output[0]])
+
+    def reference(self, x, *, padding, stride_h, stride_w, filter_h, filter_w):
+        kernel, strides = (filter_h, filter_w), (stride_h, stride_w)
+
+        def window_sums(values: np.ndarray) -> np.ndarray:
+            padded = pad_nhwc(values, kernel, strides, (1, 1), padding)
+            return windows(padded, kernel, strides, (1, 1)).sum(axis=(3, 4))
+
+        counts = window_sums(np.ones((1,) + x.shape[1:3] + (1,), np.float32))  # SAME: real cells only
+        return ((window_sums(x) / counts).astype(np.float32),)
