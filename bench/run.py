@@ -1,0 +1,493 @@
+"""Benchmark tflq: conversion time, memory, file size, accuracy and LiteRT latency per mode.
+
+Run it from the repository root with ``make bench``: that builds ``.venv-bench`` (PyTorch, onnx,
+onnxruntime, LiteRT and tflq itself), exports the seeded MobileNetV2 and ResNet-18 to
+``bench/models/`` (``bench/models.py``), then runs this script. Directly, once the venv exists::
+
+    .venv-bench/bin/python bench/run.py [--models resnet18 ...] [--configs float full-int8 ...]
+                                        [--quick] [--timeout 300]
+
+Every model (``mobilenet_v2``, ``resnet18`` and the sample ``digits_cnn``) is converted in every
+configuration (float; weights-only uint8/int8; full uint8/int8 with minmax calibration; full int8
+with percentile, mse and entropy calibration) through the public CLI, ``tflq convert ... -q
+--report``, each conversion in its own child process. A mode that is not implemented or fails
+does not stop the run: its row's status is the first line of the CLI's stderr.
+
+The machine is shared and noisy, so figures are meant to be read as ratios between rows of one
+run, never against numbers from another run or machine; the speed and memory targets live here,
+not in the tests. Latency is measured round-robin (each round invokes every model of the table
+once, in a rotating order) so that load changes hit all rows alike.
+
+Columns of the Markdown table printed per model (the same figures, and more, go to
+``bench/results.json``, which git ignores):
+
+- config: the conversion flags (see ``CONFIGS``); full modes pass ``--calib-samples 100``.
+- status: ``ok``, or ``error: <first stderr line>`` when the conversion failed, or the reason
+  LiteRT could not load or run the file (each file is first invoked in a throwaway process, so
+  even a crashing file only marks its row).
+- convert s: wall time of the ``tflq convert`` child process, Python start-up included (its
+  CPU time, less sensitive to other load, is in the JSON as ``convert_cpu_s``).
+- peak MB: that child's peak resident set size (``ru_maxrss`` from ``os.wait4``), 10^6 bytes.
+  The child is forked from a bare launcher, not from the benchmark, whose own memory Linux
+  would otherwise count in (``bench/measure.py``).
+- size MB: size of the written ``.tflite`` file; size ratio: divided by the float file's size.
+- SQNR dB: 10 log10(signal / error power) of the LiteRT outputs against onnxruntime running the
+  float ONNX model, over all evaluation inputs: 20 seeded standard-normal inputs (different from
+  the calibration inputs) for the benchmark models, ``sample_models/digits_eval.npz`` for the
+  sample. The float row shows how exact the conversion itself is.
+- top-1 (sample model only): accuracy of the LiteRT outputs against the evaluation labels; the
+  float ONNX model's accuracy in onnxruntime is printed under the table.
+- latency ms: median of the timed LiteRT invokes (``num_threads=1``, default delegates, after
+  3 warm-up rounds; 50 timed rounds, 20 with ``--quick``) on the first evaluation input.
+- latency ratio: that median divided by the float file's median from the same run.
+
+Calibration data for the benchmark models is 100 seeded standard-normal inputs, one ``.npy``
+file each, written once to ``bench/models/calib_<model>/``; the sample uses
+``sample_models/digits_calib/``. Converted files and CLI reports go to ``bench/out/``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from measure import (LiteRTModel, Sample, interleaved_latency, litert_smoke_test,
+                     onnxruntime_outputs, run_child, sqnr_db)
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+CALIB_SAMPLES = 100
+EVAL_SAMPLES = 20
+CALIB_SEED = 20240
+EVAL_SEED = 31337
+WARMUP_ROUNDS = 3
+LATENCY_ROUNDS = 50
+QUICK_LATENCY_ROUNDS = 20
+DEFAULT_TIMEOUT = 300.0
+FLOAT = "float"
+STATUS_WIDTH = 110
+
+
+@dataclass(frozen=True)
+class Config:
+    """One set of conversion flags; ``calib_method`` is set for full-integer modes only."""
+
+    name: str
+    mode: str
+    dtype: str | None = None
+    calib_method: str | None = None
+
+    def flags(self, calib_dir: Path) -> list[str]:
+        flags = ["--mode", self.mode]
+        if self.dtype:
+            flags += ["--dtype", self.dtype]
+        if self.calib_method:
+            flags += ["--calib", str(calib_dir), "--calib-samples", str(CALIB_SAMPLES),
+                      "--calib-method", self.calib_method]
+        return flags
+
+
+CONFIGS = (
+    Config(FLOAT, "float"),
+    Config("weights-uint8", "weights-only", "uint8"),
+    Config("weights-int8", "weights-only", "int8"),
+    Config("full-uint8", "full", "uint8", "minmax"),
+    Config("full-int8", "full", "int8", "minmax"),
+    Config("full-int8-percentile", "full", "int8", "percentile"),
+    Config("full-int8-mse", "full", "int8", "mse"),
+    Config("full-int8-entropy", "full", "int8", "entropy"),
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to benchmark. Without ``eval_npz``, calibration and evaluation data are random."""
+
+    name: str
+    onnx: Path
+    calib_dir: Path
+    eval_npz: Path | None = None
+
+
+def model_specs(models_dir: Path) -> dict[str, ModelSpec]:
+    specs = [ModelSpec(name, models_dir / f"{name}.onnx", models_dir / f"calib_{name}")
+             for name in ("mobilenet_v2", "resnet18")]
+    samples = ROOT / "sample_models"
+    specs.append(ModelSpec("digits_cnn", samples / "digits_cnn.onnx", samples / "digits_calib",
+                           samples / "digits_eval.npz"))
+    return {spec.name: spec for spec in specs}
+
+
+@dataclass
+class Row:
+    """Everything measured for one (model, config) pair; None where it could not be measured."""
+
+    config: str
+    command: list[str]
+    status: str = "ok"
+    convert_s: float | None = None
+    convert_cpu_s: float | None = None
+    peak_mb: float | None = None
+    size_mb: float | None = None
+    size_ratio: float | None = None
+    sqnr_db: float | None = None
+    top1: float | None = None
+    latency_ms: float | None = None
+    latency_ratio: float | None = None
+    latency: dict | None = None
+    report: dict | None = None
+
+
+@dataclass
+class ModelResult:
+    name: str
+    onnx: str
+    status: str = "ok"
+    onnx_mb: float | None = None
+    eval_samples: int = 0
+    onnxruntime_top1: float | None = None
+    rows: list[Row] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------- data
+
+def input_specs(onnx_path: Path) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """Name, shape (dynamic dimensions set to 1) and dtype of each real graph input."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+                      for d in tensor.shape.dim)
+        specs.append((value.name, shape,
+                      np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))))
+    return specs
+
+
+def seeded_rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def random_samples(spec: ModelSpec, count: int, seed: int) -> list[Sample]:
+    """``count`` seeded standard-normal samples, each a batch of one per input."""
+    rng = seeded_rng(seed, spec.name)
+    inputs = input_specs(spec.onnx)
+    return [[rng.standard_normal(shape).astype(dtype) for _, shape, dtype in inputs]
+            for _ in range(count)]
+
+
+def ensure_calibration(spec: ModelSpec) -> None:
+    """Write CALIB_SAMPLES random .npy inputs to spec.calib_dir unless they are there already.
+
+    One input: the files sit in the directory. Several: one subdirectory per input name.
+    """
+    if spec.eval_npz is not None or (spec.calib_dir.is_dir() and
+                                     len(list(spec.calib_dir.rglob("*.npy"))) >= CALIB_SAMPLES):
+        return
+    log(f"[{spec.name}] writing {CALIB_SAMPLES} calibration inputs to {rel(spec.calib_dir)}")
+    names = [name for name, _, _ in input_specs(spec.onnx)]
+    partial = spec.calib_dir.with_name(spec.calib_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for index, sample in enumerate(random_samples(spec, CALIB_SAMPLES, CALIB_SEED)):
+        for name, value in zip(names, sample):
+            folder = partial / name if len(names) > 1 else partial
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"calib_{index:03d}.npy", value)
+    shutil.rmtree(spec.calib_dir, ignore_errors=True)
+    partial.rename(spec.calib_dir)
+
+
+def evaluation_data(spec: ModelSpec) -> tuple[list[Sample], np.ndarray | None]:
+    """Evaluation samples (batch of one each) and labels when the model has them."""
+    if spec.eval_npz is None:
+        return random_samples(spec, EVAL_SAMPLES, EVAL_SEED), None
+    data = np.load(spec.eval_npz)
+    names = [name for name, _, _ in input_specs(spec.onnx)]
+    count = len(data[names[0]])
+    samples = [[data[name][i:i + 1] for name in names] for i in range(count)]
+    return samples, data["labels"] if "labels" in data else None
+
+
+# ------------------------------------------------------------------------------------ measuring
+
+def convert(spec: ModelSpec, config: Config, tflq: Path, out_dir: Path, timeout: float) -> Row:
+    """Run one conversion in a child process; fill time, memory, size and the CLI report."""
+    output = out_dir / f"{config.name}.tflite"
+    report_path = out_dir / f"{config.name}.report.json"
+    for stale in (output, report_path):
+        stale.unlink(missing_ok=True)
+    command = [str(tflq), "convert", str(spec.onnx), "-o", str(output),
+               *config.flags(spec.calib_dir), "-q", "--report", str(report_path)]
+    row = Row(config=config.name, command=[rel_arg(arg) for arg in command])
+    child = run_child(command, timeout)
+    row.convert_s, row.convert_cpu_s = child.seconds, child.cpu_seconds
+    row.peak_mb = child.peak_rss_mb
+    if not child.ok:
+        row.status = error_status(child.first_error_line())
+        return row
+    if not output.exists():
+        row.status = "error: the CLI succeeded but wrote no file"
+        return row
+    row.size_mb = output.stat().st_size / 1e6
+    if report_path.exists():
+        row.report = summarize_report(json.loads(report_path.read_text()))
+    return row
+
+
+def summarize_report(report: dict) -> dict:
+    """The parts of the CLI's JSON report worth keeping next to the measurements."""
+    return {"seconds": report.get("seconds"), "quantized_ops": report.get("quantized_ops"),
+            "float_ops": len(report.get("float_ops") or []),
+            "ops": sum((report.get("op_counts") or {}).values()),
+            "transposes_inserted": report.get("transposes_inserted"),
+            "calibration": report.get("calibration") or None}
+
+
+def error_status(line: str) -> str:
+    text = line[len("error:"):].strip() if line.lower().startswith("error:") else line
+    return f"error: {text}"
+
+
+def top1(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
+    predictions = np.array([int(np.argmax(sample[0])) for sample in outputs])
+    return float(np.mean(predictions == labels))
+
+
+def bench_model(spec: ModelSpec, configs: list[Config], tflq: Path, out_root: Path,
+                latency_rounds: int, timeout: float) -> ModelResult:
+    result = ModelResult(name=spec.name, onnx=rel(spec.onnx))
+    if not spec.onnx.exists():
+        result.status = f"error: {rel(spec.onnx)} is missing (build it: bench/models.py)"
+        log(f"[{spec.name}] {result.status}")
+        return result
+    result.onnx_mb = spec.onnx.stat().st_size / 1e6
+    ensure_calibration(spec)
+    out_dir = out_root / spec.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for config in configs:
+        log(f"[{spec.name}] convert {config.name} ...")
+        row = convert(spec, config, tflq, out_dir, timeout)
+        log(f"[{spec.name}]   {row.status} ({row.convert_s:.1f} s, {row.peak_mb:.0f} MB)")
+        result.rows.append(row)
+
+    samples, labels = evaluation_data(spec)
+    result.eval_samples = len(samples)
+    log(f"[{spec.name}] onnxruntime reference on {len(samples)} inputs ...")
+    reference = onnxruntime_outputs(str(spec.onnx), samples)
+    if labels is not None:
+        result.onnxruntime_top1 = top1(reference, labels)
+    models: dict[str, LiteRTModel] = {}
+    for row in result.rows:
+        if row.status != "ok":
+            continue
+        log(f"[{spec.name}] LiteRT outputs of {row.config} ...")
+        path = str(out_dir / f"{row.config}.tflite")
+        problem = litert_smoke_test(path, timeout)
+        if problem:
+            row.status = error_status(problem)
+            continue
+        try:
+            model = LiteRTModel(path, samples[0])
+            outputs = [model.run(sample) for sample in samples]
+            row.sqnr_db = sqnr_db([r for sample in reference for r in sample],
+                                  [o for sample in outputs for o in sample])
+        except Exception as exc:  # noqa: BLE001 - a broken file is a row status, not a crash
+            row.status = error_status(f"LiteRT: {type(exc).__name__}: {first_line(str(exc))}")
+            continue
+        if labels is not None:
+            row.top1 = top1(outputs, labels)
+        models[row.config] = model
+    if models:
+        log(f"[{spec.name}] latency: {len(models)} files x {latency_rounds} rounds ...")
+        for name, latency in interleaved_latency(models, samples[0], WARMUP_ROUNDS,
+                                                 latency_rounds).items():
+            row = next(r for r in result.rows if r.config == name)
+            row.latency_ms, row.latency = latency.median_ms, asdict(latency)
+    add_ratios(result.rows)
+    return result
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """Size and latency relative to the float row of the same run."""
+    base = next((r for r in rows if r.config == FLOAT and r.status == "ok"), None)
+    for row in rows:
+        if base is None or row.status != "ok":
+            continue
+        if row.size_mb is not None and base.size_mb:
+            row.size_ratio = row.size_mb / base.size_mb
+        if row.latency_ms is not None and base.latency_ms:
+            row.latency_ratio = row.latency_ms / base.latency_ms
+
+
+# ------------------------------------------------------------------------------------ reporting
+
+COLUMNS = ("config", "status", "convert s", "peak MB", "size MB", "size ratio", "SQNR dB",
+           "top-1", "latency ms", "latency ratio")
+
+
+def markdown_table(result: ModelResult) -> str:
+    with_top1 = result.onnxruntime_top1 is not None
+    columns = [c for c in COLUMNS if with_top1 or c != "top-1"]
+    onnx_size = f", {result.onnx_mb:.2f} MB ONNX" if result.onnx_mb else ""
+    lines = [f"### {result.name} ({result.onnx}{onnx_size})", ""]
+    if result.status != "ok":
+        return "\n".join(lines + [result.status, ""])
+    lines += ["| " + " | ".join(columns) + " |",
+              "|" + "|".join("---" if c in ("config", "status") else "---:" for c in columns) + "|"]
+    for row in result.rows:
+        status = row.status
+        if len(status) > STATUS_WIDTH:
+            status = status[:STATUS_WIDTH] + "…"
+        cells = {"config": row.config, "status": status.replace("|", "\\|"),
+                 "convert s": fmt(row.convert_s, ".2f"), "peak MB": fmt(row.peak_mb, ".0f"),
+                 "size MB": fmt(row.size_mb, ".3f"), "size ratio": fmt(row.size_ratio, ".3f"),
+                 "SQNR dB": fmt(row.sqnr_db, ".1f"), "top-1": fmt(row.top1, ".3f"),
+                 "latency ms": fmt(row.latency_ms, ".3f" if (row.latency_ms or 0) < 1 else ".2f"),
+                 "latency ratio": fmt(row.latency_ratio, ".2f")}
+        lines.append("| " + " | ".join(cells[c] for c in columns) + " |")
+    lines.append("")
+    if with_top1:
+        lines.append(f"Float ONNX top-1 in onnxruntime: {result.onnxruntime_top1:.3f} "
+                     f"on {result.eval_samples} labelled inputs.")
+    else:
+        lines.append(f"SQNR over {result.eval_samples} seeded random inputs.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def fmt(value: float | None, spec: str) -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else format(value, spec)
+
+
+def environment() -> dict:
+    versions = {}
+    for package in ("tflq", "numpy", "onnx", "onnxruntime", "ai-edge-litert"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "load_average_start": list(os.getloadavg()),
+            "git": git_revision(), "versions": versions}
+
+
+def git_revision() -> str | None:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                             capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               text=True, capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("-dirty" if dirty else "")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    def clean(value):  # JSON has no infinity: an identical output is written as "inf"
+        if isinstance(value, float) and math.isinf(value):
+            return "inf"
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    path.write_text(json.dumps(clean(payload), indent=2) + "\n")
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def rel_arg(arg: str) -> str:
+    return rel(Path(arg)) if os.path.isabs(arg) else arg
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------- main
+
+def parse_args() -> argparse.Namespace:
+    specs = model_specs(BENCH_DIR / "models")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(specs), default=list(specs),
+                        metavar="MODEL", help=f"models to run (default: all): {', '.join(specs)}")
+    config_names = [c.name for c in CONFIGS]
+    parser.add_argument("--configs", nargs="+", choices=config_names, default=config_names,
+                        metavar="CONFIG",
+                        help=f"configurations to run (default: all): {', '.join(config_names)}. "
+                             "float always runs: it is the baseline of the ratios")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_LATENCY_ROUNDS} timed latency rounds instead of "
+                             f"{LATENCY_ROUNDS}")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="seconds before a conversion is killed and reported as an error")
+    parser.add_argument("--models-dir", type=Path, default=BENCH_DIR / "models",
+                        help="where bench/models.py wrote the benchmark models")
+    parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "out",
+                        help="converted files and CLI reports")
+    parser.add_argument("--json", type=Path, default=BENCH_DIR / "results.json",
+                        help="where to write the results")
+    parser.add_argument("--tflq", type=Path, default=Path(sys.executable).parent / "tflq",
+                        help="the tflq executable (default: next to this Python)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if not args.tflq.exists():
+        sys.exit(f"{args.tflq} not found: run `make bench`, or pass --tflq")
+    specs = model_specs(args.models_dir)
+    wanted = set(args.configs) | {FLOAT}
+    configs = [c for c in CONFIGS if c.name in wanted]
+    rounds = QUICK_LATENCY_ROUNDS if args.quick else LATENCY_ROUNDS
+    started = time.perf_counter()
+    payload = {"started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+               "environment": environment(),
+               "settings": {"latency_rounds": rounds, "warmup_rounds": WARMUP_ROUNDS,
+                            "calib_samples": CALIB_SAMPLES, "random_eval_samples": EVAL_SAMPLES,
+                            "timeout_s": args.timeout, "litert_threads": 1},
+               "models": []}
+    for name in args.models:
+        result = bench_model(specs[name], configs, args.tflq, args.out_dir, rounds, args.timeout)
+        print(markdown_table(result), flush=True)
+        payload["models"].append(asdict(result))
+        payload["seconds"] = time.perf_counter() - started
+        write_json(args.json, payload)
+    payload["environment"]["load_average_end"] = list(os.getloadavg())
+    write_json(args.json, payload)
+    log(f"bench: {payload['seconds']:.0f} s in total; results in {rel(args.json)}")
+
+
+if __name__ == "__main__":
+    main()
