@@ -11,7 +11,8 @@ from tflq.errors import InvalidConfigError
 from tflq.frontend.onnx_loader import load_onnx
 from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
-from tflq.passes.cleanup import remove_dead_ops, remove_noop_ops
+from tflq.passes.cleanup import (merge_transposes, remove_dead_ops, remove_noop_ops,
+                                  sink_transpose_through_reshape)
 from tflq.passes.fuse import activation_fuser, fold_affine_into_producer
 from tflq.passes.layout import to_nhwc
 from tflq.passes.manager import fixed_point
@@ -28,7 +29,8 @@ def prepare_graph(config: ConvertConfig) -> tuple[Graph, ConversionReport]:
                               input_bytes=_file_size(config.model), notes=list(loaded.notes))
     report.transposes_inserted = to_nhwc(graph, keep_io_layout=config.keep_io_layout)
     fixed_point(graph, [fold_affine_into_producer, activation_fuser(config.mode == Mode.FLOAT),
-                        remove_noop_ops, remove_dead_ops])
+                        sink_transpose_through_reshape, merge_transposes, remove_noop_ops,
+                        remove_dead_ops])
     verify(graph, after="float passes")
     return graph, report
 

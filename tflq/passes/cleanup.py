@@ -68,3 +68,89 @@ def remove_dead_ops(graph: Graph) -> int:
     if count:
         graph.remove_unused()
     return count
+
+
+def _split_groups(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[list[int]] | None:
+    """For a reshape that only splits axes: the output axes each input axis becomes, else None."""
+    groups, j = [], 0
+    for d in in_shape:
+        group, product = [], 1
+        if d == 1:
+            if j >= len(out_shape) or out_shape[j] != 1:
+                return None
+            group, j = [j], j + 1
+        else:
+            while product < d and j < len(out_shape):
+                product *= out_shape[j]
+                group.append(j)
+                j += 1
+            if product != d:
+                return None
+        groups.append(group)
+    return groups if j == len(out_shape) else None
+
+
+def sink_transpose_through_reshape(graph: Graph) -> int:
+    """TRANSPOSE then a RESHAPE that only splits axes -> RESHAPE then TRANSPOSE.
+
+    Moving the transpose after the reshape lets it meet (and merge with) a following TRANSPOSE,
+    as in YOLO heads: NHWC conv -> [to NCHW] -> reshape to 5-D -> transpose.
+    """
+    count = 0
+    producers = graph.producers()
+    for op in list(graph.ops):
+        if op.kind != "RESHAPE":
+            continue
+        t_op = producers.get(op.inputs[0])
+        if (t_op is None or t_op.kind != "TRANSPOSE" or t_op.outputs[0] in graph.outputs
+                or len(graph.consumers(t_op.outputs[0])) != 1):
+            continue
+        x = graph.tensors[t_op.inputs[0]]
+        y, z = graph.tensors[t_op.outputs[0]], graph.tensors[op.outputs[0]]
+        groups = _split_groups(y.shape, z.shape)
+        if groups is None or x.quant != z.quant:
+            continue
+        perm = [int(p) for p in graph.tensors[t_op.inputs[1]].data]
+        inverse = {k: i for i, k in enumerate(perm)}
+        split_shape, start, offset = [], {}, 0
+        for k in range(len(perm)):
+            start[k] = offset
+            sizes = [z.shape[j] for j in groups[inverse[k]]]
+            split_shape += sizes
+            offset += len(sizes)
+        new_perm = [start[perm[i]] + t for i in range(len(perm)) for t in range(len(groups[i]))]
+        mid = graph.add_activation(f"{op.outputs[0]}/split", x.dtype, split_shape, x.layout)
+        shape_const = graph.add_constant(f"{mid}/shape", np.array(split_shape, np.int32))
+        perm_const = graph.add_constant(f"{op.outputs[0]}/perm", np.array(new_perm, np.int32))
+        graph.insert_before(op, Op("RESHAPE", [t_op.inputs[0], shape_const], [mid], origin=op.origin))
+        graph.insert_before(op, Op("TRANSPOSE", [mid, perm_const], [op.outputs[0]], origin=op.origin))
+        graph.remove_op(op)
+        graph.remove_op(t_op)
+        producers = graph.producers()
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
+
+
+def merge_transposes(graph: Graph) -> int:
+    """TRANSPOSE(a) then TRANSPOSE(b) -> one TRANSPOSE (removed later if it is the identity)."""
+    count = 0
+    producers = graph.producers()
+    for op in list(graph.ops):
+        if op.kind != "TRANSPOSE":
+            continue
+        first = producers.get(op.inputs[0])
+        if (first is None or first.kind != "TRANSPOSE" or first.outputs[0] in graph.outputs
+                or len(graph.consumers(first.outputs[0])) != 1):
+            continue
+        a = graph.tensors[first.inputs[1]].data
+        b = graph.tensors[op.inputs[1]].data
+        combined = np.array([a[int(i)] for i in b], np.int32)
+        op.inputs = [first.inputs[0], graph.add_constant(f"{op.outputs[0]}/perm", combined)]
+        graph.remove_op(first)
+        producers = graph.producers()
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count

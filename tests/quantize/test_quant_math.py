@@ -1,0 +1,72 @@
+"""Scale/zero-point arithmetic (tflq.ir.quant), checked by hand and with hypothesis properties."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tflq.ir.dtypes import DType
+from tflq.ir.quant import (MIN_RANGE, QuantParams, activation_params, bias_params,
+                           compute_scale_zero_point, symmetric_weight_params)
+
+finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False)
+
+
+def test_hand_computed_uint8():
+    scale, zp = compute_scale_zero_point(-1.0, 3.0, 0, 255)
+    assert scale == pytest.approx(4 / 255) and zp == 64  # 1 / (4/255) = 63.75 -> 64
+
+
+def test_hand_computed_int8():
+    scale, zp = compute_scale_zero_point(0.0, 6.0, -128, 127)
+    assert scale == pytest.approx(6 / 255) and zp == -128
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 0.0), (2.5, 2.5), (-3.0, -3.0), (1e-12, 2e-12)])
+def test_degenerate_ranges_give_a_valid_scale(lo, hi):
+    for dtype in (DType.INT8, DType.UINT8):
+        p = activation_params(dtype, lo, hi)
+        assert np.isfinite(p.scale) and p.scale > 0
+        assert p.dequantize(p.quantize(np.array([0.0])))[0] == 0.0
+
+
+def test_invalid_params_are_rejected():
+    with pytest.raises(ValueError):
+        QuantParams.per_tensor(DType.INT8, 0.0, 0)
+    with pytest.raises(ValueError):
+        QuantParams.per_tensor(DType.INT8, 0.1, 200)
+    with pytest.raises(ValueError):
+        QuantParams(DType.INT8, np.array([0.1, 0.2], np.float32), np.array([0], np.int64), 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(finite, finite, st.sampled_from([DType.INT8, DType.UINT8]))
+def test_zero_is_exact_and_round_trip_within_half_step(a, b, dtype):
+    lo, hi = min(a, b), max(a, b)
+    p = activation_params(dtype, lo, hi)
+    assert p.dequantize(p.quantize(np.array([0.0], np.float32)))[0] == 0.0
+    xs = np.linspace(min(lo, 0.0), max(hi, 0.0), 101).astype(np.float32)
+    err = np.abs(p.dequantize(p.quantize(xs)) - xs)
+    assert np.all(err <= float(p.scale) / 2 * (1 + 1e-4) + 1e-6 * max(abs(lo), abs(hi), MIN_RANGE))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(finite, min_size=2, max_size=40), st.integers(0, 1))
+def test_symmetric_weights_have_zero_point_zero(values, axis_flag):
+    w = np.array(values, np.float32)
+    w = w[: len(w) // 2 * 2].reshape(2, -1) if axis_flag else w
+    p = symmetric_weight_params(w, 0 if axis_flag else None)
+    assert np.all(p.zero_point == 0)
+    q = p.quantize(w)
+    assert q.min() >= -127 and q.max() <= 127
+    scale = p.scale.reshape(-1, 1) if axis_flag else p.scale
+    assert np.all(np.abs(p.dequantize(q) - w) <= scale / 2 * (1 + 1e-4) + 1e-7)
+
+
+def test_bias_scale_is_the_product():
+    inp = QuantParams.per_tensor(DType.INT8, 0.02, 3)
+    w = QuantParams.per_channel(DType.INT8, [0.1, 0.5], [0, 0], axis=0)
+    b = bias_params(inp, w)
+    np.testing.assert_allclose(b.scale, [0.002, 0.01], rtol=1e-6)
+    assert b.dtype == DType.INT32 and np.all(b.zero_point == 0) and b.axis == 0
