@@ -63,14 +63,20 @@ def _constant_params(graph: Graph, op: Op, index: int, dtype: DType, plan: Quant
 
 
 def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
-                      float_ops: set[str] = frozenset()) -> QuantPlan:
-    """Walk the ops in order and apply each spec's QuantRule (see ops/base.py)."""
+                      float_ops: set[str] = frozenset(),
+                      given: dict[str, QuantParams] | None = None) -> QuantPlan:
+    """Walk the ops in order and apply each spec's QuantRule (see ops/base.py).
+
+    `given` holds parameters fixed in advance (a quantization-aware-trained model's QDQ
+    parameters); they win over calibrated ranges wherever the op's rule leaves a choice.
+    """
     plan = QuantPlan(dtype)
     params = plan.params
+    given = given or {}
 
     def activation(name: str) -> QuantParams:
         if name not in params:
-            params[name] = activation_params(dtype, *range_of(name))
+            params[name] = given[name] if name in given else activation_params(dtype, *range_of(name))
         return params[name]
 
     for op in graph.ops:
@@ -113,7 +119,7 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
         for i in data_inputs:
             name = op.inputs[i]
             if graph.is_constant(name) and name not in params:
-                p = _constant_params(graph, op, i, dtype, plan, shared)
+                p = given.get(name) or _constant_params(graph, op, i, dtype, plan, shared)
                 if p is not None:
                     params[name] = p
         if spec.bias is not None and op.inputs[spec.bias.index]:
