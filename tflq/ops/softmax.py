@@ -1,4 +1,4 @@
-"""SOFTMAX and LOG_SOFTMAX: ONNX Softmax and LogSoftmax over the last axis, the only one TFLite supports."""
+"""SOFTMAX and LOG_SOFTMAX: ONNX Softmax and LogSoftmax (TFLite normalises the last axis; others are swapped there)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,6 @@ from onnx import helper
 
 from tflq._generated.tflite.LogSoftmaxOptions import LogSoftmaxOptionsT
 from tflq._generated.tflite.SoftmaxOptions import SoftmaxOptionsT
-from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Case, FixedOutput, LayoutBreaking, OpSpec, rand
@@ -24,6 +23,8 @@ def _cases(op_type: str) -> list[Case]:
     return [
         _case("last_axis_default", op_type, rand(2, 10, low=-4, high=4)),
         _case("rank4_axis_3", op_type, rand(1, 3, 4, 6, low=-4, high=4), axis=3),
+        _case("rank4_channels_axis_1", op_type, rand(1, 5, 4, 6, low=-4, high=4), axis=1),
+        _case("rank4_axis_2_yolo_dfl", op_type, rand(1, 4, 16, 8, low=-4, high=4), axis=1),
         _case("rank3_axis_m1", op_type, rand(2, 5, 7, low=-4, high=4), axis=-1),
         _case("opset11_default_2d", op_type, rand(3, 8, low=-4, high=4), opset=11),
         _case("opset11_flatten_axis1", op_type, rand(1, 3, 4, 4, low=-4, high=4), opset=11),
@@ -53,10 +54,19 @@ class _LastAxis(OpSpec):
             ctx.add_op(self.kind, [x], [out], self.Attrs())
             return
         if ctx.opset >= 13:
-            raise Unsupported(node, "softmax_axis_not_last",
-                              f"{node.op_type} over axis {axis} of a rank-{rank} tensor is not supported",
-                              "TFLite normalises the last axis only; transpose that axis to the end "
-                              "before the softmax in the source model")
+            # The kernel normalises the last axis: swap `axis` to the end and back (the two
+            # TRANSPOSEs are the op's own semantics; the cleanup passes merge them with neighbours).
+            perm = list(range(rank))
+            perm[axis], perm[-1] = perm[-1], perm[axis]
+            swapped_shape = tuple(shape[p] for p in perm)
+            swapped = ctx.new_activation(f"{out}/axis_last", swapped_shape)
+            ctx.add_op("TRANSPOSE", [x, ctx.add_constant(f"{out}/perm_in", np.array(perm, np.int32))],
+                       [swapped])
+            normalised = ctx.new_activation(f"{out}/axis_last_{self.kind.lower()}", swapped_shape)
+            ctx.add_op(self.kind, [swapped], [normalised], self.Attrs())
+            ctx.add_op("TRANSPOSE", [normalised, ctx.add_constant(f"{out}/perm_out",
+                                                                  np.array(perm, np.int32))], [out])
+            return
         # Before opset 13 the input is coerced to [prod(shape[:axis]), prod(shape[axis:])].
         flat_shape = (int(np.prod(shape[:axis], dtype=np.int64)), int(np.prod(shape[axis:], dtype=np.int64)))
         flat = ctx.new_activation(f"{out}/flat", flat_shape)
