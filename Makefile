@@ -5,7 +5,7 @@ TEST_VENV := .venv-test
 BENCH_VENV := .venv-bench
 OUT := out
 
-.PHONY: demo test bench schema clean
+.PHONY: demo test bench readme schema clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,14 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 demo: $(VENV)/.installed
 	@mkdir -p $(OUT)
 	$(VENV)/bin/tflq convert sample_models/digits_cnn.onnx -o $(OUT)/digits_float.tflite
-	$(VENV)/bin/tflq inspect $(OUT)/digits_float.tflite | head -n 20
+	$(VENV)/bin/tflq convert sample_models/digits_cnn.onnx -o $(OUT)/digits_weights_int8.tflite \
+		--mode weights-only --dtype int8 --min-weight-elements 64
+	$(VENV)/bin/tflq convert sample_models/digits_cnn.onnx -o $(OUT)/digits_int8.tflite \
+		--mode full --dtype int8 --calib sample_models/digits_calib
+	$(VENV)/bin/tflq convert sample_models/digits_cnn.onnx -o $(OUT)/digits_uint8.tflite \
+		--mode full --dtype uint8 --calib sample_models/digits_calib
+	$(VENV)/bin/tflq inspect $(OUT)/digits_int8.tflite | head -n 16
+	@ls -l $(OUT)/*.tflite
 
 ## test: the whole suite, in its own environment; a skipped oracle test counts as a failure
 test: $(TEST_VENV)/.installed
@@ -41,6 +48,10 @@ test: $(TEST_VENV)/.installed
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/models.py bench/models
 	$(BENCH_VENV)/bin/python bench/run.py
+
+## readme: regenerate README.md's supported-op table from the registry
+readme: $(VENV)/.installed
+	$(VENV)/bin/python -m tflq.support_table README.md
 
 ## schema: regenerate tflq/_generated from schemas/tflite.fbs
 schema: $(TEST_VENV)/.installed

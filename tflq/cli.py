@@ -201,7 +201,7 @@ def ops(markdown) -> None:
     Example:
       tflq ops
     """
-    from tflq.ops.table import support_table
+    from tflq.support_table import support_table
 
     click.echo(support_table(markdown=markdown))
 

@@ -1,5 +1,7 @@
-"""The supported-op table (`tflq ops`, README), generated from the registry."""
+"""The supported-op table, generated from the registry: `tflq ops`, and README.md via `make readme`."""
 from __future__ import annotations
+
+import sys
 
 from tflq import ops as registry
 from tflq.ops.base import OpSpec
@@ -25,3 +27,20 @@ def support_table(markdown: bool = False) -> str:
     fmt = "  ".join(f"{{:{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))]
                      + [fmt.format(*r) for r in rows])
+
+START, END = "<!-- ops-table:start -->", "<!-- ops-table:end -->"
+
+
+def with_table(readme: str) -> str:
+    """README text with the generated table between the markers."""
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{support_table(markdown=True)}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    path = sys.argv[1] if len(sys.argv) > 1 else "README.md"
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(with_table(text))
