@@ -40,9 +40,11 @@ def convert(config: ConvertConfig) -> ConversionReport:
     start = time.perf_counter()
     graph, report = prepare_graph(config)
     if config.mode == Mode.WEIGHTS_ONLY:
-        from tflq.quantize.weights import quantize_weights
+        from tflq.quantize.weights import UINT8_SPEED_NOTE, quantize_weights
 
         report.weights = quantize_weights(graph, config)
+        if config.dtype.value == "uint8" and report.weights:
+            report.notes.append(UINT8_SPEED_NOTE)
     elif config.mode == Mode.FULL:
         from tflq.quantize.full import quantize_full
 

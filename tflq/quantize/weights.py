@@ -95,3 +95,7 @@ def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
                         "sqnr_db": sqnr_db(t.data, params.dequantize(q_data)), "hybrid": hybrid})
     graph.remove_unused()
     return records
+
+
+UINT8_SPEED_NOTE = ("uint8 weights run at LiteRT's builtin-kernel speed (XNNPACK cannot unpack uint8 "
+                    "DEQUANTIZE); --dtype int8 gives the same size and runs faster")
