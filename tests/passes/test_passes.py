@@ -1,0 +1,85 @@
+"""Passes on small graphs: structure after the pass, and the same numbers before and after."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import run_onnxruntime
+from tflq.config import ConvertConfig
+from tflq.frontend.onnx_loader import load_onnx
+from tflq.ir.verify import verify
+from tflq.passes.fuse import fold_affine_into_producer, fuse_activations, fuse_activations_with_tanh
+from tflq.passes.layout import to_nhwc
+from tflq.pipeline import prepare_graph
+from tflq.runtime.interpreter import run_graph
+
+RNG = np.random.default_rng(11)
+
+
+def _save(tmp_path, nodes, inits, shape=(1, 3, 6, 6)):
+    graph = helper.make_graph(nodes, "p", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = str(tmp_path / "p.onnx")
+    onnx.save(model, path)
+    return path
+
+
+def _conv_bn_act(tmp_path, act: str):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
+             helper.make_node(act, ["n"], ["y"])]
+    inits = {"w": RNG.normal(size=(4, 3, 3, 3)).astype(np.float32),
+             "s": RNG.uniform(0.5, 2, 4).astype(np.float32), "b": RNG.normal(size=4).astype(np.float32),
+             "m": RNG.normal(size=4).astype(np.float32), "v": RNG.uniform(0.5, 2, 4).astype(np.float32)}
+    return _save(tmp_path, nodes, inits)
+
+
+def _nhwc_run(graph, x):
+    return next(iter(run_graph(graph, {graph.inputs[0]: x.transpose(0, 2, 3, 1)}).values()))
+
+
+def test_batchnorm_folds_and_relu_fuses(tmp_path):
+    path = _conv_bn_act(tmp_path, "Relu")
+    graph = load_onnx(path).graph
+    to_nhwc(graph)
+    x = RNG.normal(size=(1, 3, 6, 6)).astype(np.float32)
+    before = _nhwc_run(graph, x)
+    assert fold_affine_into_producer(graph) == 2  # the MUL and the ADD of the BatchNorm
+    assert fuse_activations(graph) == 1
+    verify(graph)
+    assert [op.kind for op in graph.ops] == ["CONV_2D"]
+    assert graph.ops[0].attrs.fused_activation == "RELU"
+    np.testing.assert_allclose(_nhwc_run(graph, x), before, rtol=1e-5, atol=1e-5)
+    expected = run_onnxruntime(path, {"x": x})[0].transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(_nhwc_run(graph, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_tanh_fuses_only_in_float_mode(tmp_path):
+    path = _conv_bn_act(tmp_path, "Tanh")
+    graph = load_onnx(path).graph
+    to_nhwc(graph)
+    fold_affine_into_producer(graph)
+    assert fuse_activations(graph) == 0  # integer kernels would ignore a fused TANH
+    assert fuse_activations_with_tanh(graph) == 1
+    float_graph, _ = prepare_graph(ConvertConfig(model=path))
+    assert [op.kind for op in float_graph.ops] == ["CONV_2D"]
+    quant_graph, _ = prepare_graph(ConvertConfig(model=path, mode="full"))
+    assert [op.kind for op in quant_graph.ops] == ["CONV_2D", "TANH"]
+
+
+def test_layout_pass_keeps_meaning_and_inserts_no_transpose(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Add", ["c", "bias"], ["a"]),
+             helper.make_node("Concat", ["a", "a"], ["cat"], axis=1),
+             helper.make_node("ReduceMean", ["cat"], ["y"], axes=[2, 3], keepdims=0)]
+    inits = {"w": RNG.normal(size=(4, 3, 1, 1)).astype(np.float32),
+             "bias": RNG.normal(size=(4, 1, 1)).astype(np.float32)}
+    path = _save(tmp_path, nodes, inits)
+    graph = load_onnx(path).graph
+    assert to_nhwc(graph) == 0
+    assert "TRANSPOSE" not in [op.kind for op in graph.ops]
+    x = RNG.normal(size=(1, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(_nhwc_run(graph, x), run_onnxruntime(path, {"x": x})[0], rtol=1e-4, atol=1e-5)

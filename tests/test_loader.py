@@ -1,0 +1,103 @@
+"""The ONNX loader: external data, folded shape chains, dynamic dimensions, opset range, all errors at once."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import relative_error, run_litert, run_onnxruntime
+from tflq.config import ConvertConfig
+from tflq.errors import InvalidModelError, UnsupportedModelError
+from tflq.frontend.onnx_loader import load_onnx
+from tflq.pipeline import convert
+
+
+def _model(nodes, inputs, inits=(), opset=17, outputs=("y",)):
+    graph = helper.make_graph(nodes, "m", inputs,
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                              list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def test_pytorch_view_chain_is_folded(tmp_path):
+    """x.view(x.size(0), -1): Shape -> Gather -> Unsqueeze -> Concat -> Reshape becomes one RESHAPE."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus_one"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Gemm", ["r", "w"], ["y"], transB=1)]
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array([0], np.int64), "axes"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+             numpy_helper.from_array(np.random.default_rng(0).normal(size=(5, 48)).astype(np.float32), "w")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 4, 4])], inits)
+    path = str(tmp_path / "view.onnx")
+    onnx.save(model, path)
+    report = convert(ConvertConfig(model=path))
+    assert report.op_counts == {"RESHAPE": 1, "FULLY_CONNECTED": 1}
+    assert any("batch" in note for note in report.notes)
+    x = np.random.default_rng(1).normal(size=(1, 3, 4, 4)).astype(np.float32)
+    assert relative_error(run_onnxruntime(path, {"x": x})[0], run_litert(report.tflite, [x])[0]) <= 1e-4
+
+
+def test_external_data(tmp_path):
+    w = np.random.default_rng(2).normal(size=(64, 64)).astype(np.float32)
+    model = _model([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+                   [numpy_helper.from_array(w, "w")])
+    path = str(tmp_path / "ext.onnx")
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.data", size_threshold=0)
+    assert (tmp_path / "ext.data").exists()
+    x = np.random.default_rng(3).normal(size=(2, 64)).astype(np.float32)
+    report = convert(ConvertConfig(model=path))
+    assert relative_error(x @ w, run_litert(report.tflite, [x])[0]) <= 1e-4
+
+
+def test_dynamic_inner_dimension_needs_input_shape(tmp_path):
+    model = _model([helper.make_node("Relu", ["x"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "length"])])
+    path = str(tmp_path / "dyn.onnx")
+    onnx.save(model, path)
+    with pytest.raises(InvalidModelError, match="--input-shape"):
+        load_onnx(path)
+    graph = load_onnx(path, {"x": (1, 7)}).graph
+    assert graph.tensors["x"].shape == (1, 7)
+
+
+def test_opset_out_of_range(tmp_path):
+    model = _model([helper.make_node("Relu", ["x"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], opset=9)
+    path = str(tmp_path / "old.onnx")
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedModelError, match="opset 9"):
+        load_onnx(path)
+
+
+def test_every_unsupported_node_is_reported(tmp_path):
+    nodes = [helper.make_node("Hardmax", ["x"], ["a"], name="h"),
+             helper.make_node("Pad", ["a", "p"], ["b"], mode="edge", name="edge_pad"),
+             helper.make_node("Det", ["b"], ["y"], name="d")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                   [numpy_helper.from_array(np.zeros(8, np.int64), "p")])
+    path = str(tmp_path / "bad.onnx")
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedModelError) as info:
+        load_onnx(path)
+    codes = {(d.node, d.reason_code) for d in info.value.diagnostics}
+    assert codes == {("h", "unsupported_op"), ("edge_pad", "pad_mode"), ("d", "unsupported_op")}
+
+
+def test_identical_constants_are_stored_once(tmp_path):
+    w = np.random.default_rng(4).normal(size=(32, 32)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("MatMul", ["a", "w2"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                   [numpy_helper.from_array(w, "w1"), numpy_helper.from_array(w.copy(), "w2")])
+    path = str(tmp_path / "dup.onnx")
+    onnx.save(model, path)
+    report = convert(ConvertConfig(model=path))
+    assert len(report.tflite) < 1.5 * w.nbytes
