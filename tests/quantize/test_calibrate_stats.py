@@ -254,7 +254,7 @@ def test_entropy_divergences_match_a_naive_loop():
         hist = rng.integers(0, 50, 600) * (rng.random(600) < rng.uniform(0.2, 1.0))
         hist[-1] += 1
         candidates = np.arange(128, 601)
-        fast = _entropy_divergences(hist.astype(np.float64), candidates)
+        fast = _entropy_divergences(hist.astype(np.float64), candidates, 128)
         slow = np.array([naive_kl(hist, i) for i in candidates])
         np.testing.assert_array_equal(np.isfinite(fast), np.isfinite(slow))
         np.testing.assert_allclose(fast[np.isfinite(fast)], slow[np.isfinite(slow)], rtol=1e-9, atol=1e-12)
@@ -269,7 +269,7 @@ def test_entropy_threshold_is_inside_the_data_range():
     assert 9 < high < 30                         # clips the outlier, keeps >= 3 sigma
     hist = s.abs_counts()
     extent = np.flatnonzero(hist)[-1] + 1
-    kl = _entropy_divergences(hist.astype(np.float64), np.arange(128, extent + 1))
+    kl = _entropy_divergences(hist.astype(np.float64), np.arange(128, extent + 1), 128)
     best = 128 + int(np.argmin(kl))
     assert high == pytest.approx((best + 0.5) * s.bin_width)
 

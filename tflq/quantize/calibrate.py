@@ -210,10 +210,13 @@ class TensorStats:
         if nonzero.size == 0:
             return self.minimum, self.maximum
         extent = int(nonzero[-1]) + 1
-        if extent <= ENTROPY_LEVELS:
+        # A tensor that is never negative (after ReLU) spends all 256 levels of the asymmetric
+        # 8-bit grid on [0, T]; TensorRT's 128 assumes a symmetric grid and would clip too much.
+        levels = 2 * ENTROPY_LEVELS if self.minimum >= 0 else ENTROPY_LEVELS
+        if extent <= levels:
             return self.minimum, self.maximum
-        candidates = np.arange(ENTROPY_LEVELS, extent + 1)
-        kl = _entropy_divergences(hist, candidates)
+        candidates = np.arange(levels, extent + 1)
+        kl = _entropy_divergences(hist, candidates, levels)
         best = int(candidates[int(np.argmin(kl))])
         threshold = (best + 0.5) * self.bin_width
         return max(-threshold, self.minimum), min(threshold, self.maximum)
@@ -259,9 +262,8 @@ def _xlogx(values: np.ndarray) -> np.ndarray:
         return np.where(values > 0, values * np.log(np.where(values > 0, values, 1.0)), 0.0)
 
 
-def _entropy_divergences(hist: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def _entropy_divergences(hist: np.ndarray, candidates: np.ndarray, levels: int) -> np.ndarray:
     """KL(P_i || Q_i) for each candidate bin count i (see TensorStats.entropy_range)."""
-    levels = ENTROPY_LEVELS
     c = np.concatenate([[0.0], np.cumsum(hist)])
     z = np.concatenate([[0], np.cumsum(hist > 0)])
     plogp = np.concatenate([[0.0], np.cumsum(_xlogx(hist))])
