@@ -106,9 +106,11 @@ def main() -> None:
 @click.option("--calib-samples", type=click.IntRange(min=1), default=None,
               help="Use at most this many calibration samples [default: all, up to 500].")
 @click.option("--calib-method", type=_choices(CalibMethod), default="minmax", show_default=True,
-              help="How a tensor's range is estimated from the calibration data.")
+              help="How a tensor's range is estimated: minmax (exact extremes), percentile (drops "
+                   "outlier tails), mse (least quantization error), entropy (TensorRT's KL rule; "
+                   "clips hardest, keeps top-1 but lowers output SQNR).")
 @click.option("--percentile", type=click.FloatRange(50, 100), default=99.99, show_default=True,
-              help="With --calib-method percentile: the percentile of |x| kept.")
+              help="With --calib-method percentile: the share of values (in %) kept inside the range.")
 @click.option("--stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Reuse calibration statistics saved with --save-stats (repeatable; merged).")
 @click.option("--save-stats", type=click.Path(dir_okay=False),
@@ -117,9 +119,12 @@ def main() -> None:
               help="full mode: type of the model's inputs and outputs.")
 @click.option("--float-ops", default="", metavar="NAME[,NAME...]",
               help="full mode: ONNX node names to keep in float.")
-@click.option("--mean", default=None, metavar="M[,M,M]", help="Images: subtract per channel (after --scale).")
-@click.option("--std", default=None, metavar="S[,S,S]", help="Images: divide per channel.")
-@click.option("--scale", type=float, default=None, help="Images: multiply pixel values (0..255) first.")
+@click.option("--mean", default=None, metavar="M[,M,M]",
+              help="Images: per-channel mean (RGB order) in x = (pixel * scale - mean) / std.")
+@click.option("--std", default=None, metavar="S[,S,S]",
+              help="Images: per-channel std (RGB order) in x = (pixel * scale - mean) / std.")
+@click.option("--scale", type=float, default=None,
+              help="Images: factor applied to pixel values 0..255 first (e.g. 0.00392 for 0..1).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also write the summary as JSON to this file ('-' for stdout).")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
