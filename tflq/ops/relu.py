@@ -7,7 +7,7 @@ from onnx import helper
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, OpSpec, Transparent, rand
+from tflq.ops.base import Calibrated, Case, OpSpec, SameAsInput, Transparent, rand
 from tflq.ops.common import quantized_version
 
 CLIP_KINDS = {(0.0, 6.0): "RELU6", (0.0, np.inf): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
@@ -96,6 +96,9 @@ class Relu(_ClampSpec):
 @register
 class Relu6(_ClampSpec):
     kind = "RELU6"
+    # TFLite Micro's int8 RELU6 clamps on the input's grid and never requantizes
+    # (activations_common.cc Relu6Prepare), so the output must share the input's params.
+    quant = SameAsInput()
     high = 6.0
     cases = [_clip_case("clip_0_6", 0.0, 6.0)]
 
