@@ -107,11 +107,16 @@ class _Rewriter:
         g = self.graph
         for index, name in enumerate(list(g.outputs)):
             t = g.tensors[name]
-            if t.quant is None or t.is_constant:
+            if t.is_constant:
                 continue
-            want = None if io_type is None else t.quant.with_dtype_shift(io_type)
-            if want is not None and want == t.quant:
-                continue
+            if t.quant is None:  # made by a float op: quantized only for 8-bit model I/O
+                if io_type is None or name not in self.plan.params:
+                    continue
+                want = self.plan.params[name].with_dtype_shift(io_type)
+            else:
+                want = None if io_type is None else t.quant.with_dtype_shift(io_type)
+                if want is not None and want == t.quant:
+                    continue
             inner = g.unique_name(f"{name}/{t.dtype.name.lower()}")
             g.rename(name, inner)
             inner_t = g.tensors[inner]

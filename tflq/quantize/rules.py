@@ -62,6 +62,56 @@ def _constant_params(graph: Graph, op: Op, index: int, dtype: DType, plan: Quant
     return activation_params(dtype, float(np.min(data)), float(np.max(data)))
 
 
+def _covering(params: QuantParams, ranges: list[tuple[float, float]]) -> QuantParams:
+    """`params`, or a wider grid when the output of a same-scale op with several data inputs
+    reaches half a step beyond it: MAXIMUM/MINIMUM with another input or a constant above the
+    first input's range, PADV2 with a pad value outside it."""
+    step = float(params.scale)
+    low = (params.dtype.qmin - int(params.zero_point)) * step
+    high = (params.dtype.qmax - int(params.zero_point)) * step
+    out_low, out_high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    if out_low >= low - step / 2 and out_high <= high + step / 2:
+        return params
+    return activation_params(params.dtype, min(low, out_low), max(high, out_high))
+
+
+def _shared_output_params(graph: Graph, op: Op, dtype: DType, range_of: RangeOf) -> QuantParams:
+    """A SameAsOutput op's grid: covers every activation input's range and the output's."""
+    ranges = [range_of(n) for n in op.inputs if n and graph.tensors[n].dtype.is_float
+              and not graph.is_constant(n)] + [range_of(op.outputs[0])]
+    return activation_params(dtype, min(r[0] for r in ranges), max(r[1] for r in ranges))
+
+
+def _concatenation_grids(graph: Graph, dtype: DType, range_of: RangeOf,
+                         float_ops: set[str]) -> dict[str, QuantParams]:
+    """Grids chosen up front for the inputs of int8 SameAsOutput ops (CONCATENATION): each input,
+    and through single-input same-scale ops (RESIZE, MAX_POOL_2D...) its source, gets the
+    concatenation's own grid, so no input needs a requantizing QUANTIZE (TF's converter
+    propagates same-scale parameters to operands likewise). The first concatenation wins."""
+    preferred: dict[str, QuantParams] = {}
+    if dtype != DType.INT8:
+        return preferred  # uint8 CONCATENATION rescales its inputs itself
+    producers = graph.producers()
+    for op in graph.ops:
+        if not isinstance(registry.spec(op.kind).quant, SameAsOutput) or \
+                _float_reason(op, dtype, float_ops) is not None:
+            continue
+        shared = _shared_output_params(graph, op, dtype, range_of)
+        for name in op.inputs:
+            while name and graph.tensors[name].dtype.is_float and not graph.is_constant(name) \
+                    and name not in preferred:
+                preferred[name] = shared
+                producer = producers.get(name)
+                if producer is None or _float_reason(producer, dtype, float_ops) is not None:
+                    break
+                rule = registry.spec(producer.kind).quant
+                sources = [n for n in producer.inputs if n and graph.tensors[n].dtype.is_float]
+                if not isinstance(rule, SameAsInput) or len(sources) != 1:
+                    break
+                name = producer.inputs[rule.index]
+    return preferred
+
+
 def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
                       float_ops: set[str] = frozenset(),
                       given: dict[str, QuantParams] | None = None) -> QuantPlan:
@@ -73,10 +123,12 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
     plan = QuantPlan(dtype)
     params = plan.params
     given = given or {}
+    preferred = _concatenation_grids(graph, dtype, range_of, float_ops)
 
     def activation(name: str) -> QuantParams:
         if name not in params:
-            params[name] = given[name] if name in given else activation_params(dtype, *range_of(name))
+            params[name] = given[name] if name in given else preferred[name] if name in preferred \
+                else activation_params(dtype, *range_of(name))
         return params[name]
 
     for op in graph.ops:
@@ -93,15 +145,14 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
         shared: QuantParams | None = None
         if isinstance(rule, SameAsInput):
             shared = activation(op.inputs[rule.index])
+            if len(data_inputs) > 1 and op.outputs[0] not in given:
+                shared = _covering(shared, [range_of(out) for out in op.outputs])
             for i in activations:
                 required[i] = shared
             for out in op.outputs:
                 params[out] = shared
         elif isinstance(rule, SameAsOutput):
-            lo = min(range_of(op.inputs[i])[0] for i in activations)
-            hi = max(range_of(op.inputs[i])[1] for i in activations)
-            out_lo, out_hi = range_of(op.outputs[0])
-            shared = activation_params(dtype, min(lo, out_lo), max(hi, out_hi))
+            shared = _shared_output_params(graph, op, dtype, range_of)
             params[op.outputs[0]] = shared
             for i in activations:
                 activation(op.inputs[i])
@@ -127,4 +178,8 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
             params[op.inputs[b.index]] = bias_params(params[op.inputs[b.input]], params[op.inputs[b.weight]])
         plan.required_inputs[id(op)] = required
         plan.quantized_ops.append(op)
+    for name in graph.inputs + graph.outputs:  # for 8-bit model I/O, even next to float ops
+        t = graph.tensors[name]
+        if t.dtype.is_float and not t.is_constant:
+            activation(name)
     return plan
