@@ -101,3 +101,24 @@ def test_identical_constants_are_stored_once(tmp_path):
     onnx.save(model, path)
     report = convert(ConvertConfig(model=path))
     assert len(report.tflite) < 1.5 * w.nbytes
+
+
+@pytest.mark.parametrize("half_first", [False, True])
+def test_erf_gelu_pattern_becomes_gelu(tmp_path, half_first):
+    if half_first:
+        nodes = [helper.make_node("Div", ["x", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+                 helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["x", "half"], ["h"]),
+                 helper.make_node("Mul", ["h", "a"], ["y"])]
+    else:
+        nodes = [helper.make_node("Div", ["x", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+                 helper.make_node("Add", ["one", "e"], ["a"]), helper.make_node("Mul", ["x", "a"], ["m"]),
+                 helper.make_node("Mul", ["m", "half"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n)
+             for n, v in (("sqrt2", 1.4142135), ("one", 1.0), ("half", 0.5))]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])], inits, opset=17)
+    path = str(tmp_path / "gelu.onnx")
+    onnx.save(model, path)
+    report = convert(ConvertConfig(model=path))
+    assert report.op_counts == {"GELU": 1}
+    x = np.random.default_rng(5).normal(size=(2, 16)).astype(np.float32) * 3
+    assert relative_error(run_onnxruntime(path, {"x": x})[0], run_litert(report.tflite, [x])[0]) <= 1e-4

@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from tflq import ops as registry
 from tflq.errors import Diagnostic, InvalidModelError, Unsupported, UnsupportedModelError
+from tflq.frontend.onnx_patterns import fuse_erf_gelu
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Layout, Op, Tensor
 
@@ -343,6 +344,9 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None)
     folded = fold_constants(model, opset)
     if folded:
         log.info("folded %d constant nodes", folded)
+    gelus = fuse_erf_gelu(model)
+    if gelus:
+        log.info("recognised %d erf-based GELU patterns", gelus)
     return import_graph(model, opset, notes)
 
 
