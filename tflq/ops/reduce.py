@@ -7,6 +7,7 @@ import numpy as np
 from onnx import helper
 
 from tflq._generated.tflite.ReducerOptions import ReducerOptionsT
+from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import AxisSensitive, Calibrated, Case, OpSpec, SameAsInput, rand
@@ -51,6 +52,10 @@ class _Reduce(OpSpec):
         if node.op_type.startswith("Global"):
             add_reduce(ctx, self.kind, x, list(range(2, rank)), node.output[0], keep_dims=True)
             return
+        if _axes_in_input(node.op_type, ctx.opset) and ctx.attr(node, "axes") is not None:
+            raise Unsupported(node, "reduce_axes_attribute",
+                              f"an 'axes' attribute is not valid for {node.op_type} at opset {ctx.opset}",
+                              "axes are an input from this opset on; re-export the model")
         if _axes_in_input(node.op_type, ctx.opset):
             given = len(node.input) > 1 and node.input[1]
             axes = [int(a) for a in ctx.require_constant(node, 1, "axes").ravel()] if given else []
