@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import helper
 
 from tests.conftest import case_model, run_litert, run_onnxruntime, save_model
 from tflq import ops as registry
 from tflq.backend.tflite_reader import ModelInfo, OpInfo, TensorInfo, read_tflite
 from tflq.config import ConvertConfig
-from tflq.ops.base import Calibrated, FixedOutput, FloatOnly, OpSpec, SameAsInput, SameAsOutput
+from tflq.ops.base import (Calibrated, Case, FixedOutput, FloatOnly, OpSpec, SameAsInput,
+                           SameAsOutput, rand)
 from tflq.pipeline import convert
 
 DTYPES = ("int8", "uint8")
@@ -212,3 +214,19 @@ FLOAT_ONLY = [(spec, case) for spec in registry.all_specs() if isinstance(spec.q
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_float_only_ops_are_wrapped(spec, case, dtype, tmp_path):
     _check_kept_float(spec, case, dtype, tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_float_island_between_quantized_ops(dtype, tmp_path):
+    """NEG has no 8-bit kernel: inside a quantized graph it gets exactly one DEQUANTIZE before it
+    and one QUANTIZE after it."""
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
+             helper.make_node("Relu", ["b"], ["c"]), helper.make_node("Add", ["c", "x"], ["y"])]
+    case = Case("relu_neg_relu_add", nodes, {"x": rand(1, 3, 5, 5)})
+    model, report, info = _convert(registry.spec("NEG"), case, dtype, tmp_path)
+    assert info.op_kinds() == ["QUANTIZE", "RELU", "DEQUANTIZE", "NEG", "QUANTIZE", "RELU", "ADD",
+                               "DEQUANTIZE"]
+    neg = next(op for op in info.ops if op.kind == "NEG")
+    assert info.tensors[neg.inputs[0]].dtype == info.tensors[neg.outputs[0]].dtype == "float32"
+    assert [f.kind for f in report.float_ops] == ["NEG"]
+    _check_accuracy(model, case, report.tflite, info, STEPS[Calibrated])

@@ -62,6 +62,28 @@ def _constant_params(graph: Graph, op: Op, index: int, dtype: DType, plan: Quant
     return activation_params(dtype, float(np.min(data)), float(np.max(data)))
 
 
+def _fit_bias(weight: QuantParams, input_params: QuantParams, weight_data: np.ndarray,
+              bias_data: np.ndarray) -> QuantParams:
+    """Weight params whose scale is large enough that the int32 bias (scale = input scale x
+    weight scale) stays within +-2**30: TF's converter raises the weight scale the same way
+    (kBiasMax). Matters for a near-zero input range (a constant-zero activation) or an all-zero
+    weight channel next to a large bias; otherwise the bias would saturate."""
+    limit = 2.0 ** 30
+    bias = np.abs(np.asarray(bias_data, np.float64)).reshape(-1)
+    if weight.axis is None:
+        bias = bias.max(initial=0.0)
+    needed = bias / (float(input_params.scale) * limit)
+    if np.all(weight.scale >= needed):
+        return weight
+    scale = np.maximum(weight.scale.astype(np.float64), needed * (1 + 1e-6))
+    if weight.axis is not None or weight.dtype == DType.INT8:  # symmetric: zero point 0
+        return QuantParams(weight.dtype, scale.astype(np.float32), weight.zero_point, weight.axis)
+    low = min(float(np.min(weight_data)), 0.0)
+    zero_point = int(np.clip(np.round(weight.dtype.qmin - low / float(scale)), weight.dtype.qmin,
+                             weight.dtype.qmax))
+    return QuantParams.per_tensor(weight.dtype, float(scale), zero_point)
+
+
 def _covering(params: QuantParams, ranges: list[tuple[float, float]]) -> QuantParams:
     """`params`, or a wider grid when the output of a same-scale op with several data inputs
     reaches half a step beyond it: MAXIMUM/MINIMUM with another input or a constant above the
@@ -175,7 +197,11 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
                     params[name] = p
         if spec.bias is not None and op.inputs[spec.bias.index]:
             b = spec.bias
-            params[op.inputs[b.index]] = bias_params(params[op.inputs[b.input]], params[op.inputs[b.weight]])
+            weight, bias = op.inputs[b.weight], op.inputs[b.index]
+            if graph.is_constant(weight) and graph.is_constant(bias) and weight not in given:
+                params[weight] = _fit_bias(params[weight], params[op.inputs[b.input]],
+                                           graph.tensors[weight].data, graph.tensors[bias].data)
+            params[bias] = bias_params(params[op.inputs[b.input]], params[weight])
         plan.required_inputs[id(op)] = required
         plan.quantized_ops.append(op)
     for name in graph.inputs + graph.outputs:  # for 8-bit model I/O, even next to float ops
