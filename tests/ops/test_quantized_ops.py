@@ -2,7 +2,7 @@
 
 For each case of each spec with a quantized kernel, and each 8-bit type:
 - the type the spec declares: the op runs in 8 bits, LiteRT's output is within k output steps of
-  onnxruntime's float output, and the spec's rule (same-as-input, fixed output, int8 concat,
+  onnxruntime's float output (beyond what rounding the input does), and the spec's rule (same-as-input, fixed output, int8 concat,
   weight and bias schemes) holds in the written file as read back by the reader;
 - the type it does not declare (and FloatOnly specs): the op stays float between DEQUANTIZE and
   QUANTIZE (8-bit model I/O makes the boundaries visible in a one-op model) and the model runs.
@@ -22,7 +22,6 @@ from tflq.ops.base import (Calibrated, Case, FixedOutput, FloatOnly, OpSpec, Sam
 from tflq.pipeline import convert
 
 DTYPES = ("int8", "uint8")
-BOUNDARY_KINDS = ("QUANTIZE", "DEQUANTIZE")
 
 # Allowed |LiteRT - float| in output quantization steps, on top of what rounding the model's
 # input to its 8-bit grid does to the float result (measured: onnxruntime on the rounded input;
@@ -33,8 +32,7 @@ BOUNDARY_KINDS = ("QUANTIZE", "DEQUANTIZE")
 #   add one more rounding on a grid up to twice as coarse: 2.
 # - FixedOutput: LiteRT's LUT kernels are exact to 1 step, plus the output's own 1/2: 2.
 # - Calibrated / SameAsOutput: the output's rounding, the fixed-point multiplier's rounding and
-#   the constant operands' rounding (weights, a multiplier), each up to about 1 step: 3, the
-#   budget the issue names.
+#   the constant operands' rounding (weights, a multiplier), each up to about 1 step: 3.
 STEPS = {SameAsInput: 2.0, FixedOutput: 2.0, Calibrated: 3.0, SameAsOutput: 3.0}
 
 
