@@ -15,6 +15,11 @@ from tflq.ir.quant import (QuantParams, activation_params, asymmetric_weight_par
 from tflq.ops.base import Calibrated, FixedOutput, FloatOnly, SameAsInput, SameAsOutput
 
 RangeOf = Callable[[str], tuple[float, float]]
+KeepFloat = Callable[[Op], "str | None"]
+
+
+class NoRange(LookupError):
+    """Raised by a RangeOf that has no range for a tensor (a part a QDQ model leaves float)."""
 
 
 @dataclass
@@ -33,7 +38,8 @@ class QuantPlan:
         return id(op) not in self.float_ops
 
 
-def _float_reason(op: Op, dtype: DType, float_ops: set[str]) -> str | None:
+def _float_reason(op: Op, dtype: DType, float_ops: set[str],
+                  keep_float: KeepFloat | None = None) -> str | None:
     spec = registry.spec(op.kind)
     if op.origin in float_ops:
         return "kept float by --float-ops"
@@ -41,7 +47,7 @@ def _float_reason(op: Op, dtype: DType, float_ops: set[str]) -> str | None:
         return "no quantized TFLite kernel"
     if dtype.name.lower() not in spec.quant.dtypes:
         return f"LiteRT has no {dtype.name.lower()} kernel for it"
-    return None
+    return keep_float(op) if keep_float is not None else None
 
 
 def _constant_params(graph: Graph, op: Op, index: int, dtype: DType, plan: QuantPlan,
@@ -97,15 +103,20 @@ def _covering(params: QuantParams, ranges: list[tuple[float, float]]) -> QuantPa
     return activation_params(params.dtype, min(low, out_low), max(high, out_high))
 
 
-def _shared_output_params(graph: Graph, op: Op, dtype: DType, range_of: RangeOf) -> QuantParams:
-    """A SameAsOutput op's grid: covers every activation input's range and the output's."""
+def _shared_output_params(graph: Graph, op: Op, dtype: DType, range_of: RangeOf,
+                          given: dict[str, QuantParams]) -> QuantParams:
+    """A SameAsOutput op's grid: the output's given params, else one covering every activation
+    input's range and the output's."""
+    if op.outputs[0] in given:
+        return given[op.outputs[0]]
     ranges = [range_of(n) for n in op.inputs if n and graph.tensors[n].dtype.is_float
               and not graph.is_constant(n)] + [range_of(op.outputs[0])]
     return activation_params(dtype, min(r[0] for r in ranges), max(r[1] for r in ranges))
 
 
-def _concatenation_grids(graph: Graph, dtype: DType, range_of: RangeOf,
-                         float_ops: set[str]) -> dict[str, QuantParams]:
+def _concatenation_grids(graph: Graph, dtype: DType, range_of: RangeOf, float_ops: set[str],
+                         given: dict[str, QuantParams],
+                         keep_float: KeepFloat | None) -> dict[str, QuantParams]:
     """Grids chosen up front for the inputs of int8 SameAsOutput ops (CONCATENATION): each input,
     and through single-input same-scale ops (RESIZE, MAX_POOL_2D...) its source, gets the
     concatenation's own grid, so no input needs a requantizing QUANTIZE (TF's converter
@@ -116,15 +127,15 @@ def _concatenation_grids(graph: Graph, dtype: DType, range_of: RangeOf,
     producers = graph.producers()
     for op in graph.ops:
         if not isinstance(registry.spec(op.kind).quant, SameAsOutput) or \
-                _float_reason(op, dtype, float_ops) is not None:
+                _float_reason(op, dtype, float_ops, keep_float) is not None:
             continue
-        shared = _shared_output_params(graph, op, dtype, range_of)
+        shared = _shared_output_params(graph, op, dtype, range_of, given)
         for name in op.inputs:
             while name and graph.tensors[name].dtype.is_float and not graph.is_constant(name) \
                     and name not in preferred:
                 preferred[name] = shared
                 producer = producers.get(name)
-                if producer is None or _float_reason(producer, dtype, float_ops) is not None:
+                if producer is None or _float_reason(producer, dtype, float_ops, keep_float) is not None:
                     break
                 rule = registry.spec(producer.kind).quant
                 sources = [n for n in producer.inputs if n and graph.tensors[n].dtype.is_float]
@@ -136,16 +147,19 @@ def _concatenation_grids(graph: Graph, dtype: DType, range_of: RangeOf,
 
 def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
                       float_ops: set[str] = frozenset(),
-                      given: dict[str, QuantParams] | None = None) -> QuantPlan:
+                      given: dict[str, QuantParams] | None = None,
+                      keep_float: KeepFloat | None = None) -> QuantPlan:
     """Walk the ops in order and apply each spec's QuantRule (see ops/base.py).
 
     `given` holds parameters fixed in advance (a quantization-aware-trained model's QDQ
     parameters); they win over calibrated ranges wherever the op's rule leaves a choice.
+    `keep_float(op)` may keep more ops float, returning the reason (parts a QDQ model leaves
+    unquantized); `range_of` may then raise NoRange for the tensors only those ops touch.
     """
     plan = QuantPlan(dtype)
     params = plan.params
     given = given or {}
-    preferred = _concatenation_grids(graph, dtype, range_of, float_ops)
+    preferred = _concatenation_grids(graph, dtype, range_of, float_ops, given, keep_float)
 
     def activation(name: str) -> QuantParams:
         if name not in params:
@@ -154,7 +168,7 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
         return params[name]
 
     for op in graph.ops:
-        reason = _float_reason(op, dtype, float_ops)
+        reason = _float_reason(op, dtype, float_ops, keep_float)
         if reason is not None:
             plan.float_ops[id(op)] = reason
             continue
@@ -174,7 +188,7 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
             for out in op.outputs:
                 params[out] = shared
         elif isinstance(rule, SameAsOutput):
-            shared = _shared_output_params(graph, op, dtype, range_of)
+            shared = _shared_output_params(graph, op, dtype, range_of, given)
             params[op.outputs[0]] = shared
             for i in activations:
                 activation(op.inputs[i])
@@ -207,5 +221,8 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
     for name in graph.inputs + graph.outputs:  # for 8-bit model I/O, even next to float ops
         t = graph.tensors[name]
         if t.dtype.is_float and not t.is_constant:
-            activation(name)
+            try:
+                activation(name)
+            except NoRange:
+                pass  # a float edge of a partly quantized QDQ model
     return plan
