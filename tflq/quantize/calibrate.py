@@ -206,6 +206,10 @@ class TensorStats:
         Evaluated for all i at once with prefix sums.
         """
         hist = self.abs_counts().astype(np.float64)
+        # Bin 0 lies inside every threshold; after a ReLU it holds the spike of exact zeros, which
+        # merged with its neighbours into one quantized level would swamp the divergence and pick
+        # the smallest threshold every time. Leave it out of P and Q alike.
+        hist[0] = 0.0
         nonzero = np.flatnonzero(hist)
         if nonzero.size == 0:
             return self.minimum, self.maximum
