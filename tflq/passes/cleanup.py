@@ -23,6 +23,15 @@ def _bypass(graph: Graph, op: Op) -> bool:
     return True
 
 
+def _private_producer(graph: Graph, name: str, kind: str, producers: dict[str, Op]) -> Op | None:
+    """The `kind` op producing `name`, if `name` feeds nothing else (so the two can be merged)."""
+    op = producers.get(name)
+    if (op is None or op.kind != kind or name in graph.outputs
+            or len(graph.consumers(name)) != 1):
+        return None
+    return op
+
+
 def remove_noop_ops(graph: Graph) -> int:
     """RESHAPE to the same shape, TRANSPOSE by the identity, and RESHAPE of a RESHAPE."""
     count = 0
@@ -34,10 +43,8 @@ def remove_noop_ops(graph: Graph) -> int:
                 count += 1
                 producers = graph.producers()
                 continue
-            inner = producers.get(op.inputs[0])
-            if (inner is not None and inner.kind == "RESHAPE"
-                    and len(graph.consumers(inner.outputs[0])) == 1
-                    and inner.outputs[0] not in graph.outputs):
+            inner = _private_producer(graph, op.inputs[0], "RESHAPE", producers)
+            if inner is not None:
                 op.inputs[0] = inner.inputs[0]
                 graph.remove_op(inner)
                 count += 1
@@ -101,9 +108,8 @@ def sink_transpose_through_reshape(graph: Graph) -> int:
     for op in list(graph.ops):
         if op.kind != "RESHAPE":
             continue
-        t_op = producers.get(op.inputs[0])
-        if (t_op is None or t_op.kind != "TRANSPOSE" or t_op.outputs[0] in graph.outputs
-                or len(graph.consumers(t_op.outputs[0])) != 1):
+        t_op = _private_producer(graph, op.inputs[0], "TRANSPOSE", producers)
+        if t_op is None:
             continue
         x = graph.tensors[t_op.inputs[0]]
         y, z = graph.tensors[t_op.outputs[0]], graph.tensors[op.outputs[0]]
@@ -140,9 +146,8 @@ def merge_transposes(graph: Graph) -> int:
     for op in list(graph.ops):
         if op.kind != "TRANSPOSE":
             continue
-        first = producers.get(op.inputs[0])
-        if (first is None or first.kind != "TRANSPOSE" or first.outputs[0] in graph.outputs
-                or len(graph.consumers(first.outputs[0])) != 1):
+        first = _private_producer(graph, op.inputs[0], "TRANSPOSE", producers)
+        if first is None:
             continue
         a = graph.tensors[first.inputs[1]].data
         b = graph.tensors[op.inputs[1]].data

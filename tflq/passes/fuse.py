@@ -18,6 +18,13 @@ def _sole_consumer(graph: Graph, name: str, consumers: dict[str, list[Op]]) -> O
     return users[0]
 
 
+def _absorb(graph: Graph, producer: Op, op: Op, producers: dict[str, Op]) -> None:
+    """`producer` now computes what `op` did: it writes op's output and op goes away."""
+    producer.outputs[0] = op.outputs[0]
+    graph.remove_op(op)
+    producers[op.outputs[0]] = producer
+
+
 def _per_channel_vector(value: np.ndarray, channels: int, out_rank: int) -> np.ndarray | None:
     """The constant as a [channels] vector if it broadcasts along the last axis only, else None."""
     if value.ndim > out_rank:
@@ -67,9 +74,7 @@ def fold_affine_into_producer(graph: Graph) -> int:
         else:
             bias = bias + vector if op.kind == "ADD" else bias - vector
         producer.inputs[2] = graph.add_constant(f"{producer.inputs[2]}/folded", bias.astype(np.float32))
-        producer.outputs[0] = op.outputs[0]
-        graph.remove_op(op)
-        producers[op.outputs[0]] = producer
+        _absorb(graph, producer, op, producers)
         count += 1
     if count:
         graph.remove_unused()
@@ -90,9 +95,7 @@ def fuse_activations(graph: Graph, allowed: tuple[str, ...] = INTEGER_SAFE_ACTIV
                 or _sole_consumer(graph, op.inputs[0], consumers) is not op):
             continue
         producer.replace_attrs(fused_activation=op.kind)
-        producer.outputs[0] = op.outputs[0]
-        graph.remove_op(op)
-        producers[op.outputs[0]] = producer
+        _absorb(graph, producer, op, producers)
         count += 1
     if count:
         graph.remove_unused()
