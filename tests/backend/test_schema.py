@@ -16,9 +16,10 @@ import re
 
 import numpy as np
 import pytest
+from tests.conftest import importorskip
 
-flatbuffers = pytest.importorskip("flatbuffers")
-litert_interpreter = pytest.importorskip("ai_edge_litert.interpreter")
+flatbuffers = importorskip("flatbuffers")
+litert_interpreter = importorskip("ai_edge_litert.interpreter")
 
 from tflq._generated.tflite.ActivationFunctionType import ActivationFunctionType
 from tflq._generated.tflite.AddOptions import AddOptionsT
@@ -366,7 +367,7 @@ def _generated_modules():
 
 
 def test_layout_matches_litert_bindings():
-    ref = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    ref = importorskip("ai_edge_litert.schema_py_generated")
     problems, checked = [], 0
     for name, cls, tcls in _generated_modules():
         if name == "BuiltinOptions2":      # declared partially on purpose

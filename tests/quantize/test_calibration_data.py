@@ -12,6 +12,7 @@ from tflq.errors import CalibrationError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Layout, Tensor
 from tflq.quantize.data import DEFAULT_LIMIT, InputSpec, graph_input_specs, load_samples
+from tests.conftest import importorskip
 
 F32 = np.float32
 SPEC = InputSpec("x", (1, 3, 4, 4), F32)
@@ -231,7 +232,7 @@ def save_image(path, pixels: np.ndarray) -> None:
 
 @pytest.fixture
 def pillow():
-    return pytest.importorskip("PIL")
+    return importorskip("PIL")
 
 
 def test_images_nchw_with_normalization(tmp_path, pillow):
