@@ -5,7 +5,8 @@ import os
 import time
 from collections import Counter
 
-from tflq.backend.tflite_writer import save_atomically, serialize
+from tflq.backend.tflite_writer import serialize
+from tflq.fileio import save_atomically
 from tflq.config import ConvertConfig, Mode
 from tflq.errors import InvalidConfigError
 from tflq.frontend.onnx_loader import load_onnx
@@ -16,29 +17,39 @@ from tflq.passes.cleanup import (merge_transposes, remove_dead_ops, remove_noop_
 from tflq.passes.fuse import activation_fuser, fold_affine_into_producer
 from tflq.passes.layout import to_nhwc
 from tflq.passes.manager import fixed_point
+from tflq.quantize.qdq import QdqModel, find_qdq, resolve_mode
 from tflq.report import ConversionReport
 
 
 def prepare_graph(config: ConvertConfig) -> tuple[Graph, ConversionReport]:
     """Everything before quantization: the fused NHWC float graph that the output file describes."""
+    graph, report, _, _ = _prepare(config)
+    return graph, report
+
+
+def _prepare(config: ConvertConfig) -> tuple[Graph, ConversionReport, ConvertConfig, QdqModel | None]:
+    """prepare_graph, plus the config with its mode settled and the model's QDQ facts (if any)."""
     _check_paths(config)
     loaded = load_onnx(config.model, config.input_shapes)
     graph = loaded.graph
+    qdq = find_qdq(loaded.onnx_model)
+    config, mode_note = resolve_mode(config, qdq)
     report = ConversionReport(model=config.model, output=config.output, mode=config.mode.value,
                               dtype=None if config.mode == Mode.FLOAT else config.dtype.value,
-                              input_bytes=_file_size(config.model), notes=list(loaded.notes))
+                              input_bytes=_file_size(config.model),
+                              notes=list(loaded.notes) + ([mode_note] if mode_note else []))
     report.transposes_inserted = to_nhwc(graph, keep_io_layout=config.keep_io_layout)
     fixed_point(graph, [fold_affine_into_producer, activation_fuser(config.mode == Mode.FLOAT),
                         sink_transpose_through_reshape, merge_transposes, remove_noop_ops,
                         remove_dead_ops])
     verify(graph, after="float passes")
-    return graph, report
+    return graph, report, config, qdq
 
 
 def convert(config: ConvertConfig) -> ConversionReport:
     """Convert config.model; write config.output (atomically) when given. Raises TflqError."""
     start = time.perf_counter()
-    graph, report = prepare_graph(config)
+    graph, report, config, qdq = _prepare(config)
     if config.mode == Mode.WEIGHTS_ONLY:
         from tflq.quantize.weights import UINT8_SPEED_NOTE, quantize_weights
 
@@ -48,7 +59,7 @@ def convert(config: ConvertConfig) -> ConversionReport:
     elif config.mode == Mode.FULL:
         from tflq.quantize.full import quantize_full
 
-        quantize_full(graph, config, report)
+        quantize_full(graph, config, report, qdq)
     verify(graph, after="quantization")
     data = serialize(graph, description="tflq")
     if config.output:

@@ -1,9 +1,6 @@
 """Serialise a Graph to TFLite flatbuffer bytes (deterministic), and save them atomically."""
 from __future__ import annotations
 
-import os
-import tempfile
-
 import flatbuffers
 import numpy as np
 
@@ -20,7 +17,6 @@ from tflq._generated.tflite.SignatureDef import SignatureDefT
 from tflq._generated.tflite.SubGraph import SubGraphT
 from tflq._generated.tflite.Tensor import TensorT
 from tflq._generated.tflite.TensorMap import TensorMapT
-from tflq.errors import OutputError
 from tflq.ir.graph import Graph
 
 SCHEMA_VERSION = 3
@@ -176,27 +172,3 @@ def serialize(graph: Graph, description: str = "tflq") -> bytes:
     builder = flatbuffers.Builder(size_hint)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
-
-
-def save_atomically(data: bytes, path: str) -> None:
-    """Write to a temporary file beside `path`, then rename: never leave a partial file."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(directory):
-        raise OutputError(f"{path}: output directory {directory} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tflq-", suffix=".tflite.tmp", dir=directory)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write to {directory} ({exc.strerror})") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OutputError(f"{path}: cannot write ({exc.strerror})") from exc
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -13,6 +13,7 @@ calibration can be sharded across machines and merged (`merge_files`).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import operator
 import os
@@ -24,6 +25,7 @@ import numpy as np
 
 from tflq.config import CalibMethod
 from tflq.errors import CalibrationError, InvalidConfigError
+from tflq.fileio import save_atomically
 from tflq.ir.graph import Graph, Layout
 from tflq.progress import progress
 from tflq.runtime.interpreter import run_graph
@@ -356,11 +358,9 @@ class CalibrationStats:
             "exponent": np.array([self.tensors[n].exponent for n in names], np.int64),
             "counts": np.array([self.tensors[n].counts for n in names], np.int64).reshape(len(names), NUM_BINS),
         }
-        try:
-            with open(path, "wb") as fp:
-                np.savez_compressed(fp, **arrays)
-        except OSError as exc:
-            raise CalibrationError(f"{path}: cannot write statistics ({exc.strerror or exc})") from None
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        save_atomically(buffer.getvalue(), path)
 
     @classmethod
     def load(cls, path: str, fingerprint: str) -> CalibrationStats:
