@@ -28,7 +28,7 @@ from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.fileio import save_atomically
 from tflq.ir.graph import Graph, Layout
 from tflq.progress import progress
-from tflq.runtime.interpreter import run_graph
+from tflq.runtime.interpreter import GraphRunner
 
 NUM_BINS = 2048
 HALF = NUM_BINS // 2
@@ -448,9 +448,10 @@ def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], tensors
                                    f"holds {exc} values") from None
 
     total = operator.length_hint(samples, 0) or None
+    runner = GraphRunner(graph)  # constants and kernels prepared once, not per sample
     with progress(total, "Calibrating", enabled=show_progress) as bar:
         for index, sample in enumerate(samples):
-            run_graph(graph, _feeds(graph, sample, index), on_tensor=on_tensor)
+            runner.run(_feeds(graph, sample, index), on_tensor=on_tensor)
             stats.samples += 1
             bar.update(1)
     if stats.samples == 0:
