@@ -86,13 +86,15 @@ def main() -> None:
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the .tflite file (written atomically; never a partial file).")
-@click.option("--mode", type=_choices(Mode), default="float", show_default=True,
+@click.option("--mode", type=_choices(Mode), default=None,
               help="float: no quantization. weights-only: 8-bit weights, float compute. "
                    "full: 8-bit weights and activations (needs --calib or --stats, "
-                   "or a model with QuantizeLinear/DequantizeLinear).")
+                   "or a model with QuantizeLinear/DequantizeLinear).  [default: float; full for "
+                   "a model with QuantizeLinear/DequantizeLinear, using its own parameters]")
 @click.option("--dtype", type=_choices(QuantDType), default="uint8", show_default=True,
               help="uint8: the classic asymmetric per-tensor scheme. int8: today's TFLite spec "
-                   "(symmetric per-channel weights).")
+                   "(symmetric per-channel weights). A QDQ model's own types decide unless int8 "
+                   "is asked for.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...",
               help="Fix an input's dynamic dimensions, e.g. input:1,3,224,224 (repeatable). "
                    "A dynamic batch defaults to 1.")
@@ -149,7 +151,8 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
         os.environ["TFLQ_DEBUG"] = "1"
     try:
         config = ConvertConfig(
-            model=model, output=output, mode=Mode(mode), dtype=QuantDType(dtype),
+            model=model, output=output, mode=Mode(mode) if mode else None,
+            dtype=QuantDType(dtype),
             input_shapes=_input_shapes(input_shapes), keep_io_layout=keep_io_layout,
             min_weight_elements=min_weight_elements, calib=calib, calib_samples=calib_samples,
             calib_method=CalibMethod(calib_method), percentile=percentile, stats=stats,

@@ -37,7 +37,7 @@ class ConvertConfig:
 
     model: str
     output: str | None = None
-    mode: Mode = Mode.FLOAT
+    mode: Mode | None = None  # None: float, or full for a model with Quantize/DequantizeLinear
     dtype: QuantDType = QuantDType.UINT8
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     keep_io_layout: bool = False
@@ -59,7 +59,7 @@ class ConvertConfig:
         for name, enum in (("mode", Mode), ("dtype", QuantDType), ("calib_method", CalibMethod),
                            ("io_type", IOType)):
             value = getattr(self, name)
-            if not isinstance(value, enum):
+            if not isinstance(value, enum) and not (name == "mode" and value is None):
                 object.__setattr__(self, name, enum(value))
         object.__setattr__(self, "input_shapes", {k: tuple(int(d) for d in v)
                                                   for k, v in dict(self.input_shapes).items()})

@@ -7,8 +7,9 @@ from tflq.config import ConvertConfig, IOType, QuantDType
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
+from tflq.quantize.qdq import QdqModel, choose_dtype, fold_fake_quant
 from tflq.quantize.rewrite import apply_plan
-from tflq.quantize.rules import plan_quantization
+from tflq.quantize.rules import NoRange, plan_quantization
 from tflq.quantize.weights import check_finite_constants
 from tflq.report import ConversionReport, FloatOp
 
@@ -42,27 +43,47 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
     return stats
 
 
-def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport) -> None:
-    """Calibrate (or load statistics), then quantize every op that has a kernel for the dtype."""
+def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
+                  qdq: QdqModel | None = None) -> None:
+    """Calibrate (or load statistics), then quantize every op that has a kernel for the dtype.
+
+    A QDQ model (`qdq`) brings its own parameters: calibration then only fills in the tensors
+    the graph leaves float, and without it the ops touching those stay float.
+    """
     check_finite_constants(graph)
     known = {op.origin for op in graph.ops}
     unknown = [name for name in config.float_ops if name not in known]
     if unknown:
         raise InvalidConfigError(f"--float-ops names no node of the model: {', '.join(unknown)}")
-    stats = collect_statistics(graph, config, report)
-    dtype = DType.INT8 if config.dtype == QuantDType.INT8 else DType.UINT8
+    requested = DType.INT8 if config.dtype == QuantDType.INT8 else DType.UINT8
+    given, keep_float, folded = None, None, None
+    if qdq is None:
+        stats = collect_statistics(graph, config, report)
+        dtype = requested
+    else:
+        calibrated = config.calib is not None or bool(config.stats)
+        stats = collect_statistics(graph, config, report) if calibrated else None
+        dtype = choose_dtype(qdq, requested)
+        folded, keep_float = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
+                                             lambda name: stats is not None and name in stats)
+        given = folded.given
     method, percentile = config.calib_method.value, config.percentile
 
     def range_of(name: str) -> tuple[float, float]:
+        if qdq is not None and (stats is None or name not in stats):
+            raise NoRange(name)
         try:
             return stats.range(name, method, percentile)
         except KeyError:
             raise CalibrationError(f"no calibration statistics for tensor '{name}' (were the "
                                    f"statistics made for this model?)") from None
 
-    plan = plan_quantization(graph, dtype, range_of, set(config.float_ops))
+    plan = plan_quantization(graph, dtype, range_of, set(config.float_ops), given=given,
+                             keep_float=keep_float)
     io_type = None if config.io_type == IOType.FLOAT else DType.parse(config.io_type.value)
-    apply_plan(graph, plan, io_type)
+    inserted = apply_plan(graph, plan, io_type)
+    if folded is not None:
+        _report_qdq(report, qdq, folded, inserted)
     report.quantized_ops = len(plan.quantized_ops)
     report.float_ops = [FloatOp(op.kind, op.origin, plan.float_ops[id(op)]) for op in graph.ops
                         if id(op) in plan.float_ops]
@@ -73,3 +94,17 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport)
                 q = f"scale={float(t.quant.scale):.6g} zero_point={int(t.quant.zero_point)}" \
                     if t.quant is not None else "float"
                 report.io.append(f"{label} '{name}': {t.dtype.name.lower()} {q}")
+
+
+def _report_qdq(report: ConversionReport, qdq: QdqModel, folded, inserted) -> None:
+    """Summary lines: where the parameters came from, and every place they had to change."""
+    report.dtype = folded.dtype.name.lower()
+    line = f"QDQ model: {qdq.describe()} -> {report.dtype}"
+    if DType.UINT8 in qdq.activation_types and folded.dtype == DType.INT8:
+        line += " (uint8 activations moved to int8: same scale, zero point - 128)"
+    report.notes.append(line)
+    report.notes.extend(f"QDQ: {text}" for text in folded.notes)
+    for record in inserted:
+        if record.reason == "kernel needs these input params":
+            report.notes.append(f"QDQ: requantized '{record.tensor}' for a kernel that needs "
+                                f"its inputs on one grid")

@@ -1,0 +1,436 @@
+"""Full-integer conversion of QDQ models: read what the ONNX graph's QuantizeLinear/DequantizeLinear
+say, choose the 8-bit type, and fold the FAKE_QUANT ops into the parameters the mark phase uses.
+
+The graph's own scales and zero points are used wherever TFLite's kernels allow; where a kernel
+fixes the output grid (SOFTMAX, LOGISTIC...) or needs the input's grid (pooling, RESHAPE...) and
+the graph says otherwise, the op keeps the grid the kernel needs and a QUANTIZE moves its output to
+the graph's grid. Every such place is listed in the summary. Tensors the graph leaves float keep
+their ops float, unless calibration statistics cover them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from tflq import ops as registry
+from tflq.config import ConvertConfig, Mode
+from tflq.errors import Diagnostic, InvalidConfigError, UnsupportedModelError
+from tflq.ir.dtypes import DType
+from tflq.ir.graph import Graph, Op
+from tflq.ir.quant import QuantParams
+from tflq.ops.base import FixedOutput, FloatOnly, SameAsInput
+from tflq.ops.qdq import EIGHT_BIT, qdq_params, quantize_like_onnx, quantized_type
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+FAKE_QUANT = "FAKE_QUANT"
+# Integers farther than this (in steps) from the grid mean a constant is not on that grid.
+GRID_TOLERANCE = 0.01
+# int32 biases must stay clear of saturation (the mark phase's own limit for calibrated weights).
+BIAS_LIMIT = 2.0 ** 30
+# The graph's bias scale may differ from input scale x weight scale by this (relative) unnoticed.
+BIAS_SCALE_TOLERANCE = 1e-3
+# Ops whose outputs are values of their one data input: a grid the input lies on carries over.
+VALUE_PRESERVING = ("RESHAPE", "TRANSPOSE", "MAX_POOL_2D")
+
+
+@dataclass(frozen=True)
+class QuantizedConstant:
+    """A constant the ONNX graph stores quantized (a DequantizeLinear of an integer initializer, or
+    of a QuantizeLinear of a float one): its integers and parameters, in ONNX axis order."""
+
+    values: np.ndarray
+    params: QuantParams
+
+
+@dataclass
+class QdqModel:
+    """What an ONNX model's QuantizeLinear/DequantizeLinear nodes say, gathered once after loading."""
+
+    node_count: int
+    activation_types: set[DType] = field(default_factory=set)
+    constants: dict[str, QuantizedConstant] = field(default_factory=dict)  # DQ output -> constant
+    node_inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # node name -> inputs
+
+    def describe(self) -> str:
+        kinds = "/".join(sorted(t.name.lower() for t in self.activation_types)) or "no"
+        return f"{self.node_count} QuantizeLinear/DequantizeLinear nodes ({kinds} activations)"
+
+
+def find_qdq(model: onnx.ModelProto) -> QdqModel | None:
+    """The model's QDQ facts, or None for a float model. Run on the loaded (folded) model, whose
+    nodes the importer has named and validated."""
+    nodes = [n for n in model.graph.node if n.op_type in QDQ_OPS and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        return None
+    inits = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    qdq = QdqModel(len(nodes))
+    quantized: dict[str, tuple[np.ndarray, QuantParams]] = {}  # QuantizeLinear of a constant
+    activation_outputs: dict[str, onnx.NodeProto] = {}
+    for node in model.graph.node:
+        qdq.node_inputs[node.name] = tuple(node.input)
+        if node.op_type not in QDQ_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        zero_point = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        scale = inits[node.input[1]]
+        source = node.input[0]
+        if node.op_type == "QuantizeLinear":
+            dtype = quantized_type(node, zero_point)
+            if source in inits:
+                params = qdq_params(node, scale, zero_point, dtype, inits[source].shape)
+                quantized[node.output[0]] = (quantize_like_onnx(inits[source], params), params)
+            else:
+                qdq.activation_types.add(dtype)
+                activation_outputs[node.output[0]] = node
+            continue
+        values = inits[source] if source in inits else quantized.get(source, (None, None))[0]
+        if values is not None:
+            dtype = EIGHT_BIT.get(values.dtype, DType.INT32)
+            params = qdq_params(node, scale, zero_point, dtype, values.shape)
+            qdq.constants[node.output[0]] = QuantizedConstant(values, params)
+    _check_quantize_consumers(model, activation_outputs)
+    return qdq
+
+
+def _check_quantize_consumers(model: onnx.ModelProto, outputs: dict[str, onnx.NodeProto]) -> None:
+    """An activation QuantizeLinear must feed DequantizeLinear nodes only: an integer tensor read by
+    anything else (a model output, a QLinear op) has no float meaning tflq could keep."""
+    problems: dict[str, Diagnostic] = {}
+    graph_outputs = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for name in node.input:
+            if name in outputs and node.op_type != "DequantizeLinear" and name not in problems:
+                q = outputs[name]
+                problems[name] = Diagnostic(q.name, q.op_type, "quantize_without_dequantize",
+                                            f"its output is read by '{node.name}' ({node.op_type}), "
+                                            f"not by a DequantizeLinear")
+    for name in graph_outputs & set(outputs):
+        q = outputs[name]
+        problems.setdefault(name, Diagnostic(q.name, q.op_type, "quantize_without_dequantize",
+                                             "its integer output is a model output"))
+    if problems:
+        raise UnsupportedModelError(
+            f"{len(problems)} QuantizeLinear node(s) cannot be converted: tflq converts QDQ graphs, "
+            f"where each activation QuantizeLinear is read by DequantizeLinear nodes only",
+            list(problems.values()))
+
+
+def choose_dtype(qdq: QdqModel, requested: DType) -> DType:
+    """The model's 8-bit type: uint8 only when every activation and weight of the graph is uint8
+    per tensor (the classic scheme, which has no per-channel kernels); int8 otherwise (uint8
+    activations move to int8 exactly, zero point - 128). `requested` int8 always wins."""
+    if requested == DType.INT8:
+        return DType.INT8
+    stored = [c.params for c in qdq.constants.values() if c.params.dtype != DType.INT32]
+    if not qdq.activation_types and not stored:
+        return requested
+    if qdq.activation_types <= {DType.UINT8} and all(p.dtype == DType.UINT8 and not p.is_per_channel
+                                                     for p in stored):
+        return DType.UINT8
+    return DType.INT8
+
+
+def drop_redundant_fake_quant(graph: Graph) -> int:
+    """Remove each FAKE_QUANT whose input already lies on its grid: the input comes, through ops
+    that only move values, from a FAKE_QUANT with the same parameters (QDQ exporters wrap a
+    Flatten or a MaxPool in a pair of its own). Exact in every mode; run before the layout pass so
+    that it sees Flatten -> Gemm and folds the flattening into the weights."""
+    count = 0
+    producers = graph.producers()
+    for op in list(graph.ops):
+        if op.kind != FAKE_QUANT or op.outputs[0] in graph.outputs:
+            continue
+        source = producers.get(op.inputs[0])
+        while source is not None and source.kind in VALUE_PRESERVING:
+            source = producers.get(source.inputs[0])
+        if source is None or source.kind != FAKE_QUANT or source.attrs.params != op.attrs.params:
+            continue
+        graph.remove_op(op)
+        graph.replace_uses(op.outputs[0], op.inputs[0])
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
+
+
+@dataclass
+class FoldedQdq:
+    """The QDQ graph's parameters for the mark phase, and what had to change to fit TFLite."""
+
+    dtype: DType
+    given: dict[str, QuantParams] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    requantized: int = 0  # QUANTIZE ops kept where the graph's grid differs from a kernel's
+
+
+class _Folder:
+    def __init__(self, graph: Graph, qdq: QdqModel, dtype: DType, float_ops: set[str],
+                 has_range: Callable[[str], bool]) -> None:
+        self.graph = graph
+        self.qdq = qdq
+        self.result = FoldedQdq(dtype)
+        self.given = self.result.given
+        self.float_ops = float_ops
+        self.has_range = has_range
+
+    @property
+    def dtype(self) -> DType:
+        return self.result.dtype
+
+    def note(self, text: str) -> None:
+        self.result.notes.append(text)
+
+    # ---- which ops can run in 8 bits -------------------------------------------------------
+    def covered(self, name: str) -> bool:
+        return name in self.given or self.has_range(name)
+
+    def float_activations(self, op: Op) -> list[str]:
+        g = self.graph
+        return [n for n in op.inputs + op.outputs
+                if n and g.tensors[n].dtype.is_float and not g.is_constant(n)]
+
+    def float_reason(self, op: Op) -> str | None:
+        """Why `op` stays float in a QDQ model: a tensor it reads or writes is float in the graph."""
+        for name in self.float_activations(op):
+            if not self.covered(name):
+                return (f"the QDQ graph leaves '{name}' float (no QuantizeLinear/DequantizeLinear; "
+                        f"--calib would quantize it)")
+        return None
+
+    def runs_quantized(self, op: Op, assume: str = "") -> bool:
+        """True when the mark phase will quantize `op` (`assume`: a tensor about to be covered)."""
+        spec = registry.spec(op.kind)
+        if op.origin in self.float_ops or isinstance(spec.quant, FloatOnly) or \
+                self.dtype.name.lower() not in spec.quant.dtypes:
+            return False
+        return all(n == assume or self.covered(n) for n in self.float_activations(op))
+
+    def fixed_by_rule(self, name: str) -> QuantParams | None:
+        """The params TFLite's kernel gives `name` (a FixedOutput or same-scale op's output)."""
+        producer = self.graph.producer(name)
+        if producer is None or not self.runs_quantized(producer, assume=name):
+            return None
+        rule = registry.spec(producer.kind).quant
+        if isinstance(rule, FixedOutput):
+            zero_point = rule.zero_point_int8 + (128 if self.dtype == DType.UINT8 else 0)
+            return QuantParams.per_tensor(self.dtype, rule.scale, zero_point)
+        if isinstance(rule, SameAsInput):
+            return self.given.get(producer.inputs[rule.index])
+        return None
+
+    # ---- the walk ------------------------------------------------------------------------
+    def run(self) -> FoldedQdq:
+        for op in list(self.graph.ops):
+            if op.kind == FAKE_QUANT:
+                self.fold(op)
+            else:
+                self.share_input_grid(op)
+        for op in self.graph.ops:
+            self.constants(op)
+        self.graph.remove_unused()
+        return self.result
+
+    def fold(self, op: Op) -> None:
+        x, y = op.inputs[0], op.outputs[0]
+        wanted = op.attrs.params.with_dtype_shift(self.dtype)
+        known = self.given.get(x)
+        if known is None:
+            known = self.fixed_by_rule(x)
+            if known is not None:
+                self.given[x] = known
+        if known is None or known == wanted:
+            self.given.setdefault(x, wanted)
+            if self.bypass(op):
+                return  # else a model output that also feeds other ops: keep it as a copy
+        else:
+            producer = self.graph.producer(x)
+            what = f"{producer.kind} '{producer.origin}'" if producer is not None else f"'{x}'"
+            reason = (f"{what}: its output grid is {known.describe()} (TFLite's kernel needs it), "
+                      f"the QDQ graph's is {wanted.describe()}")
+            self.note(f"requantized {reason}")
+            self.result.requantized += 1
+        index = self.graph.ops.index(op)
+        self.graph.remove_op(op)
+        self.graph.add_op(Op("QUANTIZE", [x], [y], origin=op.origin), index)
+        self.given[y] = wanted
+
+    def bypass(self, op: Op) -> bool:
+        """Remove a FAKE_QUANT whose parameters now live on its input; keep output names."""
+        g = self.graph
+        x, y = op.inputs[0], op.outputs[0]
+        if y not in g.outputs:
+            g.remove_op(op)
+            g.replace_uses(y, x)
+            return True
+        if x in g.inputs or x in g.outputs or g.is_constant(x) or len(g.consumers(x)) != 1:
+            return False
+        g.remove_op(op)
+        del g.tensors[y]
+        g.rename(x, y)
+        self.given[y] = self.given.pop(x)
+        return True
+
+    def share_input_grid(self, op: Op) -> None:
+        """A same-scale op with one data input: its output is on its input's grid, exactly."""
+        rule = registry.spec(op.kind).quant
+        if not isinstance(rule, SameAsInput):
+            return
+        g = self.graph
+        data = [n for n in op.inputs if n and g.tensors[n].dtype.is_float]
+        source = op.inputs[rule.index]
+        if data != [source] or source not in self.given or len(op.outputs) != 1 or \
+                op.outputs[0] in self.given or not self.runs_quantized(op, assume=op.outputs[0]):
+            return
+        self.given[op.outputs[0]] = self.given[source]
+
+    # ---- weights and other constant operands ---------------------------------------------
+    def constants(self, op: Op) -> None:
+        """Give each float constant input the graph's own grid when it is provably on it."""
+        stored = [self.qdq.constants[n] for n in self.qdq.node_inputs.get(op.origin, ())
+                  if n in self.qdq.constants]
+        if not stored or not self.runs_quantized(op):
+            return
+        spec = registry.spec(op.kind)
+        weight_axes = {w.index: w.axis for w in spec.weights}
+        eight_bit = [c for c in stored if c.params.dtype != DType.INT32]
+        g = self.graph
+        for i, name in enumerate(op.inputs):
+            if not eight_bit or not name or not g.is_constant(name) or \
+                    not g.tensors[name].dtype.is_float or name in self.given or \
+                    (spec.bias is not None and i == spec.bias.index):
+                continue
+            data = g.tensors[name].data
+            grid = next((p for p in (_on_grid(data, c, weight_axes.get(i)) for c in eight_bit)
+                         if p is not None), None)
+            what = f"{op.kind} '{op.origin}'"
+            if grid is None:
+                if i in weight_axes:
+                    self.note(f"{what}: weights requantized (after the graph's rewrites they are "
+                              f"no longer on its grid, e.g. a BatchNormalization folded into them)")
+            elif i in weight_axes:
+                self.weight(op, i, grid, what)
+            elif not grid.is_per_channel:
+                self.given[name] = grid.with_dtype_shift(self.dtype)
+        if spec.bias is not None:
+            self.check_bias(op, stored)
+
+    def weight(self, op: Op, index: int, grid: QuantParams, what: str) -> None:
+        name = op.inputs[index]
+        g = self.graph
+        if self.dtype == DType.UINT8:
+            if grid.is_per_channel:
+                self.note(f"{what}: per-channel weights requantized per tensor (uint8 kernels have "
+                          f"no per-channel variant)")
+                return
+            params = grid.with_dtype_shift(DType.UINT8)
+        else:
+            if grid.dtype != DType.INT8 or np.any(grid.zero_point != 0):
+                self.note(f"{what}: {grid.dtype.name.lower()} weights with non-zero zero points "
+                          f"requantized to symmetric int8 (the int8 kernels need zero point 0)")
+                return
+            params = grid
+            q = params.quantize(g.tensors[name].data)
+            if np.any(q == -128):
+                count = int(np.count_nonzero(q == -128))
+                narrowed = params.dequantize(np.maximum(q, -127).astype(np.int8))
+                op.inputs[index] = g.add_constant(f"{name}/narrow_range", narrowed)
+                name = op.inputs[index]
+                self.note(f"{what}: {count} weight value(s) at -128 moved to -127 (TFLite's int8 "
+                          f"weights are symmetric, [-127, 127])")
+        rule = registry.spec(op.kind).bias
+        bias = self.bias_data(op)
+        input_params = self.given.get(op.inputs[rule.input]) if rule is not None else None
+        if bias is not None and input_params is not None and _bias_saturates(bias, input_params, params):
+            self.note(f"{what}: weights requantized: the bias does not fit int32 at the graph's "
+                      f"weight scale")
+            return
+        self.given[name] = params
+
+    def bias_data(self, op: Op) -> np.ndarray | None:
+        bias = registry.spec(op.kind).bias
+        if bias is None or not op.inputs[bias.index] or not self.graph.is_constant(op.inputs[bias.index]):
+            return None
+        return self.graph.tensors[op.inputs[bias.index]].data
+
+    def check_bias(self, op: Op, stored: list[QuantizedConstant]) -> None:
+        """Note a graph int32 bias whose scale is not input scale x weight scale (it is
+        requantized to that scale, which is what TFLite's kernels assume)."""
+        rule = registry.spec(op.kind).bias
+        input_params = self.given.get(op.inputs[rule.input])
+        weight_params = self.given.get(op.inputs[rule.weight])
+        bias = self.bias_data(op)
+        graph_bias = [c for c in stored if c.params.dtype == DType.INT32]
+        if input_params is None or weight_params is None or bias is None or not graph_bias:
+            return
+        expected = input_params.scale.astype(np.float64) * weight_params.scale.astype(np.float64)
+        actual = graph_bias[0].params.scale.astype(np.float64)
+        if actual.size not in (1, expected.size):
+            return
+        worst = float(np.max(np.abs(actual / expected - 1)))
+        if worst > BIAS_SCALE_TOLERANCE:
+            self.note(f"{op.kind} '{op.origin}': the graph's bias scale differs from input scale x "
+                      f"weight scale by up to {worst:.2%}; the bias was requantized")
+
+
+def _on_grid(data: np.ndarray, stored: QuantizedConstant, axis: int | None) -> QuantParams | None:
+    """`stored`'s params in the IR constant's layout if every value of `data` lies on that grid
+    (the importer may have transposed the constant; the channel order along `axis` is kept)."""
+    params = stored.params
+    if data.size != stored.values.size:
+        return None
+    if params.is_per_channel:
+        if axis is None or data.ndim <= axis or data.shape[axis] != params.scale.size:
+            return None
+        params = QuantParams.per_channel(params.dtype, params.scale, params.zero_point, axis)
+    shape = [1] * data.ndim
+    if params.axis is not None:
+        shape[params.axis] = -1
+    steps = data.astype(np.float64) / params.scale.astype(np.float64).reshape(shape) + \
+        params.zero_point.reshape(shape)
+    nearest = np.rint(steps)
+    if np.max(np.abs(steps - nearest), initial=0.0) > GRID_TOLERANCE or \
+            np.min(nearest, initial=0) < params.dtype.qmin or np.max(nearest, initial=0) > params.dtype.qmax:
+        return None
+    return params
+
+
+def _bias_saturates(bias: np.ndarray, input_params: QuantParams, weight: QuantParams) -> bool:
+    scale = input_params.scale.astype(np.float64) * weight.scale.astype(np.float64)
+    return bool(np.any(np.abs(np.asarray(bias, np.float64)).reshape(-1) / scale > BIAS_LIMIT))
+
+
+def fold_fake_quant(graph: Graph, qdq: QdqModel, dtype: DType, float_ops: set[str],
+                    has_range: Callable[[str], bool]) -> tuple[FoldedQdq, Callable[[Op], str | None]]:
+    """Remove the FAKE_QUANT ops (QUANTIZE where a kernel's grid differs from the graph's); return
+    the parameters the graph fixes and the keep_float rule for the mark phase."""
+    folder = _Folder(graph, qdq, dtype, float_ops, has_range)
+    return folder.run(), folder.float_reason
+
+
+def resolve_mode(config: ConvertConfig, qdq: QdqModel | None) -> tuple[ConvertConfig, str | None]:
+    """The config with a definite mode, and a note when the model decided it.
+
+    A QDQ model is converted to full integer with its own parameters unless a mode is given.
+    `--mode float` keeps its quantization as FAKE_QUANT ops (a float model that computes what the
+    ONNX graph computes); weights-only is refused, since the graph already fixes every weight's
+    quantization and dropping the activations' would change the model's numbers.
+    """
+    if qdq is None:
+        return (config if config.mode is not None else replace(config, mode=Mode.FLOAT)), None
+    if config.mode is None:
+        return replace(config, mode=Mode.FULL), (
+            "the model is quantized (QuantizeLinear/DequantizeLinear): --mode full inferred, "
+            "with the graph's own scales and zero points (no calibration data needed)")
+    if config.mode == Mode.WEIGHTS_ONLY:
+        raise InvalidConfigError(
+            f"{config.model}: the model is already quantized ({qdq.describe()}); --mode "
+            f"weights-only cannot keep that quantization. Omit --mode (or use --mode full) for an "
+            f"integer model with the graph's own parameters, or --mode float for a float model "
+            f"that simulates them with FAKE_QUANT ops")
+    if config.mode == Mode.FLOAT:
+        return config, (f"{qdq.describe()}: --mode float keeps them as FAKE_QUANT ops (the file "
+                        f"computes what the ONNX graph computes); omit --mode for an integer model")
+    return config, None
