@@ -406,6 +406,8 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str]) -> LoadRe
                 name = out
             else:
                 graph.rename(name, vi.name)
+                # Other outputs aliased to the same tensor now find it under its new name.
+                ctx._alias = {k: vi.name if v == name else v for k, v in ctx._alias.items()}
                 name = vi.name
         graph.outputs.append(name)
     return LoadResult(graph, opset, notes, model)

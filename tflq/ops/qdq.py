@@ -212,6 +212,8 @@ class FakeQuant(OpSpec):
             name = ctx.add_constant(node.output[0], dequantize_like_onnx(value, params))
             ctx.alias(node.output[0], name)
             return
+        zero_point = ctx.constant(node.input[2]) if len(node.input) > 2 else None
+        quantized_type(node, zero_point)  # refuses a 16-bit, 4-bit or float8 pair by its type
         source = ctx.tensor(q)
         producer = ctx.graph.producer(source)
         if producer is None or producer.kind != self.kind:
