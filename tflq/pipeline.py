@@ -17,7 +17,7 @@ from tflq.passes.cleanup import (merge_transposes, remove_dead_ops, remove_noop_
 from tflq.passes.fuse import activation_fuser, fold_affine_into_producer
 from tflq.passes.layout import to_nhwc
 from tflq.passes.manager import fixed_point
-from tflq.quantize.qdq import QdqModel, drop_redundant_fake_quant, find_qdq, resolve_mode
+from tflq.quantize.qdq import QdqModel, find_qdq, resolve_mode, simplify_qdq_graph
 from tflq.report import ConversionReport
 
 
@@ -35,7 +35,7 @@ def _prepare(config: ConvertConfig) -> tuple[Graph, ConversionReport, ConvertCon
     qdq = find_qdq(loaded.onnx_model)
     config, mode_note = resolve_mode(config, qdq)
     if qdq is not None:
-        drop_redundant_fake_quant(graph)
+        simplify_qdq_graph(graph)
     report = ConversionReport(model=config.model, output=config.output, mode=config.mode.value,
                               dtype=None if config.mode == Mode.FLOAT else config.dtype.value,
                               input_bytes=_file_size(config.model),

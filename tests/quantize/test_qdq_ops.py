@@ -291,3 +291,63 @@ def test_bias_scale_differing_from_the_product_is_requantized_with_a_note(tmp_pa
     assert any("bias scale differs" in n for n in report.notes)
     _agrees(model, report, {"x": np.random.default_rng(10).uniform(-1, 1, (1, 6)).astype(np.float32)},
             s_out)
+
+
+def _batch_norm(b: QdqBuilder, x: str, gamma: np.ndarray, var: np.ndarray) -> str:
+    channels = gamma.size
+    return b.node("BatchNormalization", [x, b.const("gamma", gamma),
+                                         b.const("beta", b.rng.uniform(-0.2, 0.2, channels).astype(np.float32)),
+                                         b.const("mean", b.rng.uniform(-0.2, 0.2, channels).astype(np.float32)),
+                                         b.const("var", var)], epsilon=1e-5)
+
+
+def test_pytorch_conv_batchnorm_qat_export_folds_into_one_conv(tmp_path):
+    """PyTorch's fused Conv-BatchNorm QAT module exports Conv(fake-quantized w * f) -> Div(f) ->
+    Add(bias) -> BatchNormalization(factor f) -> Relu: one quantized CONV_2D on the graph's grid."""
+    b = QdqBuilder(seed=7)
+    s_in, z_in = activation_params(-1, 1)
+    var = b.rng.uniform(0.5, 2, 4).astype(np.float32)
+    gamma = b.rng.uniform(0.5, 1.5, 4).astype(np.float32)
+    factor = (gamma / np.sqrt(var + np.float32(1e-5))).astype(np.float32)
+    w = b.rng.uniform(-0.5, 0.5, (4, 3, 3, 3)).astype(np.float32) * factor.reshape(4, 1, 1, 1)
+    ws = (np.abs(w).max(axis=(1, 2, 3)) / 127.5).astype(np.float32)
+    wz = np.zeros(4, np.int8)
+    s, z = b.const("ws", ws), b.const("wz", wz)
+    wq = b.node("DequantizeLinear", [b.node("QuantizeLinear", [b.const("w", w), s, z], axis=0), s, z],
+                axis=0)
+    conv = b.node("Conv", [b.qdq("x", s_in, z_in), wq, b.const("zero", np.zeros(4, np.float32))],
+                  pads=[1, 1, 1, 1])
+    scaled = b.node("Div", [conv, b.const("f", factor.reshape(1, 4, 1, 1))])
+    shifted = b.node("Add", [scaled, b.const("bias", b.rng.uniform(-0.1, 0.1, (1, 4, 1, 1))
+                                            .astype(np.float32))])
+    s_out, z_out = activation_params(0, 4)
+    y = b.qdq(b.node("Relu", [_batch_norm(b, shifted, gamma, var)]), s_out, z_out)
+    model = b.model({"x": (1, 3, 6, 6)}, [y])
+    _, report, info = _convert(model, tmp_path)
+    assert report.float_ops == [] and info.op_kinds().count("CONV_2D") == 1
+    assert not {"DIV", "MUL", "ADD"} & set(info.op_kinds())
+    assert_params(tensor_at(info, op_of(info, "CONV_2D"), 1), ws, np.zeros(4), "int8", 0)
+    _agrees(model, report, {"x": np.random.default_rng(11).uniform(-1, 1, (1, 3, 6, 6))
+                            .astype(np.float32)}, s_out)
+
+
+def test_batchnorm_folded_into_per_channel_weights_keeps_their_integers(tmp_path):
+    """A BatchNorm after a Conv with per-channel QDQ weights (no QDQ between) scales each channel:
+    the integers stay, each channel's scale takes the BatchNorm factor."""
+    b = QdqBuilder(seed=8)
+    s_in, z_in = activation_params(-1, 1)
+    w, wq, ws, _ = b.weight((4, 3, 3, 3))
+    gamma = np.array([0.5, -1.25, 2.0, 1.0], np.float32)
+    var = np.array([1.0, 0.25, 4.0, 2.0], np.float32)
+    conv = b.node("Conv", [b.qdq("x", s_in, z_in), w], pads=[1, 1, 1, 1])
+    s_out, z_out = activation_params(-3, 3)
+    model = b.model({"x": (1, 3, 6, 6)}, [b.qdq(_batch_norm(b, conv, gamma, var), s_out, z_out)])
+    _, report, info = _convert(model, tmp_path)
+    assert not any("requantized" in n for n in report.notes), report.notes
+    weights = tensor_at(info, op_of(info, "CONV_2D"), 1)
+    factor = gamma / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(weights.scale, ws * np.abs(factor), rtol=1e-5)
+    assert np.array_equal(weights.data, (wq * np.sign(factor).reshape(4, 1, 1, 1).astype(np.int8))
+                          .transpose(0, 2, 3, 1))
+    _agrees(model, report, {"x": np.random.default_rng(12).uniform(-1, 1, (1, 3, 6, 6))
+                            .astype(np.float32)}, s_out)

@@ -156,6 +156,36 @@ def drop_redundant_fake_quant(graph: Graph) -> int:
     return count
 
 
+def divisions_by_constants_to_multiplications(graph: Graph) -> int:
+    """DIV by a constant -> MUL by its reciprocal, so that BatchNorm folding reaches the Conv.
+
+    PyTorch's fused Conv-BatchNorm QAT modules export Conv -> Div -> Add -> BatchNormalization
+    (the weights are fake-quantized with the BatchNorm scale already in them); once the Div is a
+    MUL the whole chain folds into the Conv, whose weights land back on the graph's grid."""
+    count = 0
+    for op in list(graph.ops):
+        if op.kind != "DIV" or not graph.is_constant(op.inputs[1]) or graph.is_constant(op.inputs[0]):
+            continue
+        divisor = graph.tensors[op.inputs[1]]
+        if not divisor.dtype.is_float or not np.all(np.isfinite(divisor.data)) or \
+                np.any(divisor.data == 0):
+            continue
+        reciprocal = graph.add_constant(f"{op.inputs[1]}/reciprocal",
+                                        (1.0 / divisor.data.astype(np.float64)).astype(divisor.dtype.numpy))
+        index = graph.ops.index(op)
+        graph.remove_op(op)
+        graph.add_op(Op("MUL", [op.inputs[0], reciprocal], list(op.outputs), op.attrs, op.origin), index)
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
+
+
+def simplify_qdq_graph(graph: Graph) -> int:
+    """The QDQ-specific rewrites that must precede the layout and fusion passes (both exact)."""
+    return drop_redundant_fake_quant(graph) + divisions_by_constants_to_multiplications(graph)
+
+
 @dataclass
 class FoldedQdq:
     """The QDQ graph's parameters for the mark phase, and what had to change to fit TFLite."""
@@ -377,7 +407,10 @@ class _Folder:
 
 def _on_grid(data: np.ndarray, stored: QuantizedConstant, axis: int | None) -> QuantParams | None:
     """`stored`'s params in the IR constant's layout if every value of `data` lies on that grid
-    (the importer may have transposed the constant; the channel order along `axis` is kept)."""
+    (the importer may have transposed the constant; the channel order along `axis` is kept).
+
+    Symmetric per-channel weights that a folded BatchNorm scaled per channel are still on a grid:
+    the same integers, each channel's scale times the BatchNorm factor."""
     params = stored.params
     if data.size != stored.values.size:
         return None
@@ -385,6 +418,22 @@ def _on_grid(data: np.ndarray, stored: QuantizedConstant, axis: int | None) -> Q
         if axis is None or data.ndim <= axis or data.shape[axis] != params.scale.size:
             return None
         params = QuantParams.per_channel(params.dtype, params.scale, params.zero_point, axis)
+        found = _within_grid(data, params)
+        if found is not None or np.any(params.zero_point != 0):
+            return found
+        reduce = tuple(i for i in range(stored.values.ndim) if i != stored.params.axis)
+        largest = np.abs(stored.values.astype(np.int64)).max(axis=reduce)
+        magnitude = np.abs(data.astype(np.float64)).max(axis=tuple(i for i in range(data.ndim)
+                                                                   if i != axis))
+        scale = np.where(largest > 0, magnitude / np.maximum(largest, 1), params.scale)
+        if np.any(scale <= 0):
+            return None
+        return _within_grid(data, QuantParams.per_channel(params.dtype, scale, params.zero_point, axis))
+    return _within_grid(data, params)
+
+
+def _within_grid(data: np.ndarray, params: QuantParams) -> QuantParams | None:
+    """`params` if every value of `data` is (within GRID_TOLERANCE steps) one of its grid points."""
     shape = [1] * data.ndim
     if params.axis is not None:
         shape[params.axis] = -1
