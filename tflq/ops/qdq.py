@@ -227,7 +227,8 @@ class FakeQuant(OpSpec):
             raise Unsupported(node, "qdq_mismatch",
                               f"its parameters ({params.describe()}) differ from those of the "
                               f"QuantizeLinear it reads ({quantized.describe()})",
-                              hint="a DequantizeLinear must use its QuantizeLinear's scale and zero point")
+                              hint="a DequantizeLinear must use its QuantizeLinear's scale and "
+                                   "zero point")
         ctx.alias(node.output[0], source)
 
     def reference(self, x, *, params: QuantParams):
@@ -238,7 +239,8 @@ class FakeQuant(OpSpec):
         p = attrs.params
         scale, zero_point = float(p.scale), int(p.zero_point)
         return FakeQuantOptionsT(min=(p.dtype.qmin - zero_point) * scale,
-                                 max=(p.dtype.qmax - zero_point) * scale, numBits=8, narrowRange=False)
+                                 max=(p.dtype.qmax - zero_point) * scale, numBits=8,
+                                 narrowRange=False)
 
     def version(self, op: Op, graph: Graph) -> int:
         return 1

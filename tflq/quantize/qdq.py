@@ -24,6 +24,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ir.quant import QuantParams
 from tflq.ops.base import FixedOutput, FloatOnly, SameAsInput
 from tflq.ops.qdq import EIGHT_BIT, qdq_params, quantize_like_onnx, quantized_type
+from tflq.quantize.rules import KeepFloat
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 FAKE_QUANT = "FAKE_QUANT"
@@ -66,7 +67,9 @@ def find_qdq(model: onnx.ModelProto) -> QdqModel | None:
     nodes = [n for n in model.graph.node if n.op_type in QDQ_OPS and n.domain in ("", "ai.onnx")]
     if not nodes:
         return None
-    inits = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    wanted = {name for n in nodes for name in n.input}
+    inits = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer
+             if init.name in wanted}
     qdq = QdqModel(len(nodes))
     quantized: dict[str, tuple[np.ndarray, QuantParams]] = {}  # QuantizeLinear of a constant
     activation_outputs: dict[str, onnx.NodeProto] = {}
@@ -99,7 +102,6 @@ def _check_quantize_consumers(model: onnx.ModelProto, outputs: dict[str, onnx.No
     """An activation QuantizeLinear must feed DequantizeLinear nodes only: an integer tensor read by
     anything else (a model output, a QLinear op) has no float meaning tflq could keep."""
     problems: dict[str, Diagnostic] = {}
-    graph_outputs = {o.name for o in model.graph.output}
     for node in model.graph.node:
         for name in node.input:
             if name in outputs and node.op_type != "DequantizeLinear" and name not in problems:
@@ -107,7 +109,7 @@ def _check_quantize_consumers(model: onnx.ModelProto, outputs: dict[str, onnx.No
                 problems[name] = Diagnostic(q.name, q.op_type, "quantize_without_dequantize",
                                             f"its output is read by '{node.name}' ({node.op_type}), "
                                             f"not by a DequantizeLinear")
-    for name in graph_outputs & set(outputs):
+    for name in (o.name for o in model.graph.output if o.name in outputs):
         q = outputs[name]
         problems.setdefault(name, Diagnostic(q.name, q.op_type, "quantize_without_dequantize",
                                              "its integer output is a model output"))
@@ -170,11 +172,12 @@ def divisions_by_constants_to_multiplications(graph: Graph) -> int:
         if not divisor.dtype.is_float or not np.all(np.isfinite(divisor.data)) or \
                 np.any(divisor.data == 0):
             continue
-        reciprocal = graph.add_constant(f"{op.inputs[1]}/reciprocal",
-                                        (1.0 / divisor.data.astype(np.float64)).astype(divisor.dtype.numpy))
+        inverse = (1.0 / divisor.data.astype(np.float64)).astype(divisor.dtype.numpy)
+        reciprocal = graph.add_constant(f"{op.inputs[1]}/reciprocal", inverse)
         index = graph.ops.index(op)
         graph.remove_op(op)
-        graph.add_op(Op("MUL", [op.inputs[0], reciprocal], list(op.outputs), op.attrs, op.origin), index)
+        graph.add_op(Op("MUL", [op.inputs[0], reciprocal], list(op.outputs), op.attrs, op.origin),
+                     index)
         count += 1
     if count:
         graph.remove_unused()
@@ -193,7 +196,6 @@ class FoldedQdq:
     dtype: DType
     given: dict[str, QuantParams] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    requantized: int = 0  # QUANTIZE ops kept where the graph's grid differs from a kernel's
 
 
 class _Folder:
@@ -267,8 +269,10 @@ class _Folder:
         x, y = op.inputs[0], op.outputs[0]
         wanted = op.attrs.params.with_dtype_shift(self.dtype)
         known = self.given.get(x)
+        source = "another QuantizeLinear of the same tensor"
         if known is None:
             known = self.fixed_by_rule(x)
+            source = "the grid TFLite's kernel gives it"
             if known is not None:
                 self.given[x] = known
         if known is None or known == wanted:
@@ -278,10 +282,8 @@ class _Folder:
         else:
             producer = self.graph.producer(x)
             what = f"{producer.kind} '{producer.origin}'" if producer is not None else f"'{x}'"
-            reason = (f"{what}: its output grid is {known.describe()} (TFLite's kernel needs it), "
-                      f"the QDQ graph's is {wanted.describe()}")
-            self.note(f"requantized {reason}")
-            self.result.requantized += 1
+            self.note(f"{what}: output requantized from {known.describe()} ({source}) to the "
+                      f"QDQ graph's {wanted.describe()}")
         index = self.graph.ops.index(op)
         self.graph.remove_op(op)
         self.graph.add_op(Op("QUANTIZE", [x], [y], origin=op.origin), index)
@@ -362,26 +364,27 @@ class _Folder:
                           f"requantized to symmetric int8 (the int8 kernels need zero point 0)")
                 return
             params = grid
-            q = params.quantize(g.tensors[name].data)
-            if np.any(q == -128):
-                count = int(np.count_nonzero(q == -128))
-                narrowed = params.dequantize(np.maximum(q, -127).astype(np.int8))
-                op.inputs[index] = g.add_constant(f"{name}/narrow_range", narrowed)
-                name = op.inputs[index]
-                self.note(f"{what}: {count} weight value(s) at -128 moved to -127 (TFLite's int8 "
-                          f"weights are symmetric, [-127, 127])")
         rule = registry.spec(op.kind).bias
         bias = self.bias_data(op)
         input_params = self.given.get(op.inputs[rule.input]) if rule is not None else None
-        if bias is not None and input_params is not None and _bias_saturates(bias, input_params, params):
+        if bias is not None and input_params is not None and \
+                _bias_saturates(bias, input_params, params):
             self.note(f"{what}: weights requantized: the bias does not fit int32 at the graph's "
                       f"weight scale")
             return
+        q = params.quantize(g.tensors[name].data)
+        if params.dtype == DType.INT8 and np.any(q == -128):
+            count = int(np.count_nonzero(q == -128))
+            narrowed = params.dequantize(np.maximum(q, -127).astype(np.int8))
+            op.inputs[index] = name = g.add_constant(f"{name}/narrow_range", narrowed)
+            self.note(f"{what}: {count} weight value(s) at -128 moved to -127 (TFLite's int8 "
+                      f"weights are symmetric, [-127, 127])")
         self.given[name] = params
 
     def bias_data(self, op: Op) -> np.ndarray | None:
         bias = registry.spec(op.kind).bias
-        if bias is None or not op.inputs[bias.index] or not self.graph.is_constant(op.inputs[bias.index]):
+        name = op.inputs[bias.index] if bias is not None else ""
+        if not name or not self.graph.is_constant(name):
             return None
         return self.graph.tensors[op.inputs[bias.index]].data
 
@@ -428,7 +431,8 @@ def _on_grid(data: np.ndarray, stored: QuantizedConstant, axis: int | None) -> Q
         scale = np.where(largest > 0, magnitude / np.maximum(largest, 1), params.scale)
         if np.any(scale <= 0):
             return None
-        return _within_grid(data, QuantParams.per_channel(params.dtype, scale, params.zero_point, axis))
+        rescaled = QuantParams.per_channel(params.dtype, scale, params.zero_point, axis)
+        return _within_grid(data, rescaled)
     return _within_grid(data, params)
 
 
@@ -441,7 +445,8 @@ def _within_grid(data: np.ndarray, params: QuantParams) -> QuantParams | None:
         params.zero_point.reshape(shape)
     nearest = np.rint(steps)
     if np.max(np.abs(steps - nearest), initial=0.0) > GRID_TOLERANCE or \
-            np.min(nearest, initial=0) < params.dtype.qmin or np.max(nearest, initial=0) > params.dtype.qmax:
+            np.min(nearest, initial=0) < params.dtype.qmin or \
+            np.max(nearest, initial=0) > params.dtype.qmax:
         return None
     return params
 
@@ -452,7 +457,7 @@ def _bias_saturates(bias: np.ndarray, input_params: QuantParams, weight: QuantPa
 
 
 def fold_fake_quant(graph: Graph, qdq: QdqModel, dtype: DType, float_ops: set[str],
-                    has_range: Callable[[str], bool]) -> tuple[FoldedQdq, Callable[[Op], str | None]]:
+                    has_range: Callable[[str], bool]) -> tuple[FoldedQdq, KeepFloat]:
     """Remove the FAKE_QUANT ops (QUANTIZE where a kernel's grid differs from the graph's); return
     the parameters the graph fixes and the keep_float rule for the mark phase."""
     folder = _Folder(graph, qdq, dtype, float_ops, has_range)
