@@ -7,7 +7,7 @@ from tflq.config import ConvertConfig, IOType, QuantDType
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
-from tflq.quantize.qdq import QdqModel, choose_dtype, fold_fake_quant
+from tflq.quantize.qdq import QdqModel, choose_dtype, fold_fake_quant, quantize_on_own_grid_first
 from tflq.quantize.rewrite import apply_plan
 from tflq.quantize.rules import NoRange, plan_quantization
 from tflq.quantize.weights import check_finite_constants
@@ -83,6 +83,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     io_type = None if config.io_type == IOType.FLOAT else DType.parse(config.io_type.value)
     inserted = apply_plan(graph, plan, io_type)
     if folded is not None:
+        folded.notes.extend(quantize_on_own_grid_first(graph, folded.given))
         _report_qdq(report, qdq, folded, inserted)
     report.quantized_ops = len(plan.quantized_ops)
     report.float_ops = [FloatOp(op.kind, op.origin, plan.float_ops[id(op)]) for op in graph.ops

@@ -20,10 +20,11 @@ from tflq import ops as registry
 from tflq.config import ConvertConfig, Mode
 from tflq.errors import Diagnostic, InvalidConfigError, UnsupportedModelError
 from tflq.ir.dtypes import DType
-from tflq.ir.graph import Graph, Op
+from tflq.ir.graph import Graph, Op, Tensor
 from tflq.ir.quant import QuantParams
 from tflq.ops.base import FixedOutput, FloatOnly, SameAsInput
 from tflq.ops.qdq import EIGHT_BIT, qdq_params, quantize_like_onnx, quantized_type
+from tflq.passes.fuse import WEIGHT_OUT_AXIS
 from tflq.quantize.rules import KeepFloat
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -34,8 +35,14 @@ GRID_TOLERANCE = 0.01
 BIAS_LIMIT = 2.0 ** 30
 # The graph's bias scale may differ from input scale x weight scale by this (relative) unnoticed.
 BIAS_SCALE_TOLERANCE = 1e-3
-# Ops whose outputs are values of their one data input: a grid the input lies on carries over.
-VALUE_PRESERVING = ("RESHAPE", "TRANSPOSE", "MAX_POOL_2D")
+# Ops whose outputs are values of their one data input (or zero), so that rounding to a grid
+# commutes with them: a grid the input lies on carries over, and the output's grid can be the
+# input's.
+VALUE_PRESERVING = ("RESHAPE", "TRANSPOSE", "MAX_POOL_2D", "STRIDED_SLICE", "SLICE", "GATHER",
+                    "PAD", "MIRROR_PAD", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH",
+                    "RESIZE_NEAREST_NEIGHBOR", "REDUCE_MAX")
+# Ops of several operands that rounding to one grid commutes with (monotone selections).
+ROUNDING_COMMUTES = VALUE_PRESERVING + ("MAXIMUM", "MINIMUM", "CONCATENATION", "PADV2")
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,12 @@ class QdqModel:
     activation_types: set[DType] = field(default_factory=set)
     constants: dict[str, QuantizedConstant] = field(default_factory=dict)  # DQ output -> constant
     node_inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # node name -> inputs
+    values: set[str] = field(default_factory=set)  # every value name of the ONNX graph
+
+    def is_intermediate(self, name: str) -> bool:
+        """True for a tensor an importer made inside one ONNX node's lowering (the graph has no
+        QDQ pair for it, nor a float meaning of its own to keep)."""
+        return name not in self.values
 
     def describe(self) -> str:
         kinds = "/".join(sorted(t.name.lower() for t in self.activation_types)) or "no"
@@ -73,8 +86,11 @@ def find_qdq(model: onnx.ModelProto) -> QdqModel | None:
     qdq = QdqModel(len(nodes))
     quantized: dict[str, tuple[np.ndarray, QuantParams]] = {}  # QuantizeLinear of a constant
     activation_outputs: dict[str, onnx.NodeProto] = {}
+    qdq.values.update(v.name for v in list(model.graph.input) + list(model.graph.output))
     for node in model.graph.node:
         qdq.node_inputs[node.name] = tuple(node.input)
+        qdq.values.update(node.input)
+        qdq.values.update(node.output)
         if node.op_type not in QDQ_OPS or node.domain not in ("", "ai.onnx"):
             continue
         zero_point = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -165,8 +181,13 @@ def divisions_by_constants_to_multiplications(graph: Graph) -> int:
     (the weights are fake-quantized with the BatchNorm scale already in them); once the Div is a
     MUL the whole chain folds into the Conv, whose weights land back on the graph's grid."""
     count = 0
+    producers = graph.producers()
     for op in list(graph.ops):
         if op.kind != "DIV" or not graph.is_constant(op.inputs[1]) or graph.is_constant(op.inputs[0]):
+            continue
+        producer = producers.get(op.inputs[0])
+        if producer is None or producer.kind not in WEIGHT_OUT_AXIS or \
+                len(graph.consumers(op.inputs[0])) != 1:
             continue
         divisor = graph.tensors[op.inputs[1]]
         if not divisor.dtype.is_float or not np.all(np.isfinite(divisor.data)) or \
@@ -232,26 +253,31 @@ class _Folder:
                         f"--calib would quantize it)")
         return None
 
-    def runs_quantized(self, op: Op, assume: str = "") -> bool:
-        """True when the mark phase will quantize `op` (`assume`: a tensor about to be covered)."""
+    def runs_quantized(self, op: Op, assume: str = "", inputs_only: bool = False) -> bool:
+        """True when the mark phase will quantize `op` (`assume`: a tensor about to be covered;
+        `inputs_only`: its outputs' grids are the kernel's, whatever the graph says)."""
         spec = registry.spec(op.kind)
         if op.origin in self.float_ops or isinstance(spec.quant, FloatOnly) or \
                 self.dtype.name.lower() not in spec.quant.dtypes:
             return False
-        return all(n == assume or self.covered(n) for n in self.float_activations(op))
+        names = [n for n in self.float_activations(op) if not (inputs_only and n in op.outputs)]
+        return all(n == assume or self.covered(n) for n in names)
 
     def fixed_by_rule(self, name: str) -> QuantParams | None:
         """The params TFLite's kernel gives `name` (a FixedOutput or same-scale op's output)."""
         producer = self.graph.producer(name)
-        if producer is None or not self.runs_quantized(producer, assume=name):
+        if producer is None or not self.runs_quantized(producer, inputs_only=True):
             return None
         rule = registry.spec(producer.kind).quant
         if isinstance(rule, FixedOutput):
             zero_point = rule.zero_point_int8 + (128 if self.dtype == DType.UINT8 else 0)
             return QuantParams.per_tensor(self.dtype, rule.scale, zero_point)
-        if isinstance(rule, SameAsInput):
+        if isinstance(rule, SameAsInput) and self.data_inputs(producer) == [producer.inputs[rule.index]]:
             return self.given.get(producer.inputs[rule.index])
-        return None
+        return None  # several operands: the mark phase puts them all on the graph's output grid
+
+    def data_inputs(self, op: Op) -> list[str]:
+        return [n for n in op.inputs if n and self.graph.tensors[n].dtype.is_float]
 
     # ---- the walk ------------------------------------------------------------------------
     def run(self) -> FoldedQdq:
@@ -260,6 +286,9 @@ class _Folder:
                 self.fold(op)
             else:
                 self.share_input_grid(op)
+                self.fix_intermediate_output(op)
+        for op in reversed(self.graph.ops):
+            self.share_output_grid(op)
         for op in self.graph.ops:
             self.constants(op)
         self.graph.remove_unused()
@@ -310,13 +339,34 @@ class _Folder:
         rule = registry.spec(op.kind).quant
         if not isinstance(rule, SameAsInput):
             return
-        g = self.graph
-        data = [n for n in op.inputs if n and g.tensors[n].dtype.is_float]
         source = op.inputs[rule.index]
-        if data != [source] or source not in self.given or len(op.outputs) != 1 or \
+        if self.data_inputs(op) != [source] or source not in self.given or len(op.outputs) != 1 or \
                 op.outputs[0] in self.given or not self.runs_quantized(op, assume=op.outputs[0]):
             return
         self.given[op.outputs[0]] = self.given[source]
+
+    def fix_intermediate_output(self, op: Op) -> None:
+        """Inside one ONNX node's lowering (a Softmax over a non-last axis is TRANSPOSE, SOFTMAX,
+        TRANSPOSE), a kernel's fixed output grid is the tensor's grid: the graph has none for it."""
+        rule = registry.spec(op.kind).quant
+        out = op.outputs[0]
+        if isinstance(rule, FixedOutput) and len(op.outputs) == 1 and out not in self.given and \
+                self.qdq.is_intermediate(out) and self.runs_quantized(op, assume=out):
+            zero_point = rule.zero_point_int8 + (128 if self.dtype == DType.UINT8 else 0)
+            self.given[out] = QuantParams.per_tensor(self.dtype, rule.scale, zero_point)
+
+    def share_output_grid(self, op: Op) -> None:
+        """Backwards through an op rounding commutes with (a crop, a transpose): an intermediate
+        tensor of a lowering read only by it takes the grid of its output, which the graph gives
+        (TRANSPOSE_CONV -> STRIDED_SLICE crop). Exact: the values that reach the output are
+        rounded once, to the grid the graph rounds them to."""
+        if op.kind not in ROUNDING_COMMUTES or len(op.outputs) != 1 or op.outputs[0] not in self.given:
+            return
+        g = self.graph
+        for name in self.data_inputs(op):
+            if name not in self.given and self.qdq.is_intermediate(name) and not g.is_constant(name) \
+                    and len(g.consumers(name)) == 1 and name not in g.outputs:
+                self.given[name] = self.given[op.outputs[0]]
 
     # ---- weights and other constant operands ---------------------------------------------
     def constants(self, op: Op) -> None:
@@ -462,6 +512,32 @@ def fold_fake_quant(graph: Graph, qdq: QdqModel, dtype: DType, float_ops: set[st
     the parameters the graph fixes and the keep_float rule for the mark phase."""
     folder = _Folder(graph, qdq, dtype, float_ops, has_range)
     return folder.run(), folder.float_reason
+
+
+def quantize_on_own_grid_first(graph: Graph, given: dict[str, QuantParams]) -> list[str]:
+    """After the rewrite: a float tensor the QDQ graph puts on a grid (a model input, the output of
+    an op left float) enters 8 bits on that grid, as in the graph; where a kernel needs another
+    grid (int8 CONCATENATION, MAXIMUM's operands), a second QUANTIZE moves it there, instead of
+    one QUANTIZE straight from float to the kernel's grid. Returns one note per such place."""
+    notes: list[str] = []
+    entry: dict[str, str] = {}
+    for op in list(graph.ops):
+        x = op.inputs[0] if op.kind == "QUANTIZE" else ""
+        if not x or x not in given or not graph.tensors[x].dtype.is_float:
+            continue
+        own, wanted = given[x], graph.tensors[op.outputs[0]].quant
+        if wanted == own:
+            entry.setdefault(x, op.outputs[0])
+            continue
+        if x not in entry:
+            t = graph.tensors[x]
+            entry[x] = graph.unique_name(f"{x}/quantized")
+            graph.add_tensor(Tensor(entry[x], own.dtype, t.shape, quant=own, layout=t.layout))
+            graph.add_op(Op("QUANTIZE", [x], [entry[x]], origin=op.origin), graph.ops.index(op))
+        op.inputs[0] = entry[x]
+        notes.append(f"requantized '{x}' from the QDQ graph's {own.describe()} to "
+                     f"{wanted.describe()} for a kernel that needs that grid")
+    return notes
 
 
 def resolve_mode(config: ConvertConfig, qdq: QdqModel | None) -> tuple[ConvertConfig, str | None]:

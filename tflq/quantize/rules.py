@@ -183,6 +183,8 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
             shared = activation(op.inputs[rule.index])
             if len(data_inputs) > 1 and op.outputs[0] not in given:
                 shared = _covering(shared, [range_of(out) for out in op.outputs])
+            elif len(data_inputs) > 1:
+                shared = given[op.outputs[0]]  # the graph's output grid holds every operand's values
             for i in activations:
                 required[i] = shared
             for out in op.outputs:
