@@ -373,12 +373,19 @@ class _Folder:
         """Give each float constant input the graph's own grid when it is provably on it."""
         stored = [self.qdq.constants[n] for n in self.qdq.node_inputs.get(op.origin, ())
                   if n in self.qdq.constants]
-        if not stored or not self.runs_quantized(op):
+        if not self.runs_quantized(op):
             return
         spec = registry.spec(op.kind)
         weight_axes = {w.index: w.axis for w in spec.weights}
         eight_bit = [c for c in stored if c.params.dtype != DType.INT32]
         g = self.graph
+        if not eight_bit:
+            if any(g.is_constant(op.inputs[i]) and g.tensors[op.inputs[i]].dtype.is_float
+                   for i in weight_axes if i < len(op.inputs)):
+                self.note(f"{op.kind} '{op.origin}': its weights are float in the QDQ graph; "
+                          f"tflq quantized them ({self.dtype.name.lower()} rules)")
+            if not stored:
+                return
         for i, name in enumerate(op.inputs):
             if not eight_bit or not name or not g.is_constant(name) or \
                     not g.tensors[name].dtype.is_float or name in self.given or \
