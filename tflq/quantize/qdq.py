@@ -9,6 +9,7 @@ their ops float, unless calibration statistics cover them.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -27,6 +28,7 @@ from tflq.ops.qdq import EIGHT_BIT, qdq_params, quantize_like_onnx, quantized_ty
 from tflq.passes.fuse import WEIGHT_OUT_AXIS
 from tflq.quantize.rules import KeepFloat
 
+log = logging.getLogger(__name__)
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 FAKE_QUANT = "FAKE_QUANT"
 # Integers farther than this (in steps) from the grid mean a constant is not on that grid.
@@ -461,8 +463,10 @@ class _Folder:
             return
         worst = float(np.max(np.abs(actual / expected - 1)))
         if worst > BIAS_SCALE_TOLERANCE:
-            self.note(f"{op.kind} '{op.origin}': the graph's bias scale differs from input scale x "
-                      f"weight scale by up to {worst:.2%}; the bias was requantized")
+            text = (f"{op.kind} '{op.origin}': the graph's bias scale differs from input scale x "
+                    f"weight scale by up to {worst:.2%}; the bias was requantized")
+            log.warning(text)
+            self.note(text)
 
 
 def _on_grid(data: np.ndarray, stored: QuantizedConstant, axis: int | None) -> QuantParams | None:
