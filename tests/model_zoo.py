@@ -125,4 +125,17 @@ def yolo_like(size: int = 64, seed: int = 0) -> onnx.ModelProto:
     t = b.node("Transpose", [r], perm=[0, 1, 3, 4, 2])
     out = b.node("Reshape", [b.node("Sigmoid", [t]),
                              b.const("shape", np.array([1, 3 * cells, 9], np.int64))])
-    return b.model("input", out, [1, 3, size, size])
+    return b.model("input", out, [1, 3, size, size], opset=14)
+
+
+def squeeze_excite(size: int = 16, channels: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """MobileNetV3-style block: conv, a squeeze-excitation gate (global pool, two 1x1 convs,
+    HardSigmoid or Sigmoid) multiplied back onto the features, then HardSwish."""
+    b = _Builder(seed)
+    x = b.node("HardSwish", [b.bn(b.conv("input", 3, channels, 3), channels)])
+    squeezed = b.node("GlobalAveragePool", [x])
+    hidden = b.node("Relu", [b.conv(squeezed, channels, channels // 4, 1, bias=True)])
+    gate = b.node("Sigmoid", [b.conv(hidden, channels // 4, channels, 1, bias=True)])
+    y = b.node("Mul", [x, gate])
+    out = b.conv(y, channels, 8, 1, bias=True)
+    return b.model("input", out, [1, 3, size, size], opset=14)
