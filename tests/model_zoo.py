@@ -8,8 +8,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-class _Builder:
-    def __init__(self, seed: int) -> None:
+class GraphBuilder:
+    """Collects nodes and initializers; every helper returns the name of the value it made."""
+
+    def __init__(self, seed: int = 0) -> None:
         self.rng = np.random.default_rng(seed)
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
@@ -24,10 +26,10 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def node(self, op: str, inputs: list[str], **attrs) -> str:
-        out = self.name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], name=f"/{out}", **attrs))
-        return out
+    def node(self, op: str, inputs: list[str], outputs: int = 1, **attrs) -> str | list[str]:
+        names = [self.name(op.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op, inputs, names, name=f"/{names[0]}", **attrs))
+        return names[0] if outputs == 1 else names
 
     def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
              bias: bool = False) -> str:
@@ -65,7 +67,7 @@ class _Builder:
 
 
 def mobilenet_v2(size: int = 224, classes: int = 1000, seed: int = 0) -> onnx.ModelProto:
-    b = _Builder(seed)
+    b = GraphBuilder(seed)
     x = b.relu6(b.bn(b.conv("input", 3, 32, 3, 2), 32))
     cin = 32
     for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -89,7 +91,7 @@ def mobilenet_v2(size: int = 224, classes: int = 1000, seed: int = 0) -> onnx.Mo
 
 
 def resnet18(size: int = 224, classes: int = 1000, seed: int = 0) -> onnx.ModelProto:
-    b = _Builder(seed)
+    b = GraphBuilder(seed)
     x = b.node("Relu", [b.bn(b.conv("input", 3, 64, 7, 2), 64)])
     x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     cin = 64
@@ -111,7 +113,7 @@ def resnet18(size: int = 224, classes: int = 1000, seed: int = 0) -> onnx.ModelP
 def yolo_like(size: int = 64, seed: int = 0) -> onnx.ModelProto:
     """Backbone of Conv+BN+SiLU, an upsampled skip joined by Concat, and a detection head whose
     output is reshaped and transposed to [batch, anchors*cells, 5 + classes] like YOLOv5's."""
-    b = _Builder(seed)
+    b = GraphBuilder(seed)
     c1 = b.silu(b.bn(b.conv("input", 3, 16, 3, 2), 16))
     c2 = b.silu(b.bn(b.conv(c1, 16, 32, 3, 2), 32))
     c3 = b.silu(b.bn(b.conv(c2, 32, 32, 3, 2), 32))
@@ -131,7 +133,7 @@ def yolo_like(size: int = 64, seed: int = 0) -> onnx.ModelProto:
 def squeeze_excite(size: int = 16, channels: int = 16, seed: int = 0) -> onnx.ModelProto:
     """MobileNetV3-style block: conv, a squeeze-excitation gate (global pool, two 1x1 convs,
     HardSigmoid or Sigmoid) multiplied back onto the features, then HardSwish."""
-    b = _Builder(seed)
+    b = GraphBuilder(seed)
     x = b.node("HardSwish", [b.bn(b.conv("input", 3, channels, 3), channels)])
     squeezed = b.node("GlobalAveragePool", [x])
     hidden = b.node("Relu", [b.conv(squeezed, channels, channels // 4, 1, bias=True)])

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.model_zoo import GraphBuilder
 from tflq.backend.tflite_reader import ModelInfo, OpInfo, TensorInfo
 
 
@@ -18,28 +19,8 @@ def activation_params(low: float, high: float, dtype=np.int8) -> tuple[float, in
     return scale, int(np.clip(round(info.min - low / scale), info.min, info.max))
 
 
-class QdqBuilder:
-    """Collects nodes and initializers; every helper returns the name of the value it made."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.count = 0
-
-    def name(self, base: str) -> str:
-        self.count += 1
-        return f"{base}_{self.count}"
-
-    def const(self, base: str, value: np.ndarray) -> str:
-        name = self.name(base)
-        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], outputs: int = 1, **attrs) -> str | list[str]:
-        names = [self.name(op.lower()) for _ in range(outputs)]
-        self.nodes.append(helper.make_node(op, inputs, names, name=f"/{names[0]}", **attrs))
-        return names[0] if outputs == 1 else names
+class QdqBuilder(GraphBuilder):
+    """GraphBuilder plus the QuantizeLinear/DequantizeLinear idioms of QDQ models."""
 
     def qdq(self, x: str, scale: float, zero_point: int, dtype=np.int8) -> str:
         """x -> QuantizeLinear -> DequantizeLinear (an activation's fake quantization)."""
