@@ -27,7 +27,7 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 	$(BENCH_VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-## demo: convert the bundled digits model (float, weights-only, full int8) and print summaries
+## demo: convert the bundled digits models (float, weights-only, full uint8/int8, QAT) and print summaries
 demo: $(VENV)/.installed
 	@mkdir -p $(OUT)
 	$(VENV)/bin/tflq convert sample_models/digits_cnn.onnx -o $(OUT)/digits_float.tflite
@@ -37,6 +37,7 @@ demo: $(VENV)/.installed
 		--mode full --dtype int8 --calib sample_models/digits_calib
 	$(VENV)/bin/tflq convert sample_models/digits_cnn.onnx -o $(OUT)/digits_uint8.tflite \
 		--mode full --dtype uint8 --calib sample_models/digits_calib
+	$(VENV)/bin/tflq convert sample_models/digits_qat.onnx -o $(OUT)/digits_qat.tflite
 	$(VENV)/bin/tflq inspect $(OUT)/digits_int8.tflite | head -n 16
 	@ls -l $(OUT)/*.tflite
 
