@@ -2,8 +2,8 @@
 
 For each case of each spec with a quantized kernel, and each 8-bit type:
 - the type the spec declares: the op runs in 8 bits, LiteRT's output is within k output steps of
-  onnxruntime's float output (beyond what rounding the input does), and the spec's rule (same-as-input, fixed output, int8 concat,
-  weight and bias schemes) holds in the written file as read back by the reader;
+  onnxruntime's float output (beyond what rounding the input does), and the spec's rule
+  (same-as-input, fixed output, int8 concat, weight and bias schemes) holds in the written file as read back by the reader;
 - the type it does not declare (and FloatOnly specs): the op stays float between DEQUANTIZE and
   QUANTIZE (8-bit model I/O makes the boundaries visible in a one-op model) and the model runs.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from tests.model_zoo import GraphBuilder
 from tflq.backend.tflite_reader import ModelInfo, OpInfo, TensorInfo

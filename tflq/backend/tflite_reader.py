@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tflq._generated.tflite.BuiltinOperator import BuiltinOperator
-from tflq._generated.tflite.Model import Model, ModelT
+from tflq._generated.tflite.Model import ModelT
 from tflq.errors import InvalidModelError
 from tflq.ir.dtypes import DType
 

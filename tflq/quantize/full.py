@@ -13,6 +13,7 @@ from tflq.quantize.rules import NoRange, plan_quantization
 from tflq.quantize.weights import check_finite_constants
 from tflq.report import ConversionReport, FloatOp
 
+
 def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionReport):
     from tflq.quantize.calibrate import calibrate, graph_fingerprint, merge_files
     from tflq.quantize.data import graph_input_specs, load_samples
