@@ -13,7 +13,7 @@ from tflq.frontend.onnx_loader import load_onnx
 from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
 from tflq.passes.cleanup import (merge_transposes, remove_dead_ops, remove_noop_ops,
-                                  sink_transpose_through_reshape)
+                                  sink_transpose_through_reshape, sink_transpose_through_unary)
 from tflq.passes.fuse import activation_fuser, fold_affine_into_producer
 from tflq.passes.layout import to_nhwc
 from tflq.passes.manager import fixed_point
@@ -42,7 +42,8 @@ def _prepare(config: ConvertConfig) -> tuple[Graph, ConversionReport, ConvertCon
                               notes=list(loaded.notes) + ([mode_note] if mode_note else []))
     report.transposes_inserted = to_nhwc(graph, keep_io_layout=config.keep_io_layout)
     fixed_point(graph, [fold_affine_into_producer, activation_fuser(config.mode == Mode.FLOAT),
-                        sink_transpose_through_reshape, merge_transposes, remove_noop_ops,
+                        sink_transpose_through_reshape, sink_transpose_through_unary,
+                        merge_transposes, remove_noop_ops,
                         remove_dead_ops])
     verify(graph, after="float passes")
     return graph, report, config, qdq

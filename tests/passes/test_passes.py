@@ -83,3 +83,18 @@ def test_layout_pass_keeps_meaning_and_inserts_no_transpose(tmp_path):
     assert "TRANSPOSE" not in [op.kind for op in graph.ops]
     x = RNG.normal(size=(1, 3, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(_nhwc_run(graph, x), run_onnxruntime(path, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_softmax_over_channels_needs_no_transpose(tmp_path):
+    """Imported as transpose -> SOFTMAX -> transpose; on NHWC the channel axis is already last."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Softmax", ["c"], ["s"], axis=1),
+             helper.make_node("Conv", ["s", "w2"], ["y"])]
+    inits = {"w": RNG.normal(size=(5, 3, 3, 3)).astype(np.float32),
+             "w2": RNG.normal(size=(2, 5, 1, 1)).astype(np.float32)}
+    path = _save(tmp_path, nodes, inits, shape=(1, 3, 8, 8))
+    graph, _ = prepare_graph(ConvertConfig(model=path))
+    assert [op.kind for op in graph.ops] == ["CONV_2D", "SOFTMAX", "CONV_2D"]
+    x = RNG.normal(size=(1, 3, 8, 8)).astype(np.float32)
+    expected = run_onnxruntime(path, {"x": x})[0].transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(_nhwc_run(graph, x), expected, rtol=1e-4, atol=1e-5)

@@ -159,3 +159,46 @@ def merge_transposes(graph: Graph) -> int:
     if count:
         graph.remove_unused()
     return count
+
+
+# Ops that act on each row of the last axis independently: they commute with any transpose
+# that leaves the last axis in place.
+ROW_OPS = ("SOFTMAX", "LOG_SOFTMAX")
+
+
+def _commutes_with(op: Op, perm: list[int]) -> bool:
+    from tflq import ops as registry
+    from tflq.ops.base import Transparent
+
+    if len(op.inputs) != 1 or len(op.outputs) != 1:
+        return False
+    if op.kind in ROW_OPS:
+        return perm[-1] == len(perm) - 1
+    return isinstance(registry.spec(op.kind).layout, Transparent)
+
+
+def sink_transpose_through_unary(graph: Graph) -> int:
+    """TRANSPOSE then a one-input op that commutes with it -> the op, then the TRANSPOSE.
+
+    Lets the transpose meet the next one: a softmax over channels, imported as transpose ->
+    SOFTMAX -> transpose back, becomes a bare SOFTMAX once the two transposes cancel.
+    """
+    count = 0
+    producers = graph.producers()
+    for op in list(graph.ops):
+        t_op = _private_producer(graph, op.inputs[0], "TRANSPOSE", producers) if op.inputs else None
+        if t_op is None or op.outputs[0] in graph.outputs:
+            continue
+        perm = [int(p) for p in graph.tensors[t_op.inputs[1]].data]
+        if not _commutes_with(op, perm):
+            continue
+        x, y = graph.tensors[t_op.inputs[0]], graph.tensors[op.outputs[0]]
+        mid = graph.add_activation(f"{op.outputs[0]}/before_transpose", y.dtype, x.shape, x.layout)
+        op.inputs[0], op.outputs[0] = t_op.inputs[0], mid
+        graph.remove_op(t_op)
+        graph.insert_after(op, Op("TRANSPOSE", [mid, t_op.inputs[1]], [y.name], origin=t_op.origin))
+        producers = graph.producers()
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
