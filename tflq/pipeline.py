@@ -14,7 +14,8 @@ from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
 from tflq.passes.cleanup import (merge_transposes, remove_dead_ops, remove_noop_ops,
                                   sink_transpose_through_reshape, sink_transpose_through_unary)
-from tflq.passes.fuse import activation_fuser, fold_affine_into_producer
+from tflq.passes.fuse import (activation_fuser, divisions_by_constants_to_multiplications,
+                              fold_affine_into_producer)
 from tflq.passes.layout import to_nhwc
 from tflq.passes.manager import fixed_point
 from tflq.quantize.qdq import QdqModel, find_qdq, resolve_mode, simplify_qdq_graph
@@ -41,7 +42,7 @@ def _prepare(config: ConvertConfig) -> tuple[Graph, ConversionReport, ConvertCon
                               input_bytes=_file_size(config.model),
                               notes=list(loaded.notes) + ([mode_note] if mode_note else []))
     report.transposes_inserted = to_nhwc(graph, keep_io_layout=config.keep_io_layout)
-    fixed_point(graph, [fold_affine_into_producer, activation_fuser(config.mode == Mode.FLOAT),
+    fixed_point(graph, [divisions_by_constants_to_multiplications, fold_affine_into_producer, activation_fuser(config.mode == Mode.FLOAT),
                         sink_transpose_through_reshape, sink_transpose_through_unary,
                         merge_transposes, remove_noop_ops,
                         remove_dead_ops])

@@ -98,3 +98,15 @@ def test_softmax_over_channels_needs_no_transpose(tmp_path):
     x = RNG.normal(size=(1, 3, 8, 8)).astype(np.float32)
     expected = run_onnxruntime(path, {"x": x})[0].transpose(0, 2, 3, 1)
     np.testing.assert_allclose(_nhwc_run(graph, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_division_by_a_constant_folds_into_the_conv(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Div", ["c", "d"], ["y"])]
+    inits = {"w": RNG.normal(size=(4, 3, 3, 3)).astype(np.float32),
+             "d": RNG.uniform(0.5, 2.0, (4, 1, 1)).astype(np.float32)}
+    path = _save(tmp_path, nodes, inits)
+    graph, _ = prepare_graph(ConvertConfig(model=path))
+    assert [op.kind for op in graph.ops] == ["CONV_2D"]
+    x = RNG.normal(size=(1, 3, 6, 6)).astype(np.float32)
+    expected = run_onnxruntime(path, {"x": x})[0].transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(_nhwc_run(graph, x), expected, rtol=1e-4, atol=1e-5)

@@ -81,6 +81,37 @@ def fold_affine_into_producer(graph: Graph) -> int:
     return count
 
 
+def divisions_by_constants_to_multiplications(graph: Graph) -> int:
+    """DIV of a CONV/FC output by a constant -> MUL by its reciprocal, which then folds into it.
+
+    For example PyTorch's fused Conv-BatchNorm QAT modules export Conv -> Div -> Add -> BatchNormalization
+    (the weights are fake-quantized with the BatchNorm scale already in them); once the Div is a
+    MUL the whole chain folds into the Conv, whose weights land back on the graph's grid."""
+    count = 0
+    producers = graph.producers()
+    for op in list(graph.ops):
+        if op.kind != "DIV" or not graph.is_constant(op.inputs[1]) or graph.is_constant(op.inputs[0]):
+            continue
+        producer = producers.get(op.inputs[0])
+        if producer is None or producer.kind not in WEIGHT_OUT_AXIS or \
+                len(graph.consumers(op.inputs[0])) != 1:
+            continue
+        divisor = graph.tensors[op.inputs[1]]
+        if not divisor.dtype.is_float or not np.all(np.isfinite(divisor.data)) or \
+                np.any(divisor.data == 0):
+            continue
+        inverse = (1.0 / divisor.data.astype(np.float64)).astype(divisor.dtype.numpy)
+        reciprocal = graph.add_constant(f"{op.inputs[1]}/reciprocal", inverse)
+        index = graph.ops.index(op)
+        graph.remove_op(op)
+        graph.add_op(Op("MUL", [op.inputs[0], reciprocal], list(op.outputs), op.attrs, op.origin),
+                     index)
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
+
+
 def fuse_activations(graph: Graph, allowed: tuple[str, ...] = INTEGER_SAFE_ACTIVATIONS) -> int:
     """RELU/RELU6/RELU_N1_TO_1 (and TANH if allowed) after an op with a fused activation slot."""
     count = 0
