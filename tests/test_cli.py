@@ -138,3 +138,10 @@ def test_report_json_to_stdout(tmp_path):
     report = json.loads(result.stdout)
     assert report["mode"] == "float" and report["op_counts"]["CONV_2D"] == 3
     assert np.isfinite(report["seconds"])
+
+
+def test_inspect_refuses_a_non_tflite_file(tmp_path):
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    result = _run("inspect", str(bad))
+    assert result.exit_code == 1 and "TFL3" in result.output and "Traceback" not in result.output
