@@ -9,6 +9,8 @@ import pytest
 from onnx import helper
 
 REQUIRE_ALL = os.environ.get("TFLQ_REQUIRE_ALL_TESTS") == "1"
+# Every pass run by the tests is followed by the IR verifier (STYLE.md §6).
+os.environ.setdefault("TFLQ_DEBUG", "1")
 
 
 def importorskip(module: str):
