@@ -90,16 +90,32 @@ def _fit_bias(weight: QuantParams, input_params: QuantParams, weight_data: np.nd
     return QuantParams.per_tensor(weight.dtype, float(scale), zero_point)
 
 
+def _holds(params: QuantParams, ranges: list[tuple[float, float]]) -> bool:
+    """True when every range lies on `params`' grid (to within half a step)."""
+    step = float(params.scale)
+    low = (params.dtype.qmin - int(params.zero_point)) * step
+    high = (params.dtype.qmax - int(params.zero_point)) * step
+    return min(r[0] for r in ranges) >= low - step / 2 and max(r[1] for r in ranges) <= high + step / 2
+
+
+def _grid_holds_tensor(params: QuantParams, name: str, range_of: RangeOf) -> bool:
+    """_holds for a tensor's calibrated range."""
+    try:
+        return _holds(params, [range_of(name)])
+    except NoRange:
+        return True  # a QDQ model's tensor: its own given grid decides
+
+
 def _covering(params: QuantParams, ranges: list[tuple[float, float]]) -> QuantParams:
     """`params`, or a wider grid when the output of a same-scale op with several data inputs
     reaches half a step beyond it: MAXIMUM/MINIMUM with another input or a constant above the
     first input's range, PADV2 with a pad value outside it."""
+    if _holds(params, ranges):
+        return params
     step = float(params.scale)
     low = (params.dtype.qmin - int(params.zero_point)) * step
     high = (params.dtype.qmax - int(params.zero_point)) * step
     out_low, out_high = min(r[0] for r in ranges), max(r[1] for r in ranges)
-    if out_low >= low - step / 2 and out_high <= high + step / 2:
-        return params
     return activation_params(params.dtype, min(low, out_low), max(high, out_high))
 
 
@@ -120,7 +136,9 @@ def _concatenation_grids(graph: Graph, dtype: DType, range_of: RangeOf, float_op
     """Grids chosen up front for the inputs of int8 SameAsOutput ops (CONCATENATION): each input,
     and through single-input same-scale ops (RESIZE, MAX_POOL_2D...) its source, gets the
     concatenation's own grid, so no input needs a requantizing QUANTIZE (TF's converter
-    propagates same-scale parameters to operands likewise). The first concatenation wins."""
+    propagates same-scale parameters to operands likewise). The first concatenation wins. The
+    walk stops at a source whose range the grid does not hold: it would clip the source for its
+    other consumers (and for a fused activation's input: AVERAGE_POOL+RELU of a negative value)."""
     preferred: dict[str, QuantParams] = {}
     if dtype != DType.INT8:
         return preferred  # uint8 CONCATENATION rescales its inputs itself
@@ -139,7 +157,8 @@ def _concatenation_grids(graph: Graph, dtype: DType, range_of: RangeOf, float_op
                     break
                 rule = registry.spec(producer.kind).quant
                 sources = [n for n in producer.inputs if n and graph.tensors[n].dtype.is_float]
-                if not isinstance(rule, SameAsInput) or len(sources) != 1:
+                if not isinstance(rule, SameAsInput) or len(sources) != 1 or \
+                        not _grid_holds_tensor(shared, producer.inputs[rule.index], range_of):
                     break
                 name = producer.inputs[rule.index]
     return preferred
