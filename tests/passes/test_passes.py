@@ -110,3 +110,19 @@ def test_division_by_a_constant_folds_into_the_conv(tmp_path):
     x = RNG.normal(size=(1, 3, 6, 6)).astype(np.float32)
     expected = run_onnxruntime(path, {"x": x})[0].transpose(0, 2, 3, 1)
     np.testing.assert_allclose(_nhwc_run(graph, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_reduction_on_nhwc_keeps_the_onnx_shape(tmp_path):
+    """MEAN over H of a one-channel NHWC tensor gives ONNX's bytes as [N, W, 1]: the result is
+    reshaped to ONNX's [N, 1, W] before the broadcasting ADD (else it broadcasts to [N, W, W])."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMean", ["c"], ["m"], axes=[2], keepdims=0),
+             helper.make_node("Add", ["m", "b"], ["y"])]
+    inits = {"w": RNG.normal(size=(1, 3, 3, 3)).astype(np.float32),
+             "b": RNG.normal(size=(6,)).astype(np.float32)}
+    path = _save(tmp_path, nodes, inits)
+    graph, _ = prepare_graph(ConvertConfig(model=path))
+    assert "TRANSPOSE" not in [op.kind for op in graph.ops]
+    assert graph.tensors[graph.outputs[0]].shape == (1, 1, 6)
+    x = RNG.normal(size=(1, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(_nhwc_run(graph, x), run_onnxruntime(path, {"x": x})[0], rtol=1e-4, atol=1e-5)

@@ -143,7 +143,8 @@ class _LayoutRewriter:
             else:
                 new_values[field] = NCHW_AXIS_TO_NHWC[value % 4]
         out_ranks = {self.graph.tensors[n].rank for n in op.outputs if n}
-        if out_ranks != {4} and not self._reduced_order_ok(op, attrs, rule):
+        removed = self._removed_axes(op, attrs, rule) if out_ranks != {4} else set()
+        if out_ranks != {4} and not self._reduced_order_ok(op, removed):
             self.to_onnx_order(op)
             return
         if new_values:
@@ -162,15 +163,36 @@ class _LayoutRewriter:
             elif self.is_rank4_activation(name):
                 op.inputs[i] = self.convert(name, Layout.NHWC, op)
         self.mark_output_layout(op, Layout.NHWC)
+        if out_ranks != {4}:
+            self.reshape_to_onnx_shape(op, removed)
 
-    def _reduced_order_ok(self, op: Op, attrs, rule: AxisSensitive) -> bool:
-        """A rank-reducing op on NHWC keeps ONNX order iff the surviving axes stay in order."""
+    def _removed_axes(self, op: Op, attrs, rule: AxisSensitive) -> set[int]:
+        """The ONNX (NCHW) axes a rank-reducing op removes."""
         removed: set[int] = set()
         for field in rule.attrs:
             value = getattr(attrs, field)
             removed.update(a % 4 for a in (value if isinstance(value, (tuple, list)) else [value]))
         for i in rule.axis_inputs:
             removed.update(int(a) % 4 for a in np.ravel(self.graph.tensors[op.inputs[i]].data))
+        return removed
+
+    def reshape_to_onnx_shape(self, op: Op, removed: set[int]) -> None:
+        """The op reduced NHWC axes: its result holds the ONNX bytes (_reduced_order_ok) in NHWC
+        axis order, e.g. [N, W, 1] for ONNX's [N, 1, W]; a RESHAPE gives it the ONNX shape."""
+        x = self.graph.tensors[op.inputs[0]]
+        nchw_shape = tuple(x.shape[i] for i in TO_NCHW)
+        produced = tuple(nchw_shape[a] for a in TO_NHWC if a not in removed)
+        for k, name in enumerate(op.outputs):
+            y = self.graph.tensors[name] if name else None
+            if y is None or y.shape == produced or len(produced) != y.rank:
+                continue
+            mid = self.graph.add_activation(f"{name}/nhwc_order", y.dtype, produced, Layout.ANY)
+            op.outputs[k] = mid
+            shape_const = self.graph.add_constant(f"{name}/shape", np.array(y.shape, np.int32))
+            self.graph.insert_after(op, Op("RESHAPE", [mid, shape_const], [name], origin=op.origin))
+
+    def _reduced_order_ok(self, op: Op, removed: set[int]) -> bool:
+        """A rank-reducing op on NHWC keeps ONNX order iff the surviving axes stay in order."""
         x = self.graph.tensors[op.inputs[0]]
         if any(self.graph.tensors[n].rank >= x.rank for n in op.outputs if n):
             return False  # only ops that remove axes are understood here
