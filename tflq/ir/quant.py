@@ -126,7 +126,14 @@ def compute_scale_zero_point(rmin: float, rmax: float, qmin: int, qmax: int,
 
 
 def activation_params(dtype: DType, rmin: float, rmax: float) -> QuantParams:
-    """Asymmetric per-tensor parameters for an activation of this 8-bit type."""
+    """Asymmetric per-tensor parameters for an activation of this 8-bit type.
+
+    A range that is exactly zero (a ReLU dead on every calibration sample) gets scale 1.0, as in
+    TF's converter: a MIN_RANGE scale would make the producer's requantization multiplier
+    (input scale x weight scale / output scale) exceed what XNNPACK accepts (< 256), and LiteRT
+    would then refuse the whole file at load time."""
+    if float(rmin) == 0.0 and float(rmax) == 0.0:
+        return QuantParams.per_tensor(dtype, 1.0, dtype.qmin)
     scale, zero_point = compute_scale_zero_point(rmin, rmax, dtype.qmin, dtype.qmax)
     return QuantParams.per_tensor(dtype, scale, zero_point)
 

@@ -1,0 +1,43 @@
+"""A tensor that is zero on every calibration sample (a dead ReLU) still gives a file LiteRT loads
+with its default XNNPACK delegate, and the right (zero) result."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import run_litert, run_onnxruntime
+from tflq.config import ConvertConfig
+from tflq.ir.dtypes import DType
+from tflq.ir.quant import activation_params
+from tflq.pipeline import convert
+
+
+def test_all_zero_range_gets_scale_one():
+    for dtype in (DType.INT8, DType.UINT8):
+        p = activation_params(dtype, 0.0, 0.0)
+        assert float(p.scale) == 1.0 and int(p.zero_point) == dtype.qmin
+
+
+def test_dead_relu_after_fully_connected_loads_and_runs(tmp_path):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "w", "b"], ["fc"], transB=1),
+             helper.make_node("Relu", ["fc"], ["r"]),
+             helper.make_node("Mul", ["r", "s"], ["m"]),
+             helper.make_node("Sigmoid", ["m"], ["y"])]
+    inits = [numpy_helper.from_array(rng.normal(0, 0.1, (8, 4)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.full(8, -5.0, np.float32), "b"),  # the ReLU never fires
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, (1, 8)).astype(np.float32), "s")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])
+    graph = helper.make_graph(nodes, "dead", [x],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = str(tmp_path / "dead.onnx")
+    onnx.save(model, path)
+    calib = [rng.standard_normal((1, 4, 6, 6)).astype(np.float32) for _ in range(3)]
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=[{"x": c} for c in calib]))
+    actual = run_litert(report.tflite, [calib[0]])[0]
+    np.testing.assert_allclose(actual, run_onnxruntime(path, {"x": calib[0]})[0], atol=1 / 256)
