@@ -37,7 +37,8 @@ def _model(kind: str) -> onnx.ModelProto:
                  helper.make_node("Conv", ["x", "w"], ["y2"], kernel_shape=[1, 1])]
         inits = [numpy_helper.from_array(w, "w")]
     outputs = ["y"] if kind == "pool_relu" else ["cat", "y2"]
-    graph = helper.make_graph(nodes, kind, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    graph = helper.make_graph(nodes, kind, [x],
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
                               inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
