@@ -41,3 +41,19 @@ def test_dead_relu_after_fully_connected_loads_and_runs(tmp_path):
     report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=[{"x": c} for c in calib]))
     actual = run_litert(report.tflite, [calib[0]])[0]
     np.testing.assert_allclose(actual, run_onnxruntime(path, {"x": calib[0]})[0], atol=1 / 256)
+
+
+def test_tiny_but_nonzero_range_keeps_the_multiplier_xnnpack_accepts(tmp_path):
+    """ReLU(x - 1 + 1e-6) on x in [-1, 1]: the output range is [0, 1e-6], which on its own would
+    need a conv multiplier of ~16000; LiteRT's XNNPACK delegate refuses 256 or more."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    inits = [numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w"),
+             numpy_helper.from_array(np.array([-1 + 1e-6], np.float32), "b")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = str(tmp_path / "tiny.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 1, 4, 4)
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=[{"x": x}]))
+    actual = run_litert(report.tflite, [x])[0]  # loads with the default delegate, and runs
+    assert np.max(np.abs(actual - run_onnxruntime(path, {"x": x})[0])) <= 1e-5

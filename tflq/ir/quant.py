@@ -128,8 +128,8 @@ def compute_scale_zero_point(rmin: float, rmax: float, qmin: int, qmax: int,
 def activation_params(dtype: DType, rmin: float, rmax: float) -> QuantParams:
     """Asymmetric per-tensor parameters for an activation of this 8-bit type.
 
-    A range that is exactly zero (a ReLU dead on every calibration sample) gets scale 1.0, as in
-    TF's converter: a MIN_RANGE scale would make the producer's requantization multiplier
+    A range that is exactly zero (a ReLU dead on every calibration sample) gets scale 1.0 (any
+    scale holds the zeros exactly): a MIN_RANGE scale would make the producer's requantization multiplier
     (input scale x weight scale / output scale) exceed what XNNPACK accepts (< 256), and LiteRT
     would then refuse the whole file at load time."""
     if float(rmin) == 0.0 and float(rmax) == 0.0:

@@ -106,6 +106,20 @@ def _grid_holds_tensor(params: QuantParams, name: str, range_of: RangeOf) -> boo
         return True  # a QDQ model's tensor: its own given grid decides
 
 
+# XNNPACK refuses an output multiplier (input scale x weight scale / output scale) of 256 or more,
+# and LiteRT then refuses the whole file; a calibrated range that is tiny but not zero gets there.
+MAX_OUTPUT_MULTIPLIER = 255.0
+
+
+def _bounded_multiplier(output: QuantParams, input_params: QuantParams,
+                        weight: QuantParams) -> QuantParams:
+    """`output`, with its scale raised (same zero point) so the multiplier stays below 256."""
+    needed = float(input_params.scale) * float(np.max(weight.scale)) / MAX_OUTPUT_MULTIPLIER
+    if float(output.scale) >= needed:
+        return output
+    return QuantParams.per_tensor(output.dtype, needed, int(output.zero_point))
+
+
 def _covering(params: QuantParams, ranges: list[tuple[float, float]]) -> QuantParams:
     """`params`, or a wider grid when the output of a same-scale op with several data inputs
     reaches half a step beyond it: MAXIMUM/MINIMUM with another input or a constant above the
@@ -237,6 +251,10 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
                 params[weight] = _fit_bias(params[weight], params[op.inputs[b.input]],
                                            graph.tensors[weight].data, graph.tensors[bias].data)
             params[bias] = bias_params(params[op.inputs[b.input]], params[weight])
+            out = op.outputs[0]
+            if isinstance(rule, Calibrated) and out not in given:
+                params[out] = _bounded_multiplier(params[out], params[op.inputs[b.input]],
+                                                  params[weight])
         plan.required_inputs[id(op)] = required
         plan.quantized_ops.append(op)
     for name in graph.inputs + graph.outputs:  # for 8-bit model I/O, even next to float ops
