@@ -12,7 +12,10 @@ from tflq._generated.tflite.Metadata import MetadataT
 from tflq._generated.tflite.Model import ModelT
 from tflq._generated.tflite.Operator import OperatorT
 from tflq._generated.tflite.OperatorCode import OperatorCodeT
-from tflq._generated.tflite.QuantizationParameters import QuantizationParametersT
+from tflq._generated.tflite.QuantizationParameters import (
+    QuantizationParametersAddQuantizedDimension, QuantizationParametersAddScale,
+    QuantizationParametersAddZeroPoint, QuantizationParametersEnd, QuantizationParametersStart,
+    QuantizationParametersT)
 from tflq._generated.tflite.SignatureDef import SignatureDefT
 from tflq._generated.tflite.SubGraph import SubGraphT
 from tflq._generated.tflite.Tensor import TensorT
@@ -43,10 +46,45 @@ class _AlignedBufferT(BufferT):
         return BufferEnd(builder)
 
 
-def _quantization(quant) -> QuantizationParametersT | None:
+class _VectorCache:
+    """Vectors already written into one builder, by content, so tables can share them."""
+
+    def __init__(self) -> None:
+        self.builder = None
+        self.offsets: dict[tuple[str, bytes], int] = {}
+
+    def vector(self, builder, values: np.ndarray) -> int:
+        if builder is not self.builder:  # offsets are only valid inside the builder they were made in
+            self.builder, self.offsets = builder, {}
+        key = (values.dtype.str, values.tobytes())
+        if key not in self.offsets:
+            self.offsets[key] = builder.CreateNumpyVector(values)
+        return self.offsets[key]
+
+
+class _SharedQuantizationT(QuantizationParametersT):
+    """QuantizationParameters whose scale and zero-point vectors are written once per distinct
+    content (FlatBuffers tables may share a vector). Per-channel weights repeat the same all-zero
+    zero points: without sharing they cost 8 bytes per output channel, about 140 KB in MobileNetV2."""
+
+    def __init__(self, cache: _VectorCache) -> None:
+        super().__init__()
+        self.cache = cache
+
+    def Pack(self, builder):  # noqa: N802 - FlatBuffers' naming
+        scale = self.cache.vector(builder, self.scale)
+        zero_point = self.cache.vector(builder, self.zeroPoint)
+        QuantizationParametersStart(builder)
+        QuantizationParametersAddScale(builder, scale)
+        QuantizationParametersAddZeroPoint(builder, zero_point)
+        QuantizationParametersAddQuantizedDimension(builder, self.quantizedDimension)
+        return QuantizationParametersEnd(builder)
+
+
+def _quantization(quant, cache: _VectorCache) -> QuantizationParametersT | None:
     if quant is None:
         return None
-    q = QuantizationParametersT()
+    q = _SharedQuantizationT(cache)
     q.scale = np.atleast_1d(quant.scale).astype(np.float32)
     q.zeroPoint = np.atleast_1d(quant.zero_point).astype(np.int64)
     q.quantizedDimension = int(quant.axis or 0)
@@ -76,6 +114,7 @@ def build_model(graph: Graph, description: str = "tflq") -> ModelT:
         visit(name)
     index = {name: i for i, name in enumerate(order)}
 
+    vectors = _VectorCache()
     buffers: list[BufferT] = [_AlignedBufferT()]
     buffer_index: dict[bytes, int] = {}
     tensors = []
@@ -85,7 +124,7 @@ def build_model(graph: Graph, description: str = "tflq") -> ModelT:
         tt.name = name
         tt.shape = np.array(t.shape, dtype=np.int32)
         tt.type = t.dtype.tflite
-        tt.quantization = _quantization(t.quant)
+        tt.quantization = _quantization(t.quant, vectors)
         tt.buffer = 0
         if t.data is not None:
             raw = np.ascontiguousarray(t.data.astype(t.dtype.numpy.newbyteorder("<"), copy=False)).tobytes()
