@@ -87,3 +87,16 @@ def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
     expected = np.asarray(expected, np.float64)
     actual = np.asarray(actual, np.float64)
     return float(np.max(np.abs(expected - actual)) / max(np.max(np.abs(expected)), 1e-6))
+
+
+@pytest.fixture(scope="session")
+def zoo_paths(tmp_path_factory) -> dict[str, str]:
+    """The model zoo's models saved once per test session: name -> .onnx path."""
+    from tests import model_zoo
+
+    directory = tmp_path_factory.mktemp("zoo")
+    paths = {}
+    for name, (build, _) in model_zoo.ZOO.items():
+        paths[name] = str(directory / f"{name}.onnx")
+        onnx.save(build(), paths[name])
+    return paths

@@ -141,3 +141,7 @@ def squeeze_excite(size: int = 16, channels: int = 16, seed: int = 0) -> onnx.Mo
     y = b.node("Mul", [x, gate])
     out = b.conv(y, channels, 8, 1, bias=True)
     return b.model("input", out, [1, 3, size, size], opset=14)
+
+
+# name -> (builder, input size), the models the end-to-end tests convert.
+ZOO = {"mobilenet_v2": (mobilenet_v2, 224), "resnet18": (resnet18, 224), "yolo_like": (yolo_like, 64)}

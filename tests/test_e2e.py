@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import onnx
 import pytest
 
 from tests import model_zoo
@@ -17,20 +16,10 @@ from tflq.pipeline import convert
 HERE = os.path.dirname(__file__)
 SAMPLE = os.path.join(HERE, "..", "sample_models", "digits_cnn.onnx")
 EVAL = os.path.join(HERE, "..", "sample_models", "digits_eval.npz")
-ZOO = {"mobilenet_v2": (model_zoo.mobilenet_v2, 224), "resnet18": (model_zoo.resnet18, 224),
-       "yolo_like": (model_zoo.yolo_like, 64)}
+ZOO = model_zoo.ZOO
 # Transposes the graph's own semantics require (YOLO's 5-D head permutation).
 SEMANTIC_TRANSPOSES = {"mobilenet_v2": 0, "resnet18": 0, "yolo_like": 1}
 
-
-@pytest.fixture(scope="module")
-def zoo_paths(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("zoo")
-    paths = {}
-    for name, (build, _) in ZOO.items():
-        paths[name] = str(directory / f"{name}.onnx")
-        onnx.save(build(), paths[name])
-    return paths
 
 
 def _inputs(size: int, count: int, seed: int = 123) -> list[np.ndarray]:

@@ -25,8 +25,7 @@ SAMPLE_CALIB = os.path.join(SAMPLES, "digits_calib")
 EVAL = os.path.join(SAMPLES, "digits_eval.npz")
 DTYPES = ("int8", "uint8")
 
-ZOO = {"mobilenet_v2": (model_zoo.mobilenet_v2, 224), "resnet18": (model_zoo.resnet18, 224),
-       "yolo_like": (model_zoo.yolo_like, 64)}
+ZOO = model_zoo.ZOO
 SEMANTIC_TRANSPOSES = {"mobilenet_v2": 0, "resnet18": 0, "yolo_like": 1}  # YOLO's head permutation
 # Regression floors (measured 24.5/22.6, 33.3/30.3, 35.7/35.0 dB), not accuracy claims. The
 # random-weight MobileNetV2 amplifies any perturbation: in onnxruntime alone, rounding just its
@@ -62,15 +61,6 @@ def _boundary_problems(info: ModelInfo) -> list[str]:
                 problems.append(f"DEQUANTIZE of '{info.tensors[op.inputs[0]].name}' feeds no float op")
     return problems
 
-
-@pytest.fixture(scope="module")
-def zoo_paths(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("zoo_full")
-    paths = {}
-    for name, (build, _) in ZOO.items():
-        paths[name] = str(directory / f"{name}.onnx")
-        onnx.save(build(), paths[name])
-    return paths
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
