@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import run_litert, run_onnxruntime, save_model
 from tests.quantize.qdq_graphs import QdqBuilder, activation_params
@@ -162,3 +163,33 @@ def test_cli_infers_full_mode_and_says_so(tmp_path):
     assert {"CONV_2D", "QUANTIZE", "DEQUANTIZE"} <= set(info.op_kinds())
     refused = CliRunner().invoke(main, ["convert", path, "-o", str(out), "--mode", "weights-only"])
     assert refused.exit_code == 1 and "already quantized" in refused.output
+
+
+def test_transposed_quantized_weights_are_folded_at_import(tmp_path):
+    """tf2onnx writes HWIO int8 weights as DequantizeLinear -> Transpose -> Conv; the transpose of
+    a constant is evaluated at import, so the Conv still sees constant weights."""
+    rng = np.random.default_rng(3)
+    w_hwio = rng.integers(-127, 128, (3, 3, 2, 4)).astype(np.int8)
+    w_scale = rng.uniform(0.002, 0.01, 4).astype(np.float32)
+    inits = [numpy_helper.from_array(w_hwio, "wq"), numpy_helper.from_array(w_scale, "ws"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "wz"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "s_in"),
+             numpy_helper.from_array(np.array(0, np.int8), "z_in"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "s_out"),
+             numpy_helper.from_array(np.array(0, np.int8), "z_out")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_in", "z_in"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s_in", "z_in"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w_hwio"], axis=3),
+             helper.make_node("Transpose", ["w_hwio"], ["w"], perm=[3, 2, 0, 1]),
+             helper.make_node("Conv", ["xd", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["c", "s_out", "z_out"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "s_out", "z_out"], ["y"])]
+    graph = helper.make_graph(nodes, "tf2onnx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = str(tmp_path / "transposed.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    report = convert(ConvertConfig(model=path, output=str(tmp_path / "t.tflite")))
+    assert report.op_counts.get("CONV_2D") == 1 and "TRANSPOSE" not in report.op_counts
+    x = rng.uniform(-1, 1, (1, 2, 6, 6)).astype(np.float32)
+    expected = run_onnxruntime(path, {"x": x})[0]
+    assert np.max(np.abs(run_litert(report.tflite, [x])[0] - expected)) <= 2 * 0.01 + 1e-6

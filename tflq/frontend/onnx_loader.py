@@ -23,6 +23,8 @@ SUPPORTED_OPSETS = range(11, 22)
 NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUniform",
               "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 MAX_FOLD_PASSES = 8
+# IR kinds never evaluated at import even with constant inputs: they carry quantization meaning.
+NOT_FOLDED_KINDS = {"FAKE_QUANT", "QUANTIZE", "DEQUANTIZE"}
 
 
 @dataclass
@@ -312,13 +314,42 @@ class ImportContext:
         self.graph.add_tensor(Tensor(name, dtype, shape, layout=layout))
         return name
 
-    def add_op(self, kind: str, inputs: list[str], outputs: list[str], attrs: Any = None) -> Op:
-        """Add an IR op; names may be ONNX value names or IR names made by this context."""
+    def add_op(self, kind: str, inputs: list[str], outputs: list[str], attrs: Any = None) -> Op | None:
+        """Add an IR op; names may be ONNX value names or IR names made by this context.
+
+        An op whose inputs are all constants is evaluated instead (None is returned): ONNX-level
+        folding cannot see constants that only exist after import, such as a DequantizeLinear of
+        an integer weight that a Transpose then reorders (tf2onnx's QDQ weights).
+        """
         node = self.current_node
-        op = Op(kind, [self.tensor(n) for n in inputs], [self.tensor(n) for n in outputs],
-                attrs if attrs is not None else registry.spec(kind).Attrs(),
+        spec = registry.spec(kind)
+        attrs = attrs if attrs is not None else spec.Attrs()
+        input_names = [self.tensor(n) for n in inputs]
+        if self._foldable(kind, input_names):
+            values = [self.graph.tensors[n].data if n else None for n in input_names]
+            for name, value in zip(outputs, spec.reference(*values, **spec.attr_kwargs(attrs))):
+                self._set_constant(name, np.asarray(value))
+            return None
+        op = Op(kind, input_names, [self.tensor(n) for n in outputs], attrs,
                 origin=node.name if node is not None else "")
         return self.graph.add_op(op)
+
+    def _foldable(self, kind: str, input_names: list[str]) -> bool:
+        from tflq.ops.base import ChannelsLast
+
+        return (kind not in NOT_FOLDED_KINDS and any(input_names)
+                and all(not n or self.graph.is_constant(n) for n in input_names)
+                and not isinstance(registry.spec(kind).layout, ChannelsLast))
+
+    def _set_constant(self, name: str, value: np.ndarray) -> None:
+        """Make `name` (an ONNX value, or an activation this context created) a constant."""
+        ir_name = self._alias.get(name, name)
+        if ir_name in self.graph.tensors:
+            t = self.graph.tensors[ir_name]
+            t.data = np.array(value, dtype=t.dtype.numpy, order="C")
+            t.layout = Layout.ANY
+        else:
+            self._constants[name] = value
 
     def add_constant(self, base: str, value: np.ndarray, dtype: DType | None = None) -> str:
         return self.graph.add_constant(base, value, dtype)
