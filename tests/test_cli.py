@@ -145,3 +145,16 @@ def test_inspect_refuses_a_non_tflite_file(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     result = _run("inspect", str(bad))
     assert result.exit_code == 1 and "TFL3" in result.output and "Traceback" not in result.output
+
+
+def test_save_stats_may_not_overwrite_an_input(tmp_path):
+    calib = os.path.join(os.path.dirname(SAMPLE), "digits_calib")
+    copy = tmp_path / "m.onnx"
+    copy.write_bytes(open(SAMPLE, "rb").read())
+    result = _run("convert", str(copy), "-o", str(tmp_path / "x.tflite"), "--mode", "full",
+                  "--calib", calib, "--save-stats", str(copy))
+    assert result.exit_code == 1 and "overwrite" in result.output
+    assert copy.read_bytes() == open(SAMPLE, "rb").read()
+    same = _run("convert", str(copy), "-o", str(tmp_path / "x.tflite"), "--mode", "full",
+                "--calib", calib, "--save-stats", str(tmp_path / "x.tflite"))
+    assert same.exit_code == 1 and "same file" in same.output

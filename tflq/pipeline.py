@@ -80,11 +80,23 @@ def _file_size(path: str) -> int:
     return os.path.getsize(path)
 
 
+def _same_file(a: str, b: str) -> bool:
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
 def _check_paths(config: ConvertConfig) -> None:
-    if config.output is None:
-        return
-    if os.path.exists(config.output) and os.path.exists(config.model) and \
-            os.path.samefile(config.output, config.model):
-        raise InvalidConfigError(f"{config.output}: the output would overwrite the input model")
-    if os.path.isdir(config.output):
-        raise InvalidConfigError(f"{config.output}: is a directory; give a file name")
+    """Refuse outputs that would overwrite an input (the model, statistics) or each other."""
+    inputs = [("the input model", config.model)] + [("statistics given with --stats", s) for s in config.stats]
+    if isinstance(config.calib, str):
+        inputs.append(("calibration data", config.calib))
+    for option, path in (("--output", config.output), ("--save-stats", config.save_stats)):
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            raise InvalidConfigError(f"{path}: is a directory; give a file name for {option}")
+        for what, source in inputs:
+            if _same_file(path, source):
+                raise InvalidConfigError(f"{path}: {option} would overwrite {what}")
+    if config.output and config.save_stats and (
+            config.output == config.save_stats or _same_file(config.output, config.save_stats)):
+        raise InvalidConfigError(f"{config.output}: --output and --save-stats name the same file")
