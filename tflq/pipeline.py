@@ -42,10 +42,13 @@ def _prepare(config: ConvertConfig) -> tuple[Graph, ConversionReport, ConvertCon
                               input_bytes=_file_size(config.model),
                               notes=list(loaded.notes) + ([mode_note] if mode_note else []))
     report.transposes_inserted = to_nhwc(graph, keep_io_layout=config.keep_io_layout)
-    fixed_point(graph, [divisions_by_constants_to_multiplications, fold_affine_into_producer, activation_fuser(config.mode == Mode.FLOAT),
-                        sink_transpose_through_reshape, sink_transpose_through_unary,
-                        merge_transposes, remove_noop_ops,
-                        remove_dead_ops])
+    fixed_point(graph, [
+        # FUSE: BatchNorm (MUL/ADD, or DIV) into convolutions, then activations into producers
+        divisions_by_constants_to_multiplications, fold_affine_into_producer,
+        activation_fuser(config.mode == Mode.FLOAT),
+        # CLEANUP: move the remaining transposes until they cancel, drop what does nothing
+        sink_transpose_through_reshape, sink_transpose_through_unary, merge_transposes,
+        remove_noop_ops, remove_dead_ops])
     verify(graph, after="float passes")
     return graph, report, config, qdq
 
