@@ -83,22 +83,6 @@ FUSED = [["conv1", "bn1", "relu1"], ["conv2", "bn2", "relu2"], ["depthwise", "bn
          ["pointwise", "relu4"], ["fc1", "relu5"]]
 
 
-def fine_tune(model: nn.Module, images: np.ndarray, labels: np.ndarray, seed: int) -> None:
-    """QAT epochs with Adam at a low learning rate (the float training already converged)."""
-    inputs, targets = torch.from_numpy(images), torch.from_numpy(labels)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=QAT_LEARNING_RATE)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(QAT_EPOCHS):
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(order), TRAIN_BATCH):
-            batch = order[start: start + TRAIN_BATCH]
-            optimizer.zero_grad()
-            loss_fn(model(inputs[batch]), targets[batch]).backward()
-            optimizer.step()
-
-
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
@@ -125,7 +109,9 @@ def build(out_dir: Path) -> dict[str, object]:
         model.train()
         model.qconfig = tq.QConfig(activation=ACTIVATION, weight=WEIGHT)
         tq.prepare_qat(model, inplace=True)
-        fine_tune(model, split.train_images, split.train_labels, SEED + 1)
+        # QAT epochs at a low learning rate: the float training already converged.
+        train(model, split.train_images, split.train_labels, SEED + 1, epochs=QAT_EPOCHS,
+              learning_rate=QAT_LEARNING_RATE)
         model.apply(tq.disable_observer)
         model.eval()
         with torch.no_grad():

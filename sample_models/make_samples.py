@@ -126,15 +126,16 @@ def split_digits(seed: int) -> DigitsSplit:
     )
 
 
-def train(model: DigitsCnn, images: np.ndarray, labels: np.ndarray, seed: int) -> None:
+def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, seed: int,
+          epochs: int = EPOCHS, learning_rate: float = LEARNING_RATE) -> None:
     """Fit the model with Adam and cross-entropy; the shuffle order comes from ``seed``."""
     inputs = torch.from_numpy(images)
     targets = torch.from_numpy(labels)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(order), TRAIN_BATCH):
             batch = order[start : start + TRAIN_BATCH]
