@@ -62,7 +62,8 @@ class QuantParams:
     def __hash__(self) -> int:
         return hash((self.dtype, self.axis, self.scale.tobytes(), self.zero_point.tobytes()))
 
-    def _broadcast(self, values: np.ndarray, rank: int):
+    def broadcast(self, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scale and zero point shaped to broadcast against a tensor of this rank."""
         if self.axis is None:
             return self.scale, self.zero_point
         shape = [1] * rank
@@ -72,13 +73,13 @@ class QuantParams:
     def quantize(self, values: np.ndarray) -> np.ndarray:
         """Round-to-nearest (half away from zero, as TFLite does) and saturate."""
         values = np.asarray(values, dtype=np.float64)
-        scale, zero_point = self._broadcast(values, values.ndim)
+        scale, zero_point = self.broadcast(values.ndim)
         q = round_half_away(values / scale.astype(np.float64)) + zero_point
         return np.clip(q, self.dtype.qmin, self.dtype.qmax).astype(self.dtype.numpy)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         q = np.asarray(q)
-        scale, zero_point = self._broadcast(q, q.ndim)
+        scale, zero_point = self.broadcast(q.ndim)
         return ((q.astype(np.int64) - zero_point) * scale.astype(np.float64)).astype(np.float32)
 
     def with_dtype_shift(self, dtype: DType) -> QuantParams:

@@ -96,7 +96,7 @@ def _read_params(node, ctx, dtype: DType, shape: tuple[int, ...]) -> QuantParams
 def quantize_like_onnx(x: np.ndarray, params: QuantParams) -> np.ndarray:
     """ONNX QuantizeLinear: saturate(round_half_to_even(x / scale) + zero_point), in float32."""
     x = np.asarray(x, np.float32)
-    scale, zero_point = _broadcast(params, x.ndim)
+    scale, zero_point = params.broadcast(x.ndim)
     q = np.rint(x / scale.astype(np.float32)) + zero_point
     return np.clip(q, params.dtype.qmin, params.dtype.qmax).astype(params.dtype.numpy)
 
@@ -104,16 +104,8 @@ def quantize_like_onnx(x: np.ndarray, params: QuantParams) -> np.ndarray:
 def dequantize_like_onnx(q: np.ndarray, params: QuantParams) -> np.ndarray:
     """ONNX DequantizeLinear: (q - zero_point) * scale, in float32."""
     q = np.asarray(q)
-    scale, zero_point = _broadcast(params, q.ndim)
+    scale, zero_point = params.broadcast(q.ndim)
     return ((q.astype(np.int64) - zero_point).astype(np.float32) * scale.astype(np.float32))
-
-
-def _broadcast(params: QuantParams, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    if params.axis is None:
-        return params.scale, params.zero_point
-    shape = [1] * rank
-    shape[params.axis] = -1
-    return params.scale.reshape(shape), params.zero_point.reshape(shape)
 
 
 def quantized_type(node, zero_point: np.ndarray | None) -> DType:

@@ -27,6 +27,7 @@ from tflq.config import CalibMethod
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.fileio import save_atomically
 from tflq.ir.graph import Graph, Layout
+from tflq.passes.layout import TO_NHWC
 from tflq.progress import progress
 from tflq.runtime.interpreter import GraphRunner
 
@@ -470,7 +471,7 @@ def _feeds(graph: Graph, sample: Mapping[str, np.ndarray], index: int) -> dict[s
             raise CalibrationError(f"calibration sample {index}: no array for input '{name}'")
         value = np.asarray(sample[name])
         if t.layout == Layout.NHWC and value.ndim == 4:
-            value = value.transpose(0, 2, 3, 1)
+            value = value.transpose(TO_NHWC)
         if value.shape != t.shape:
             raise CalibrationError(f"calibration sample {index}: input '{name}' has shape "
                                    f"{list(value.shape)}, expected {list(t.shape)} ({t.layout.value})")

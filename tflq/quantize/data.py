@@ -31,6 +31,7 @@ import numpy as np
 
 from tflq.errors import CalibrationError
 from tflq.ir.graph import Graph, Layout
+from tflq.passes.layout import TO_NCHW
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def graph_input_specs(graph: Graph) -> list[InputSpec]:
             continue
         shape = t.shape
         if t.layout == Layout.NHWC and len(shape) == 4:
-            shape = (shape[0], shape[3], shape[1], shape[2])
+            shape = tuple(shape[i] for i in TO_NCHW)
         specs.append(InputSpec(name, shape, t.dtype.numpy))
     return specs
 
