@@ -159,7 +159,7 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             save_stats=save_stats, io_type=IOType(io_type),
             float_ops=tuple(n for n in float_ops.split(",") if n),
             mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
-            show_progress=not quiet)
+            report=report_path if report_path != "-" else None, show_progress=not quiet)
         from tflq.pipeline import convert as run
 
         report = run(config)
@@ -170,13 +170,8 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
         return
     if not quiet:
         click.echo(report.to_text(), err=True)
-    if report_path:
-        text = report.to_json()
-        if report_path == "-":
-            click.echo(text)
-        else:
-            with open(report_path, "w") as f:
-                f.write(text + "\n")
+    if report_path == "-":
+        click.echo(report.to_json())
 
 
 @main.command(epilog=EPILOG)

@@ -48,6 +48,7 @@ class ConvertConfig:
     percentile: float = 99.99
     stats: tuple[str, ...] = ()
     save_stats: str | None = None
+    report: str | None = None  # where convert() writes the summary as JSON
     io_type: IOType = IOType.FLOAT
     float_ops: tuple[str, ...] = ()
     mean: tuple[float, ...] | None = None

@@ -6,9 +6,8 @@ import time
 from collections import Counter
 
 from tflq.backend.tflite_writer import serialize
-from tflq.fileio import save_atomically
+from tflq.fileio import Source, WritePolicy
 from tflq.config import ConvertConfig, Mode
-from tflq.errors import InvalidConfigError
 from tflq.frontend.onnx_loader import load_onnx
 from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
@@ -24,14 +23,28 @@ from tflq.report import ConversionReport
 
 def prepare_graph(config: ConvertConfig) -> tuple[Graph, ConversionReport]:
     """Everything before quantization: the fused NHWC float graph that the output file describes."""
-    graph, report, _, _ = _prepare(config)
+    graph, report, _, _ = _prepare(config, write_policy(config))
     return graph, report
 
 
-def _prepare(config: ConvertConfig) -> tuple[Graph, ConversionReport, ConvertConfig, QdqModel | None]:
+def write_policy(config: ConvertConfig) -> WritePolicy:
+    """Every file this conversion writes, checked against every file it reads (before any work)."""
+    sources = [Source("the input model", config.model)]
+    sources += [Source("statistics given with --stats", s) for s in config.stats]
+    if isinstance(config.calib, (str, os.PathLike)):
+        sources.append(Source("calibration data", os.fspath(config.calib)))
+    policy = WritePolicy({"--output": config.output, "--save-stats": config.save_stats,
+                          "--report": config.report}, sources)
+    policy.check()
+    return policy
+
+
+def _prepare(config: ConvertConfig, policy: WritePolicy
+             ) -> tuple[Graph, ConversionReport, ConvertConfig, QdqModel | None]:
     """prepare_graph, plus the config with its mode settled and the model's QDQ facts (if any)."""
-    _check_paths(config)
     loaded = load_onnx(config.model, config.input_shapes)
+    policy.add_sources(Source("external data of the input model", p) for p in loaded.external_files)
+    policy.check()
     graph = loaded.graph
     qdq = find_qdq(loaded.onnx_model)
     config, mode_note = resolve_mode(config, qdq)
@@ -56,7 +69,8 @@ def _prepare(config: ConvertConfig) -> tuple[Graph, ConversionReport, ConvertCon
 def convert(config: ConvertConfig) -> ConversionReport:
     """Convert config.model; write config.output (atomically) when given. Raises TflqError."""
     start = time.perf_counter()
-    graph, report, config, qdq = _prepare(config)
+    policy = write_policy(config)
+    graph, report, config, qdq = _prepare(config, policy)
     if config.mode == Mode.WEIGHTS_ONLY:
         from tflq.quantize.weights import UINT8_SPEED_NOTE, quantize_weights
 
@@ -66,40 +80,20 @@ def convert(config: ConvertConfig) -> ConversionReport:
     elif config.mode == Mode.FULL:
         from tflq.quantize.full import quantize_full
 
-        quantize_full(graph, config, report, qdq)
+        quantize_full(graph, config, report, qdq, write=policy.write)
     verify(graph, after="quantization")
     data = serialize(graph, description="tflq")
     if config.output:
-        save_atomically(data, config.output)
+        policy.write("--output", data)
     report.tflite = data
     report.output_bytes = len(data)
     report.op_counts = dict(Counter(op.kind for op in graph.ops))
     report.seconds = time.perf_counter() - start
+    if config.report:
+        policy.write("--report", (report.to_json() + "\n").encode())
     return report
 
 
 def _file_size(path: str) -> int:
     """Size of the ONNX file (external data files not included)."""
     return os.path.getsize(path)
-
-
-def _same_file(a: str, b: str) -> bool:
-    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
-
-
-def _check_paths(config: ConvertConfig) -> None:
-    """Refuse outputs that would overwrite an input (the model, statistics) or each other."""
-    inputs = [("the input model", config.model)] + [("statistics given with --stats", s) for s in config.stats]
-    if isinstance(config.calib, str):
-        inputs.append(("calibration data", config.calib))
-    for option, path in (("--output", config.output), ("--save-stats", config.save_stats)):
-        if path is None:
-            continue
-        if os.path.isdir(path):
-            raise InvalidConfigError(f"{path}: is a directory; give a file name for {option}")
-        for what, source in inputs:
-            if _same_file(path, source):
-                raise InvalidConfigError(f"{path}: {option} would overwrite {what}")
-    if config.output and config.save_stats and (
-            config.output == config.save_stats or _same_file(config.output, config.save_stats)):
-        raise InvalidConfigError(f"{config.output}: --output and --save-stats name the same file")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,20 +36,72 @@ class LoadResult:
     opset: int
     notes: list[str] = field(default_factory=list)
     onnx_model: onnx.ModelProto | None = None
+    external_files: list[str] = field(default_factory=list)  # the model's external-data files
 
 
 def read_model(path: str) -> onnx.ModelProto:
     """Parse an ONNX file (with its external data), turning every failure into InvalidModelError."""
+    model, _ = read_model_and_data_files(path)
+    return model
+
+
+def read_model_and_data_files(path: str) -> tuple[onnx.ModelProto, list[str]]:
+    """The parsed model with its external data loaded, and the external-data files it read."""
     if not os.path.isfile(path):
         raise InvalidModelError(f"{path}: no such file")
     try:
-        model = onnx.load(path, load_external_data=True)
-    except Exception as exc:  # protobuf DecodeError, missing external data, ...
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, ...
         raise InvalidModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else 'parse failed'})") from exc
     if not model.graph.node and not model.graph.output:
         raise InvalidModelError(f"{path}: the file parsed but holds no graph (truncated or not ONNX?)")
-    return model
+    files = _load_external_data(model, path)
+    return model, files
+
+
+def _load_external_data(model: onnx.ModelProto, path: str) -> list[str]:
+    """Load every tensor's external data from files beside the model; name the file on failure."""
+    from onnx import external_data_helper as external
+
+    base = os.path.dirname(os.path.abspath(path))
+    files: list[str] = []
+    for tensor in external._get_all_tensors(model):
+        if not external.uses_external_data(tensor):
+            continue
+        what = f"{path}: tensor '{tensor.name}' external data"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                info = external.ExternalDataInfo(tensor)
+        except ValueError as exc:
+            raise InvalidModelError(f"{what}: {exc}") from None
+        location = info.location or ""
+        data_path = os.path.join(base, location)
+        what = f"{what} '{location}'"
+        if (not location or os.path.isabs(location)
+                or os.path.normpath(location).split(os.sep)[0] == os.pardir):
+            raise InvalidModelError(f"{what}: the location must be a file name relative to the "
+                                    f"model's folder")
+        if not os.path.isfile(data_path):
+            raise InvalidModelError(f"{what}: {data_path} is not a file")
+        if data_path not in files:
+            files.append(data_path)
+        size = os.path.getsize(data_path)
+        offset = int(info.offset or 0)
+        length = int(info.length) if info.length is not None else size - offset
+        if offset < 0 or length < 0 or offset + length > size:
+            raise InvalidModelError(f"{what}: declares bytes {offset}..{offset + length} but "
+                                    f"{data_path} holds {size}")
+        try:
+            with open(data_path, "rb") as f:
+                f.seek(offset)
+                tensor.raw_data = f.read(length)
+        except OSError as exc:
+            raise InvalidModelError(f"{what}: cannot read {data_path} ({exc.strerror})") from None
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return files
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -365,7 +418,7 @@ class ImportContext:
 
 def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadResult:
     """Read, normalise and import an ONNX model; report every unsupported node at once."""
-    model = read_model(path)
+    model, external_files = read_model_and_data_files(path)
     opset = default_opset(model)
     if opset not in SUPPORTED_OPSETS:
         raise UnsupportedModelError(
@@ -382,7 +435,9 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None)
     gelus = fuse_erf_gelu(model)
     if gelus:
         log.info("recognised %d erf-based GELU patterns", gelus)
-    return import_graph(model, opset, notes)
+    result = import_graph(model, opset, notes)
+    result.external_files = external_files
+    return result
 
 
 def import_graph(model: onnx.ModelProto, opset: int, notes: list[str]) -> LoadResult:

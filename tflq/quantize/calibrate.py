@@ -346,7 +346,11 @@ class CalibrationStats:
 
     # ---- files ----------------------------------------------------------------------------
     def save(self, path: str, fingerprint: str) -> None:
-        """Write a .npz (no pickles) tagged with the model's fingerprint."""
+        """Write `to_bytes` to `path` atomically (the caller has checked it against its inputs)."""
+        save_atomically(self.to_bytes(fingerprint), path)
+
+    def to_bytes(self, fingerprint: str) -> bytes:
+        """The statistics as a .npz (no pickles) tagged with the model's fingerprint."""
         names = sorted(self.tensors)
         arrays = {
             "format": np.array(STATS_FORMAT, np.int64),
@@ -361,7 +365,7 @@ class CalibrationStats:
         }
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
-        save_atomically(buffer.getvalue(), path)
+        return buffer.getvalue()
 
     @classmethod
     def load(cls, path: str, fingerprint: str) -> CalibrationStats:

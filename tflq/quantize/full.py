@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from tflq.config import ConvertConfig, IOType, QuantDType
 from tflq.errors import CalibrationError, InvalidConfigError
+from tflq.fileio import Source, WritePolicy
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.quantize.qdq import QdqModel, choose_dtype, fold_fake_quant, quantize_on_own_grid_first
@@ -14,7 +16,8 @@ from tflq.quantize.weights import check_finite_constants
 from tflq.report import ConversionReport, FloatOp
 
 
-def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionReport):
+def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionReport,
+                       write: Callable[[str, bytes], None] | None = None):
     from tflq.quantize.calibrate import calibrate, graph_fingerprint, merge_files
     from tflq.quantize.data import graph_input_specs, load_samples
 
@@ -40,12 +43,16 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
         report.calibration = {"samples": 0, "method": config.calib_method.value, "seconds": 0.0,
                               "from": list(config.stats)}
     if config.save_stats:
-        stats.save(config.save_stats, fingerprint)
+        if write is None:  # called without the pipeline's write policy: check against the model
+            write = WritePolicy({"--save-stats": config.save_stats},
+                                [Source("the input model", config.model)]).write
+        write("--save-stats", stats.to_bytes(fingerprint))
     return stats
 
 
 def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
-                  qdq: QdqModel | None = None) -> None:
+                  qdq: QdqModel | None = None,
+                  write: Callable[[str, bytes], None] | None = None) -> None:
     """Calibrate (or load statistics), then quantize every op that has a kernel for the dtype.
 
     A QDQ model (`qdq`) brings its own parameters: calibration then only fills in the tensors
@@ -59,11 +66,11 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     requested = DType.INT8 if config.dtype == QuantDType.INT8 else DType.UINT8
     given, keep_float, folded = None, None, None
     if qdq is None:
-        stats = collect_statistics(graph, config, report)
+        stats = collect_statistics(graph, config, report, write)
         dtype = requested
     else:
         calibrated = config.calib is not None or bool(config.stats)
-        stats = collect_statistics(graph, config, report) if calibrated else None
+        stats = collect_statistics(graph, config, report, write) if calibrated else None
         dtype = choose_dtype(qdq, requested)
         folded, keep_float = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
                                              lambda name: stats is not None and name in stats)
