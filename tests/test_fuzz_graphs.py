@@ -2,7 +2,9 @@
 activations, broadcasting constants, Concat/Split/Slice, pools, Resize, Transpose, Reshape into
 MatMul/Gemm, reductions, Softmax, Pad, DepthToSpace, Squeeze/Unsqueeze, fan-out and rejoin, several
 outputs), converted in float mode (compared with onnxruntime at 1e-4) and full int8 (loads, runs,
-and is not grossly wrong: SQNR >= 15 dB). Each seed builds one graph; a failure names its seed."""
+and is not grossly wrong: SQNR >= 15 dB). Each seed builds one graph; a failure names its seed.
+test_activation_after_producer builds, for every producer kind x activation, the fusion pattern
+(an activation whose input has one writer and, mostly, one reader) and judges the worst of 8 samples."""
 from __future__ import annotations
 
 import numpy as np
@@ -105,12 +107,14 @@ class RandomGraph:
             self.const(r.normal(0, 0.5, c).astype(np.float32)),
             self.const(r.uniform(0.5, 2.0, c).astype(np.float32))], self.shapes[x], epsilon=1e-5)
 
-    def activation(self, x: str) -> str:
+    def activation(self, x: str, kind: str | None = None) -> str:
         shape = self.shapes[x]
-        kind = self.choice(["Relu", "Relu6", "SiLU", "HardSwish", "LeakyRelu", "Sigmoid"])
-        if kind == "Relu6":
-            return self.one("Clip", [x, self.const(np.array(0, np.float32)),
-                                     self.const(np.array(6, np.float32))], shape)
+        kind = kind or self.choice(["Relu", "Relu6", "SiLU", "HardSwish", "LeakyRelu", "Sigmoid"])
+        clips = {"Relu6": (0, 6), "ReluN1To1": (-1, 1), "Relu0To1": (0, 1)}
+        if kind in clips:
+            low, high = clips[kind]
+            return self.one("Clip", [x, self.const(np.array(low, np.float32)),
+                                     self.const(np.array(high, np.float32))], shape)
         if kind == "SiLU":
             return self.one("Mul", [x, self.one("Sigmoid", [x], shape)], shape)
         if kind == "LeakyRelu":
@@ -330,6 +334,69 @@ class RandomGraph:
         n, c = self.shapes[x]
         return self.one("Unsqueeze", [x, self.const(np.array([2, 3], np.int64))], (n, c, 1, 1))
 
+    # ---- producers of the activation-fusion pattern -----------------------------------------
+    def produce(self, x: str, kind: str) -> str:
+        """A value of producer `kind` computed from the 4-D value x (rank 2 or 3 for Gemm/MatMul)."""
+        n, c, h, w = self.shapes[x]
+        bias = self.const(self.rng.normal(0, 0.3, c).astype(np.float32))
+        if kind in ("Conv", "DepthwiseConv", "ConvBatchNorm"):
+            group, w_shape = (c, (c, 1, 3, 3)) if kind == "DepthwiseConv" else (1, (c, c, 3, 3))
+            y = self.one("Conv", [x, self.weights(w_shape), bias], (n, c, h, w), kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], group=group)
+            return self.batchnorm(y) if kind == "ConvBatchNorm" else y
+        if kind == "ConvTranspose":
+            return self.one("ConvTranspose", [x, self.weights((c, 4, 2, 2)),
+                                              self.const(np.zeros(4, np.float32))],
+                            (n, 4, 2 * h, 2 * w), kernel_shape=[2, 2], strides=[2, 2])
+        if kind == "Gemm":
+            flat = self.one("Flatten", [x], (n, c * h * w), axis=1)
+            return self.one("Gemm", [flat, self.weights((8, c * h * w)),
+                                     self.const(self.rng.normal(0, 0.3, 8).astype(np.float32))],
+                            (n, 8), transB=1)
+        if kind == "MatMul":
+            seq = self.to_3d(x)
+            return self.one("MatMul", [seq, self.weights((self.shapes[seq][-1], 6))],
+                            self.shapes[seq][:-1] + (6,))
+        if kind in ("AveragePool", "MaxPool"):
+            return self.one(kind, [x], (n, c, h, w), kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        if kind == "AddConst":
+            return self.one("Add", [x, self.const(self.rng.normal(0, 1, (c, 1, 1)).astype(np.float32))],
+                            (n, c, h, w))
+        other = self.conv_same(x) if c in (2, 4, 8) else self.one(
+            "Conv", [x, self.weights((c, c, 1, 1))], (n, c, h, w), kernel_shape=[1, 1])
+        if self.shapes[other] != self.shapes[x]:
+            other = self.one("Conv", [x, self.weights((c, c, 1, 1))], (n, c, h, w), kernel_shape=[1, 1])
+        if kind == "Div":  # a runtime divisor in [0.5, 1.5]
+            gate = self.one("Sigmoid", [other], (n, c, h, w))
+            other = self.one("Add", [gate, self.const(np.array(0.5, np.float32))], (n, c, h, w))
+            return self.one("Div", [x, other], (n, c, h, w))
+        if kind == "Concat":
+            return self.one("Concat", [x, other], (n, 2 * c, h, w), axis=1)
+        return self.one(kind, [x, other], (n, c, h, w))  # Add, Sub, Mul
+
+    def fusion_pattern(self, producer: str, activation: str,
+                       fan_out: bool) -> tuple[onnx.ModelProto, list[str]]:
+        """x -> (a random 4-D op) -> producer -> activation -> (a conv): the activation's input has
+        the producer as its only writer and, unless fan_out, the activation as its only reader."""
+        x = "x"
+        if self.rng.random() < 0.5:
+            x = self.choice([self.conv_same, self.batchnorm, self.activation])(x)
+        y = self.produce(x, producer)
+        z = self.activation(y, activation)
+        if len(self.shapes[z]) == 4 and self.rng.random() < 0.5:
+            z = self.conv_same(z)
+        outputs = [z, y] if fan_out else [z]
+        return self.model(outputs), outputs
+
+    def model(self, outputs: list[str]) -> onnx.ModelProto:
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(self.input_shape))]
+        outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(self.shapes[n])) for n in outputs]
+        graph = helper.make_graph(self.nodes, "fuzz", inputs, outs, self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = 8
+        onnx.checker.check_model(model, full_check=True)
+        return model
+
     # ---- driver -----------------------------------------------------------------------------
     def step(self, x: str) -> str:
         rank = len(self.shapes[x])
@@ -362,13 +429,7 @@ class RandomGraph:
             outputs.insert(int(self.rng.integers(0, 2)), extra)
         if x == "x":  # nothing was applied
             outputs = [self.activation(x)]
-        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(self.input_shape))]
-        outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(self.shapes[n])) for n in outputs]
-        graph = helper.make_graph(self.nodes, "fuzz", inputs, outs, self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-        model.ir_version = 8
-        onnx.checker.check_model(model, full_check=True)
-        return model, outputs
+        return self.model(outputs), outputs
 
 
 def _inputs(shape, count: int, seed: int) -> list[np.ndarray]:
@@ -399,3 +460,37 @@ def test_random_graph_matches_onnxruntime(seed, tmp_path):
     for e, a in zip(expected, actual):
         assert a.shape == e.shape
         assert sqnr_db(e, a) >= (10.0 if seed in PRECISION_LIMITED else INT8_SQNR_FLOOR)
+
+
+# Every ONNX producer that tflq lowers to an op with a fused-activation slot (and Concat, which has
+# none), times every activation tflq imports: the activation's input has one reader unless fan_out.
+PRODUCERS = ("Conv", "DepthwiseConv", "ConvBatchNorm", "ConvTranspose", "Gemm", "MatMul", "Add",
+             "AddConst", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat")
+ACTIVATIONS = ("Relu", "Relu6", "ReluN1To1", "Relu0To1", "Tanh", "Sigmoid", "LeakyRelu", "HardSwish")
+FUSION_CASES = [(p, a) for p in PRODUCERS for a in ACTIVATIONS]
+FUSION_SAMPLES = 8
+
+
+@pytest.mark.parametrize("producer,activation", FUSION_CASES, ids=[f"{p}-{a}" for p, a in FUSION_CASES])
+def test_activation_after_producer(producer, activation, tmp_path):
+    """Float: the worst of 8 samples within 1e-4 of onnxruntime; full int8: runs, >= 15 dB on the
+    worst calibration sample. A kernel that ignored a fused activation fails the float check."""
+    seed = FUSION_CASES.index((producer, activation))
+    builder = RandomGraph(5000 + seed)
+    fan_out = seed % 4 == 1
+    model, _ = builder.fusion_pattern(producer, activation, fan_out)
+    path = str(tmp_path / "pattern.onnx")
+    onnx.save(model, path)
+    samples = _inputs(builder.input_shape, FUSION_SAMPLES, seed)
+    report = convert(ConvertConfig(model=path))
+    worst = 0.0
+    for x in samples:
+        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
+            assert a.shape == e.shape
+            worst = max(worst, relative_error(e, a))
+    assert worst <= FLOAT_TOLERANCE, f"worst sample {worst:.3g}; ops {report.op_counts}"
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8",
+                                   calib=[{"x": x} for x in samples]))
+    worst_db = min(sqnr_db(e, a) for x in samples
+                   for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])))
+    assert worst_db >= INT8_SQNR_FLOOR, f"worst int8 sample {worst_db:.1f} dB"

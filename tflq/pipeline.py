@@ -13,8 +13,8 @@ from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
 from tflq.passes.cleanup import (merge_transposes, remove_dead_ops, remove_noop_ops,
                                   sink_transpose_through_reshape, sink_transpose_through_unary)
-from tflq.passes.fuse import (activation_fuser, divisions_by_constants_to_multiplications,
-                              fold_affine_into_producer)
+from tflq.passes.fuse import (divisions_by_constants_to_multiplications, fold_affine_into_producer,
+                              fuse_activations)
 from tflq.passes.layout import to_nhwc
 from tflq.passes.manager import fixed_point
 from tflq.quantize.qdq import QdqModel, find_qdq, resolve_mode, simplify_qdq_graph
@@ -58,7 +58,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     fixed_point(graph, [
         # FUSE: BatchNorm (MUL/ADD, or DIV) into convolutions, then activations into producers
         divisions_by_constants_to_multiplications, fold_affine_into_producer,
-        activation_fuser(config.mode == Mode.FLOAT),
+        fuse_activations,
         # CLEANUP: move the remaining transposes until they cancel, drop what does nothing
         sink_transpose_through_reshape, sink_transpose_through_unary, merge_transposes,
         remove_noop_ops, remove_dead_ops])

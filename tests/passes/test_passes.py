@@ -9,7 +9,7 @@ from tests.conftest import run_onnxruntime
 from tflq.config import ConvertConfig
 from tflq.frontend.onnx_loader import load_onnx
 from tflq.ir.verify import verify
-from tflq.passes.fuse import fold_affine_into_producer, fuse_activations, fuse_activations_with_tanh
+from tflq.passes.fuse import fold_affine_into_producer, fuse_activations
 from tflq.passes.layout import to_nhwc
 from tflq.pipeline import prepare_graph
 from tflq.runtime.interpreter import run_graph
@@ -57,17 +57,16 @@ def test_batchnorm_folds_and_relu_fuses(tmp_path):
     np.testing.assert_allclose(_nhwc_run(graph, x), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_tanh_fuses_only_in_float_mode(tmp_path):
+def test_tanh_is_not_fused_into_a_kernel_that_ignores_it(tmp_path):
+    """conv.cc clamps for RELU/RELU6/RELU_N1_TO_1 only: a fused TANH would be dropped in any mode."""
     path = _conv_bn_act(tmp_path, "Tanh")
     graph = load_onnx(path).graph
     to_nhwc(graph)
     fold_affine_into_producer(graph)
-    assert fuse_activations(graph) == 0  # integer kernels would ignore a fused TANH
-    assert fuse_activations_with_tanh(graph) == 1
-    float_graph, _ = prepare_graph(ConvertConfig(model=path))
-    assert [op.kind for op in float_graph.ops] == ["CONV_2D"]
-    quant_graph, _ = prepare_graph(ConvertConfig(model=path, mode="full"))
-    assert [op.kind for op in quant_graph.ops] == ["CONV_2D", "TANH"]
+    assert fuse_activations(graph) == 0
+    for mode in ("float", "full"):
+        prepared, _ = prepare_graph(ConvertConfig(model=path, mode=mode))
+        assert [op.kind for op in prepared.ops] == ["CONV_2D", "TANH"]
 
 
 def test_layout_pass_keeps_meaning_and_inserts_no_transpose(tmp_path):

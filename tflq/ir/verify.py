@@ -66,8 +66,28 @@ def ops_are_emittable(graph: Graph) -> list[str]:
     return problems
 
 
+def fused_activations_are_applied(graph: Graph) -> list[str]:
+    """Every fused_activation_function is one the kernel that runs the op applies (LiteRT's ADD
+    silently ignores a fused TANH; the float FULLY_CONNECTED refuses it)."""
+    from tflq import ops as registry
+
+    problems = []
+    for op in graph.ops:
+        try:
+            table = registry.spec(op.kind).fused_activation
+        except KeyError:
+            continue  # ops_are_emittable reports it
+        if table is None:
+            continue
+        variant = registry.spec(op.kind).kernel_variant(op, graph)
+        if op.attrs.fused_activation not in table.applied(variant):
+            problems.append(f"{op.kind} ({op.origin}): the {variant.value} kernel does not apply "
+                            f"the fused activation {op.attrs.fused_activation}")
+    return problems
+
+
 CHECKS: list[Check] = [tensors_exist, inputs_are_defined, single_producer, constants_match_shapes,
-                       quantized_tensors_have_params, ops_are_emittable]
+                       quantized_tensors_have_params, ops_are_emittable, fused_activations_are_applied]
 
 
 def verify(graph: Graph, after: str = "") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from tflq.ops.base import OpSpec
+from tflq.ops.base import FusedActivations, OpSpec
 
 _BY_KIND: dict[str, OpSpec] = {}
 _BY_ONNX: dict[str, OpSpec] = {}
@@ -15,6 +15,9 @@ def register(cls: type[OpSpec]) -> type[OpSpec]:
     spec = cls()
     if not spec.kind:
         raise TypeError(f"{cls.__name__} has no kind")
+    if spec.fused_activation is not None and not isinstance(spec.fused_activation, FusedActivations):
+        raise TypeError(f"{spec.kind}.fused_activation must say which activations its kernels "
+                        f"apply (a FusedActivations), not {spec.fused_activation!r}")
     if spec.kind in _BY_KIND:
         raise TypeError(f"two specs for {spec.kind}")
     _BY_KIND[spec.kind] = spec

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from typing import Any, ClassVar
 
 import numpy as np
@@ -127,6 +128,44 @@ class Int32Bias:
     weight: int = 1
 
 
+# ---- fused activations: what a kernel does with its fused_activation_function ------------
+
+# TFLite's ActivationFunctionType values, in schema order.
+ACTIVATION_FUNCTIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
+# What kernel_util.h CalculateActivationRange (float) and kernel_util.cc
+# CalculateActivationRangeQuantized (int8/uint8) clamp to; any other value gets the full range,
+# i.e. the kernel silently does not apply it (TANH fused into ADD is then a plain ADD).
+CLAMPS = frozenset({"NONE", "RELU", "RELU_N1_TO_1", "RELU6"})
+
+
+class KernelVariant(Enum):
+    """Which of an op's LiteRT kernels runs it."""
+
+    FLOAT = "float"        # float32 inputs and outputs
+    INTEGER = "integer"    # int8/uint8 inputs and outputs
+    HYBRID = "hybrid"      # float input and output, int8 weights read directly
+
+
+@dataclass(frozen=True)
+class FusedActivations:
+    """The fused_activation_function values each kernel variant applies (the rest it ignores or
+    refuses). The fuse pass fuses only what every variant the op may end up in applies, and the
+    verifier checks each emitted op against its variant; tests/ops/test_fused_activations.py
+    checks every entry against LiteRT."""
+
+    float32: frozenset[str] = CLAMPS
+    integer: frozenset[str] = CLAMPS
+    hybrid: frozenset[str] = CLAMPS
+
+    def applied(self, variant: KernelVariant) -> frozenset[str]:
+        return {KernelVariant.FLOAT: self.float32, KernelVariant.INTEGER: self.integer,
+                KernelVariant.HYBRID: self.hybrid}[variant]
+
+    def everywhere(self) -> frozenset[str]:
+        """What may be fused before the kernel variant is known (before quantization)."""
+        return self.float32 & self.integer & self.hybrid
+
+
 # ---- test cases that live with the op ---------------------------------------------------
 
 
@@ -171,7 +210,8 @@ class OpSpec:
     quant: ClassVar[QuantRule] = FloatOnly()
     weights: ClassVar[tuple[Weight, ...]] = ()
     bias: ClassVar[Int32Bias | None] = None
-    fused_activation: ClassVar[bool] = False  # Attrs has a `fused_activation` field
+    # Attrs has a `fused_activation` field, and this says which values the kernels apply.
+    fused_activation: ClassVar[FusedActivations | None] = None
     cases: ClassVar[list[Case]] = []
 
     def from_onnx(self, node, ctx) -> None:
@@ -185,6 +225,15 @@ class OpSpec:
 
     def version(self, op: Op, graph: Graph) -> int:
         return 1
+
+    def kernel_variant(self, op: Op, graph: Graph) -> KernelVariant:
+        """The LiteRT kernel variant that runs this op, from its tensors' types."""
+        if not graph.tensors[op.outputs[0]].dtype.is_float:
+            return KernelVariant.INTEGER
+        if any(not graph.tensors[op.inputs[w.index]].dtype.is_float for w in self.weights
+               if w.index < len(op.inputs) and op.inputs[w.index]):
+            return KernelVariant.HYBRID
+        return KernelVariant.FLOAT
 
     def hybrid_supported(self, op: Op, graph: Graph) -> bool:
         """Whether LiteRT's float-input/int8-weight kernel accepts this particular op."""

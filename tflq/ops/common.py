@@ -9,8 +9,6 @@ from tflq.ir.graph import Graph, Op
 from tflq._generated.tflite.ActivationFunctionType import ActivationFunctionType
 from tflq._generated.tflite.Padding import Padding
 
-FUSABLE_ACTIVATIONS = ("RELU", "RELU6", "RELU_N1_TO_1", "TANH")
-
 
 def activation_code(name: str) -> int:
     """'RELU6' -> ActivationFunctionType.RELU6."""
@@ -33,6 +31,8 @@ def apply_activation(x: np.ndarray, name: str) -> np.ndarray:
         return np.clip(x, -1, 1)
     if name == "TANH":
         return np.tanh(x)
+    if name == "SIGN_BIT":  # tensor_utils ApplySignbitToVector: 1 where the sign bit is set
+        return np.signbit(x).astype(x.dtype)
     raise ValueError(f"unknown fused activation {name}")
 
 

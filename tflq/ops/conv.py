@@ -11,7 +11,8 @@ from tflq._generated.tflite.DepthwiseConv2DOptions import DepthwiseConv2DOptions
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, ChannelsLast, Int32Bias, OpSpec, Weight, rand
+from tflq.ops.base import (Calibrated, Case, ChannelsLast, FusedActivations, Int32Bias, OpSpec,
+                           Weight, rand)
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
                              windows)
 from tflq.ops.pad import add_explicit_pad
@@ -62,7 +63,7 @@ class Conv2D(OpSpec):
     quant = Calibrated()
     weights = (Weight(1, axis=0, hybrid=True),)
     bias = Int32Bias(2)
-    fused_activation = True
+    fused_activation = FusedActivations()  # conv.cc: clamps only
     cases = [
         _conv_case("3x3_pad1", (1, 3, 8, 8), (4, 3, 3, 3), pads=[1, 1, 1, 1]),
         _conv_case("stride2_same", (1, 4, 9, 9), (6, 4, 3, 3), strides=[2, 2], auto_pad="SAME_UPPER"),
@@ -160,7 +161,7 @@ class DepthwiseConv2D(OpSpec):
     # weights-only int8 runs at 0.7x float latency this way and 2.7x with the hybrid kernel.
     weights = (Weight(1, axis=3, hybrid=False),)
     bias = Int32Bias(2)
-    fused_activation = True
+    fused_activation = FusedActivations()  # depthwise_conv.cc: clamps only
     cases = [
         _conv_case("depthwise_3x3", (1, 6, 8, 8), (6, 1, 3, 3), group=6, pads=[1, 1, 1, 1]),
         _conv_case("depthwise_stride2", (1, 4, 9, 9), (4, 1, 3, 3), group=4, strides=[2, 2],

@@ -13,7 +13,7 @@ from tflq._generated.tflite.SubOptions import SubOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, OpSpec, Transparent, rand
+from tflq.ops.base import Calibrated, Case, FusedActivations, OpSpec, Transparent, rand
 from tflq.ops.common import activation_code, quantized_version
 
 
@@ -40,7 +40,7 @@ class _Binary(OpSpec):
     Attrs = ArithmeticAttrs
     layout = Transparent()
     quant = Calibrated()
-    fused_activation = True
+    fused_activation = FusedActivations()  # add.cc, sub.cc, mul.cc, div.cc: clamps only
     numpy_fn = staticmethod(np.add)
     Options = AddOptionsT
 

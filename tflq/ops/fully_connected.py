@@ -10,7 +10,8 @@ from tflq._generated.tflite.FullyConnectedOptions import FullyConnectedOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, Int32Bias, LayoutBreaking, OpSpec, Weight, rand
+from tflq.ops.base import (ACTIVATION_FUNCTIONS, Calibrated, Case, FusedActivations, Int32Bias,
+                           LayoutBreaking, OpSpec, Weight, rand)
 from tflq.ops.common import activation_code
 
 
@@ -41,7 +42,9 @@ class FullyConnected(OpSpec):
     quant = Calibrated()
     weights = (Weight(1, axis=0, per_channel_full=False, hybrid=True),)
     bias = Int32Bias(2)
-    fused_activation = True
+    # fully_connected.cc: the float and integer kernels refuse TANH and SIGN_BIT at Prepare; the
+    # hybrid kernel applies every value (ApplyActivationToVector).
+    fused_activation = FusedActivations(hybrid=frozenset(ACTIVATION_FUNCTIONS))
     cases = [
         Case("gemm_transB", [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)],
              {"x": rand(2, 8)}, {"w": rand(5, 8, seed=1), "b": rand(5, seed=2)}),

@@ -21,7 +21,7 @@ from tflq._generated.tflite.Pool2DOptions import Pool2DOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Case, ChannelsLast, OpSpec, SameAsInput, rand
+from tflq.ops.base import Case, ChannelsLast, FusedActivations, OpSpec, SameAsInput, rand
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
                              windows)
 from tflq.ops.pad import MirrorPadAttrs, add_explicit_pad
@@ -158,7 +158,7 @@ class _Pool(OpSpec):
     Attrs = PoolAttrs
     layout = ChannelsLast()
     quant = SameAsInput()  # the u8/i8 kernels need equal input and output parameters
-    fused_activation = True
+    fused_activation = FusedActivations()  # pooling.cc: clamps only
 
     def options(self, attrs: PoolAttrs):
         return Pool2DOptionsT(padding=padding_code(attrs.padding), strideW=attrs.stride_w,

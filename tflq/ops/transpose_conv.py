@@ -18,7 +18,8 @@ from tflq._generated.tflite.TransposeConvOptions import TransposeConvOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, ChannelsLast, Int32Bias, OpSpec, Weight, rand
+from tflq.ops.base import (Calibrated, Case, ChannelsLast, FusedActivations, Int32Bias, OpSpec,
+                           Weight, rand)
 from tflq.ops.common import activation_code, padding_code
 from tflq.ops.slice import add_slice
 
@@ -91,7 +92,7 @@ class TransposeConv(OpSpec):
     quant = Calibrated()
     weights = (Weight(WEIGHTS, axis=0, hybrid=True),)
     bias = Int32Bias(BIAS, input=DATA, weight=WEIGHTS)
-    fused_activation = True
+    fused_activation = FusedActivations()  # transpose_conv.cc (version 4): clamps only
     cases = [
         _case("k2_s2", (1, 4, 5, 5), (4, 3, 2, 2), strides=[2, 2]),
         _case("k3_s1_pads1_same", (1, 3, 6, 7), (3, 5, 3, 3), pads=[1, 1, 1, 1]),

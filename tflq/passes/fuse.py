@@ -5,10 +5,10 @@ import numpy as np
 
 from tflq import ops as registry
 from tflq.ir.graph import Graph, Op
+from tflq.ops.base import ACTIVATION_FUNCTIONS
 
 # Output-channel axis of each weight layout (OHWI, 1HWO, [units, in]).
 WEIGHT_OUT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
-INTEGER_SAFE_ACTIVATIONS = ("RELU", "RELU6", "RELU_N1_TO_1")
 
 
 def _sole_consumer(graph: Graph, name: str, consumers: dict[str, list[Op]]) -> Op | None:
@@ -112,16 +112,21 @@ def divisions_by_constants_to_multiplications(graph: Graph) -> int:
     return count
 
 
-def fuse_activations(graph: Graph, allowed: tuple[str, ...] = INTEGER_SAFE_ACTIVATIONS) -> int:
-    """RELU/RELU6/RELU_N1_TO_1 (and TANH if allowed) after an op with a fused activation slot."""
+def fuse_activations(graph: Graph) -> int:
+    """An activation op whose input has its producer as the only writer and itself as the only
+    reader becomes the producer's fused_activation_function, where the producer's kernels apply it
+    in every variant the op may end up in (its spec's FusedActivations.everywhere(): the fuse pass
+    runs before quantization decides float, integer or hybrid). TANH is applied by no kernel but
+    the hybrid FULLY_CONNECTED, so it stays an op: fused into ADD, LiteRT ignores it."""
     count = 0
     producers = graph.producers()
     consumers = graph.consumer_map()
     for op in list(graph.ops):
-        if op.kind not in allowed:
+        if op.kind not in ACTIVATION_FUNCTIONS:
             continue
         producer = producers.get(op.inputs[0])
-        if (producer is None or not registry.spec(producer.kind).fused_activation
+        table = registry.spec(producer.kind).fused_activation if producer is not None else None
+        if (table is None or op.kind not in table.everywhere()
                 or producer.attrs.fused_activation != "NONE"
                 or _sole_consumer(graph, op.inputs[0], consumers) is not op):
             continue
@@ -131,12 +136,3 @@ def fuse_activations(graph: Graph, allowed: tuple[str, ...] = INTEGER_SAFE_ACTIV
     if count:
         graph.remove_unused()
     return count
-
-
-def fuse_activations_with_tanh(graph: Graph) -> int:
-    """Float models may also fuse TANH (the quantized kernels would ignore it)."""
-    return fuse_activations(graph, INTEGER_SAFE_ACTIVATIONS + ("TANH",))
-
-
-def activation_fuser(float_only: bool):
-    return fuse_activations_with_tanh if float_only else fuse_activations
