@@ -19,18 +19,18 @@ def padding_code(name: str) -> int:
     return getattr(Padding, name)
 
 
-def apply_activation(x: np.ndarray, name: str) -> np.ndarray:
-    """Float semantics of a TFLite fused activation."""
+def apply_activation(x: np.ndarray, name: str, out: np.ndarray | None = None) -> np.ndarray:
+    """Float semantics of a TFLite fused activation (into `out` when given, e.g. `x` itself)."""
     if name == "NONE":
         return x
     if name == "RELU":
-        return np.maximum(x, 0)
+        return np.maximum(x, np.float32(0), out=out)
     if name == "RELU6":
-        return np.clip(x, 0, 6)
+        return np.clip(x, np.float32(0), np.float32(6), out=out)
     if name == "RELU_N1_TO_1":
-        return np.clip(x, -1, 1)
+        return np.clip(x, np.float32(-1), np.float32(1), out=out)
     if name == "TANH":
-        return np.tanh(x)
+        return np.tanh(x, out=out)
     if name == "SIGN_BIT":  # tensor_utils ApplySignbitToVector: 1 where the sign bit is set
         return np.signbit(x).astype(x.dtype)
     raise ValueError(f"unknown fused activation {name}")

@@ -111,20 +111,34 @@ class Conv2D(OpSpec):
                        [node.output[0]], ConvAttrs(**common))
 
     def reference(self, x, w, b=None, *, padding, stride_h, stride_w, dilation_h, dilation_w):
+        # One 2-D GEMM per group: im2col rows [N*OH*OW, KH*KW*C] times the OHWI filter seen as
+        # [O, KH*KW*C] (a transposed view, no copy). numpy's matmul of a 4-D array by a matrix is a
+        # stack of small GEMMs, one per image row, measurably slower.
         strides, dilations, kernel = (stride_h, stride_w), (dilation_h, dilation_w), w.shape[1:3]
         x = pad_nhwc(x, kernel, strides, dilations, padding)
-        cout, groups = w.shape[0], x.shape[3] // w.shape[3]
-        if kernel == (1, 1) and strides == (1, 1) and groups == 1:
-            y = x @ w[:, 0, 0, :].T
+        cout, cg = w.shape[0], w.shape[3]
+        groups = x.shape[3] // cg
+        if kernel == (1, 1):
+            rows = x[:, ::stride_h, ::stride_w, :] if strides != (1, 1) else x
+            out_shape = rows.shape[:3]
+            rows = rows.reshape(-1, x.shape[3])
+            per_group = [rows[:, g * cg:(g + 1) * cg] for g in range(groups)]
         else:
             win = windows(x, kernel, strides, dilations)
-            cg, og = w.shape[3], cout // groups
-            parts = [np.tensordot(win[..., g * cg:(g + 1) * cg], w[g * og:(g + 1) * og],
-                                  axes=([3, 4, 5], [1, 2, 3])) for g in range(groups)]
-            y = parts[0] if groups == 1 else np.concatenate(parts, axis=-1)
+            out_shape = win.shape[:3]
+            per_group = [win[..., g * cg:(g + 1) * cg].reshape(-1, kernel[0] * kernel[1] * cg)
+                         for g in range(groups)]
+        filters = w.reshape(cout, -1)
+        og = cout // groups
+        if groups == 1:
+            y = per_group[0] @ filters.T
+        else:
+            y = np.empty((per_group[0].shape[0], cout), np.result_type(x, w))
+            for g, rows in enumerate(per_group):
+                np.matmul(rows, filters[g * og:(g + 1) * og].T, out=y[:, g * og:(g + 1) * og])
         if b is not None:
-            y = y + b
-        return (y.astype(np.float32),)
+            y += b
+        return (y.reshape(out_shape + (cout,)).astype(np.float32, copy=False),)
 
     def options(self, attrs: ConvAttrs):
         return Conv2DOptionsT(padding=padding_code(attrs.padding), strideW=attrs.stride_w,
@@ -173,18 +187,25 @@ class DepthwiseConv2D(OpSpec):
 
     def reference(self, x, w, b=None, *, padding, stride_h, stride_w, dilation_h, dilation_w,
                   depth_multiplier):
+        # A multiply-add per filter tap into one accumulator; the products go to one scratch array.
         strides, dilations, kernel = (stride_h, stride_w), (dilation_h, dilation_w), w.shape[1:3]
         x = pad_nhwc(x, kernel, strides, dilations, padding)
         if depth_multiplier > 1:
             x = np.repeat(x, depth_multiplier, axis=3)
         win = windows(x, kernel, strides, dilations)
-        y = np.zeros(win.shape[:3] + (w.shape[3],), np.float32)
+        dtype = np.result_type(x, w)
+        y = np.empty(win.shape[:3] + (w.shape[3],), dtype)
+        scratch = np.empty_like(y)
         for i in range(kernel[0]):
             for j in range(kernel[1]):
-                y += win[:, :, :, i, j, :] * w[0, i, j, :]
+                if i == 0 and j == 0:
+                    np.multiply(win[:, :, :, 0, 0, :], w[0, 0, 0, :], out=y)
+                else:
+                    np.multiply(win[:, :, :, i, j, :], w[0, i, j, :], out=scratch)
+                    y += scratch
         if b is not None:
-            y = y + b
-        return (y,)
+            y += b
+        return (y.astype(np.float32, copy=False),)
 
     def options(self, attrs: DepthwiseConvAttrs):
         return DepthwiseConv2DOptionsT(

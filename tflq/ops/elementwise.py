@@ -48,7 +48,7 @@ class _Binary(OpSpec):
         ctx.add_op(self.kind, [node.input[0], node.input[1]], [node.output[0]])
 
     def reference(self, a, b):
-        return (self.numpy_fn(a, b).astype(np.float32),)
+        return (np.asarray(self.numpy_fn(a, b)).astype(np.float32, copy=False),)
 
     def options(self, attrs: ArithmeticAttrs):
         return self.Options(fusedActivationFunction=activation_code(attrs.fused_activation))

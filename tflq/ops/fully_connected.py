@@ -95,12 +95,12 @@ class FullyConnected(OpSpec):
         spec.from_onnx(node, ctx)
 
     def reference(self, x, w, b=None, *, keep_num_dims, asymmetric_quantize_inputs):
-        y = x @ w.T
+        # One 2-D GEMM whatever the input's rank (a stacked matmul is slower).
+        y = x.reshape(-1, w.shape[1]) @ w.T
         if b is not None:
-            y = y + b
-        if not keep_num_dims:
-            y = y.reshape(-1, w.shape[0])
-        return (y.astype(np.float32),)
+            y += b
+        y = y.reshape(x.shape[:-1] + (w.shape[0],)) if keep_num_dims else y.reshape(-1, w.shape[0])
+        return (y.astype(np.float32, copy=False),)
 
     def options(self, attrs: FullyConnectedAttrs):
         return FullyConnectedOptionsT(

@@ -206,7 +206,7 @@ class MaxPool2D(_Pool):
     def reference(self, x, *, padding, stride_h, stride_w, filter_h, filter_w):
         kernel, strides = (filter_h, filter_w), (stride_h, stride_w)
         x = pad_nhwc(x, kernel, strides, (1, 1), padding, value=-np.inf)
-        return (windows(x, kernel, strides, (1, 1)).max(axis=(3, 4)).astype(np.float32),)
+        return (_window_reduce(np.maximum, x, kernel, strides).astype(np.float32, copy=False),)
 
 
 @register
@@ -253,7 +253,21 @@ class AveragePool2D(_Pool):
 
         def window_sums(values: np.ndarray) -> np.ndarray:
             padded = pad_nhwc(values, kernel, strides, (1, 1), padding)
-            return windows(padded, kernel, strides, (1, 1)).sum(axis=(3, 4))
+            return _window_reduce(np.add, padded, kernel, strides)
 
         counts = window_sums(np.ones((1,) + x.shape[1:3] + (1,), np.float32))  # SAME: real cells only
-        return ((window_sums(x) / counts).astype(np.float32),)
+        sums = window_sums(x)
+        sums /= counts
+        return (sums.astype(np.float32, copy=False),)
+
+
+def _window_reduce(ufunc, x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int]) -> np.ndarray:
+    """ufunc folded over each KHxKW window of a padded NHWC array, one strided pass per window cell
+    (a reduction over the window axes of the as_strided view is several times slower)."""
+    win = windows(x, kernel, strides, (1, 1))
+    result = win[:, :, :, 0, 0, :].copy()
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                ufunc(result, win[:, :, :, i, j, :], out=result)
+    return result

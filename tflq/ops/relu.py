@@ -33,7 +33,7 @@ class _ClampSpec(OpSpec):
     low, high = 0.0, np.inf
 
     def reference(self, x):
-        return (np.clip(x, self.low, self.high).astype(np.float32),)
+        return (np.clip(x, self.low, self.high).astype(np.float32, copy=False),)
 
     def version(self, op: Op, graph: Graph) -> int:
         return quantized_version(graph, op)

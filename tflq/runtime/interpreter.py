@@ -57,7 +57,12 @@ class GraphRunner:
             args = [values[n] if n else None for n in op.inputs]
             results = kernel(*args, **kwargs)
             for name, value in zip(op.outputs, results):
-                value = apply_activation(np.asarray(value), activation)
+                value = np.asarray(value)
+                if activation != "NONE":
+                    # in place when the kernel made a fresh array (no view of an input)
+                    fresh = value.flags.writeable and value.dtype == np.float32 and not any(
+                        isinstance(a, np.ndarray) and np.may_share_memory(value, a) for a in args)
+                    value = apply_activation(value, activation, out=value if fresh else None)
                 values[name] = value
                 if on_tensor is not None:
                     on_tensor(name, value)
