@@ -494,3 +494,167 @@ def test_activation_after_producer(producer, activation, tmp_path):
     worst_db = min(sqnr_db(e, a) for x in samples
                    for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])))
     assert worst_db >= INT8_SQNR_FLOOR, f"worst int8 sample {worst_db:.1f} dB"
+
+
+# ---- 1-D graphs ------------------------------------------------------------------------------
+SEEDS_1D = range(120)
+
+
+class RandomGraph1D(RandomGraph):
+    """Grows a graph from one [N, C, W] input: 1-D Conv (strided, dilated, grouped, depthwise),
+    ConvTranspose, MaxPool/AveragePool, BatchNormalization, activations, broadcasting constants,
+    residual joins, Concat, global pooling into Gemm, and the model's own Transpose to [N, W, C]."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.shapes.clear()
+        c = int(self.rng.choice([3, 4, 8]))
+        self.input_shape = (1, c, int(self.rng.integers(8, 41)))
+        self.shapes["x"] = self.input_shape
+        self.spatial = {"x"}  # [N, C, W] values (not [N, W, C] sequences)
+
+    def one(self, op: str, inputs: list[str], shape, **attrs) -> str:
+        out = super().one(op, inputs, shape, **attrs)
+        if len(shape) == 3 and op not in ("Transpose", "MatMul") and self.spatial & set(inputs):
+            self.spatial.add(out)
+        return out
+
+    def conv1d(self, x: str) -> str:
+        n, c, w = self.shapes[x]
+        k = self.choice([1, 3, 5])
+        stride = self.choice([1, 1, 2])
+        dilation = self.choice([1, 2, 3]) if k > 1 else 1
+        kind = self.choice(["dense", "dense", "depthwise", "grouped"])
+        if kind == "depthwise":
+            groups, cout = c, c * self.choice([1, 2])
+        elif kind == "grouped" and c % 2 == 0:
+            groups, cout = 2, self.choice([4, 8])
+        else:
+            groups, cout = 1, self.choice([4, 8, 16])
+        span = dilation * (k - 1)
+        pads = [span // 2, span - span // 2] if self.rng.random() < 0.7 else \
+            [int(p) for p in self.rng.integers(0, k, 2)]
+        out = (w + pads[0] + pads[1] - span - 1) // stride + 1
+        if out < 2:
+            return x
+        inputs = [x, self.weights((cout, c // groups, k))]
+        if self.rng.random() < 0.6:
+            inputs.append(self.const(self.rng.normal(0, 0.2, cout).astype(np.float32)))
+        return self.one("Conv", inputs, (n, cout, out), kernel_shape=[k], strides=[stride],
+                        pads=pads, group=groups, dilations=[dilation])
+
+    def conv_transpose1d(self, x: str) -> str:
+        n, c, w = self.shapes[x]
+        if w > 40:
+            return x
+        k, stride = self.choice([(2, 2), (4, 2), (3, 1), (3, 2)])
+        pad = self.choice([0, 1]) if k > 2 else 0
+        out = (w - 1) * stride + k - 2 * pad
+        cout = self.choice([4, 8])
+        inputs = [x, self.weights((c, cout, k))]
+        if self.rng.random() < 0.6:
+            inputs.append(self.const(self.rng.normal(0, 0.2, cout).astype(np.float32)))
+        return self.one("ConvTranspose", inputs, (n, cout, out), kernel_shape=[k], strides=[stride],
+                        pads=[pad, pad])
+
+    def pool1d(self, x: str) -> str:
+        n, c, w = self.shapes[x]
+        k = self.choice([2, 3])
+        stride = self.choice([1, 2])
+        pad = self.choice([0, 0, 1]) if k == 3 else 0
+        out = (w + 2 * pad - k) // stride + 1
+        if out < 2:
+            return x
+        op = self.choice(["MaxPool", "AveragePool"])
+        attrs = dict(kernel_shape=[k], strides=[stride], pads=[pad, pad])
+        if op == "AveragePool" and pad:
+            attrs["count_include_pad"] = int(self.choice([0, 1]))
+        return self.one(op, [x], (n, c, out), **attrs)
+
+    def binary_const1d(self, x: str) -> str:
+        n, c, w = self.shapes[x]
+        cshape = self.choice([(), (1,), (w,), (c, 1), (1, c, 1), (c, w)])
+        value = self.rng.uniform(0.5, 1.5, cshape) * self.choice([1, -1])
+        inputs = [x, self.const(value.astype(np.float32))]
+        if self.rng.random() < 0.3:
+            inputs.reverse()
+        return self.one(self.choice(["Add", "Mul", "Sub"]), inputs, (n, c, w))
+
+    def residual(self, x: str) -> str:
+        n, c, w = self.shapes[x]
+        same = [m for m, s in self.shapes.items() if s == (n, c, w) and m != x and m in self.spatial]
+        y = self.choice(same) if same and self.rng.random() < 0.5 else self.activation(self.batchnorm(
+            self.one("Conv", [x, self.weights((c, c, 3))], (n, c, w), kernel_shape=[3], pads=[1, 1])))
+        return self.one(self.choice(["Add", "Mul"]), [x, y], (n, c, w))
+
+    def concat1d(self, x: str) -> str:
+        n, c, w = self.shapes[x]
+        axis = self.choice([1, 1, 2])
+        other = self.activation(x) if axis == 2 else self.one(
+            "Conv", [x, self.weights((4, c, 1))], (n, 4, w), kernel_shape=[1])
+        shape = [n, c, w]
+        shape[axis] += self.shapes[other][axis]
+        return self.one("Concat", [x, other], tuple(shape), axis=axis)
+
+    def global_head(self, x: str) -> str:
+        n, c, w = self.shapes[x]
+        g = self.one(self.choice(["GlobalAveragePool", "GlobalMaxPool"]), [x], (n, c, 1))
+        g = self.one("Flatten", [g], (n, c), axis=1)
+        return self.matmul(g)
+
+    def to_sequence(self, x: str) -> str:
+        n, c, w = self.shapes[x]
+        y = self.one("Transpose", [x], (n, w, c), perm=[0, 2, 1])
+        return self.matmul(y) if self.rng.random() < 0.5 else y
+
+    def step(self, x: str) -> str:
+        if x not in self.spatial:
+            return super().step(x)
+        table = [(self.conv1d, 6), (self.batchnorm, 2), (self.activation, 3), (self.binary_const1d, 2),
+                 (self.residual, 2), (self.concat1d, 1), (self.pool1d, 2), (self.conv_transpose1d, 1),
+                 (self.global_head, 1), (self.to_sequence, 1)]
+        weights = np.array([wt for _, wt in table], float)
+        return table[int(self.rng.choice(len(table), p=weights / weights.sum()))][0](x)
+
+
+def _file_layouts(config: ConvertConfig) -> tuple[list[bool], list[bool]]:
+    """Which graph inputs and outputs the file holds channels-last (NWC), from the converter's graph."""
+    from tflq.pipeline import prepare_graph
+
+    graph, _ = prepare_graph(config)
+    return ([graph.tensors[n].layout.channels_last for n in graph.inputs],
+            [graph.tensors[n].layout.channels_last for n in graph.outputs])
+
+
+def _run_nwc(tflite: bytes, x: np.ndarray, layouts) -> list[np.ndarray]:
+    ins, outs = layouts
+    feed = x.transpose(0, 2, 1) if ins[0] else x
+    results = run_litert(tflite, [feed], nchw_io=False)
+    return [r.transpose((0, 2, 1) if r.ndim == 3 else (0, 3, 1, 2)) if last else r
+            for r, last in zip(results, outs)]
+
+
+@pytest.mark.parametrize("seed", SEEDS_1D)
+def test_random_1d_graph_matches_onnxruntime(seed, tmp_path):
+    builder = RandomGraph1D(seed)
+    model, _ = builder.build()
+    path = str(tmp_path / f"fuzz1d_{seed}.onnx")
+    onnx.save(model, path)
+    keep_io = seed % 4 == 3
+    xs = _inputs(builder.input_shape, 8, seed)
+    config = ConvertConfig(model=path, keep_io_layout=keep_io)
+    report = convert(config)
+    own = sum(node.op_type == "Transpose" for node in model.graph.node)
+    assert report.op_counts.get("TRANSPOSE", 0) <= own or keep_io  # none beyond the model's own
+    layouts = _file_layouts(config)
+    for x in xs[:4]:  # the worst sample decides
+        for e, a in zip(run_onnxruntime(path, {"x": x}), _run_nwc(report.tflite, x, layouts)):
+            assert a.shape == e.shape
+            assert relative_error(e, a) <= FLOAT_TOLERANCE
+    full = ConvertConfig(model=path, keep_io_layout=keep_io, mode="full", dtype="int8",
+                         calib=[{"x": c} for c in xs[4:]])
+    report = convert(full)
+    for x in xs[4:]:
+        for e, a in zip(run_onnxruntime(path, {"x": x}), _run_nwc(report.tflite, x, layouts)):
+            assert a.shape == e.shape
+            assert sqnr_db(e, a) >= INT8_SQNR_FLOOR

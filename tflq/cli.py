@@ -99,7 +99,8 @@ def main() -> None:
               help="Fix an input's dynamic dimensions, e.g. input:1,3,224,224 (repeatable). "
                    "A dynamic batch defaults to 1.")
 @click.option("--keep-io-layout", is_flag=True,
-              help="Keep the ONNX (NCHW) layout for 4-D inputs and outputs instead of NHWC.")
+              help="Keep the ONNX layout (NCHW; NCW for 1-D conv inputs and outputs) instead of "
+                   "NHWC (NWC).")
 @click.option("--min-weight-elements", type=click.IntRange(min=1), default=1024, show_default=True,
               help="weights-only: constants smaller than this stay float.")
 @click.option("--calib", type=click.Path(exists=True),

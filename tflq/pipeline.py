@@ -15,8 +15,9 @@ from tflq.passes.cleanup import (merge_transposes, remove_dead_ops, remove_noop_
                                   sink_transpose_through_reshape, sink_transpose_through_unary)
 from tflq.passes.fuse import (divisions_by_constants_to_multiplications, fold_affine_into_producer,
                               fuse_activations)
-from tflq.passes.layout import to_nhwc
+from tflq.passes.layout import channels_last_1d_io, to_nhwc
 from tflq.passes.manager import fixed_point
+from tflq.passes.one_d import cancel_height_reshapes, sink_height_squeezes, spread_ncw
 from tflq.quantize.qdq import QdqModel, find_qdq, resolve_mode, simplify_qdq_graph
 from tflq.report import ConversionReport
 
@@ -54,7 +55,10 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
                               dtype=None if config.mode == Mode.FLOAT else config.dtype.value,
                               input_bytes=_file_size(config.model),
                               notes=list(loaded.notes) + ([mode_note] if mode_note else []))
+    # NORMALIZE: 1-D convolution stacks stay 4-D (height 1) between their ops
+    fixed_point(graph, [sink_height_squeezes, cancel_height_reshapes, spread_ncw])
     report.transposes_inserted = to_nhwc(graph, keep_io_layout=config.keep_io_layout)
+    report.notes.extend(channels_last_1d_io(graph))
     fixed_point(graph, [
         # FUSE: BatchNorm (MUL/ADD, or DIV) into convolutions, then activations into producers
         divisions_by_constants_to_multiplications, fold_affine_into_producer,

@@ -306,14 +306,14 @@ class ImportContext:
         return len(self.shape(name))
 
     def constant(self, name: str) -> np.ndarray | None:
-        """The value of a constant input (an initializer, a folded node, or a value aliased to an IR
-        constant, such as a DequantizeLinear of an integer initializer), else None."""
+        """The value of a constant input (an initializer, a folded node, an IR constant, or a value
+        aliased to one, such as a DequantizeLinear of an integer initializer), else None."""
         if not name:
             return None
         if name in self._constants:
             return self._constants[name]
-        aliased = self._alias.get(name)
-        return self.graph.tensors[aliased].data if aliased and self.graph.is_constant(aliased) else None
+        ir_name = self._alias.get(name, name)
+        return self.graph.tensors[ir_name].data if ir_name in self.graph.tensors else None
 
     def require_constant(self, node, index: int, what: str) -> np.ndarray:
         name = node.input[index] if index < len(node.input) else ""

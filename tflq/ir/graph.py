@@ -13,11 +13,18 @@ from tflq.ir.quant import QuantParams
 
 
 class Layout(Enum):
-    """How a tensor's axes are ordered; only 4-D activations are anything but ANY."""
+    """How a tensor's axes are ordered: 4-D activations are NCHW (ONNX order) or NHWC; a 3-D one
+    that a 1-D convolution or pool reads or writes is NCW (ONNX order) or NWC; the rest are ANY."""
 
     ANY = "any"
     NCHW = "nchw"
     NHWC = "nhwc"
+    NCW = "ncw"
+    NWC = "nwc"
+
+    @property
+    def channels_last(self) -> bool:
+        return self in (Layout.NHWC, Layout.NWC)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from tflq.ops.base import (Calibrated, Case, ChannelsLast, FusedActivations, Int
                            Weight, rand)
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
                              windows)
+from tflq.ops.one_d import import_as_2d, one_d_case
 from tflq.ops.pad import add_explicit_pad
 
 
@@ -72,12 +73,18 @@ class Conv2D(OpSpec):
         _conv_case("asymmetric_pads", (1, 3, 7, 7), (4, 3, 3, 3), pads=[0, 1, 2, 1]),
         _conv_case("grouped", (1, 4, 6, 6), (8, 2, 3, 3), group=2, pads=[1, 1, 1, 1]),
         _conv_case("5x5_stride2_valid", (2, 3, 11, 11), (4, 3, 5, 5), strides=[2, 2]),
+        one_d_case(_conv_case("1d_k5_pads2", (1, 4, 20), (6, 4, 5), pads=[2, 2])),
+        one_d_case(_conv_case("1d_stride2_dilated", (2, 3, 23), (5, 3, 3), strides=[2], dilations=[2],
+                              pads=[2, 1])),
+        one_d_case(_conv_case("1d_grouped_same", (1, 4, 15), (8, 2, 3), group=2, auto_pad="SAME_UPPER")),
     ]
 
     def from_onnx(self, node, ctx) -> None:
         x, w_name = node.input[0], node.input[1]
+        if ctx.rank(x) == 3:
+            return import_as_2d(self, node, ctx, weight_inputs=(1,))
         if ctx.rank(x) != 4:
-            raise Unsupported(node, "conv_rank", f"only 2-D convolution is supported "
+            raise Unsupported(node, "conv_rank", f"only 1-D and 2-D convolution are supported "
                                                  f"(input rank {ctx.rank(x)})")
         w = ctx.require_constant(node, 1, "weights")
         b = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -183,6 +190,8 @@ class DepthwiseConv2D(OpSpec):
         _conv_case("depthwise_multiplier2", (1, 3, 6, 6), (6, 1, 3, 3), group=3),
         _conv_case("depthwise_dilated", (1, 4, 9, 9), (4, 1, 3, 3), group=4, dilations=[2, 2],
                    pads=[2, 2, 2, 2]),
+        one_d_case(_conv_case("1d_depthwise_dilated", (1, 4, 17), (8, 1, 3), group=4, dilations=[3],
+                              pads=[3, 3])),
     ]
 
     def reference(self, x, w, b=None, *, padding, stride_h, stride_w, dilation_h, dilation_w,

@@ -24,6 +24,7 @@ from tflq.ops import register
 from tflq.ops.base import Case, ChannelsLast, FusedActivations, OpSpec, SameAsInput, rand
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
                              windows)
+from tflq.ops.one_d import import_as_2d, one_d_case
 from tflq.ops.pad import MirrorPadAttrs, add_explicit_pad
 
 
@@ -65,7 +66,7 @@ def pool_window(node, ctx) -> PoolWindow:
     """Validate an ONNX MaxPool/AveragePool node and work out its padding and output size."""
     x = node.input[0]
     if ctx.rank(x) != 4:
-        raise Unsupported(node, "pool_rank", f"only 2-D pooling is supported (input rank {ctx.rank(x)})")
+        raise Unsupported(node, "pool_rank", f"only 1-D and 2-D pooling are supported (input rank {ctx.rank(x)})")
     kernel = tuple(int(k) for k in ctx.attr(node, "kernel_shape"))
     strides = tuple(int(s) for s in ctx.attr(node, "strides", None) or (1, 1))
     dilations = tuple(int(d) for d in ctx.attr(node, "dilations", None) or (1, 1))
@@ -192,9 +193,13 @@ class MaxPool2D(_Pool):
                    strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
         _pool_case("pads2_stride1", "MaxPool", (1, 2, 6, 7), low=-2.0, high=-1.0, kernel_shape=[3, 3],
                    pads=[2, 1, 2, 2]),
+        one_d_case(_pool_case("1d_k3_s2_pads1", "MaxPool", (1, 3, 15), low=-2.0, high=-1.0,
+                              kernel_shape=[3], strides=[2], pads=[1, 1])),
     ]
 
     def from_onnx(self, node, ctx) -> None:
+        if ctx.rank(node.input[0]) == 3:
+            return import_as_2d(self, node, ctx)
         if len(node.output) > 1 and node.output[1]:
             raise Unsupported(node, "maxpool_indices", "MaxPool's Indices output is not supported")
         window = pool_window(node, ctx)
@@ -227,9 +232,13 @@ class AveragePool2D(_Pool):
                    strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1),
         _pool_case("ceil_mode_exclude_pad", "AveragePool", (1, 2, 8, 8), kernel_shape=[3, 3],
                    strides=[2, 2], ceil_mode=1),
+        one_d_case(_pool_case("1d_k3_pads1_exclude_pad", "AveragePool", (2, 3, 12), kernel_shape=[3],
+                              pads=[1, 1])),
     ]
 
     def from_onnx(self, node, ctx) -> None:
+        if ctx.rank(node.input[0]) == 3:
+            return import_as_2d(self, node, ctx)
         window = pool_window(node, ctx)
         include_pad = bool(ctx.attr(node, "count_include_pad", 0))
         padding = window.tflite_padding()

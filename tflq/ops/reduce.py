@@ -11,6 +11,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import AxisSensitive, Calibrated, Case, OpSpec, SameAsInput, rand
+from tflq.ops.one_d import import_as_2d, one_d_case
 
 
 def _axes_in_input(op_type: str, opset: int) -> bool:
@@ -50,6 +51,8 @@ class _Reduce(OpSpec):
         x = node.input[0]
         rank = ctx.rank(x)
         if node.op_type.startswith("Global"):
+            if rank == 3:
+                return import_as_2d(self, node, ctx)
             add_reduce(ctx, self.kind, x, list(range(2, rank)), node.output[0], keep_dims=True)
             return
         if _axes_in_input(node.op_type, ctx.opset) and ctx.attr(node, "axes") is not None:
@@ -97,6 +100,7 @@ class Mean(_Reduce):
         _reduce_case("all_axes_default", "ReduceMean", (2, 3, 4), keepdims=0),
         _reduce_case("axes_input_opset18", "ReduceMean", axes=[1, 3], opset=18, keepdims=0),
         _reduce_case("global_average_pool", "GlobalAveragePool"),
+        one_d_case(_reduce_case("global_average_pool_1d", "GlobalAveragePool", (1, 5, 9))),
     ]
 
 
@@ -130,4 +134,5 @@ class ReduceMax(_Reduce):
         _reduce_case("hw_keepdims", "ReduceMax", axes=[2, 3]),
         _reduce_case("channels_axes_input_opset18", "ReduceMax", axes=[1], opset=18, keepdims=0),
         _reduce_case("global_max_pool", "GlobalMaxPool"),
+        one_d_case(_reduce_case("global_max_pool_1d", "GlobalMaxPool", (2, 4, 7))),
     ]

@@ -21,6 +21,7 @@ from tflq.ops import register
 from tflq.ops.base import (Calibrated, Case, ChannelsLast, FusedActivations, Int32Bias, OpSpec,
                            Weight, rand)
 from tflq.ops.common import activation_code, padding_code
+from tflq.ops.one_d import import_as_2d, one_d_case
 from tflq.ops.slice import add_slice
 
 OUTPUT_SHAPE, WEIGHTS, DATA, BIAS = 0, 1, 2, 3  # TRANSPOSE_CONV operand order
@@ -103,13 +104,18 @@ class TransposeConv(OpSpec):
         _case("asymmetric_pads_crop", (1, 2, 5, 5), (2, 3, 3, 3), strides=[2, 1], pads=[0, 2, 1, 0]),
         _case("no_bias_output_shape", (1, 3, 4, 4), (3, 2, 3, 3), bias=False, strides=[2, 2],
               output_shape=[7, 7]),
+        one_d_case(_case("1d_k4_s2_pads1", (1, 4, 10), (4, 3, 4), strides=[2], pads=[1, 1])),
+        one_d_case(_case("1d_k3_s2_output_padding_crop", (1, 3, 9), (3, 2, 3), strides=[2], pads=[1, 0],
+                         output_padding=[1])),
     ]
 
     def from_onnx(self, node, ctx) -> None:
         x = node.input[0]
+        if ctx.rank(x) == 3:
+            return import_as_2d(self, node, ctx, weight_inputs=(1,))
         if ctx.rank(x) != 4:
-            raise Unsupported(node, "convtranspose_rank", f"only 2-D ConvTranspose is supported "
-                                                          f"(input rank {ctx.rank(x)})")
+            raise Unsupported(node, "convtranspose_rank", f"only 1-D and 2-D ConvTranspose are "
+                                                          f"supported (input rank {ctx.rank(x)})")
         w = ctx.require_constant(node, 1, "weights")
         b = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if len(node.input) > 2 and node.input[2] and b is None:

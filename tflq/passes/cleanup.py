@@ -15,8 +15,9 @@ def _bypass(graph: Graph, op: Op) -> bool:
         if len(graph.consumers(src)) != 1:
             return False
         graph.remove_op(op)
-        del graph.tensors[dst]
-        graph.rename(src, dst)
+        layout = graph.tensors.pop(dst).layout  # what the output holds (an identity TRANSPOSE of
+        graph.rename(src, dst)                  # NWC data gives ONNX-order [N, W, C])
+        graph.tensors[dst].layout = layout
         return True
     graph.remove_op(op)
     graph.replace_uses(dst, src)

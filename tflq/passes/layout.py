@@ -1,6 +1,8 @@
 """The one layout pass: turn the imported NCHW graph into TFLite's NHWC with as few TRANSPOSEs as possible.
 
-Rank-4 activations start in ONNX (NCHW) order. A tensor becomes NHWC where an op that needs it
+Rank-4 activations start in ONNX (NCHW) order; so do rank-3 ones marked NCW (what a 1-D convolution
+or pool reads and writes: the importers run those as 2-D ops with a height of 1), which become NWC
+by the same rules. A tensor becomes NHWC where an op that needs it
 (each spec's `layout` rule) or the model's edge asks; ops that work in any layout follow their
 inputs, with axis arguments and constant operands permuted to match. A TRANSPOSE is inserted
 only where an op needs the ONNX axis order of an NHWC tensor and no cheaper rewrite exists: a
@@ -17,7 +19,30 @@ from tflq.ops.base import AxisSensitive, ChannelsLast, LayoutBreaking, PermutesA
 
 TO_NHWC = (0, 2, 3, 1)  # NHWC axis j holds NCHW axis TO_NHWC[j]
 TO_NCHW = (0, 3, 1, 2)
-NCHW_AXIS_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
+CHANNELS_FIRST = {3: Layout.NCW, 4: Layout.NCHW}
+CHANNELS_LAST = {3: Layout.NWC, 4: Layout.NHWC}
+
+
+def to_channels_last(rank: int) -> tuple[int, ...]:
+    """Channels-last axis j holds channels-first axis to_channels_last(rank)[j] (NHWC, NWC)."""
+    return (0,) + tuple(range(2, rank)) + (1,)
+
+
+def to_channels_first(rank: int) -> tuple[int, ...]:
+    return (0, rank - 1) + tuple(range(1, rank - 1))
+
+
+def channels_last_axis(axis: int, rank: int) -> int:
+    """Where ONNX (channels-first) axis `axis` sits in the channels-last order."""
+    axis %= rank
+    return 0 if axis == 0 else rank - 1 if axis == 1 else axis - 1
+
+
+def onnx_shape(t: Tensor) -> tuple[int, ...]:
+    """A tensor's shape in ONNX axis order (a channels-last activation's permuted back)."""
+    if t.layout.channels_last:
+        return tuple(t.shape[i] for i in to_channels_first(t.rank))
+    return t.shape
 
 
 def _moves_only_unit_axes(shape: tuple[int, ...], perm: tuple[int, ...]) -> bool:
@@ -41,31 +66,43 @@ class _LayoutRewriter:
         t = self.graph.tensors[name] if name else None
         return t is not None and t.rank == 4 and not t.is_constant
 
-    def mark_nhwc(self, name: str) -> None:
-        t = self.graph.tensors[name]
-        if t.layout != Layout.NHWC:
-            t.shape = tuple(t.shape[i] for i in TO_NHWC)
-            t.layout = Layout.NHWC
+    def is_activation(self, name: str, rank: int) -> bool:
+        t = self.graph.tensors[name] if name else None
+        return t is not None and t.rank == rank and not t.is_constant
 
-    def mark_output_layout(self, op: Op, layout: Layout) -> None:
+    def mark_nhwc(self, name: str) -> None:
+        """Give a 4-D (or NCW 3-D) activation its channels-last shape and layout."""
+        t = self.graph.tensors[name]
+        if not t.layout.channels_last:
+            t.shape = tuple(t.shape[i] for i in to_channels_last(t.rank))
+            t.layout = CHANNELS_LAST[t.rank]
+
+    def mark_output_layout(self, op: Op, layout: Layout, rank: int = 4) -> None:
+        """NHWC: the outputs of `rank` hold channels-last data (rank 4 or 3; other outputs ONNX
+        order); NCHW: they all hold ONNX order."""
         for name in op.outputs:
             if self.is_rank4_activation(name):
-                if layout == Layout.NHWC:
+                if layout == Layout.NHWC and rank == 4:
                     self.mark_nhwc(name)
                 else:
                     self.graph.tensors[name].layout = Layout.NCHW
+            elif self.is_activation(name, 3) and layout == Layout.NHWC and rank == 3:
+                self.mark_nhwc(name)
 
     def convert(self, name: str, to: Layout, before: Op) -> str:
-        """`name` in layout `to`: a permuted constant, a RESHAPE, or a TRANSPOSE (cached)."""
+        """`name` channels-last (`to` NHWC) or in ONNX order (NCHW), for rank 4 or 3: a RESHAPE
+        or a TRANSPOSE (cached)."""
         t = self.graph.tensors[name]
-        if t.layout == to:
+        last = to == Layout.NHWC
+        if t.layout.channels_last == last:
             return name
         key = (name, to)
         if key in self.converted:
             return self.converted[key]
-        perm = TO_NHWC if to == Layout.NHWC else TO_NCHW
+        perm = to_channels_last(t.rank) if last else to_channels_first(t.rank)
         new_shape = tuple(t.shape[i] for i in perm)
-        suffix = "nhwc" if to == Layout.NHWC else "nchw"
+        to = (CHANNELS_LAST if last else CHANNELS_FIRST)[t.rank]
+        suffix = to.value
         out = self.graph.add_activation(f"{name}/{suffix}", t.dtype, new_shape, to)
         if _moves_only_unit_axes(t.shape, perm):
             shape_const = self.graph.add_constant(f"{out}/shape", np.array(new_shape, np.int32))
@@ -82,8 +119,9 @@ class _LayoutRewriter:
         t = self.graph.tensors[name]
         if t.rank == 0 or t.size == 1 and t.rank <= out_rank:
             return name
-        data = t.data.reshape((1,) * (4 - t.rank) + t.shape)
-        return self.graph.add_constant(f"{name}/nhwc", np.ascontiguousarray(data.transpose(TO_NHWC)),
+        data = t.data.reshape((1,) * (out_rank - t.rank) + t.shape)
+        return self.graph.add_constant(f"{name}/{CHANNELS_LAST[out_rank].value}",
+                                       np.ascontiguousarray(data.transpose(to_channels_last(out_rank))),
                                        t.dtype)
 
     # ---- per rule ---------------------------------------------------------------------------
@@ -106,7 +144,7 @@ class _LayoutRewriter:
             raise TypeError(f"unknown layout rule {rule!r} on {op.kind}")
 
     def _nhwc_wanted(self, op: Op, data_inputs) -> bool:
-        return any(self.layout(op.inputs[i]) == Layout.NHWC for i in data_inputs
+        return any(self.layout(op.inputs[i]).channels_last for i in data_inputs
                    if i < len(op.inputs) and op.inputs[i])
 
     def visit_transparent(self, op: Op) -> None:
@@ -115,8 +153,8 @@ class _LayoutRewriter:
             self.mark_output_layout(op, Layout.NCHW)
             return
         out_rank = self.graph.tensors[op.outputs[0]].rank
-        lower_rank = [i for i in activations if self.graph.tensors[op.inputs[i]].rank != 4]
-        if out_rank != 4 or lower_rank:
+        other_rank = [i for i in activations if self.graph.tensors[op.inputs[i]].rank != out_rank]
+        if out_rank not in CHANNELS_LAST or other_rank:
             self.to_onnx_order(op)
             return
         for i, name in enumerate(op.inputs):
@@ -126,7 +164,7 @@ class _LayoutRewriter:
                 op.inputs[i] = self.permuted_constant(name, out_rank)
             else:
                 op.inputs[i] = self.convert(name, Layout.NHWC, op)
-        self.mark_output_layout(op, Layout.NHWC)
+        self.mark_output_layout(op, Layout.NHWC, out_rank)
 
     def visit_axis_sensitive(self, op: Op, rule: AxisSensitive) -> None:
         special = set(rule.axis_inputs) | set(rule.per_axis_inputs)
@@ -134,54 +172,62 @@ class _LayoutRewriter:
         if not self._nhwc_wanted(op, data):
             self.mark_output_layout(op, Layout.NCHW)
             return
+        rank = next(self.graph.tensors[op.inputs[i]].rank for i in data
+                    if self.layout(op.inputs[i]).channels_last)
+        if any(self.graph.tensors[op.inputs[i]].rank != rank for i in data
+               if not self.graph.is_constant(op.inputs[i])):
+            self.to_onnx_order(op)
+            return
         attrs = op.attrs
         new_values = {}
         for field in rule.attrs:
             value = getattr(attrs, field)
             if isinstance(value, (tuple, list)):
-                new_values[field] = type(value)(NCHW_AXIS_TO_NHWC[a % 4] for a in value)
+                new_values[field] = type(value)(channels_last_axis(a, rank) for a in value)
             else:
-                new_values[field] = NCHW_AXIS_TO_NHWC[value % 4]
+                new_values[field] = channels_last_axis(value, rank)
         out_ranks = {self.graph.tensors[n].rank for n in op.outputs if n}
-        removed = self._removed_axes(op, attrs, rule) if out_ranks != {4} else set()
-        if out_ranks != {4} and not self._reduced_order_ok(op, removed):
+        removed = self._removed_axes(op, attrs, rule, rank) if out_ranks != {rank} else set()
+        if out_ranks != {rank} and not self._reduced_order_ok(op, removed):
             self.to_onnx_order(op)
             return
         if new_values:
             op.replace_attrs(**new_values)
+        suffix = CHANNELS_LAST[rank].value
         for i in rule.axis_inputs:
             t = self.graph.tensors[op.inputs[i]]
-            mapped = np.vectorize(lambda a: NCHW_AXIS_TO_NHWC[int(a) % 4])(t.data).astype(t.dtype.numpy)
-            op.inputs[i] = self.graph.add_constant(f"{op.inputs[i]}/nhwc", mapped, t.dtype)
+            mapped = np.vectorize(lambda a: channels_last_axis(int(a), rank))(t.data).astype(t.dtype.numpy)
+            op.inputs[i] = self.graph.add_constant(f"{op.inputs[i]}/{suffix}", mapped, t.dtype)
         for i in rule.per_axis_inputs:
             t = self.graph.tensors[op.inputs[i]]
-            op.inputs[i] = self.graph.add_constant(f"{op.inputs[i]}/nhwc", t.data[list(TO_NHWC)], t.dtype)
+            op.inputs[i] = self.graph.add_constant(f"{op.inputs[i]}/{suffix}",
+                                                   t.data[list(to_channels_last(rank))], t.dtype)
         for i in data:
             name = op.inputs[i]
-            if self.graph.is_constant(name) and self.graph.tensors[name].rank == 4:
-                op.inputs[i] = self.permuted_constant(name, 4)
-            elif self.is_rank4_activation(name):
+            if self.graph.is_constant(name) and self.graph.tensors[name].rank == rank:
+                op.inputs[i] = self.permuted_constant(name, rank)
+            elif self.is_activation(name, rank):
                 op.inputs[i] = self.convert(name, Layout.NHWC, op)
-        self.mark_output_layout(op, Layout.NHWC)
-        if out_ranks != {4}:
+        self.mark_output_layout(op, Layout.NHWC, rank)
+        if out_ranks != {rank}:
             self.reshape_to_onnx_shape(op, removed)
 
-    def _removed_axes(self, op: Op, attrs, rule: AxisSensitive) -> set[int]:
-        """The ONNX (NCHW) axes a rank-reducing op removes."""
+    def _removed_axes(self, op: Op, attrs, rule: AxisSensitive, rank: int) -> set[int]:
+        """The ONNX (channels-first) axes a rank-reducing op removes."""
         removed: set[int] = set()
         for field in rule.attrs:
             value = getattr(attrs, field)
-            removed.update(a % 4 for a in (value if isinstance(value, (tuple, list)) else [value]))
+            removed.update(a % rank for a in (value if isinstance(value, (tuple, list)) else [value]))
         for i in rule.axis_inputs:
-            removed.update(int(a) % 4 for a in np.ravel(self.graph.tensors[op.inputs[i]].data))
+            removed.update(int(a) % rank for a in np.ravel(self.graph.tensors[op.inputs[i]].data))
         return removed
 
     def reshape_to_onnx_shape(self, op: Op, removed: set[int]) -> None:
         """The op reduced NHWC axes: its result holds the ONNX bytes (_reduced_order_ok) in NHWC
         axis order, e.g. [N, W, 1] for ONNX's [N, 1, W]; a RESHAPE gives it the ONNX shape."""
         x = self.graph.tensors[op.inputs[0]]
-        nchw_shape = tuple(x.shape[i] for i in TO_NCHW)
-        produced = tuple(nchw_shape[a] for a in TO_NHWC if a not in removed)
+        nchw_shape = onnx_shape(x)
+        produced = tuple(nchw_shape[a] for a in to_channels_last(x.rank) if a not in removed)
         for k, name in enumerate(op.outputs):
             y = self.graph.tensors[name] if name else None
             if y is None or y.shape == produced or len(produced) != y.rank:
@@ -196,8 +242,8 @@ class _LayoutRewriter:
         x = self.graph.tensors[op.inputs[0]]
         if any(self.graph.tensors[n].rank >= x.rank for n in op.outputs if n):
             return False  # only ops that remove axes are understood here
-        nchw_shape = tuple(x.shape[i] for i in TO_NCHW)
-        survivors = [a for a in TO_NHWC if a not in removed and nchw_shape[a] != 1]
+        nchw_shape = onnx_shape(x)
+        survivors = [a for a in to_channels_last(x.rank) if a not in removed and nchw_shape[a] != 1]
         return survivors == sorted(survivors)
 
     def visit_transpose(self, op: Op, rule: PermutesAxes) -> None:
@@ -205,9 +251,10 @@ class _LayoutRewriter:
         perm_name = op.inputs[rule.perm_input]
         perm = tuple(int(p) for p in self.graph.tensors[perm_name].data)
         y = self.graph.tensors[op.outputs[0]]
-        if self.layout(x) == Layout.NHWC:
+        if self.layout(x).channels_last:
             # y_onnx = x_onnx.transpose(perm), and x_onnx = x_phys.transpose(TO_NCHW).
-            perm = tuple(TO_NCHW[p] for p in perm)
+            first = to_channels_first(len(perm))
+            perm = tuple(first[p] for p in perm)
         if y.rank == 4:
             as_nhwc = tuple(perm[i] for i in TO_NHWC)
             if as_nhwc == tuple(range(4)) or self._consumers_want_nhwc(op.outputs[0]):
@@ -215,20 +262,43 @@ class _LayoutRewriter:
                 self.mark_nhwc(op.outputs[0])
             else:
                 y.layout = Layout.NCHW
+        elif y.rank == 3 and y.layout == Layout.NCW:
+            # A 1-D convolution reads y: the model's own transpose delivers it channels-last.
+            perm = tuple(perm[i] for i in to_channels_last(3))
+            self.mark_nhwc(op.outputs[0])
         op.inputs[rule.perm_input] = self.graph.add_constant(perm_name, np.array(perm, np.int32))
 
     def _consumers_want_nhwc(self, name: str) -> bool:
         return any(isinstance(registry.spec(c.kind).layout, ChannelsLast) for c in self.graph.consumers(name))
 
     def visit_breaking(self, op: Op) -> None:
-        if op.kind == "RESHAPE" and self.layout(op.inputs[0]) == Layout.NHWC and self.reshape_in_place(op):
-            self.mark_output_layout(op, Layout.NCHW)
-            return
+        if op.kind == "RESHAPE" and self.layout(op.inputs[0]).channels_last:
+            if self.reshape_in_place(op):
+                self.mark_output_layout(op, Layout.NCHW)
+                return
+            if self.reshape_keeps_channels_last(op):
+                return
         self.to_onnx_order(op)
+
+    def reshape_keeps_channels_last(self, op: Op) -> bool:
+        """[N, C, spatial...] -> [N, C, spatial'...] where the spatial sizes differ only by 1s (the
+        height a 1-D op runs with, added or dropped): the channels-last bytes are the same, so the
+        result is channels-last too (NWC <-> NHWC) and the RESHAPE gets the channels-last shape."""
+        x, y = self.graph.tensors[op.inputs[0]], self.graph.tensors[op.outputs[0]]
+        if y.rank not in CHANNELS_LAST or y.is_constant:
+            return False
+        n, c, *spatial_in = onnx_shape(x)
+        n_out, c_out, *spatial_out = y.shape
+        if (n, c) != (n_out, c_out) or [d for d in spatial_in if d != 1] != \
+                [d for d in spatial_out if d != 1]:
+            return False
+        self.mark_nhwc(op.outputs[0])
+        op.inputs[1] = self.graph.add_constant(f"{op.outputs[0]}/shape", np.array(y.shape, np.int32))
+        return True
 
     def to_onnx_order(self, op: Op) -> None:
         for i, name in enumerate(op.inputs):
-            if name and self.layout(name) == Layout.NHWC:
+            if name and self.layout(name).channels_last:
                 op.inputs[i] = self.convert(name, Layout.NCHW, op)
         self.mark_output_layout(op, Layout.NCHW)
 
@@ -236,8 +306,8 @@ class _LayoutRewriter:
         """Reshape an NHWC tensor directly when that gives the ONNX result (or can be made to)."""
         x = self.graph.tensors[op.inputs[0]]
         y = self.graph.tensors[op.outputs[0]]
-        nchw_shape = tuple(x.shape[i] for i in TO_NCHW)
-        if _moves_only_unit_axes(nchw_shape, TO_NHWC):
+        nchw_shape = onnx_shape(x)
+        if _moves_only_unit_axes(nchw_shape, to_channels_last(x.rank)):
             return True
         # Flatten [N, C, H, W] -> [N, C*H*W] feeding only FULLY_CONNECTED ops with constant weights.
         if y.rank != 2 or y.shape[0] != x.shape[0]:
@@ -247,9 +317,10 @@ class _LayoutRewriter:
                 or any(c.kind != "FULLY_CONNECTED" or c.inputs[0] != op.outputs[0]
                        or not self.graph.is_constant(c.inputs[1]) for c in consumers)):
             return False
-        _, c, h, w = nchw_shape
-        # Column k of the NHWC flattening holds NCHW feature order[k].
-        order = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+        features = nchw_shape[1:]
+        # Column k of the NHWC (NWC) flattening holds NCHW (NCW) feature order[k].
+        order = np.arange(int(np.prod(features))).reshape(features).transpose(
+            tuple(range(1, len(features))) + (0,)).reshape(-1)
         for consumer in consumers:
             weights = self.graph.tensors[consumer.inputs[1]]
             consumer.inputs[1] = self.graph.add_constant(f"{consumer.inputs[1]}/nhwc_columns",
@@ -259,18 +330,25 @@ class _LayoutRewriter:
     # ---- edges ------------------------------------------------------------------------------
     def run(self) -> int:
         g = self.graph
+        one_d = {name for name in g.outputs if self.layout(name) == Layout.NCW}
         if not self.keep_io_layout:
             for name in g.inputs:
-                if self.is_rank4_activation(name):
+                if self.is_rank4_activation(name) or self.layout(name) == Layout.NCW:
                     self.mark_nhwc(name)
         for op in list(g.ops):
             self.visit(op)
-        wanted = Layout.NCHW if self.keep_io_layout else Layout.NHWC
         for index, name in enumerate(list(g.outputs)):
-            if self.is_rank4_activation(name) and self.layout(name) != wanted:
+            t = g.tensors[name]
+            if not (self.is_rank4_activation(name) or name in one_d or t.layout.channels_last):
+                continue
+            # 4-D and 1-D conv outputs are channels-last unless the ONNX layout is kept; other
+            # 3-D outputs keep the ONNX order.
+            last = not self.keep_io_layout and (t.rank == 4 or name in one_d)
+            if t.layout.channels_last != last:
                 inner = g.unique_name(f"{name}/{self.layout(name).value}")
                 g.rename(name, inner)
-                perm = TO_NHWC if wanted == Layout.NHWC else TO_NCHW
+                perm = to_channels_last(t.rank) if last else to_channels_first(t.rank)
+                wanted = (CHANNELS_LAST if last else CHANNELS_FIRST)[t.rank]
                 t = g.tensors[inner]
                 g.add_tensor(Tensor(name, t.dtype, tuple(t.shape[i] for i in perm), layout=wanted))
                 const = np.array(perm, np.int32)
@@ -288,6 +366,18 @@ class _LayoutRewriter:
                 t.layout = Layout.NCHW
         g.remove_unused()
         return self.inserted
+
+
+def channels_last_1d_io(graph: Graph) -> list[str]:
+    """One note per 1-D ([N, C, W]) graph input or output that the file holds as NWC."""
+    notes = []
+    for what, names in (("input", graph.inputs), ("output", graph.outputs)):
+        for name in names:
+            t = graph.tensors[name]
+            if t.layout == Layout.NWC:
+                notes.append(f"{what} '{name}': ONNX [N, C, W] {list(onnx_shape(t))} is NWC "
+                             f"{list(t.shape)} in the file (--keep-io-layout keeps NCW)")
+    return notes
 
 
 def to_nhwc(graph: Graph, keep_io_layout: bool = False) -> int:

@@ -26,8 +26,8 @@ import numpy as np
 from tflq.config import CalibMethod
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.fileio import save_atomically
-from tflq.ir.graph import Graph, Layout
-from tflq.passes.layout import TO_NHWC
+from tflq.ir.graph import Graph
+from tflq.passes.layout import to_channels_last
 from tflq.progress import progress
 from tflq.runtime.interpreter import GraphRunner
 
@@ -474,8 +474,8 @@ def _feeds(graph: Graph, sample: Mapping[str, np.ndarray], index: int) -> dict[s
         if name not in sample:
             raise CalibrationError(f"calibration sample {index}: no array for input '{name}'")
         value = np.asarray(sample[name])
-        if t.layout == Layout.NHWC and value.ndim == 4:
-            value = value.transpose(TO_NHWC)
+        if t.layout.channels_last and value.ndim == t.rank:
+            value = value.transpose(to_channels_last(t.rank))
         if value.shape != t.shape:
             raise CalibrationError(f"calibration sample {index}: input '{name}' has shape "
                                    f"{list(value.shape)}, expected {list(t.shape)} ({t.layout.value})")

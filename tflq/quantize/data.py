@@ -30,8 +30,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from tflq.errors import CalibrationError
-from tflq.ir.graph import Graph, Layout
-from tflq.passes.layout import TO_NCHW
+from tflq.ir.graph import Graph
+from tflq.passes.layout import onnx_shape
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,7 @@ def graph_input_specs(graph: Graph) -> list[InputSpec]:
         t = graph.tensors[name]
         if t.is_constant:
             continue
-        shape = t.shape
-        if t.layout == Layout.NHWC and len(shape) == 4:
-            shape = tuple(shape[i] for i in TO_NCHW)
+        shape = onnx_shape(t)
         specs.append(InputSpec(name, shape, t.dtype.numpy))
     return specs
 
