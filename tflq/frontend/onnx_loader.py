@@ -14,6 +14,7 @@ from onnx import helper, numpy_helper, shape_inference
 from tflq import ops as registry
 from tflq.errors import Diagnostic, InvalidModelError, Unsupported, UnsupportedModelError
 from tflq.frontend.onnx_patterns import fuse_erf_gelu
+from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Layout, Op, Tensor
 
@@ -419,6 +420,7 @@ class ImportContext:
 def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadResult:
     """Read, normalise and import an ONNX model; report every unsupported node at once."""
     model, external_files = read_model_and_data_files(path)
+    refuse_onnxruntime_quantized(model, path)
     opset = default_opset(model)
     if opset not in SUPPORTED_OPSETS:
         raise UnsupportedModelError(
