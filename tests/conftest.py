@@ -24,11 +24,15 @@ def case_model(case) -> onnx.ModelProto:
     """A model of the case's nodes: graph inputs from case.inputs, initializers from case.consts."""
     inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
               for n, v in case.inputs.items()]
-    outputs = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in case.outputs]
+    # Output types left open: shape inference gives them (comparisons are bool, Cast is its `to`).
+    outputs = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in case.outputs]
     inits = [onnx.numpy_helper.from_array(v, n) for n, v in case.consts.items()]
     graph = helper.make_graph(case.nodes, case.name, inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case.opset)])
     model.ir_version = 8
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for out, typed in zip(model.graph.output, inferred.graph.output):
+        out.type.tensor_type.elem_type = typed.type.tensor_type.elem_type or onnx.TensorProto.FLOAT
     return model
 
 
@@ -65,16 +69,16 @@ def run_litert(tflite: bytes, feeds: list[np.ndarray], nchw_io: bool = True,
         value = np.asarray(value)
         if nchw_io and value.ndim == 4:
             value = value.transpose(0, 2, 3, 1)
-        if detail["dtype"] != np.float32:
+        if detail["dtype"] != np.float32 and detail["quantization"][0]:
             scale, zp = detail["quantization"]
             info = np.iinfo(detail["dtype"])
             value = np.clip(np.round(value / scale) + zp, info.min, info.max)
-        interpreter.set_tensor(detail["index"], np.ascontiguousarray(value.astype(detail["dtype"])))
+        interpreter.set_tensor(detail["index"], np.array(value, dtype=detail["dtype"], order="C"))
     interpreter.invoke()
     results = []
     for detail in interpreter.get_output_details():
         value = interpreter.get_tensor(detail["index"])
-        if detail["dtype"] != np.float32:
+        if detail["dtype"] != np.float32 and detail["quantization"][0]:  # not ids, masks
             scale, zp = detail["quantization"]
             value = (value.astype(np.float32) - zp) * scale
         if nchw_io and value.ndim == 4:
@@ -84,6 +88,10 @@ def run_litert(tflite: bytes, feeds: list[np.ndarray], nchw_io: bool = True,
 
 
 def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Largest error relative to the largest magnitude; integer/boolean results must be exact (0 or inf)."""
+    if np.asarray(expected).dtype.kind in "iub":
+        assert np.asarray(actual).dtype == np.asarray(expected).dtype, (actual.dtype, expected.dtype)
+        return 0.0 if np.array_equal(expected, actual) else float("inf")
     expected = np.asarray(expected, np.float64)
     actual = np.asarray(actual, np.float64)
     return float(np.max(np.abs(expected - actual)) / max(np.max(np.abs(expected)), 1e-6))

@@ -86,6 +86,7 @@ def convert(config: ConvertConfig) -> ConversionReport:
 
         quantize_full(graph, config, report, qdq, write=policy.write)
     verify(graph, after="quantization")
+    _describe_io(graph, report)
     data = serialize(graph, description="tflq")
     if config.output:
         policy.write("--output", data)
@@ -96,6 +97,17 @@ def convert(config: ConvertConfig) -> ConversionReport:
     if config.report:
         policy.write("--report", (report.to_json() + "\n").encode())
     return report
+
+
+def _describe_io(graph: Graph, report: ConversionReport) -> None:
+    """One summary line per model input and output not described yet: its type in the file
+    (integer and boolean inputs such as token ids and masks keep their ONNX type)."""
+    described = {line.split("'")[1] for line in report.io if "'" in line}
+    for label, names in (("input", graph.inputs), ("output", graph.outputs)):
+        for name in names:
+            if name not in described:
+                t = graph.tensors[name]
+                report.io.append(f"{label} '{name}': {t.dtype.name.lower()} {list(t.shape)}")
 
 
 def _file_size(path: str) -> int:

@@ -27,6 +27,9 @@ NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUnifo
 MAX_FOLD_PASSES = 8
 # IR kinds never evaluated at import even with constant inputs: they carry quantization meaning.
 NOT_FOLDED_KINDS = {"FAKE_QUANT", "QUANTIZE", "DEQUANTIZE"}
+# Graph input types a TFLite file can take as they are (token ids, attention masks, flags).
+INPUT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+               onnx.TensorProto.BOOL)
 
 
 @dataclass
@@ -417,6 +420,17 @@ class ImportContext:
         self._alias[onnx_name] = self.tensor(ir_name)
 
 
+def _plain_8bit_uses(graph: Graph) -> list[Diagnostic]:
+    """int8/uint8 values that are plain integers (a Cast's result, not quantized data) may only
+    meet CASTs: TFLite's other kernels would read them as quantized numbers."""
+    plain = {n for n, t in graph.tensors.items() if t.dtype in (DType.INT8, DType.UINT8)
+             and t.quant is None and not t.is_constant}
+    return [Diagnostic(op.origin, op.kind, "plain_8bit_arithmetic",
+                       f"reads the 8-bit integer '{name}' (a Cast's result); TFLite has no kernel for "
+                       f"plain 8-bit integer arithmetic", "cast to int32 instead")
+            for op in graph.ops if op.kind != "CAST" for name in op.inputs if name in plain]
+
+
 def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadResult:
     """Read, normalise and import an ONNX model; report every unsupported node at once."""
     model, external_files = read_model_and_data_files(path)
@@ -455,10 +469,10 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str]) -> LoadRe
         if vi.name in constants:
             continue
         elem = vi.type.tensor_type.elem_type
-        if elem != onnx.TensorProto.FLOAT:
+        if elem not in INPUT_TYPES:
             diagnostics.append(Diagnostic(vi.name, "", "input_dtype",
                                           f"input is {onnx.TensorProto.DataType.Name(elem)}; "
-                                          f"tflq converts float32 inputs"))
+                                          f"tflq converts float32, int32, int64 and bool inputs"))
         graph.inputs.append(ctx.tensor(vi.name))
     for index, node in enumerate(g.node):
         if not node.name:
@@ -475,6 +489,7 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str]) -> LoadRe
         except Unsupported as exc:
             diagnostics.append(exc.diagnostic)
     ctx.current_node = None
+    diagnostics += _plain_8bit_uses(graph)
     if diagnostics:
         names = ", ".join(f"'{d.node}' ({d.op_type or 'input'})" for d in diagnostics)
         raise UnsupportedModelError(f"{len(diagnostics)} node(s) cannot be converted: {names}",

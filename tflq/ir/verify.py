@@ -45,8 +45,11 @@ def constants_match_shapes(graph: Graph) -> list[str]:
 
 
 def quantized_tensors_have_params(graph: Graph) -> list[str]:
+    """8/16-bit tensors carry QuantParams, except plain integers between CASTs (ONNX Cast to uint8)."""
     problems = []
     for op in graph.ops:
+        if op.kind == "CAST":
+            continue
         for name in op.inputs + op.outputs:
             t = graph.tensors.get(name) if name else None
             if t is not None and t.dtype.name in ("INT8", "UINT8", "INT16") and t.quant is None:

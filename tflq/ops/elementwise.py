@@ -48,12 +48,18 @@ class _Binary(OpSpec):
         ctx.add_op(self.kind, [node.input[0], node.input[1]], [node.output[0]])
 
     def reference(self, a, b):
+        if a.dtype.kind in "iu" and b.dtype.kind in "iu":  # integer ADD/SUB/MUL (index arithmetic)
+            return (self.numpy_fn(a, b).astype(np.result_type(a, b)),)
         return (np.asarray(self.numpy_fn(a, b)).astype(np.float32, copy=False),)
 
     def options(self, attrs: ArithmeticAttrs):
         return self.Options(fusedActivationFunction=activation_code(attrs.fused_activation))
 
+    int64_version = 1  # op_version.cc: the version that added int64 inputs
+
     def version(self, op: Op, graph: Graph) -> int:
+        if graph.tensors[op.inputs[0]].dtype.name == "INT64":
+            return self.int64_version
         return quantized_version(graph, op)
 
 
@@ -61,6 +67,7 @@ class _Binary(OpSpec):
 class Add(_Binary):
     kind = "ADD"
     onnx_types = ("Add",)
+    int64_version = 4
     cases = _binary_cases("Add")
 
 
@@ -70,6 +77,7 @@ class Sub(_Binary):
     onnx_types = ("Sub",)
     numpy_fn = staticmethod(np.subtract)
     Options = SubOptionsT
+    int64_version = 4
     cases = _binary_cases("Sub")
 
 
@@ -81,6 +89,7 @@ class Mul(_Binary):
     onnx_types = ("Mul", "BatchNormalization")
     numpy_fn = staticmethod(np.multiply)
     Options = MulOptionsT
+    int64_version = 5
     cases = _binary_cases("Mul") + [
         Case("batchnorm", [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
                                             epsilon=1e-3)],
@@ -111,6 +120,8 @@ class Mul(_Binary):
 
     def version(self, op: Op, graph: Graph) -> int:
         a, b, y = (graph.tensors[n] for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        if a.dtype.name == "INT64":
+            return self.int64_version
         if a.quant is not None and b.quant is not None and y.quant is not None:
             if float(a.quant.scale) * float(b.quant.scale) / float(y.quant.scale) >= 1.0:
                 return 3

@@ -1,4 +1,4 @@
-"""GATHER: ONNX Gather with constant indices (a scalar index removes the axis)."""
+"""GATHER: ONNX Gather with constant indices (a scalar index removes the axis) or run-time indices."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +8,7 @@ from onnx import helper
 
 from tflq._generated.tflite.GatherOptions import GatherOptionsT
 from tflq.errors import Unsupported
+from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import AxisSensitive, Case, OpSpec, SameAsInput, rand
@@ -50,12 +51,25 @@ class Gather(OpSpec):
         _gather_case("rows_negative_indices", (2, 6, 3), [-1, 0, 2, -1], axis=1),
         _gather_case("indices_2d", (5, 4), [[0, 1], [4, 3], [2, 2]], axis=0),
         _gather_case("scalar_height", (1, 3, 5, 4), 2, axis=2),
+        Case("embedding_int64_ids", [helper.make_node("Gather", ["table", "ids"], ["y"])],
+             {"ids": np.array([[3, 0, 9, 3, -1, -10]], np.int64)}, {"table": rand(10, 8)}),
+        Case("int32_ids_axis1", [helper.make_node("Gather", ["x", "i"], ["y"], axis=1)],
+             {"x": rand(2, 5, 3), "i": np.array([4, -5, 0, 2], np.int32)}),
+        Case("scalar_runtime_index", [helper.make_node("Gather", ["x", "i"], ["y"])],
+             {"x": rand(6, 4), "i": np.array(-2, np.int64)}),
+        Case("nchw_channels_runtime_2d", [helper.make_node("Gather", ["x", "i"], ["y"], axis=1)],
+             {"x": rand(1, 5, 3, 4), "i": np.array([[4, 0], [-1, 2]], np.int64)}),
+        Case("int64_table", [helper.make_node("Gather", ["t", "i"], ["y"])],
+             {"i": np.array([[1, 1, 0]], np.int64)}, {"t": np.array([[7, 8], [9, 10]], np.int64)},
+             quantize=False),
     ]
 
     def from_onnx(self, node, ctx) -> None:
         x, out = node.input[0], node.output[0]
         shape = ctx.shape(x)
         axis = ctx.normalize_axis(int(ctx.attr(node, "axis", 0)), len(shape))
+        if ctx.constant(node.input[1]) is None:
+            return self._runtime_indices(node, ctx, axis)
         indices = ctx.require_constant(node, 1, "indices").astype(np.int64)
         dim = shape[axis]
         if indices.size == 0:
@@ -73,6 +87,34 @@ class Gather(OpSpec):
         add_gather(ctx, x, gathered, flat, axis)
         add_reshape(ctx, gathered, out, ctx.shape(out))
 
+    @staticmethod
+    def _runtime_indices(node, ctx, axis: int) -> None:
+        """Indices computed at run time (token ids into an embedding table). ONNX counts negative
+        indices from the end; LiteRT's GATHER refuses them, so FLOOR_MOD by the axis length maps
+        [-dim, dim) onto [0, dim) first. Indices of rank >= 2 next to a rank-4 tensor are gathered
+        flat and RESHAPEd, so the GATHER never holds a tensor the layout pass turns NHWC with a
+        different rank; otherwise TFLite's GATHER takes them as they are."""
+        x, out = node.input[0], node.output[0]
+        indices = ctx.tensor(node.input[1])
+        index_t = ctx.graph.tensors[indices]
+        if index_t.dtype not in (DType.INT32, DType.INT64):
+            raise Unsupported(node, "gather_index_type", f"Gather indices of type {index_t.dtype.name.lower()}")
+        dim = ctx.shape(x)[axis]
+        wrapped = ctx.new_activation(f"{out}/indices_wrapped", index_t.shape, index_t.dtype)
+        ctx.add_op("FLOOR_MOD", [indices, ctx.add_constant(f"{out}/axis_length",
+                                                           np.array(dim, index_t.dtype.numpy))], [wrapped])
+        ranks = (len(ctx.shape(x)), index_t.rank, len(ctx.shape(out)))
+        if index_t.rank <= 1 or 4 not in ranks:
+            ctx.add_op("GATHER", [x, wrapped], [out], GatherAttrs(axis=axis))
+            return
+        flat = ctx.new_activation(f"{out}/indices_flat", (index_t.size,), index_t.dtype)
+        add_reshape(ctx, wrapped, flat, (index_t.size,))
+        shape = ctx.shape(x)
+        gathered = ctx.new_activation(f"{out}/gathered", shape[:axis] + (index_t.size,) + shape[axis + 1:],
+                                      ctx.graph.tensors[ctx.tensor(x)].dtype)
+        ctx.add_op("GATHER", [x, flat], [gathered], GatherAttrs(axis=axis))
+        add_reshape(ctx, gathered, out, ctx.shape(out))
+
     def reference(self, x, indices, *, axis: int, batch_dims: int):
         assert batch_dims == 0, "tflq emits batch_dims 0 only"
         return (np.ascontiguousarray(np.take(x, indices.astype(np.int64), axis=axis)),)
@@ -85,4 +127,6 @@ class Gather(OpSpec):
             return 5
         if graph.tensors[op.inputs[0]].dtype.name == "INT16":
             return 4
+        if graph.tensors[op.inputs[0]].dtype.name == "BOOL":
+            return 3
         return quantized_version(graph, op)

@@ -11,8 +11,6 @@ from tflq.ops import register
 from tflq.ops.base import Case, LayoutBreaking, OpSpec, PermutesAxes, SameAsInput, rand
 from tflq.ops.common import quantized_version
 
-FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
-
 
 def add_reshape(ctx, x: str, out: str, shape: tuple[int, ...]) -> None:
     """RESHAPE `x` to the static `shape` (the shape is also given as an int32 constant input)."""
@@ -25,7 +23,7 @@ class Reshape(OpSpec):
     """All static reshapes; ONNX shapes are known after shape inference, so -1 and 0 are resolved."""
 
     kind = "RESHAPE"
-    onnx_types = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast")
+    onnx_types = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
     layout = LayoutBreaking()
     quant = SameAsInput()
     cases = [
@@ -44,15 +42,13 @@ class Reshape(OpSpec):
     ]
 
     def from_onnx(self, node, ctx) -> None:
-        if node.op_type in ("Identity", "Dropout", "Cast"):
+        if node.op_type in ("Identity", "Dropout"):
             return self._pass_through(node, ctx)
         add_reshape(ctx, node.input[0], node.output[0], ctx.shape(node.output[0]))
 
     @staticmethod
     def _pass_through(node, ctx) -> None:
-        """Identity, inference-mode Dropout and float-to-float Cast change nothing: alias them."""
-        if node.op_type == "Cast" and ctx.attr(node, "to") not in FLOAT_TYPES:
-            raise Unsupported(node, "cast_type", "only Cast between float types is supported")
+        """Identity and inference-mode Dropout change nothing: alias them."""
         if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
             raise Unsupported(node, "dropout_mask", "Dropout's mask output is not supported")
         ctx.alias(node.output[0], node.input[0])

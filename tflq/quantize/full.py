@@ -101,7 +101,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
             for name in names:
                 t = graph.tensors[name]
                 q = f"scale={float(t.quant.scale):.6g} zero_point={int(t.quant.zero_point)}" \
-                    if t.quant is not None else "float"
+                    if t.quant is not None else "float" if t.dtype.is_float else "(never quantized)"
                 report.io.append(f"{label} '{name}': {t.dtype.name.lower()} {q}")
 
 

@@ -50,6 +50,11 @@ def _float_reason(op: Op, dtype: DType, float_ops: set[str],
     return keep_float(op) if keep_float is not None else None
 
 
+def _integer_only(graph: Graph, op: Op) -> bool:
+    """No float tensor in or out: neither quantized nor a float island (token ids, masks)."""
+    return not any(n and graph.tensors[n].dtype.is_float for n in op.inputs + op.outputs)
+
+
 def _constant_params(graph: Graph, op: Op, index: int, dtype: DType, plan: QuantPlan,
                      shared: QuantParams | None) -> QuantParams | None:
     """Params for a float constant input of a quantized op (weights, bias, or an operand)."""
@@ -158,7 +163,7 @@ def _concatenation_grids(graph: Graph, dtype: DType, range_of: RangeOf, float_op
         return preferred  # uint8 CONCATENATION rescales its inputs itself
     producers = graph.producers()
     for op in graph.ops:
-        if not isinstance(registry.spec(op.kind).quant, SameAsOutput) or \
+        if not isinstance(registry.spec(op.kind).quant, SameAsOutput) or _integer_only(graph, op) or \
                 _float_reason(op, dtype, float_ops, keep_float) is not None:
             continue
         shared = _shared_output_params(graph, op, dtype, range_of, given)
@@ -195,12 +200,17 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
     preferred = _concatenation_grids(graph, dtype, range_of, float_ops, given, keep_float)
 
     def activation(name: str) -> QuantParams:
+        if name not in params and graph.is_constant(name):  # an embedding table GATHER reads
+            data = graph.tensors[name].data
+            params[name] = activation_params(dtype, float(np.min(data)), float(np.max(data)))
         if name not in params:
             params[name] = given[name] if name in given else preferred[name] if name in preferred \
                 else activation_params(dtype, *range_of(name))
         return params[name]
 
     for op in graph.ops:
+        if _integer_only(graph, op):
+            continue  # integer/boolean arithmetic (ids, masks, shapes) runs as it is
         reason = _float_reason(op, dtype, float_ops, keep_float)
         if reason is not None:
             plan.float_ops[id(op)] = reason
@@ -213,7 +223,10 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
         required: dict[int, QuantParams] = {}
         shared: QuantParams | None = None
         if isinstance(rule, SameAsInput):
-            shared = activation(op.inputs[rule.index])
+            source = op.inputs[rule.index]
+            if graph.is_constant(source) and source not in params and op.outputs[0] in given:
+                params[source] = given[op.outputs[0]]  # a QDQ graph's grid on a gathered table
+            shared = activation(source)
             if len(data_inputs) > 1 and op.outputs[0] not in given:
                 shared = _covering(shared, [range_of(out) for out in op.outputs])
             elif len(data_inputs) > 1:
@@ -221,7 +234,8 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
             for i in activations:
                 required[i] = shared
             for out in op.outputs:
-                params[out] = shared
+                if graph.tensors[out].dtype.is_float:  # integer/boolean results are never quantized
+                    params[out] = shared
         elif isinstance(rule, SameAsOutput):
             shared = _shared_output_params(graph, op, dtype, range_of, given)
             params[op.outputs[0]] = shared
@@ -233,6 +247,8 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
             for i in activations:
                 activation(op.inputs[i])
             for out in op.outputs:
+                if not graph.tensors[out].dtype.is_float:
+                    continue  # integer/boolean results (comparisons, indices) are never quantized
                 if isinstance(rule, FixedOutput):
                     zp = rule.zero_point_int8 + (128 if dtype == DType.UINT8 else 0)
                     params[out] = QuantParams.per_tensor(dtype, rule.scale, zp)

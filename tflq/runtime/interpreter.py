@@ -49,7 +49,9 @@ class GraphRunner:
         """
         values: dict[str, np.ndarray] = dict(self.constants)
         for name in self.graph.inputs:
-            value = np.asarray(feeds[name], dtype=np.float32)
+            t = self.graph.tensors[name]  # integer/boolean inputs keep their type; values are real
+            value = np.asarray(feeds[name], dtype=np.float32 if t.quant is not None or t.dtype.is_float
+                               else t.dtype.numpy)
             values[name] = value
             if on_tensor is not None:
                 on_tensor(name, value)

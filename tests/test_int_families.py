@@ -1,0 +1,65 @@
+"""Integer/boolean model families (tests/int_families.py): float files match onnxruntime at
+>= 80 dB SQNR on the worst of 8 random inputs with integer/boolean outputs exact; weights-only
+int8 and full int8 files load and run in LiteRT (their outputs checked for shape), and the full
+int8 worst-sample SQNR is recorded (`python -m tests.int_families` prints the table)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests import int_families
+from tests.conftest import importorskip
+from tflq.backend.tflite_reader import read_tflite
+from tflq.config import ConvertConfig
+from tflq.pipeline import convert
+
+FLOAT_FLOOR_DB = 80.0
+# The model's own Transposes (attention heads split and merged); the layout pass adds none.
+MODEL_TRANSPOSES = {"bert_embedding_mask": 4, "cnn_where_masks": 0, "cast_chains": 0}
+
+
+@pytest.mark.parametrize("name", list(int_families.FAMILIES))
+def test_family_float_exact_and_int8_runs(name, tmp_path, record_property):
+    importorskip("ai_edge_litert.interpreter")
+    result = int_families.measure(name, str(tmp_path))
+    record_property("full_int8_sqnr_db", result["int8_db"])
+    print(f"{name}: float {result['float_db']:.1f} dB, full int8 {result['int8_db']:.1f} dB")
+    assert result["float_db"] >= FLOAT_FLOOR_DB
+    assert result["integers_exact"]
+    assert np.isfinite(result["int8_db"]) or result["int8_db"] == float("inf")
+    assert result["transposes"] == MODEL_TRANSPOSES[name]
+
+
+def test_int64_ids_stay_int64_and_the_summary_says_so(tmp_path):
+    path = str(tmp_path / "bert.onnx")
+    import onnx
+
+    onnx.save(int_families.bert_embedding_mask(), path)
+    report = convert(ConvertConfig(model=path))
+    assert "input 'input_ids': int64 [1, 16]" in report.to_text()
+    assert "input 'attention_mask': int64 [1, 16]" in report.to_text()
+    info = read_tflite(report.tflite)
+    assert [info.tensors[i].dtype for i in info.inputs] == ["int64", "int64"]
+    kinds = info.op_kinds()
+    for kind in ("GATHER", "FLOOR_MOD", "EQUAL", "BROADCAST_TO", "SELECT_V2"):
+        assert kind in kinds, kinds
+
+
+def test_full_int8_keeps_integer_tensors_and_quantizes_the_select(tmp_path):
+    path = str(tmp_path / "cnn.onnx")
+    import onnx
+
+    onnx.save(int_families.cnn_where_masks(), path)
+    rng = np.random.default_rng(0)
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8",
+                                   calib=[int_families.cnn_sample(rng) for _ in range(8)]))
+    info = read_tflite(report.tflite)
+    for op in info.ops:
+        if op.kind == "SELECT_V2":
+            assert info.tensors[op.inputs[0]].dtype == "bool"
+            assert info.tensors[op.outputs[0]].dtype == "int8"
+        if op.kind in ("LOGICAL_AND", "LOGICAL_OR", "LOGICAL_NOT"):
+            assert all(info.tensors[i].dtype == "bool" for i in op.inputs + op.outputs)
+    assert info.tensors[info.outputs[1]].dtype == "bool"
+    assert {f.kind for f in report.float_ops} <= {"GREATER", "LESS", "GREATER_EQUAL", "LESS_EQUAL",
+                                                  "NOT_EQUAL"}
