@@ -658,3 +658,100 @@ def test_random_1d_graph_matches_onnxruntime(seed, tmp_path):
         for e, a in zip(run_onnxruntime(path, {"x": x}), _run_nwc(report.tflite, x, layouts)):
             assert a.shape == e.shape
             assert sqnr_db(e, a) >= INT8_SQNR_FLOOR
+
+
+# ---- recurrent graphs ------------------------------------------------------------------------
+SEEDS_RECURRENT = range(60)
+
+
+class RandomRecurrentGraph(RandomGraph):
+    """One [T, B, I] (or batch-first [B, T, I]) input through one or two LSTM/GRU/RNN layers of a
+    random kind, direction, linear_before_reset, activation and initial state (absent, zero or
+    constant), reading Y (squeezed, or a bidirectional Transpose+Reshape to [T, B, 2H]), Y_h or
+    Y_c, and a MatMul/Gemm head or an elementwise tail."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.shapes.clear()
+        steps, batch, features = (int(self.rng.integers(1, 9)), int(self.rng.choice([1, 1, 2, 3])),
+                                  int(self.rng.choice([3, 4, 8])))
+        self.batch_first = self.rng.random() < 0.25
+        self.input_shape = (batch, steps, features) if self.batch_first else (steps, batch, features)
+        self.shapes["x"] = self.input_shape
+
+    def recurrent(self, x: str) -> str:
+        steps, batch, features = self.shapes[x]
+        kind = self.choice(["LSTM", "GRU", "RNN"])
+        gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+        hidden = self.choice([3, 4, 8, 12])
+        direction = self.choice(["forward", "forward", "reverse", "bidirectional"])
+        d = 2 if direction == "bidirectional" else 1
+        scale = 1 / np.sqrt(hidden)
+        w = self.const(self.rng.uniform(-scale, scale, (d, gates * hidden, features)).astype(np.float32))
+        r = self.const(self.rng.uniform(-scale, scale, (d, gates * hidden, hidden)).astype(np.float32))
+        inputs = [x, w, r]
+        if self.rng.random() < 0.8:
+            inputs.append(self.const(self.rng.uniform(-scale, scale, (d, 2 * gates * hidden))
+                                     .astype(np.float32)))
+        state = self.choice(["none", "zero", "constant"])
+        if state != "none":
+            inputs += [""] * (4 - len(inputs)) + [""]
+            for _ in range(2 if kind == "LSTM" else 1):
+                value = np.zeros((d, batch, hidden)) if state == "zero" else \
+                    self.rng.uniform(-0.8, 0.8, (d, batch, hidden))
+                inputs.append(self.const(value.astype(np.float32)))
+        attrs = dict(hidden_size=hidden, direction=direction)
+        if kind == "GRU":
+            attrs["linear_before_reset"] = int(self.choice([0, 1]))
+        if kind == "RNN" and self.rng.random() < 0.3:
+            attrs["activations"] = ["Relu"] * d
+        read = self.choice(["Y", "Y", "Y_h"] + (["Y_c"] if kind == "LSTM" else []))
+        names = {"Y": (steps, d, batch, hidden), "Y_h": (d, batch, hidden), "Y_c": (d, batch, hidden)}
+        wanted = ["Y", "Y_h", "Y_c"][:["Y", "Y_h", "Y_c"].index(read) + 1]
+        outs = self.node(kind, inputs, [names[n] for n in wanted], **attrs)
+        out = outs[-1]
+        if read != "Y":
+            return self.one("Reshape", [out, self.const(np.array([d * batch, hidden], np.int64))],
+                            (d * batch, hidden))
+        if d == 1:
+            return self.one("Squeeze", [out, self.const(np.array([1], np.int64))], (steps, batch, hidden))
+        t = self.one("Transpose", [out], (steps, batch, d, hidden), perm=[0, 2, 1, 3])
+        return self.one("Reshape", [t, self.const(np.array([0, 0, -1], np.int64))], (steps, batch, d * hidden))
+
+    def build(self) -> tuple[onnx.ModelProto, list[str]]:
+        x = "x"
+        if self.batch_first:
+            b, t, f = self.input_shape
+            x = self.one("Transpose", [x], (t, b, f), perm=[1, 0, 2])
+        x = self.recurrent(x)
+        if len(self.shapes[x]) == 3 and self.rng.random() < 0.4:
+            x = self.recurrent(x)
+        for _ in range(int(self.rng.integers(0, 3))):
+            x = self.choice([self.matmul, self.activation, self.binary_const])(x)
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(self.input_shape))]
+        outs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, list(self.shapes[x]))]
+        graph = helper.make_graph(self.nodes, "fuzz_recurrent", inputs, outs, self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = 8
+        onnx.checker.check_model(model, full_check=True)
+        return model, [x]
+
+
+@pytest.mark.parametrize("seed", SEEDS_RECURRENT)
+def test_random_recurrent_graph_matches_onnxruntime(seed, tmp_path):
+    builder = RandomRecurrentGraph(seed)
+    model, _ = builder.build()
+    path = str(tmp_path / f"fuzz_recurrent_{seed}.onnx")
+    onnx.save(model, path)
+    xs = _inputs(builder.input_shape, 8, seed)
+    report = convert(ConvertConfig(model=path))
+    for x in xs[:4]:  # the worst sample decides
+        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
+            assert a.shape == e.shape
+            assert relative_error(e, a) <= FLOAT_TOLERANCE
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=[{"x": c} for c in xs[4:]]))
+    assert not report.float_ops
+    for x in xs[4:]:
+        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
+            assert a.shape == e.shape
+            assert sqnr_db(e, a) >= INT8_SQNR_FLOOR

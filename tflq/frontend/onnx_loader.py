@@ -12,6 +12,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from tflq import ops as registry
+from tflq.ops.common import apply_activation
 from tflq.errors import Diagnostic, InvalidModelError, Unsupported, UnsupportedModelError
 from tflq.frontend.onnx_patterns import fuse_erf_gelu
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
@@ -384,8 +385,10 @@ class ImportContext:
         input_names = [self.tensor(n) for n in inputs]
         if self._foldable(kind, input_names):
             values = [self.graph.tensors[n].data if n else None for n in input_names]
-            for name, value in zip(outputs, spec.reference(*values, **spec.attr_kwargs(attrs))):
-                self._set_constant(name, np.asarray(value))
+            kwargs = spec.attr_kwargs(attrs)
+            activation = kwargs.pop("fused_activation", "NONE")  # kernels take it separately
+            for name, value in zip(outputs, spec.reference(*values, **kwargs)):
+                self._set_constant(name, apply_activation(np.asarray(value), activation))
             return None
         op = Op(kind, input_names, [self.tensor(n) for n in outputs], attrs,
                 origin=node.name if node is not None else "")

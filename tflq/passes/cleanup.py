@@ -59,6 +59,29 @@ def remove_noop_ops(graph: Graph) -> int:
     return count
 
 
+def transposes_of_unit_axes_to_reshapes(graph: Graph) -> int:
+    """A TRANSPOSE that only moves size-1 axes keeps the bytes in order: a RESHAPE does it (a CRNN's
+    [1, W, C] -> [W, 1, C] at batch 1, a bidirectional LSTM's [T, 2, 1, H] -> [T, 1, 2, H])."""
+    count = 0
+    for op in list(graph.ops):
+        if op.kind != "TRANSPOSE" or not graph.is_constant(op.inputs[1]):
+            continue
+        x = graph.tensors[op.inputs[0]]
+        perm = [int(p) for p in graph.tensors[op.inputs[1]].data]
+        kept = [axis for axis in perm if x.shape[axis] != 1]
+        if kept != sorted(kept):
+            continue
+        shape = graph.add_constant(f"{op.outputs[0]}/shape",
+                                   np.array(graph.tensors[op.outputs[0]].shape, np.int32))
+        index = graph.ops.index(op)
+        graph.remove_op(op)
+        graph.add_op(Op("RESHAPE", [op.inputs[0], shape], list(op.outputs), origin=op.origin), index)
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
+
+
 def remove_dead_ops(graph: Graph) -> int:
     """Ops none of whose outputs is consumed or a graph output."""
     count = 0
