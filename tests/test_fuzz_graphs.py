@@ -661,7 +661,7 @@ def test_random_1d_graph_matches_onnxruntime(seed, tmp_path):
 
 
 # ---- recurrent graphs ------------------------------------------------------------------------
-SEEDS_RECURRENT = range(60)
+SEEDS_RECURRENT = range(40)
 
 
 class RandomRecurrentGraph(RandomGraph):

@@ -7,8 +7,14 @@ from tflq import ops as registry
 from tflq.ir.graph import Graph, Op
 from tflq.ops.base import ACTIVATION_FUNCTIONS
 
-# Output-channel axis of each weight layout (OHWI, 1HWO, [units, in]).
-WEIGHT_OUT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
+# Output-channel axis of each weight layout (OHWI, 1HWO, [units, in], TRANSPOSE_CONV's OHWI).
+WEIGHT_OUT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0, "TRANSPOSE_CONV": 0}
+
+
+def _weight_and_bias(op: Op) -> tuple[int, int]:
+    """The input indices of a weighted op's weights and bias (from its spec's rules)."""
+    spec = registry.spec(op.kind)
+    return spec.weights[0].index, spec.bias.index
 
 
 def _sole_consumer(graph: Graph, name: str, consumers: dict[str, list[Op]]) -> Op | None:
@@ -51,29 +57,33 @@ def fold_affine_into_producer(graph: Graph) -> int:
         producer = producers.get(x)
         if (producer is None or producer.kind not in WEIGHT_OUT_AXIS
                 or producer.attrs.fused_activation != "NONE"
-                or _sole_consumer(graph, x, consumers) is not op
-                or not graph.is_constant(producer.inputs[1])
-                or not graph.is_constant(producer.inputs[2])):
+                or _sole_consumer(graph, x, consumers) is not op):
+            continue
+        w_index, b_index = _weight_and_bias(producer)
+        if (len(producer.inputs) <= b_index or not producer.inputs[b_index]
+                or not graph.is_constant(producer.inputs[w_index])
+                or not graph.is_constant(producer.inputs[b_index])):
             continue
         out = graph.tensors[op.outputs[0]]
         if out.shape != graph.tensors[x].shape:
             continue
-        weights = graph.tensors[producer.inputs[1]]
+        weights = graph.tensors[producer.inputs[w_index]]
         axis = WEIGHT_OUT_AXIS[producer.kind]
         channels = weights.shape[axis]
         vector = _per_channel_vector(graph.tensors[op.inputs[const_index]].data, channels, out.rank)
         if vector is None:
             continue
-        bias = graph.tensors[producer.inputs[2]].data.astype(np.float32)
+        bias = graph.tensors[producer.inputs[b_index]].data.astype(np.float32)
         if op.kind == "MUL":
             shape = [1] * weights.rank
             shape[axis] = channels
             new_w = (weights.data * vector.reshape(shape)).astype(np.float32)
-            producer.inputs[1] = graph.add_constant(f"{producer.inputs[1]}/folded", new_w)
+            producer.inputs[w_index] = graph.add_constant(f"{producer.inputs[w_index]}/folded", new_w)
             bias = bias * vector
         else:
             bias = bias + vector if op.kind == "ADD" else bias - vector
-        producer.inputs[2] = graph.add_constant(f"{producer.inputs[2]}/folded", bias.astype(np.float32))
+        producer.inputs[b_index] = graph.add_constant(f"{producer.inputs[b_index]}/folded",
+                                                      bias.astype(np.float32))
         _absorb(graph, producer, op, producers)
         count += 1
     if count:
