@@ -247,3 +247,25 @@ def crnn_model(seed: int = 41) -> onnx.ModelProto:
 def test_crnn(tmp_path):
     result = check_model(crnn_model(), tmp_path)
     assert result["transposes"] <= 1  # the bidirectional [W, 2, N, H] -> [W, N, 2, H] permutation
+
+
+@pytest.mark.parametrize("attrs,reason", [
+    (dict(clip=3.0), "recurrent_clip"),
+    (dict(input_forget=1), "lstm_input_forget"),
+    (dict(activations=["HardSigmoid", "Tanh", "Tanh"]), "recurrent_activation"),
+    (dict(sequence_lens=[2, 3]), "recurrent_sequence_lens"),
+])
+def test_unsupported_variants_are_named(attrs, reason, tmp_path):
+    from tflq.errors import UnsupportedModelError
+
+    lens = attrs.pop("sequence_lens", None)
+    model = recurrent_model("LSTM", steps=3, batch=2, inputs=4, hidden=4, seed=51, **attrs)
+    if lens is not None:
+        node = model.graph.node[0]
+        node.input.append("lens")
+        model.graph.initializer.append(numpy_helper.from_array(np.array(lens, np.int32), "lens"))
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedModelError) as info:
+        convert(ConvertConfig(model=path))
+    assert [d.reason_code for d in info.value.diagnostics] == [reason]
