@@ -328,8 +328,41 @@ class _LayoutRewriter:
         return True
 
     # ---- edges ------------------------------------------------------------------------------
+    def _transposes_by(self, op: Op, perm: tuple[int, ...]) -> bool:
+        return op.kind == "TRANSPOSE" and self.graph.is_constant(op.inputs[1]) and \
+            tuple(int(p) for p in self.graph.tensors[op.inputs[1]].data) == perm
+
+    def absorb_nhwc_inputs(self) -> set[str]:
+        """tf2onnx's inputs: a 4-D input already NHWC, read only by Transposes to NCHW. The input
+        becomes the NCHW tensor those compute, marked channels-last, which is its ONNX shape and
+        data: the file keeps the ONNX input and the transposes go."""
+        g = self.graph
+        absorbed = set()
+        for name in g.inputs:
+            readers = g.consumers(name)
+            if not self.is_rank4_activation(name) or not readers or name in g.outputs or any(
+                    not self._transposes_by(op, TO_NCHW) or op.outputs[0] in g.outputs for op in readers):
+                continue
+            g.tensors[name].shape = g.tensors[readers[0].outputs[0]].shape
+            for op in readers:
+                g.remove_op(op)
+                g.replace_uses(op.outputs[0], name)
+            absorbed.add(name)
+        return absorbed
+
+    def nhwc_outputs(self) -> set[str]:
+        """Outputs the model itself transposes from NCHW to NHWC (tf2onnx): their ONNX order is
+        already what TFLite wants, so the edge leaves them in it."""
+        producers = self.graph.producers()
+        return {name for name in self.graph.outputs if self.is_rank4_activation(name)
+                and name in producers and self._transposes_by(producers[name], TO_NHWC)}
+
     def run(self) -> int:
         g = self.graph
+        nhwc_inputs = self.absorb_nhwc_inputs()
+        nhwc_outputs = self.nhwc_outputs()
+        for name in nhwc_inputs:
+            self.mark_nhwc(name)
         one_d = {name for name in g.outputs if self.layout(name) == Layout.NCW}
         if not self.keep_io_layout:
             for name in g.inputs:
@@ -337,13 +370,17 @@ class _LayoutRewriter:
                     self.mark_nhwc(name)
         for op in list(g.ops):
             self.visit(op)
+        for name in nhwc_inputs:
+            # The file's input is the ONNX input as it is: calibration and callers feed it so.
+            g.tensors[name].layout = Layout.ANY
         for index, name in enumerate(list(g.outputs)):
             t = g.tensors[name]
             if not (self.is_rank4_activation(name) or name in one_d or t.layout.channels_last):
                 continue
             # 4-D and 1-D conv outputs are channels-last unless the ONNX layout is kept; other
             # 3-D outputs keep the ONNX order.
-            last = not self.keep_io_layout and (t.rank == 4 or name in one_d)
+            last = not self.keep_io_layout and (t.rank == 4 or name in one_d) and \
+                name not in nhwc_outputs
             if t.layout.channels_last != last:
                 inner = g.unique_name(f"{name}/{self.layout(name).value}")
                 g.rename(name, inner)
