@@ -437,6 +437,28 @@ def _inputs(shape, count: int, seed: int) -> list[np.ndarray]:
     return [rng.standard_normal(shape).astype(np.float32) for _ in range(count)]
 
 
+def _perm(node: onnx.NodeProto) -> tuple[int, ...]:
+    return tuple(next((a.ints for a in node.attribute if a.name == "perm"), ()))
+
+
+def _run_file(tflite: bytes, x: np.ndarray, model: onnx.ModelProto, keep_io: bool) -> list[np.ndarray]:
+    """Run in LiteRT with ONNX-layout data: 4-D I/O is NHWC in the file unless keep_io, except
+    tf2onnx's pattern, which keeps the ONNX order (an input read only by Transposes to NCHW, an
+    output written by a Transpose to NHWC; tests/passes/test_nhwc_io.py)."""
+    readers = [n for n in model.graph.node if "x" in n.input]
+    onnx_order_input = keep_io or all(n.op_type == "Transpose" and _perm(n) == (0, 3, 1, 2)
+                                      for n in readers)
+    writers = {out: n for n in model.graph.node for out in n.output}
+    feed = x if onnx_order_input or x.ndim != 4 else x.transpose(0, 2, 3, 1)
+    results = []
+    for vi, a in zip(model.graph.output, run_litert(tflite, [feed], nchw_io=False)):
+        writer = writers.get(vi.name)
+        onnx_order = keep_io or writer is not None and writer.op_type == "Transpose" and \
+            _perm(writer) == (0, 2, 3, 1)
+        results.append(a if onnx_order or a.ndim != 4 else a.transpose(0, 3, 1, 2))
+    return results
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_graph_matches_onnxruntime(seed, tmp_path):
     builder = RandomGraph(seed)
@@ -447,7 +469,7 @@ def test_random_graph_matches_onnxruntime(seed, tmp_path):
     x, *calib = _inputs(builder.input_shape, 4, seed)
     expected = run_onnxruntime(path, {"x": x})
     report = convert(ConvertConfig(model=path, keep_io_layout=keep_io))  # generator makes only supported ops
-    actual = run_litert(report.tflite, [x], nchw_io=not keep_io)
+    actual = _run_file(report.tflite, x, model, keep_io)
     assert len(actual) == len(expected)
     for e, a in zip(expected, actual):
         assert a.shape == e.shape
@@ -456,7 +478,7 @@ def test_random_graph_matches_onnxruntime(seed, tmp_path):
                                    calib=[{"x": c} for c in calib]))
     # On a calibration sample: the ranges cover it, so only a wrong layout or parameter fails.
     expected = run_onnxruntime(path, {"x": calib[0]})
-    actual = run_litert(report.tflite, [calib[0]], nchw_io=not keep_io)
+    actual = _run_file(report.tflite, calib[0], model, keep_io)
     for e, a in zip(expected, actual):
         assert a.shape == e.shape
         assert sqnr_db(e, a) >= (10.0 if seed in PRECISION_LIMITED else INT8_SQNR_FLOOR)
