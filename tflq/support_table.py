@@ -9,7 +9,7 @@ from tflq.ops.base import OpSpec
 
 def _rule(spec: OpSpec) -> str:
     name = type(spec.quant).__name__
-    types = "/".join(spec.quant.dtypes) if spec.quant.dtypes else "-"
+    types = "/".join(sorted(d.name.lower() for d in spec.quant.dtypes)) or "-"
     return f"{name} ({types})"
 
 

@@ -17,6 +17,7 @@ from tests.conftest import case_model, run_litert, run_onnxruntime, save_model
 from tflq import ops as registry
 from tflq.backend.tflite_reader import ModelInfo, OpInfo, TensorInfo, read_tflite
 from tflq.config import ConvertConfig
+from tflq.ir.dtypes import DType
 from tflq.ops.base import (Calibrated, Case, FixedOutput, FloatOnly, OpSpec, SameAsInput,
                            SameAsOutput, rand)
 from tflq.pipeline import convert
@@ -146,7 +147,7 @@ def _check_rule(spec: OpSpec, op: OpInfo, info: ModelInfo, dtype: str) -> None:
 
 @pytest.mark.parametrize("spec,case,dtype", CASES, ids=IDS)
 def test_full_quantization(spec, case, dtype, tmp_path):
-    if dtype not in spec.quant.dtypes:
+    if not spec.quant.runs_in(DType.parse(dtype)):
         _check_kept_float(spec, case, dtype, tmp_path)
         return
     model, report, info = _convert(spec, case, dtype, tmp_path)

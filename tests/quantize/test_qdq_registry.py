@@ -24,11 +24,12 @@ from tests.ops.test_quantized_ops import STEPS, _quantizable_cases
 from tests.quantize.qdq_graphs import activation_params
 from tflq.backend.tflite_reader import ModelInfo, read_tflite
 from tflq.config import ConvertConfig
+from tflq.ir.dtypes import DType
 from tflq.pipeline import convert
 
 DTYPES = {"int8": np.int8, "uint8": np.uint8}
 CASES = [(spec, case, dtype) for spec, case in _quantizable_cases() for dtype in DTYPES
-         if dtype in spec.quant.dtypes]
+         if spec.quant.runs_in(DType.parse(dtype))]
 IDS = [f"{spec.kind}-{case.name}-{dtype}" for spec, case, dtype in CASES]
 
 

@@ -7,7 +7,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, NoAttrs, Op
+from tflq.ir.quant import QuantParams
 
 # ---- layout rules: how the NCHW -> NHWC pass treats an op (tflite2onnx's classification) ------
 
@@ -57,15 +59,52 @@ class LayoutBreaking(LayoutRule):
 
 # ---- quantization rules (ai-edge-quantizer's OpQuantConstraint, ORT's same-as-input) -------
 
+# The activation types a rule allows when it names none: the two 8-bit schemes.
+EIGHT_BIT_TYPES = frozenset({DType.INT8, DType.UINT8})
+
+
+def _dtype_set(dtypes) -> frozenset[DType]:
+    """`dtypes` as a frozenset of DType; names ("int8") are accepted as the older spelling."""
+    return frozenset(DType.parse(d) if isinstance(d, str) else d for d in dtypes)
+
 
 @dataclass(frozen=True)
 class QuantRule:
     """How an op's output parameters are chosen in full-integer mode.
 
-    dtypes: the 8-bit activation types the TFLite kernel accepts ("int8", "uint8").
+    dtypes: the activation types the TFLite kernel accepts (DType.INT8, DType.UINT8).
+    rounding_commutes: rounding the inputs to one grid and then applying the op gives what
+        rounding its output to that grid gives (monotone selections: MAXIMUM, CONCATENATION...),
+        so a QDQ graph's grid on the output may be carried back to the inputs.
     """
 
-    dtypes: tuple[str, ...] = ("int8", "uint8")
+    dtypes: frozenset[DType] = EIGHT_BIT_TYPES
+    rounding_commutes: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtypes", _dtype_set(self.dtypes))
+
+    def runs_in(self, dtype: DType) -> bool:
+        """Whether LiteRT has a kernel for this op with `dtype` activations."""
+        return dtype in self.dtypes
+
+    def float_reason(self, dtype: DType) -> str | None:
+        """Why the op stays float in `dtype` (None: it has a kernel)."""
+        return None if self.runs_in(dtype) else f"LiteRT has no {dtype.name.lower()} kernel for it"
+
+    def output_params(self, dtype: DType, source: QuantParams | None = None) -> QuantParams | None:
+        """The output's params when the rule alone decides them (`source`: the params of the
+        input the rule follows, if known); None when they come from a range."""
+        return None
+
+    @property
+    def value_preserving(self) -> bool:
+        """Outputs are values of the one data input (or zero): a grid carries over exactly."""
+        return False
+
+    @property
+    def commutes_with_rounding(self) -> bool:
+        return self.rounding_commutes or self.value_preserving
 
 
 @dataclass(frozen=True)
@@ -75,14 +114,37 @@ class Calibrated(QuantRule):
 
 @dataclass(frozen=True)
 class SameAsInput(QuantRule):
-    """Output shares input `index`'s parameters (data movement, max pooling...)."""
+    """Output shares input `index`'s parameters (data movement, max pooling...).
+
+    moves_values: every output value is a value of input `index` (or zero): RESHAPE, MAX_POOL_2D,
+        PAD, GATHER... (not AVERAGE_POOL_2D, not bilinear RESIZE, which compute new values).
+    """
 
     index: int = 0
+    moves_values: bool = False
+
+    def output_params(self, dtype: DType, source: QuantParams | None = None) -> QuantParams | None:
+        return source
+
+    @property
+    def value_preserving(self) -> bool:
+        return self.moves_values
 
 
 @dataclass(frozen=True)
 class SameAsOutput(QuantRule):
-    """Every data input is requantized to the output's calibrated parameters (int8 CONCATENATION)."""
+    """Every data input is requantized to the output's calibrated parameters (int8 CONCATENATION;
+    the uint8 kernel rescales its inputs itself)."""
+
+    rescales_inputs_in: frozenset[DType] = frozenset({DType.UINT8})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "rescales_inputs_in", _dtype_set(self.rescales_inputs_in))
+
+    def inputs_on_output_grid(self, dtype: DType) -> bool:
+        """Whether the `dtype` kernel needs every input on the output's grid."""
+        return dtype not in self.rescales_inputs_in
 
 
 @dataclass(frozen=True)
@@ -92,12 +154,19 @@ class FixedOutput(QuantRule):
     scale: float = 1.0 / 256
     zero_point_int8: int = -128
 
+    def output_params(self, dtype: DType, source: QuantParams | None = None) -> QuantParams | None:
+        zero_point = self.zero_point_int8 + (128 if dtype == DType.UINT8 else 0)
+        return QuantParams.per_tensor(dtype, self.scale, zero_point)
+
 
 @dataclass(frozen=True)
 class FloatOnly(QuantRule):
     """No quantized kernel: the op stays float between DEQUANTIZE and QUANTIZE."""
 
-    dtypes: tuple[str, ...] = ()
+    dtypes: frozenset[DType] = frozenset()
+
+    def float_reason(self, dtype: DType) -> str | None:
+        return "no quantized TFLite kernel"
 
 
 # ---- constant-operand rules --------------------------------------------------------------

@@ -41,7 +41,7 @@ class Concatenation(OpSpec):
     onnx_types = ("Concat",)
     Attrs = ConcatenationAttrs
     layout = AxisSensitive(attrs=("axis",))
-    quant = SameAsOutput()
+    quant = SameAsOutput(rounding_commutes=True)
     cases = [
         Case("channels_nchw", [helper.make_node("Concat", ["a", "b"], ["y"], axis=1)],
              {"a": rand(1, 3, 4, 4), "b": rand(1, 5, 4, 4, seed=1)}),

@@ -43,7 +43,7 @@ class Gather(OpSpec):
     onnx_types = ("Gather",)
     Attrs = GatherAttrs
     layout = AxisSensitive(attrs=("axis",))
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)
     cases = [
         _gather_case("channels_nchw", (1, 5, 3, 4), [4, 0, 2], axis=1),
         _gather_case("scalar_channel", (1, 5, 3, 4), 3, axis=1),

@@ -41,7 +41,7 @@ class _Extremum(OpSpec):
     operand and the output must share one scale and zero point."""
 
     layout = Transparent()
-    quant = SameAsInput()
+    quant = SameAsInput(rounding_commutes=True)
     numpy_fn = staticmethod(np.maximum)
 
     def from_onnx(self, node, ctx) -> None:

@@ -54,7 +54,7 @@ class Pad(OpSpec):
     kind = "PAD"
     onnx_types = ("Pad",)
     layout = AxisSensitive(per_axis_inputs=(1,))
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)
     cases = [_pad_case("zeros_hw"), _pad_case("zeros_channels", pads=(0, 1, 0, 0, 0, 2, 0, 0))]
 
     def from_onnx(self, node, ctx) -> None:
@@ -111,7 +111,7 @@ class PadV2(OpSpec):
 
     kind = "PADV2"
     layout = AxisSensitive(per_axis_inputs=(1,))
-    quant = SameAsInput()
+    quant = SameAsInput(rounding_commutes=True)
     cases = [_pad_case("value_1_5", value=1.5)]
 
     def reference(self, x, paddings, value):
@@ -131,7 +131,7 @@ class MirrorPad(OpSpec):
     kind = "MIRROR_PAD"
     Attrs = MirrorPadAttrs
     layout = AxisSensitive(per_axis_inputs=(1,))
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)
     cases = [_pad_case("reflect", mode="reflect")]
 
     def reference(self, x, paddings, *, mode):

@@ -176,6 +176,7 @@ class MaxPool2D(_Pool):
     """ONNX MaxPool (2-D, no dilation, no Indices output)."""
 
     kind = "MAX_POOL_2D"
+    quant = SameAsInput(moves_values=True)
     onnx_types = ("MaxPool",)
     cases = [
         _pool_case("2x2_stride2", "MaxPool", kernel_shape=[2, 2], strides=[2, 2]),

@@ -128,7 +128,7 @@ class ReduceMax(_Reduce):
 
     kind = "REDUCE_MAX"
     onnx_types = ("ReduceMax", "GlobalMaxPool")
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)
     numpy_fn = staticmethod(np.max)
     cases = [
         _reduce_case("hw_keepdims", "ReduceMax", axes=[2, 3]),

@@ -25,7 +25,7 @@ class Reshape(OpSpec):
     kind = "RESHAPE"
     onnx_types = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
     layout = LayoutBreaking()
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)
     cases = [
         Case("reshape", [helper.make_node("Reshape", ["x", "s"], ["y"])], {"x": rand(1, 4, 3, 2)},
              {"s": np.array([1, -1, 6], np.int64)}),
@@ -67,7 +67,7 @@ class Transpose(OpSpec):
     kind = "TRANSPOSE"
     onnx_types = ("Transpose",)
     layout = PermutesAxes()
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)
     cases = [
         Case("perm_0213", [helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1, 3])],
              {"x": rand(1, 3, 4, 5)}),

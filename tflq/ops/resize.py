@@ -251,6 +251,7 @@ class ResizeNearestNeighbor(_Resize):
     """ONNX Resize (both modes: 'linear' is emitted as RESIZE_BILINEAR)."""
 
     kind = "RESIZE_NEAREST_NEIGHBOR"
+    quant = SameAsInput(moves_values=True)
     onnx_types = ("Resize",)
     cases = [
         _resize_case("asymmetric_floor_x2", scales=[1, 1, 2, 2],

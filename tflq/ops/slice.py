@@ -81,7 +81,7 @@ class StridedSlice(OpSpec):
     kind = "STRIDED_SLICE"
     onnx_types = ("Slice",)
     layout = AxisSensitive(per_axis_inputs=(1, 2, 3))
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)
     cases = [
         _slice_case("channels_nchw", (1, 6, 4, 5), [1], [4], axes=[1]),
         _slice_case("spatial_step2", (1, 3, 8, 9), [1, 0], [8, INT64_MAX], axes=[2, 3], steps=[2, 3]),

@@ -57,7 +57,7 @@ class DepthToSpace(OpSpec):
     onnx_types = ("DepthToSpace",)
     Attrs = BlockAttrs
     layout = ChannelsLast()
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)
     cases = [
         _case("DepthToSpace", "dcr_block2", (1, 8, 3, 4), 2),
         _case("DepthToSpace", "dcr_block3_batch2", (2, 18, 2, 3), 3, mode="DCR"),
@@ -97,7 +97,7 @@ class SpaceToDepth(OpSpec):
     onnx_types = ("SpaceToDepth",)
     Attrs = BlockAttrs
     layout = ChannelsLast()
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)
     cases = [
         _case("SpaceToDepth", "block2", (1, 3, 4, 6), 2),
         _case("SpaceToDepth", "block3_batch2", (2, 2, 6, 3), 3),

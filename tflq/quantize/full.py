@@ -8,10 +8,10 @@ from tflq.config import ConvertConfig, IOType, QuantDType
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.fileio import Source, WritePolicy
 from tflq.ir.dtypes import DType
-from tflq.ir.graph import Graph
+from tflq.ir.graph import Graph, Op
 from tflq.quantize.qdq import QdqModel, choose_dtype, fold_fake_quant, quantize_on_own_grid_first
 from tflq.quantize.rewrite import apply_plan
-from tflq.quantize.rules import NoRange, plan_quantization
+from tflq.quantize.rules import PlanContext, Range, plan_quantization
 from tflq.quantize.weights import check_finite_constants
 from tflq.report import ConversionReport, FloatOp
 
@@ -64,7 +64,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     if unknown:
         raise InvalidConfigError(f"--float-ops names no node of the model: {', '.join(unknown)}")
     requested = DType.INT8 if config.dtype == QuantDType.INT8 else DType.UINT8
-    given, keep_float, folded = None, None, None
+    folded = None
     if qdq is None:
         stats = collect_statistics(graph, config, report, write)
         dtype = requested
@@ -72,22 +72,9 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         calibrated = config.calib is not None or bool(config.stats)
         stats = collect_statistics(graph, config, report, write) if calibrated else None
         dtype = choose_dtype(qdq, requested)
-        folded, keep_float = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
-                                             lambda name: stats is not None and name in stats)
-        given = folded.given
-    method, percentile = config.calib_method.value, config.percentile
-
-    def range_of(name: str) -> tuple[float, float]:
-        if qdq is not None and (stats is None or name not in stats):
-            raise NoRange(name)
-        try:
-            return stats.range(name, method, percentile)
-        except KeyError:
-            raise CalibrationError(f"no calibration statistics for tensor '{name}' (were the "
-                                   f"statistics made for this model?)") from None
-
-    plan = plan_quantization(graph, dtype, range_of, set(config.float_ops), given=given,
-                             keep_float=keep_float)
+        folded = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
+                                 stats if stats is not None else frozenset())
+    plan = plan_quantization(graph, _Context(dtype, config, stats, folded))
     io_type = None if config.io_type == IOType.FLOAT else DType.parse(config.io_type.value)
     inserted = apply_plan(graph, plan, io_type)
     if folded is not None:
@@ -103,6 +90,32 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
                 q = f"scale={float(t.quant.scale):.6g} zero_point={int(t.quant.zero_point)}" \
                     if t.quant is not None else "float" if t.dtype.is_float else "(never quantized)"
                 report.io.append(f"{label} '{name}': {t.dtype.name.lower()} {q}")
+
+
+class _Context(PlanContext):
+    """Ranges from calibration statistics; for a QDQ model, the graph's parameters first, and
+    the ops touching what it leaves float (and calibration does not cover) kept float."""
+
+    def __init__(self, dtype: DType, config: ConvertConfig, stats, folded) -> None:
+        super().__init__(dtype, set(config.float_ops), folded.given if folded is not None else None)
+        self.stats = stats
+        self.folded = folded
+        self.method, self.percentile = config.calib_method.value, config.percentile
+
+    def range(self, name: str) -> Range | None:
+        if self.folded is not None and (self.stats is None or name not in self.stats):
+            return None
+        try:
+            return self.stats.range(name, self.method, self.percentile)
+        except KeyError:
+            raise CalibrationError(f"no calibration statistics for tensor '{name}' (were the "
+                                   f"statistics made for this model?)") from None
+
+    def float_reason(self, op: Op) -> str | None:
+        reason = super().float_reason(op)
+        if reason is None and self.folded is not None:
+            reason = self.folded.float_reason(op)
+        return reason
 
 
 def _report_qdq(report: ConversionReport, qdq: QdqModel, folded, inserted) -> None:

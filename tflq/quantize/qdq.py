@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Container
 
 import numpy as np
 import onnx
@@ -23,9 +23,8 @@ from tflq.errors import Diagnostic, InvalidConfigError, UnsupportedModelError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op, Tensor
 from tflq.ir.quant import QuantParams
-from tflq.ops.base import FixedOutput, FloatOnly, SameAsInput
+from tflq.ops.base import FixedOutput, SameAsInput
 from tflq.ops.qdq import EIGHT_BIT, qdq_params, quantize_like_onnx, quantized_type
-from tflq.quantize.rules import KeepFloat
 
 log = logging.getLogger(__name__)
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -36,14 +35,6 @@ GRID_TOLERANCE = 0.01
 BIAS_LIMIT = 2.0 ** 30
 # The graph's bias scale may differ from input scale x weight scale by this (relative) unnoticed.
 BIAS_SCALE_TOLERANCE = 1e-3
-# Ops whose outputs are values of their one data input (or zero), so that rounding to a grid
-# commutes with them: a grid the input lies on carries over, and the output's grid can be the
-# input's.
-VALUE_PRESERVING = ("RESHAPE", "TRANSPOSE", "MAX_POOL_2D", "STRIDED_SLICE", "SLICE", "GATHER",
-                    "PAD", "MIRROR_PAD", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH",
-                    "RESIZE_NEAREST_NEIGHBOR", "REDUCE_MAX")
-# Ops of several operands that rounding to one grid commutes with (monotone selections).
-ROUNDING_COMMUTES = VALUE_PRESERVING + ("MAXIMUM", "MINIMUM", "CONCATENATION", "PADV2")
 
 
 @dataclass(frozen=True)
@@ -163,7 +154,7 @@ def drop_redundant_fake_quant(graph: Graph) -> int:
         if op.kind != FAKE_QUANT or op.outputs[0] in graph.outputs:
             continue
         source = producers.get(op.inputs[0])
-        while source is not None and source.kind in VALUE_PRESERVING:
+        while source is not None and registry.spec(source.kind).quant.value_preserving:
             source = producers.get(source.inputs[0])
         if source is None or source.kind != FAKE_QUANT or source.attrs.params != op.attrs.params:
             continue
@@ -187,17 +178,27 @@ class FoldedQdq:
     dtype: DType
     given: dict[str, QuantParams] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Activations the graph leaves float and calibration does not cover: ops touching them stay float.
+    uncovered: set[str] = field(default_factory=set)
+
+    def float_reason(self, op: Op) -> str | None:
+        """Why `op` stays float in the QDQ model: a tensor it reads or writes is float in the graph."""
+        for name in op.inputs + op.outputs:
+            if name in self.uncovered:
+                return (f"the QDQ graph leaves '{name}' float (no QuantizeLinear/DequantizeLinear; "
+                        f"--calib would quantize it)")
+        return None
 
 
 class _Folder:
     def __init__(self, graph: Graph, qdq: QdqModel, dtype: DType, float_ops: set[str],
-                 has_range: Callable[[str], bool]) -> None:
+                 calibrated: Container[str]) -> None:
         self.graph = graph
         self.qdq = qdq
         self.result = FoldedQdq(dtype)
         self.given = self.result.given
         self.float_ops = float_ops
-        self.has_range = has_range
+        self.calibrated = calibrated
 
     @property
     def dtype(self) -> DType:
@@ -208,27 +209,17 @@ class _Folder:
 
     # ---- which ops can run in 8 bits -------------------------------------------------------
     def covered(self, name: str) -> bool:
-        return name in self.given or self.has_range(name)
+        return name in self.given or name in self.calibrated
 
     def float_activations(self, op: Op) -> list[str]:
         g = self.graph
         return [n for n in op.inputs + op.outputs
                 if n and g.tensors[n].dtype.is_float and not g.is_constant(n)]
 
-    def float_reason(self, op: Op) -> str | None:
-        """Why `op` stays float in a QDQ model: a tensor it reads or writes is float in the graph."""
-        for name in self.float_activations(op):
-            if not self.covered(name):
-                return (f"the QDQ graph leaves '{name}' float (no QuantizeLinear/DequantizeLinear; "
-                        f"--calib would quantize it)")
-        return None
-
     def runs_quantized(self, op: Op, assume: str = "", inputs_only: bool = False) -> bool:
         """True when the mark phase will quantize `op` (`assume`: a tensor about to be covered;
         `inputs_only`: its outputs' grids are the kernel's, whatever the graph says)."""
-        spec = registry.spec(op.kind)
-        if op.origin in self.float_ops or isinstance(spec.quant, FloatOnly) or \
-                self.dtype.name.lower() not in spec.quant.dtypes:
+        if op.origin in self.float_ops or not registry.spec(op.kind).quant.runs_in(self.dtype):
             return False
         names = [n for n in self.float_activations(op) if not (inputs_only and n in op.outputs)]
         return all(n == assume or self.covered(n) for n in names)
@@ -239,12 +230,12 @@ class _Folder:
         if producer is None or not self.runs_quantized(producer, inputs_only=True):
             return None
         rule = registry.spec(producer.kind).quant
-        if isinstance(rule, FixedOutput):
-            zero_point = rule.zero_point_int8 + (128 if self.dtype == DType.UINT8 else 0)
-            return QuantParams.per_tensor(self.dtype, rule.scale, zero_point)
-        if isinstance(rule, SameAsInput) and self.data_inputs(producer) == [producer.inputs[rule.index]]:
-            return self.given.get(producer.inputs[rule.index])
-        return None  # several operands: the mark phase puts them all on the graph's output grid
+        source = None
+        if isinstance(rule, SameAsInput):
+            if self.data_inputs(producer) != [producer.inputs[rule.index]]:
+                return None  # several operands: the mark phase puts them all on the graph's output grid
+            source = self.given.get(producer.inputs[rule.index])
+        return rule.output_params(self.dtype, source)
 
     def data_inputs(self, op: Op) -> list[str]:
         return [n for n in op.inputs if n and self.graph.tensors[n].dtype.is_float]
@@ -262,6 +253,8 @@ class _Folder:
         for op in self.graph.ops:
             self.constants(op)
         self.graph.remove_unused()
+        self.result.uncovered = {n for op in self.graph.ops for n in self.float_activations(op)
+                                 if not self.covered(n)}
         return self.result
 
     def fold(self, op: Op) -> None:
@@ -322,15 +315,15 @@ class _Folder:
         out = op.outputs[0]
         if isinstance(rule, FixedOutput) and len(op.outputs) == 1 and out not in self.given and \
                 self.qdq.is_intermediate(out) and self.runs_quantized(op, assume=out):
-            zero_point = rule.zero_point_int8 + (128 if self.dtype == DType.UINT8 else 0)
-            self.given[out] = QuantParams.per_tensor(self.dtype, rule.scale, zero_point)
+            self.given[out] = rule.output_params(self.dtype)
 
     def share_output_grid(self, op: Op) -> None:
         """Backwards through an op rounding commutes with (a crop, a transpose): an intermediate
         tensor of a lowering read only by it takes the grid of its output, which the graph gives
         (TRANSPOSE_CONV -> STRIDED_SLICE crop). Exact: the values that reach the output are
         rounded once, to the grid the graph rounds them to."""
-        if op.kind not in ROUNDING_COMMUTES or len(op.outputs) != 1 or op.outputs[0] not in self.given:
+        if not registry.spec(op.kind).quant.commutes_with_rounding or len(op.outputs) != 1 or \
+                op.outputs[0] not in self.given:
             return
         g = self.graph
         for name in self.data_inputs(op):
@@ -486,11 +479,11 @@ def _bias_saturates(bias: np.ndarray, input_params: QuantParams, weight: QuantPa
 
 
 def fold_fake_quant(graph: Graph, qdq: QdqModel, dtype: DType, float_ops: set[str],
-                    has_range: Callable[[str], bool]) -> tuple[FoldedQdq, KeepFloat]:
+                    calibrated: Container[str] = frozenset()) -> FoldedQdq:
     """Remove the FAKE_QUANT ops (QUANTIZE where a kernel's grid differs from the graph's); return
-    the parameters the graph fixes and the keep_float rule for the mark phase."""
-    folder = _Folder(graph, qdq, dtype, float_ops, has_range)
-    return folder.run(), folder.float_reason
+    the parameters the graph fixes and the tensors it leaves float (`calibrated`: the tensors
+    calibration statistics cover)."""
+    return _Folder(graph, qdq, dtype, float_ops, calibrated).run()
 
 
 def quantize_on_own_grid_first(graph: Graph, given: dict[str, QuantParams]) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -12,14 +11,47 @@ from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ir.quant import (QuantParams, activation_params, asymmetric_weight_params, bias_params,
                            symmetric_weight_params)
-from tflq.ops.base import Calibrated, FixedOutput, FloatOnly, SameAsInput, SameAsOutput
+from tflq.ops.base import Calibrated, SameAsInput, SameAsOutput
 
-RangeOf = Callable[[str], tuple[float, float]]
-KeepFloat = Callable[[Op], "str | None"]
+Range = tuple[float, float]
 
 
-class NoRange(LookupError):
-    """Raised by a RangeOf that has no range for a tensor (a part a QDQ model leaves float)."""
+class PlanContext:
+    """What the mark phase asks about the model, in one object: the activation type, the nodes
+    kept float, the parameters fixed in advance, each tensor's range and which ops stay float.
+
+    `given` holds parameters fixed in advance (a quantization-aware-trained model's QDQ
+    parameters); they win over calibrated ranges wherever the op's rule leaves a choice.
+    Subclasses answer `range` (from calibration statistics) and may keep more ops float.
+    """
+
+    def __init__(self, dtype: DType, float_ops: set[str] | frozenset[str] = frozenset(),
+                 given: dict[str, QuantParams] | None = None) -> None:
+        self.dtype = dtype
+        self.float_ops = frozenset(float_ops)
+        self.given = dict(given or {})
+
+    def range(self, name: str) -> Range | None:
+        """The real range of tensor `name`; None where the model leaves it float (a part of a QDQ
+        model that calibration did not cover): only ops `float_reason` keeps float touch those."""
+        raise NotImplementedError
+
+    def float_reason(self, op: Op) -> str | None:
+        """Why `op` stays float (None: it runs quantized)."""
+        if op.origin in self.float_ops:
+            return "kept float by --float-ops"
+        return registry.spec(op.kind).quant.float_reason(self.dtype)
+
+
+class RangesContext(PlanContext):
+    """A PlanContext over a fixed table of ranges (tests, and models whose ranges are known)."""
+
+    def __init__(self, dtype: DType, ranges: dict[str, Range], **kwargs) -> None:
+        super().__init__(dtype, **kwargs)
+        self.ranges = ranges
+
+    def range(self, name: str) -> Range | None:
+        return self.ranges.get(name)
 
 
 @dataclass
@@ -36,18 +68,6 @@ class QuantPlan:
 
     def is_quantized(self, op: Op) -> bool:
         return id(op) not in self.float_ops
-
-
-def _float_reason(op: Op, dtype: DType, float_ops: set[str],
-                  keep_float: KeepFloat | None = None) -> str | None:
-    spec = registry.spec(op.kind)
-    if op.origin in float_ops:
-        return "kept float by --float-ops"
-    if isinstance(spec.quant, FloatOnly):
-        return "no quantized TFLite kernel"
-    if dtype.name.lower() not in spec.quant.dtypes:
-        return f"LiteRT has no {dtype.name.lower()} kernel for it"
-    return keep_float(op) if keep_float is not None else None
 
 
 def _integer_only(graph: Graph, op: Op) -> bool:
@@ -103,12 +123,19 @@ def _holds(params: QuantParams, ranges: list[tuple[float, float]]) -> bool:
     return min(r[0] for r in ranges) >= low - step / 2 and max(r[1] for r in ranges) <= high + step / 2
 
 
-def _grid_holds_tensor(params: QuantParams, name: str, range_of: RangeOf) -> bool:
-    """_holds for a tensor's calibrated range."""
-    try:
-        return _holds(params, [range_of(name)])
-    except NoRange:
-        return True  # a QDQ model's tensor: its own given grid decides
+def _grid_holds_tensor(params: QuantParams, name: str, ctx: PlanContext) -> bool:
+    """_holds for a tensor's calibrated range (a QDQ model's tensor without one: its own given
+    grid decides)."""
+    found = ctx.range(name)
+    return found is None or _holds(params, [found])
+
+
+def _range(ctx: PlanContext, name: str) -> Range:
+    """The range of a tensor that a quantized op touches (its absence is a bug of float_reason)."""
+    found = ctx.range(name)
+    if found is None:
+        raise AssertionError(f"no range for '{name}', which a quantized op touches")
+    return found
 
 
 # XNNPACK refuses an output multiplier (input scale x weight scale / output scale) of 256 or more,
@@ -138,20 +165,17 @@ def _covering(params: QuantParams, ranges: list[tuple[float, float]]) -> QuantPa
     return activation_params(params.dtype, min(low, out_low), max(high, out_high))
 
 
-def _shared_output_params(graph: Graph, op: Op, dtype: DType, range_of: RangeOf,
-                          given: dict[str, QuantParams]) -> QuantParams:
+def _shared_output_params(graph: Graph, op: Op, ctx: PlanContext) -> QuantParams:
     """A SameAsOutput op's grid: the output's given params, else one covering every activation
     input's range and the output's."""
-    if op.outputs[0] in given:
-        return given[op.outputs[0]]
-    ranges = [range_of(n) for n in op.inputs if n and graph.tensors[n].dtype.is_float
-              and not graph.is_constant(n)] + [range_of(op.outputs[0])]
-    return activation_params(dtype, min(r[0] for r in ranges), max(r[1] for r in ranges))
+    if op.outputs[0] in ctx.given:
+        return ctx.given[op.outputs[0]]
+    ranges = [_range(ctx, n) for n in op.inputs if n and graph.tensors[n].dtype.is_float
+              and not graph.is_constant(n)] + [_range(ctx, op.outputs[0])]
+    return activation_params(ctx.dtype, min(r[0] for r in ranges), max(r[1] for r in ranges))
 
 
-def _concatenation_grids(graph: Graph, dtype: DType, range_of: RangeOf, float_ops: set[str],
-                         given: dict[str, QuantParams],
-                         keep_float: KeepFloat | None) -> dict[str, QuantParams]:
+def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParams]:
     """Grids chosen up front for the inputs of int8 SameAsOutput ops (CONCATENATION): each input,
     and through single-input same-scale ops (RESIZE, MAX_POOL_2D...) its source, gets the
     concatenation's own grid, so no input needs a requantizing QUANTIZE (TF's converter
@@ -159,45 +183,36 @@ def _concatenation_grids(graph: Graph, dtype: DType, range_of: RangeOf, float_op
     walk stops at a source whose range the grid does not hold: it would clip the source for its
     other consumers (and for a fused activation's input: AVERAGE_POOL+RELU of a negative value)."""
     preferred: dict[str, QuantParams] = {}
-    if dtype != DType.INT8:
-        return preferred  # uint8 CONCATENATION rescales its inputs itself
     producers = graph.producers()
     for op in graph.ops:
-        if not isinstance(registry.spec(op.kind).quant, SameAsOutput) or _integer_only(graph, op) or \
-                _float_reason(op, dtype, float_ops, keep_float) is not None:
-            continue
-        shared = _shared_output_params(graph, op, dtype, range_of, given)
+        rule = registry.spec(op.kind).quant
+        if not isinstance(rule, SameAsOutput) or not rule.inputs_on_output_grid(ctx.dtype) or \
+                _integer_only(graph, op) or ctx.float_reason(op) is not None:
+            continue  # (uint8 CONCATENATION rescales its inputs itself)
+        shared = _shared_output_params(graph, op, ctx)
         for name in op.inputs:
             while name and graph.tensors[name].dtype.is_float and not graph.is_constant(name) \
                     and name not in preferred:
                 preferred[name] = shared
                 producer = producers.get(name)
-                if producer is None or _float_reason(producer, dtype, float_ops, keep_float) is not None:
+                if producer is None or ctx.float_reason(producer) is not None:
                     break
                 rule = registry.spec(producer.kind).quant
                 sources = [n for n in producer.inputs if n and graph.tensors[n].dtype.is_float]
                 if not isinstance(rule, SameAsInput) or len(sources) != 1 or \
-                        not _grid_holds_tensor(shared, producer.inputs[rule.index], range_of):
+                        not _grid_holds_tensor(shared, producer.inputs[rule.index], ctx):
                     break
                 name = producer.inputs[rule.index]
     return preferred
 
 
-def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
-                      float_ops: set[str] = frozenset(),
-                      given: dict[str, QuantParams] | None = None,
-                      keep_float: KeepFloat | None = None) -> QuantPlan:
-    """Walk the ops in order and apply each spec's QuantRule (see ops/base.py).
-
-    `given` holds parameters fixed in advance (a quantization-aware-trained model's QDQ
-    parameters); they win over calibrated ranges wherever the op's rule leaves a choice.
-    `keep_float(op)` may keep more ops float, returning the reason (parts a QDQ model leaves
-    unquantized); `range_of` may then raise NoRange for the tensors only those ops touch.
-    """
+def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
+    """Walk the ops in order and apply each spec's QuantRule (see ops/base.py), asking `ctx`
+    for ranges, fixed parameters and the ops that stay float."""
+    dtype, given = ctx.dtype, ctx.given
     plan = QuantPlan(dtype)
     params = plan.params
-    given = given or {}
-    preferred = _concatenation_grids(graph, dtype, range_of, float_ops, given, keep_float)
+    preferred = _concatenation_grids(graph, ctx)
 
     def activation(name: str) -> QuantParams:
         if name not in params and graph.is_constant(name):  # an embedding table GATHER reads
@@ -205,13 +220,13 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
             params[name] = activation_params(dtype, float(np.min(data)), float(np.max(data)))
         if name not in params:
             params[name] = given[name] if name in given else preferred[name] if name in preferred \
-                else activation_params(dtype, *range_of(name))
+                else activation_params(dtype, *_range(ctx, name))
         return params[name]
 
     for op in graph.ops:
         if _integer_only(graph, op):
             continue  # integer/boolean arithmetic (ids, masks, shapes) runs as it is
-        reason = _float_reason(op, dtype, float_ops, keep_float)
+        reason = ctx.float_reason(op)
         if reason is not None:
             plan.float_ops[id(op)] = reason
             continue
@@ -228,7 +243,7 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
                 params[source] = given[op.outputs[0]]  # a QDQ graph's grid on a gathered table
             shared = activation(source)
             if len(data_inputs) > 1 and op.outputs[0] not in given:
-                shared = _covering(shared, [range_of(out) for out in op.outputs])
+                shared = _covering(shared, [_range(ctx, out) for out in op.outputs])
             elif len(data_inputs) > 1:
                 shared = given[op.outputs[0]]  # the graph's output grid holds every operand's values
             for i in activations:
@@ -237,21 +252,21 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
                 if graph.tensors[out].dtype.is_float:  # integer/boolean results are never quantized
                     params[out] = shared
         elif isinstance(rule, SameAsOutput):
-            shared = _shared_output_params(graph, op, dtype, range_of, given)
+            shared = _shared_output_params(graph, op, ctx)
             params[op.outputs[0]] = shared
             for i in activations:
                 activation(op.inputs[i])
-                if dtype == DType.INT8:
-                    required[i] = shared  # the int8 kernel demands identical params
+                if rule.inputs_on_output_grid(dtype):
+                    required[i] = shared  # the kernel demands identical params
         else:
             for i in activations:
                 activation(op.inputs[i])
+            fixed = rule.output_params(dtype)
             for out in op.outputs:
                 if not graph.tensors[out].dtype.is_float:
                     continue  # integer/boolean results (comparisons, indices) are never quantized
-                if isinstance(rule, FixedOutput):
-                    zp = rule.zero_point_int8 + (128 if dtype == DType.UINT8 else 0)
-                    params[out] = QuantParams.per_tensor(dtype, rule.scale, zp)
+                if fixed is not None:
+                    params[out] = fixed
                 elif isinstance(rule, Calibrated):
                     activation(out)
         for i in data_inputs:
@@ -275,9 +290,7 @@ def plan_quantization(graph: Graph, dtype: DType, range_of: RangeOf,
         plan.quantized_ops.append(op)
     for name in graph.inputs + graph.outputs:  # for 8-bit model I/O, even next to float ops
         t = graph.tensors[name]
-        if t.dtype.is_float and not t.is_constant:
-            try:
-                activation(name)
-            except NoRange:
-                pass  # a float edge of a partly quantized QDQ model
+        if t.dtype.is_float and not t.is_constant and \
+                (name in params or name in given or ctx.range(name) is not None):
+            activation(name)  # (none: a float edge of a partly quantized QDQ model)
     return plan
