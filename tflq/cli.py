@@ -14,7 +14,7 @@ import traceback
 import click
 
 from tflq import __version__
-from tflq.config import CalibMethod, ConvertConfig, IOType, Mode, QuantDType, parse_input_shape
+from tflq.config import IO_DTYPES, QUANT_DTYPES, CalibMethod, ConvertConfig, Mode, parse_input_shape
 from tflq.errors import TflqError
 
 EXIT_ERROR, EXIT_INTERNAL = 1, 3
@@ -91,7 +91,7 @@ def main() -> None:
                    "full: 8-bit weights and activations (needs --calib or --stats, "
                    "or a model with QuantizeLinear/DequantizeLinear).  [default: float; full for "
                    "a model with QuantizeLinear/DequantizeLinear, using its own parameters]")
-@click.option("--dtype", type=_choices(QuantDType), default="uint8", show_default=True,
+@click.option("--dtype", type=click.Choice([d.name.lower() for d in QUANT_DTYPES]), default="uint8", show_default=True,
               help="uint8: the classic asymmetric per-tensor scheme. int8: today's TFLite spec "
                    "(symmetric per-channel weights). A QDQ model's own types decide unless int8 "
                    "is asked for.")
@@ -118,7 +118,7 @@ def main() -> None:
               help="Reuse calibration statistics saved with --save-stats (repeatable; merged).")
 @click.option("--save-stats", type=click.Path(dir_okay=False),
               help="Write the calibration statistics to this file.")
-@click.option("--io-type", type=_choices(IOType), default="float", show_default=True,
+@click.option("--io-type", type=click.Choice(["float"] + [d.name.lower() for d in IO_DTYPES]), default="float", show_default=True,
               help="full mode: type of the model's inputs and outputs.")
 @click.option("--float-ops", default="", metavar="NAME[,NAME...]",
               help="full mode: ONNX node names to keep in float.")
@@ -153,11 +153,11 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
     try:
         config = ConvertConfig(
             model=model, output=output, mode=Mode(mode) if mode else None,
-            dtype=QuantDType(dtype),
+            dtype=dtype,
             input_shapes=_input_shapes(input_shapes), keep_io_layout=keep_io_layout,
             min_weight_elements=min_weight_elements, calib=calib, calib_samples=calib_samples,
             calib_method=CalibMethod(calib_method), percentile=percentile, stats=stats,
-            save_stats=save_stats, io_type=IOType(io_type),
+            save_stats=save_stats, io_type=io_type,
             float_ops=tuple(n for n in float_ops.split(",") if n),
             mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
             report=report_path if report_path != "-" else None, show_progress=not quiet)

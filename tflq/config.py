@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping
 
+from tflq.ir.dtypes import DType
+
 
 class Mode(Enum):
     FLOAT = "float"
@@ -12,9 +14,25 @@ class Mode(Enum):
     FULL = "full"
 
 
-class QuantDType(Enum):
-    UINT8 = "uint8"
-    INT8 = "int8"
+# The activation types of --dtype, and the integer types --io-type offers besides float.
+QUANT_DTYPES = (DType.UINT8, DType.INT8)
+IO_DTYPES = (DType.UINT8, DType.INT8)
+
+
+def _dtype(value: Any, allowed: tuple[DType, ...], option: str, none: str | None = None) -> DType | None:
+    """`value` (a DType, or its name as the CLI spells it) as one of `allowed`; `none` names the
+    value that stands for None ("float" for float I/O)."""
+    if value is None or (none is not None and value == none):
+        return None
+    if isinstance(value, str):
+        try:
+            value = DType.parse(value)
+        except KeyError:
+            value = None
+    if value not in allowed:
+        names = [d.name.lower() for d in allowed] + ([none] if none else [])
+        raise ValueError(f"{option} must be one of {', '.join(names)}")
+    return value
 
 
 class CalibMethod(Enum):
@@ -22,12 +40,6 @@ class CalibMethod(Enum):
     PERCENTILE = "percentile"
     MSE = "mse"
     ENTROPY = "entropy"
-
-
-class IOType(Enum):
-    FLOAT = "float"
-    UINT8 = "uint8"
-    INT8 = "int8"
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,7 @@ class ConvertConfig:
     model: str
     output: str | None = None
     mode: Mode | None = None  # None: float, or full for a model with Quantize/DequantizeLinear
-    dtype: QuantDType = QuantDType.UINT8
+    dtype: DType = DType.UINT8  # the activation type of the quantized modes
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     keep_io_layout: bool = False
     min_weight_elements: int = 1024
@@ -49,7 +61,7 @@ class ConvertConfig:
     stats: tuple[str, ...] = ()
     save_stats: str | None = None
     report: str | None = None  # where convert() writes the summary as JSON
-    io_type: IOType = IOType.FLOAT
+    io_type: DType | None = None  # None: float model inputs and outputs
     float_ops: tuple[str, ...] = ()
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -57,11 +69,12 @@ class ConvertConfig:
     show_progress: bool = False
 
     def __post_init__(self) -> None:
-        for name, enum in (("mode", Mode), ("dtype", QuantDType), ("calib_method", CalibMethod),
-                           ("io_type", IOType)):
+        for name, enum in (("mode", Mode), ("calib_method", CalibMethod)):
             value = getattr(self, name)
             if not isinstance(value, enum) and not (name == "mode" and value is None):
                 object.__setattr__(self, name, enum(value))
+        object.__setattr__(self, "dtype", _dtype(self.dtype, QUANT_DTYPES, "dtype"))
+        object.__setattr__(self, "io_type", _dtype(self.io_type, IO_DTYPES, "io_type", "float"))
         object.__setattr__(self, "input_shapes", {k: tuple(int(d) for d in v)
                                                   for k, v in dict(self.input_shapes).items()})
         object.__setattr__(self, "float_ops", tuple(self.float_ops))

@@ -9,6 +9,7 @@ from tflq.backend.tflite_writer import serialize
 from tflq.fileio import Source, WritePolicy
 from tflq.config import ConvertConfig, Mode
 from tflq.frontend.onnx_loader import load_onnx
+from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
 from tflq.passes.cleanup import (merge_transposes, remove_dead_ops, remove_noop_ops,
@@ -53,7 +54,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     if qdq is not None:
         simplify_qdq_graph(graph)
     report = ConversionReport(model=config.model, output=config.output, mode=config.mode.value,
-                              dtype=None if config.mode == Mode.FLOAT else config.dtype.value,
+                              dtype=None if config.mode == Mode.FLOAT else config.dtype.name.lower(),
                               input_bytes=_file_size(config.model),
                               notes=list(loaded.notes) + ([mode_note] if mode_note else []))
     # NORMALIZE: 1-D convolution stacks stay 4-D (height 1) between their ops
@@ -82,7 +83,7 @@ def convert(config: ConvertConfig) -> ConversionReport:
         from tflq.quantize.weights import UINT8_SPEED_NOTE, quantize_weights
 
         report.weights = quantize_weights(graph, config)
-        if config.dtype.value == "uint8" and report.weights:
+        if config.dtype == DType.UINT8 and report.weights:
             report.notes.append(UINT8_SPEED_NOTE)
     elif config.mode == Mode.FULL:
         from tflq.quantize.full import quantize_full

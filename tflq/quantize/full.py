@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from tflq.config import ConvertConfig, IOType, QuantDType
+from tflq.config import ConvertConfig
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.fileio import Source, WritePolicy
 from tflq.ir.dtypes import DType
@@ -63,7 +63,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     unknown = [name for name in config.float_ops if name not in known]
     if unknown:
         raise InvalidConfigError(f"--float-ops names no node of the model: {', '.join(unknown)}")
-    requested = DType.INT8 if config.dtype == QuantDType.INT8 else DType.UINT8
+    requested = config.dtype
     folded = None
     if qdq is None:
         stats = collect_statistics(graph, config, report, write)
@@ -75,7 +75,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         folded = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
                                  stats if stats is not None else frozenset())
     plan = plan_quantization(graph, _Context(dtype, config, stats, folded))
-    io_type = None if config.io_type == IOType.FLOAT else DType.parse(config.io_type.value)
+    io_type = config.io_type
     inserted = apply_plan(graph, plan, io_type)
     if folded is not None:
         folded.notes.extend(quantize_on_own_grid_first(graph, folded.given))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tflq import ops as registry
-from tflq.config import ConvertConfig, QuantDType
+from tflq.config import ConvertConfig
 from tflq.errors import InvalidModelError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op, Tensor
@@ -41,8 +41,8 @@ def _is_bias(op: Op, index: int) -> bool:
     return bias is not None and bias.index == index
 
 
-def _weight_params(data: np.ndarray, dtype: QuantDType, rule: Weight | None) -> QuantParams:
-    if dtype == QuantDType.UINT8:
+def _weight_params(data: np.ndarray, dtype: DType, rule: Weight | None) -> QuantParams:
+    if dtype == DType.UINT8:
         return asymmetric_weight_params(data, DType.UINT8)
     axis = rule.axis if rule is not None and data.ndim > 1 else None
     return symmetric_weight_params(data, axis, DType.INT8)
@@ -72,7 +72,7 @@ def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
         rule = rules[0] if len(set(rules)) == 1 else None
         params = _weight_params(t.data, config.dtype, rule)
         q_data = params.quantize(t.data)
-        hybrid = (config.dtype == QuantDType.INT8
+        hybrid = (config.dtype == DType.INT8
                   and all(r is not None and r.hybrid and registry.spec(op.kind).hybrid_supported(op, graph)
                           for r, (op, _) in zip(rules, uses)))
         q_name = graph.unique_name(f"{name}/quantized")
