@@ -20,7 +20,9 @@ from tflq.passes.fuse import (divisions_by_constants_to_multiplications, fold_af
 from tflq.passes.layout import channels_last_1d_io, to_nhwc
 from tflq.passes.manager import fixed_point
 from tflq.passes.one_d import cancel_height_reshapes, sink_height_squeezes, spread_ncw
-from tflq.quantize.qdq import QdqModel, find_qdq, resolve_mode, simplify_qdq_graph
+from tflq.ir.qdq import QdqModel
+from tflq.mode import resolve_mode
+from tflq.quantize.qdq import simplify_qdq_graph
 from tflq.report import ConversionReport
 
 
@@ -49,7 +51,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     policy.add_sources(Source("external data of the input model", p) for p in loaded.external_files)
     policy.check()
     graph = loaded.graph
-    qdq = find_qdq(loaded.onnx_model)
+    qdq = loaded.qdq
     config, mode_note = resolve_mode(config, qdq)
     if qdq is not None:
         simplify_qdq_graph(graph)

@@ -15,9 +15,11 @@ from tflq import ops as registry
 from tflq.ops.common import apply_activation
 from tflq.errors import Diagnostic, InvalidModelError, Unsupported, UnsupportedModelError
 from tflq.frontend.onnx_patterns import fuse_erf_gelu
+from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Layout, Op, Tensor
+from tflq.ir.qdq import QdqModel
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class LoadResult:
     notes: list[str] = field(default_factory=list)
     onnx_model: onnx.ModelProto | None = None
     external_files: list[str] = field(default_factory=list)  # the model's external-data files
+    qdq: QdqModel | None = None  # the model's QuantizeLinear/DequantizeLinear facts, if any
 
 
 def read_model(path: str) -> onnx.ModelProto:
@@ -456,6 +459,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None)
         log.info("recognised %d erf-based GELU patterns", gelus)
     result = import_graph(model, opset, notes)
     result.external_files = external_files
+    result.qdq = find_qdq(model)
     return result
 
 

@@ -180,6 +180,25 @@ class Graph:
                 count += 1
         return count
 
+    def bypass(self, op: Op) -> str | None:
+        """Remove `op`, whose output holds the same values as its first input: its consumers read
+        the input instead. Graph output names are kept: when the output is one, the input takes
+        its name (None, and the op stays, if the input's name must stay too: a graph input or
+        output, a constant, or a tensor other ops read). Returns the value's name afterwards."""
+        src, dst = op.inputs[0], op.outputs[0]
+        if dst not in self.outputs:
+            self.remove_op(op)
+            self.replace_uses(dst, src)
+            return src
+        if src in self.inputs or src in self.outputs or self.is_constant(src) or \
+                len(self.consumers(src)) != 1:
+            return None
+        self.remove_op(op)
+        layout = self.tensors.pop(dst).layout  # what the output holds (an identity TRANSPOSE of
+        self.rename(src, dst)                  # NWC data gives ONNX-order [N, W, C])
+        self.tensors[dst].layout = layout
+        return dst
+
     def rename(self, old: str, new: str) -> None:
         """Give tensor `old` the name `new` everywhere (ops, graph inputs and outputs)."""
         if new in self.tensors:

@@ -6,24 +6,6 @@ import numpy as np
 from tflq.ir.graph import Graph, Op
 
 
-def _bypass(graph: Graph, op: Op) -> bool:
-    """Remove a pass-through op, keeping graph output names; False if it must stay."""
-    src, dst = op.inputs[0], op.outputs[0]
-    if dst in graph.outputs:
-        if src in graph.inputs or src in graph.outputs or graph.is_constant(src):
-            return False
-        if len(graph.consumers(src)) != 1:
-            return False
-        graph.remove_op(op)
-        layout = graph.tensors.pop(dst).layout  # what the output holds (an identity TRANSPOSE of
-        graph.rename(src, dst)                  # NWC data gives ONNX-order [N, W, C])
-        graph.tensors[dst].layout = layout
-        return True
-    graph.remove_op(op)
-    graph.replace_uses(dst, src)
-    return True
-
-
 def _private_producer(graph: Graph, name: str, kind: str, producers: dict[str, Op]) -> Op | None:
     """The `kind` op producing `name`, if `name` feeds nothing else (so the two can be merged)."""
     op = producers.get(name)
@@ -40,7 +22,7 @@ def remove_noop_ops(graph: Graph) -> int:
     for op in list(graph.ops):
         if op.kind == "RESHAPE":
             x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-            if x.shape == y.shape and x.quant == y.quant and _bypass(graph, op):
+            if x.shape == y.shape and x.quant == y.quant and graph.bypass(op) is not None:
                 count += 1
                 producers = graph.producers()
                 continue
@@ -51,7 +33,7 @@ def remove_noop_ops(graph: Graph) -> int:
                 count += 1
         elif op.kind == "TRANSPOSE":
             perm = graph.tensors[op.inputs[1]].data
-            if perm is not None and np.array_equal(perm, np.arange(perm.size)) and _bypass(graph, op):
+            if perm is not None and np.array_equal(perm, np.arange(perm.size)) and graph.bypass(op) is not None:
                 count += 1
                 producers = graph.producers()
     if count:

@@ -9,7 +9,8 @@ from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.fileio import Source, WritePolicy
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
-from tflq.quantize.qdq import QdqModel, choose_dtype, fold_fake_quant, quantize_on_own_grid_first
+from tflq.ir.qdq import QdqModel
+from tflq.quantize.qdq import choose_dtype, fold_fake_quant, quantize_on_own_grid_first
 from tflq.quantize.rewrite import apply_plan
 from tflq.quantize.rules import PlanContext, Range, plan_quantization
 from tflq.quantize.weights import check_finite_constants

@@ -10,122 +10,28 @@ their ops float, unless calibration statistics cover them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Container
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from tflq import ops as registry
-from tflq.config import ConvertConfig, Mode
-from tflq.errors import Diagnostic, InvalidConfigError, UnsupportedModelError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op, Tensor
+from tflq.ir.qdq import QdqModel, QuantizedConstant
 from tflq.ir.quant import QuantParams
 from tflq.ops.base import FixedOutput, SameAsInput
-from tflq.ops.qdq import EIGHT_BIT, qdq_params, quantize_like_onnx, quantized_type
+from tflq.ops.qdq import FakeQuant
+from tflq.ops.quantize_ops import Quantize
 
 log = logging.getLogger(__name__)
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-FAKE_QUANT = "FAKE_QUANT"
+FAKE_QUANT = FakeQuant.kind
 # Integers farther than this (in steps) from the grid mean a constant is not on that grid.
 GRID_TOLERANCE = 0.01
 # int32 biases must stay clear of saturation (the mark phase's own limit for calibrated weights).
 BIAS_LIMIT = 2.0 ** 30
 # The graph's bias scale may differ from input scale x weight scale by this (relative) unnoticed.
 BIAS_SCALE_TOLERANCE = 1e-3
-
-
-@dataclass(frozen=True)
-class QuantizedConstant:
-    """A constant the ONNX graph stores quantized (a DequantizeLinear of an integer initializer, or
-    of a QuantizeLinear of a float one): its integers and parameters, in ONNX axis order."""
-
-    values: np.ndarray
-    params: QuantParams
-
-
-@dataclass
-class QdqModel:
-    """What an ONNX model's QuantizeLinear/DequantizeLinear nodes say, gathered once after loading."""
-
-    node_count: int
-    activation_types: set[DType] = field(default_factory=set)
-    constants: dict[str, QuantizedConstant] = field(default_factory=dict)  # DQ output -> constant
-    node_inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # node name -> inputs
-    values: set[str] = field(default_factory=set)  # every value name of the ONNX graph
-
-    def is_intermediate(self, name: str) -> bool:
-        """True for a tensor an importer made inside one ONNX node's lowering (the graph has no
-        QDQ pair for it, nor a float meaning of its own to keep)."""
-        return name not in self.values
-
-    def describe(self) -> str:
-        kinds = "/".join(sorted(t.name.lower() for t in self.activation_types)) or "no"
-        return f"{self.node_count} QuantizeLinear/DequantizeLinear nodes ({kinds} activations)"
-
-
-def find_qdq(model: onnx.ModelProto) -> QdqModel | None:
-    """The model's QDQ facts, or None for a float model. Run on the loaded (folded) model, whose
-    nodes the importer has named and validated."""
-    nodes = [n for n in model.graph.node if n.op_type in QDQ_OPS and n.domain in ("", "ai.onnx")]
-    if not nodes:
-        return None
-    wanted = {name for n in nodes for name in n.input}
-    inits = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer
-             if init.name in wanted}
-    qdq = QdqModel(len(nodes))
-    quantized: dict[str, tuple[np.ndarray, QuantParams]] = {}  # QuantizeLinear of a constant
-    activation_outputs: dict[str, onnx.NodeProto] = {}
-    qdq.values.update(v.name for v in list(model.graph.input) + list(model.graph.output))
-    for node in model.graph.node:
-        qdq.node_inputs[node.name] = tuple(node.input)
-        qdq.values.update(node.input)
-        qdq.values.update(node.output)
-        if node.op_type not in QDQ_OPS or node.domain not in ("", "ai.onnx"):
-            continue
-        zero_point = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        scale = inits[node.input[1]]
-        source = node.input[0]
-        if node.op_type == "QuantizeLinear":
-            dtype = quantized_type(node, zero_point)
-            if source in inits:
-                params = qdq_params(node, scale, zero_point, dtype, inits[source].shape)
-                quantized[node.output[0]] = (quantize_like_onnx(inits[source], params), params)
-            else:
-                qdq.activation_types.add(dtype)
-                activation_outputs[node.output[0]] = node
-            continue
-        values = inits[source] if source in inits else quantized.get(source, (None, None))[0]
-        if values is not None:
-            dtype = EIGHT_BIT.get(values.dtype, DType.INT32)
-            params = qdq_params(node, scale, zero_point, dtype, values.shape)
-            qdq.constants[node.output[0]] = QuantizedConstant(values, params)
-    _check_quantize_consumers(model, activation_outputs)
-    return qdq
-
-
-def _check_quantize_consumers(model: onnx.ModelProto, outputs: dict[str, onnx.NodeProto]) -> None:
-    """An activation QuantizeLinear must feed DequantizeLinear nodes only: an integer tensor read by
-    anything else (a model output, a QLinear op) has no float meaning tflq could keep."""
-    problems: dict[str, Diagnostic] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            if name in outputs and node.op_type != "DequantizeLinear" and name not in problems:
-                q = outputs[name]
-                problems[name] = Diagnostic(q.name, q.op_type, "quantize_without_dequantize",
-                                            f"its output is read by '{node.name}' ({node.op_type}), "
-                                            f"not by a DequantizeLinear")
-    for name in (o.name for o in model.graph.output if o.name in outputs):
-        q = outputs[name]
-        problems.setdefault(name, Diagnostic(q.name, q.op_type, "quantize_without_dequantize",
-                                             "its integer output is a model output"))
-    if problems:
-        raise UnsupportedModelError(
-            f"{len(problems)} QuantizeLinear node(s) cannot be converted: tflq converts QDQ graphs, "
-            f"where each activation QuantizeLinear is read by DequantizeLinear nodes only",
-            list(problems.values()))
 
 
 def choose_dtype(qdq: QdqModel, requested: DType) -> DType:
@@ -158,8 +64,7 @@ def drop_redundant_fake_quant(graph: Graph) -> int:
             source = producers.get(source.inputs[0])
         if source is None or source.kind != FAKE_QUANT or source.attrs.params != op.attrs.params:
             continue
-        graph.remove_op(op)
-        graph.replace_uses(op.outputs[0], op.inputs[0])
+        graph.bypass(op)
         count += 1
     if count:
         graph.remove_unused()
@@ -278,24 +183,16 @@ class _Folder:
                       f"QDQ graph's {wanted.describe()}")
         index = self.graph.ops.index(op)
         self.graph.remove_op(op)
-        self.graph.add_op(Op("QUANTIZE", [x], [y], origin=op.origin), index)
+        self.graph.add_op(Op(Quantize.kind, [x], [y], origin=op.origin), index)
         self.given[y] = wanted
 
     def bypass(self, op: Op) -> bool:
         """Remove a FAKE_QUANT whose parameters now live on its input; keep output names."""
-        g = self.graph
-        x, y = op.inputs[0], op.outputs[0]
-        if y not in g.outputs:
-            g.remove_op(op)
-            g.replace_uses(y, x)
-            return True
-        if x in g.inputs or x in g.outputs or g.is_constant(x) or len(g.consumers(x)) != 1:
-            return False
-        g.remove_op(op)
-        del g.tensors[y]
-        g.rename(x, y)
-        self.given[y] = self.given.pop(x)
-        return True
+        x = op.inputs[0]
+        name = self.graph.bypass(op)
+        if name is not None and name != x:
+            self.given[name] = self.given.pop(x)
+        return name is not None
 
     def share_input_grid(self, op: Op) -> None:
         """A same-scale op with one data input: its output is on its input's grid, exactly."""
@@ -494,7 +391,7 @@ def quantize_on_own_grid_first(graph: Graph, given: dict[str, QuantParams]) -> l
     notes: list[str] = []
     entry: dict[str, str] = {}
     for op in list(graph.ops):
-        x = op.inputs[0] if op.kind == "QUANTIZE" else ""
+        x = op.inputs[0] if op.kind == Quantize.kind else ""
         if not x or x not in given or not graph.tensors[x].dtype.is_float:
             continue
         own, wanted = given[x], graph.tensors[op.outputs[0]].quant
@@ -505,34 +402,8 @@ def quantize_on_own_grid_first(graph: Graph, given: dict[str, QuantParams]) -> l
             t = graph.tensors[x]
             entry[x] = graph.unique_name(f"{x}/quantized")
             graph.add_tensor(Tensor(entry[x], own.dtype, t.shape, quant=own, layout=t.layout))
-            graph.add_op(Op("QUANTIZE", [x], [entry[x]], origin=op.origin), graph.ops.index(op))
+            graph.add_op(Op(Quantize.kind, [x], [entry[x]], origin=op.origin), graph.ops.index(op))
         op.inputs[0] = entry[x]
         notes.append(f"requantized '{x}' from the QDQ graph's {own.describe()} to "
                      f"{wanted.describe()} for a kernel that needs that grid")
     return notes
-
-
-def resolve_mode(config: ConvertConfig, qdq: QdqModel | None) -> tuple[ConvertConfig, str | None]:
-    """The config with a definite mode, and a note when the model decided it.
-
-    A QDQ model is converted to full integer with its own parameters unless a mode is given.
-    `--mode float` keeps its quantization as FAKE_QUANT ops (a float model that computes what the
-    ONNX graph computes); weights-only is refused, since the graph already fixes every weight's
-    quantization and dropping the activations' would change the model's numbers.
-    """
-    if qdq is None:
-        return (config if config.mode is not None else replace(config, mode=Mode.FLOAT)), None
-    if config.mode is None:
-        return replace(config, mode=Mode.FULL), (
-            "the model is quantized (QuantizeLinear/DequantizeLinear): --mode full inferred, "
-            "with the graph's own scales and zero points (no calibration data needed)")
-    if config.mode == Mode.WEIGHTS_ONLY:
-        raise InvalidConfigError(
-            f"{config.model}: the model is already quantized ({qdq.describe()}); --mode "
-            f"weights-only cannot keep that quantization. Omit --mode (or use --mode full) for an "
-            f"integer model with the graph's own parameters, or --mode float for a float model "
-            f"that simulates them with FAKE_QUANT ops")
-    if config.mode == Mode.FLOAT:
-        return config, (f"{qdq.describe()}: --mode float keeps them as FAKE_QUANT ops (the file "
-                        f"computes what the ONNX graph computes); omit --mode for an integer model")
-    return config, None

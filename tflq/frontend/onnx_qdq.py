@@ -1,0 +1,76 @@
+"""Read a loaded ONNX model's QuantizeLinear/DequantizeLinear nodes once, into the IR's QdqModel."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from tflq.errors import Diagnostic, UnsupportedModelError
+from tflq.ir.dtypes import DType
+from tflq.ir.qdq import QdqModel, QuantizedConstant
+from tflq.ir.quant import QuantParams
+from tflq.ops.qdq import EIGHT_BIT, qdq_params, quantize_like_onnx, quantized_type
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def find_qdq(model: onnx.ModelProto) -> QdqModel | None:
+    """The model's QDQ facts, or None for a float model. Run on the loaded (folded) model, whose
+    nodes the importer has named and validated."""
+    nodes = [n for n in model.graph.node if n.op_type in QDQ_OPS and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        return None
+    wanted = {name for n in nodes for name in n.input}
+    inits = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer
+             if init.name in wanted}
+    qdq = QdqModel(len(nodes))
+    quantized: dict[str, tuple[np.ndarray, QuantParams]] = {}  # QuantizeLinear of a constant
+    activation_outputs: dict[str, onnx.NodeProto] = {}
+    qdq.values.update(v.name for v in list(model.graph.input) + list(model.graph.output))
+    for node in model.graph.node:
+        qdq.node_inputs[node.name] = tuple(node.input)
+        qdq.values.update(node.input)
+        qdq.values.update(node.output)
+        if node.op_type not in QDQ_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        zero_point = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        scale = inits[node.input[1]]
+        source = node.input[0]
+        if node.op_type == "QuantizeLinear":
+            dtype = quantized_type(node, zero_point)
+            if source in inits:
+                params = qdq_params(node, scale, zero_point, dtype, inits[source].shape)
+                quantized[node.output[0]] = (quantize_like_onnx(inits[source], params), params)
+            else:
+                qdq.activation_types.add(dtype)
+                activation_outputs[node.output[0]] = node
+            continue
+        values = inits[source] if source in inits else quantized.get(source, (None, None))[0]
+        if values is not None:
+            dtype = EIGHT_BIT.get(values.dtype, DType.INT32)
+            params = qdq_params(node, scale, zero_point, dtype, values.shape)
+            qdq.constants[node.output[0]] = QuantizedConstant(values, params)
+    _check_quantize_consumers(model, activation_outputs)
+    return qdq
+
+
+def _check_quantize_consumers(model: onnx.ModelProto, outputs: dict[str, onnx.NodeProto]) -> None:
+    """An activation QuantizeLinear must feed DequantizeLinear nodes only: an integer tensor read by
+    anything else (a model output, a QLinear op) has no float meaning tflq could keep."""
+    problems: dict[str, Diagnostic] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name in outputs and node.op_type != "DequantizeLinear" and name not in problems:
+                q = outputs[name]
+                problems[name] = Diagnostic(q.name, q.op_type, "quantize_without_dequantize",
+                                            f"its output is read by '{node.name}' ({node.op_type}), "
+                                            f"not by a DequantizeLinear")
+    for name in (o.name for o in model.graph.output if o.name in outputs):
+        q = outputs[name]
+        problems.setdefault(name, Diagnostic(q.name, q.op_type, "quantize_without_dequantize",
+                                             "its integer output is a model output"))
+    if problems:
+        raise UnsupportedModelError(
+            f"{len(problems)} QuantizeLinear node(s) cannot be converted: tflq converts QDQ graphs, "
+            f"where each activation QuantizeLinear is read by DequantizeLinear nodes only",
+            list(problems.values()))

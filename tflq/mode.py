@@ -1,0 +1,34 @@
+"""Which conversion mode a request means, once the model's QDQ facts are known."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tflq.config import ConvertConfig, Mode
+from tflq.errors import InvalidConfigError
+from tflq.ir.qdq import QdqModel
+
+
+def resolve_mode(config: ConvertConfig, qdq: QdqModel | None) -> tuple[ConvertConfig, str | None]:
+    """The config with a definite mode, and a note when the model decided it.
+
+    A QDQ model is converted to full integer with its own parameters unless a mode is given.
+    `--mode float` keeps its quantization as FAKE_QUANT ops (a float model that computes what the
+    ONNX graph computes); weights-only is refused, since the graph already fixes every weight's
+    quantization and dropping the activations' would change the model's numbers.
+    """
+    if qdq is None:
+        return (config if config.mode is not None else replace(config, mode=Mode.FLOAT)), None
+    if config.mode is None:
+        return replace(config, mode=Mode.FULL), (
+            "the model is quantized (QuantizeLinear/DequantizeLinear): --mode full inferred, "
+            "with the graph's own scales and zero points (no calibration data needed)")
+    if config.mode == Mode.WEIGHTS_ONLY:
+        raise InvalidConfigError(
+            f"{config.model}: the model is already quantized ({qdq.describe()}); --mode "
+            f"weights-only cannot keep that quantization. Omit --mode (or use --mode full) for an "
+            f"integer model with the graph's own parameters, or --mode float for a float model "
+            f"that simulates them with FAKE_QUANT ops")
+    if config.mode == Mode.FLOAT:
+        return config, (f"{qdq.describe()}: --mode float keeps them as FAKE_QUANT ops (the file "
+                        f"computes what the ONNX graph computes); omit --mode for an integer model")
+    return config, None
