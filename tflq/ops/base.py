@@ -235,6 +235,18 @@ class FusedActivations:
         return self.float32 & self.integer & self.hybrid
 
 
+# ---- facts the graph passes read ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Affine:
+    """An op computing x * scale + shift with constant scale/shift (either may be None)."""
+
+    x: str
+    scale: np.ndarray | None = None
+    shift: np.ndarray | None = None
+
+
 # ---- test cases that live with the op ---------------------------------------------------
 
 
@@ -281,6 +293,7 @@ class OpSpec:
     bias: ClassVar[Int32Bias | None] = None
     # Attrs has a `fused_activation` field, and this says which values the kernels apply.
     fused_activation: ClassVar[FusedActivations | None] = None
+    row_wise: ClassVar[bool] = False  # acts on each row of the last axis independently
     cases: ClassVar[list[Case]] = []
 
     def from_onnx(self, node, ctx) -> None:
@@ -303,6 +316,14 @@ class OpSpec:
                if w.index < len(op.inputs) and op.inputs[w.index]):
             return KernelVariant.HYBRID
         return KernelVariant.FLOAT
+
+    def affine(self, op: Op, graph: Graph) -> Affine | None:
+        """This op as x * scale + shift by constants, if it is one (BatchNorm folding)."""
+        return None
+
+    def hybrid_attrs(self, op: Op) -> dict[str, Any]:
+        """Attribute changes for running `op` on LiteRT's float-input/int8-weight kernel."""
+        return {}
 
     def hybrid_supported(self, op: Op, graph: Graph) -> bool:
         """Whether LiteRT's float-input/int8-weight kernel accepts this particular op."""

@@ -13,7 +13,7 @@ from tflq._generated.tflite.SubOptions import SubOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, FusedActivations, OpSpec, Transparent, rand
+from tflq.ops.base import Affine, Calibrated, Case, FusedActivations, OpSpec, Transparent, rand
 from tflq.ops.common import activation_code, quantized_version
 
 
@@ -62,6 +62,15 @@ class _Binary(OpSpec):
             return self.int64_version
         return quantized_version(graph, op)
 
+    def _constant_operand(self, op: Op, graph: Graph) -> tuple[str, np.ndarray, int] | None:
+        """(the other input, the constant, its index) for an unfused op with one constant input."""
+        if op.attrs.fused_activation != "NONE":
+            return None
+        index = next((i for i in (1, 0) if graph.is_constant(op.inputs[i])), None)
+        if index is None:
+            return None
+        return op.inputs[1 - index], graph.tensors[op.inputs[index]].data, index
+
 
 @register
 class Add(_Binary):
@@ -69,6 +78,10 @@ class Add(_Binary):
     onnx_types = ("Add",)
     int64_version = 4
     cases = _binary_cases("Add")
+
+    def affine(self, op: Op, graph: Graph) -> Affine | None:
+        found = self._constant_operand(op, graph)
+        return Affine(found[0], shift=found[1]) if found else None
 
 
 @register
@@ -79,6 +92,10 @@ class Sub(_Binary):
     Options = SubOptionsT
     int64_version = 4
     cases = _binary_cases("Sub")
+
+    def affine(self, op: Op, graph: Graph) -> Affine | None:
+        found = self._constant_operand(op, graph)
+        return Affine(found[0], shift=-found[1]) if found and found[2] == 1 else None
 
 
 @register
@@ -97,6 +114,10 @@ class Mul(_Binary):
              {"s": rand(4, seed=1), "b": rand(4, seed=2), "m": rand(4, seed=3),
               "v": rand(4, seed=4, low=0.5, high=2.0)}),
     ]
+
+    def affine(self, op: Op, graph: Graph) -> Affine | None:
+        found = self._constant_operand(op, graph)
+        return Affine(found[0], scale=found[1]) if found else None
 
     def from_onnx(self, node, ctx) -> None:
         if node.op_type == "Mul":

@@ -41,6 +41,9 @@ class FullyConnected(OpSpec):
     layout = LayoutBreaking()
     quant = Calibrated()
     weights = (Weight(1, axis=0, per_channel_full=False, hybrid=True),)
+
+    def hybrid_attrs(self, op: Op) -> dict:
+        return {"asymmetric_quantize_inputs": True}
     bias = Int32Bias(2)
     # fully_connected.cc: the float and integer kernels refuse TANH and SIGN_BIT at Prepare; the
     # hybrid kernel applies every value (ApplyActivationToVector).

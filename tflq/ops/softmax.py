@@ -84,6 +84,7 @@ class Softmax(_LastAxis):
     """ONNX Softmax."""
 
     kind = "SOFTMAX"
+    row_wise = True
     onnx_types = ("Softmax",)
     Attrs = SoftmaxAttrs
     quant = FixedOutput(scale=1 / 256, zero_point_int8=-128)  # int8 kernel enforces both
@@ -103,6 +104,7 @@ class LogSoftmax(_LastAxis):
     """ONNX LogSoftmax."""
 
     kind = "LOG_SOFTMAX"
+    row_wise = True
     onnx_types = ("LogSoftmax",)
     quant = FixedOutput(scale=16 / 256, zero_point_int8=127)  # 8-bit kernel enforces both
     cases = _cases("LogSoftmax")

@@ -167,18 +167,13 @@ def merge_transposes(graph: Graph) -> int:
     return count
 
 
-# Ops that act on each row of the last axis independently: they commute with any transpose
-# that leaves the last axis in place.
-ROW_OPS = ("SOFTMAX", "LOG_SOFTMAX")
-
-
 def _commutes_with(op: Op, perm: list[int]) -> bool:
     from tflq import ops as registry
     from tflq.ops.base import Transparent
 
     if len(op.inputs) != 1 or len(op.outputs) != 1:
         return False
-    if op.kind in ROW_OPS:
+    if registry.spec(op.kind).row_wise:  # commutes with a transpose keeping the last axis
         return perm[-1] == len(perm) - 1
     return isinstance(registry.spec(op.kind).layout, Transparent)
 

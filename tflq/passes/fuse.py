@@ -7,15 +7,6 @@ from tflq import ops as registry
 from tflq.ir.graph import Graph, Op
 from tflq.ops.base import ACTIVATION_FUNCTIONS
 
-# Output-channel axis of each weight layout (OHWI, 1HWO, [units, in], TRANSPOSE_CONV's OHWI).
-WEIGHT_OUT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0, "TRANSPOSE_CONV": 0}
-
-
-def _weight_and_bias(op: Op) -> tuple[int, int]:
-    """The input indices of a weighted op's weights and bias (from its spec's rules)."""
-    spec = registry.spec(op.kind)
-    return spec.weights[0].index, spec.bias.index
-
 
 def _sole_consumer(graph: Graph, name: str, consumers: dict[str, list[Op]]) -> Op | None:
     users = consumers.get(name, [])
@@ -42,46 +33,54 @@ def _per_channel_vector(value: np.ndarray, channels: int, out_rank: int) -> np.n
     return None
 
 
+def _affine_slots(op: Op | None, graph: Graph) -> tuple[int, int, int] | None:
+    """(weight input, bias input, output-channel axis of the weights) of an op with constant
+    weights and bias and an empty fused-activation slot: one an affine map after it folds into."""
+    if op is None:
+        return None
+    spec = registry.spec(op.kind)
+    bias = spec.bias
+    weight = next((w for w in spec.weights if bias is not None and w.index == bias.weight), None)
+    if weight is None or weight.axis is None or not spec.fused_activation or \
+            op.attrs.fused_activation != "NONE" or len(op.inputs) <= bias.index or \
+            not graph.is_constant(op.inputs[weight.index]) or not graph.is_constant(op.inputs[bias.index]):
+        return None
+    return weight.index, bias.index, weight.axis
+
+
 def fold_affine_into_producer(graph: Graph) -> int:
     """x = CONV(...); y = x * c + d  ->  CONV with scaled weights and shifted bias (BatchNorm folding)."""
     count = 0
     producers = graph.producers()
     consumers = graph.consumer_map()
     for op in list(graph.ops):
-        if op.kind not in ("MUL", "ADD", "SUB") or op.attrs.fused_activation != "NONE":
+        affine = registry.spec(op.kind).affine(op, graph)
+        if affine is None:
             continue
-        const_index = next((i for i in (1, 0) if graph.is_constant(op.inputs[i])), None)
-        if const_index is None or (op.kind == "SUB" and const_index == 0):
-            continue
-        x = op.inputs[1 - const_index]
+        x = affine.x
         producer = producers.get(x)
-        if (producer is None or producer.kind not in WEIGHT_OUT_AXIS
-                or producer.attrs.fused_activation != "NONE"
-                or _sole_consumer(graph, x, consumers) is not op):
-            continue
-        w_index, b_index = _weight_and_bias(producer)
-        if (len(producer.inputs) <= b_index or not producer.inputs[b_index]
-                or not graph.is_constant(producer.inputs[w_index])
-                or not graph.is_constant(producer.inputs[b_index])):
+        slots = _affine_slots(producer, graph)
+        if slots is None or _sole_consumer(graph, x, consumers) is not op:
             continue
         out = graph.tensors[op.outputs[0]]
         if out.shape != graph.tensors[x].shape:
             continue
+        w_index, b_index, axis = slots
         weights = graph.tensors[producer.inputs[w_index]]
-        axis = WEIGHT_OUT_AXIS[producer.kind]
         channels = weights.shape[axis]
-        vector = _per_channel_vector(graph.tensors[op.inputs[const_index]].data, channels, out.rank)
+        constant = affine.scale if affine.scale is not None else affine.shift
+        vector = _per_channel_vector(np.asarray(constant), channels, out.rank)
         if vector is None:
             continue
         bias = graph.tensors[producer.inputs[b_index]].data.astype(np.float32)
-        if op.kind == "MUL":
+        if affine.scale is not None:
             shape = [1] * weights.rank
             shape[axis] = channels
             new_w = (weights.data * vector.reshape(shape)).astype(np.float32)
             producer.inputs[w_index] = graph.add_constant(f"{producer.inputs[w_index]}/folded", new_w)
             bias = bias * vector
         else:
-            bias = bias + vector if op.kind == "ADD" else bias - vector
+            bias = bias + vector
         producer.inputs[b_index] = graph.add_constant(f"{producer.inputs[b_index]}/folded",
                                                       bias.astype(np.float32))
         _absorb(graph, producer, op, producers)
@@ -103,8 +102,7 @@ def divisions_by_constants_to_multiplications(graph: Graph) -> int:
         if op.kind != "DIV" or not graph.is_constant(op.inputs[1]) or graph.is_constant(op.inputs[0]):
             continue
         producer = producers.get(op.inputs[0])
-        if producer is None or producer.kind not in WEIGHT_OUT_AXIS or \
-                len(graph.consumers(op.inputs[0])) != 1:
+        if _affine_slots(producer, graph) is None or len(graph.consumers(op.inputs[0])) != 1:
             continue
         divisor = graph.tensors[op.inputs[1]]
         if not divisor.dtype.is_float or not np.all(np.isfinite(divisor.data)) or \

@@ -80,8 +80,9 @@ def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
         if hybrid:
             for op, i in uses:
                 op.inputs[i] = q_name
-                if op.kind == "FULLY_CONNECTED":
-                    op.replace_attrs(asymmetric_quantize_inputs=True)
+                changes = registry.spec(op.kind).hybrid_attrs(op)
+                if changes:
+                    op.replace_attrs(**changes)
         else:
             deq = dequantized.get(name)
             if deq is None:
