@@ -27,7 +27,7 @@ from tflq.config import CalibMethod
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.fileio import save_atomically
 from tflq.ir.graph import Graph
-from tflq.passes.layout import to_channels_last
+from tflq.ir.layout import to_channels_last
 from tflq.progress import progress
 from tflq.runtime.interpreter import GraphRunner
 

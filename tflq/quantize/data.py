@@ -31,7 +31,7 @@ import numpy as np
 
 from tflq.errors import CalibrationError
 from tflq.ir.graph import Graph
-from tflq.passes.layout import onnx_shape
+from tflq.ir.layout import onnx_shape
 
 log = logging.getLogger(__name__)
 
