@@ -14,8 +14,9 @@ from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Layout, Op, Tensor
 from tflq.ops.elementwise import ArithmeticAttrs
-from tflq.quantize.calibrate import (NUM_BINS, CalibrationStats, TensorStats, _entropy_divergences,
-                                     calibrate, graph_fingerprint, merge_files)
+from tflq.calibration.run import calibrate
+from tflq.calibration.statistics import NUM_BINS, CalibrationStats, TensorStats, _entropy_divergences
+from tflq.calibration.stats_file import graph_fingerprint, load_stats, merge_files, save_stats
 
 F32 = np.float32
 
@@ -137,8 +138,8 @@ def test_save_load_round_trip_and_merge_files(tmp_path):
         stats.update("conv/out", gaussian(500, seed=k, sigma=10 ** k))
         stats.update("relu/out", np.abs(gaussian(500, seed=k + 5)))
         path = tmp_path / f"shard{k}.npz"
-        stats.save(str(path), "model-abc")
-        assert CalibrationStats.load(str(path), "model-abc") == stats
+        save_stats(stats, str(path), "model-abc")
+        assert load_stats(str(path), "model-abc") == stats
         shards.append((path, stats))
     merged = merge_files([str(p) for p, _ in shards], "model-abc")
     expected = CalibrationStats()
@@ -153,7 +154,7 @@ def test_save_load_round_trip_and_merge_files(tmp_path):
 def test_saved_file_needs_no_pickle(tmp_path):
     stats = CalibrationStats(samples=1)
     stats.update("t", gaussian(10))
-    stats.save(str(tmp_path / "s.npz"), "fp")
+    save_stats(stats, str(tmp_path / "s.npz"), "fp")
     with np.load(tmp_path / "s.npz", allow_pickle=False) as npz:
         assert {npz[k].dtype.kind for k in npz.files} <= {"i", "f", "U"}
 
@@ -162,16 +163,16 @@ def test_fingerprint_mismatch_and_bad_files(tmp_path):
     stats = CalibrationStats(samples=1)
     stats.update("t", gaussian(10))
     path = tmp_path / "stats.npz"
-    stats.save(str(path), "model-one")
+    save_stats(stats, str(path), "model-one")
     with pytest.raises(CalibrationError) as excinfo:
-        CalibrationStats.load(str(path), "model-two")
+        load_stats(str(path), "model-two")
     assert "stats.npz" in str(excinfo.value) and "another model" in str(excinfo.value)
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(CalibrationError, match="junk.npz"):
-        CalibrationStats.load(str(tmp_path / "junk.npz"), "model-one")
+        load_stats(str(tmp_path / "junk.npz"), "model-one")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(CalibrationError, match="not a tflq statistics file"):
-        CalibrationStats.load(str(tmp_path / "other.npz"), "model-one")
+        load_stats(str(tmp_path / "other.npz"), "model-one")
     with pytest.raises(CalibrationError):
         merge_files([], "model-one")
 

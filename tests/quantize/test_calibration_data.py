@@ -11,7 +11,7 @@ import pytest
 from tflq.errors import CalibrationError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Layout, Tensor
-from tflq.quantize.data import DEFAULT_LIMIT, InputSpec, graph_input_specs, load_samples
+from tflq.calibration.sources import DEFAULT_LIMIT, InputSpec, graph_input_specs, load_samples
 from tests.conftest import importorskip
 
 F32 = np.float32

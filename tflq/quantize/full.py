@@ -1,54 +1,19 @@
 """Full-integer quantization, top to bottom: statistics (calibrate or load), ranges, mark, rewrite."""
 from __future__ import annotations
 
-import time
 from typing import Callable
 
+from tflq.calibration.run import collect_statistics
 from tflq.config import ConvertConfig
 from tflq.errors import CalibrationError, InvalidConfigError
-from tflq.fileio import Source, WritePolicy
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ir.qdq import QdqModel
+from tflq.quantize.plan import PlanContext, Range, plan_quantization
 from tflq.quantize.qdq import choose_dtype, fold_fake_quant, quantize_on_own_grid_first
 from tflq.quantize.rewrite import apply_plan
-from tflq.quantize.rules import PlanContext, Range, plan_quantization
 from tflq.quantize.weights import check_finite_constants
 from tflq.report import ConversionReport, FloatOp
-
-
-def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionReport,
-                       write: Callable[[str, bytes], None] | None = None):
-    from tflq.quantize.calibrate import calibrate, graph_fingerprint, merge_files
-    from tflq.quantize.data import graph_input_specs, load_samples
-
-    fingerprint = graph_fingerprint(graph)
-    stats = None
-    if config.stats:
-        stats = merge_files(list(config.stats), fingerprint)
-    if config.calib is not None:
-        start = time.perf_counter()
-        samples = load_samples(config.calib, graph_input_specs(graph), config.calib_samples,
-                               mean=config.mean, std=config.std, scale=config.scale)
-        fresh = calibrate(graph, samples, show_progress=config.show_progress)
-        report.calibration = {"samples": fresh.samples, "method": config.calib_method.value,
-                              "seconds": time.perf_counter() - start}
-        if stats is None:
-            stats = fresh
-        else:
-            stats.merge(fresh)
-    if stats is None:
-        raise InvalidConfigError("--mode full needs calibration data (--calib DIR) or saved "
-                                 "statistics (--stats FILE)")
-    if not report.calibration:
-        report.calibration = {"samples": 0, "method": config.calib_method.value, "seconds": 0.0,
-                              "from": list(config.stats)}
-    if config.save_stats:
-        if write is None:  # called without the pipeline's write policy: check against the model
-            write = WritePolicy({"--save-stats": config.save_stats},
-                                [Source("the input model", config.model)]).write
-        write("--save-stats", stats.to_bytes(fingerprint))
-    return stats
 
 
 def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,

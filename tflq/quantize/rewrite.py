@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op, Tensor
 from tflq.ir.quant import QuantParams
-from tflq.quantize.rules import QuantPlan
+from tflq.quantize.plan import QuantPlan
 
 
 @dataclass(frozen=True)

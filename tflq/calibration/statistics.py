@@ -8,28 +8,18 @@ floating point, so the bin does not depend on rounding. When a larger value arri
 and adjacent bin pairs are summed; bin j at exponent k goes to bin ((j - HALF) >> d) + HALF at
 exponent k + d, which is exactly where its values would have landed. Hence statistics over A
 and B merged equal the statistics over A and B together, bit for bit, in any order — so
-calibration can be sharded across machines and merged (`merge_files`).
+calibration can be sharded across machines and merged (`stats_file.merge_files`).
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import math
-import operator
-import os
-import zipfile
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from tflq.config import CalibMethod
 from tflq.errors import CalibrationError, InvalidConfigError
-from tflq.fileio import save_atomically
-from tflq.ir.graph import Graph
-from tflq.ir.layout import to_channels_last
-from tflq.progress import progress
-from tflq.runtime.interpreter import GraphRunner
 
 NUM_BINS = 2048
 HALF = NUM_BINS // 2
@@ -37,7 +27,6 @@ HALF_BITS = HALF.bit_length() - 1          # 2**HALF_BITS == HALF
 MIN_EXPONENT = -100                        # |x| < 2**-100 all land in the two centre bins
 LEVELS = 256                               # 8-bit grids, for the mse method
 ENTROPY_LEVELS = 128                       # TensorRT: 128 quantized bins of |x|
-STATS_FORMAT = 1                           # bump when the .npz layout changes
 
 
 class NonFiniteError(ValueError):
@@ -299,7 +288,7 @@ def _entropy_divergences(hist: np.ndarray, candidates: np.ndarray, levels: int) 
 
 
 class CalibrationStats:
-    """TensorStats by tensor name, plus how many samples went in; mergeable and saveable."""
+    """TensorStats by tensor name, plus how many samples went in; mergeable (stats_file.py saves it)."""
 
     def __init__(self, tensors: Mapping[str, TensorStats] | None = None, samples: int = 0) -> None:
         self.tensors: dict[str, TensorStats] = dict(tensors or {})
@@ -343,141 +332,3 @@ class CalibrationStats:
         if method == CalibMethod.MSE:
             return stats.mse_range()
         return stats.entropy_range()
-
-    # ---- files ----------------------------------------------------------------------------
-    def save(self, path: str, fingerprint: str) -> None:
-        """Write `to_bytes` to `path` atomically (the caller has checked it against its inputs)."""
-        save_atomically(self.to_bytes(fingerprint), path)
-
-    def to_bytes(self, fingerprint: str) -> bytes:
-        """The statistics as a .npz (no pickles) tagged with the model's fingerprint."""
-        names = sorted(self.tensors)
-        arrays = {
-            "format": np.array(STATS_FORMAT, np.int64),
-            "num_bins": np.array(NUM_BINS, np.int64),
-            "fingerprint": np.array(fingerprint),
-            "samples": np.array(self.samples, np.int64),
-            "names": np.array(names, dtype=np.str_) if names else np.zeros(0, np.str_),
-            "minimum": np.array([self.tensors[n].minimum for n in names], np.float64),
-            "maximum": np.array([self.tensors[n].maximum for n in names], np.float64),
-            "exponent": np.array([self.tensors[n].exponent for n in names], np.int64),
-            "counts": np.array([self.tensors[n].counts for n in names], np.int64).reshape(len(names), NUM_BINS),
-        }
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        return buffer.getvalue()
-
-    @classmethod
-    def load(cls, path: str, fingerprint: str) -> CalibrationStats:
-        """Read statistics written by `save`; CalibrationError unless they belong to this model."""
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                data = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise CalibrationError(f"{path}: not a tflq statistics file ({exc})") from None
-        expected = {"format", "num_bins", "fingerprint", "samples", "names", "minimum", "maximum",
-                    "exponent", "counts"}
-        if not isinstance(data, dict) or not expected <= set(data):
-            raise CalibrationError(f"{path}: not a tflq statistics file (written by --save-stats)")
-        if int(data["format"]) != STATS_FORMAT or int(data["num_bins"]) != NUM_BINS:
-            raise CalibrationError(f"{path}: statistics format {int(data['format'])} with "
-                                   f"{int(data['num_bins'])} bins; this tflq reads format {STATS_FORMAT} "
-                                   f"with {NUM_BINS} bins")
-        if str(data["fingerprint"]) != fingerprint:
-            raise CalibrationError(f"{path}: statistics belong to another model (or other conversion "
-                                   f"options): fingerprint {str(data['fingerprint'])[:16]}, this model "
-                                   f"{fingerprint[:16]}")
-        names = [str(n) for n in data["names"]]
-        counts = data["counts"].reshape(len(names), NUM_BINS)
-        tensors = {n: TensorStats(float(data["minimum"][k]), float(data["maximum"][k]),
-                                  int(data["exponent"][k]), counts[k].astype(np.int64))
-                   for k, n in enumerate(names)}
-        return cls(tensors, int(data["samples"]))
-
-
-def merge_files(paths: Iterable[str], fingerprint: str) -> CalibrationStats:
-    """Load and merge statistics files (the result equals one run over all their samples)."""
-    paths = list(paths)
-    if not paths:
-        raise CalibrationError("no statistics files given")
-    result = CalibrationStats()
-    for path in paths:
-        result.merge(CalibrationStats.load(os.fspath(path), fingerprint))
-    return result
-
-
-def graph_fingerprint(graph: Graph) -> str:
-    """A hex digest of what the statistics depend on: the ops, the activation tensors' names,
-    shapes, dtypes and layouts, and the constants' values."""
-    digest = hashlib.sha256()
-    digest.update(repr((graph.inputs, graph.outputs)).encode())
-    for op in graph.ops:
-        digest.update(repr((op.kind, op.inputs, op.outputs, op.attrs)).encode())
-    for name in sorted(graph.tensors):
-        t = graph.tensors[name]
-        digest.update(repr((name, t.shape, t.dtype.name, t.layout.value, t.is_constant)).encode())
-        if t.is_constant:
-            digest.update(np.ascontiguousarray(t.data).tobytes())
-    return digest.hexdigest()
-
-
-# ---- the calibration pass ---------------------------------------------------------------------
-
-
-def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], tensors: set[str] | None = None,
-              show_progress: bool = True) -> CalibrationStats:
-    """Run the float `graph` on each sample and gather statistics of `tensors` (default: every
-    non-constant float tensor, graph inputs included).
-
-    Samples are {input name: array} in ONNX layout (see tflq.quantize.data.load_samples); inputs
-    the graph holds as NHWC are transposed here. Only running statistics are kept, never the
-    activations. Raises CalibrationError when a tracked tensor becomes NaN or Inf.
-    """
-    if tensors is None:
-        tensors = {n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float}
-    else:
-        tensors = set(tensors)
-    stats = CalibrationStats()
-    producers = graph.producers()
-    index = 0
-
-    def on_tensor(name: str, value: np.ndarray) -> None:
-        if name not in tensors:
-            return
-        try:
-            stats.update(name, value)
-        except NonFiniteError as exc:
-            op = producers.get(name)
-            where = f" (output of {op.kind} from node '{op.origin}')" if op is not None else " (graph input)"
-            raise CalibrationError(f"calibration sample {index}: tensor '{name}'{where} "
-                                   f"holds {exc} values") from None
-
-    total = operator.length_hint(samples, 0) or None
-    runner = GraphRunner(graph)  # constants and kernels prepared once, not per sample
-    with progress(total, "Calibrating", enabled=show_progress) as bar:
-        for index, sample in enumerate(samples):
-            runner.run(_feeds(graph, sample, index), on_tensor=on_tensor)
-            stats.samples += 1
-            bar.update(1)
-    if stats.samples == 0:
-        raise CalibrationError("no calibration samples")
-    return stats
-
-
-def _feeds(graph: Graph, sample: Mapping[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
-    """Graph input name -> array in the graph's layout (ONNX NCHW samples become NHWC)."""
-    feeds = {}
-    for name in graph.inputs:
-        t = graph.tensors[name]
-        if t.is_constant:
-            continue
-        if name not in sample:
-            raise CalibrationError(f"calibration sample {index}: no array for input '{name}'")
-        value = np.asarray(sample[name])
-        if t.layout.channels_last and value.ndim == t.rank:
-            value = value.transpose(to_channels_last(t.rank))
-        if value.shape != t.shape:
-            raise CalibrationError(f"calibration sample {index}: input '{name}' has shape "
-                                   f"{list(value.shape)}, expected {list(t.shape)} ({t.layout.value})")
-        feeds[name] = value
-    return feeds

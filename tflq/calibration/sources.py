@@ -13,11 +13,9 @@ Accepted file shapes for an input of shape [B, *rest]:
 Files are read in sorted name order, headers first (shapes and dtypes are checked before any
 sample is produced), data lazily (.npy files are memory-mapped), so memory stays at one sample.
 
-Images (.png, .jpg, .jpeg; needs Pillow: `pip install tflq[images]`) feed a 4-D input: NCHW, or
-NHWC when the last dimension is 1 or 3 and the second is not. Each image is converted to RGB
-(channel order R, G, B) or grayscale for a 1-channel input, resized to (H, W) with bilinear
-filtering (no crop, aspect ratio not kept), and normalized as
-    x = (pixel * scale - mean[c]) / std[c]       (pixel in 0..255; scale default 1, mean 0, std 1)
+Images (.png, .jpg, .jpeg) feed a 4-D input: NCHW, or NHWC when the last dimension is 1 or 3
+and the second is not; images.py decodes them (RGB, or grayscale for one channel, resized to
+(H, W), normalized).
 """
 from __future__ import annotations
 
@@ -29,6 +27,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from tflq.calibration.images import (ImageNormalization, decode_image, image_geometry,
+                                     normalization, pillow)
 from tflq.errors import CalibrationError
 from tflq.ir.graph import Graph
 from tflq.ir.layout import onnx_shape
@@ -77,51 +77,6 @@ def graph_input_specs(graph: Graph) -> list[InputSpec]:
         shape = onnx_shape(t)
         specs.append(InputSpec(name, shape, t.dtype.numpy))
     return specs
-
-
-@dataclass(frozen=True)
-class ImageNormalization:
-    """x = (pixel * scale - mean[c]) / std[c]; mean and std hold 1 or C values."""
-
-    scale: float | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-    @property
-    def is_identity(self) -> bool:
-        return self.scale is None and self.mean is None and self.std is None
-
-    def apply(self, pixels: np.ndarray) -> np.ndarray:
-        """pixels: float32 [H, W, C] in 0..255."""
-        if self.scale is not None:
-            pixels = pixels * np.float32(self.scale)
-        if self.mean is not None:
-            pixels = pixels - np.asarray(self.mean, np.float32)
-        if self.std is not None:
-            pixels = pixels / np.asarray(self.std, np.float32)
-        return pixels
-
-
-def _normalization(mean, std, scale) -> ImageNormalization:
-    def values(name: str, given) -> tuple[float, ...] | None:
-        if given is None:
-            return None
-        try:
-            arr = np.atleast_1d(np.asarray(given, dtype=np.float64))
-        except (TypeError, ValueError):
-            arr = np.zeros((0,))
-        if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
-            raise CalibrationError(f"--{name} must be one number or one per channel, got {given!r}")
-        return tuple(float(v) for v in arr)
-
-    scale_values = values("scale", scale)
-    if scale_values is not None and (len(scale_values) != 1 or scale_values[0] <= 0):
-        raise CalibrationError(f"--scale must be one number > 0, got {scale!r}")
-    result = ImageNormalization(scale_values[0] if scale_values else None, values("mean", mean),
-                                values("std", std))
-    if result.std is not None and any(v <= 0 for v in result.std):
-        raise CalibrationError(f"--std values must be > 0, got {list(result.std)}")
-    return result
 
 
 # ---- parts: one input's rows from one file (or one Python item), loaded on demand ------------
@@ -257,43 +212,10 @@ def _check_same_sample_count(parts: Mapping[str, _Part], specs: Sequence[InputSp
 # ---- images ----------------------------------------------------------------------------------
 
 
-def _pillow():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise CalibrationError("reading images needs Pillow: pip install tflq[images]") from None
-    return Image
-
-
-@dataclass(frozen=True)
-class _ImageGeometry:
-    height: int
-    width: int
-    channels: int
-    channels_last: bool
-
-
-def _image_geometry(spec: InputSpec, label: str) -> _ImageGeometry:
-    shape = spec.shape
-    if len(shape) != 4:
-        raise CalibrationError(f"{label}: images can only feed a 4-D input; input '{spec.name}' has "
-                               f"shape {list(shape)}")
-    channels_last = shape[3] in (1, 3) and shape[1] not in (1, 3)
-    if channels_last:
-        height, width, channels = shape[1], shape[2], shape[3]
-    else:
-        channels, height, width = shape[1], shape[2], shape[3]
-    if channels not in (1, 3):
-        raise CalibrationError(f"{label}: images need an input with 1 or 3 channels; input '{spec.name}' "
-                               f"has shape {list(shape)}")
-    if spec.dtype.kind != "f" and spec.dtype != np.uint8:
-        raise CalibrationError(f"{label}: images cannot feed input '{spec.name}' of type {spec.dtype}")
-    return _ImageGeometry(height, width, channels, channels_last)
-
-
 def _image_part(path: str, spec: InputSpec, norm: ImageNormalization) -> _Part:
-    image_module = _pillow()
-    geometry = _image_geometry(spec, path)
+    """One image's row: the header is checked now, the pixels decoded when the row is read."""
+    image_module = pillow()
+    geometry = image_geometry(spec, path)
     if spec.dtype.kind != "f" and not norm.is_identity:
         raise CalibrationError(f"{path}: --mean/--std/--scale need a float input; input '{spec.name}' "
                                f"is {spec.dtype}")
@@ -306,25 +228,7 @@ def _image_part(path: str, spec: InputSpec, norm: ImageNormalization) -> _Part:
             image.size  # the header is parsed on open; decoding waits for load()
     except (OSError, ValueError, image_module.DecompressionBombError) as exc:
         raise CalibrationError(f"{path}: not a readable image ({exc})") from None
-    return _Part(path, 1, lambda: _decode_image(path, spec, geometry, norm))
-
-
-def _decode_image(path: str, spec: InputSpec, geometry: _ImageGeometry,
-                  norm: ImageNormalization) -> np.ndarray:
-    image_module = _pillow()
-    try:
-        with image_module.open(path) as image:
-            image = image.convert("RGB" if geometry.channels == 3 else "L")
-            image = image.resize((geometry.width, geometry.height), image_module.Resampling.BILINEAR)
-            pixels = np.asarray(image)
-    except (OSError, ValueError, image_module.DecompressionBombError) as exc:
-        raise CalibrationError(f"{path}: not a readable image ({exc})") from None
-    pixels = pixels.reshape(geometry.height, geometry.width, geometry.channels)
-    if spec.dtype.kind == "f":
-        pixels = norm.apply(pixels.astype(np.float32))
-    if not geometry.channels_last:
-        pixels = pixels.transpose(2, 0, 1)
-    return np.ascontiguousarray(pixels, dtype=spec.dtype)[None]
+    return _Part(path, 1, lambda: decode_image(path, spec, geometry, norm))
 
 
 # ---- finding the files -------------------------------------------------------------------------
@@ -623,7 +527,7 @@ def load_samples(source: Any, specs: Sequence[InputSpec], limit: int | None = No
     limit = DEFAULT_LIMIT if limit is None else int(limit)
     if limit < 1:
         raise CalibrationError(f"the number of calibration samples must be >= 1, got {limit}")
-    norm = _normalization(mean, std, scale)
+    norm = normalization(mean, std, scale)
     if isinstance(source, (str, os.PathLike)):
         return _from_path(os.fspath(source), specs, limit, norm)
     if not norm.is_identity:

@@ -1,0 +1,112 @@
+"""Calibration, run: gather the statistics a full-integer conversion needs, from saved files
+(--stats), by running the float graph over samples (--calib), or both merged."""
+from __future__ import annotations
+
+import operator
+import time
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from tflq.calibration.sources import graph_input_specs, load_samples
+from tflq.calibration.statistics import CalibrationStats, NonFiniteError
+from tflq.calibration.stats_file import graph_fingerprint, merge_files, stats_bytes
+from tflq.config import ConvertConfig
+from tflq.errors import CalibrationError, InvalidConfigError
+from tflq.fileio import Source, WritePolicy
+from tflq.ir.graph import Graph
+from tflq.ir.layout import to_channels_last
+from tflq.progress import progress
+from tflq.report import ConversionReport
+from tflq.runtime.interpreter import GraphRunner
+
+
+def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionReport,
+                       write: Callable[[str, bytes], None] | None = None) -> CalibrationStats:
+    """The statistics for `graph`: loaded from config.stats, calibrated on config.calib, or both."""
+    fingerprint = graph_fingerprint(graph)
+    stats = None
+    if config.stats:
+        stats = merge_files(list(config.stats), fingerprint)
+    if config.calib is not None:
+        start = time.perf_counter()
+        samples = load_samples(config.calib, graph_input_specs(graph), config.calib_samples,
+                               mean=config.mean, std=config.std, scale=config.scale)
+        fresh = calibrate(graph, samples, show_progress=config.show_progress)
+        report.calibration = {"samples": fresh.samples, "method": config.calib_method.value,
+                              "seconds": time.perf_counter() - start}
+        if stats is None:
+            stats = fresh
+        else:
+            stats.merge(fresh)
+    if stats is None:
+        raise InvalidConfigError("--mode full needs calibration data (--calib DIR) or saved "
+                                 "statistics (--stats FILE)")
+    if not report.calibration:
+        report.calibration = {"samples": 0, "method": config.calib_method.value, "seconds": 0.0,
+                              "from": list(config.stats)}
+    if config.save_stats:
+        if write is None:  # called without the pipeline's write policy: check against the model
+            write = WritePolicy({"--save-stats": config.save_stats},
+                                [Source("the input model", config.model)]).write
+        write("--save-stats", stats_bytes(stats, fingerprint))
+    return stats
+
+
+def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], tensors: set[str] | None = None,
+              show_progress: bool = True) -> CalibrationStats:
+    """Run the float `graph` on each sample and gather statistics of `tensors` (default: every
+    non-constant float tensor, graph inputs included).
+
+    Samples are {input name: array} in ONNX layout (see tflq.calibration.sources.load_samples); inputs
+    the graph holds as NHWC are transposed here. Only running statistics are kept, never the
+    activations. Raises CalibrationError when a tracked tensor becomes NaN or Inf.
+    """
+    if tensors is None:
+        tensors = {n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float}
+    else:
+        tensors = set(tensors)
+    stats = CalibrationStats()
+    producers = graph.producers()
+    index = 0
+
+    def on_tensor(name: str, value: np.ndarray) -> None:
+        if name not in tensors:
+            return
+        try:
+            stats.update(name, value)
+        except NonFiniteError as exc:
+            op = producers.get(name)
+            where = f" (output of {op.kind} from node '{op.origin}')" if op is not None else " (graph input)"
+            raise CalibrationError(f"calibration sample {index}: tensor '{name}'{where} "
+                                   f"holds {exc} values") from None
+
+    total = operator.length_hint(samples, 0) or None
+    runner = GraphRunner(graph)  # constants and kernels prepared once, not per sample
+    with progress(total, "Calibrating", enabled=show_progress) as bar:
+        for index, sample in enumerate(samples):
+            runner.run(_feeds(graph, sample, index), on_tensor=on_tensor)
+            stats.samples += 1
+            bar.update(1)
+    if stats.samples == 0:
+        raise CalibrationError("no calibration samples")
+    return stats
+
+
+def _feeds(graph: Graph, sample: Mapping[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
+    """Graph input name -> array in the graph's layout (ONNX NCHW samples become NHWC)."""
+    feeds = {}
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        if t.is_constant:
+            continue
+        if name not in sample:
+            raise CalibrationError(f"calibration sample {index}: no array for input '{name}'")
+        value = np.asarray(sample[name])
+        if t.layout.channels_last and value.ndim == t.rank:
+            value = value.transpose(to_channels_last(t.rank))
+        if value.shape != t.shape:
+            raise CalibrationError(f"calibration sample {index}: input '{name}' has shape "
+                                   f"{list(value.shape)}, expected {list(t.shape)} ({t.layout.value})")
+        feeds[name] = value
+    return feeds
