@@ -6,14 +6,19 @@ resized to (H, W) with bilinear filtering (no crop, aspect ratio not kept), and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from tflq.errors import CalibrationError
 
-if TYPE_CHECKING:
-    from tflq.calibration.sources import InputSpec
+
+class InputSpec(Protocol):
+    """What decoding needs of a model input (sources.InputSpec has it)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
 
 @dataclass(frozen=True)
