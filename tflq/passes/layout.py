@@ -15,8 +15,8 @@ import numpy as np
 
 from tflq import ops as registry
 from tflq.ir.graph import Graph, Layout, Op, Tensor
-from tflq.ir.layout import (CHANNELS_FIRST, CHANNELS_LAST, TO_NHWC, channels_last_axis, onnx_shape,
-                             to_channels_first, to_channels_last)
+from tflq.ir.layout import (CHANNELS_FIRST, CHANNELS_LAST, TO_NCHW, TO_NHWC, channels_last_axis,
+                             onnx_shape, to_channels_first, to_channels_last)
 from tflq.ops.base import AxisSensitive, ChannelsLast, LayoutBreaking, PermutesAxes, Transparent
 
 
