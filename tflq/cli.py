@@ -10,12 +10,16 @@ import json
 import logging
 import sys
 import traceback
+import warnings
+from contextlib import contextmanager
 
 import click
+import numpy as np
 
 from tflq import __version__
 from tflq.config import IO_DTYPES, QUANT_DTYPES, CalibMethod, ConvertConfig, Mode, parse_input_shape
 from tflq.errors import TflqError
+from tflq.text import printable
 
 EXIT_ERROR, EXIT_INTERNAL = 1, 3
 EPILOG = ("Exit codes: 0 success, 1 conversion error (message names the node or file), "
@@ -28,17 +32,33 @@ def _choices(enum) -> click.Choice:
 
 def _fail(exc: BaseException, debug: bool) -> None:
     if isinstance(exc, TflqError):
-        click.echo(f"Error: {exc.message}", err=True)
+        click.echo(f"Error: {printable(exc.message)}", err=True)
         for d in exc.diagnostics:
-            click.echo(f"  - {d}", err=True)
+            click.echo(f"  - {printable(str(d))}", err=True)
         if debug:
             traceback.print_exc()
         sys.exit(EXIT_ERROR)
-    click.echo(f"Internal error: {type(exc).__name__}: {exc}. This is a bug in tflq {__version__}; "
-               f"please report it with the command you ran (add --debug for the traceback).", err=True)
+    click.echo(f"Internal error: {type(exc).__name__}: {printable(str(exc))}. This is a bug in tflq "
+               f"{__version__}; please report it with the command you ran (add --debug for the "
+               f"traceback).", err=True)
     if debug:
         traceback.print_exc()
     sys.exit(EXIT_INTERNAL)
+
+
+@contextmanager
+def _warnings_logged():
+    """Python and numpy warnings go to the debug log, never raw to the terminal: tflq reports what
+    matters (NaN or Inf produced, a value out of range) as errors naming the node or file."""
+    log = logging.getLogger("tflq")
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        log.debug("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
+
+    with warnings.catch_warnings(), np.errstate(all="warn"):
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
 
 
 def _setup_logging(quiet: bool, verbose: bool, debug: bool) -> None:
@@ -130,12 +150,14 @@ def main() -> None:
               help="Images: factor applied to pixel values 0..255 first (e.g. 0.00392 for 0..1).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also write the summary as JSON to this file ('-' for stdout).")
+@click.option("--max-tensor-bytes", type=click.IntRange(min=1), default=2 * 1024 ** 3, show_default=True,
+              help="Refuse models with a tensor (stored, folded or computed) larger than this.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and verify the graph after every pass.")
 def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight_elements, calib,
             calib_samples, calib_method, percentile, stats, save_stats, io_type, float_ops, mean, std,
-            scale, report_path, quiet, verbose, debug) -> None:
+            scale, report_path, max_tensor_bytes, quiet, verbose, debug) -> None:
     """Convert an ONNX MODEL to a TFLite file.
 
     \b
@@ -160,10 +182,12 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             save_stats=save_stats, io_type=io_type,
             float_ops=tuple(n for n in float_ops.split(",") if n),
             mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
-            report=report_path if report_path != "-" else None, show_progress=not quiet)
+            report=report_path if report_path != "-" else None, max_tensor_bytes=max_tensor_bytes,
+            show_progress=not quiet)
         from tflq.pipeline import convert as run
 
-        report = run(config)
+        with _warnings_logged():
+            report = run(config)
     except click.ClickException:
         raise
     except Exception as exc:  # noqa: BLE001 - the CLI boundary turns every failure into an exit code
@@ -189,11 +213,13 @@ def inspect(file, as_json, debug) -> None:
     from tflq.backend.tflite_reader import format_model, read_tflite_file
 
     try:
-        info = read_tflite_file(file)
+        with _warnings_logged():
+            info = read_tflite_file(file)
+            text = json.dumps(info.to_dict(), indent=2) if as_json else format_model(info)
     except Exception as exc:  # noqa: BLE001
         _fail(exc, debug)
         return
-    click.echo(json.dumps(info.to_dict(), indent=2) if as_json else format_model(info))
+    click.echo(text)
 
 
 @main.command(epilog=EPILOG)

@@ -61,6 +61,7 @@ class ConvertConfig:
     stats: tuple[str, ...] = ()
     save_stats: str | None = None
     report: str | None = None  # where convert() writes the summary as JSON
+    max_tensor_bytes: int = 2 * 1024 ** 3  # no folded, computed or stored tensor may be larger
     io_type: DType | None = None  # None: float model inputs and outputs
     float_ops: tuple[str, ...] = ()
     mean: tuple[float, ...] | None = None

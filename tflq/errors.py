@@ -49,6 +49,12 @@ class InvalidModelError(TflqError):
     reason_code = "invalid_model"
 
 
+class ResourceLimitError(TflqError):
+    """A tensor or a piece of work exceeds a limit (--max-tensor-bytes, folding bounds, int32 dims)."""
+
+    reason_code = "resource_limit"
+
+
 class CalibrationError(TflqError):
     """Calibration data is missing, malformed or does not fit the model."""
 

@@ -47,7 +47,7 @@ def write_policy(config: ConvertConfig) -> WritePolicy:
 def _prepare(config: ConvertConfig, policy: WritePolicy
              ) -> tuple[Graph, ConversionReport, ConvertConfig, QdqModel | None]:
     """prepare_graph, plus the config with its mode settled and the model's QDQ facts (if any)."""
-    loaded = load_onnx(config.model, config.input_shapes)
+    loaded = load_onnx(config.model, config.input_shapes, config.max_tensor_bytes)
     policy.add_sources(Source("external data of the input model", p) for p in loaded.external_files)
     policy.check()
     graph = loaded.graph

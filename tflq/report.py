@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from tflq.text import printable
 
 
 @dataclass
@@ -71,7 +72,7 @@ class ConversionReport:
         lines.append(f"  transposes inserted: {self.transposes_inserted}")
         for note in self.notes:
             lines.append(f"  note: {note}")
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)  # names from files: escaped
 
 
 def _mb(n: int) -> str:

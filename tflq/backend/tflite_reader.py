@@ -1,6 +1,7 @@
 """Read a .tflite file back into plain Python facts (ops, tensors, quantization, buffer sizes)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,6 +10,7 @@ from tflq._generated.tflite.BuiltinOperator import BuiltinOperator
 from tflq._generated.tflite.Model import ModelT
 from tflq.errors import InvalidModelError
 from tflq.ir.dtypes import DType
+from tflq.text import printable
 
 _OP_NAMES = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
 
@@ -65,48 +67,91 @@ class ModelInfo:
 
 
 def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else (value or "")
 
 
 def read_tflite(data: bytes) -> ModelInfo:
-    """Parse .tflite bytes; raise InvalidModelError for anything that is not a TFLite model."""
+    """Parse .tflite bytes; raise InvalidModelError for anything that is not a TFLite model.
+
+    The file is untrusted: any failure while decoding it (offsets past the end, bad indices,
+    unknown types, sizes that do not match) means the file is corrupt, and says what was wrong.
+    """
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise InvalidModelError("not a TFLite file (identifier 'TFL3' missing)")
     try:
         model = ModelT.InitFromPackedBuf(data, 0)
-    except Exception as exc:
-        raise InvalidModelError(f"corrupt TFLite file ({type(exc).__name__})") from exc
+        return _decode(model, len(data))
+    except InvalidModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt flatbuffer fails in many ways
+        detail = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise InvalidModelError(f"corrupt TFLite file ({type(exc).__name__}{': ' + detail if detail else ''})") \
+            from None
+
+
+def _decode(model, file_bytes: int) -> ModelInfo:
+    if not model.subgraphs:
+        raise InvalidModelError("corrupt TFLite file (no subgraph)")
     subgraph = model.subgraphs[0]
+    buffers = model.buffers or []
+    codes = model.operatorCodes or []
     tensors = []
-    for i, t in enumerate(subgraph.tensors):
-        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+    for i, t in enumerate(subgraph.tensors or []):
+        buf = buffers[t.buffer] if 0 <= t.buffer < len(buffers) else None
         raw = bytes(np.asarray(buf.data, np.uint8)) if buf is not None and buf.data is not None else b""
-        dtype = DType.from_tflite(t.type)
+        try:
+            dtype = DType.from_tflite(t.type)
+        except (KeyError, ValueError):
+            raise InvalidModelError(f"corrupt TFLite file (tensor {i} has unknown type {t.type})") from None
         shape = [int(d) for d in (t.shape if t.shape is not None else [])]
         q = t.quantization
         info = TensorInfo(i, _text(t.name), dtype.name.lower(), shape, len(raw))
         if q is not None and q.scale is not None and len(q.scale):
             info.scale = [float(s) for s in q.scale]
-            info.zero_point = [int(z) for z in q.zeroPoint]
+            info.zero_point = [int(z) for z in (q.zeroPoint if q.zeroPoint is not None else [])]
             info.quantized_dimension = int(q.quantizedDimension)
         if raw:
+            if any(d < 0 for d in shape) or len(raw) != math.prod(shape) * dtype.numpy.itemsize:
+                raise InvalidModelError(f"corrupt TFLite file (tensor {i} '{info.name}': {len(raw)} "
+                                        f"bytes of data for shape {shape} {info.dtype})")
             info.data = np.frombuffer(raw, dtype=dtype.numpy).reshape(shape)
         tensors.append(info)
+
+    def indices(values, what: str, optional: bool = False) -> list[int]:
+        result = [int(i) for i in (values if values is not None else [])]
+        for i in result:
+            if not (0 <= i < len(tensors) or (optional and i == -1)):
+                raise InvalidModelError(f"corrupt TFLite file ({what} names tensor {i}, the subgraph "
+                                        f"has {len(tensors)})")
+        return result
+
     ops = []
-    for o in subgraph.operators or []:
-        code = model.operatorCodes[o.opcodeIndex]
+    for k, o in enumerate(subgraph.operators or []):
+        if not 0 <= o.opcodeIndex < len(codes):
+            raise InvalidModelError(f"corrupt TFLite file (operator {k} has opcode index {o.opcodeIndex}, "
+                                    f"the model has {len(codes)} codes)")
+        code = codes[o.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
         ops.append(OpInfo(_OP_NAMES.get(builtin, str(builtin)), code.version,
-                          [int(i) for i in o.inputs], [int(i) for i in o.outputs], o.builtinOptions))
+                          indices(o.inputs, f"operator {k}", optional=True),
+                          indices(o.outputs, f"operator {k}"), o.builtinOptions))
     keys = [_text(s.signatureKey) for s in (model.signatureDefs or [])]
     return ModelInfo(model.version, _text(model.description), ops, tensors,
-                     [int(i) for i in subgraph.inputs], [int(i) for i in subgraph.outputs], keys,
-                     len(data))
+                     indices(subgraph.inputs, "the subgraph's inputs"),
+                     indices(subgraph.outputs, "the subgraph's outputs"), keys, file_bytes)
 
 
 def read_tflite_file(path: str) -> ModelInfo:
-    with open(path, "rb") as f:
-        return read_tflite(f.read())
+    """read_tflite on a file; every error names the file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InvalidModelError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return read_tflite(data)
+    except InvalidModelError as exc:
+        raise InvalidModelError(f"{path}: {exc.message}") from None
 
 
 def format_model(info: ModelInfo) -> str:
@@ -124,7 +169,7 @@ def format_model(info: ModelInfo) -> str:
     lines.append("tensors:")
     for t in info.tensors:
         lines.append(f"  {t.index:3d} {_tensor_line(t)}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # names from files: escaped
 
 
 def _tensor_line(t: TensorInfo) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -13,10 +14,13 @@ from onnx import helper, numpy_helper, shape_inference
 
 from tflq import ops as registry
 from tflq.ops.common import apply_activation
-from tflq.errors import Diagnostic, InvalidModelError, Unsupported, UnsupportedModelError
+from tflq.errors import (Diagnostic, InvalidModelError, ResourceLimitError, Unsupported,
+                         UnsupportedModelError)
 from tflq.frontend.onnx_patterns import fuse_erf_gelu
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
+from tflq.frontend.validate import (DEFAULT_MAX_TENSOR_BYTES, INT32_MAX, check_nodes, check_structure,
+                                    check_value_shapes, first_line, run_onnx_checker)
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Layout, Op, Tensor
 from tflq.ir.qdq import QdqModel
@@ -28,6 +32,8 @@ SUPPORTED_OPSETS = range(11, 22)
 NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUniform",
               "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 MAX_FOLD_PASSES = 8
+# A Loop is folded only when it runs at most this many iterations (a bound on import-time work).
+MAX_FOLDED_LOOP_ITERATIONS = 10_000
 # IR kinds never evaluated at import even with constant inputs: they carry quantization meaning.
 NOT_FOLDED_KINDS = {"FAKE_QUANT", "QUANTIZE", "DEQUANTIZE"}
 # Graph input types a TFLite file can take as they are (token ids, attention masks, flags).
@@ -172,11 +178,12 @@ def fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, 
         raise InvalidModelError("; ".join(problems) + ". Give it with --input-shape NAME:D0,D1,...")
 
 
-def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+def _infer(model: onnx.ModelProto, strict: bool = False, path: str = "") -> onnx.ModelProto:
     try:
-        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        return shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
     except Exception as exc:
-        raise InvalidModelError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
+        where = f"{path}: " if path else ""
+        raise InvalidModelError(f"{where}ONNX shape inference failed: {first_line(exc)}") from None
 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -217,12 +224,16 @@ def _value_index(names) -> list[int]:
     return out
 
 
-def fold_constants(model: onnx.ModelProto, opset: int) -> int:
+def fold_constants(model: onnx.ModelProto, opset: int,
+                   max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> int:
     """Evaluate every node whose inputs are known (Shape of a static tensor included).
 
     Replaces the nodes by initializers, re-runs shape inference, and repeats until nothing
     changes: this collapses PyTorch's Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains.
-    Returns the number of nodes folded.
+    Returns the number of nodes folded. The work is bounded: a Loop folds only up to
+    MAX_FOLDED_LOOP_ITERATIONS iterations, no folded tensor may exceed `max_tensor_bytes`
+    (checked on the inferred shape before evaluating), and a node that computes NaN or Inf from
+    finite inputs is an error naming it.
     """
     total = 0
     for _ in range(MAX_FOLD_PASSES):
@@ -243,10 +254,19 @@ def fold_constants(model: onnx.ModelProto, opset: int) -> int:
                     outputs = [shape[start:end]]
             elif (node.op_type not in NOT_FOLDED and node.domain in ("", "ai.onnx")
                   and any(node.input) and all(n in constants for n in node.input if n)):
+                values = [constants[n] for n in node.input if n]
+                _check_fold_work(node, constants, shapes, max_tensor_bytes)
                 try:
-                    outputs = _evaluate_node(node, [constants[n] for n in node.input if n], opset)
+                    with np.errstate(all="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        outputs = _evaluate_node(node, values, opset)
+                except MemoryError:
+                    raise ResourceLimitError(f"node '{node.name}' ({node.op_type}): folding it needs "
+                                             f"more memory than is available") from None
                 except Exception as exc:  # leave it to the importer to report
                     log.debug("could not fold %s (%s): %s", node.name, node.op_type, exc)
+                else:
+                    _check_folded(node, values, outputs, max_tensor_bytes)
             if outputs is None:
                 kept.append(node)
                 continue
@@ -263,6 +283,36 @@ def fold_constants(model: onnx.ModelProto, opset: int) -> int:
         inferred = _infer(model)
         model.graph.CopyFrom(inferred.graph)
     return total
+
+
+def _check_fold_work(node, constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
+                     max_tensor_bytes: int) -> None:
+    """Refuse, before evaluating, a fold whose work or result would exceed the limits."""
+    if node.op_type == "Loop" and node.input and node.input[0] in constants:
+        trips = constants[node.input[0]]
+        if trips.size == 1 and int(trips.reshape(())) > MAX_FOLDED_LOOP_ITERATIONS:
+            raise ResourceLimitError(
+                f"node '{node.name}' (Loop): constant trip count {int(trips.reshape(()))} exceeds "
+                f"the {MAX_FOLDED_LOOP_ITERATIONS} iterations tflq evaluates at import")
+    for name in node.output:
+        if name in shapes:
+            nbytes = 8 * math.prod(shapes[name])  # the widest element: a safe upper bound
+            if nbytes > max_tensor_bytes:
+                raise ResourceLimitError(
+                    f"node '{node.name}' ({node.op_type}): output '{name}' of shape "
+                    f"{list(shapes[name])} would exceed --max-tensor-bytes {max_tensor_bytes}")
+
+
+def _check_folded(node, inputs: list[np.ndarray], outputs: list[np.ndarray], max_tensor_bytes: int) -> None:
+    """A folded result must fit the limit, and NaN/Inf from finite inputs is a model error."""
+    inputs_finite = all(not v.dtype.kind in "fc" or np.isfinite(v).all() for v in inputs)
+    for name, value in zip(node.output, outputs):
+        if value.nbytes > max_tensor_bytes:
+            raise ResourceLimitError(f"node '{node.name}' ({node.op_type}): output '{name}' holds "
+                                     f"{value.nbytes} bytes, above --max-tensor-bytes {max_tensor_bytes}")
+        if inputs_finite and value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise InvalidModelError(f"node '{node.name}' ({node.op_type}): computes NaN or infinite "
+                                    f"values in '{name}' from finite constant inputs")
 
 
 def _drop_stale_value_info(model: onnx.ModelProto) -> None:
@@ -437,9 +487,16 @@ def _plain_8bit_uses(graph: Graph) -> list[Diagnostic]:
             for op in graph.ops if op.kind != "CAST" for name in op.inputs if name in plain]
 
 
-def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadResult:
-    """Read, normalise and import an ONNX model; report every unsupported node at once."""
+def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
+              max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> LoadResult:
+    """Read, validate, normalise and import an ONNX model; report every unsupported node at once.
+
+    Validation comes first (tflq.frontend.validate): structure and tensor data, the ONNX checker
+    with strict shape inference, and every op spec's declared checks; an invalid model is an
+    InvalidModelError naming the node before any folding.
+    """
     model, external_files = read_model_and_data_files(path)
+    check_structure(model, path, max_tensor_bytes)
     refuse_onnxruntime_quantized(model, path)
     opset = default_opset(model)
     if opset not in SUPPORTED_OPSETS:
@@ -449,18 +506,39 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None)
             f"with onnx.version_converter")
     notes: list[str] = []
     fix_input_shapes(model, input_shapes or {}, notes)
-    inferred = _infer(model)
+    inferred = _infer(model, strict=True, path=path)
+    run_onnx_checker(inferred, path)
     model.graph.CopyFrom(inferred.graph)
-    folded = fold_constants(model, opset)
+    check_nodes(model, path)
+    check_value_shapes(model, path, max_tensor_bytes)
+    folded = fold_constants(model, opset, max_tensor_bytes)
     if folded:
         log.info("folded %d constant nodes", folded)
+        check_nodes(model, path)  # folding made more shapes and values known
+        check_value_shapes(model, path, max_tensor_bytes)
     gelus = fuse_erf_gelu(model)
     if gelus:
         log.info("recognised %d erf-based GELU patterns", gelus)
     result = import_graph(model, opset, notes)
     result.external_files = external_files
     result.qdq = find_qdq(model)
+    check_tensor_limits(result.graph, max_tensor_bytes)
     return result
+
+
+def check_tensor_limits(graph: Graph, max_tensor_bytes: int) -> None:
+    """Every tensor of the imported graph fits TFLite's int32 dimensions and the byte limit."""
+    producers = graph.producers()
+    for name, t in graph.tensors.items():
+        op = producers.get(name)
+        where = f"tensor '{name}'" + (f" (output of node '{op.origin}')" if op is not None and op.origin else "")
+        if any(d < 0 or d > INT32_MAX for d in t.shape):
+            raise ResourceLimitError(f"{where}: shape {list(t.shape)} has a dimension outside "
+                                     f"TFLite's int32 range")
+        nbytes = math.prod(t.shape) * t.dtype.numpy.itemsize
+        if nbytes > max_tensor_bytes:
+            raise ResourceLimitError(f"{where}: shape {list(t.shape)} needs {nbytes} bytes, above "
+                                     f"--max-tensor-bytes {max_tensor_bytes}")
 
 
 def import_graph(model: onnx.ModelProto, opset: int, notes: list[str]) -> LoadResult:

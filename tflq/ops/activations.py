@@ -18,6 +18,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Calibrated, Case, FixedOutput, OpSpec, Transparent, Weight, rand
+from tflq.ops.checks import Arity, ConstantValues, FloatAttr
 from tflq.ops.common import quantized_version
 
 # Rank limit of TFLite's broadcasting PRELU kernels (BroadcastPrelu4DSlow).
@@ -83,6 +84,7 @@ class LeakyRelu(_Unary):
 
     kind = "LEAKY_RELU"
     onnx_types = ("LeakyRelu",)
+    onnx_checks = (FloatAttr(name="alpha"),)
     Attrs = LeakyReluAttrs
     cases = [_unary_case("default_alpha", "LeakyRelu", rand(1, 3, 4, 4)),
              _unary_case("alpha_0_2", "LeakyRelu", rand(2, 6, 5), alpha=0.2),
@@ -114,6 +116,7 @@ class PRelu(OpSpec):
 
     kind = "PRELU"
     onnx_types = ("PRelu",)
+    onnx_checks = (Arity(inputs=(2, 2)), ConstantValues(index=1, what="slope"))
     layout = Transparent()
     quant = Calibrated()
     weights = (Weight(1, axis=None),)
@@ -173,6 +176,7 @@ class Elu(_Unary):
 
     kind = "ELU"
     onnx_types = ("Elu",)
+    onnx_checks = (FloatAttr(name="alpha"),)
     quant = Calibrated(dtypes=("int8",))  # EluPrepare/EluEval: float32 and int8 only
     cases = [_unary_case("elu", "Elu", rand(1, 3, 4, 4, low=-3, high=3)),
              _unary_case("elu_alpha_1", "Elu", rand(3, 5, low=-3, high=3), alpha=1.0)]
@@ -252,6 +256,7 @@ class Relu0To1(_Unary):
 
     kind = "RELU_0_TO_1"
     onnx_types = ("HardSigmoid",)
+    onnx_checks = (FloatAttr(name="alpha"), FloatAttr(name="beta"))
     cases = [_unary_case("hard_sigmoid_default", "HardSigmoid", rand(1, 3, 4, 4, low=-5, high=5)),
              _unary_case("hard_sigmoid_pytorch", "HardSigmoid", rand(2, 9, low=-5, high=5),
                          alpha=1 / 6, beta=0.5)]

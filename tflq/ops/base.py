@@ -294,6 +294,8 @@ class OpSpec:
     # Attrs has a `fused_activation` field, and this says which values the kernels apply.
     fused_activation: ClassVar[FusedActivations | None] = None
     row_wise: ClassVar[bool] = False  # acts on each row of the last axis independently
+    # Validity facts of the ONNX ops this spec imports (tflq.ops.checks), run right after loading.
+    onnx_checks: ClassVar[tuple[Any, ...]] = ()
     cases: ClassVar[list[Case]] = []
 
     def from_onnx(self, node, ctx) -> None:

@@ -11,6 +11,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import AxisSensitive, Case, OpSpec, SameAsOutput, rand
+from tflq.ops.checks import Axis
 from tflq.ops.common import activation_code, quantized_version
 
 
@@ -39,6 +40,7 @@ class Concatenation(OpSpec):
 
     kind = "CONCATENATION"
     onnx_types = ("Concat",)
+    onnx_checks = (Axis(name="axis"),)
     Attrs = ConcatenationAttrs
     layout = AxisSensitive(attrs=("axis",))
     quant = SameAsOutput(rounding_commutes=True)

@@ -13,6 +13,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import (Calibrated, Case, ChannelsLast, FusedActivations, Int32Bias, OpSpec,
                            Weight, rand)
+from tflq.ops.checks import Arity, ConstantValues, InputTypes, IntAttr, window_checks
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
                              windows)
 from tflq.ops.one_d import import_as_2d, one_d_case
@@ -59,6 +60,9 @@ class Conv2D(OpSpec):
 
     kind = "CONV_2D"
     onnx_types = ("Conv",)
+    onnx_checks = (Arity(inputs=(2, 3)), IntAttr(name="group", min=1), *window_checks(weight=1, bias=2),
+                   InputTypes(index=1), ConstantValues(index=1, what="weights"),
+                   ConstantValues(index=2, what="bias"))
     Attrs = ConvAttrs
     layout = ChannelsLast()
     quant = Calibrated()

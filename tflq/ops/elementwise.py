@@ -14,6 +14,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Affine, Calibrated, Case, FusedActivations, OpSpec, Transparent, rand
+from tflq.ops.checks import Arity, ConstantValues, FloatAttr, Rank
 from tflq.ops.common import activation_code, quantized_version
 
 
@@ -77,6 +78,7 @@ class Add(_Binary):
     kind = "ADD"
     onnx_types = ("Add",)
     int64_version = 4
+    onnx_checks = (Arity(inputs=(2, 2)),)
     cases = _binary_cases("Add")
 
     def affine(self, op: Op, graph: Graph) -> Affine | None:
@@ -88,6 +90,7 @@ class Add(_Binary):
 class Sub(_Binary):
     kind = "SUB"
     onnx_types = ("Sub",)
+    onnx_checks = (Arity(inputs=(2, 2)),)
     numpy_fn = staticmethod(np.subtract)
     Options = SubOptionsT
     int64_version = 4
@@ -104,6 +107,14 @@ class Mul(_Binary):
 
     kind = "MUL"
     onnx_types = ("Mul", "BatchNormalization")
+    onnx_checks = (Arity(inputs=(2, 2), only=("Mul",)),
+                   Arity(inputs=(5, 5), max_outputs=3, only=("BatchNormalization",)),
+                   Rank(index=0, min_rank=2, only=("BatchNormalization",)),
+                   FloatAttr(name="epsilon", min=0.0, only=("BatchNormalization",)),
+                   FloatAttr(name="momentum", only=("BatchNormalization",)),
+                   *(ConstantValues(index=k, what=what, only=("BatchNormalization",))
+                     for k, what in ((1, "scale"), (2, "bias"), (3, "mean"))),
+                   ConstantValues(index=4, what="variance", min=0.0, only=("BatchNormalization",)))
     numpy_fn = staticmethod(np.multiply)
     Options = MulOptionsT
     int64_version = 5
@@ -153,6 +164,7 @@ class Mul(_Binary):
 class Div(_Binary):
     kind = "DIV"
     onnx_types = ("Div",)
+    onnx_checks = (Arity(inputs=(2, 2)),)
     numpy_fn = staticmethod(np.divide)
     Options = DivOptionsT
     cases = _binary_cases("Div", positive_rhs=True)

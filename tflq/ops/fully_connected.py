@@ -12,6 +12,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import (ACTIVATION_FUNCTIONS, Calibrated, Case, FusedActivations, Int32Bias,
                            LayoutBreaking, OpSpec, Weight, rand)
+from tflq.ops.checks import Arity, ConstantValues, FloatAttr, IntAttr, Rank
 from tflq.ops.common import activation_code
 
 
@@ -37,6 +38,12 @@ def add_fully_connected(ctx, node, x: str, weights: np.ndarray, bias: np.ndarray
 class FullyConnected(OpSpec):
     kind = "FULLY_CONNECTED"
     onnx_types = ("Gemm", "MatMul")
+    onnx_checks = (Arity(inputs=(2, 3), only=("Gemm",)), Arity(inputs=(2, 2), only=("MatMul",)),
+                   Rank(index=0, ranks=(2,), only=("Gemm",)), Rank(index=1, ranks=(2,), only=("Gemm",)),
+                   IntAttr(name="transA", min=0, max=1), IntAttr(name="transB", min=0, max=1),
+                   FloatAttr(name="alpha"), FloatAttr(name="beta"),
+                   Rank(index=0, min_rank=1), Rank(index=1, min_rank=1),
+                   ConstantValues(index=1, what="weights"), ConstantValues(index=2, what="bias"))
     Attrs = FullyConnectedAttrs
     layout = LayoutBreaking()
     quant = Calibrated()

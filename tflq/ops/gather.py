@@ -12,6 +12,7 @@ from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import AxisSensitive, Case, OpSpec, SameAsInput, rand
+from tflq.ops.checks import Arity, Axis
 from tflq.ops.common import quantized_version
 from tflq.ops.reshape import add_reshape
 
@@ -41,6 +42,7 @@ class Gather(OpSpec):
 
     kind = "GATHER"
     onnx_types = ("Gather",)
+    onnx_checks = (Arity(inputs=(2, 2)), Axis(name="axis"))
     Attrs = GatherAttrs
     layout = AxisSensitive(attrs=("axis",))
     quant = SameAsInput(moves_values=True)

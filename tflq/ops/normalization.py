@@ -13,6 +13,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Calibrated, Case, OpSpec, Transparent, rand
+from tflq.ops.checks import Axis, FloatAttr
 from tflq.ops.reduce import add_reduce
 
 
@@ -33,6 +34,7 @@ class Rsqrt(OpSpec):
 
     kind = "RSQRT"
     onnx_types = ("LayerNormalization",)
+    onnx_checks = (FloatAttr(name="epsilon", min=0.0), Axis(name="axis"))
     layout = Transparent()
     quant = Calibrated(dtypes=("int8",))  # LiteRT's RSQRT takes float32, int8 and int16, no uint8
     cases = [

@@ -14,6 +14,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import AxisSensitive, Case, OpSpec, SameAsInput, rand
+from tflq.ops.checks import Choice
 from tflq.ops.common import quantized_version
 
 
@@ -53,6 +54,7 @@ class Pad(OpSpec):
 
     kind = "PAD"
     onnx_types = ("Pad",)
+    onnx_checks = (Choice(name="mode", values=("constant", "reflect", "edge", "wrap")),)
     layout = AxisSensitive(per_axis_inputs=(1,))
     quant = SameAsInput(moves_values=True)
     cases = [_pad_case("zeros_hw"), _pad_case("zeros_channels", pads=(0, 1, 0, 0, 0, 2, 0, 0))]

@@ -22,6 +22,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Case, ChannelsLast, FusedActivations, OpSpec, SameAsInput, rand
+from tflq.ops.checks import Arity, IntAttr, window_checks
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
                              windows)
 from tflq.ops.one_d import import_as_2d, one_d_case
@@ -178,6 +179,8 @@ class MaxPool2D(_Pool):
     kind = "MAX_POOL_2D"
     quant = SameAsInput(moves_values=True)
     onnx_types = ("MaxPool",)
+    onnx_checks = (Arity(inputs=(1, 1), max_outputs=2), IntAttr(name="ceil_mode", min=0, max=1),
+                   IntAttr(name="storage_order", min=0, max=1), *window_checks(weight=None))
     cases = [
         _pool_case("2x2_stride2", "MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
         _pool_case("3x3_stride2_pads1", "MaxPool", (1, 4, 12, 12), kernel_shape=[3, 3], strides=[2, 2],
@@ -221,6 +224,8 @@ class AveragePool2D(_Pool):
 
     kind = "AVERAGE_POOL_2D"
     onnx_types = ("AveragePool",)
+    onnx_checks = (Arity(inputs=(1, 1)), IntAttr(name="ceil_mode", min=0, max=1),
+                   IntAttr(name="count_include_pad", min=0, max=1), *window_checks(weight=None))
     cases = [
         _pool_case("2x2_stride2", "AveragePool", kernel_shape=[2, 2], strides=[2, 2]),
         _pool_case("same_upper_exclude_pad", "AveragePool", (1, 2, 9, 9), kernel_shape=[3, 3],

@@ -25,6 +25,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ir.quant import QuantParams
 from tflq.ops import register
 from tflq.ops.base import Case, OpSpec, Transparent, rand
+from tflq.ops.checks import Arity, QuantAxis
 
 EIGHT_BIT = {np.dtype(np.int8): DType.INT8, np.dtype(np.uint8): DType.UINT8}
 _ONNX_EIGHT_BIT = {TensorProto.INT8: DType.INT8, TensorProto.UINT8: DType.UINT8}
@@ -158,6 +159,7 @@ class FakeQuant(OpSpec):
 
     kind = "FAKE_QUANT"
     onnx_types = ("QuantizeLinear", "DequantizeLinear")
+    onnx_checks = (Arity(inputs=(2, 3)), QuantAxis())
     Attrs = FakeQuantAttrs
     layout = Transparent()
     cases = [

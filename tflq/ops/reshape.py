@@ -9,6 +9,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Case, LayoutBreaking, OpSpec, PermutesAxes, SameAsInput, rand
+from tflq.ops.checks import Arity, Axis, ReshapeCount
 from tflq.ops.common import quantized_version
 
 
@@ -24,6 +25,8 @@ class Reshape(OpSpec):
 
     kind = "RESHAPE"
     onnx_types = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+    onnx_checks = (Arity(inputs=(2, 2), only=("Reshape",)), ReshapeCount(only=("Reshape",)),
+                   Axis(name="axis", extra=1, only=("Flatten",)))
     layout = LayoutBreaking()
     quant = SameAsInput(moves_values=True)
     cases = [
@@ -66,6 +69,7 @@ class Transpose(OpSpec):
 
     kind = "TRANSPOSE"
     onnx_types = ("Transpose",)
+    onnx_checks = (Arity(inputs=(1, 1)),)
     layout = PermutesAxes()
     quant = SameAsInput(moves_values=True)
     cases = [

@@ -19,6 +19,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Case, ChannelsLast, OpSpec, SameAsInput, rand
+from tflq.ops.checks import Arity, Choice, ConstantValues
 
 F32 = np.float32
 # (align_corners, half_pixel_centers) settings tried for nearest, the most widely supported first.
@@ -253,6 +254,13 @@ class ResizeNearestNeighbor(_Resize):
     kind = "RESIZE_NEAREST_NEIGHBOR"
     quant = SameAsInput(moves_values=True)
     onnx_types = ("Resize",)
+    onnx_checks = (Arity(inputs=(1, 4)), ConstantValues(index=2, what="scales", non_empty=False, positive=True),
+                   ConstantValues(index=3, what="sizes", non_empty=False, positive=True),
+                   Choice(name="mode", values=("nearest", "linear", "cubic")),
+                   Choice(name="coordinate_transformation_mode",
+                          values=("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+                                  "asymmetric", "tf_crop_and_resize", "tf_half_pixel_for_nn")),
+                   Choice(name="nearest_mode", values=("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")))
     cases = [
         _resize_case("asymmetric_floor_x2", scales=[1, 1, 2, 2],
                      coordinate_transformation_mode="asymmetric", nearest_mode="floor"),

@@ -11,6 +11,7 @@ from tflq._generated.tflite.SoftmaxOptions import SoftmaxOptionsT
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Case, FixedOutput, LayoutBreaking, OpSpec, rand
+from tflq.ops.checks import Axis
 from tflq.ops.common import quantized_version
 from tflq.ops.reshape import add_reshape
 
@@ -86,6 +87,7 @@ class Softmax(_LastAxis):
     kind = "SOFTMAX"
     row_wise = True
     onnx_types = ("Softmax",)
+    onnx_checks = (Axis(name="axis"),)
     Attrs = SoftmaxAttrs
     quant = FixedOutput(scale=1 / 256, zero_point_int8=-128)  # int8 kernel enforces both
     cases = _cases("Softmax")
@@ -106,6 +108,7 @@ class LogSoftmax(_LastAxis):
     kind = "LOG_SOFTMAX"
     row_wise = True
     onnx_types = ("LogSoftmax",)
+    onnx_checks = (Axis(name="axis"),)
     quant = FixedOutput(scale=16 / 256, zero_point_int8=127)  # 8-bit kernel enforces both
     cases = _cases("LogSoftmax")
 

@@ -17,6 +17,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Case, ChannelsLast, OpSpec, SameAsInput, rand
+from tflq.ops.checks import Choice, IntAttr, Rank
 from tflq.ops.common import quantized_version
 from tflq.ops.gather import add_gather
 
@@ -55,6 +56,8 @@ def _case(op_type: str, name: str, shape, block: int, **attrs) -> Case:
 class DepthToSpace(OpSpec):
     kind = "DEPTH_TO_SPACE"
     onnx_types = ("DepthToSpace",)
+    onnx_checks = (IntAttr(name="blocksize", min=1), Rank(index=0, ranks=(4,)),
+                   Choice(name="mode", values=("DCR", "CRD")))
     Attrs = BlockAttrs
     layout = ChannelsLast()
     quant = SameAsInput(moves_values=True)
@@ -95,6 +98,7 @@ class DepthToSpace(OpSpec):
 class SpaceToDepth(OpSpec):
     kind = "SPACE_TO_DEPTH"
     onnx_types = ("SpaceToDepth",)
+    onnx_checks = (IntAttr(name="blocksize", min=1), Rank(index=0, ranks=(4,)))
     Attrs = BlockAttrs
     layout = ChannelsLast()
     quant = SameAsInput(moves_values=True)

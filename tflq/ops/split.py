@@ -12,6 +12,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import AxisSensitive, Case, OpSpec, SameAsInput, rand
+from tflq.ops.checks import Axis
 from tflq.ops.common import quantized_version
 
 
@@ -60,6 +61,7 @@ class Split(OpSpec):
 
     kind = "SPLIT"
     onnx_types = ("Split",)
+    onnx_checks = (Axis(name="axis"),)
     Attrs = SplitAttrs
     layout = AxisSensitive(axis_inputs=(0,))
     quant = SameAsInput(index=1)

@@ -20,6 +20,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import (Calibrated, Case, ChannelsLast, FusedActivations, Int32Bias, OpSpec,
                            Weight, rand)
+from tflq.ops.checks import Arity, ConstantValues, InputTypes, IntAttr, window_checks
 from tflq.ops.common import activation_code, padding_code
 from tflq.ops.one_d import import_as_2d, one_d_case
 from tflq.ops.slice import add_slice
@@ -88,6 +89,10 @@ class TransposeConv(OpSpec):
 
     kind = "TRANSPOSE_CONV"
     onnx_types = ("ConvTranspose",)
+    onnx_checks = (Arity(inputs=(2, 3)), IntAttr(name="group", min=1),
+                   *window_checks(weight=1, bias=2, transposed=True), InputTypes(index=1),
+                   IntAttr(name="output_padding", min=0), ConstantValues(index=1, what="weights"),
+                   ConstantValues(index=2, what="bias"))
     Attrs = TransposeConvAttrs
     layout = ChannelsLast(data_inputs=(DATA,))
     quant = Calibrated()
