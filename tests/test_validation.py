@@ -95,6 +95,9 @@ INVALID = [
     ("batchnorm_negative_variance", _model(
         [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn")],
         [_w(3, name="s"), _w(3, name="b"), _w(3, name="m"), _w(3, name="v", value=-1.0)]), "'bn'", False),
+    ("gemm_contracted_dims", _model([helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+                                     helper.make_node("Gemm", ["f", "fc"], ["y"], name="the_gemm", transB=1)],
+                                    [_w(5, 100, name="fc")]), "the_gemm", True),
     ("qdq_axis_out_of_range", _model(
         [helper.make_node("QuantizeLinear", ["x", "qs", "qz"], ["q"], name="the_q", axis=5),
          helper.make_node("DequantizeLinear", ["q", "qs", "qz"], ["y"], name="the_dq", axis=5)],

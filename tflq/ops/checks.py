@@ -257,6 +257,27 @@ class ReshapeCount(NodeCheck):
 
 
 @dataclass(frozen=True)
+class ContractedDims(NodeCheck):
+    """Gemm / MatMul: the contracted dimensions of A and B agree (Gemm's transA/transB applied;
+    MatMul's 1-D operands promoted as numpy does)."""
+
+    def problems(self, node, facts):
+        a = facts.shape(_input(node, 0))
+        b = facts.shape(_input(node, 1))
+        if a is None or b is None or not a or not b:
+            return
+        if node.op_type == "Gemm":
+            if len(a) != 2 or len(b) != 2:
+                return  # Rank declarations name these
+            k_a = a[0] if attribute(node, "transA", 0) else a[1]
+            k_b = b[1] if attribute(node, "transB", 0) else b[0]
+        else:
+            k_a, k_b = a[-1], (b[0] if len(b) == 1 else b[-2])
+        if k_a is not None and k_b is not None and k_a != k_b:
+            yield f"A {list(a)} and B {list(b)} disagree on the contracted dimension ({k_a} vs {k_b})"
+
+
+@dataclass(frozen=True)
 class QuantAxis(NodeCheck):
     """Quantize/DequantizeLinear with per-channel (1-D, length > 1) parameters: `axis` is an axis
     of the input (the lengths themselves are the QDQ rules' qdq_channels check)."""

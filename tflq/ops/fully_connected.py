@@ -12,7 +12,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import (ACTIVATION_FUNCTIONS, Calibrated, Case, FusedActivations, Int32Bias,
                            LayoutBreaking, OpSpec, Weight, rand)
-from tflq.ops.checks import Arity, ConstantValues, FloatAttr, IntAttr, Rank
+from tflq.ops.checks import Arity, ConstantValues, ContractedDims, FloatAttr, IntAttr, Rank
 from tflq.ops.common import activation_code
 
 
@@ -42,7 +42,7 @@ class FullyConnected(OpSpec):
                    Rank(index=0, ranks=(2,), only=("Gemm",)), Rank(index=1, ranks=(2,), only=("Gemm",)),
                    IntAttr(name="transA", min=0, max=1), IntAttr(name="transB", min=0, max=1),
                    FloatAttr(name="alpha"), FloatAttr(name="beta"),
-                   Rank(index=0, min_rank=1), Rank(index=1, min_rank=1),
+                   Rank(index=0, min_rank=1), Rank(index=1, min_rank=1), ContractedDims(),
                    ConstantValues(index=1, what="weights"), ConstantValues(index=2, what="bias"))
     Attrs = FullyConnectedAttrs
     layout = LayoutBreaking()
