@@ -29,6 +29,7 @@ import numpy as np
 
 from tflq.calibration.images import (ImageNormalization, decode_image, image_geometry,
                                      normalization, pillow)
+from tflq.datacheck import check_npy_payload, describe_path
 from tflq.errors import CalibrationError
 from tflq.ir.graph import Graph
 from tflq.ir.layout import onnx_shape
@@ -151,6 +152,7 @@ def _npy_part(path: str, spec: InputSpec) -> _Part:
     try:
         with open(path, "rb") as fp:
             shape, dtype = _read_npy_header(fp, path)
+            check_npy_payload(path, path, fp.tell(), shape, dtype)
     except OSError as exc:
         raise CalibrationError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     _check_dtype(dtype, spec, path)
@@ -243,8 +245,16 @@ def _list_files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
         entries = sorted(os.listdir(directory))
     except OSError as exc:
         raise CalibrationError(f"{directory}: cannot be listed ({exc.strerror or exc})") from None
-    return [os.path.join(directory, e) for e in entries
-            if not e.startswith(".") and _suffix(e) in suffixes and os.path.isfile(os.path.join(directory, e))]
+    files = []
+    for e in entries:
+        path = os.path.join(directory, e)
+        if e.startswith(".") or _suffix(e) not in suffixes or os.path.isdir(path):
+            continue
+        what = describe_path(path)
+        if what is not None:
+            raise CalibrationError(f"{path}: is {what}, not a calibration file")
+        files.append(path)
+    return files
 
 
 def _file_part(path: str, spec: InputSpec, norm: ImageNormalization) -> _Part:
@@ -300,6 +310,11 @@ def _from_path(path: str, specs: Sequence[InputSpec], limit: int,
                                            f"(.npy, {', '.join(IMAGE_SUFFIXES)}) for input '{n}'")
                 directory_files[n] = listed
         elif not files:
+            folders = [e for e in entries if os.path.isdir(os.path.join(path, e))]
+            if folders:
+                raise CalibrationError(f"{path}: holds no calibration files, and its subfolders "
+                                       f"({', '.join(folders[:5])}) are not named after the model's "
+                                       f"inputs {names}")
             extra = (f"; for a model with inputs {names} use one subdirectory per input or .npz files "
                      "keyed by input name" if len(names) > 1 else "")
             raise CalibrationError(f"{path}: no calibration files ({', '.join(ALL_SUFFIXES)}) found{extra}")

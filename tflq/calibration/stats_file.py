@@ -14,6 +14,7 @@ from tflq.calibration.statistics import NUM_BINS, CalibrationStats, TensorStats
 from tflq.errors import CalibrationError
 from tflq.fileio import save_atomically
 from tflq.ir.graph import Graph
+from tflq.datacheck import check_statistics
 
 STATS_FORMAT = 1                           # bump when the .npz layout changes
 
@@ -53,7 +54,11 @@ def load_stats(path: str, fingerprint: str) -> CalibrationStats:
                 "exponent", "counts"}
     if not isinstance(data, dict) or not expected <= set(data):
         raise CalibrationError(f"{path}: not a tflq statistics file (written by --save-stats)")
-    if int(data["format"]) != STATS_FORMAT or int(data["num_bins"]) != NUM_BINS:
+    try:
+        version, bins = int(data["format"]), int(data["num_bins"])
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{path}: malformed statistics file (format and bin count)") from None
+    if version != STATS_FORMAT or bins != NUM_BINS:
         raise CalibrationError(f"{path}: statistics format {int(data['format'])} with "
                                f"{int(data['num_bins'])} bins; this tflq reads format {STATS_FORMAT} "
                                f"with {NUM_BINS} bins")
@@ -61,8 +66,13 @@ def load_stats(path: str, fingerprint: str) -> CalibrationStats:
         raise CalibrationError(f"{path}: statistics belong to another model (or other conversion "
                                f"options): fingerprint {str(data['fingerprint'])[:16]}, this model "
                                f"{fingerprint[:16]}")
-    names = [str(n) for n in data["names"]]
-    counts = data["counts"].reshape(len(names), NUM_BINS)
+    try:
+        names = [str(n) for n in np.atleast_1d(data["names"])] if data["names"].size else []
+        check_statistics(path, names, data["minimum"], data["maximum"], data["exponent"],
+                         data["counts"], data["samples"], NUM_BINS)
+    except (TypeError, ValueError) as exc:
+        raise CalibrationError(f"{path}: malformed statistics file ({exc})") from None
+    counts = data["counts"]
     tensors = {n: TensorStats(float(data["minimum"][k]), float(data["maximum"][k]),
                               int(data["exponent"][k]), counts[k].astype(np.int64))
                for k, n in enumerate(names)}
