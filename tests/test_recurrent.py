@@ -167,6 +167,14 @@ CELLS = [
     ("RNN", dict(steps=8, batch=2, inputs=6, hidden=12, outputs=("Y", "Y_h"))),
     ("RNN", dict(steps=5, batch=1, inputs=4, hidden=8, direction="bidirectional")),
     ("RNN", dict(steps=4, batch=2, inputs=5, hidden=6, activations=["Relu"])),
+    # Keras LSTMs through tf2onnx: hard_sigmoid gates
+    ("LSTM", dict(steps=5, batch=2, inputs=6, hidden=8, direction="bidirectional",
+                  activations=["HardSigmoid", "Tanh", "Tanh"] * 2, activation_alpha=[0.2, 0.25],
+                  activation_beta=[0.5, 0.45])),
+    ("GRU", dict(steps=4, batch=1, inputs=5, hidden=8, activations=["LeakyRelu", "ScaledTanh"],
+                 activation_alpha=[0.1, 0.9], activation_beta=[1.2])),
+    ("RNN", dict(steps=4, batch=2, inputs=5, hidden=6, activations=["Affine"], activation_alpha=[0.5],
+                 activation_beta=[0.1])),
 ]
 
 
@@ -252,7 +260,8 @@ def test_crnn(tmp_path):
 @pytest.mark.parametrize("attrs,reason", [
     (dict(clip=3.0), "recurrent_clip"),
     (dict(input_forget=1), "lstm_input_forget"),
-    (dict(activations=["HardSigmoid", "Tanh", "Tanh"]), "recurrent_activation"),
+    (dict(activations=["Softsign", "Tanh", "Tanh"]), "recurrent_activation"),
+    (dict(activations=["HardSigmoid", "Tanh", "Tanh"]), "recurrent_activation"),  # no alpha/beta
     (dict(sequence_lens=[2, 3]), "recurrent_sequence_lens"),
 ])
 def test_unsupported_variants_are_named(attrs, reason, tmp_path):

@@ -14,7 +14,8 @@ calibrated intermediate tensors. The unrolled form covers all of ONNX's variants
 
 Supported: forward, reverse and bidirectional; initial_h/initial_c given (a graph input, computed
 or constant) or absent; sequence_lens absent or equal to the sequence length everywhere; LSTM
-peepholes; GRU linear_before_reset 0 and 1; layout 0 and 1; the activations Sigmoid, Tanh, Relu.
+peepholes; GRU linear_before_reset 0 and 1; layout 0 and 1; the activations Sigmoid, Tanh, Relu,
+HardSigmoid, LeakyRelu, Affine and ScaledTanh (with their activation_alpha/activation_beta).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Case, LayoutBreaking, OpSpec, SameAsInput, rand
+from tflq.ops.activations import LeakyReluAttrs
 from tflq.ops.concat import ConcatenationAttrs
 from tflq.ops.fully_connected import FullyConnectedAttrs
 from tflq.ops.split import SplitAttrs
@@ -35,6 +37,37 @@ from tflq.ops.split import SplitAttrs
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
 ACTIVATION_KINDS = {"Sigmoid": "LOGISTIC", "Tanh": "TANH", "Relu": "RELU"}
+# Activations with parameters: how many of (activation_alpha, activation_beta) each consumes, in
+# the order the activations are listed (tf2onnx writes Keras' hard_sigmoid as HardSigmoid 0.2/0.5).
+PARAMETERS = {"HardSigmoid": 2, "LeakyRelu": 1, "Affine": 2, "ScaledTanh": 2}
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    alpha: float = 0.0
+    beta: float = 0.0
+
+
+def _activations(node, ctx, kind: str, directions: int) -> list[Activation]:
+    names = list(ctx.attr(node, "activations", None) or DEFAULT_ACTIVATIONS[kind] * directions)
+    alphas = list(ctx.attr(node, "activation_alpha", None) or [])
+    betas = list(ctx.attr(node, "activation_beta", None) or [])
+    bad = sorted({a for a in names if a not in ACTIVATION_KINDS and a not in PARAMETERS})
+    if bad or len(names) != len(DEFAULT_ACTIVATIONS[kind]) * directions:
+        raise Unsupported(node, "recurrent_activation",
+                          f"{kind} activations {names}: only "
+                          f"{sorted(ACTIVATION_KINDS) + sorted(PARAMETERS)} are supported")
+    result = []
+    for name in names:
+        count = PARAMETERS.get(name, 0)
+        if count and (not alphas or count == 2 and not betas):
+            raise Unsupported(node, "recurrent_activation",
+                              f"{kind} activation {name} without activation_alpha/activation_beta values")
+        alpha = float(alphas.pop(0)) if count else 0.0
+        beta = float(betas.pop(0)) if count == 2 else 0.0
+        result.append(Activation(name, alpha, beta))
+    return result
 
 
 @dataclass(frozen=True)
@@ -91,8 +124,22 @@ class _Builder:
     def binary(self, kind: str, a: str, b: str, base: str) -> str:
         return self.op(kind, [a, b], base, self.ctx.shape(a))
 
-    def activation(self, name: str, x: str, base: str) -> str:
-        return self.op(ACTIVATION_KINDS[name], [x], base, self.ctx.shape(x))
+    def activation(self, act: Activation, x: str, base: str) -> str:
+        shape = self.ctx.shape(x)
+        if act.name in ACTIVATION_KINDS:
+            return self.op(ACTIVATION_KINDS[act.name], [x], base, shape)
+        if act.name == "LeakyRelu":
+            return self.op("LEAKY_RELU", [x], base, shape, LeakyReluAttrs(act.alpha))
+        if act.name == "ScaledTanh":  # alpha * tanh(beta * x)
+            inner = self.binary("MUL", x, self.const(f"{base}/beta", np.array(act.beta)), f"{base}/scaled")
+            return self.binary("MUL", self.op("TANH", [inner], f"{base}/tanh", shape),
+                               self.const(f"{base}/alpha", np.array(act.alpha)), base)
+        affine = self.binary("ADD", self.binary("MUL", x, self.const(f"{base}/alpha", np.array(act.alpha)),
+                                                f"{base}/alpha_x"),
+                             self.const(f"{base}/beta", np.array(act.beta)), f"{base}/affine")
+        if act.name == "Affine":
+            return affine
+        return self.op("RELU_0_TO_1", [affine], base, shape)  # HardSigmoid
 
 
 def _optional(node, index: int) -> str:
@@ -192,12 +239,8 @@ class Unpack(OpSpec):
             raise Unsupported(node, "recurrent_clip", f"{kind} with a clip threshold is not supported")
         if kind == "LSTM" and int(ctx.attr(node, "input_forget", 0)):
             raise Unsupported(node, "lstm_input_forget", "LSTM input_forget=1 is not supported")
-        acts = list(ctx.attr(node, "activations", None) or DEFAULT_ACTIVATIONS[kind] * directions)
+        acts = _activations(node, ctx, kind, directions)
         per_dir = len(DEFAULT_ACTIVATIONS[kind])
-        bad = sorted({a for a in acts if a not in ACTIVATION_KINDS})
-        if bad or len(acts) != per_dir * directions:
-            raise Unsupported(node, "recurrent_activation",
-                              f"{kind} activations {acts}: only {sorted(ACTIVATION_KINDS)} are supported")
         peepholes = ctx.constant(_optional(node, 7)) if kind == "LSTM" else None
         if kind == "LSTM" and _optional(node, 7) and peepholes is None:
             raise Unsupported(node, "non_constant_input", "input 7 (P) must be a constant")
