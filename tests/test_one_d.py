@@ -142,8 +142,25 @@ def sequence_in_out() -> tuple[onnx.ModelProto, dict]:
     return b.model({"x": (1, 48, 20)}, [y]), dict(ncw_inputs=set(), ncw_outputs=set())
 
 
+def unet_skip() -> tuple[onnx.ModelProto, dict]:
+    """A 1-D U-Net level: conv, strided conv down, ConvTranspose up, Concat with the skip branch
+    on channels, conv -> [1, 8, 32] (NCW)."""
+    b = Builder(5)
+    skip = b.conv("x", 6, 12, 3)
+    down = b.conv(skip, 12, 24, 4, stride=2, pads=[1, 1])
+    up = b.node("Relu", [b.bn(b.conv_transpose(down, 24, 12, 4, 2, [1, 1]), 12)])
+    joined = b.node("Concat", [up, skip], axis=1)
+    y = b.conv(joined, 24, 8, 3, bn=False, act="Sigmoid")
+    return b.model({"x": (1, 6, 32)}, [y]), dict(ncw_inputs={"x"}, ncw_outputs={y})
+
+
 FAMILIES = {"speech_classifier": speech_classifier, "upsampler": upsampler,
-            "residual_global_max": residual_global_max, "sequence_in_out": sequence_in_out}
+            "residual_global_max": residual_global_max, "sequence_in_out": sequence_in_out,
+            "unet_skip": unet_skip}
+# RESHAPEs between the 3-D model edges and the 4-D (height 1) ops: one per 1-D input, output and
+# flattening; none between two 1-D ops.
+RESHAPES = {"speech_classifier": 2, "upsampler": 2, "residual_global_max": 3, "sequence_in_out": 2,
+            "unet_skip": 2}
 
 
 def _run(tflite: bytes, model: onnx.ModelProto, feeds: dict, layout: dict) -> list[np.ndarray]:
@@ -193,6 +210,7 @@ def test_one_d_family(family, tmp_path):
     report = convert(ConvertConfig(model=path))
     assert worst_sqnr(path, model, report.tflite, layout, samples) >= FLOAT_SQNR_DB
     assert report.op_counts.get("TRANSPOSE", 0) == 0
+    assert report.op_counts.get("RESHAPE", 0) <= RESHAPES[family], report.op_counts
     assert "MUL" not in report.op_counts  # every BatchNormalization folded into its conv
     weights = convert(ConvertConfig(model=path, mode="weights-only", dtype="int8",
                                     min_weight_elements=64))

@@ -43,20 +43,35 @@ def _is_elementwise(op: Op) -> bool:
     return isinstance(registry.spec(op.kind).layout, Transparent) and len(op.outputs) == 1
 
 
+def _axis_attrs_only(op: Op) -> AxisSensitive | None:
+    """The rule of an op whose only axis arguments are attributes (CONCATENATION), else None."""
+    rule = registry.spec(op.kind).layout
+    if (isinstance(rule, AxisSensitive) and rule.attrs and not rule.axis_inputs
+            and not rule.per_axis_inputs and len(op.outputs) == 1):
+        return rule
+    return None
+
+
 def sink_height_squeezes(graph: Graph) -> int:
-    """elementwise(RESHAPE-to-3-D(a), ...) -> RESHAPE-to-3-D(elementwise(a, ...)) with unit height."""
+    """elementwise(RESHAPE-to-3-D(a), ...) -> RESHAPE-to-3-D(elementwise(a, ...)) with unit height;
+    likewise a CONCATENATION of such tensors (its axis moved past the height)."""
     count = 0
     producers = graph.producers()
     for op in list(graph.ops):
-        if not _is_elementwise(op):
+        axis_rule = _axis_attrs_only(op)
+        if not _is_elementwise(op) and axis_rule is None:
             continue
         out = graph.tensors[op.outputs[0]]
         activations = [i for i, n in enumerate(op.inputs) if n and not graph.is_constant(n)]
-        if out.rank != 3 or out.is_constant or not activations:
+        if out.rank != 3 or out.is_constant or not activations or \
+                axis_rule is not None and len(activations) != len([n for n in op.inputs if n]):
             continue
         sources = [_height_squeezed(graph, op.inputs[i], producers) for i in activations]
         if any(s is None for s in sources):
             continue
+        if axis_rule is not None:  # ONNX axis 2 (W) is axis 3 with the unit height
+            op.replace_attrs(**{field: (lambda a: a % 3 if a % 3 < 2 else 3)(getattr(op.attrs, field))
+                                for field in axis_rule.attrs})
         for i, source in zip(activations, sources):
             op.inputs[i] = source
         for i, name in enumerate(op.inputs):
