@@ -8,8 +8,8 @@ onnxruntime, LiteRT and tflq itself), exports the seeded MobileNetV2 and ResNet-
                                         [--quick] [--timeout 300]
 
 Every model (``mobilenet_v2``, ``resnet18`` and the sample ``digits_cnn``) is converted in every
-configuration (float; weights-only uint8/int8; full uint8/int8 with minmax calibration; full int8
-with percentile, mse and entropy calibration) through the public CLI, ``tflq convert ... -q
+configuration (float; weights-only uint8/int8; full uint8/int8/int16x8 with minmax calibration;
+full int8 with percentile, mse and entropy calibration) through the public CLI, ``tflq convert ... -q
 --report``, each conversion in its own child process. A mode that is not implemented or fails
 does not stop the run: its row's status is the first line of the CLI's stderr.
 
@@ -109,6 +109,7 @@ CONFIGS = (
     Config("full-int8-percentile", "full", "int8", "percentile"),
     Config("full-int8-mse", "full", "int8", "mse"),
     Config("full-int8-entropy", "full", "int8", "entropy"),
+    Config("full-int16x8", "full", "int16x8", "minmax"),
 )
 
 

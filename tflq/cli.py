@@ -17,7 +17,8 @@ import click
 import numpy as np
 
 from tflq import __version__
-from tflq.config import IO_DTYPES, QUANT_DTYPES, CalibMethod, ConvertConfig, Mode, parse_input_shape
+from tflq.config import (IO_DTYPES, QUANT_DTYPES, CalibMethod, ConvertConfig, Mode, dtype_name,
+                         parse_input_shape)
 from tflq.errors import TflqError
 from tflq.text import printable
 
@@ -111,10 +112,11 @@ def main() -> None:
                    "full: 8-bit weights and activations (needs --calib or --stats, "
                    "or a model with QuantizeLinear/DequantizeLinear).  [default: float; full for "
                    "a model with QuantizeLinear/DequantizeLinear, using its own parameters]")
-@click.option("--dtype", type=click.Choice([d.name.lower() for d in QUANT_DTYPES]), default="uint8", show_default=True,
+@click.option("--dtype", type=click.Choice([dtype_name(d) for d in QUANT_DTYPES]), default="uint8", show_default=True,
               help="uint8: the classic asymmetric per-tensor scheme. int8: today's TFLite spec "
-                   "(symmetric per-channel weights). A QDQ model's own types decide unless int8 "
-                   "is asked for.")
+                   "(symmetric per-channel weights). int16x8: int16 activations (symmetric) with "
+                   "int8 weights, for ops LiteRT has 16x8 kernels for. A QDQ model's own types "
+                   "decide unless int8 is asked for.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...",
               help="Fix an input's dynamic dimensions, e.g. input:1,3,224,224 (repeatable). "
                    "A dynamic batch defaults to 1.")
@@ -142,6 +144,11 @@ def main() -> None:
               help="full mode: type of the model's inputs and outputs.")
 @click.option("--float-ops", default="", metavar="NAME[,NAME...]",
               help="full mode: ONNX node names to keep in float.")
+@click.option("--int16-ops", default="", metavar="NAME[,NAME...]",
+              help="full mode: ONNX node names to run with int16 activations (int8 weights).")
+@click.option("--target-sqnr", type=float, default=None, metavar="DB",
+              help="full mode: promote the fewest layers int8 -> int16 -> float until the output "
+                   "SQNR on the calibration samples reaches DB.")
 @click.option("--mean", default=None, metavar="M[,M,M]",
               help="Images: per-channel mean (RGB order) in x = (pixel * scale - mean) / std.")
 @click.option("--std", default=None, metavar="S[,S,S]",
@@ -156,8 +163,8 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log each step.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and verify the graph after every pass.")
 def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight_elements, calib,
-            calib_samples, calib_method, percentile, stats, save_stats, io_type, float_ops, mean, std,
-            scale, report_path, max_tensor_bytes, quiet, verbose, debug) -> None:
+            calib_samples, calib_method, percentile, stats, save_stats, io_type, float_ops, int16_ops,
+            target_sqnr, mean, std, scale, report_path, max_tensor_bytes, quiet, verbose, debug) -> None:
     """Convert an ONNX MODEL to a TFLite file.
 
     \b
@@ -181,6 +188,7 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             calib_method=CalibMethod(calib_method), percentile=percentile, stats=stats,
             save_stats=save_stats, io_type=io_type,
             float_ops=tuple(n for n in float_ops.split(",") if n),
+            int16_ops=tuple(n for n in int16_ops.split(",") if n), target_sqnr=target_sqnr,
             mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
             report=report_path if report_path != "-" else None, max_tensor_bytes=max_tensor_bytes,
             show_progress=not quiet)

@@ -14,24 +14,28 @@ class Mode(Enum):
     FULL = "full"
 
 
-# The activation types of --dtype, and the integer types --io-type offers besides float.
-QUANT_DTYPES = (DType.UINT8, DType.INT8)
-IO_DTYPES = (DType.UINT8, DType.INT8)
+# The activation types of --dtype (int16 activations always come with int8 weights: "int16x8"),
+# and the integer types --io-type offers besides float.
+QUANT_DTYPES = (DType.UINT8, DType.INT8, DType.INT16)
+IO_DTYPES = (DType.UINT8, DType.INT8, DType.INT16)
 
 
-def _dtype(value: Any, allowed: tuple[DType, ...], option: str, none: str | None = None) -> DType | None:
+def dtype_name(dtype: DType) -> str:
+    """The CLI's name of an activation type of --dtype: uint8, int8, int16x8."""
+    return "int16x8" if dtype == DType.INT16 else dtype.name.lower()
+
+
+def _dtype(value: Any, allowed: tuple[DType, ...], option: str, none: str | None = None,
+           names=lambda d: d.name.lower()) -> DType | None:
     """`value` (a DType, or its name as the CLI spells it) as one of `allowed`; `none` names the
     value that stands for None ("float" for float I/O)."""
     if value is None or (none is not None and value == none):
         return None
     if isinstance(value, str):
-        try:
-            value = DType.parse(value)
-        except KeyError:
-            value = None
+        value = {names(d): d for d in allowed}.get(value, value)
     if value not in allowed:
-        names = [d.name.lower() for d in allowed] + ([none] if none else [])
-        raise ValueError(f"{option} must be one of {', '.join(names)}")
+        choices = [names(d) for d in allowed] + ([none] if none else [])
+        raise ValueError(f"{option} must be one of {', '.join(choices)}")
     return value
 
 
@@ -64,6 +68,8 @@ class ConvertConfig:
     max_tensor_bytes: int = 2 * 1024 ** 3  # no folded, computed or stored tensor may be larger
     io_type: DType | None = None  # None: float model inputs and outputs
     float_ops: tuple[str, ...] = ()
+    int16_ops: tuple[str, ...] = ()  # nodes run with int16 activations (int8 weights) in an 8-bit model
+    target_sqnr: float | None = None  # dB: promote the fewest layers int8 -> int16 -> float to reach it
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     scale: float | None = None
@@ -74,11 +80,12 @@ class ConvertConfig:
             value = getattr(self, name)
             if not isinstance(value, enum) and not (name == "mode" and value is None):
                 object.__setattr__(self, name, enum(value))
-        object.__setattr__(self, "dtype", _dtype(self.dtype, QUANT_DTYPES, "dtype"))
+        object.__setattr__(self, "dtype", _dtype(self.dtype, QUANT_DTYPES, "dtype", names=dtype_name))
         object.__setattr__(self, "io_type", _dtype(self.io_type, IO_DTYPES, "io_type", "float"))
         object.__setattr__(self, "input_shapes", {k: tuple(int(d) for d in v)
                                                   for k, v in dict(self.input_shapes).items()})
         object.__setattr__(self, "float_ops", tuple(self.float_ops))
+        object.__setattr__(self, "int16_ops", tuple(self.int16_ops))
         object.__setattr__(self, "stats", tuple(self.stats))
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 from tflq.backend.tflite_writer import serialize
 from tflq.fileio import Source, WritePolicy
-from tflq.config import ConvertConfig, Mode
+from tflq.config import ConvertConfig, Mode, dtype_name
 from tflq.frontend.onnx_loader import load_onnx
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
@@ -56,7 +56,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     if qdq is not None:
         simplify_qdq_graph(graph)
     report = ConversionReport(model=config.model, output=config.output, mode=config.mode.value,
-                              dtype=None if config.mode == Mode.FLOAT else config.dtype.name.lower(),
+                              dtype=None if config.mode == Mode.FLOAT else dtype_name(config.dtype),
                               input_bytes=_file_size(config.model),
                               notes=list(loaded.notes) + ([mode_note] if mode_note else []))
     # NORMALIZE: 1-D convolution stacks stay 4-D (height 1) between their ops
@@ -99,6 +99,8 @@ def convert(config: ConvertConfig) -> ConversionReport:
     report.tflite = data
     report.output_bytes = len(data)
     report.op_counts = dict(Counter(op.kind for op in graph.ops))
+    report.tensor_types = dict(Counter(t.dtype.name.lower() for t in graph.tensors.values()
+                                       if not t.is_constant))
     report.seconds = time.perf_counter() - start
     if config.report:
         policy.write("--report", (report.to_json() + "\n").encode())

@@ -16,6 +16,33 @@ class FloatOp:
     reason: str
 
 
+@dataclass(frozen=True)
+class Promotion:
+    node: str
+    kind: str
+    to: str  # "int16" or "float"
+
+
+@dataclass
+class PrecisionResult:
+    """What --target-sqnr did: the SQNR before and after, and the layers promoted."""
+
+    target_db: float
+    before_db: float
+    after_db: float
+    layers: int  # candidate layers (nodes that run quantized)
+    samples: int
+    promoted: list[Promotion] = field(default_factory=list)
+
+    @property
+    def int16_nodes(self) -> frozenset[str]:
+        return frozenset(p.node for p in self.promoted if p.to == "int16")
+
+    @property
+    def float_nodes(self) -> frozenset[str]:
+        return frozenset(p.node for p in self.promoted if p.to == "float")
+
+
 @dataclass
 class ConversionReport:
     model: str
@@ -25,6 +52,7 @@ class ConversionReport:
     input_bytes: int = 0
     output_bytes: int = 0
     op_counts: dict[str, int] = field(default_factory=dict)
+    tensor_types: dict[str, int] = field(default_factory=dict)  # activation tensors per type
     transposes_inserted: int = 0
     notes: list[str] = field(default_factory=list)
     float_ops: list[FloatOp] = field(default_factory=list)
@@ -32,6 +60,7 @@ class ConversionReport:
     io: list[str] = field(default_factory=list)
     weights: list[dict] = field(default_factory=list)
     calibration: dict = field(default_factory=dict)
+    precision: PrecisionResult | None = None  # what --target-sqnr promoted
     seconds: float = 0.0
     tflite: bytes = field(default=b"", repr=False)
 
@@ -48,10 +77,20 @@ class ConversionReport:
                  f"[mode {self.mode}{', ' + self.dtype if self.dtype else ''}] in {self.seconds:.2f} s"]
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(self.op_counts.items()))
         lines.append(f"  ops: {sum(self.op_counts.values())} ({ops})")
+        if self.tensor_types:
+            types = ", ".join(f"{k} x{v}" for k, v in sorted(self.tensor_types.items()))
+            lines.append(f"  activation tensors: {types}")
         if self.input_bytes:
             ratio = self.output_bytes / self.input_bytes
             lines.append(f"  size: {_mb(self.input_bytes)} ONNX -> {_mb(self.output_bytes)} TFLite "
                          f"({ratio:.1%})")
+        if self.precision is not None:
+            p = self.precision
+            lines.append(f"  --target-sqnr {p.target_db:g} dB: {len(p.promoted)} of {p.layers} layers "
+                         f"promoted; output SQNR {p.before_db:.1f} -> {p.after_db:.1f} dB on "
+                         f"{p.samples} calibration samples")
+            for promotion in p.promoted:
+                lines.append(f"    {promotion.node} ({promotion.kind}) -> {promotion.to}")
         if self.quantized_ops or self.float_ops:
             lines.append(f"  quantized ops: {self.quantized_ops}; left float: {len(self.float_ops)}")
             reasons = Counter((f.kind, f.reason) for f in self.float_ops)

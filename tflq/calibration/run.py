@@ -110,3 +110,16 @@ def _feeds(graph: Graph, sample: Mapping[str, np.ndarray], index: int) -> dict[s
                                    f"{list(value.shape)}, expected {list(t.shape)} ({t.layout.value})")
         feeds[name] = value
     return feeds
+
+
+# Samples --target-sqnr measures on: each candidate layer costs one run over all of them.
+EVALUATION_SAMPLES = 8
+
+
+def evaluation_samples(graph: Graph, config: ConvertConfig,
+                       limit: int = EVALUATION_SAMPLES) -> list[dict[str, np.ndarray]]:
+    """The first calibration samples, as feeds in the graph's layout (for measuring SQNR)."""
+    count = min(limit, config.calib_samples or limit)
+    samples = load_samples(config.calib, graph_input_specs(graph), count, mean=config.mean,
+                           std=config.std, scale=config.scale)
+    return [_feeds(graph, sample, index) for index, sample in enumerate(samples)]

@@ -127,12 +127,19 @@ def compute_scale_zero_point(rmin: float, rmax: float, qmin: int, qmax: int,
 
 
 def activation_params(dtype: DType, rmin: float, rmax: float) -> QuantParams:
-    """Asymmetric per-tensor parameters for an activation of this 8-bit type.
+    """Per-tensor parameters for an activation: asymmetric for the 8-bit types; symmetric with
+    zero point 0 for int16 (LiteRT's 16x8 kernels require it), scale = max(|rmin|, |rmax|) / 32767.
 
     A range that is exactly zero (a ReLU dead on every calibration sample) gets scale 1.0 (any
     scale holds the zeros exactly): a MIN_RANGE scale would make the producer's requantization multiplier
     (input scale x weight scale / output scale) exceed what XNNPACK accepts (< 256), and LiteRT
     would then refuse the whole file at load time."""
+    if dtype == DType.INT16:
+        bound = max(abs(float(rmin)), abs(float(rmax)))
+        if not np.isfinite(bound):
+            raise ValueError(f"range [{rmin}, {rmax}] is not finite")
+        scale = bound / dtype.qmax if bound > 0 else 1.0  # all zeros: any scale holds them
+        return QuantParams.per_tensor(dtype, max(scale, MIN_RANGE / (2 * dtype.qmax)), 0)
     if float(rmin) == 0.0 and float(rmax) == 0.0:
         return QuantParams.per_tensor(dtype, 1.0, dtype.qmin)
     scale, zero_point = compute_scale_zero_point(rmin, rmax, dtype.qmin, dtype.qmax)
@@ -161,12 +168,19 @@ def asymmetric_weight_params(weights: np.ndarray, dtype: DType = DType.UINT8) ->
                              float(w.max()) if w.size else 0.0)
 
 
+def bias_type(input_dtype: DType) -> DType:
+    """The bias type LiteRT's kernels take: int32 next to 8-bit activations, int64 next to int16."""
+    return DType.INT64 if input_dtype == DType.INT16 else DType.INT32
+
+
 def bias_params(input_params: QuantParams, weight_params: QuantParams) -> QuantParams:
-    """int32 bias: scale = input scale x weight scale (per channel when the weights are), zp 0."""
+    """Bias (int32, int64 for int16 inputs): scale = input scale x weight scale (per channel
+    when the weights are), zp 0."""
+    dtype = bias_type(input_params.dtype)
     scale = input_params.scale.astype(np.float64) * weight_params.scale.astype(np.float64)
     if weight_params.axis is None:
-        return QuantParams(DType.INT32, np.float32(scale), np.int64(0))
-    return QuantParams.per_channel(DType.INT32, scale, np.zeros(scale.shape, np.int64), 0)
+        return QuantParams(dtype, np.float32(scale), np.int64(0))
+    return QuantParams.per_channel(dtype, scale, np.zeros(scale.shape, np.int64), 0)
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:

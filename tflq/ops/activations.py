@@ -17,7 +17,8 @@ from tflq._generated.tflite.LeakyReluOptions import LeakyReluOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, FixedOutput, OpSpec, Transparent, Weight, rand
+from tflq.ops.base import (INT8_ONLY, WITH_INT16, Calibrated, Case, FixedOutput, OpSpec,
+                           Transparent, Weight, rand)
 from tflq.ops.checks import Arity, ConstantValues, FloatAttr
 from tflq.ops.common import quantized_version
 
@@ -39,7 +40,7 @@ class _Unary(OpSpec):
         ctx.add_op(self.kind, [node.input[0]], [node.output[0]])
 
     def version(self, op: Op, graph: Graph) -> int:
-        return quantized_version(graph, op)
+        return quantized_version(graph, op, int16=3)  # LOGISTIC, TANH
 
 
 @register
@@ -48,7 +49,8 @@ class Logistic(_Unary):
 
     kind = "LOGISTIC"
     onnx_types = ("Sigmoid",)
-    quant = FixedOutput(scale=1 / 256, zero_point_int8=-128)  # int8 kernel checks scale == 1/256
+    # int8 kernel checks scale == 1/256; int16: 1/32768, zero point 0
+    quant = FixedOutput(dtypes=WITH_INT16, scale=1 / 256, zero_point_int8=-128)
     cases = [_unary_case("sigmoid", "Sigmoid", rand(1, 3, 4, 4, low=-6, high=6)),
              _unary_case("sigmoid_2d", "Sigmoid", rand(2, 10, low=-8, high=8))]
 
@@ -65,7 +67,8 @@ class Tanh(_Unary):
 
     kind = "TANH"
     onnx_types = ("Tanh",)
-    quant = FixedOutput(scale=1 / 128, zero_point_int8=0)  # TFLM always writes these
+    # TFLM always writes these; int16: 1/32768, zero point 0 (power of two enforced)
+    quant = FixedOutput(dtypes=WITH_INT16, scale=1 / 128, zero_point_int8=0)
     cases = [_unary_case("tanh", "Tanh", rand(1, 3, 4, 4, low=-4, high=4)),
              _unary_case("tanh_2d", "Tanh", rand(2, 10, low=-4, high=4))]
 
@@ -83,6 +86,7 @@ class LeakyRelu(_Unary):
     """ONNX LeakyRelu; PRelu with a single slope value is imported as this too."""
 
     kind = "LEAKY_RELU"
+    quant = Calibrated(dtypes=WITH_INT16)
     onnx_types = ("LeakyRelu",)
     onnx_checks = (FloatAttr(name="alpha"),)
     Attrs = LeakyReluAttrs
@@ -102,7 +106,7 @@ class LeakyRelu(_Unary):
         return LeakyReluOptionsT(alpha=attrs.alpha)
 
     def version(self, op: Op, graph: Graph) -> int:
-        return 1  # int16 would be 2; int8/uint8 stay 1
+        return 2 if graph.tensors[op.inputs[0]].dtype.name == "INT16" else 1  # int8/uint8 stay 1
 
 
 @register
@@ -118,7 +122,7 @@ class PRelu(OpSpec):
     onnx_types = ("PRelu",)
     onnx_checks = (Arity(inputs=(2, 2)), ConstantValues(index=1, what="slope"))
     layout = Transparent()
-    quant = Calibrated()
+    quant = Calibrated(dtypes=WITH_INT16)
     weights = (Weight(1, axis=None),)
     cases = [
         Case("per_channel", [helper.make_node("PRelu", ["x", "s"], ["y"])], {"x": rand(1, 4, 5, 5)},
@@ -177,7 +181,7 @@ class Elu(_Unary):
     kind = "ELU"
     onnx_types = ("Elu",)
     onnx_checks = (FloatAttr(name="alpha"),)
-    quant = Calibrated(dtypes=("int8",))  # EluPrepare/EluEval: float32 and int8 only
+    quant = Calibrated(dtypes=INT8_ONLY)  # EluPrepare/EluEval: float32 and int8 only
     cases = [_unary_case("elu", "Elu", rand(1, 3, 4, 4, low=-3, high=3)),
              _unary_case("elu_alpha_1", "Elu", rand(3, 5, low=-3, high=3), alpha=1.0)]
 

@@ -59,8 +59,12 @@ class LayoutBreaking(LayoutRule):
 
 # ---- quantization rules (ai-edge-quantizer's OpQuantConstraint, ORT's same-as-input) -------
 
-# The activation types a rule allows when it names none: the two 8-bit schemes.
+# The activation types a rule allows when it names none: the two 8-bit schemes. Ops with a
+# LiteRT 16x8 kernel (int16 activations, int8 weights) add DType.INT16.
 EIGHT_BIT_TYPES = frozenset({DType.INT8, DType.UINT8})
+WITH_INT16 = EIGHT_BIT_TYPES | {DType.INT16}
+INT8_AND_INT16 = frozenset({DType.INT8, DType.INT16})
+INT8_ONLY = frozenset({DType.INT8})
 
 
 def _dtype_set(dtypes) -> frozenset[DType]:
@@ -90,7 +94,10 @@ class QuantRule:
 
     def float_reason(self, dtype: DType) -> str | None:
         """Why the op stays float in `dtype` (None: it has a kernel)."""
-        return None if self.runs_in(dtype) else f"LiteRT has no {dtype.name.lower()} kernel for it"
+        if self.runs_in(dtype):
+            return None
+        return "LiteRT has no 16x8 kernel for it" if dtype == DType.INT16 else \
+            f"LiteRT has no {dtype.name.lower()} kernel for it"
 
     def output_params(self, dtype: DType, source: QuantParams | None = None) -> QuantParams | None:
         """The output's params when the rule alone decides them (`source`: the params of the
@@ -149,12 +156,16 @@ class SameAsOutput(QuantRule):
 
 @dataclass(frozen=True)
 class FixedOutput(QuantRule):
-    """Kernel-mandated output: int8 zero point given; the uint8 one is 128 higher."""
+    """Kernel-mandated output: int8 zero point given; the uint8 one is 128 higher; int16 kernels
+    take `scale_int16` with zero point 0."""
 
     scale: float = 1.0 / 256
     zero_point_int8: int = -128
+    scale_int16: float = 1.0 / 32768
 
     def output_params(self, dtype: DType, source: QuantParams | None = None) -> QuantParams | None:
+        if dtype == DType.INT16:
+            return QuantParams.per_tensor(dtype, self.scale_int16, 0)
         zero_point = self.zero_point_int8 + (128 if dtype == DType.UINT8 else 0)
         return QuantParams.per_tensor(dtype, self.scale, zero_point)
 

@@ -10,7 +10,7 @@ from tflq._generated.tflite.BatchMatMulOptions import BatchMatMulOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, LayoutBreaking, OpSpec, rand
+from tflq.ops.base import INT8_AND_INT16, Calibrated, Case, LayoutBreaking, OpSpec, rand
 from tflq.ops.reshape import add_reshape
 
 MAX_RANK = 5  # TFLite's batch_matmul kernel limit
@@ -37,7 +37,7 @@ class BatchMatMul(OpSpec):
     kind = "BATCH_MATMUL"
     Attrs = BatchMatMulAttrs
     layout = LayoutBreaking()
-    quant = Calibrated(dtypes=("int8",))  # LiteRT has no uint8 BATCH_MATMUL kernel
+    quant = Calibrated(dtypes=INT8_AND_INT16)  # LiteRT has no uint8 BATCH_MATMUL kernel
     cases = [
         _matmul_case("batched_3d", (2, 3, 4), (2, 4, 5)),
         _matmul_case("attention_4d", (1, 2, 3, 4), (1, 2, 4, 3)),

@@ -110,7 +110,10 @@ def tensor_types(graph: Graph, op: Op) -> list[str]:
 
 
 def quantized_version(graph: Graph, op: Op, int8: int = 2, uint8: int = 1, float_: int = 1,
-                      index: int = 0) -> int:
-    """The usual TFLite versioning: a new version for int8, the original one for uint8 and float."""
+                      index: int = 0, int16: int | None = None) -> int:
+    """The usual TFLite versioning: a new version for int8, the original one for uint8 and float;
+    int16 activations (16x8) get `int16` (op_version.cc), or int8's when the op names none."""
     dtype = graph.tensors[op.inputs[index]].dtype.name
+    if dtype == "INT16":
+        return int8 if int16 is None else int16
     return int8 if dtype == "INT8" else uint8 if dtype == "UINT8" else float_

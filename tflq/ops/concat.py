@@ -10,7 +10,7 @@ from tflq._generated.tflite.ConcatenationOptions import ConcatenationOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import AxisSensitive, Case, OpSpec, SameAsOutput, rand
+from tflq.ops.base import WITH_INT16, AxisSensitive, Case, OpSpec, SameAsOutput, rand
 from tflq.ops.checks import Axis
 from tflq.ops.common import activation_code, quantized_version
 
@@ -43,7 +43,7 @@ class Concatenation(OpSpec):
     onnx_checks = (Axis(name="axis"),)
     Attrs = ConcatenationAttrs
     layout = AxisSensitive(attrs=("axis",))
-    quant = SameAsOutput(rounding_commutes=True)
+    quant = SameAsOutput(dtypes=WITH_INT16, rounding_commutes=True)
     cases = [
         Case("channels_nchw", [helper.make_node("Concat", ["a", "b"], ["y"], axis=1)],
              {"a": rand(1, 3, 4, 4), "b": rand(1, 5, 4, 4, seed=1)}),

@@ -11,8 +11,8 @@ from tflq._generated.tflite.DepthwiseConv2DOptions import DepthwiseConv2DOptions
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import (Calibrated, Case, ChannelsLast, FusedActivations, Int32Bias, OpSpec,
-                           Weight, rand)
+from tflq.ops.base import (WITH_INT16, Calibrated, Case, ChannelsLast, FusedActivations, Int32Bias,
+                           OpSpec, Weight, rand)
 from tflq.ops.checks import Arity, ConstantValues, InputTypes, IntAttr, window_checks
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
                              windows)
@@ -65,7 +65,7 @@ class Conv2D(OpSpec):
                    ConstantValues(index=2, what="bias"))
     Attrs = ConvAttrs
     layout = ChannelsLast()
-    quant = Calibrated()
+    quant = Calibrated(dtypes=WITH_INT16)
     weights = (Weight(1, axis=0, hybrid=True),)
     bias = Int32Bias(2)
     fused_activation = FusedActivations()  # conv.cc: clamps only
@@ -180,7 +180,7 @@ class DepthwiseConv2D(OpSpec):
     kind = "DEPTHWISE_CONV_2D"
     Attrs = DepthwiseConvAttrs
     layout = ChannelsLast()
-    quant = Calibrated()
+    quant = Calibrated(dtypes=WITH_INT16)
     # LiteRT's hybrid depthwise kernel is slow (XNNPACK does not take it), while XNNPACK turns
     # DEQUANTIZE of a constant int8 filter into float weights at load: measured on MobileNetV2,
     # weights-only int8 runs at 0.7x float latency this way and 2.7x with the hybrid kernel.

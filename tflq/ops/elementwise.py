@@ -13,7 +13,8 @@ from tflq._generated.tflite.SubOptions import SubOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Affine, Calibrated, Case, FusedActivations, OpSpec, Transparent, rand
+from tflq.ops.base import (WITH_INT16, Affine, Calibrated, Case, FusedActivations, OpSpec,
+                           Transparent, rand)
 from tflq.ops.checks import Arity, ConstantValues, FloatAttr, Rank
 from tflq.ops.common import activation_code, quantized_version
 
@@ -44,6 +45,7 @@ class _Binary(OpSpec):
     fused_activation = FusedActivations()  # add.cc, sub.cc, mul.cc, div.cc: clamps only
     numpy_fn = staticmethod(np.add)
     Options = AddOptionsT
+    int16_version = 3  # op_version.cc: int16 ADD with pot_scale_int16 false
 
     def from_onnx(self, node, ctx) -> None:
         ctx.add_op(self.kind, [node.input[0], node.input[1]], [node.output[0]])
@@ -54,14 +56,19 @@ class _Binary(OpSpec):
         return (np.asarray(self.numpy_fn(a, b)).astype(np.float32, copy=False),)
 
     def options(self, attrs: ArithmeticAttrs):
-        return self.Options(fusedActivationFunction=activation_code(attrs.fused_activation))
+        options = self.Options(fusedActivationFunction=activation_code(attrs.fused_activation))
+        if hasattr(options, "potScaleInt16"):
+            # add.cc/sub.cc: with the default (true) int16 scales must be powers of two; the
+            # general int16 kernel takes any symmetric scales (ignored for other types).
+            options.potScaleInt16 = False
+        return options
 
     int64_version = 1  # op_version.cc: the version that added int64 inputs
 
     def version(self, op: Op, graph: Graph) -> int:
         if graph.tensors[op.inputs[0]].dtype.name == "INT64":
             return self.int64_version
-        return quantized_version(graph, op)
+        return quantized_version(graph, op, int16=self.int16_version)
 
     def _constant_operand(self, op: Op, graph: Graph) -> tuple[str, np.ndarray, int] | None:
         """(the other input, the constant, its index) for an unfused op with one constant input."""
@@ -76,6 +83,7 @@ class _Binary(OpSpec):
 @register
 class Add(_Binary):
     kind = "ADD"
+    quant = Calibrated(dtypes=WITH_INT16)
     onnx_types = ("Add",)
     int64_version = 4
     onnx_checks = (Arity(inputs=(2, 2)),)
@@ -89,11 +97,13 @@ class Add(_Binary):
 @register
 class Sub(_Binary):
     kind = "SUB"
+    quant = Calibrated(dtypes=WITH_INT16)
     onnx_types = ("Sub",)
     onnx_checks = (Arity(inputs=(2, 2)),)
     numpy_fn = staticmethod(np.subtract)
     Options = SubOptionsT
     int64_version = 4
+    int16_version = 5  # int16 SUB with pot_scale_int16 false
     cases = _binary_cases("Sub")
 
     def affine(self, op: Op, graph: Graph) -> Affine | None:
@@ -106,6 +116,7 @@ class Mul(_Binary):
     """ONNX Mul; also imports BatchNormalization as MUL + ADD (later folded into a conv)."""
 
     kind = "MUL"
+    quant = Calibrated(dtypes=WITH_INT16)
     onnx_types = ("Mul", "BatchNormalization")
     onnx_checks = (Arity(inputs=(2, 2), only=("Mul",)),
                    Arity(inputs=(5, 5), max_outputs=3, only=("BatchNormalization",)),
@@ -118,6 +129,7 @@ class Mul(_Binary):
     numpy_fn = staticmethod(np.multiply)
     Options = MulOptionsT
     int64_version = 5
+    int16_version = 4
     cases = _binary_cases("Mul") + [
         Case("batchnorm", [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
                                             epsilon=1e-3)],
@@ -154,6 +166,8 @@ class Mul(_Binary):
         a, b, y = (graph.tensors[n] for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
         if a.dtype.name == "INT64":
             return self.int64_version
+        if a.dtype.name == "INT16":
+            return self.int16_version  # checked before the rescale >= 1 case
         if a.quant is not None and b.quant is not None and y.quant is not None:
             if float(a.quant.scale) * float(b.quant.scale) / float(y.quant.scale) >= 1.0:
                 return 3

@@ -10,8 +10,8 @@ from tflq._generated.tflite.FullyConnectedOptions import FullyConnectedOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import (ACTIVATION_FUNCTIONS, Calibrated, Case, FusedActivations, Int32Bias,
-                           LayoutBreaking, OpSpec, Weight, rand)
+from tflq.ops.base import (ACTIVATION_FUNCTIONS, WITH_INT16, Calibrated, Case, FusedActivations,
+                           Int32Bias, LayoutBreaking, OpSpec, Weight, rand)
 from tflq.ops.checks import Arity, ConstantValues, ContractedDims, FloatAttr, IntAttr, Rank
 from tflq.ops.common import activation_code
 
@@ -46,7 +46,7 @@ class FullyConnected(OpSpec):
                    ConstantValues(index=1, what="weights"), ConstantValues(index=2, what="bias"))
     Attrs = FullyConnectedAttrs
     layout = LayoutBreaking()
-    quant = Calibrated()
+    quant = Calibrated(dtypes=WITH_INT16)
     weights = (Weight(1, axis=0, per_channel_full=False, hybrid=True),)
 
     def hybrid_attrs(self, op: Op) -> dict:

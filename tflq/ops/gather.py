@@ -11,7 +11,7 @@ from tflq.errors import Unsupported
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import AxisSensitive, Case, OpSpec, SameAsInput, rand
+from tflq.ops.base import WITH_INT16, AxisSensitive, Case, OpSpec, SameAsInput, rand
 from tflq.ops.checks import Arity, Axis
 from tflq.ops.common import quantized_version
 from tflq.ops.reshape import add_reshape
@@ -45,7 +45,7 @@ class Gather(OpSpec):
     onnx_checks = (Arity(inputs=(2, 2)), Axis(name="axis"))
     Attrs = GatherAttrs
     layout = AxisSensitive(attrs=("axis",))
-    quant = SameAsInput(moves_values=True)
+    quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
     cases = [
         _gather_case("channels_nchw", (1, 5, 3, 4), [4, 0, 2], axis=1),
         _gather_case("scalar_channel", (1, 5, 3, 4), 3, axis=1),

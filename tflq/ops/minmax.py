@@ -7,7 +7,7 @@ from onnx import helper
 from tflq._generated.tflite.MaximumMinimumOptions import MaximumMinimumOptionsT
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Case, OpSpec, SameAsInput, Transparent, rand
+from tflq.ops.base import WITH_INT16, Case, OpSpec, SameAsInput, Transparent, rand
 
 
 def _cases(op_type: str) -> list[Case]:
@@ -80,6 +80,7 @@ class Maximum(_Extremum):
     """ONNX Max; also the lower bound of a Clip that no RELU kind matches."""
 
     kind = "MAXIMUM"
+    quant = SameAsInput(dtypes=WITH_INT16, rounding_commutes=True)
     onnx_types = ("Max",)
     cases = _cases("Max") + [_clip_case("clip_min_only", 0.5, None)]
 
@@ -89,6 +90,7 @@ class Minimum(_Extremum):
     """ONNX Min; also the upper bound of a Clip that no RELU kind matches."""
 
     kind = "MINIMUM"
+    quant = SameAsInput(dtypes=WITH_INT16, rounding_commutes=True)
     onnx_types = ("Min",)
     numpy_fn = staticmethod(np.minimum)
     cases = _cases("Min") + [_clip_case("clip_m2_3", -2.0, 3.0), _clip_case("clip_max_only", None, 2.0)]

@@ -12,7 +12,7 @@ from onnx import helper
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, OpSpec, Transparent, rand
+from tflq.ops.base import INT8_AND_INT16, Calibrated, Case, OpSpec, Transparent, rand
 from tflq.ops.checks import Axis, FloatAttr
 from tflq.ops.reduce import add_reduce
 
@@ -36,7 +36,7 @@ class Rsqrt(OpSpec):
     onnx_types = ("LayerNormalization",)
     onnx_checks = (FloatAttr(name="epsilon", min=0.0), Axis(name="axis"))
     layout = Transparent()
-    quant = Calibrated(dtypes=("int8",))  # LiteRT's RSQRT takes float32, int8 and int16, no uint8
+    quant = Calibrated(dtypes=INT8_AND_INT16)  # LiteRT's RSQRT takes float32, int8 and int16, no uint8
     cases = [
         _layer_norm_case("layer_norm_rank3", (2, 5, 16), epsilon=1e-3),
         _layer_norm_case("layer_norm_no_bias", (3, 8), bias=False),

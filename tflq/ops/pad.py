@@ -13,7 +13,7 @@ from tflq._generated.tflite.PadV2Options import PadV2OptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import AxisSensitive, Case, OpSpec, SameAsInput, rand
+from tflq.ops.base import WITH_INT16, AxisSensitive, Case, OpSpec, SameAsInput, rand
 from tflq.ops.checks import Choice
 from tflq.ops.common import quantized_version
 
@@ -56,7 +56,7 @@ class Pad(OpSpec):
     onnx_types = ("Pad",)
     onnx_checks = (Choice(name="mode", values=("constant", "reflect", "edge", "wrap")),)
     layout = AxisSensitive(per_axis_inputs=(1,))
-    quant = SameAsInput(moves_values=True)
+    quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
     cases = [_pad_case("zeros_hw"), _pad_case("zeros_channels", pads=(0, 1, 0, 0, 0, 2, 0, 0))]
 
     def from_onnx(self, node, ctx) -> None:
@@ -104,7 +104,7 @@ class Pad(OpSpec):
         x = graph.tensors[op.inputs[0]]
         if x.rank > 4:
             return 4
-        return quantized_version(graph, op)
+        return quantized_version(graph, op, int16=3)
 
 
 @register
@@ -113,7 +113,7 @@ class PadV2(OpSpec):
 
     kind = "PADV2"
     layout = AxisSensitive(per_axis_inputs=(1,))
-    quant = SameAsInput(rounding_commutes=True)
+    quant = SameAsInput(dtypes=WITH_INT16, rounding_commutes=True)
     cases = [_pad_case("value_1_5", value=1.5)]
 
     def reference(self, x, paddings, value):
@@ -133,7 +133,7 @@ class MirrorPad(OpSpec):
     kind = "MIRROR_PAD"
     Attrs = MirrorPadAttrs
     layout = AxisSensitive(per_axis_inputs=(1,))
-    quant = SameAsInput(moves_values=True)
+    quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
     cases = [_pad_case("reflect", mode="reflect")]
 
     def reference(self, x, paddings, *, mode):
@@ -143,4 +143,4 @@ class MirrorPad(OpSpec):
         return MirrorPadOptionsT(mode=getattr(MirrorPadMode, attrs.mode))
 
     def version(self, op: Op, graph: Graph) -> int:
-        return quantized_version(graph, op)
+        return quantized_version(graph, op, int16=3)

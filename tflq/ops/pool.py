@@ -21,7 +21,8 @@ from tflq._generated.tflite.Pool2DOptions import Pool2DOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Case, ChannelsLast, FusedActivations, OpSpec, SameAsInput, rand
+from tflq.ops.base import (WITH_INT16, Case, ChannelsLast, FusedActivations, OpSpec, SameAsInput,
+                           rand)
 from tflq.ops.checks import Arity, IntAttr, window_checks
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
                              windows)
@@ -177,7 +178,7 @@ class MaxPool2D(_Pool):
     """ONNX MaxPool (2-D, no dilation, no Indices output)."""
 
     kind = "MAX_POOL_2D"
-    quant = SameAsInput(moves_values=True)
+    quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
     onnx_types = ("MaxPool",)
     onnx_checks = (Arity(inputs=(1, 1), max_outputs=2), IntAttr(name="ceil_mode", min=0, max=1),
                    IntAttr(name="storage_order", min=0, max=1), *window_checks(weight=None))
@@ -223,6 +224,7 @@ class AveragePool2D(_Pool):
     """ONNX AveragePool (2-D, no dilation), count_include_pad 0 or 1."""
 
     kind = "AVERAGE_POOL_2D"
+    quant = SameAsInput(dtypes=WITH_INT16)
     onnx_types = ("AveragePool",)
     onnx_checks = (Arity(inputs=(1, 1)), IntAttr(name="ceil_mode", min=0, max=1),
                    IntAttr(name="count_include_pad", min=0, max=1), *window_checks(weight=None))

@@ -28,9 +28,12 @@ from tflq.ops.base import Case, OpSpec, Transparent, rand
 from tflq.ops.checks import Arity, QuantAxis
 
 EIGHT_BIT = {np.dtype(np.int8): DType.INT8, np.dtype(np.uint8): DType.UINT8}
-_ONNX_EIGHT_BIT = {TensorProto.INT8: DType.INT8, TensorProto.UINT8: DType.UINT8}
-_HINT = ("tflq converts 8-bit QDQ models (int8/uint8 activations and weights, int32 biases); "
-         "re-quantize the model with 8-bit types")
+# Activation types of a QuantizeLinear: the 8-bit ones, and int16 (LiteRT's 16x8 kernels).
+ACTIVATION_TYPES = {**EIGHT_BIT, np.dtype(np.int16): DType.INT16}
+_ONNX_ACTIVATION_TYPES = {TensorProto.INT8: DType.INT8, TensorProto.UINT8: DType.UINT8,
+                          TensorProto.INT16: DType.INT16}
+_HINT = ("tflq converts 8-bit QDQ models (int8/uint8 activations and weights, int32 biases) and "
+         "16x8 ones (int16 activations, int8 weights); re-quantize the model with those types")
 
 
 @dataclass(frozen=True)
@@ -113,15 +116,15 @@ def quantized_type(node, zero_point: np.ndarray | None) -> DType:
     """The integer type a QuantizeLinear produces: its zero point's type, else `output_dtype`,
     else uint8 (ONNX's default)."""
     if zero_point is not None:
-        if zero_point.dtype not in EIGHT_BIT:
+        if zero_point.dtype not in ACTIVATION_TYPES:
             raise Unsupported(node, "qdq_type", f"{_type_name(zero_point.dtype)} quantization is not "
                                                 f"supported", hint=_HINT)
-        return EIGHT_BIT[zero_point.dtype]
+        return ACTIVATION_TYPES[zero_point.dtype]
     output_dtype = _attr(node, "output_dtype", 0)
-    if output_dtype and output_dtype not in _ONNX_EIGHT_BIT:
+    if output_dtype and output_dtype not in _ONNX_ACTIVATION_TYPES:
         raise Unsupported(node, "qdq_type", f"{TensorProto.DataType.Name(output_dtype).lower()} "
                                             f"quantization is not supported", hint=_HINT)
-    return _ONNX_EIGHT_BIT.get(output_dtype, DType.UINT8)
+    return _ONNX_ACTIVATION_TYPES.get(output_dtype, DType.UINT8)
 
 
 def _qdq_case(name: str, act: DType, scale: float, zero_point: int) -> Case:
@@ -185,6 +188,10 @@ class FakeQuant(OpSpec):
             ctx.graph.tensors[name].quant = params
             ctx.alias(node.output[0], name)
             return
+        if dtype == DType.INT16 and np.any(params.zero_point != 0):
+            raise Unsupported(node, "qdq_int16_zero_point",
+                              f"int16 activations need zero point 0 (LiteRT's 16x8 kernels), got "
+                              f"{int(params.zero_point)}", hint=_HINT)
         if params.is_per_channel:
             raise Unsupported(node, "qdq_per_channel_activation",
                               "per-channel quantization of an activation is not supported "
@@ -207,7 +214,7 @@ class FakeQuant(OpSpec):
             ctx.alias(node.output[0], name)
             return
         zero_point = ctx.constant(node.input[2]) if len(node.input) > 2 else None
-        quantized_type(node, zero_point)  # refuses a 16-bit, 4-bit or float8 pair by its type
+        quantized_type(node, zero_point)  # refuses a 4-bit, float8 or 32-bit pair by its type
         source = ctx.tensor(q)
         producer = ctx.graph.producer(source)
         if producer is None or producer.kind != self.kind:
@@ -233,8 +240,8 @@ class FakeQuant(OpSpec):
         p = attrs.params
         scale, zero_point = float(p.scale), int(p.zero_point)
         return FakeQuantOptionsT(min=(p.dtype.qmin - zero_point) * scale,
-                                 max=(p.dtype.qmax - zero_point) * scale, numBits=8,
-                                 narrowRange=False)
+                                 max=(p.dtype.qmax - zero_point) * scale,
+                                 numBits=16 if p.dtype == DType.INT16 else 8, narrowRange=False)
 
     def version(self, op: Op, graph: Graph) -> int:
         return 1

@@ -8,7 +8,7 @@ from tflq._generated.tflite.DequantizeOptions import DequantizeOptionsT
 from tflq._generated.tflite.QuantizeOptions import QuantizeOptionsT
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, OpSpec, Transparent, rand
+from tflq.ops.base import WITH_INT16, Calibrated, Case, OpSpec, Transparent, rand
 
 # A constant large enough for weights-only quantization to store it in 8 bits behind DEQUANTIZE.
 _BIG_CONSTANT = {"c": rand(1, 4, 16, 32, seed=5)}
@@ -53,7 +53,7 @@ class Quantize(OpSpec):
     layout = Transparent()
     # In the graph before quantization only as a requantization point of a QDQ model (the graph's
     # grid differs from the one a kernel gives the tensor): input and output params independent.
-    quant = Calibrated()
+    quant = Calibrated(dtypes=WITH_INT16)
     cases = [
         Case("full_int8_float_io", [helper.make_node("Add", ["x", "c"], ["y"])],
              {"x": rand(1, 4, 6, 6)}, {"c": rand(4, 1, 1, seed=3)},

@@ -10,7 +10,7 @@ from tflq._generated.tflite.ReducerOptions import ReducerOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import AxisSensitive, Calibrated, Case, OpSpec, SameAsInput, rand
+from tflq.ops.base import WITH_INT16, AxisSensitive, Calibrated, Case, OpSpec, SameAsInput, rand
 from tflq.ops.one_d import import_as_2d, one_d_case
 
 
@@ -90,7 +90,7 @@ class Mean(_Reduce):
 
     kind = "MEAN"
     onnx_types = ("ReduceMean", "GlobalAveragePool")
-    quant = Calibrated()  # the kernel requantizes, so the output gets its own parameters
+    quant = Calibrated(dtypes=WITH_INT16)  # the kernel requantizes, so the output gets its own parameters
     cases = [
         _reduce_case("hw_keepdims", "ReduceMean", axes=[2, 3]),
         _reduce_case("hw_drop_dims", "ReduceMean", axes=[2, 3], keepdims=0),
@@ -110,7 +110,7 @@ class Sum(_Reduce):
 
     kind = "SUM"
     onnx_types = ("ReduceSum",)
-    quant = Calibrated()
+    quant = Calibrated(dtypes=WITH_INT16)
     numpy_fn = staticmethod(np.sum)
     cases = [
         _reduce_case("channels_opset13", "ReduceSum", axes=[1], opset=13, keepdims=0),
@@ -128,7 +128,7 @@ class ReduceMax(_Reduce):
 
     kind = "REDUCE_MAX"
     onnx_types = ("ReduceMax", "GlobalMaxPool")
-    quant = SameAsInput(moves_values=True)
+    quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
     numpy_fn = staticmethod(np.max)
     cases = [
         _reduce_case("hw_keepdims", "ReduceMax", axes=[2, 3]),

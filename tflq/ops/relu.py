@@ -7,7 +7,7 @@ from onnx import helper
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Calibrated, Case, OpSpec, SameAsInput, Transparent, rand
+from tflq.ops.base import WITH_INT16, Calibrated, Case, OpSpec, SameAsInput, Transparent, rand
 from tflq.ops.common import quantized_version
 
 CLIP_KINDS = {(0.0, 6.0): "RELU6", (0.0, np.inf): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
@@ -36,7 +36,7 @@ class _ClampSpec(OpSpec):
         return (np.clip(x, self.low, self.high).astype(np.float32, copy=False),)
 
     def version(self, op: Op, graph: Graph) -> int:
-        return quantized_version(graph, op)
+        return quantized_version(graph, op, int16=3)  # RELU, RELU6
 
 
 @register
@@ -44,6 +44,7 @@ class Relu(_ClampSpec):
     """ONNX Relu, and Clip(0, inf); Clip with other bounds dispatches by range."""
 
     kind = "RELU"
+    quant = Calibrated(dtypes=WITH_INT16)
     onnx_types = ("Relu", "Clip")
     cases = [Case("relu", [helper.make_node("Relu", ["x"], ["y"])], {"x": rand(1, 3, 4, 4)}),
              _clip_case("clip_0_inf", 0.0, None)]
@@ -98,7 +99,7 @@ class Relu6(_ClampSpec):
     kind = "RELU6"
     # TFLite Micro's int8 RELU6 clamps on the input's grid and never requantizes
     # (activations_common.cc Relu6Prepare), so the output must share the input's params.
-    quant = SameAsInput()
+    quant = SameAsInput(dtypes=WITH_INT16)
     high = 6.0
     cases = [_clip_case("clip_0_6", 0.0, 6.0)]
 

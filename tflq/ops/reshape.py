@@ -8,7 +8,7 @@ from tflq._generated.tflite.TransposeOptions import TransposeOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Case, LayoutBreaking, OpSpec, PermutesAxes, SameAsInput, rand
+from tflq.ops.base import WITH_INT16, Case, LayoutBreaking, OpSpec, PermutesAxes, SameAsInput, rand
 from tflq.ops.checks import Arity, Axis, ReshapeCount
 from tflq.ops.common import quantized_version
 
@@ -28,7 +28,7 @@ class Reshape(OpSpec):
     onnx_checks = (Arity(inputs=(2, 2), only=("Reshape",)), ReshapeCount(only=("Reshape",)),
                    Axis(name="axis", extra=1, only=("Flatten",)))
     layout = LayoutBreaking()
-    quant = SameAsInput(moves_values=True)
+    quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
     cases = [
         Case("reshape", [helper.make_node("Reshape", ["x", "s"], ["y"])], {"x": rand(1, 4, 3, 2)},
              {"s": np.array([1, -1, 6], np.int64)}),
@@ -71,7 +71,7 @@ class Transpose(OpSpec):
     onnx_types = ("Transpose",)
     onnx_checks = (Arity(inputs=(1, 1)),)
     layout = PermutesAxes()
-    quant = SameAsInput(moves_values=True)
+    quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
     cases = [
         Case("perm_0213", [helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1, 3])],
              {"x": rand(1, 3, 4, 5)}),

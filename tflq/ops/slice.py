@@ -16,7 +16,7 @@ from tflq._generated.tflite.StridedSliceOptions import StridedSliceOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import AxisSensitive, Case, OpSpec, SameAsInput, rand
+from tflq.ops.base import WITH_INT16, AxisSensitive, Case, OpSpec, SameAsInput, rand
 from tflq.ops.common import quantized_version
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -81,7 +81,7 @@ class StridedSlice(OpSpec):
     kind = "STRIDED_SLICE"
     onnx_types = ("Slice",)
     layout = AxisSensitive(per_axis_inputs=(1, 2, 3))
-    quant = SameAsInput(moves_values=True)
+    quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
     cases = [
         _slice_case("channels_nchw", (1, 6, 4, 5), [1], [4], axes=[1]),
         _slice_case("spatial_step2", (1, 3, 8, 9), [1, 0], [8, INT64_MAX], axes=[2, 3], steps=[2, 3]),
@@ -155,4 +155,4 @@ class StridedSlice(OpSpec):
     def version(self, op: Op, graph: Graph) -> int:
         if graph.tensors[op.inputs[0]].rank > 4:
             return 4
-        return quantized_version(graph, op)
+        return quantized_version(graph, op, int16=1)  # op_version.cc names no int16 case

@@ -10,7 +10,7 @@ from tflq._generated.tflite.LogSoftmaxOptions import LogSoftmaxOptionsT
 from tflq._generated.tflite.SoftmaxOptions import SoftmaxOptionsT
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Case, FixedOutput, LayoutBreaking, OpSpec, rand
+from tflq.ops.base import WITH_INT16, Case, FixedOutput, LayoutBreaking, OpSpec, rand
 from tflq.ops.checks import Axis
 from tflq.ops.common import quantized_version
 from tflq.ops.reshape import add_reshape
@@ -77,7 +77,7 @@ class _LastAxis(OpSpec):
         add_reshape(ctx, normalised, out, shape)
 
     def version(self, op: Op, graph: Graph) -> int:
-        return quantized_version(graph, op)
+        return quantized_version(graph, op, int16=3)
 
 
 @register
@@ -89,7 +89,7 @@ class Softmax(_LastAxis):
     onnx_types = ("Softmax",)
     onnx_checks = (Axis(name="axis"),)
     Attrs = SoftmaxAttrs
-    quant = FixedOutput(scale=1 / 256, zero_point_int8=-128)  # int8 kernel enforces both
+    quant = FixedOutput(dtypes=WITH_INT16, scale=1 / 256, zero_point_int8=-128)  # int8 kernel enforces both
     cases = _cases("Softmax")
 
     def reference(self, x, *, beta):

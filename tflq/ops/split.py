@@ -11,7 +11,7 @@ from tflq._generated.tflite.SplitVOptions import SplitVOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import AxisSensitive, Case, OpSpec, SameAsInput, rand
+from tflq.ops.base import WITH_INT16, AxisSensitive, Case, OpSpec, SameAsInput, rand
 from tflq.ops.checks import Axis
 from tflq.ops.common import quantized_version
 
@@ -64,7 +64,7 @@ class Split(OpSpec):
     onnx_checks = (Axis(name="axis"),)
     Attrs = SplitAttrs
     layout = AxisSensitive(axis_inputs=(0,))
-    quant = SameAsInput(index=1)
+    quant = SameAsInput(dtypes=WITH_INT16, index=1)
     cases = [
         _split_case("channels_equal", (1, 6, 4, 4), 3, axis=1),
         _split_case("rank2_last_axis", (4, 6), 2, axis=-1),
@@ -109,7 +109,7 @@ class SplitV(OpSpec):
     kind = "SPLIT_V"
     Attrs = SplitAttrs
     layout = AxisSensitive(axis_inputs=(2,))
-    quant = SameAsInput(index=0)
+    quant = SameAsInput(dtypes=WITH_INT16, index=0)
     cases = [
         _split_case("channels_sizes_input", (1, 7, 3, 3), 3, axis=1, split=[2, 4, 1]),
         _split_case("height_sizes_attr_opset11", (1, 2, 5, 3), 2, axis=2, split=[3, 2], opset=11),

@@ -18,8 +18,8 @@ from tflq._generated.tflite.TransposeConvOptions import TransposeConvOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import (Calibrated, Case, ChannelsLast, FusedActivations, Int32Bias, OpSpec,
-                           Weight, rand)
+from tflq.ops.base import (WITH_INT16, Calibrated, Case, ChannelsLast, FusedActivations, Int32Bias,
+                           OpSpec, Weight, rand)
 from tflq.ops.checks import Arity, ConstantValues, InputTypes, IntAttr, window_checks
 from tflq.ops.common import activation_code, padding_code
 from tflq.ops.one_d import import_as_2d, one_d_case
@@ -95,7 +95,7 @@ class TransposeConv(OpSpec):
                    ConstantValues(index=2, what="bias"))
     Attrs = TransposeConvAttrs
     layout = ChannelsLast(data_inputs=(DATA,))
-    quant = Calibrated()
+    quant = Calibrated(dtypes=WITH_INT16)
     weights = (Weight(WEIGHTS, axis=0, hybrid=True),)
     bias = Int32Bias(BIAS, input=DATA, weight=WEIGHTS)
     fused_activation = FusedActivations()  # transpose_conv.cc (version 4): clamps only

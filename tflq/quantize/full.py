@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tflq.calibration.run import collect_statistics
-from tflq.config import ConvertConfig
+import numpy as np
+
+from tflq.calibration.run import collect_statistics, evaluation_samples
+from tflq.config import ConvertConfig, dtype_name
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ir.qdq import QdqModel
 from tflq.quantize.plan import PlanContext, Range, plan_quantization
+from tflq.quantize.precision import MAX_TARGET_SQNR, search_precision
 from tflq.quantize.qdq import choose_dtype, fold_fake_quant, quantize_on_own_grid_first
 from tflq.quantize.rewrite import apply_plan
 from tflq.quantize.weights import check_finite_constants
@@ -26,10 +29,27 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     """
     check_finite_constants(graph)
     known = {op.origin for op in graph.ops}
-    unknown = [name for name in config.float_ops if name not in known]
+    unknown = [f"{flag} {name}" for flag, names in (("--float-ops", config.float_ops),
+                                                    ("--int16-ops", config.int16_ops))
+               for name in names if name not in known]
     if unknown:
-        raise InvalidConfigError(f"--float-ops names no node of the model: {', '.join(unknown)}")
+        raise InvalidConfigError(f"{len(unknown)} node name(s) name no node of the model: "
+                                 f"{', '.join(unknown)}")
+    if config.target_sqnr is not None:
+        if qdq is not None:
+            raise InvalidConfigError("--target-sqnr chooses precisions by calibration; this model "
+                                     "is quantized (QDQ) already")
+        if not np.isfinite(config.target_sqnr) or config.target_sqnr > MAX_TARGET_SQNR:
+            raise InvalidConfigError(f"--target-sqnr {config.target_sqnr:g} dB is above what float "
+                                     f"arithmetic reaches against the float model (at most "
+                                     f"{MAX_TARGET_SQNR:g} dB)")
+        if config.calib is None:
+            raise InvalidConfigError("--target-sqnr measures on the calibration samples: give --calib")
     requested = config.dtype
+    if config.io_type is not None and (config.io_type == DType.INT16) != (requested == DType.INT16):
+        raise InvalidConfigError(
+            f"--io-type {config.io_type.name.lower()} does not fit --dtype {dtype_name(requested)}: "
+            f"int16 model I/O goes with int16x8, 8-bit I/O with the 8-bit types")
     folded = None
     if qdq is None:
         stats = collect_statistics(graph, config, report, write)
@@ -40,7 +60,14 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         dtype = choose_dtype(qdq, requested)
         folded = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
                                  stats if stats is not None else frozenset())
-    plan = plan_quantization(graph, _Context(dtype, config, stats, folded))
+    int16_ops, float_ops = frozenset(config.int16_ops), frozenset(config.float_ops)
+    if config.target_sqnr is not None:
+        result = search_precision(
+            graph, lambda i16, f: _Context(dtype, config, stats, folded, int16_ops | i16, float_ops | f),
+            evaluation_samples(graph, config), config.target_sqnr)
+        report.precision = result
+        int16_ops, float_ops = int16_ops | result.int16_nodes, float_ops | result.float_nodes
+    plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops))
     io_type = config.io_type
     inserted = apply_plan(graph, plan, io_type)
     if folded is not None:
@@ -62,8 +89,11 @@ class _Context(PlanContext):
     """Ranges from calibration statistics; for a QDQ model, the graph's parameters first, and
     the ops touching what it leaves float (and calibration does not cover) kept float."""
 
-    def __init__(self, dtype: DType, config: ConvertConfig, stats, folded) -> None:
-        super().__init__(dtype, set(config.float_ops), folded.given if folded is not None else None)
+    def __init__(self, dtype: DType, config: ConvertConfig, stats, folded,
+                 int16_ops: frozenset[str] = frozenset(), float_ops: frozenset[str] = frozenset()) -> None:
+        super().__init__(dtype, set(config.float_ops) | float_ops,
+                         folded.given if folded is not None else None,
+                         set(config.int16_ops) | int16_ops)
         self.stats = stats
         self.folded = folded
         self.method, self.percentile = config.calib_method.value, config.percentile
@@ -86,7 +116,7 @@ class _Context(PlanContext):
 
 def _report_qdq(report: ConversionReport, qdq: QdqModel, folded, inserted) -> None:
     """Summary lines: where the parameters came from, and every place they had to change."""
-    report.dtype = folded.dtype.name.lower()
+    report.dtype = dtype_name(folded.dtype)
     line = f"QDQ model: {qdq.describe()} -> {report.dtype}"
     if DType.UINT8 in qdq.activation_types and folded.dtype == DType.INT8:
         line += " (uint8 activations moved to int8: same scale, zero point - 128)"

@@ -10,7 +10,7 @@ from tflq import ops as registry
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ir.quant import (QuantParams, activation_params, asymmetric_weight_params, bias_params,
-                           symmetric_weight_params)
+                           bias_type, symmetric_weight_params)
 from tflq.ops.base import Calibrated, SameAsInput, SameAsOutput
 
 Range = tuple[float, float]
@@ -26,10 +26,16 @@ class PlanContext:
     """
 
     def __init__(self, dtype: DType, float_ops: set[str] | frozenset[str] = frozenset(),
-                 given: dict[str, QuantParams] | None = None) -> None:
+                 given: dict[str, QuantParams] | None = None,
+                 int16_ops: set[str] | frozenset[str] = frozenset()) -> None:
         self.dtype = dtype
         self.float_ops = frozenset(float_ops)
+        self.int16_ops = frozenset(int16_ops)
         self.given = dict(given or {})
+
+    def dtype_of(self, op: Op) -> DType:
+        """The activation type `op` runs in: int16 for the nodes asked for, else the model's."""
+        return DType.INT16 if op.origin in self.int16_ops else self.dtype
 
     def range(self, name: str) -> Range | None:
         """The real range of tensor `name`; None where the model leaves it float (a part of a QDQ
@@ -40,7 +46,7 @@ class PlanContext:
         """Why `op` stays float (None: it runs quantized)."""
         if op.origin in self.float_ops:
             return "kept float by --float-ops"
-        return registry.spec(op.kind).quant.float_reason(self.dtype)
+        return registry.spec(op.kind).quant.float_reason(self.dtype_of(op))
 
 
 class RangesContext(PlanContext):
@@ -84,13 +90,28 @@ def _constant_params(graph: Graph, op: Op, index: int, dtype: DType, plan: Quant
         if rule.index == index:
             if dtype == DType.UINT8:
                 return asymmetric_weight_params(data, DType.UINT8)
-            axis = rule.axis if rule.per_channel_full and data.ndim > 1 else None
+            # 16x8 FULLY_CONNECTED takes per-channel weights too (fully_connected.cc: int8 or
+            # int16 input, quantized_dimension 0)
+            per_channel = rule.per_channel_full or dtype == DType.INT16
+            axis = rule.axis if per_channel and data.ndim > 1 else None
             return symmetric_weight_params(data, axis, DType.INT8)
     if spec.bias is not None and spec.bias.index == index:
         return None  # filled in once the input and weight params are known
     if shared is not None:
         return shared
     return activation_params(dtype, float(np.min(data)), float(np.max(data)))
+
+
+def _constant_fits(graph: Graph, op: Op, index: int, params: QuantParams, dtype: DType) -> bool:
+    """Whether a constant already given `params` (by an op before) suits this op in `dtype`:
+    weights are int8 next to int8 and int16 activations alike; other operands (and biases, whose
+    type follows the activations) must be in the op's own type."""
+    spec = registry.spec(op.kind)
+    if any(w.index == index for w in spec.weights):
+        return params.dtype == (DType.UINT8 if dtype == DType.UINT8 else DType.INT8)
+    if spec.bias is not None and spec.bias.index == index:
+        return params.dtype == bias_type(dtype)
+    return params.dtype == dtype
 
 
 def _fit_bias(weight: QuantParams, input_params: QuantParams, weight_data: np.ndarray,
@@ -165,14 +186,14 @@ def _covering(params: QuantParams, ranges: list[tuple[float, float]]) -> QuantPa
     return activation_params(params.dtype, min(low, out_low), max(high, out_high))
 
 
-def _shared_output_params(graph: Graph, op: Op, ctx: PlanContext) -> QuantParams:
+def _shared_output_params(graph: Graph, op: Op, ctx: PlanContext, dtype: DType) -> QuantParams:
     """A SameAsOutput op's grid: the output's given params, else one covering every activation
     input's range and the output's."""
     if op.outputs[0] in ctx.given:
         return ctx.given[op.outputs[0]]
     ranges = [_range(ctx, n) for n in op.inputs if n and graph.tensors[n].dtype.is_float
               and not graph.is_constant(n)] + [_range(ctx, op.outputs[0])]
-    return activation_params(ctx.dtype, min(r[0] for r in ranges), max(r[1] for r in ranges))
+    return activation_params(dtype, min(r[0] for r in ranges), max(r[1] for r in ranges))
 
 
 def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParams]:
@@ -186,16 +207,18 @@ def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParam
     producers = graph.producers()
     for op in graph.ops:
         rule = registry.spec(op.kind).quant
-        if not isinstance(rule, SameAsOutput) or not rule.inputs_on_output_grid(ctx.dtype) or \
+        dtype = ctx.dtype_of(op)
+        if not isinstance(rule, SameAsOutput) or not rule.inputs_on_output_grid(dtype) or \
                 _integer_only(graph, op) or ctx.float_reason(op) is not None:
             continue  # (uint8 CONCATENATION rescales its inputs itself)
-        shared = _shared_output_params(graph, op, ctx)
+        shared = _shared_output_params(graph, op, ctx, dtype)
         for name in op.inputs:
             while name and graph.tensors[name].dtype.is_float and not graph.is_constant(name) \
                     and name not in preferred:
                 preferred[name] = shared
                 producer = producers.get(name)
-                if producer is None or ctx.float_reason(producer) is not None:
+                if producer is None or ctx.float_reason(producer) is not None or \
+                        ctx.dtype_of(producer) != dtype:
                     break
                 rule = registry.spec(producer.kind).quant
                 sources = [n for n in producer.inputs if n and graph.tensors[n].dtype.is_float]
@@ -208,20 +231,28 @@ def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParam
 
 def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     """Walk the ops in order and apply each spec's QuantRule (see ops/base.py), asking `ctx`
-    for ranges, fixed parameters and the ops that stay float."""
-    dtype, given = ctx.dtype, ctx.given
-    plan = QuantPlan(dtype)
+    for ranges, fixed parameters, each op's activation type and the ops that stay float.
+
+    A tensor's own params are in the type of the first quantized op that writes or reads it;
+    an op of another type (mixed precision: int16 next to int8) requires its own grid for it,
+    which the rewrite reaches with a requantizing QUANTIZE."""
+    given = ctx.given
+    plan = QuantPlan(ctx.dtype)
     params = plan.params
     preferred = _concatenation_grids(graph, ctx)
 
-    def activation(name: str) -> QuantParams:
+    def activation(name: str, dtype: DType) -> QuantParams:
+        """`name`'s grid in `dtype`: its own params, or (another type) a grid for its range."""
         if name not in params and graph.is_constant(name):  # an embedding table GATHER reads
             data = graph.tensors[name].data
             params[name] = activation_params(dtype, float(np.min(data)), float(np.max(data)))
         if name not in params:
-            params[name] = given[name] if name in given else preferred[name] if name in preferred \
+            params[name] = given[name] if name in given and given[name].dtype == dtype else \
+                preferred[name] if name in preferred and preferred[name].dtype == dtype \
                 else activation_params(dtype, *_range(ctx, name))
-        return params[name]
+        if params[name].dtype == dtype:
+            return params[name]
+        return activation_params(dtype, *_range(ctx, name))
 
     for op in graph.ops:
         if _integer_only(graph, op):
@@ -230,18 +261,26 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
         if reason is not None:
             plan.float_ops[id(op)] = reason
             continue
+        dtype = ctx.dtype_of(op)
         spec = registry.spec(op.kind)
         rule = spec.quant
         data_inputs = [i for i, n in enumerate(op.inputs)
                        if n and graph.tensors[n].dtype.is_float]
         activations = [i for i in data_inputs if not graph.is_constant(op.inputs[i])]
         required: dict[int, QuantParams] = {}
+
+        def read(i: int) -> None:
+            """Input i on its own grid, or (another type) on one in `dtype`, requantized."""
+            seen = activation(op.inputs[i], dtype)
+            if seen is not params[op.inputs[i]]:
+                required[i] = seen
+
         shared: QuantParams | None = None
         if isinstance(rule, SameAsInput):
             source = op.inputs[rule.index]
             if graph.is_constant(source) and source not in params and op.outputs[0] in given:
                 params[source] = given[op.outputs[0]]  # a QDQ graph's grid on a gathered table
-            shared = activation(source)
+            shared = activation(source, dtype)
             if len(data_inputs) > 1 and op.outputs[0] not in given:
                 shared = _covering(shared, [_range(ctx, out) for out in op.outputs])
             elif len(data_inputs) > 1:
@@ -252,15 +291,15 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
                 if graph.tensors[out].dtype.is_float:  # integer/boolean results are never quantized
                     params[out] = shared
         elif isinstance(rule, SameAsOutput):
-            shared = _shared_output_params(graph, op, ctx)
+            shared = _shared_output_params(graph, op, ctx, dtype)
             params[op.outputs[0]] = shared
             for i in activations:
-                activation(op.inputs[i])
+                read(i)
                 if rule.inputs_on_output_grid(dtype):
                     required[i] = shared  # the kernel demands identical params
         else:
             for i in activations:
-                activation(op.inputs[i])
+                read(i)
             fixed = rule.output_params(dtype)
             for out in op.outputs:
                 if not graph.tensors[out].dtype.is_float:
@@ -268,29 +307,50 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
                 if fixed is not None:
                     params[out] = fixed
                 elif isinstance(rule, Calibrated):
-                    activation(out)
+                    activation(out, dtype)
         for i in data_inputs:
             name = op.inputs[i]
-            if graph.is_constant(name) and name not in params:
+            if not graph.is_constant(name):
+                continue
+            p = params.get(name)
+            if p is None:
                 p = given.get(name) or _constant_params(graph, op, i, dtype, plan, shared)
-                if p is not None:
-                    params[name] = p
+            elif not _constant_fits(graph, op, i, p, dtype):
+                p = _constant_params(graph, op, i, dtype, plan, shared)  # another op's grid
+            if p is None:
+                continue
+            if name not in params:
+                params[name] = p
+            elif p != params[name]:
+                required[i] = p
         if spec.bias is not None and op.inputs[spec.bias.index]:
             b = spec.bias
             weight, bias = op.inputs[b.weight], op.inputs[b.index]
-            if graph.is_constant(weight) and graph.is_constant(bias) and weight not in given:
-                params[weight] = _fit_bias(params[weight], params[op.inputs[b.input]],
-                                           graph.tensors[weight].data, graph.tensors[bias].data)
-            params[bias] = bias_params(params[op.inputs[b.input]], params[weight])
+
+            def seen(i: int) -> QuantParams:
+                return required.get(i) or params[op.inputs[i]]
+
+            if graph.is_constant(weight) and graph.is_constant(bias) and weight not in given and \
+                    bias_type(seen(b.input).dtype) == DType.INT32:  # int64: room enough
+                fitted = _fit_bias(seen(b.weight), seen(b.input), graph.tensors[weight].data,
+                                   graph.tensors[bias].data)
+                if b.weight in required:
+                    required[b.weight] = fitted
+                else:
+                    params[weight] = fitted
+            bias_grid = bias_params(seen(b.input), seen(b.weight))
+            if bias not in params:
+                params[bias] = bias_grid
+            elif params[bias] != bias_grid:
+                required[b.index] = bias_grid
             out = op.outputs[0]
             if isinstance(rule, Calibrated) and out not in given:
-                params[out] = _bounded_multiplier(params[out], params[op.inputs[b.input]],
-                                                  params[weight])
+                params[out] = _bounded_multiplier(params[out], seen(b.input), seen(b.weight))
         plan.required_inputs[id(op)] = required
         plan.quantized_ops.append(op)
     for name in graph.inputs + graph.outputs:  # for 8-bit model I/O, even next to float ops
         t = graph.tensors[name]
         if t.dtype.is_float and not t.is_constant and \
                 (name in params or name in given or ctx.range(name) is not None):
-            activation(name)  # (none: a float edge of a partly quantized QDQ model)
+            activation(name, ctx.dtype)  # (none: a float edge of a partly quantized QDQ model)
     return plan

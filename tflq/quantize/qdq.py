@@ -16,6 +16,7 @@ from typing import Container
 import numpy as np
 
 from tflq import ops as registry
+from tflq.errors import UnsupportedModelError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op, Tensor
 from tflq.ir.qdq import QdqModel, QuantizedConstant
@@ -35,9 +36,17 @@ BIAS_SCALE_TOLERANCE = 1e-3
 
 
 def choose_dtype(qdq: QdqModel, requested: DType) -> DType:
-    """The model's 8-bit type: uint8 only when every activation and weight of the graph is uint8
-    per tensor (the classic scheme, which has no per-channel kernels); int8 otherwise (uint8
-    activations move to int8 exactly, zero point - 128). `requested` int8 always wins."""
+    """The model's activation type: int16 (16x8) for int16 activations; else uint8 only when every
+    activation and weight of the graph is uint8 per tensor (the classic scheme, which has no
+    per-channel kernels); int8 otherwise (uint8 activations move to int8 exactly, zero point
+    - 128). `requested` int8 always wins for an 8-bit model."""
+    if DType.INT16 in qdq.activation_types:
+        if qdq.activation_types != {DType.INT16}:
+            kinds = "/".join(sorted(t.name.lower() for t in qdq.activation_types))
+            raise UnsupportedModelError(
+                f"the QDQ model mixes {kinds} activations; tflq converts QDQ models with one "
+                f"activation type (use --int16-ops on the float model for mixed precision)")
+        return DType.INT16
     if requested == DType.INT8:
         return DType.INT8
     stored = [c.params for c in qdq.constants.values() if c.params.dtype != DType.INT32]
@@ -261,7 +270,8 @@ class _Folder:
                               f"no longer on its grid, e.g. a BatchNormalization folded into them)")
             elif i in weight_axes:
                 self.weight(op, i, grid, what)
-            elif not grid.is_per_channel:
+            elif not grid.is_per_channel and (self.dtype != DType.INT16 or
+                                              np.all(grid.zero_point == 0)):  # 16x8: zp 0
                 self.given[name] = grid.with_dtype_shift(self.dtype)
         if spec.bias is not None:
             self.check_bias(op, stored)

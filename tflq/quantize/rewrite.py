@@ -45,6 +45,12 @@ class _Rewriter:
         if key in self.converted:
             return self.converted[key]
         t = self.graph.tensors[name]
+        if params is not None and t.quant is not None and t.quant.dtype == DType.INT16 and \
+                params.dtype == DType.UINT8:
+            # LiteRT's QUANTIZE requantizes int16 to int8/int16/int32 only: through int8 on the
+            # uint8 grid (same scale, zero point - 128).
+            name = self.boundary(name, params.with_dtype_shift(DType.INT8), before, reason)
+            t = self.graph.tensors[name]
         if params is None:
             out = self.graph.add_activation(f"{name}/dequantized", DType.FLOAT32, t.shape, t.layout)
             kind = "DEQUANTIZE"
@@ -91,8 +97,9 @@ class _Rewriter:
                 if t is None or not t.dtype.is_float and t.quant is None:
                     continue  # integer operands (shapes, axes) stay as they are
                 if t.is_constant:
-                    if name in plan.params:
-                        op.inputs[i] = self.quantize_constant(name, plan.params[name])
+                    grid = required.get(i) or plan.params.get(name)
+                    if grid is not None:
+                        op.inputs[i] = self.quantize_constant(name, grid)
                     continue
                 want = required.get(i) or plan.params.get(name) or t.quant
                 if t.quant is None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from tflq import ops as registry
-from tflq.config import ConvertConfig
-from tflq.errors import InvalidModelError
+from tflq.config import ConvertConfig, dtype_name
+from tflq.errors import InvalidConfigError, InvalidModelError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op, Tensor
 from tflq.ir.quant import QuantParams, asymmetric_weight_params, sqnr_db, symmetric_weight_params
@@ -50,6 +50,9 @@ def _weight_params(data: np.ndarray, dtype: DType, rule: Weight | None) -> Quant
 
 def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
     """Rewrite the graph in place; return one summary record per quantized tensor."""
+    if config.dtype not in (DType.UINT8, DType.INT8):
+        raise InvalidConfigError(f"--mode weights-only stores 8-bit weights (--dtype uint8 or "
+                                 f"int8); --dtype {dtype_name(config.dtype)} is for --mode full")
     check_finite_constants(graph)
     consumers = graph.consumer_map()
     records: list[dict] = []

@@ -19,8 +19,12 @@ TensorHook = Callable[[str, np.ndarray], None]
 class GraphRunner:
     """Prepared once per graph (constants, kernels, last uses), then run on many samples."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, round_activations: bool = False) -> None:
+        """round_activations: round every quantized activation to its grid as it is made (a
+        quantized graph's integer arithmetic, simulated on its real values)."""
         self.graph = graph
+        self.grids = {name: t.quant for name, t in graph.tensors.items() if round_activations
+                      and t.data is None and t.quant is not None and t.dtype.is_quantized_type}
         self.constants: dict[str, np.ndarray] = {}
         for name, t in graph.tensors.items():
             if t.data is not None:
@@ -65,6 +69,9 @@ class GraphRunner:
                     fresh = value.flags.writeable and value.dtype == np.float32 and not any(
                         isinstance(a, np.ndarray) and np.may_share_memory(value, a) for a in args)
                     value = apply_activation(value, activation, out=value if fresh else None)
+                grid = self.grids.get(name)
+                if grid is not None:
+                    value = grid.dequantize(grid.quantize(value))
                 values[name] = value
                 if on_tensor is not None:
                     on_tensor(name, value)

@@ -1,0 +1,132 @@
+"""Mixed precision: --int16-ops / --float-ops per node with requantizing QUANTIZE ops between the
+int8 (or uint8) and int16 grids, and --target-sqnr promoting the fewest layers. Judged by LiteRT
+against onnxruntime on every sample."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from tests.conftest import run_litert, run_onnxruntime, save_model
+from tflq.backend.tflite_reader import read_tflite
+from tflq.config import ConvertConfig
+from tflq.errors import InvalidConfigError
+from tflq.pipeline import convert
+from tflq.quantize.precision import pooled_sqnr
+from tflq.report import Promotion
+
+OFFSET = 1000.0  # the bad layer: a BatchNormalization that removes a large offset from the input
+
+
+def _model() -> onnx.ModelProto:
+    """x (about OFFSET +- 1) -> BatchNormalization 'bn' (subtracts OFFSET: MUL then ADD, both from
+    one node) -> Conv 'c0' -> Relu -> Conv 'c1'. In int8 the input's and the MUL's grids span
+    0..1001 in steps of ~4, which wipes out the +-1 signal; in int16 the steps are ~0.03."""
+    rng = np.random.default_rng(7)
+    inits = [numpy_helper.from_array(np.ones(4, np.float32), "s"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "b"),
+             numpy_helper.from_array(np.full(4, OFFSET, np.float32), "m"),
+             numpy_helper.from_array(np.ones(4, np.float32), "v"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (8, 4, 3, 3)).astype(np.float32), "w0"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b0"),
+             numpy_helper.from_array(rng.normal(0, 0.2, (6, 8, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 6).astype(np.float32), "b1")]
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["n"], name="bn",
+                              epsilon=0.0),
+             helper.make_node("Conv", ["n", "w0", "b0"], ["a"], name="c0", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w1", "b1"], ["y"], name="c1", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "bad_layer", [helper.make_tensor_value_info("x", 1, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", 1, [1, 6, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _samples(count: int = 8) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    return [{"x": (OFFSET + rng.uniform(-1, 1, (1, 4, 8, 8))).astype(np.float32)} for _ in range(count)]
+
+
+def _litert_sqnr(model, tflite: bytes, samples) -> float:
+    return pooled_sqnr([run_onnxruntime(model, s) for s in samples],
+                       [run_litert(tflite, [s["x"]]) for s in samples])
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calib")
+    for i, sample in enumerate(_samples()):
+        np.save(folder / f"{i}.npy", sample["x"])
+    return str(folder)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_int16_ops_requantize_at_the_boundaries(dtype, tmp_path):
+    model = _model()
+    path = save_model(model, tmp_path / "m.onnx")
+    samples = _samples()
+    plain = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=samples))
+    mixed = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=samples, int16_ops=("bn",)))
+    info = read_tflite(mixed.tflite)
+    by_kind = {op.kind: op for op in info.ops}
+    for kind in ("MUL", "ADD"):  # the BatchNormalization's two ops run on int16
+        assert info.tensors[by_kind[kind].outputs[0]].dtype == "int16"
+    assert info.tensors[by_kind["CONV_2D"].outputs[0]].dtype == dtype
+    # x enters on int16, and the int16 'n' reaches the 8-bit convolution through QUANTIZE ops
+    quantizes = [op for op in info.ops if op.kind == "QUANTIZE"]
+    assert any(info.tensors[q.inputs[0]].dtype == "int16" and info.tensors[q.outputs[0]].dtype != "int16"
+               for q in quantizes)
+    before, after = _litert_sqnr(model, plain.tflite, samples), _litert_sqnr(model, mixed.tflite, samples)
+    assert after > before + 20, (before, after)
+
+
+def test_target_sqnr_promotes_exactly_the_bad_layer(calib_dir, tmp_path):
+    model = _model()
+    path = save_model(model, tmp_path / "m.onnx")
+    out = str(tmp_path / "m.tflite")
+    report = convert(ConvertConfig(model=path, output=out, mode="full", dtype="int8", calib=calib_dir,
+                                   target_sqnr=30.0))
+    p = report.precision
+    assert p.promoted == [Promotion("bn", "MUL", "int16")], p.promoted
+    assert p.before_db < 10 <= 30 <= p.after_db
+    assert "--target-sqnr 30 dB: 1 of" in report.to_text()
+    reached = _litert_sqnr(model, report.tflite, _samples())
+    assert reached >= 30, reached  # the written file, in LiteRT, on the calibration samples
+
+
+def test_unreachable_target_says_by_how_much_and_writes_nothing(calib_dir, tmp_path):
+    path = save_model(_model(), tmp_path / "m.onnx")
+    out = tmp_path / "m.tflite"
+    with pytest.raises(InvalidConfigError, match=r"cannot be reached.* dB short"):
+        convert(ConvertConfig(model=path, output=str(out), mode="full", calib=calib_dir,
+                              target_sqnr=110.0))
+    assert not os.path.exists(out)
+    with pytest.raises(InvalidConfigError, match="above what float arithmetic reaches"):
+        convert(ConvertConfig(model=path, output=str(out), mode="full", calib=calib_dir,
+                              target_sqnr=130.0))
+    assert not os.path.exists(out)
+
+
+def test_unknown_node_names_are_listed_at_once(calib_dir, tmp_path):
+    path = save_model(_model(), tmp_path / "m.onnx")
+    with pytest.raises(InvalidConfigError) as err:
+        convert(ConvertConfig(model=path, mode="full", calib=calib_dir, float_ops=("nope", "c0"),
+                              int16_ops=("bn", "gone")))
+    assert "--float-ops nope" in str(err.value) and "--int16-ops gone" in str(err.value)
+    assert "c0" not in str(err.value).split(":", 1)[1]
+
+
+def test_int16_request_for_an_op_without_a_16x8_kernel_stays_float(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"),
+             helper.make_node("HardSwish", ["a"], ["y"], name="hs")]
+    graph = helper.make_graph(nodes, "hs", [helper.make_tensor_value_info("x", 1, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", 1, [1, 3, 4, 4])])
+    path = save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                      tmp_path / "m.onnx")
+    calib = [{"x": np.random.default_rng(i).uniform(-3, 3, (1, 3, 4, 4)).astype(np.float32)}
+             for i in range(4)]
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=calib, int16_ops=("hs",)))
+    assert [(f.origin, f.reason) for f in report.float_ops] == [("hs", "LiteRT has no 16x8 kernel for it")]
+    assert "no 16x8 kernel" in report.to_text()

@@ -1,0 +1,125 @@
+"""--target-sqnr: promote the fewest layers (ONNX nodes) int8 -> int16 -> float until the output
+SQNR on the calibration samples reaches the target.
+
+Each candidate layer's sensitivity is the output SQNR of the model in which it alone is quantized
+(everything else float): the noise it adds on its own. Layers are promoted most sensitive first;
+the shortest prefix of that order that reaches the target is found by bisection (each step one
+simulated run over the samples). A promoted layer runs with int16 activations where LiteRT has a
+16x8 kernel for it, else in float. The model's SQNR is measured by running the quantized graph
+with tflq's reference kernels, each quantized activation rounded to its grid (its integer
+arithmetic, simulated): signal and noise summed over every output and sample.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tflq import ops as registry
+from tflq.errors import InvalidConfigError
+from tflq.ir.dtypes import DType
+from tflq.ir.graph import Graph
+from tflq.quantize.plan import PlanContext, plan_quantization
+from tflq.quantize.rewrite import apply_plan
+from tflq.report import PrecisionResult, Promotion
+from tflq.runtime.interpreter import GraphRunner
+
+# Samples each layer's sensitivity is measured on (one run per layer; the search uses them all).
+SENSITIVITY_SAMPLES = 2
+# Above this a target asks for more than float32 arithmetic itself reaches against the reference
+# (reordered float sums differ by ~1e-7 relative: about 140 dB at best).
+MAX_TARGET_SQNR = 120.0
+
+Feeds = dict[str, np.ndarray]
+MakeContext = Callable[[frozenset[str], frozenset[str]], PlanContext]  # (int16 nodes, float nodes)
+
+
+def pooled_sqnr(reference: Sequence[Sequence[np.ndarray]], approx: Sequence[Sequence[np.ndarray]]) -> float:
+    """SQNR (dB) with signal and noise summed over every output of every sample."""
+    signal = noise = 0.0
+    for ref_outputs, out in zip(reference, approx):
+        for r, a in zip(ref_outputs, out):
+            r = np.asarray(r, np.float64)
+            signal += float(np.sum(r * r))
+            noise += float(np.sum((r - np.asarray(a, np.float64)) ** 2))
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
+class _Evaluator:
+    def __init__(self, graph: Graph, make_context: MakeContext, samples: list[Feeds]) -> None:
+        self.graph = graph
+        self.make_context = make_context
+        self.samples = samples
+        runner = GraphRunner(graph)
+        self.reference = [list(runner.run(s).values()) for s in samples]
+        self.runs = 0
+
+    def sqnr(self, int16: frozenset[str], float_: frozenset[str], samples: int | None = None) -> float:
+        """Output SQNR of the model with these promotions, on the first `samples` samples."""
+        g = self.graph.copy()
+        apply_plan(g, plan_quantization(g, self.make_context(int16, float_)))
+        runner = GraphRunner(g, round_activations=True)
+        self.runs += 1
+        count = len(self.samples) if samples is None else samples
+        return pooled_sqnr(self.reference[:count],
+                           [list(runner.run(s).values()) for s in self.samples[:count]])
+
+
+def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feeds],
+                     target_db: float) -> PrecisionResult:
+    """The fewest promotions that bring the output SQNR to `target_db`; InvalidConfigError when
+    even every candidate promoted falls short (by how much), or the target is beyond float's."""
+    if not np.isfinite(target_db) or target_db > MAX_TARGET_SQNR:
+        raise InvalidConfigError(f"--target-sqnr {target_db:g} dB is above what float arithmetic "
+                                 f"reaches against the float model (at most {MAX_TARGET_SQNR:g} dB)")
+    if not samples:
+        raise InvalidConfigError("--target-sqnr needs calibration samples (--calib) to measure on")
+    base = make_context(frozenset(), frozenset())
+    plan = plan_quantization(graph.copy(), base)
+    layers: dict[str, str] = {}
+    for op in plan.quantized_ops:
+        if registry.spec(op.kind).quant.runs_in(base.dtype) and op.origin:
+            layers.setdefault(op.origin, op.kind)
+    evaluator = _Evaluator(graph, make_context, samples)
+    before = evaluator.sqnr(frozenset(), frozenset())
+    result = PrecisionResult(target_db, before, before, len(layers), len(samples))
+    if before >= target_db:
+        return result
+    names = list(layers)
+    every = frozenset(names)
+
+    def promotion(chosen: list[str]) -> tuple[frozenset[str], frozenset[str]]:
+        int16 = frozenset(n for n in chosen if _has_int16(graph, n))
+        return int16, frozenset(chosen) - int16
+
+    ceiling = evaluator.sqnr(*promotion(names))
+    if ceiling < target_db:
+        raise InvalidConfigError(
+            f"--target-sqnr {target_db:g} dB cannot be reached: with every one of the {len(names)} "
+            f"quantized layers promoted (int16 where LiteRT has a 16x8 kernel, else float) the "
+            f"output SQNR is {ceiling:.1f} dB, {target_db - ceiling:.1f} dB short (int8: "
+            f"{before:.1f} dB); nothing was written")
+    # n alone quantized: the noise it adds by itself
+    alone = {n: evaluator.sqnr(frozenset(), every - {n}, SENSITIVITY_SAMPLES) for n in names}
+    order = sorted(names, key=lambda n: alone[n])
+    low, high, best = 0, len(order), ceiling  # the first `high` promoted reach the target
+    while high - low > 1:
+        mid = (low + high) // 2
+        reached = evaluator.sqnr(*promotion(order[:mid]))
+        if reached >= target_db:
+            high, best = mid, reached
+        else:
+            low = mid
+    int16, _ = promotion(order[:high])
+    result.promoted = [Promotion(n, layers[n], "int16" if n in int16 else "float")
+                       for n in order[:high]]
+    result.after_db = best
+    return result
+
+
+def _has_int16(graph: Graph, node: str) -> bool:
+    """Whether every op imported from `node` has a 16x8 kernel."""
+    kinds = [op.kind for op in graph.ops if op.origin == node]
+    return bool(kinds) and all(registry.spec(k).quant.runs_in(DType.INT16) for k in kinds)
