@@ -34,8 +34,6 @@ NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUnifo
 MAX_FOLD_PASSES = 8
 # A Loop is folded only when it runs at most this many iterations (a bound on import-time work).
 MAX_FOLDED_LOOP_ITERATIONS = 10_000
-# IR kinds never evaluated at import even with constant inputs: they carry quantization meaning.
-NOT_FOLDED_KINDS = {"FAKE_QUANT", "QUANTIZE", "DEQUANTIZE"}
 # Graph input types a TFLite file can take as they are (token ids, attention masks, flags).
 INPUT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
                onnx.TensorProto.BOOL)
@@ -450,7 +448,7 @@ class ImportContext:
     def _foldable(self, kind: str, input_names: list[str]) -> bool:
         from tflq.ops.base import ChannelsLast
 
-        return (kind not in NOT_FOLDED_KINDS and any(input_names)
+        return (registry.spec(kind).folds_at_import and any(input_names)
                 and all(not n or self.graph.is_constant(n) for n in input_names)
                 and not isinstance(registry.spec(kind).layout, ChannelsLast))
 

@@ -307,6 +307,9 @@ class OpSpec:
     row_wise: ClassVar[bool] = False  # acts on each row of the last axis independently
     # Validity facts of the ONNX ops this spec imports (tflq.ops.checks), run right after loading.
     onnx_checks: ClassVar[tuple[Any, ...]] = ()
+    # Evaluated at import when every input is constant (not QUANTIZE/DEQUANTIZE/FAKE_QUANT, which
+    # carry quantization meaning).
+    folds_at_import: ClassVar[bool] = True
     cases: ClassVar[list[Case]] = []
 
     def from_onnx(self, node, ctx) -> None:

@@ -161,6 +161,7 @@ class FakeQuant(OpSpec):
     """ONNX QuantizeLinear/DequantizeLinear. Emitted only by float conversions of QDQ models."""
 
     kind = "FAKE_QUANT"
+    folds_at_import = False
     onnx_types = ("QuantizeLinear", "DequantizeLinear")
     onnx_checks = (Arity(inputs=(2, 3)), QuantAxis())
     Attrs = FakeQuantAttrs

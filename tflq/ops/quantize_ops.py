@@ -20,6 +20,7 @@ class Dequantize(OpSpec):
     quantized constants before calling kernels), so it is the identity."""
 
     kind = "DEQUANTIZE"
+    folds_at_import = False
     layout = Transparent()
     cases = [
         Case("weights_only_uint8_constant", [helper.make_node("Add", ["x", "c"], ["y"])],
@@ -50,6 +51,7 @@ class Quantize(OpSpec):
     """float32 -> 8-bit, or 8-bit -> 8-bit requantization. Identity on real values."""
 
     kind = "QUANTIZE"
+    folds_at_import = False
     layout = Transparent()
     # In the graph before quantization only as a requantization point of a QDQ model (the graph's
     # grid differs from the one a kernel gives the tensor): input and output params independent.

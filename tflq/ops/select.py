@@ -8,7 +8,7 @@ from tflq._generated.tflite.SelectV2Options import SelectV2OptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import Case, OpSpec, SameAsOutput, Transparent, rand
+from tflq.ops.base import INT8_ONLY, Case, OpSpec, SameAsOutput, Transparent, rand
 
 
 @register
@@ -20,7 +20,7 @@ class SelectV2(OpSpec):
     kind = "SELECT_V2"
     onnx_types = ("Where",)
     layout = Transparent()
-    quant = SameAsOutput(dtypes=("int8",))
+    quant = SameAsOutput(dtypes=INT8_ONLY)
     cases = [
         Case("mask_scores", [helper.make_node("Where", ["c", "x", "fill"], ["y"])],
              {"c": rand(1, 1, 4, 6, seed=3) > 0, "x": rand(1, 2, 4, 6)},
