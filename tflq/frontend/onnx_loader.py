@@ -16,6 +16,7 @@ from tflq import ops as registry
 from tflq.ops.common import apply_activation
 from tflq.errors import (Diagnostic, InvalidModelError, ResourceLimitError, Unsupported,
                          UnsupportedModelError)
+from tflq.frontend.fold import FoldResult, fold_model
 from tflq.frontend.onnx_patterns import fuse_erf_gelu
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
@@ -28,12 +29,6 @@ from tflq.ir.qdq import QdqModel
 log = logging.getLogger(__name__)
 
 SUPPORTED_OPSETS = range(11, 22)
-# Never folded even with constant inputs: they carry quantization meaning (QAT graphs), or are random.
-NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUniform",
-              "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-MAX_FOLD_PASSES = 8
-# A Loop is folded only when it runs at most this many iterations (a bound on import-time work).
-MAX_FOLDED_LOOP_ITERATIONS = 10_000
 # Graph input types a TFLite file can take as they are (token ids, attention masks, flags).
 INPUT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
                onnx.TensorProto.BOOL)
@@ -195,143 +190,6 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _evaluate_node(node: onnx.NodeProto, values: list[np.ndarray], opset: int) -> list[np.ndarray]:
-    """Run one node with onnx's reference evaluator (constant folding only)."""
-    from onnx.reference import ReferenceEvaluator
-
-    inputs = [helper.make_tensor_value_info(f"i{k}", helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-              for k, v in enumerate(values)]
-    renamed = helper.make_node(node.op_type, [f"i{k}" if n else "" for k, n in
-                                              zip(_value_index(node.input), node.input)],
-                               [f"o{k}" for k in range(len(node.output))], domain=node.domain)
-    renamed.attribute.extend(node.attribute)
-    outputs = [helper.make_empty_tensor_value_info(f"o{k}") for k in range(len(node.output))]
-    g = helper.make_graph([renamed], "fold", inputs, outputs)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    feeds = {f"i{k}": v for k, v in enumerate(values)}
-    return [np.asarray(v) for v in ReferenceEvaluator(m).run(None, feeds)]
-
-
-def _value_index(names) -> list[int]:
-    """Map each non-empty input name to its index among non-empty inputs."""
-    out, k = [], 0
-    for n in names:
-        out.append(k)
-        if n:
-            k += 1
-    return out
-
-
-def fold_constants(model: onnx.ModelProto, opset: int,
-                   max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> int:
-    """Evaluate every node whose inputs are known (Shape of a static tensor included).
-
-    Replaces the nodes by initializers, re-runs shape inference, and repeats until nothing
-    changes: this collapses PyTorch's Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains.
-    Returns the number of nodes folded. The work is bounded: a Loop folds only up to
-    MAX_FOLDED_LOOP_ITERATIONS iterations, no folded tensor may exceed `max_tensor_bytes`
-    (checked on the inferred shape before evaluating), and a node that computes NaN or Inf from
-    finite inputs is an error naming it.
-    """
-    total = 0
-    for _ in range(MAX_FOLD_PASSES):
-        constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-        shapes = _static_shapes(model)
-        kept, folded = [], 0
-        for node in model.graph.node:
-            outputs = None
-            if node.op_type == "Constant":
-                outputs = [_constant_node_value(node)]
-            elif node.op_type in ("Shape", "Size") and node.input[0] in shapes:
-                shape = np.array(shapes[node.input[0]], dtype=np.int64)
-                if node.op_type == "Size":
-                    outputs = [np.array(np.prod(shape), dtype=np.int64)]
-                else:
-                    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-                    start, end = attrs.get("start", 0), attrs.get("end", None)
-                    outputs = [shape[start:end]]
-            elif (node.op_type not in NOT_FOLDED and node.domain in ("", "ai.onnx")
-                  and any(node.input) and all(n in constants for n in node.input if n)):
-                values = [constants[n] for n in node.input if n]
-                _check_fold_work(node, constants, shapes, max_tensor_bytes)
-                try:
-                    with np.errstate(all="ignore"), warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        outputs = _evaluate_node(node, values, opset)
-                except MemoryError:
-                    raise ResourceLimitError(f"node '{node.name}' ({node.op_type}): folding it needs "
-                                             f"more memory than is available") from None
-                except Exception as exc:  # leave it to the importer to report
-                    log.debug("could not fold %s (%s): %s", node.name, node.op_type, exc)
-                else:
-                    _check_folded(node, values, outputs, max_tensor_bytes)
-            if outputs is None:
-                kept.append(node)
-                continue
-            folded += 1
-            for name, value in zip(node.output, outputs):
-                constants[name] = value
-                model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
-        if not folded:
-            break
-        total += folded
-        del model.graph.node[:]
-        model.graph.node.extend(kept)
-        _drop_stale_value_info(model)
-        inferred = _infer(model)
-        model.graph.CopyFrom(inferred.graph)
-    return total
-
-
-def _check_fold_work(node, constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
-                     max_tensor_bytes: int) -> None:
-    """Refuse, before evaluating, a fold whose work or result would exceed the limits."""
-    if node.op_type == "Loop" and node.input and node.input[0] in constants:
-        trips = constants[node.input[0]]
-        if trips.size == 1 and int(trips.reshape(())) > MAX_FOLDED_LOOP_ITERATIONS:
-            raise ResourceLimitError(
-                f"node '{node.name}' (Loop): constant trip count {int(trips.reshape(()))} exceeds "
-                f"the {MAX_FOLDED_LOOP_ITERATIONS} iterations tflq evaluates at import")
-    for name in node.output:
-        if name in shapes:
-            nbytes = 8 * math.prod(shapes[name])  # the widest element: a safe upper bound
-            if nbytes > max_tensor_bytes:
-                raise ResourceLimitError(
-                    f"node '{node.name}' ({node.op_type}): output '{name}' of shape "
-                    f"{list(shapes[name])} would exceed --max-tensor-bytes {max_tensor_bytes}")
-
-
-def _check_folded(node, inputs: list[np.ndarray], outputs: list[np.ndarray], max_tensor_bytes: int) -> None:
-    """A folded result must fit the limit, and NaN/Inf from finite inputs is a model error."""
-    inputs_finite = all(not v.dtype.kind in "fc" or np.isfinite(v).all() for v in inputs)
-    for name, value in zip(node.output, outputs):
-        if value.nbytes > max_tensor_bytes:
-            raise ResourceLimitError(f"node '{node.name}' ({node.op_type}): output '{name}' holds "
-                                     f"{value.nbytes} bytes, above --max-tensor-bytes {max_tensor_bytes}")
-        if inputs_finite and value.dtype.kind in "fc" and not np.isfinite(value).all():
-            raise InvalidModelError(f"node '{node.name}' ({node.op_type}): computes NaN or infinite "
-                                    f"values in '{name}' from finite constant inputs")
-
-
-def _drop_stale_value_info(model: onnx.ModelProto) -> None:
-    initializer_names = {init.name for init in model.graph.initializer}
-    keep = [vi for vi in model.graph.value_info if vi.name not in initializer_names]
-    del model.graph.value_info[:]
-    model.graph.value_info.extend(keep)
-
-
-def _constant_node_value(node: onnx.NodeProto) -> np.ndarray:
-    attr = node.attribute[0]
-    value = helper.get_attribute_value(attr)
-    if attr.name == "value":
-        return numpy_helper.to_array(value)
-    if attr.name in ("value_float", "value_int"):
-        return np.array(value, dtype=np.float32 if attr.name == "value_float" else np.int64)
-    if attr.name in ("value_floats", "value_ints"):
-        return np.array(value, dtype=np.float32 if attr.name == "value_floats" else np.int64)
-    raise InvalidModelError(f"node '{node.name}' (Constant): unsupported attribute {attr.name}")
-
-
 class ImportContext:
     """What an op importer sees: the ONNX facts (shapes, constants, attributes) and ways to add IR."""
 
@@ -344,6 +202,7 @@ class ImportContext:
         self._constants = constants
         self._alias: dict[str, str] = {}
         self.current_node: onnx.NodeProto | None = None
+        self.unknown_shapes: dict[str, str] = {}  # value -> why folding left its shape unknown
 
     # ---- facts about ONNX values ---------------------------------------------------------
     def shape(self, name: str) -> tuple[int, ...]:
@@ -354,9 +213,12 @@ class ImportContext:
             return tuple(self._constants[name].shape)
         if name in self._shapes:
             return self._shapes[name]
+        why = self.unknown_shapes.get(name)
+        if why:
+            raise Unsupported(self.current_node, "data_dependent_shape",
+                              f"the shape of '{name}' is not static: {why}")
         raise Unsupported(self.current_node, "unknown_shape",
-                          f"the shape of '{name}' could not be inferred",
-                          "give static input shapes with --input-shape")
+                          f"the shape of '{name}' could not be inferred")
 
     def rank(self, name: str) -> int:
         return len(self.shape(name))
@@ -509,15 +371,15 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     model.graph.CopyFrom(inferred.graph)
     check_nodes(model, path)
     check_value_shapes(model, path, max_tensor_bytes)
-    folded = fold_constants(model, opset, max_tensor_bytes)
-    if folded:
-        log.info("folded %d constant nodes", folded)
+    fold = fold_model(model, max_tensor_bytes)
+    if fold.folded:
+        log.info("folded %d constant nodes", fold.folded)
         check_nodes(model, path)  # folding made more shapes and values known
         check_value_shapes(model, path, max_tensor_bytes)
     gelus = fuse_erf_gelu(model)
     if gelus:
         log.info("recognised %d erf-based GELU patterns", gelus)
-    result = import_graph(model, opset, notes)
+    result = import_graph(model, opset, notes, fold)
     result.external_files = external_files
     result.qdq = find_qdq(model)
     check_tensor_limits(result.graph, max_tensor_bytes)
@@ -539,7 +401,8 @@ def check_tensor_limits(graph: Graph, max_tensor_bytes: int) -> None:
                                      f"--max-tensor-bytes {max_tensor_bytes}")
 
 
-def import_graph(model: onnx.ModelProto, opset: int, notes: list[str]) -> LoadResult:
+def import_graph(model: onnx.ModelProto, opset: int, notes: list[str],
+                 fold: FoldResult | None = None) -> LoadResult:
     g = model.graph
     constants = {init.name: numpy_helper.to_array(init) for init in g.initializer}
     shapes = _static_shapes(model)
@@ -547,6 +410,8 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str]) -> LoadRe
               for vi in list(g.value_info) + list(g.input) + list(g.output)}
     graph = Graph()
     ctx = ImportContext(graph, shapes, dtypes, constants, opset)
+    fold = fold or FoldResult()
+    ctx.unknown_shapes = fold.unknown
     diagnostics: list[Diagnostic] = []
     for vi in g.input:
         if vi.name in constants:
@@ -561,6 +426,9 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str]) -> LoadRe
         if not node.name:
             node.name = f"{node.op_type}_{index}"
         ctx.current_node = node
+        if node.name in fold.refused:
+            diagnostics.append(fold.refused[node.name])
+            continue
         spec = registry.importer(node.op_type) if node.domain in ("", "ai.onnx") else None
         if spec is None:
             diagnostics.append(Diagnostic(node.name, node.op_type, "unsupported_op",

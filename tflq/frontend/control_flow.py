@@ -1,0 +1,224 @@
+"""ONNX If and Loop, expanded in place during the folding sweep when their conditions fold.
+
+tflq emits no TFLite IF/WHILE: an If whose condition is a constant once input shapes are static is
+replaced by the nodes of its taken branch, and a Loop whose trip count and condition fold is unrolled
+one iteration at a time (the condition of each iteration is folded before the next is emitted), up to
+MAX_LOOP_ITERATIONS iterations and MAX_UNROLLED_NODES nodes in all. Anything else is refused with the
+node's name and the reason.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+if TYPE_CHECKING:
+    from tflq.frontend.fold import Item, Sweep
+
+MAX_LOOP_ITERATIONS = 256
+MAX_UNROLLED_NODES = 20000
+
+HINT = ("tflq expands If and Loop only when their conditions and trip counts are constants once "
+        "input shapes are static; export the model with the control flow traced out (e.g. "
+        "torch.onnx.export without scripting)")
+
+
+def instantiate(sweep: Sweep, graph: onnx.GraphProto, prefix: str,
+                bindings: dict[str, str]) -> tuple[list[onnx.NodeProto], list[str]]:
+    """Copy a subgraph's nodes into the enclosing graph under fresh names.
+
+    `bindings` maps the subgraph's inputs to enclosing values. Returns the nodes and the enclosing
+    names of the subgraph's outputs. Names the subgraph reads from enclosing scopes stay as they are.
+    """
+    mapping = dict(bindings)
+    for init in graph.initializer:
+        mapping[init.name] = sweep.unique(f"{prefix}/{init.name}")
+        sweep.set_constant(mapping[init.name], numpy_helper.to_array(init))
+    for node in graph.node:
+        for out in node.output:
+            if out:
+                mapping[out] = sweep.unique(f"{prefix}/{out}")
+    for vi in graph.value_info:
+        if vi.name in mapping:
+            sweep._record_vi(_renamed_vi(vi, mapping[vi.name]))
+    nodes = []
+    for node in graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = sweep.unique(f"{prefix}/{node.name or node.op_type}")
+        del copy.input[:]
+        copy.input.extend(mapping.get(n, n) if n else "" for n in node.input)
+        del copy.output[:]
+        copy.output.extend(mapping.get(n, n) if n else "" for n in node.output)
+        for attr in copy.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _rename_free(attr.g, mapping)
+        nodes.append(copy)
+    return nodes, [mapping.get(vi.name, vi.name) for vi in graph.output]
+
+
+def _renamed_vi(vi: onnx.ValueInfoProto, name: str) -> onnx.ValueInfoProto:
+    copy = onnx.ValueInfoProto()
+    copy.CopyFrom(vi)
+    copy.name = name
+    return copy
+
+
+def _rename_free(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    """Rename the enclosing-scope names a nested subgraph reads (not those it defines itself)."""
+    inner = dict(mapping)
+    for vi in graph.input:
+        inner.pop(vi.name, None)
+    for init in graph.initializer:
+        inner.pop(init.name, None)
+    for node in graph.node:
+        for k, n in enumerate(node.input):
+            if n in inner:
+                node.input[k] = inner[n]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _rename_free(attr.g, inner)
+        for out in node.output:
+            inner.pop(out, None)
+    for vi in graph.output:
+        if vi.name in inner:
+            vi.name = inner[vi.name]
+
+
+def _identity(sweep: Sweep, src: str, dst: str, base: str) -> onnx.NodeProto:
+    return helper.make_node("Identity", [src], [dst], name=sweep.unique(f"{base}/output"))
+
+
+LIMIT_HINT = ("tflq unrolls a Loop (it emits no TFLite WHILE) up to "
+              f"{MAX_LOOP_ITERATIONS} iterations and {MAX_UNROLLED_NODES} nodes")
+
+
+def _keep_refused(sweep: Sweep, node: onnx.NodeProto, reason: str, message: str) -> list[Item]:
+    sweep.refuse(node, reason, message, LIMIT_HINT if reason.startswith("loop_too") else HINT)
+    sweep.kept.append(node)
+    return []
+
+
+def inline_if(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
+    """The taken branch's nodes, then Identities onto the If's outputs; or a refusal."""
+    cond = sweep.constants.get(node.input[0])
+    if cond is None:
+        return _keep_refused(sweep, node, "data_dependent_if",
+                             f"its condition '{node.input[0]}' depends on the input data")
+    if cond.size != 1:
+        return _keep_refused(sweep, node, "bad_condition",
+                             f"its condition has {cond.size} elements; ONNX wants one")
+    branch_name = "then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"
+    branch = next(a.g for a in node.attribute if a.name == branch_name)
+    nodes, outs = instantiate(sweep, branch, f"{node.name}/{branch_name}", {})
+    sweep.result.folded += 1
+    return nodes + [_identity(sweep, src, dst, node.name)
+                    for src, dst in zip(outs, node.output) if dst]
+
+
+class _Unroller:
+    """A Loop being unrolled: each call emits one iteration (or the final outputs) as items."""
+
+    def __init__(self, sweep: Sweep, node: onnx.NodeProto, trip: int | None, cond: str | None,
+                 carried: list[str]) -> None:
+        self.sweep, self.node, self.trip, self.cond = sweep, node, trip, cond
+        self.body = next(a.g for a in node.attribute if a.name == "body")
+        self.carried = carried
+        self.n_scan = len(self.body.output) - 1 - len(carried)
+        self.scans: list[list[str]] = [[] for _ in range(self.n_scan)]
+        self.iteration = 0
+
+    def __call__(self) -> list[Item]:
+        sweep, node = self.sweep, self.node
+        if self.cond is not None:
+            value = sweep.constants.get(self.cond)
+            if value is None:
+                return self._refuse("data_dependent_loop",
+                                    f"its condition after iteration {self.iteration} depends on "
+                                    f"the input data")
+            if not bool(np.asarray(value).reshape(-1)[0]):
+                return self._finish()
+        if self.trip is not None and self.iteration >= self.trip:
+            return self._finish()
+        if self.iteration >= MAX_LOOP_ITERATIONS:
+            return self._refuse("loop_too_long", f"it runs more than {MAX_LOOP_ITERATIONS} "
+                                                 f"iterations, tflq's unroll limit")
+        sweep.unrolled_nodes += len(self.body.node)
+        if sweep.unrolled_nodes > MAX_UNROLLED_NODES:
+            return self._refuse("loop_too_large", f"unrolling it would exceed "
+                                                  f"{MAX_UNROLLED_NODES} nodes")
+        prefix = f"{node.name}/iteration{self.iteration}"
+        bindings: dict[str, str] = {}
+        inputs = [vi.name for vi in self.body.input]
+        iter_name = sweep.unique(f"{prefix}/iteration_number")
+        sweep.set_constant(iter_name, np.array(self.iteration, np.int64))
+        bindings[inputs[0]] = iter_name
+        cond_name = self.cond
+        if cond_name is None:
+            cond_name = sweep.unique(f"{prefix}/condition")
+            sweep.set_constant(cond_name, np.array(True))
+        bindings[inputs[1]] = cond_name
+        bindings.update(zip(inputs[2:], self.carried))
+        nodes, outs = instantiate(sweep, self.body, prefix, bindings)
+        self.cond = outs[0]
+        self.carried = outs[1:1 + len(self.carried)]
+        for k, name in enumerate(outs[1 + len(self.carried):]):
+            self.scans[k].append(name)
+        self.iteration += 1
+        return [*nodes, self]
+
+    def _refuse(self, reason: str, message: str) -> list[Item]:
+        return _keep_refused(self.sweep, self.node, reason, message)
+
+    def _finish(self) -> list[Item]:
+        sweep, node = self.sweep, self.node
+        finals = list(node.output)
+        items: list[Item] = [_identity(sweep, src, dst, node.name)
+                             for src, dst in zip(self.carried, finals) if dst]
+        for k, dst in enumerate(finals[len(self.carried):]):
+            if not dst:
+                continue
+            if not self.scans[k]:
+                return self._refuse("empty_loop_scan", "it runs no iteration but has scan outputs")
+            parts = []
+            for part in self.scans[k]:
+                name = sweep.unique(f"{part}/unsqueezed")
+                if sweep.opset >= 13:
+                    axes = sweep.unique(f"{node.name}/axes0")
+                    sweep.set_constant(axes, np.array([0], np.int64))
+                    items.append(helper.make_node("Unsqueeze", [part, axes], [name],
+                                                  name=sweep.unique(f"{name}/node")))
+                else:
+                    items.append(helper.make_node("Unsqueeze", [part], [name], axes=[0],
+                                                  name=sweep.unique(f"{name}/node")))
+                parts.append(name)
+            items.append(helper.make_node("Concat", parts, [dst], axis=0,
+                                          name=sweep.unique(f"{node.name}/scan{k}")))
+        sweep.result.folded += 1
+        return items
+
+
+def unroll_loop(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
+    """Start unrolling a Loop whose trip count and condition are constants; or refuse it."""
+    inputs = list(node.input) + [""] * (2 - len(node.input))
+    trip_name, cond_name = inputs[0], inputs[1]
+    trip = None
+    if trip_name:
+        value = sweep.constants.get(trip_name)
+        if value is None:
+            return _keep_refused(sweep, node, "data_dependent_loop",
+                                 f"its trip count '{trip_name}' depends on the input data")
+        trip = int(np.asarray(value).reshape(-1)[0])
+        if trip > MAX_LOOP_ITERATIONS:
+            return _keep_refused(sweep, node, "loop_too_long",
+                                 f"its trip count {trip} exceeds tflq's unroll limit of "
+                                 f"{MAX_LOOP_ITERATIONS} iterations")
+    if cond_name and cond_name not in sweep.constants:
+        return _keep_refused(sweep, node, "data_dependent_loop",
+                             f"its condition '{cond_name}' depends on the input data")
+    if not trip_name and not cond_name:
+        return _keep_refused(sweep, node, "infinite_loop",
+                             "it has neither a trip count nor a condition")
+    return [_Unroller(sweep, node, trip, cond_name or None, list(inputs[2:]))]
