@@ -19,7 +19,10 @@ def _other(node: onnx.NodeProto, name: str) -> str | None:
 
 
 def fuse_erf_gelu(model: onnx.ModelProto) -> int:
-    """x * 0.5 * (1 + erf(x / sqrt(2))), as PyTorch exports nn.GELU below opset 20, -> Gelu."""
+    """x * 0.5 * (1 + erf(x / sqrt(2))), as PyTorch exports nn.GELU below opset 20, -> Gelu.
+
+    Three groupings: (x * (1 + erf)) * 0.5, (x * 0.5) * (1 + erf) (TorchScript exporter), and
+    x * (0.5 * (1 + erf)) (torch.export-based exporter)."""
     g = model.graph
     constants = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -47,7 +50,12 @@ def fuse_erf_gelu(model: onnx.ModelProto) -> int:
         if mul is None:
             continue
         half = None
-        if _other(mul, add.output[0]) == x:  # (x * (1 + erf)) * 0.5
+        if _scalar(constants, _other(mul, add.output[0]) or "") == 0.5:  # x * (0.5 * (1 + erf))
+            half, last = mul, only_user(mul.output[0], "Mul")
+            if last is None or _other(last, mul.output[0]) != x:
+                continue
+            mul = last
+        elif _other(mul, add.output[0]) == x:  # (x * (1 + erf)) * 0.5
             half = only_user(mul.output[0], "Mul")
             if half is None or _scalar(constants, _other(half, mul.output[0]) or "") != 0.5:
                 continue
