@@ -12,9 +12,9 @@ from tflq.frontend.onnx_loader import load_onnx
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
-from tflq.passes.cleanup import (merge_transposes, remove_dead_ops, remove_noop_ops,
-                                  sink_transpose_through_reshape, sink_transpose_through_unary,
-                                  transposes_of_unit_axes_to_reshapes)
+from tflq.passes.cleanup import (merge_transposes, one_transpose_per_chain, remove_dead_ops,
+                                  remove_noop_ops, sink_transpose_through_reshape,
+                                  sink_transpose_through_unary, transposes_of_unit_axes_to_reshapes)
 from tflq.passes.fuse import (divisions_by_constants_to_multiplications, fold_affine_into_producer,
                               fuse_activations)
 from tflq.passes.layout import channels_last_1d_io, to_nhwc
@@ -69,7 +69,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
         fuse_activations,
         # CLEANUP: move the remaining transposes until they cancel, drop what does nothing
         sink_transpose_through_reshape, sink_transpose_through_unary, merge_transposes,
-        remove_noop_ops, remove_dead_ops])
+        one_transpose_per_chain, remove_noop_ops, remove_dead_ops])
     # the transposes left that move only size-1 axes (once none can cancel) are RESHAPEs
     fixed_point(graph, [transposes_of_unit_axes_to_reshapes, remove_noop_ops])
     verify(graph, after="float passes")

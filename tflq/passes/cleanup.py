@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflq.ir.graph import Graph, Op
+from tflq.ir.graph import Graph, Layout, Op
 
 
 def _private_producer(graph: Graph, name: str, kind: str, producers: dict[str, Op]) -> Op | None:
@@ -198,6 +198,136 @@ def sink_transpose_through_unary(graph: Graph) -> int:
         op.inputs[0], op.outputs[0] = t_op.inputs[0], mid
         graph.remove_op(t_op)
         graph.insert_after(op, Op("TRANSPOSE", [mid, t_op.inputs[1]], [y.name], origin=t_op.origin))
+        producers = graph.producers()
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
+
+
+def _chain_into(graph: Graph, op: Op, producers: dict[str, Op]) -> list[Op]:
+    """The longest run of private TRANSPOSE/RESHAPE ops ending at `op` (first to last)."""
+    chain = [op]
+    while True:
+        inner = producers.get(chain[0].inputs[0])
+        if (inner is None or inner.kind not in ("TRANSPOSE", "RESHAPE")
+                or _private_producer(graph, chain[0].inputs[0], inner.kind, producers) is None
+                or graph.tensors[inner.inputs[0]].quant != graph.tensors[op.outputs[0]].quant):
+            return chain
+        chain.insert(0, inner)
+
+
+def _one_transpose(in_shape: tuple[int, ...], chain: list[tuple[str, tuple[int, ...]]]
+                   ) -> tuple[list[int], list[int]] | None:
+    """Express a run of reshapes and transposes as reshape -> one transpose -> reshape.
+
+    The tensor is tracked as "fine" axes (pieces of input axes, in input order) grouped into the
+    current axes: a transpose permutes the groups, a reshape regroups the fine axes in memory order,
+    splitting a fine axis where a new dimension ends inside it. Returns the fine shape (input order)
+    and the permutation of the fine axes, else None (a reshape boundary that splits no axis evenly).
+    """
+    sizes: dict[int, int] = {}
+    order: list[int] = []  # fine axes in input order
+    groups: list[list[int]] = []
+    for d in in_shape:
+        group = []
+        if d != 1:
+            sizes[len(sizes)] = d
+            order.append(len(sizes) - 1)
+            group.append(len(sizes) - 1)
+        groups.append(group)
+    for kind, arg in chain:
+        if kind == "TRANSPOSE":
+            groups = [groups[p] for p in arg]
+            continue
+        seq = [f for g in groups for f in g]
+        groups, k = [], 0
+        for d in arg:
+            group, product = [], 1
+            while product < d:
+                f = seq[k]
+                if product * sizes[f] > d:
+                    need = d // product
+                    if d % product or sizes[f] % need:
+                        return None
+                    inner = len(sizes)
+                    sizes[inner] = sizes[f] // need
+                    sizes[f] = need
+                    order.insert(order.index(f) + 1, inner)
+                    seq.insert(k + 1, inner)
+                group.append(f)
+                product *= sizes[f]
+                k += 1
+            if product != d:
+                return None
+            groups.append(group)
+    seq = [f for g in groups for f in g]
+    # Merge fine axes adjacent both in input order and in output order (lowest rank).
+    merged_order: list[list[int]] = []
+    for f in order:
+        if merged_order and seq.index(f) == seq.index(merged_order[-1][-1]) + 1:
+            merged_order[-1].append(f)
+        else:
+            merged_order.append([f])
+    heads = {run[0]: run for run in merged_order}
+    fine_shape = [int(np.prod([sizes[f] for f in run])) for run in merged_order]
+    out_runs = [heads[f] for f in seq if f in heads]
+    perm = [merged_order.index(run) for run in out_runs]
+    return fine_shape, perm
+
+
+def one_transpose_per_chain(graph: Graph) -> int:
+    """A run of RESHAPE and TRANSPOSE ops with two or more transposes -> reshape, one TRANSPOSE,
+    reshape (no TRANSPOSE if the run moves no element).
+
+    A conv stem's NHWC output transposed to NCHW, flattened and transposed to [N, H*W, C] (ViT,
+    Swin patch embeddings) is a reshape of the NHWC tensor; MobileViT's unfold (reshape, transpose,
+    reshape, transpose, reshape after the layout pass's TRANSPOSE) is one transpose of a split view.
+    """
+    count, removed = 0, set()
+    producers = graph.producers()
+    for op in list(graph.ops):
+        if id(op) in removed or op.kind not in ("TRANSPOSE", "RESHAPE"):
+            continue
+        chain = _chain_into(graph, op, producers)
+        transposes = sum(o.kind == "TRANSPOSE" for o in chain)
+        if transposes == 0 or len(chain) < 2:
+            continue
+        x, out = graph.tensors[chain[0].inputs[0]], graph.tensors[op.outputs[0]]
+        steps = []
+        for o in chain:
+            if o.kind == "TRANSPOSE":
+                perm = graph.tensors[o.inputs[1]].data
+                if perm is None:
+                    break
+                steps.append(("TRANSPOSE", tuple(int(p) for p in perm)))
+            else:
+                steps.append(("RESHAPE", tuple(graph.tensors[o.outputs[0]].shape)))
+        if len(steps) != len(chain):
+            continue
+        plan = _one_transpose(tuple(x.shape), steps)
+        if plan is None:
+            continue
+        fine_shape, perm = plan
+        moves = perm != sorted(perm)
+        if (moves and (transposes < 2 or len(perm) > 6)) or (not moves and transposes < 1):
+            continue
+        src = chain[0].inputs[0]
+        if moves:
+            fine = graph.add_activation(f"{op.outputs[0]}/fine", x.dtype, tuple(fine_shape), Layout.ANY)
+            graph.insert_before(op, Op("RESHAPE", [src, graph.add_constant(
+                f"{fine}/shape", np.array(fine_shape, np.int32))], [fine], origin=op.origin))
+            moved_shape = tuple(fine_shape[p] for p in perm)
+            moved = graph.add_activation(f"{op.outputs[0]}/moved", x.dtype, moved_shape, Layout.ANY)
+            graph.insert_before(op, Op("TRANSPOSE", [fine, graph.add_constant(
+                f"{moved}/perm", np.array(perm, np.int32))], [moved], origin=op.origin))
+            src = moved
+        graph.insert_before(op, Op("RESHAPE", [src, graph.add_constant(
+            f"{op.outputs[0]}/shape", np.array(out.shape, np.int32))], [op.outputs[0]],
+            origin=op.origin))
+        for dead in chain:
+            graph.remove_op(dead)
+            removed.add(id(dead))
         producers = graph.producers()
         count += 1
     if count:
