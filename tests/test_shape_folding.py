@@ -202,3 +202,13 @@ def test_data_dependent_control_flow_and_shapes_are_named(tmp_path):
     relu = next(d for d in info.value.diagnostics if d.op_type == "Relu")
     assert relu.reason_code == "data_dependent_shape"
     assert "zeros_of_data" in relu.message and "--input-shape" not in str(relu)
+
+
+def test_gather_nd_with_constant_indices_is_a_gather(tmp_path):
+    """torch.export's mask[batch_idx, kv_idx] with folded index grids; negative indices wrap."""
+    indices = np.array([[[0, 1], [1, -1]], [[1, 0], [0, 2]]], np.int64)
+    nodes = [helper.make_node("GatherND", ["x", "idx"], ["g"]),
+             helper.make_node("Relu", ["g"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", F, [2, 3, 4])], [_const("idx", indices)])
+    report = _check(tmp_path, model, {"x": _x(2, 3, 4)})
+    assert "GATHER" in report.op_counts

@@ -17,7 +17,7 @@ from tflq.ops.common import apply_activation
 from tflq.errors import (Diagnostic, InvalidModelError, ResourceLimitError, Unsupported,
                          UnsupportedModelError)
 from tflq.frontend.fold import FoldResult, fold_model
-from tflq.frontend.onnx_patterns import fuse_erf_gelu
+from tflq.frontend.onnx_patterns import fuse_erf_gelu, gather_nd_as_gather
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
 from tflq.frontend.validate import (DEFAULT_MAX_TENSOR_BYTES, INT32_MAX, check_nodes, check_structure,
@@ -376,6 +376,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
         log.info("folded %d constant nodes", fold.folded)
         check_nodes(model, path)  # folding made more shapes and values known
         check_value_shapes(model, path, max_tensor_bytes)
+    gather_nd_as_gather(model)
     gelus = fuse_erf_gelu(model)
     if gelus:
         log.info("recognised %d erf-based GELU patterns", gelus)

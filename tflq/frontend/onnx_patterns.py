@@ -75,3 +75,49 @@ def fuse_erf_gelu(model: onnx.ModelProto) -> int:
     del g.node[:]
     g.node.extend(nodes)
     return len(replaced)
+
+
+def gather_nd_as_gather(model: onnx.ModelProto) -> int:
+    """GatherND with constant indices (and batch_dims 0) -> Reshape to [prod(lead), *rest] + Gather.
+
+    torch.export writes a padding mask lookup `mask[batch_idx, kv_idx]` with index grids that fold
+    to constants; a flat Gather along axis 0 picks the same elements.
+    """
+    g = model.graph
+    constants = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    shapes = {}
+    for vi in list(g.value_info) + list(g.input):
+        dims = vi.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+    elem = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input)}
+    nodes, count = [], 0
+    for node in g.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        indices = constants.get(node.input[1]) if node.op_type == "GatherND" else None
+        data_shape = shapes.get(node.input[0]) if indices is not None else None
+        if (indices is None or data_shape is None or attrs.get("batch_dims", 0) != 0
+                or indices.ndim < 1 or indices.shape[-1] > len(data_shape)):
+            nodes.append(node)
+            continue
+        k = int(indices.shape[-1])
+        lead, rest = data_shape[:k], data_shape[k:]
+        grid = indices.reshape(-1, k).astype(np.int64) % np.array(lead, np.int64)
+        flat = np.ravel_multi_index(tuple(grid.T), lead).reshape(indices.shape[:-1]) if k else \
+            np.zeros(indices.shape[:-1], np.int64)
+        base = node.name or node.output[0]
+        flat_shape, flat_data, flat_index = (f"{base}/flat_shape", f"{base}/flat", f"{base}/flat_indices")
+        g.initializer.extend([numpy_helper.from_array(np.array([int(np.prod(lead))] + list(rest), np.int64),
+                                                      flat_shape),
+                              numpy_helper.from_array(np.asarray(flat, np.int64), flat_index)])
+        g.value_info.append(helper.make_tensor_value_info(
+            flat_data, elem.get(node.input[0], onnx.TensorProto.FLOAT), [int(np.prod(lead))] + list(rest)))
+        nodes.append(helper.make_node("Reshape", [node.input[0], flat_shape], [flat_data],
+                                      name=f"{base}/flatten"))
+        nodes.append(helper.make_node("Gather", [flat_data, flat_index], list(node.output), axis=0,
+                                      name=base))
+        count += 1
+    if count:
+        del g.node[:]
+        g.node.extend(nodes)
+    return count
