@@ -26,10 +26,14 @@ PRECISION_LIMITED = {
     188: "MUL of two near-zero activations, one a MAX_POOL of a 30x wider grid: 13.7 dB",
 }
 OPSET = 14  # HardSwish
+# RandomMathGraph seeds whose int8 loss is the ops' own precision (float is exact), and their floor.
+MATH_INT8_SQNR_FLOOR: dict[int, float] = {}
 
 
 class RandomGraph:
     """Grows a graph op by op from one NCHW input, tracking every value's shape so each op is valid."""
+
+    opset = OPSET
 
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
@@ -392,7 +396,7 @@ class RandomGraph:
         inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(self.input_shape))]
         outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(self.shapes[n])) for n in outputs]
         graph = helper.make_graph(self.nodes, "fuzz", inputs, outs, self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
         model.ir_version = 8
         onnx.checker.check_model(model, full_check=True)
         return model
@@ -1026,3 +1030,139 @@ def test_attention_graph(seed, tmp_path):
     blocks = sum(n.op_type == "Softmax" for n in model.graph.node)
     assert ops["BATCH_MATMUL"] == 2 * blocks and ops["SOFTMAX"] == blocks
     assert ops.get("TRANSPOSE", 0) <= 4 * blocks, ops
+
+
+
+
+# ---- float-math graphs ------------------------------------------------------------------------
+SEEDS_MATH = range(80)  # 300 pass too (~2 min); 80 keep the file's share near 30 s
+SMOOTH_MATH = ("Softplus", "Mish", "Erf", "Sin", "Cos", "ReciprocalShifted")
+
+
+class RandomMathGraph(RandomGraph):
+    """Grows a graph (opset 21) mixing the float-math ops into CNN and sequence bodies: Instance and
+    GroupNormalization, Softplus/Mish/Erf/Sin/Cos/Reciprocal, ReduceMin/L1/L2/LogSumExp (axes as an
+    input, keepdims either way), TopK values, Clip with a bound computed from the data, Pad mode edge, and Einsum
+    attention ("bhid,bhjd->bhij" on [N, C, H, W] read as [b, h, i, d]; "bic,bjc->bij" on sequences)
+    and projections with constant weights."""
+
+    opset = 21  # Mish, GroupNormalization with per-channel scale, axes inputs
+
+    def smooth(self, x: str) -> str:
+        shape = self.shapes[x]
+        kind = self.choice(SMOOTH_MATH)
+        if kind == "ReciprocalShifted":  # 1 / (|x| + 1): bounded, defined everywhere
+            shifted = self.one("Add", [self.one("Abs", [x], shape), self.const(np.array(1.0, np.float32))], shape)
+            return self.one("Reciprocal", [shifted], shape)
+        return self.one(kind, [x], shape)
+
+    def normalization(self, x: str) -> str:
+        n, c, h, w = self.shapes[x]
+        if h * w < 4:
+            return x
+        groups = self.choice([g for g in (1, 2, 4, c) if c % g == 0])
+        kind = "InstanceNormalization" if groups == c and self.rng.random() < 0.7 else "GroupNormalization"
+        scale = self.const(self.rng.uniform(0.5, 1.5, c).astype(np.float32))
+        bias = self.const(self.rng.normal(0, 0.3, c).astype(np.float32))
+        attrs = {} if kind == "InstanceNormalization" else {"num_groups": groups}
+        return self.one(kind, [x, scale, bias], (n, c, h, w), epsilon=1e-5, **attrs)
+
+    def reduction(self, x: str) -> str:
+        shape = self.shapes[x]
+        rank = len(shape)
+        axes = sorted(int(a) for a in self.rng.choice(np.arange(1, rank), int(self.rng.integers(1, rank)),
+                                                      replace=False))
+        keep = int(self.choice([0, 1]))
+        out = tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep else \
+            tuple(d for i, d in enumerate(shape) if i not in axes)
+        if np.prod(out) < 2:
+            return x
+        kind = self.choice(["ReduceMin", "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceMax"])
+        return self.one(kind, [x, self.const(np.array(axes, np.int64))], out, keepdims=keep)
+
+    def clip_computed(self, x: str) -> str:
+        """Clip(x, -m, m) with m = 0.5 * max|x| computed at run time (MAXIMUM/MINIMUM on tensors)."""
+        shape = self.shapes[x]
+        peak = self.one("ReduceMax", [self.one("Abs", [x], shape)], (), keepdims=0)
+        high = self.one("Mul", [peak, self.const(np.array(0.5, np.float32))], ())
+        low = self.one("Neg", [high], ())
+        return self.one("Clip", [x, low, high], shape)
+
+    def pad_edge(self, x: str) -> str:
+        n, c, h, w = self.shapes[x]
+        p = [int(v) for v in self.rng.integers(0, 3, 4)]
+        pads = [0, 0, p[0], p[1], 0, 0, p[2], p[3]]
+        return self.one("Pad", [x, self.const(np.array(pads, np.int64))], (n, c, h + p[0] + p[2], w + p[1] + p[3]),
+                        mode="edge")
+
+    def attention(self, x: str) -> str:
+        """softmax(q k^T / sqrt(d)) v on x and a projection of it, with Einsum."""
+        shape = self.shapes[x]
+        if len(shape) == 4:
+            n, heads, length, dim = shape
+            if length > 16 or dim > 16:
+                return x
+            scores_eq, context_eq = "bhid,bhjd->bhij", "bhij,bhjd->bhid"
+            scores_shape = (n, heads, length, length)
+        else:
+            n, length, dim = shape
+            if length > 16:  # int8 SOFTMAX's fixed 1/256 step drowns rows of many small weights
+                return x
+            scores_eq, context_eq = "bic,bjc->bij", "bij,bjc->bic"
+            scores_shape = (n, length, length)
+        k = self.one("Einsum", [x, self.weights((dim, dim))], shape, equation="...d,ed->...e")
+        scores = self.one("Einsum", [x, k], scores_shape, equation=scores_eq)
+        scores = self.one("Mul", [scores, self.const(np.array(1 / np.sqrt(dim), np.float32))], scores_shape)
+        probs = self.one("Softmax", [scores], scores_shape, axis=-1)
+        return self.one("Einsum", [probs, x], shape, equation=context_eq)
+
+    def projection(self, x: str) -> str:
+        shape = self.shapes[x]
+        units = self.choice([4, 8])
+        letters = "bij"[:len(shape) - 1] + "k"
+        return self.one("Einsum", [x, self.weights((units, shape[-1]))], shape[:-1] + (units,),
+                        equation=f"{letters},lk->{letters[:-1]}l")
+
+    def top_k(self, x: str) -> str:
+        """TopK along the last axis (largest or smallest); the graph goes on from the values."""
+        shape = self.shapes[x]
+        k = int(self.rng.integers(1, min(shape[-1], 6) + 1))
+        values, indices = self.node("TopK", [x, self.const(np.array([k], np.int64))], [shape[:-1] + (k,)] * 2,
+                                    largest=int(self.choice([0, 1])))
+        del self.shapes[indices]  # int64: no float op may read it, nor may it become an output
+        return values
+
+    def step(self, x: str) -> str:
+        rank = len(self.shapes[x])
+        if rank == 4:
+            table = [(self.conv, 4), (self.activation, 2), (self.binary_const, 2), (self.binary_rejoin, 2),
+                     (self.pool, 1), (self.smooth, 3), (self.normalization, 3), (self.reduction, 2),
+                     (self.clip_computed, 1), (self.pad_edge, 1), (self.attention, 1), (self.to_3d, 1),
+                     (self.gap_squeeze, 1)]
+        else:
+            table = [(self.matmul, 2), (self.smooth, 3), (self.binary_const, 2), (self.reduction, 1),
+                     (self.clip_computed, 1), (self.projection, 2), (self.softmax, 1), (self.top_k, 1)]
+            if rank == 3:
+                table.append((self.attention, 2))
+        weights = np.array([wt for _, wt in table], float)
+        return table[int(self.rng.choice(len(table), p=weights / weights.sum()))][0](x)
+
+
+@pytest.mark.parametrize("seed", SEEDS_MATH)
+def test_random_math_graph_matches_onnxruntime(seed, tmp_path):
+    """Float: the worst of 4 samples within 1e-4 of onnxruntime; full int8: runs, and the worst of 4
+    calibration samples is not grossly wrong."""
+    builder = RandomMathGraph(7000 + seed)
+    model, _ = builder.build()
+    path = str(tmp_path / f"fuzz_math_{seed}.onnx")
+    onnx.save(model, path)
+    xs = _inputs(builder.input_shape, 8, 7000 + seed)
+    report = convert(ConvertConfig(model=path))
+    for x in xs[:4]:
+        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
+            assert a.shape == e.shape
+            assert relative_error(e, a) <= FLOAT_TOLERANCE, report.op_counts
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=[{"x": c} for c in xs[4:]]))
+    worst_db = min(sqnr_db(e, a) for x in xs[4:]
+                   for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])))
+    assert worst_db >= MATH_INT8_SQNR_FLOOR.get(seed, INT8_SQNR_FLOOR), f"worst int8 sample {worst_db:.1f} dB"

@@ -173,10 +173,41 @@ def fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, 
 
 def _infer(model: onnx.ModelProto, strict: bool = False, path: str = "") -> onnx.ModelProto:
     try:
-        return shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        for _ in range(MAX_FOLD_PASSES):
+            if not _fill_shape_gaps(inferred):
+                break
+            inferred = shape_inference.infer_shapes(inferred, strict_mode=False, data_prop=True)
+        if strict:  # after the gaps are filled: strict mode refuses a node whose input has no type
+            inferred = shape_inference.infer_shapes(inferred, strict_mode=True, data_prop=True)
+        return inferred
     except Exception as exc:
         where = f"{path}: " if path else ""
         raise InvalidModelError(f"{where}ONNX shape inference failed: {first_line(exc)}") from None
+
+
+# ONNX (1.23) infers no output shape for these, so nothing after them gets one: their output has
+# their first input's shape and type.
+SAME_SHAPE_AS_INPUT = ("GroupNormalization",)
+
+
+def _fill_shape_gaps(model: onnx.ModelProto) -> bool:
+    """Give SAME_SHAPE_AS_INPUT nodes' outputs their input's shape; True if any was missing."""
+    shapes = _static_shapes(model)
+    known = {vi.name: vi for vi in list(model.graph.value_info) + list(model.graph.input)}
+    outputs = {vi.name: vi for vi in model.graph.output}
+    added = False
+    for node in model.graph.node:
+        x, y = node.input[0] if node.input else "", node.output[0] if node.output else ""
+        if node.op_type not in SAME_SHAPE_AS_INPUT or x not in shapes or y in shapes or x not in known:
+            continue
+        typed = helper.make_tensor_value_info(y, known[x].type.tensor_type.elem_type, list(shapes[x]))
+        if y in outputs:
+            outputs[y].type.CopyFrom(typed.type)
+        else:
+            model.graph.value_info.append(typed)
+        added = True
+    return added
 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -233,9 +264,18 @@ class ImportContext:
         ir_name = self._alias.get(name, name)
         return self.graph.tensors[ir_name].data if ir_name in self.graph.tensors else None
 
-    def require_constant(self, node, index: int, what: str) -> np.ndarray:
+    def require_constant(self, node, index: int, what: str, sets_shape: bool = False) -> np.ndarray:
+        """The value of a constant input. `sets_shape`: the input decides the output's shape (Pad's
+        pads, Slice's bounds, Resize's sizes), so a value computed at run time is refused as a
+        data-dependent shape."""
         name = node.input[index] if index < len(node.input) else ""
         value = self.constant(name)
+        if value is None and sets_shape and name:
+            raise Unsupported(node, "data_dependent_shape",
+                              f"input {index} ({what}) is computed at run time, so the output shape "
+                              f"depends on the data",
+                              "tflq writes static shapes: the value must follow from constants and the "
+                              "static input shapes")
         if value is None:
             raise Unsupported(node, "non_constant_input",
                               f"input {index} ({what}) must be a constant")

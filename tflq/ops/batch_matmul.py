@@ -11,6 +11,7 @@ from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import INT8_AND_INT16, Calibrated, Case, LayoutBreaking, OpSpec, rand
+from tflq.ops.einsum import BATCH_MATMUL_CASES, import_einsum
 from tflq.ops.reshape import add_reshape
 
 MAX_RANK = 5  # TFLite's batch_matmul kernel limit
@@ -32,9 +33,11 @@ def _matmul_case(name: str, a_shape, b_shape) -> Case:
 class BatchMatMul(OpSpec):
     """Reached through FULLY_CONNECTED's importer, which owns ONNX MatMul and delegates here when
     the right-hand side is an activation. Batch dimensions broadcast as in numpy; 1-D operands are
-    lifted to matrices with RESHAPE and the result is reshaped back."""
+    lifted to matrices with RESHAPE and the result is reshaped back. Also imports ONNX Einsum
+    (einsum.py), which lowers to BATCH_MATMUL or, with a constant operand, FULLY_CONNECTED."""
 
     kind = "BATCH_MATMUL"
+    onnx_types = ("Einsum",)
     Attrs = BatchMatMulAttrs
     layout = LayoutBreaking()
     quant = Calibrated(dtypes=INT8_AND_INT16)  # LiteRT has no uint8 BATCH_MATMUL kernel
@@ -45,9 +48,11 @@ class BatchMatMul(OpSpec):
         _matmul_case("rank2", (3, 4), (4, 5)),
         _matmul_case("vector_rhs", (2, 3, 4), (4,)),
         _matmul_case("vector_lhs", (4,), (2, 4, 3)),
-    ]
+    ] + BATCH_MATMUL_CASES
 
     def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "Einsum":
+            return import_einsum(node, ctx)
         a, b, out = node.input[0], node.input[1], node.output[0]
         a_rank, b_rank = ctx.rank(a), ctx.rank(b)
         if max(a_rank, b_rank) > MAX_RANK:

@@ -14,6 +14,7 @@ from tflq.ops.base import (ACTIVATION_FUNCTIONS, WITH_INT16, Calibrated, Case, F
                            Int32Bias, LayoutBreaking, OpSpec, Weight, rand)
 from tflq.ops.checks import Arity, ConstantValues, ContractedDims, FloatAttr, IntAttr, Rank
 from tflq.ops.common import activation_code
+from tflq.ops.einsum import FULLY_CONNECTED_CASES
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,14 @@ class FullyConnectedAttrs:
 
 
 def add_fully_connected(ctx, node, x: str, weights: np.ndarray, bias: np.ndarray | None,
-                        out: str) -> None:
-    """y = x @ weights.T + bias, weights [units, in] (TFLite's layout)."""
+                        out: str, name: str = "") -> None:
+    """y = x @ weights.T + bias, weights [units, in] (TFLite's layout); `name` tells the constants
+    of several FULLY_CONNECTEDs of one node apart."""
     units = weights.shape[0]
     bias = np.zeros(units, np.float32) if bias is None else bias.astype(np.float32)
-    w_name = ctx.add_constant(f"{node.name}/weights", weights.astype(np.float32))
-    b_name = ctx.add_constant(f"{node.name}/bias", bias)
+    prefix = f"{node.name}/{name}" if name else node.name
+    w_name = ctx.add_constant(f"{prefix}/weights", weights.astype(np.float32))
+    b_name = ctx.add_constant(f"{prefix}/bias", bias)
     ctx.add_op("FULLY_CONNECTED", [x, w_name, b_name], [out],
                FullyConnectedAttrs(keep_num_dims=ctx.rank(x) != 2))
 
@@ -66,7 +69,7 @@ class FullyConnected(OpSpec):
              {"x": rand(4, 8)}, {"w": rand(8, 3, seed=1)}),
         Case("matmul_3d_keep_dims", [helper.make_node("MatMul", ["x", "w"], ["y"])],
              {"x": rand(2, 5, 8)}, {"w": rand(8, 6, seed=1)}),
-    ]
+    ] + FULLY_CONNECTED_CASES  # Einsum with a constant operand (einsum.py)
 
     def from_onnx(self, node, ctx) -> None:
         x = node.input[0]

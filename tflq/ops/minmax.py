@@ -82,7 +82,13 @@ class Maximum(_Extremum):
     kind = "MAXIMUM"
     quant = SameAsInput(dtypes=WITH_INT16, rounding_commutes=True)
     onnx_types = ("Max",)
-    cases = _cases("Max") + [_clip_case("clip_min_only", 0.5, None)]
+    cases = _cases("Max") + [_clip_case("clip_min_only", 0.5, None),
+                             Case("clip_computed_min", [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
+                                                        helper.make_node("Clip", ["x", "m"], ["y"])],
+                                  {"x": rand(1, 3, 4, 4, low=-5, high=5)}),
+                             Case("clip_min_input_max_const", [helper.make_node("Clip", ["x", "lo", "hi"], ["y"])],
+                                  {"x": rand(2, 6, low=-5, high=5), "lo": np.array([-1.5], np.float32)},
+                                  {"hi": np.array(2.0, np.float32)})]
 
 
 @register

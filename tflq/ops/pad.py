@@ -16,6 +16,7 @@ from tflq.ops import register
 from tflq.ops.base import WITH_INT16, AxisSensitive, Case, OpSpec, SameAsInput, rand
 from tflq.ops.checks import Choice
 from tflq.ops.common import quantized_version
+from tflq.ops.reshape import add_reshape
 
 
 def add_explicit_pad(ctx, x: str, pads: tuple[int, int, int, int], value: float = 0.0) -> str:
@@ -43,6 +44,42 @@ def _pad_case(name, mode="constant", pads=(0, 0, 1, 2, 0, 0, 2, 1), value=None, 
                 {"x": rand(1, 3, 5, 6)}, consts, opset=opset)
 
 
+def _gather_pad(ctx, node, pads: np.ndarray, mode: str) -> None:
+    """Pad modes TFLite has no kernel for, as one GATHER of constant indices per padded axis:
+    'edge' repeats the border element (indices clamped), 'wrap' continues from the other side
+    (indices modulo the size). Exact, and same-grid in int8."""
+    from tflq.ops.gather import add_gather
+
+    x = node.input[0]
+    shape = list(ctx.shape(x))
+    rank = len(shape)
+    padded = [a for a in range(rank) if pads[a] or pads[rank + a]]
+    if not padded:
+        ctx.alias(node.output[0], x)
+        return
+    dtype = ctx.graph.tensors[ctx.tensor(x)].dtype
+    for k, axis in enumerate(padded):
+        before, after, dim = int(pads[axis]), int(pads[rank + axis]), shape[axis]
+        positions = np.arange(-before, dim + after)
+        indices = np.clip(positions, 0, dim - 1) if mode == "edge" else np.mod(positions, dim)
+        shape[axis] = positions.size
+        out = node.output[0] if k == len(padded) - 1 else ctx.new_activation(
+            f"{node.output[0]}/{mode}_axis{axis}", tuple(shape), dtype)
+        add_gather(ctx, x, out, indices, axis)
+        x = out
+
+
+def _gather_pad_case(name, mode, pads, shape=(1, 3, 5, 6), opset=17) -> Case:
+    """Pad(mode) then a zero Pad, so the case emits PAD besides the GATHERs it is about."""
+    rank = len(shape)
+    zeros = np.zeros(2 * rank, np.int64)
+    zeros[rank - 1] = 1
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["t"], mode=mode),
+             helper.make_node("Pad", ["t", "zeros"], ["y"])]
+    return Case(name, nodes, {"x": rand(*shape)}, {"pads": np.array(pads, np.int64), "zeros": zeros},
+                opset=opset)
+
+
 @dataclass(frozen=True)
 class MirrorPadAttrs:
     mode: str = "REFLECT"
@@ -50,14 +87,18 @@ class MirrorPadAttrs:
 
 @register
 class Pad(OpSpec):
-    """ONNX Pad (constant 0); other constants go to PADV2, reflect to MIRROR_PAD."""
+    """ONNX Pad (constant 0); other constants go to PADV2 (a constant_value computed at run time
+    too: PADV2 takes it as a tensor), reflect to MIRROR_PAD, edge and wrap to GATHERs."""
 
     kind = "PAD"
     onnx_types = ("Pad",)
     onnx_checks = (Choice(name="mode", values=("constant", "reflect", "edge", "wrap")),)
     layout = AxisSensitive(per_axis_inputs=(1,))
     quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
-    cases = [_pad_case("zeros_hw"), _pad_case("zeros_channels", pads=(0, 1, 0, 0, 0, 2, 0, 0))]
+    cases = [_pad_case("zeros_hw"), _pad_case("zeros_channels", pads=(0, 1, 0, 0, 0, 2, 0, 0)),
+             _gather_pad_case("edge_hw", "edge", (0, 0, 2, 1, 0, 0, 1, 3)),
+             _gather_pad_case("edge_channels_rank3", "edge", (0, 2, 1, 0, 1, 0), shape=(2, 3, 5), opset=13),
+             _gather_pad_case("wrap_hw_opset19", "wrap", (0, 0, 1, 2, 0, 0, 2, 1), opset=19)]
 
     def from_onnx(self, node, ctx) -> None:
         rank = ctx.rank(node.input[0])
@@ -65,24 +106,34 @@ class Pad(OpSpec):
             pads = np.array(ctx.attr(node, "pads"), np.int64)
             value = float(ctx.attr(node, "value", 0.0))
         else:
-            pads = ctx.require_constant(node, 1, "pads").astype(np.int64)
-            value_in = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-            if len(node.input) > 2 and node.input[2] and value_in is None:
-                raise Unsupported(node, "non_constant_input", "input 2 (constant_value) must be a constant")
-            value = float(value_in) if value_in is not None else 0.0
+            pads = ctx.require_constant(node, 1, "pads", sets_shape=True).astype(np.int64)
+            given = len(node.input) > 2 and node.input[2]
+            value_in = ctx.constant(node.input[2]) if given else None
+            value = float(value_in.reshape(())) if value_in is not None else 0.0
+            if given and value_in is None:  # computed at run time: PADV2 takes it as a tensor
+                value = node.input[2]
         if len(node.input) > 3 and node.input[3]:
-            axes = [int(a) % rank for a in ctx.require_constant(node, 3, "axes")]
+            axes = [int(a) % rank for a in ctx.require_constant(node, 3, "axes", sets_shape=True)]
             full = np.zeros(2 * rank, np.int64)
             for k, a in enumerate(axes):
                 full[a], full[rank + a] = pads[k], pads[len(axes) + k]
             pads = full
         if np.any(pads < 0):
             raise Unsupported(node, "negative_pad", "negative pads (cropping) are not supported")
+        mode = ctx.attr(node, "mode", "constant")
+        if mode in ("edge", "wrap"):
+            return _gather_pad(ctx, node, pads, mode)
         paddings = ctx.add_constant(f"{node.name}/paddings",
                                     np.stack([pads[:rank], pads[rank:]], axis=1).astype(np.int32))
-        mode = ctx.attr(node, "mode", "constant")
         if mode == "constant":
-            if value == 0.0:
+            if isinstance(value, str):
+                shape = ctx.shape(value)
+                if int(np.prod(shape)) != 1:
+                    raise Unsupported(node, "pad_value", "constant_value must hold one value")
+                scalar = ctx.new_activation(f"{node.output[0]}/pad_value", ())
+                add_reshape(ctx, value, scalar, ())
+                ctx.add_op("PADV2", [node.input[0], paddings, scalar], [node.output[0]])
+            elif value == 0.0:
                 ctx.add_op("PAD", [node.input[0], paddings], [node.output[0]])
             else:
                 value_name = ctx.add_constant(f"{node.name}/value", np.array(value, np.float32))
@@ -92,7 +143,7 @@ class Pad(OpSpec):
                        MirrorPadAttrs("REFLECT"))
         else:
             raise Unsupported(node, "pad_mode", f"Pad mode '{mode}' is not supported",
-                              "use mode 'constant' or 'reflect'")
+                              "use mode 'constant', 'reflect', 'edge' or 'wrap'")
 
     def reference(self, x, paddings):
         return (np.pad(x, paddings.astype(np.int64)),)
@@ -114,7 +165,10 @@ class PadV2(OpSpec):
     kind = "PADV2"
     layout = AxisSensitive(per_axis_inputs=(1,))
     quant = SameAsInput(dtypes=WITH_INT16, rounding_commutes=True)
-    cases = [_pad_case("value_1_5", value=1.5)]
+    cases = [_pad_case("value_1_5", value=1.5),
+             Case("value_computed", [helper.make_node("Pad", ["x", "pads", "v"], ["y"])],
+                  {"x": rand(1, 3, 5, 6), "v": np.array([0.5], np.float32)},
+                  {"pads": np.array((0, 0, 1, 2, 0, 0, 2, 1), np.int64)})]
 
     def reference(self, x, paddings, value):
         return (np.pad(x, paddings.astype(np.int64), constant_values=value),)

@@ -54,6 +54,9 @@ class Relu(_ClampSpec):
             ctx.add_op("RELU", [node.input[0]], [node.output[0]])
             return
         low, high = self._clip_bounds(node, ctx)
+        if isinstance(low, str) or isinstance(high, str):
+            self._clip_with_tensors(node, ctx, low, high)
+            return
         kind = CLIP_KINDS.get((low, high))
         if kind is not None:
             ctx.add_op(kind, [node.input[0]], [node.output[0]])
@@ -61,16 +64,46 @@ class Relu(_ClampSpec):
         self._clip_with_min_max(node, ctx, low, high)
 
     @staticmethod
-    def _clip_bounds(node, ctx) -> tuple[float, float]:
+    def _clip_bounds(node, ctx) -> tuple[float | str, float | str]:
+        """Each bound as a number, or as the name of the tensor that computes it at run time."""
         if ctx.opset < 11:
             return (float(ctx.attr(node, "min", -np.inf)), float(ctx.attr(node, "max", np.inf)))
-        bounds = []
+        bounds: list[float | str] = []
         for index, default in ((1, -np.inf), (2, np.inf)):
-            if len(node.input) > index and node.input[index]:
-                bounds.append(float(ctx.require_constant(node, index, "min" if index == 1 else "max")))
-            else:
-                bounds.append(default)
+            given = len(node.input) > index and node.input[index]
+            value = ctx.constant(node.input[index]) if given else None
+            bounds.append(float(value.reshape(())) if value is not None else node.input[index] if given
+                          else default)
         return bounds[0], bounds[1]
+
+    @staticmethod
+    def _clip_with_tensors(node, ctx, low: float | str, high: float | str) -> None:
+        """A bound computed at run time: MAXIMUM/MINIMUM take it as a tensor. A one-value bound is
+        reshaped to the data's rank of ones, which broadcasts the same in NCHW and NHWC (the
+        layout pass then moves no axis)."""
+        from tflq.ops.reshape import add_reshape
+
+        x, out = node.input[0], node.output[0]
+        shape = ctx.shape(x)
+        operands = []
+        for what, bound in (("min", low), ("max", high)):
+            if not isinstance(bound, str):
+                operands.append(ctx.add_constant(f"{node.name}/{what}", np.array(bound, np.float32))
+                                if np.isfinite(bound) else "")
+                continue
+            if int(np.prod(ctx.shape(bound))) != 1:
+                raise Unsupported(node, "clip_bound_shape", f"Clip's {what} must be a scalar")
+            ones = ctx.new_activation(f"{out}/{what}_broadcast", (1,) * len(shape))
+            add_reshape(ctx, bound, ones, (1,) * len(shape))
+            operands.append(ones)
+        if operands[0] and operands[1]:
+            mid = ctx.new_activation(f"{out}/lower_clamped", shape)
+            ctx.add_op("MAXIMUM", [x, operands[0]], [mid])
+            ctx.add_op("MINIMUM", [mid, operands[1]], [out])
+        elif operands[0]:
+            ctx.add_op("MAXIMUM", [x, operands[0]], [out])
+        else:
+            ctx.add_op("MINIMUM", [x, operands[1]], [out])
 
     @staticmethod
     def _clip_with_min_max(node, ctx, low: float, high: float) -> None:

@@ -160,15 +160,17 @@ def resize_request(node, ctx) -> ResizeRequest:
         raise Unsupported(node, "resize_mode", "antialiased Resize has no TFLite kernel")
     if ctx.attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
         raise Unsupported(node, "resize_mode", "keep_aspect_ratio_policy other than 'stretch'")
-    in_shape, out_shape = ctx.shape(x), ctx.shape(y)
     axes = [int(a) for a in ctx.attr(node, "axes", None) or []]
-    scales_in = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    if len(node.input) > 2 and node.input[2] and scales_in is None:
-        raise Unsupported(node, "non_constant_input", "input 2 (scales) must be a constant")
+    scales_in = ctx.require_constant(node, 2, "scales", sets_shape=True) \
+        if len(node.input) > 2 and node.input[2] else None
+    sizes_in = None
+    if scales_in is None or scales_in.size == 0:
+        sizes_in = ctx.require_constant(node, 3, "sizes", sets_shape=True)
+    in_shape, out_shape = ctx.shape(x), ctx.shape(y)
     if scales_in is not None and scales_in.size > 0:
         scales = _all_axes(node, scales_in.astype(F32).ravel(), axes, (1.0,) * 4, "scales")[2:]
     else:
-        sizes = ctx.require_constant(node, 3, "sizes").ravel()
+        sizes = sizes_in.ravel()
         _all_axes(node, sizes, axes, tuple(float(d) for d in in_shape), "sizes")
         scales = [F32(o) / F32(i) for o, i in zip(out_shape[2:], in_shape[2:])]
     if tuple(out_shape[:2]) != tuple(in_shape[:2]):

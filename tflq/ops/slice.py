@@ -126,12 +126,13 @@ class StridedSlice(OpSpec):
             starts, ends = ctx.attr(node, "starts"), ctx.attr(node, "ends")
             axes = ctx.attr(node, "axes", list(range(len(starts))))
             return list(starts), list(ends), list(axes), [1] * len(starts)
-        starts = [int(v) for v in ctx.require_constant(node, 1, "starts").reshape(-1)]
-        ends = [int(v) for v in ctx.require_constant(node, 2, "ends").reshape(-1)]
+        starts = [int(v) for v in ctx.require_constant(node, 1, "starts", sets_shape=True).reshape(-1)]
+        ends = [int(v) for v in ctx.require_constant(node, 2, "ends", sets_shape=True).reshape(-1)]
         optional = []
         for index, what, default in ((3, "axes", range(len(starts))), (4, "steps", [1] * len(starts))):
             if len(node.input) > index and node.input[index]:
-                optional.append([int(v) for v in ctx.require_constant(node, index, what).reshape(-1)])
+                optional.append([int(v) for v in ctx.require_constant(node, index, what, sets_shape=True)
+                                 .reshape(-1)])
             else:
                 optional.append(list(default))
         axes, steps = optional

@@ -1,7 +1,10 @@
-"""Elementwise math: SQRT, EXP, LOG, ABS, NEG and POW (ONNX Pow, special exponents lowered to cheaper ops).
+"""Elementwise math: SQRT, EXP, LOG, ABS, NEG, POW, FLOOR, CEIL, ROUND, SIGN, SIN and COS, plus the
+ONNX ops lowered onto them: Reciprocal (DIV), Softplus (LOG's log1p term; Mish, in activations.py,
+reuses it), Erf (SIGN's odd symmetry around a rational-exponential approximation).
 
-8-bit support follows LiteRT's kernels (`tflite/kernels/elementwise.cc`, exp.cc, neg.cc, pow.cc), checked
-against ai-edge-litert 2.3: SQRT, EXP, LOG and ABS have int8 (not uint8) kernels; NEG and POW stay float.
+8-bit support follows LiteRT's kernels (`tflite/kernels/elementwise.cc`, exp.cc, neg.cc, pow.cc,
+floor.cc, ceil.cc, round.cc, sign.cc), checked against ai-edge-litert 2.3: SQRT, EXP, LOG and ABS have
+int8 (not uint8) kernels; NEG, POW, FLOOR, CEIL, ROUND, SIGN, SIN and COS take float only.
 """
 from __future__ import annotations
 
@@ -10,14 +13,17 @@ from onnx import helper
 
 from tflq import ops as registry
 from tflq._generated.tflite.AbsOptions import AbsOptionsT
+from tflq._generated.tflite.CosOptions import CosOptionsT
 from tflq._generated.tflite.ExpOptions import ExpOptionsT
 from tflq._generated.tflite.NegOptions import NegOptionsT
 from tflq._generated.tflite.PowOptions import PowOptionsT
+from tflq._generated.tflite.SignOptions import SignOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import INT8_ONLY, INT8_AND_INT16, Calibrated, Case, FloatOnly, OpSpec, Transparent, rand
 from tflq.ops.common import quantized_version
+from tflq.ops.reduce import L1_CASES, L2_CASES, LOG_SUM_CASES, add_sum_of
 
 # Rank limit of TFLite's broadcasting POW kernel (BroadcastPow4D).
 POW_MAX_BROADCAST_RANK = 4
@@ -63,11 +69,17 @@ class Sqrt(_Elementwise):
     """ONNX Sqrt; also Pow(x, 0.5)."""
 
     kind = "SQRT"
-    onnx_types = ("Sqrt",)
+    onnx_types = ("Sqrt", "ReduceL2")
     # int8 rescaling kernel (version 2) in LiteRT 2.x; no uint8
     quant = Calibrated(dtypes=INT8_AND_INT16)
     cases = [_case("sqrt", "Sqrt", _positive(1, 3, 4, 4)),
-             _pow_case("pow_0_5", 0.5, _positive(2, 7), opset=13)]
+             _pow_case("pow_0_5", 0.5, _positive(2, 7), opset=13)] + L2_CASES
+
+    def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "ReduceL2":
+            add_sum_of(node, ctx)  # SQRT(SUM(x * x))
+            return
+        super().from_onnx(node, ctx)
 
 
 @register
@@ -85,29 +97,75 @@ class Exp(_Elementwise):
         return ExpOptionsT()
 
 
+def emit(ctx, kind: str, inputs: list[str], base: str, shape: tuple[int, ...], out: str = "",
+         attrs=None) -> str:
+    """Add one op of a lowering; its output is `out`, or a new activation named after `base`."""
+    out = out or ctx.new_activation(base, shape)
+    ctx.add_op(kind, inputs, [out], attrs)
+    return out
+
+
+def scalar(ctx, node, what: str, value: float) -> str:
+    """A float32 scalar constant of a lowering, named after its node."""
+    return ctx.add_constant(f"{node.name}/{what}", np.array(value, np.float32))
+
+
+def add_softplus(ctx, node, x: str, out: str = "") -> str:
+    """softplus(x) = relu(x) + log(1 + exp(-|x|)): exp never overflows (onnxruntime computes the
+    same split), and every op has an int8 kernel."""
+    shape, base = ctx.shape(x), out or f"{node.output[0]}/softplus"
+    negative_abs = emit(ctx, "MUL", [emit(ctx, "ABS", [x], f"{base}/abs", shape),
+                                     scalar(ctx, node, "minus_one", -1.0)], f"{base}/neg_abs", shape)
+    one_plus = emit(ctx, "ADD", [emit(ctx, "EXP", [negative_abs], f"{base}/exp", shape),
+                                 scalar(ctx, node, "one", 1.0)], f"{base}/one_plus", shape)
+    log1p = emit(ctx, "LOG", [one_plus], f"{base}/log1p", shape)
+    return emit(ctx, "ADD", [emit(ctx, "RELU", [x], f"{base}/relu", shape), log1p], base, shape, out)
+
+
 @register
 class Log(_Elementwise):
-    """ONNX Log (inputs must be > 0; the int8 lookup table maps x <= 0 to the output minimum)."""
+    """ONNX Log (inputs must be > 0; the int8 lookup table maps x <= 0 to the output minimum).
+
+    Also imports Softplus, which has no TFLite builtin: add_softplus builds it around LOG's
+    log(1 + exp(-|x|)) term; and ReduceLogSum and ReduceLogSumExp (reduce.add_sum_of)."""
 
     kind = "LOG"
-    onnx_types = ("Log",)
+    onnx_types = ("Log", "Softplus", "ReduceLogSum", "ReduceLogSumExp")
     numpy_fn = staticmethod(np.log)
     # elementwise.cc IsLogSupportedType: float32, int8, int16; no uint8. The int16 LOG lands up to
     # 2 int8 steps from the float result (measured), no better than int8: int16x8 keeps it float.
     quant = Calibrated(dtypes=INT8_ONLY)
-    cases = [_case("log", "Log", _positive(1, 3, 4, 4)), _case("log_2d", "Log", _positive(3, 5, seed=1))]
+    cases = [_case("log", "Log", _positive(1, 3, 4, 4)), _case("log_2d", "Log", _positive(3, 5, seed=1)),
+             _case("softplus", "Softplus", rand(1, 3, 4, 4, low=-6, high=6)),
+             _case("softplus_large", "Softplus", rand(2, 8, low=-120, high=120)),
+             ] + LOG_SUM_CASES
+
+    def from_onnx(self, node, ctx) -> None:
+        x, out = node.input[0], node.output[0]
+        if node.op_type == "Log":
+            ctx.add_op(self.kind, [x], [out])
+        elif node.op_type.startswith("Reduce"):
+            add_sum_of(node, ctx)
+        else:  # Softplus
+            add_softplus(ctx, node, x, out)
 
 
 @register
 class Abs(_Elementwise):
-    """ONNX Abs."""
+    """ONNX Abs; also ReduceL1 = SUM(ABS(x)) (reduce.add_sum_of)."""
 
     kind = "ABS"
-    onnx_types = ("Abs",)
+    onnx_types = ("Abs", "ReduceL1")
     numpy_fn = staticmethod(np.abs)
     # IsAbsSupportedType: float32, int8, int16, int32; no uint8
     quant = Calibrated(dtypes=INT8_AND_INT16)
-    cases = [_case("abs", "Abs", rand(1, 3, 4, 4)), _case("abs_2d", "Abs", rand(3, 5, seed=1))]
+    cases = [_case("abs", "Abs", rand(1, 3, 4, 4)), _case("abs_2d", "Abs", rand(3, 5, seed=1))] + L1_CASES
+
+    def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "ReduceL1":
+            add_sum_of(node, ctx)  # SUM(ABS(x))
+            return
+        super().from_onnx(node, ctx)
 
     def options(self, attrs):
         return AbsOptionsT()
@@ -140,11 +198,11 @@ class Neg(_Elementwise):
 @register
 class Pow(OpSpec):
     """ONNX Pow. A constant scalar exponent picks a cheaper op: 1 -> nothing, 2 -> MUL(x, x)
-    (which quantizes, unlike SQUARE), 0.5 -> SQRT, -0.5 -> RSQRT when that kind is registered;
-    anything else stays a float POW."""
+    (which quantizes, unlike SQUARE), 0.5 -> SQRT, -0.5 -> RSQRT when that kind is registered,
+    -1 -> DIV(1, x); anything else stays a float POW. ONNX Reciprocal is DIV(1, x) too."""
 
     kind = "POW"
-    onnx_types = ("Pow",)
+    onnx_types = ("Pow", "Reciprocal")
     layout = Transparent()
     quant = FloatOnly()  # pow.cc: float32, int32 (and uint16) only
     cases = [
@@ -154,6 +212,11 @@ class Pow(OpSpec):
         _pow_case("square_is_mul", np.float32(2.0), rand(1, 3, 4, 4), then_cube=True),
         _pow_case("one_is_identity", np.float32(1.0), rand(2, 5), then_cube=True),
         _pow_case("minus_half", np.float32(-0.5), _positive(2, 5), then_cube=True),
+        _pow_case("minus_one_is_div", np.float32(-1.0), _positive(2, 5), then_cube=True),
+        Case("reciprocal", [helper.make_node("Reciprocal", ["x"], ["t"]),
+                            helper.make_node("Pow", ["t", "three"], ["y"])],
+             {"x": rand(1, 3, 4, 4, low=0.5, high=2.0) * np.float32(-1) ** np.arange(4, dtype=np.float32)},
+             {"three": np.array(3.0, np.float32)}),
         Case("tensor_exponent", [helper.make_node("Pow", ["x", "e"], ["y"])],
              {"x": _positive(1, 3, 4, 4), "e": rand(1, 3, 4, 4, seed=1, low=-2, high=2)}),
         Case("channel_exponent", [helper.make_node("Pow", ["x", "e"], ["y"])],
@@ -162,6 +225,9 @@ class Pow(OpSpec):
 
     def from_onnx(self, node, ctx) -> None:
         x, out = node.input[0], node.output[0]
+        if node.op_type == "Reciprocal":
+            ctx.add_op("DIV", [scalar(ctx, node, "one", 1.0), x], [out])
+            return
         exponent = ctx.constant(node.input[1])
         if exponent is not None and exponent.size == 1:
             value = float(exponent.reshape(()))
@@ -176,6 +242,9 @@ class Pow(OpSpec):
                 return
             if value == -0.5 and self._registered("RSQRT"):
                 ctx.add_op("RSQRT", [x], [out])
+                return
+            if value == -1.0:
+                ctx.add_op("DIV", [scalar(ctx, node, "one", 1.0), x], [out])
                 return
         out_shape = ctx.shape(out) if exponent is None else tuple(
             np.broadcast_shapes(ctx.shape(x), exponent.shape))
@@ -208,3 +277,133 @@ class Pow(OpSpec):
 
     def version(self, op: Op, graph: Graph) -> int:
         return 1
+
+
+class _FloatElementwise(_Elementwise):
+    """A one-input op whose LiteRT kernel takes float only (version 1 for float32)."""
+
+    quant = FloatOnly()
+
+    def version(self, op: Op, graph: Graph) -> int:
+        return 1
+
+
+def _with_ties(x: np.ndarray) -> np.ndarray:
+    """`x` with its first elements replaced by exact halves, where the rounding rules differ."""
+    flat = x.reshape(-1).copy()
+    halves = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, -3.5], np.float32)
+    flat[:halves.size] = halves[:flat.size]
+    return flat.reshape(x.shape)
+
+
+@register
+class Floor(_FloatElementwise):
+    """ONNX Floor (floor.cc: float32/float16 only)."""
+
+    kind = "FLOOR"
+    onnx_types = ("Floor",)
+    numpy_fn = staticmethod(np.floor)
+    cases = [_case("floor", "Floor", _with_ties(rand(1, 3, 4, 4, low=-5, high=5))),
+             _case("floor_2d", "Floor", rand(3, 7, low=-50, high=50))]
+
+
+@register
+class Ceil(_FloatElementwise):
+    """ONNX Ceil (ceil.cc: float32 only)."""
+
+    kind = "CEIL"
+    onnx_types = ("Ceil",)
+    numpy_fn = staticmethod(np.ceil)
+    cases = [_case("ceil", "Ceil", _with_ties(rand(1, 3, 4, 4, low=-5, high=5))),
+             _case("ceil_2d", "Ceil", rand(3, 7, low=-50, high=50))]
+
+
+@register
+class Round(_FloatElementwise):
+    """ONNX Round, halves to even. TFLite's ROUND rounds halves to even too (reference/round.h
+    RoundToNearest: floor, then up only when the remainder exceeds 1/2 or is 1/2 above an odd
+    floor); the cases hold exact halves so a half-away-from-zero kernel would fail them."""
+
+    kind = "ROUND"
+    onnx_types = ("Round",)
+    numpy_fn = staticmethod(np.round)  # numpy rounds halves to even
+    cases = [_case("round_half_even", "Round", _with_ties(rand(1, 3, 4, 4, low=-5, high=5))),
+             _case("round_2d", "Round", _with_ties(rand(3, 7, seed=1, low=-50, high=50)))]
+
+
+# Abramowitz & Stegun 7.1.26: erf(x) = 1 - t (a1 + t (a2 + ... + t a5)) exp(-x^2), t = 1 / (1 + p x)
+# for x >= 0, |error| <= 1.5e-7 (far below what float32 resolves near erf's saturation at 1).
+ERF_P = 0.3275911
+ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def add_erf(ctx, node, x: str, out: str) -> None:
+    """erf from builtin ops: sign(x) * (1 - poly(t) * exp(-x^2)) with t = 1 / (1 + p |x|)."""
+    shape, base = ctx.shape(x), f"{out}/erf"
+    abs_x = emit(ctx, "ABS", [x], f"{base}/abs", shape)
+    scaled = emit(ctx, "MUL", [abs_x, scalar(ctx, node, "p", ERF_P)], f"{base}/p_abs", shape)
+    denominator = emit(ctx, "ADD", [scaled, scalar(ctx, node, "one", 1.0)], f"{base}/denominator", shape)
+    t = emit(ctx, "DIV", [scalar(ctx, node, "one", 1.0), denominator], f"{base}/t", shape)
+    poly = emit(ctx, "MUL", [t, scalar(ctx, node, "a5", ERF_A[4])], f"{base}/horner_4", shape)
+    for k in (3, 2, 1, 0):
+        shifted = emit(ctx, "ADD", [poly, scalar(ctx, node, f"a{k + 1}", ERF_A[k])], f"{base}/sum_{k}", shape)
+        poly = emit(ctx, "MUL", [shifted, t], f"{base}/horner_{k}", shape)
+    square = emit(ctx, "MUL", [x, x], f"{base}/square", shape)
+    gaussian = emit(ctx, "EXP", [emit(ctx, "MUL", [square, scalar(ctx, node, "minus_one", -1.0)],
+                                      f"{base}/neg_square", shape)], f"{base}/gaussian", shape)
+    tail = emit(ctx, "MUL", [poly, gaussian], f"{base}/tail", shape)
+    magnitude = emit(ctx, "SUB", [scalar(ctx, node, "one", 1.0), tail], f"{base}/magnitude", shape)
+    ctx.add_op("MUL", [emit(ctx, "SIGN", [x], f"{base}/sign", shape), magnitude], [out])
+
+
+@register
+class Sign(_FloatElementwise):
+    """ONNX Sign (sign.cc: float32, float64, int32). Also imports a standalone ONNX Erf (one that is
+    not part of the GELU pattern onnx_patterns folds): TFLite has no ERF builtin, so add_erf builds
+    the odd function as SIGN(x) times an approximation of erf(|x|)."""
+
+    kind = "SIGN"
+    onnx_types = ("Sign", "Erf")
+    numpy_fn = staticmethod(np.sign)
+    cases = [_case("sign", "Sign", np.concatenate([rand(1, 3, 4, 3), np.zeros((1, 3, 4, 1), np.float32)], 3)),
+             _case("sign_2d", "Sign", rand(3, 7, low=-5, high=5)),
+             _case("erf", "Erf", np.concatenate([rand(1, 3, 4, 3, low=-3, high=3),
+                                                 np.zeros((1, 3, 4, 1), np.float32)], 3)),
+             # Quantized, the lowering's polynomial runs through ~20 int8 ops: 5 output steps of
+             # error on this range, more than the one-op bound (the family suite reports its SQNR).
+             Case("erf_wide", [helper.make_node("Erf", ["x"], ["y"])],
+                  {"x": rand(4, 25, seed=1, low=-6, high=6)}, quantize=False)]
+
+    def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "Erf":
+            add_erf(ctx, node, node.input[0], node.output[0])
+            return
+        ctx.add_op(self.kind, [node.input[0]], [node.output[0]])
+
+    def options(self, attrs):
+        return SignOptionsT()
+
+
+@register
+class Sin(_FloatElementwise):
+    """ONNX Sin (elementwise.cc: float32 only)."""
+
+    kind = "SIN"
+    onnx_types = ("Sin",)
+    numpy_fn = staticmethod(np.sin)
+    cases = [_case("sin", "Sin", rand(1, 3, 4, 4, low=-4, high=4)),
+             _case("sin_2d", "Sin", rand(3, 7, low=-20, high=20))]
+
+
+@register
+class Cos(_FloatElementwise):
+    """ONNX Cos (elementwise.cc: float32 only)."""
+
+    kind = "COS"
+    onnx_types = ("Cos",)
+    numpy_fn = staticmethod(np.cos)
+    cases = [_case("cos", "Cos", rand(1, 3, 4, 4, low=-4, high=4)),
+             _case("cos_2d", "Cos", rand(3, 7, low=-20, high=20))]
+
+    def options(self, attrs):
+        return CosOptionsT()
