@@ -174,7 +174,7 @@ def fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, 
 def _infer(model: onnx.ModelProto, strict: bool = False, path: str = "") -> onnx.ModelProto:
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-        for _ in range(MAX_FOLD_PASSES):
+        for _ in range(SHAPE_GAP_PASSES):
             if not _fill_shape_gaps(inferred):
                 break
             inferred = shape_inference.infer_shapes(inferred, strict_mode=False, data_prop=True)
@@ -189,6 +189,7 @@ def _infer(model: onnx.ModelProto, strict: bool = False, path: str = "") -> onnx
 # ONNX (1.23) infers no output shape for these, so nothing after them gets one: their output has
 # their first input's shape and type.
 SAME_SHAPE_AS_INPUT = ("GroupNormalization",)
+SHAPE_GAP_PASSES = 8  # each pass reaches one more such node along a chain
 
 
 def _fill_shape_gaps(model: onnx.ModelProto) -> bool:
