@@ -172,12 +172,15 @@ class FixedOutput(QuantRule):
 
 @dataclass(frozen=True)
 class FloatOnly(QuantRule):
-    """No quantized kernel: the op stays float between DEQUANTIZE and QUANTIZE."""
+    """No quantized kernel: the op stays float between DEQUANTIZE and QUANTIZE.
+
+    reason: what the summary says (an op whose 8-bit kernel tflq declines says why)."""
 
     dtypes: frozenset[DType] = frozenset()
+    reason: str = "no quantized TFLite kernel"
 
     def float_reason(self, dtype: DType) -> str | None:
-        return "no quantized TFLite kernel"
+        return self.reason
 
 
 # ---- constant-operand rules --------------------------------------------------------------
