@@ -2,10 +2,14 @@
 
 TFLite pools know only SAME and VALID padding, and both ignore padded cells (a SAME average divides
 by the number of real cells). Other ONNX paddings are made explicit in front of a VALID pool:
-- MaxPool: the borders are replicated with MIRROR_PAD SYMMETRIC (one op, or one per padded cell when
-  a single mirror would copy a cell from outside a window that reads it). Each padded cell then
-  repeats a cell of every window that reads it, so the maximum is unchanged; unlike padding with
-  -FLT_MAX this keeps the calibrated range of the padded tensor equal to the input's.
+- MaxPool of a tensor that is never negative (straight out of ReLU/ReLU6, as in ResNet's stem): PAD
+  with zeros, the least value the tensor holds, so the maximum is unchanged; zero is exact on every
+  grid, and XNNPACK runs PAD (it does not take MIRROR_PAD: LiteRT then splits the graph, and the
+  reference MIRROR_PAD kernel alone cost 10.7 ms on ResNet-18 against 0.46 ms for the pool).
+- Other MaxPools: the borders are replicated with MIRROR_PAD SYMMETRIC (one op, or one per padded
+  cell when a single mirror would copy a cell from outside a window that reads it). Each padded cell
+  then repeats a cell of every window that reads it, so the maximum is unchanged; unlike padding
+  with -FLT_MAX this keeps the calibrated range of the padded tensor equal to the input's.
 - AveragePool: zero padding, then a MUL by (window size / ONNX divisor) wherever ONNX divides by
   something other than the full window (count_include_pad=0, or cells added by ceil_mode).
 """
@@ -28,6 +32,7 @@ from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhw
                              windows)
 from tflq.ops.one_d import import_as_2d, one_d_case
 from tflq.ops.pad import MirrorPadAttrs, add_explicit_pad
+from tflq.ops.relu import never_negative
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,11 @@ class MaxPool2D(_Pool):
                    pads=[2, 1, 2, 2]),
         one_d_case(_pool_case("1d_k3_s2_pads1", "MaxPool", (1, 3, 15), low=-2.0, high=-1.0,
                               kernel_shape=[3], strides=[2], pads=[1, 1])),
+        # ResNet's stem: after a ReLU the padding is a zero PAD (which XNNPACK runs)
+        Case("relu_pads1_stride2", [helper.make_node("Relu", ["x"], ["r"]),
+                                    helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[3, 3],
+                                                     strides=[2, 2], pads=[1, 1, 1, 1])],
+             {"x": rand(1, 3, 10, 10)}),
     ]
 
     def from_onnx(self, node, ctx) -> None:
@@ -209,7 +219,9 @@ class MaxPool2D(_Pool):
             raise Unsupported(node, "maxpool_indices", "MaxPool's Indices output is not supported")
         window = pool_window(node, ctx)
         x, padding = node.input[0], window.tflite_padding()
-        if padding is None:
+        if padding is None and never_negative(ctx.graph, ctx.tensor(x)):
+            x, padding = add_explicit_pad(ctx, x, window.total_pads), "VALID"
+        elif padding is None:
             x, padding = add_edge_pad(ctx, x, window), "VALID"
         ctx.add_op(self.kind, [x], [node.output[0]], window.attrs(padding))
 

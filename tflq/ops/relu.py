@@ -27,6 +27,17 @@ def _clip_case(name: str, low, high) -> Case:
                 consts)
 
 
+def never_negative(graph: Graph, name: str) -> bool:
+    """Whether tensor `name` comes straight out of a clamp to [0, high] (RELU, RELU6, ...)."""
+    from tflq import ops as registry
+
+    producer = graph.producer(name)
+    if producer is None:
+        return False
+    spec = registry.spec(producer.kind)
+    return isinstance(spec, _ClampSpec) and spec.low >= 0.0
+
+
 class _ClampSpec(OpSpec):
     layout = Transparent()
     quant = Calibrated()
