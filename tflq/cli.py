@@ -103,6 +103,12 @@ def main() -> None:
     """
 
 
+_JOBS_OPTION = click.option(
+    "--jobs", type=click.IntRange(min=1), default=None,
+    help="Calibration processes, each with one BLAS thread; the result is the same for any number. "
+         "[default: the CPUs this process may use, once calibration is long enough to gain]")
+
+
 @main.command(epilog=EPILOG)
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -159,12 +165,13 @@ def main() -> None:
               help="Also write the summary as JSON to this file ('-' for stdout).")
 @click.option("--max-tensor-bytes", type=click.IntRange(min=1), default=2 * 1024 ** 3, show_default=True,
               help="Refuse models with a tensor (stored, folded or computed) larger than this.")
+@_JOBS_OPTION
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and verify the graph after every pass.")
 def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight_elements, calib,
             calib_samples, calib_method, percentile, stats, save_stats, io_type, float_ops, int16_ops,
-            target_sqnr, mean, std, scale, report_path, max_tensor_bytes, quiet, verbose, debug) -> None:
+            target_sqnr, mean, std, scale, report_path, max_tensor_bytes, jobs, quiet, verbose, debug) -> None:
     """Convert an ONNX MODEL to a TFLite file.
 
     \b
@@ -191,7 +198,7 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             int16_ops=tuple(n for n in int16_ops.split(",") if n), target_sqnr=target_sqnr,
             mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
             report=report_path if report_path != "-" else None, max_tensor_bytes=max_tensor_bytes,
-            show_progress=not quiet)
+            show_progress=not quiet, jobs=jobs)
         from tflq.pipeline import convert as run
 
         with _warnings_logged():
@@ -205,6 +212,59 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
         click.echo(report.to_text(), err=True)
     if report_path == "-":
         click.echo(report.to_json())
+
+
+@main.command(epilog=EPILOG)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--calib", required=True, type=click.Path(exists=True),
+              help="This shard's calibration data (as for convert --calib).")
+@click.option("--save-stats", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the statistics (for convert --stats, which merges several).")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=None,
+              help="Use at most this many calibration samples [default: all, up to 500].")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...",
+              help="As for convert (the statistics are for the graph these options make).")
+@click.option("--keep-io-layout", is_flag=True, help="As for convert.")
+@click.option("--mean", default=None, metavar="M[,M,M]", help="Images: as for convert.")
+@click.option("--std", default=None, metavar="S[,S,S]", help="Images: as for convert.")
+@click.option("--scale", type=float, default=None, help="Images: as for convert.")
+@_JOBS_OPTION
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each step.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_layout, mean, std, scale,
+              jobs, quiet, verbose, debug) -> None:
+    """Calibrate an ONNX MODEL on one shard of data and save the statistics, for a job array.
+
+    Statistics merge exactly: `convert --stats` over the shards' files gives the same file as
+    one calibration over all their samples.
+
+    \b
+    Example (one job per shard, then one merge):
+      tflq calibrate net.onnx --calib shard_07/ --save-stats stats_07.npz
+      tflq convert net.onnx -o net_int8.tflite --mode full --dtype int8 \\
+          --stats stats_00.npz --stats stats_01.npz ...
+    """
+    _setup_logging(quiet, verbose, debug)
+    try:
+        config = ConvertConfig(
+            model=model, mode=Mode.FULL, input_shapes=_input_shapes(input_shapes),
+            keep_io_layout=keep_io_layout, calib=calib, calib_samples=calib_samples,
+            save_stats=save_stats, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+            scale=scale, show_progress=not quiet, jobs=jobs)
+        from tflq.pipeline import calibrate_only
+
+        with _warnings_logged():
+            report = calibrate_only(config)
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary turns every failure into an exit code
+        _fail(exc, debug)
+        return
+    if not quiet:
+        calibration = report.calibration or {}
+        click.echo(f"{save_stats}: statistics of {calibration.get('samples', 0)} sample(s) "
+                   f"in {calibration.get('seconds', 0.0):.1f} s", err=True)
 
 
 @main.command(epilog=EPILOG)

@@ -74,6 +74,11 @@ class ConvertConfig:
     std: tuple[float, ...] | None = None
     scale: float | None = None
     show_progress: bool = False
+    # Calibration processes: 1 runs in this process; None uses the CPUs this process may use
+    # (the CLI's default) once calibration is long enough to gain from it. `executor`, any
+    # concurrent.futures.Executor (e.g. Dask's Client.get_executor()), runs the shards instead.
+    jobs: int | None = 1
+    executor: Any = None
 
     def __post_init__(self) -> None:
         for name, enum in (("mode", Mode), ("calib_method", CalibMethod)):
@@ -87,6 +92,12 @@ class ConvertConfig:
         object.__setattr__(self, "float_ops", tuple(self.float_ops))
         object.__setattr__(self, "int16_ops", tuple(self.int16_ops))
         object.__setattr__(self, "stats", tuple(self.stats))
+        if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(self.jobs, int)
+                                      or self.jobs < 1):
+            from tflq.errors import InvalidConfigError
+
+            raise InvalidConfigError(f"jobs must be a positive number of processes (or None for "
+                                     f"one per CPU), got {self.jobs!r}")
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:

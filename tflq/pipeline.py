@@ -1,6 +1,7 @@
 """convert(config) -> ConversionReport: load, normalise, lay out, fuse, quantize, write. No logic of its own."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
@@ -8,6 +9,7 @@ from collections import Counter
 from tflq.backend.tflite_writer import serialize
 from tflq.fileio import Source, WritePolicy
 from tflq.config import ConvertConfig, Mode, dtype_name
+from tflq.errors import InvalidConfigError
 from tflq.frontend.onnx_loader import load_onnx
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
@@ -80,6 +82,7 @@ def convert(config: ConvertConfig) -> ConversionReport:
     """Convert config.model; write config.output (atomically) when given. Raises TflqError."""
     start = time.perf_counter()
     policy = write_policy(config)
+    _start_calibration_workers(config)
     graph, report, config, qdq = _prepare(config, policy)
     if config.mode == Mode.WEIGHTS_ONLY:
         from tflq.quantize.weights import UINT8_SPEED_NOTE, quantize_weights
@@ -116,6 +119,31 @@ def _describe_io(graph: Graph, report: ConversionReport) -> None:
             if name not in described:
                 t = graph.tensors[name]
                 report.io.append(f"{label} '{name}': {t.dtype.name.lower()} {list(t.shape)}")
+
+
+def calibrate_only(config: ConvertConfig) -> ConversionReport:
+    """Calibrate config.model on config.calib and write the statistics to config.save_stats (one
+    shard of a job array; `tflq convert --stats ...` merges the files). Raises TflqError."""
+    from tflq.calibration.run import collect_statistics
+
+    start = time.perf_counter()
+    if config.calib is None or not config.save_stats:
+        raise InvalidConfigError("calibration alone needs calibration data and a statistics file")
+    config = dataclasses.replace(config, mode=Mode.FULL, output=None, stats=())
+    policy = write_policy(config)
+    _start_calibration_workers(config)
+    graph, report, config, _ = _prepare(config, policy)
+    collect_statistics(graph, config, report, write=policy.write)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _start_calibration_workers(config: ConvertConfig) -> None:
+    """Let calibration's worker processes start up while the model loads (calibration/parallel)."""
+    if config.mode == Mode.FULL and config.calib is not None:
+        from tflq.calibration.parallel import start_workers_early
+
+        start_workers_early(config.jobs, config.executor)
 
 
 def _file_size(path: str) -> int:

@@ -2,8 +2,8 @@
 (--stats), by running the float graph over samples (--calib), or both merged."""
 from __future__ import annotations
 
-import operator
 import time
+from concurrent.futures import Executor
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -11,12 +11,11 @@ import numpy as np
 from tflq.calibration.sources import graph_input_specs, load_samples
 from tflq.calibration.statistics import CalibrationStats, NonFiniteError
 from tflq.calibration.stats_file import graph_fingerprint, merge_files, stats_bytes
-from tflq.config import ConvertConfig
+from tflq.config import CalibMethod, ConvertConfig
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.fileio import Source, WritePolicy
 from tflq.ir.graph import Graph
 from tflq.ir.layout import to_channels_last
-from tflq.progress import progress
 from tflq.report import ConversionReport
 from tflq.runtime.interpreter import GraphRunner
 
@@ -32,7 +31,11 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
         start = time.perf_counter()
         samples = load_samples(config.calib, graph_input_specs(graph), config.calib_samples,
                                mean=config.mean, std=config.std, scale=config.scale)
-        fresh = calibrate(graph, samples, show_progress=config.show_progress)
+        # minmax needs only each tensor's extremes; the other methods and saved statistics
+        # need the histograms, which cost about as much as the forward pass
+        histogram = config.calib_method != CalibMethod.MINMAX or bool(config.save_stats)
+        fresh = calibrate(graph, samples, show_progress=config.show_progress, histogram=histogram,
+                          jobs=config.jobs, executor=config.executor)
         report.calibration = {"samples": fresh.samples, "method": config.calib_method.value,
                               "seconds": time.perf_counter() - start}
         if stats is None:
@@ -54,43 +57,64 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
 
 
 def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], tensors: set[str] | None = None,
-              show_progress: bool = True) -> CalibrationStats:
+              show_progress: bool = True, *, histogram: bool = True, jobs: int | None = 1,
+              executor: Executor | None = None) -> CalibrationStats:
     """Run the float `graph` on each sample and gather statistics of `tensors` (default: every
     non-constant float tensor, graph inputs included).
 
     Samples are {input name: array} in ONNX layout (see tflq.calibration.sources.load_samples); inputs
     the graph holds as NHWC are transposed here. Only running statistics are kept, never the
-    activations. Raises CalibrationError when a tracked tensor becomes NaN or Inf.
+    activations. histogram: also keep the histograms the percentile/mse/entropy methods and saved
+    statistics need (else minimum and maximum only). jobs: worker processes (1: this process;
+    None: as many as this process may use, started only when calibration is long enough to gain
+    from them); executor: any concurrent.futures.Executor to run the shards on instead (e.g.
+    Dask's Client.get_executor()). The statistics, and so the output file, are the same whatever
+    the split. BLAS runs one thread per process throughout. Raises CalibrationError when a
+    tracked tensor becomes NaN or Inf, or a worker or the executor fails.
     """
+    from tflq.calibration.parallel import CalibrationJob, run_calibration
+
     if tensors is None:
         tensors = {n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float}
-    else:
-        tensors = set(tensors)
-    stats = CalibrationStats()
-    producers = graph.producers()
-    index = 0
-
-    def on_tensor(name: str, value: np.ndarray) -> None:
-        if name not in tensors:
-            return
-        try:
-            stats.update(name, value)
-        except NonFiniteError as exc:
-            op = producers.get(name)
-            where = f" (output of {op.kind} from node '{op.origin}')" if op is not None else " (graph input)"
-            raise CalibrationError(f"calibration sample {index}: tensor '{name}'{where} "
-                                   f"holds {exc} values") from None
-
-    total = operator.length_hint(samples, 0) or None
-    runner = GraphRunner(graph)  # constants and kernels prepared once, not per sample
-    with progress(total, "Calibrating", enabled=show_progress) as bar:
-        for index, sample in enumerate(samples):
-            runner.run(_feeds(graph, sample, index), on_tensor=on_tensor)
-            stats.samples += 1
-            bar.update(1)
+    job = CalibrationJob(graph, frozenset(tensors), histogram)
+    stats = run_calibration(job, samples, jobs=jobs, executor=executor, show_progress=show_progress)
     if stats.samples == 0:
         raise CalibrationError("no calibration samples")
     return stats
+
+
+class SampleRunner:
+    """The float graph prepared once (constants, kernels), run on samples into statistics."""
+
+    def __init__(self, graph: Graph, tensors: frozenset[str], histogram: bool) -> None:
+        self.graph = graph
+        self.tensors = tensors
+        self.histogram = histogram
+        self.producers = graph.producers()
+        self.runner = GraphRunner(graph)
+
+    def run(self, samples: Iterable[Mapping[str, np.ndarray]], first: int = 0,
+            stats: CalibrationStats | None = None) -> CalibrationStats:
+        """Add the samples (numbered from `first` in messages) to `stats` (or to new statistics)."""
+        stats = CalibrationStats(histogram=self.histogram) if stats is None else stats
+        tensors, producers = self.tensors, self.producers
+        index = first
+
+        def on_tensor(name: str, value: np.ndarray) -> None:
+            if name not in tensors:
+                return
+            try:
+                stats.update(name, value)
+            except NonFiniteError as exc:
+                op = producers.get(name)
+                where = f" (output of {op.kind} from node '{op.origin}')" if op is not None else " (graph input)"
+                raise CalibrationError(f"calibration sample {index}: tensor '{name}'{where} "
+                                       f"holds {exc} values") from None
+
+        for index, sample in enumerate(samples, start=first):
+            self.runner.run(_feeds(self.graph, sample, index), on_tensor=on_tensor)
+            stats.samples += 1
+        return stats
 
 
 def _feeds(graph: Graph, sample: Mapping[str, np.ndarray], index: int) -> dict[str, np.ndarray]:

@@ -35,12 +35,29 @@ class NonFiniteError(ValueError):
 
 @dataclass(eq=False)
 class TensorStats:
-    """Running minimum, maximum and histogram of one tensor's values (about 16 KB)."""
+    """Running minimum, maximum and (unless `counts` is None) histogram of one tensor's values.
+
+    The histogram (about 16 KB) is what the percentile, mse and entropy methods and saved
+    statistics need; minmax needs only the two extremes, which cost about a twentieth of it.
+    """
 
     minimum: float = math.inf
     maximum: float = -math.inf
     exponent: int = MIN_EXPONENT
-    counts: np.ndarray = field(default_factory=lambda: np.zeros(NUM_BINS, np.int64))
+    counts: np.ndarray | None = field(default_factory=lambda: np.zeros(NUM_BINS, np.int64))
+
+    @classmethod
+    def extremes_only(cls) -> TensorStats:
+        """Statistics that keep the minimum and maximum only (for the minmax method)."""
+        return cls(counts=None)
+
+    @property
+    def has_histogram(self) -> bool:
+        return self.counts is not None
+
+    @property
+    def empty(self) -> bool:
+        return self.minimum > self.maximum
 
     # ---- accumulate -----------------------------------------------------------------------
     def update(self, values: np.ndarray) -> None:
@@ -48,7 +65,6 @@ class TensorStats:
         values = np.asarray(values)
         if values.dtype != np.float32:
             values = values.astype(np.float32)
-        values = values.reshape(-1)
         if values.size == 0:
             return
         low, high = float(values.min()), float(values.max())
@@ -57,41 +73,61 @@ class TensorStats:
         self.minimum = min(self.minimum, low)
         self.maximum = max(self.maximum, high)
         self._grow(_exponent_above(max(-low, high)))
-        scaled = values * np.float32(2.0 ** (HALF_BITS - self.exponent))
-        index = np.floor(scaled, out=scaled).astype(np.intp)
+        if self.counts is None:
+            return
+        values = values.reshape(-1)
+        scaled = np.multiply(values, np.float32(2.0 ** (HALF_BITS - self.exponent)))
+        np.floor(scaled, out=scaled)
         if self.exponent > HALF_BITS:
             # Scaling by a power of two is exact unless the product underflows (possible only
             # when scaling down). A positive or a subnormal negative product still floors
             # right; a negative one that rounded to -0.0 belongs to bin -1.
-            index[(index == 0) & (values < 0)] = -1
-        index += HALF
-        self.counts += np.bincount(index, minlength=NUM_BINS)
+            scaled[(scaled == 0) & (values < 0)] = -1
+        # Integers in [-HALF, HALF) stay exact in float32 when shifted by HALF; the bin numbers
+        # then fit int16, the cheapest index np.bincount takes.
+        scaled += HALF
+        self.counts += np.bincount(scaled.astype(np.int16), minlength=NUM_BINS)
 
     def merge(self, other: TensorStats) -> None:
-        """Add `other`'s values to these statistics (exact; `other` is not changed)."""
+        """Add `other`'s values to these statistics (exact; `other` is not changed). Merged with
+        statistics that have no histogram, the result has none either."""
         self.minimum = min(self.minimum, other.minimum)
         self.maximum = max(self.maximum, other.maximum)
+        if other.counts is None:
+            self.counts = None
         self._grow(other.exponent)
-        self.counts += _rebinned(other.counts, self.exponent - other.exponent)
+        if self.counts is not None:
+            self.counts += _rebinned(other.counts, self.exponent - other.exponent)
 
     def _grow(self, exponent: int) -> None:
         if exponent > self.exponent:
-            self.counts = _rebinned(self.counts, exponent - self.exponent)
+            if self.counts is not None:
+                self.counts = _rebinned(self.counts, exponent - self.exponent)
             self.exponent = exponent
 
     def copy(self) -> TensorStats:
-        return TensorStats(self.minimum, self.maximum, self.exponent, self.counts.copy())
+        return TensorStats(self.minimum, self.maximum, self.exponent,
+                           None if self.counts is None else self.counts.copy())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TensorStats):
             return NotImplemented
+        same_counts = (self.counts is None and other.counts is None) or (
+            self.counts is not None and other.counts is not None
+            and np.array_equal(self.counts, other.counts))
         return (self.minimum == other.minimum and self.maximum == other.maximum
-                and self.exponent == other.exponent and np.array_equal(self.counts, other.counts))
+                and self.exponent == other.exponent and same_counts)
 
     # ---- geometry -------------------------------------------------------------------------
     @property
     def count(self) -> int:
-        return int(self.counts.sum())
+        """How many values went in (needs the histogram)."""
+        return int(self._histogram().sum())
+
+    def _histogram(self) -> np.ndarray:
+        if self.counts is None:
+            raise ValueError("these statistics keep no histogram (gathered for minmax only)")
+        return self.counts
 
     @property
     def bin_width(self) -> float:
@@ -290,9 +326,11 @@ def _entropy_divergences(hist: np.ndarray, candidates: np.ndarray, levels: int) 
 class CalibrationStats:
     """TensorStats by tensor name, plus how many samples went in; mergeable (stats_file.py saves it)."""
 
-    def __init__(self, tensors: Mapping[str, TensorStats] | None = None, samples: int = 0) -> None:
+    def __init__(self, tensors: Mapping[str, TensorStats] | None = None, samples: int = 0,
+                 histogram: bool = True) -> None:
         self.tensors: dict[str, TensorStats] = dict(tensors or {})
         self.samples = samples
+        self.histogram = histogram  # whether new tensors get a histogram (else extremes only)
 
     def __contains__(self, name: str) -> bool:
         return name in self.tensors
@@ -306,7 +344,7 @@ class CalibrationStats:
         """Add `values` to tensor `name`'s statistics. Raises NonFiniteError on NaN/Inf."""
         stats = self.tensors.get(name)
         if stats is None:
-            stats = self.tensors[name] = TensorStats()
+            stats = self.tensors[name] = TensorStats() if self.histogram else TensorStats.extremes_only()
         stats.update(values)
 
     def merge(self, other: CalibrationStats) -> None:
@@ -317,16 +355,20 @@ class CalibrationStats:
             else:
                 self.tensors[name] = stats.copy()
         self.samples += other.samples
+        self.histogram = self.histogram and other.histogram
 
     def range(self, name: str, method: CalibMethod | str = CalibMethod.MINMAX,
               percentile: float = 99.99) -> tuple[float, float]:
         """(rmin, rmax) of tensor `name` by `method`; always inside the observed [min, max]."""
         stats = self.tensors.get(name)
-        if stats is None or stats.count == 0:
+        if stats is None or stats.empty:
             raise CalibrationError(f"no calibration statistics for tensor '{name}'")
         method = CalibMethod(method)
         if method == CalibMethod.MINMAX:
             return stats.minimum, stats.maximum
+        if not stats.has_histogram:
+            raise CalibrationError(f"the {method.value} method needs histograms; the statistics of "
+                                   f"tensor '{name}' were gathered for minmax only")
         if method == CalibMethod.PERCENTILE:
             return stats.percentile_range(percentile)
         if method == CalibMethod.MSE:

@@ -27,6 +27,10 @@ def save_stats(stats: CalibrationStats, path: str, fingerprint: str) -> None:
 def stats_bytes(stats: CalibrationStats, fingerprint: str) -> bytes:
     """The statistics as a .npz (no pickles) tagged with the model's fingerprint."""
     names = sorted(stats.tensors)
+    partial = [n for n in names if not stats.tensors[n].has_histogram]
+    if partial:
+        raise CalibrationError(f"statistics gathered for minmax only (no histogram of tensor "
+                               f"'{partial[0]}') cannot be saved")
     arrays = {
         "format": np.array(STATS_FORMAT, np.int64),
         "num_bins": np.array(NUM_BINS, np.int64),

@@ -1,0 +1,378 @@
+"""Calibration spread over worker processes, or over any concurrent.futures.Executor.
+
+The samples go out in shards of SHARD_SAMPLES; each task returns the statistics of its shard and
+the statistics merge exactly (see statistics.TensorStats), so the result, and the file written from
+it, does not depend on the number of workers nor on the order in which shards finish. The calling
+process reads the samples, keeps at most a few shards per worker in flight (so its memory does not
+grow with the number of samples) and calibrates shards itself whenever the workers' queue is full;
+a worker holds one copy of the graph.
+
+BLAS is held to one thread in every process that runs the graph (threadpoolctl, scoped: the
+caller's setting is restored after an in-process run). Each process then computes on one core,
+and N processes use N; BLAS's own threads buy nothing on these small GEMMs and on a busy machine
+they spin against the other load (measured: 7.7x slower per sample with one competing process).
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import operator
+import os
+import pickle
+import signal
+import time
+import traceback
+import uuid
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from tflq.errors import CalibrationError, TflqError
+from tflq.ir.graph import Graph
+from tflq.progress import progress
+
+log = logging.getLogger(__name__)
+
+SHARD_SAMPLES = 2            # samples per task: small enough to balance, large enough to amortize
+USER_SHARD_SAMPLES = 16      # with a caller's executor each task also carries the graph
+IN_FLIGHT_PER_WORKER = 2     # shards queued per worker: keeps workers busy, memory bounded
+WORTH_WORKERS_SECONDS = 3.0  # jobs=None: start workers only if the rest would take longer in-process
+
+Sample = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CalibrationJob:
+    """What a worker needs to calibrate: the float graph, the tensors to track, the statistics kind."""
+
+    graph: Graph
+    tensors: frozenset[str]
+    histogram: bool
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # names the job in worker caches
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """A task's answer: statistics, or the message of a CalibrationError, or a bug's traceback."""
+
+    stats: object = None
+    error: str | None = None
+    internal: str | None = None
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_jobs(jobs: int | None) -> None:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs must be a positive integer or None, got {jobs!r}")
+
+
+_warned_no_threadpoolctl = False
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Hold the BLAS and OpenMP thread pools to one thread inside the block, then restore them."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        global _warned_no_threadpoolctl
+        if not _warned_no_threadpoolctl:
+            _warned_no_threadpoolctl = True
+            log.warning("threadpoolctl is not installed (a dependency of tflq): BLAS keeps its "
+                        "own threads during calibration, which is slow on a busy machine")
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
+# ---- the worker side ------------------------------------------------------------------------
+
+_worker_cache: dict[str, object] = {}   # job key -> SampleRunner; one job per worker at a time
+_worker_limits = None
+
+
+def _runner_for(job: CalibrationJob | bytes | str):
+    """The SampleRunner of `job` (a job, its pickle, or the key of the job the pool was started with)."""
+    from tflq.calibration.run import SampleRunner
+
+    if isinstance(job, str):
+        return _worker_cache[job]
+    if isinstance(job, bytes):
+        key = job[-32:].decode()  # see _job_payload: the key rides at the end of the pickle
+        if key in _worker_cache:
+            return _worker_cache[key]
+        job = pickle.loads(job[:-32])
+    if job.key not in _worker_cache:
+        _worker_cache.clear()  # at most one graph per worker
+        _worker_cache[job.key] = SampleRunner(job.graph, job.tensors, job.histogram)
+    return _worker_cache[job.key]
+
+
+_worker_slot = -1        # this worker's row in the pool's table of (pid, shard running)
+_worker_table = None
+
+
+def _start_worker(payload: bytes, table, slots) -> None:
+    """Initializer of tflq's own pool: the graph once per process, BLAS at one thread for its
+    life, and a row in `table` where the worker notes which shard it runs (named if it dies)."""
+    global _worker_limits, _worker_slot, _worker_table
+    try:
+        from threadpoolctl import threadpool_limits
+
+        _worker_limits = threadpool_limits(limits=1)
+    except ImportError:
+        pass
+    with slots.get_lock():
+        _worker_slot = slots.value
+        slots.value += 1
+    _worker_table = table
+    table[2 * _worker_slot] = os.getpid()
+    table[2 * _worker_slot + 1] = -1
+    _runner_for(payload)
+
+
+def _pool_shard(number: int, key: str, first: int, samples: list[Sample]) -> ShardResult:
+    """calibrate_shard in tflq's own pool, with the shard noted in the worker's row meanwhile."""
+    _worker_table[2 * _worker_slot + 1] = number
+    result = calibrate_shard(key, first, samples)
+    _worker_table[2 * _worker_slot + 1] = -1
+    return result
+
+
+def calibrate_shard(job: CalibrationJob | bytes | str, first: int, samples: list[Sample]) -> ShardResult:
+    """Statistics of `samples` (numbered from `first`). The task every executor runs."""
+    try:
+        runner = _runner_for(job)
+        with one_blas_thread():
+            return ShardResult(stats=runner.run(samples, first))
+    except TflqError as exc:
+        return ShardResult(error=exc.message)
+    except Exception:  # noqa: BLE001 - a bug: its traceback goes back to the caller
+        return ShardResult(internal=traceback.format_exc())
+
+
+# ---- the calling side -------------------------------------------------------------------------
+
+def _job_payload(job: CalibrationJob) -> bytes:
+    return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL) + job.key.encode()
+
+
+def _shards(samples: Iterable[Sample], size: int, first: int = 0) -> Iterator[tuple[int, list[Sample]]]:
+    shard: list[Sample] = []
+    for sample in samples:
+        shard.append(sample)
+        if len(shard) == size:
+            yield first, shard
+            first += size
+            shard = []
+    if shard:
+        yield first, shard
+
+
+def _shard_name(number: int, first: int, count: int) -> str:
+    last = first + count - 1
+    return f"shard {number} (sample{'s' if count > 1 else ''} {first}{f'-{last}' if count > 1 else ''})"
+
+
+def _take(result: ShardResult, name: str, stats) -> None:
+    if result.error is not None:
+        raise CalibrationError(result.error)
+    if result.internal is not None:
+        raise RuntimeError(f"calibration {name} failed in a worker:\n{result.internal}")
+    stats.merge(result.stats)
+
+
+def start_workers_early(jobs: int | None, executor: Executor | None) -> None:
+    """Start the forkserver that tflq's workers fork from (a fresh interpreter importing tflq,
+    about a second) now, while the model is still being loaded, if calibration may use it."""
+    if executor is not None or jobs == 1 or available_cpus() < 2:
+        return
+    from multiprocessing import forkserver
+
+    _context().set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
+
+
+PRELOAD = ["tflq.calibration.parallel", "tflq.calibration.run"]
+MAIN_PROCESS_SHARDS = True  # the calling process calibrates shards too (tests turn it off)
+
+
+def _context():
+    return multiprocessing.get_context("forkserver")
+
+
+def run_calibration(job: CalibrationJob, samples: Iterable[Sample], jobs: int | None = None,
+                    executor: Executor | None = None, show_progress: bool = False):
+    """Statistics of `job` over `samples` (see run.calibrate for jobs and executor)."""
+    from tflq.calibration.run import SampleRunner
+    from tflq.calibration.statistics import CalibrationStats
+
+    check_jobs(jobs)
+    stats = CalibrationStats(histogram=job.histogram)
+    total = operator.length_hint(samples, 0) or None
+    with progress(total, "Calibrating", enabled=show_progress) as bar:
+        if executor is not None:
+            _run_on_executor(executor, job, _shards(samples, USER_SHARD_SAMPLES), stats, bar)
+            return stats
+        cpus = available_cpus() if jobs is None else jobs
+        iterator = iter(samples)
+        runner = SampleRunner(job.graph, job.tensors, job.histogram)
+        with one_blas_thread():
+            if cpus > 1 and jobs is None:
+                # Time a first shard here: workers cost a second or two to start, worth it
+                # only when the rest of the calibration takes longer than that.
+                start = time.perf_counter()
+                head = [s for _, s in zip(range(SHARD_SAMPLES), iterator)]
+                runner.run(head, 0, stats)
+                bar.update(len(head))
+                per_sample = (time.perf_counter() - start) / max(len(head), 1)
+                left = (total - len(head)) if total is not None else None
+                if len(head) < SHARD_SAMPLES or (left is not None and
+                                                 per_sample * left < WORTH_WORKERS_SECONDS):
+                    cpus = 1
+                if left is not None:
+                    cpus = max(1, min(cpus, -(-left // SHARD_SAMPLES)))
+            shards = _shards(iterator, SHARD_SAMPLES, stats.samples)
+            if cpus <= 1:
+                for first, shard in shards:
+                    runner.run(shard, first, stats)
+                    bar.update(len(shard))
+            else:
+                _run_on_own_pool(cpus, job, shards, stats, bar, runner)
+    return stats
+
+
+def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner) -> None:
+    """This process and jobs - 1 forkserver workers (no fork of a threaded parent; each gets the
+    graph once). The workers' queue is kept short, and whenever it is full this process runs the
+    next shard itself, so it computes while the workers start and no core waits at the end."""
+    workers = jobs - 1 if MAIN_PROCESS_SHARDS else jobs
+    context = _context()
+    context.set_forkserver_preload(PRELOAD)
+    table = context.Array("q", 2 * workers, lock=False)
+    slots = context.Value("i", 0)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                               initargs=(_job_payload(job), table, slots))
+    processes: dict = {}
+    names: dict[int, str] = {}
+    pending: deque[tuple[str, int, Future]] = deque()
+    window = workers * IN_FLIGHT_PER_WORKER
+
+    def collect() -> None:
+        try:
+            _collect(pending.popleft(), stats, bar, pool=True)
+        except BrokenProcessPool:
+            raise CalibrationError(f"a calibration worker died (killed, or out of memory?) while "
+                                   f"running {_dead_workers_shard(processes, table, names, pending)}; "
+                                   f"nothing was written") from None
+
+    try:
+        for first, shard in shards:
+            number = first // SHARD_SAMPLES
+            names[number] = _shard_name(number, first, len(shard))
+            while pending and pending[0][2].done():
+                collect()
+            if len(pending) >= window and MAIN_PROCESS_SHARDS:
+                runner.run(shard, first, stats)
+                bar.update(len(shard))
+                continue
+            while len(pending) >= window:
+                collect()
+            try:
+                future = pool.submit(_pool_shard, number, job.key, first, shard)
+            except BrokenProcessPool:
+                break  # a worker died: the shards in flight report it below
+            processes.update(getattr(pool, "_processes", None) or {})
+            pending.append((names[number], len(shard), future))
+        while pending:
+            collect()
+    except BaseException:
+        _stop(pool, pending, processes)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _dead_workers_shard(processes: dict, table, names: dict[int, str], pending) -> str:
+    """The shard the dead worker was running: its row in the table, found by its exit code
+    (the pool ends the other workers with SIGTERM once one has died); when it died before its
+    row said (while receiving the shard), the shards that were in flight."""
+    running = {int(table[2 * i]): int(table[2 * i + 1]) for i in range(len(table) // 2)}
+    for process in processes.values():
+        process.join(timeout=5)
+    dead = [p.pid for p in processes.values()
+            if p.exitcode is not None and p.exitcode != -signal.SIGTERM]
+    known = [names[running[pid]] for pid in dead if running.get(pid, -1) in names]
+    if known:
+        return " or ".join(known)
+    return "one of " + ", ".join([name for name, _, _ in pending][:len(running)] or ["the shards"])
+
+
+def _stop(pool: ProcessPoolExecutor, pending, known: dict) -> None:
+    """Cancel what is queued and end the workers now (no orphans, nothing left running)."""
+    for _, _, future in pending:
+        future.cancel()
+    processes = list({**known, **(getattr(pool, "_processes", None) or {})}.values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=5)
+
+
+def _collect(entry: tuple[str, int, Future], stats, bar, pool: bool, executor: Executor | None = None) -> None:
+    name, count, future = entry
+    try:
+        result = future.result()
+    except BrokenProcessPool:
+        if pool:
+            raise  # tflq's own pool names the shard of the dead worker
+        raise CalibrationError(f"a worker of the calibration executor ({type(executor).__name__}) "
+                               f"died while {name} was in flight (killed, or out of memory?)") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the executor raises is reported as its error
+        if pool:
+            raise
+        raise CalibrationError(f"the calibration executor ({type(executor).__name__}) failed on "
+                               f"{name}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(result, ShardResult):
+        raise CalibrationError(f"the calibration executor ({type(executor).__name__}) returned "
+                               f"{type(result).__name__} for {name}, not the shard's statistics")
+    _take(result, name, stats)
+    bar.update(count)
+
+
+def _run_on_executor(executor: Executor, job: CalibrationJob, shards, stats, bar) -> None:
+    """A caller's executor: each task carries the pickled graph (a worker keeps the last one)."""
+    payload = _job_payload(job)
+    window = IN_FLIGHT_PER_WORKER * max(1, available_cpus())
+    pending: deque[tuple[str, int, Future]] = deque()
+    try:
+        for number, (first, shard) in enumerate(shards):
+            while len(pending) >= window:
+                _collect(pending.popleft(), stats, bar, pool=False, executor=executor)
+            name = _shard_name(number, first, len(shard))
+            try:
+                future = executor.submit(calibrate_shard, payload, first, shard)
+            except Exception as exc:  # noqa: BLE001
+                raise CalibrationError(f"the calibration executor ({type(executor).__name__}) "
+                                       f"refused {name}: {type(exc).__name__}: {exc}") from None
+            pending.append((name, len(shard), future))
+        while pending:
+            _collect(pending.popleft(), stats, bar, pool=False, executor=executor)
+    except BaseException:
+        for _, _, future in pending:
+            future.cancel()
+        raise
