@@ -203,7 +203,10 @@ def start_workers_early(jobs: int | None, executor: Executor | None) -> None:
     from multiprocessing import forkserver
 
     _context().set_forkserver_preload(PRELOAD)
-    forkserver.ensure_running()
+    try:
+        forkserver.ensure_running()
+    except OSError as exc:  # no processes here: calibration will say so if it needs workers
+        log.debug("calibration workers could not start early: %s", exc)
 
 
 PRELOAD = ["tflq.calibration.parallel", "tflq.calibration.run"]
