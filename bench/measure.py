@@ -55,9 +55,17 @@ class ChildRun:
 # RSS over into the child (the high-water mark of the address space replaced at exec is kept in
 # ru_maxrss), so a child forked straight from the benchmark, which holds models in memory, would
 # report at least the benchmark's own size. Forked from this bare interpreter, the floor is ~6 MB.
+# The launcher is a child subreaper (prctl PR_SET_CHILD_SUBREAPER): processes the command starts
+# that outlive their parent (multiprocessing's forkserver, and through it the calibration
+# workers) are reparented to it and reaped here, so the CPU time and peak RSS (getrusage of all
+# reaped children: the sum of CPU, the largest single RSS) cover every process of the command.
 _LAUNCHER = """
-import os, signal, sys, time
+import ctypes, os, signal, sys, time
 timeout, command = float(sys.argv[1]), sys.argv[2:]
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+except (OSError, AttributeError):
+    pass
 start = time.perf_counter()
 pid = os.fork()
 if pid == 0:
@@ -72,9 +80,20 @@ def kill(signum, frame):
     os.kill(pid, signal.SIGKILL)
 signal.signal(signal.SIGALRM, kill)
 signal.setitimer(signal.ITIMER_REAL, timeout)
-_, status, usage = os.wait4(pid, 0)  # retried after the alarm (PEP 475)
+_, status = os.waitpid(pid, 0)  # retried after the alarm (PEP 475)
 seconds = time.perf_counter() - start
 signal.setitimer(signal.ITIMER_REAL, 0)
+def give_up(signum, frame):
+    raise TimeoutError
+signal.signal(signal.SIGALRM, give_up)
+signal.setitimer(signal.ITIMER_REAL, 10.0)  # descendants left behind get 10 s to finish
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except (ChildProcessError, TimeoutError):
+        break
+signal.setitimer(signal.ITIMER_REAL, 0)
+usage = __import__("resource").getrusage(__import__("resource").RUSAGE_CHILDREN)
 print(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, status, len(timed_out))
 """
 
@@ -83,9 +102,9 @@ def run_child(command: Sequence[str], timeout: float) -> ChildRun:
     """Run ``command`` (an executable path and its arguments) and measure it alone.
 
     Measured by a bare launcher process (see ``_LAUNCHER``): wall time from fork to reaping;
-    CPU time (user + system, all threads), less disturbed than wall time by other load on a
-    shared machine; and peak RSS, the child's ``ru_maxrss`` from ``os.wait4``, which Linux
-    reports in KiB (the result is in MB, 10^6 bytes). stdout is discarded; stderr goes through a
+    CPU time (user + system, all threads and processes), less disturbed than wall time by other
+    load on a shared machine; and peak RSS, the largest ``ru_maxrss`` of the command's processes,
+    which Linux reports in KiB (the result is in MB, 10^6 bytes). stdout is discarded; stderr goes through a
     temporary file so that no pipe can fill up.
     """
     with tempfile.TemporaryFile(mode="w+b") as stderr_file:

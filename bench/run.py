@@ -40,6 +40,14 @@ Columns of the Markdown table printed per model (the same figures, and more, go 
 - latency ms: median of the timed LiteRT invokes (``num_threads=1``, default delegates, after
   3 warm-up rounds; 50 timed rounds, 20 with ``--quick``) on the first evaluation input.
 - latency ratio: that median divided by the float file's median from the same run.
+- vs SAME ref: that median divided by the median of a hand-built reference file timed in the same
+  rounds: the same file with each pad in front of a MAX_POOL_2D removed and the pool SAME-padded,
+  as TensorFlow's converter writes it (``bench/reference.py``; only files with such a pad).
+
+After the tables, ``bench/speed.py`` measures calibration and conversion speed as ratios from one
+run (calibration over an onnxruntime forward loop, conversion over onnxruntime's
+``quantize_static``, a busy machine over a quiet one, ``--jobs 2`` over ``--jobs 1``, peak RSS
+at 100 and 25 samples); ``--no-speed`` skips that.
 
 Calibration data for the benchmark models is 100 seeded standard-normal inputs, one ``.npy``
 file each, written once to ``bench/models/calib_<model>/``; the sample uses
@@ -66,6 +74,8 @@ import numpy as np
 
 from measure import (LiteRTModel, Sample, interleaved_latency, litert_smoke_test,
                      onnxruntime_outputs, run_child, sqnr_db)
+from reference import same_padded_max_pools
+from speed import measure_speed, speed_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -78,6 +88,8 @@ LATENCY_ROUNDS = 50
 QUICK_LATENCY_ROUNDS = 20
 DEFAULT_TIMEOUT = 300.0
 FLOAT = "float"
+SAME_REF = " (SAME-padded MAX_POOL reference)"
+SPEED_MODELS = ("mobilenet_v2", "resnet18")
 STATUS_WIDTH = 110
 
 
@@ -148,6 +160,7 @@ class Row:
     top1: float | None = None
     latency_ms: float | None = None
     latency_ratio: float | None = None
+    latency_vs_same_ref: float | None = None  # over the file with SAME-padded MAX_POOLs
     latency: dict | None = None
     report: dict | None = None
 
@@ -320,12 +333,25 @@ def bench_model(spec: ModelSpec, configs: list[Config], tflq: Path, out_root: Pa
         if labels is not None:
             row.top1 = top1(outputs, labels)
         models[row.config] = model
+    references = {}
+    for row in result.rows:
+        if row.config in models:
+            data, replaced = same_padded_max_pools((out_dir / f"{row.config}.tflite").read_bytes())
+            path = out_dir / f"{row.config}.same_ref.tflite"
+            path.write_bytes(data)
+            if replaced and not litert_smoke_test(str(path), timeout):
+                references[row.config] = LiteRTModel(str(path), samples[0])
     if models:
-        log(f"[{spec.name}] latency: {len(models)} files x {latency_rounds} rounds ...")
-        for name, latency in interleaved_latency(models, samples[0], WARMUP_ROUNDS,
-                                                 latency_rounds).items():
-            row = next(r for r in result.rows if r.config == name)
-            row.latency_ms, row.latency = latency.median_ms, asdict(latency)
+        log(f"[{spec.name}] latency: {len(models) + len(references)} files x {latency_rounds} rounds ...")
+        timed = {**models, **{f"{name}{SAME_REF}": m for name, m in references.items()}}
+        latencies = interleaved_latency(timed, samples[0], WARMUP_ROUNDS, latency_rounds)
+        for row in result.rows:
+            if row.config in latencies:
+                latency = latencies[row.config]
+                row.latency_ms, row.latency = latency.median_ms, asdict(latency)
+                reference = latencies.get(f"{row.config}{SAME_REF}")
+                if reference is not None:
+                    row.latency_vs_same_ref = latency.median_ms / reference.median_ms
     add_ratios(result.rows)
     return result
 
@@ -356,7 +382,7 @@ def add_ratios(rows: list[Row]) -> None:
 # ------------------------------------------------------------------------------------ reporting
 
 COLUMNS = ("config", "status", "convert s", "peak MB", "size MB", "size ratio", "SQNR dB",
-           "top-1", "latency ms", "latency ratio")
+           "top-1", "latency ms", "latency ratio", "vs SAME ref")
 
 
 def markdown_table(result: ModelResult) -> str:
@@ -377,7 +403,8 @@ def markdown_table(result: ModelResult) -> str:
                  "size MB": fmt(row.size_mb, ".3f"), "size ratio": fmt(row.size_ratio, ".3f"),
                  "SQNR dB": fmt(row.sqnr_db, ".1f"), "top-1": fmt(row.top1, ".3f"),
                  "latency ms": fmt(row.latency_ms, ".3f" if (row.latency_ms or 0) < 1 else ".2f"),
-                 "latency ratio": fmt(row.latency_ratio, ".2f")}
+                 "latency ratio": fmt(row.latency_ratio, ".2f"),
+                 "vs SAME ref": fmt(row.latency_vs_same_ref, ".2f")}
         lines.append("| " + " | ".join(cells[c] for c in columns) + " |")
     lines.append("")
     if with_top1:
@@ -477,6 +504,8 @@ def parse_args() -> argparse.Namespace:
                         help="converted files and CLI reports")
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results.json",
                         help="where to write the results")
+    parser.add_argument("--no-speed", action="store_true",
+                        help="skip the calibration and conversion speed ratios (bench/speed.py)")
     parser.add_argument("--tflq", type=Path, default=Path(sys.executable).parent / "tflq",
                         help="the tflq executable (default: next to this Python)")
     return parser.parse_args()
@@ -503,6 +532,19 @@ def main() -> None:
         payload["models"].append(asdict(result))
         payload["seconds"] = time.perf_counter() - started
         write_json(args.json, payload)
+    if not args.no_speed:
+        payload["speed"] = {}
+        for name in [n for n in args.models if n in SPEED_MODELS]:
+            spec = specs[name]
+            if not spec.onnx.exists():
+                continue
+            ensure_calibration(spec)
+            log(f"[{name}] speed: calibration vs onnxruntime, jobs, busy machine, quantize_static ...")
+            figures = measure_speed(spec, args.tflq, args.out_dir / name / "speed", CALIB_SAMPLES,
+                                    args.timeout)
+            print(speed_table(name, figures), flush=True)
+            payload["speed"][name] = figures
+            write_json(args.json, payload)
     payload["environment"]["load_average_end"] = list(os.getloadavg())
     write_json(args.json, payload)
     log(f"bench: {payload['seconds']:.0f} s in total; results in {rel(args.json)}")
