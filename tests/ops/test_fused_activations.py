@@ -34,7 +34,12 @@ VARIANTS = [("float", KernelVariant.FLOAT), ("int8", KernelVariant.INTEGER),
 
 
 def _case(spec):
-    return spec.cases[0]
+    """The spec's first case, or for a kernel that refuses some computed inputs (DIV) the first
+    whose refused input is a constant, so that the op runs integer in full-integer mode."""
+    refusal = spec.integer_refusal
+    if refusal is None:
+        return spec.cases[0]
+    return next(c for c in spec.cases if c.nodes[0].input[refusal.index] in c.consts)
 
 
 def _inputs(case) -> dict[str, np.ndarray]:

@@ -261,6 +261,27 @@ class Affine:
     shift: np.ndarray | None = None
 
 
+# ---- values an integer kernel refuses at invoke --------------------------------------------
+
+
+class Refused(Enum):
+    """Input values on which a LiteRT integer kernel stops the whole invoke with an error."""
+
+    ZERO_POINT = "zero_point"   # the value equal to the zero point (real 0): DIV's divisor
+    NEGATIVE = "negative"       # values below the zero point (real < 0): SQRT
+
+
+@dataclass(frozen=True)
+class IntegerRefusal:
+    """The integer kernel fails at invoke when input `index` holds a `values` value. The mark
+    phase keeps the op float unless the input's grid cannot hold such a value: a file tflq
+    writes must never be refused by LiteRT on any input."""
+
+    index: int
+    values: Refused
+    source: str  # the kernel check, for the reason shown to the user
+
+
 # ---- test cases that live with the op ---------------------------------------------------
 
 
@@ -313,6 +334,7 @@ class OpSpec:
     # Evaluated at import when every input is constant (not QUANTIZE/DEQUANTIZE/FAKE_QUANT, which
     # carry quantization meaning).
     folds_at_import: ClassVar[bool] = True
+    integer_refusal: ClassVar[IntegerRefusal | None] = None  # see IntegerRefusal
     cases: ClassVar[list[Case]] = []
 
     def from_onnx(self, node, ctx) -> None:

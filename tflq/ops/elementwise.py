@@ -13,8 +13,8 @@ from tflq._generated.tflite.SubOptions import SubOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import (WITH_INT16, Affine, Calibrated, Case, FusedActivations, OpSpec,
-                           Transparent, rand)
+from tflq.ops.base import (WITH_INT16, Affine, Calibrated, Case, FusedActivations, IntegerRefusal,
+                           OpSpec, Refused, Transparent, rand)
 from tflq.ops.checks import Arity, ConstantValues, FloatAttr, Rank
 from tflq.ops.common import activation_code, quantized_version
 
@@ -181,6 +181,9 @@ class Div(_Binary):
     onnx_checks = (Arity(inputs=(2, 2)),)
     numpy_fn = staticmethod(np.divide)
     Options = DivOptionsT
+    # div.cc CheckNonZero: every quantized divisor value must differ from its zero point. A
+    # grid always holds real 0, so a computed divisor keeps the DIV float.
+    integer_refusal = IntegerRefusal(1, Refused.ZERO_POINT, "div.cc: data[i] != zero_point")
     cases = _binary_cases("Div", positive_rhs=True)
 
     def version(self, op: Op, graph: Graph) -> int:

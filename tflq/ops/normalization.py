@@ -17,7 +17,8 @@ from onnx import helper
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import INT8_AND_INT16, Calibrated, Case, OpSpec, Transparent, rand
+from tflq.ops.base import (INT8_AND_INT16, Calibrated, Case, IntegerRefusal, OpSpec, Refused,
+                           Transparent, rand)
 from tflq.ops.checks import Axis, FloatAttr
 from tflq.ops.fully_connected import add_fully_connected
 from tflq.ops.reduce import add_reduce
@@ -59,6 +60,9 @@ class Rsqrt(OpSpec):
     onnx_checks = (FloatAttr(name="epsilon", min=0.0), Axis(name="axis", only=("LayerNormalization",)))
     layout = Transparent()
     quant = Calibrated(dtypes=INT8_AND_INT16)  # LiteRT's RSQRT takes float32, int8 and int16, no uint8
+    # elementwise.cc RsqrtEvalQuantizedInt8: an input below its zero point fails the invoke
+    integer_refusal = IntegerRefusal(0, Refused.NEGATIVE,
+                                     "elementwise.cc: Rsqrt is only defined for positive values")
     cases = [
         _layer_norm_case("layer_norm_rank3", (2, 5, 16), epsilon=1e-3),
         _layer_norm_case("layer_norm_no_bias", (3, 8), bias=False),

@@ -21,7 +21,8 @@ from tflq._generated.tflite.SignOptions import SignOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import INT8_ONLY, INT8_AND_INT16, Calibrated, Case, FloatOnly, OpSpec, Transparent, rand
+from tflq.ops.base import (INT8_ONLY, INT8_AND_INT16, Calibrated, Case, FloatOnly, IntegerRefusal, OpSpec,
+                           Refused, Transparent, rand)
 from tflq.ops.common import quantized_version
 from tflq.ops.reduce import L1_CASES, L2_CASES, LOG_SUM_CASES, add_sum_of
 
@@ -72,6 +73,9 @@ class Sqrt(_Elementwise):
     onnx_types = ("Sqrt", "ReduceL2")
     # int8 rescaling kernel (version 2) in LiteRT 2.x; no uint8
     quant = Calibrated(dtypes=INT8_AND_INT16)
+    # elementwise.cc SqrtEvalQuantized: a dequantized input below 0 fails the invoke
+    integer_refusal = IntegerRefusal(0, Refused.NEGATIVE,
+                                     "elementwise.cc: Sqrt is only defined for non-negative values")
     cases = [_case("sqrt", "Sqrt", _positive(1, 3, 4, 4)),
              _pow_case("pow_0_5", 0.5, _positive(2, 7), opset=13)] + L2_CASES
 

@@ -11,7 +11,7 @@ from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ir.quant import (QuantParams, activation_params, asymmetric_weight_params, bias_params,
                            bias_type, symmetric_weight_params)
-from tflq.ops.base import Calibrated, SameAsInput, SameAsOutput
+from tflq.ops.base import Calibrated, Refused, SameAsInput, SameAsOutput
 
 Range = tuple[float, float]
 
@@ -229,6 +229,40 @@ def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParam
     return preferred
 
 
+def _invoke_refusal(graph: Graph, op: Op, ctx: PlanContext,
+                    chosen: dict[str, QuantParams]) -> str | None:
+    """Why `op` must stay float although it has a kernel: the integer kernel fails the whole
+    invoke on some input values (the spec's IntegerRefusal), and the input's grid can hold one.
+    A constant is checked value by value; a computed input may take any value of its grid.
+    `chosen`: params fixed before calibration (QDQ, concatenation grids)."""
+    dtype = ctx.dtype
+    refusal = registry.spec(op.kind).integer_refusal
+    if refusal is None or refusal.index >= len(op.inputs) or not op.inputs[refusal.index]:
+        return None
+    name = op.inputs[refusal.index]
+    t = graph.tensors[name]
+    if not t.dtype.is_float:
+        return None
+    if name in chosen:
+        params = chosen[name]
+    elif t.is_constant:
+        params = activation_params(dtype, float(np.min(t.data)), float(np.max(t.data)))
+    else:
+        seen = ctx.range(name)
+        if seen is None:
+            return None  # a part a QDQ model leaves float: float_reason decides
+        params = activation_params(dtype, *seen)
+    zero_point = int(np.max(params.zero_point))
+    held = np.unique(params.quantize(t.data)) if t.is_constant else \
+        np.arange(dtype.qmin, dtype.qmax + 1)
+    bad = held == zero_point if refusal.values == Refused.ZERO_POINT else held < zero_point
+    if not np.any(bad):
+        return None
+    what = "its zero point (real 0)" if refusal.values == Refused.ZERO_POINT else "negative values"
+    return (f"the {dtype.name.lower()} kernel fails at invoke when input {refusal.index} holds "
+            f"{what} ({refusal.source}), which its grid can hold")
+
+
 def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     """Walk the ops in order and apply each spec's QuantRule (see ops/base.py), asking `ctx`
     for ranges, fixed parameters, each op's activation type and the ops that stay float.
@@ -257,7 +291,7 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     for op in graph.ops:
         if _integer_only(graph, op):
             continue  # integer/boolean arithmetic (ids, masks, shapes) runs as it is
-        reason = ctx.float_reason(op)
+        reason = ctx.float_reason(op) or _invoke_refusal(graph, op, ctx, {**preferred, **given})
         if reason is not None:
             plan.float_ops[id(op)] = reason
             continue
