@@ -20,7 +20,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from tests.conftest import case_model, run_litert, run_onnxruntime, save_model
-from tests.ops.test_quantized_ops import PLAIN_TYPES, STEPS, _quantizable_cases, _refused_input_is_computed
+from tests.ops.test_quantized_ops import (PLAIN_TYPES, STEPS, _quantizable_cases,
+                                          _refused_input_is_computed)
 from tests.quantize.qdq_graphs import activation_params
 from tflq.backend.tflite_reader import ModelInfo, read_tflite
 from tflq.config import ConvertConfig

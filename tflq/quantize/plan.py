@@ -235,7 +235,7 @@ def _invoke_refusal(graph: Graph, op: Op, ctx: PlanContext,
     invoke on some input values (the spec's IntegerRefusal), and the input's grid can hold one.
     A constant is checked value by value; a computed input may take any value of its grid.
     `chosen`: params fixed before calibration (QDQ, concatenation grids)."""
-    dtype = ctx.dtype
+    dtype = ctx.dtype_of(op)
     refusal = registry.spec(op.kind).integer_refusal
     if refusal is None or refusal.index >= len(op.inputs) or not op.inputs[refusal.index]:
         return None
