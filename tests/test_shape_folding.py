@@ -212,3 +212,16 @@ def test_gather_nd_with_constant_indices_is_a_gather(tmp_path):
     model = _model(nodes, [helper.make_tensor_value_info("x", F, [2, 3, 4])], [_const("idx", indices)])
     report = _check(tmp_path, model, {"x": _x(2, 3, 4)})
     assert "GATHER" in report.op_counts
+
+
+def test_added_mask_of_zeros_is_dropped(tmp_path):
+    """ViT's eager attention adds Where(no mask) = zeros to its scores: the ADD does nothing. A zero
+    that broadcasts the other input to a larger shape stays."""
+    nodes = [helper.make_node("Add", ["x", "zeros"], ["a"]),
+             helper.make_node("Softmax", ["a"], ["s"], axis=-1),
+             helper.make_node("Add", ["s", "zeros_wide"], ["y"])]
+    inits = [numpy_helper.from_array(np.zeros((1, 1, 5, 5), np.float32), "zeros"),
+             numpy_helper.from_array(np.zeros((2, 2, 5, 5), np.float32), "zeros_wide")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 2, 5, 5])], inits)
+    report = _check(tmp_path, model, {"x": _x(1, 2, 5, 5)})
+    assert report.op_counts["ADD"] == 1

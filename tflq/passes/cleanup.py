@@ -15,8 +15,25 @@ def _private_producer(graph: Graph, name: str, kind: str, producers: dict[str, O
     return op
 
 
+def _adds_zero(graph: Graph, op: Op) -> bool:
+    """An ADD or SUB of an all-zero constant that neither broadcasts nor clamps the other input
+    (an exporter's mask of nothing, ViT's Where folded to zeros); an ADD's zero goes second."""
+    if op.attrs.fused_activation != "NONE" or len(op.inputs) != 2:
+        return False
+    for k in ((0, 1) if op.kind == "ADD" else (1,)):
+        zero, other = op.inputs[k], op.inputs[1 - k]
+        if not graph.is_constant(zero) or np.any(graph.tensors[zero].data) or graph.is_constant(other):
+            continue
+        x, y = graph.tensors[other], graph.tensors[op.outputs[0]]
+        if x.shape == y.shape and x.dtype == y.dtype and x.quant == y.quant:
+            op.inputs = [other, zero]
+            return True
+    return False
+
+
 def remove_noop_ops(graph: Graph) -> int:
-    """RESHAPE to the same shape, TRANSPOSE by the identity, and RESHAPE of a RESHAPE."""
+    """RESHAPE to the same shape, TRANSPOSE by the identity, RESHAPE of a RESHAPE, and ADD/SUB of
+    zeros."""
     count = 0
     producers = graph.producers()
     for op in list(graph.ops):
@@ -36,6 +53,9 @@ def remove_noop_ops(graph: Graph) -> int:
             if perm is not None and np.array_equal(perm, np.arange(perm.size)) and graph.bypass(op) is not None:
                 count += 1
                 producers = graph.producers()
+        elif op.kind in ("ADD", "SUB") and _adds_zero(graph, op) and graph.bypass(op) is not None:
+            count += 1
+            producers = graph.producers()
     if count:
         graph.remove_unused()
     return count
