@@ -154,10 +154,86 @@ def cast_sample(rng) -> dict[str, np.ndarray]:
             "keep": rng.random((2, 3, 5)) < 0.7}
 
 
+# ---- 4. index arithmetic: RoBERTa's position ids ----------------------------------------
+PAD = 1
+
+
+def roberta_positions() -> onnx.ModelProto:
+    """position_ids = (cumsum(ids != pad) * (ids != pad)) + pad, as HF's
+    create_position_ids_from_input_ids exports (Equal, Not, Cast, CumSum, Mul, Add), then a
+    position-embedding Gather added to the word embeddings; plus a hashed id (Mod, fmod 0) into
+    a second table, and the int64 position ids as a second output."""
+    rng = np.random.default_rng(5)
+    inits = {"pad": np.array(PAD, np.int64), "axis": np.array(1, np.int64), "buckets": np.array(7, np.int64),
+             "word": rng.standard_normal((VOCAB, DIM)).astype(np.float32),
+             "pos_table": rng.standard_normal((SEQ + PAD + 1, DIM)).astype(np.float32),
+             "hash_table": rng.standard_normal((7, DIM)).astype(np.float32)}
+    n = helper.make_node
+    nodes = [
+        n("Equal", ["input_ids", "pad"], ["is_pad"]), n("Not", ["is_pad"], ["keep"]),
+        n("Cast", ["keep"], ["keep32"], to=TensorProto.INT32),
+        n("CumSum", ["keep32", "axis"], ["running"]),
+        n("Mul", ["running", "keep32"], ["incremental"]),
+        n("Cast", ["incremental"], ["incremental64"], to=TensorProto.INT64),
+        n("Add", ["incremental64", "pad"], ["position_ids"]),
+        n("Gather", ["word", "input_ids"], ["w"]), n("Gather", ["pos_table", "position_ids"], ["p"]),
+        n("Mod", ["input_ids", "buckets"], ["bucket"], fmod=0), n("Gather", ["hash_table", "bucket"], ["hb"]),
+        n("Add", ["w", "p"], ["wp"]), n("Add", ["wp", "hb"], ["emb"]),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [2, SEQ])],
+                  [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [2, SEQ, DIM]),
+                   helper.make_tensor_value_info("position_ids", TensorProto.INT64, [2, SEQ])],
+                  inits, "roberta_positions")
+
+
+def roberta_sample(rng) -> dict[str, np.ndarray]:
+    ids = rng.integers(2, VOCAB, (2, SEQ)).astype(np.int64)
+    for row in range(2):
+        ids[row, int(rng.integers(1, SEQ + 1)):] = PAD
+    return {"input_ids": ids}
+
+
+# ---- 5. gathers and scatters with run-time indices ---------------------------------------
+def gather_scatter() -> onnx.ModelProto:
+    """A KV-cache slot write (ScatterND at a run-time position), GatherElements picking one
+    value per row by run-time indices, Tile and Expand of the picks, Where on a GreaterOrEqual."""
+    n = helper.make_node
+    inits = {"reps": np.array([1, 2, 1], np.int64),
+             "full": np.array([2, 4, 6], np.int64), "half": np.array(0.5, np.float32)}
+    nodes = [
+        # indices [1, 2, 1, 3]: (batch 0, head h, slot position) for h = 0, 1
+        n("ScatterND", ["cache", "slot", "new"], ["cache_out"]),
+        n("GatherElements", ["scores", "pick"], ["picked"], axis=2),  # [2, 2, 1]
+        n("Tile", ["picked", "reps"], ["tiled"]),                    # [2, 4, 1]
+        n("Expand", ["tiled", "full"], ["spread"]),                   # [2, 4, 6]
+        n("GreaterOrEqual", ["spread", "half"], ["big"]),
+        n("Where", ["big", "spread", "scores"], ["mixed"]),
+    ]
+    f = TensorProto.FLOAT
+    return _model(nodes, [helper.make_tensor_value_info("cache", f, [1, 2, 6, 4]),
+                          helper.make_tensor_value_info("new", f, [1, 2, 1, 4]),
+                          helper.make_tensor_value_info("slot", TensorProto.INT64, [1, 2, 1, 3]),
+                          helper.make_tensor_value_info("scores", f, [2, 4, 6]),
+                          helper.make_tensor_value_info("pick", TensorProto.INT64, [2, 2, 1])],
+                  [helper.make_tensor_value_info("cache_out", f, [1, 2, 6, 4]),
+                   helper.make_tensor_value_info("mixed", f, [2, 4, 6])], inits, "gather_scatter")
+
+
+def gather_scatter_sample(rng) -> dict[str, np.ndarray]:
+    position = int(rng.integers(-6, 6))  # negative positions count from the end
+    slot = np.array([[[[0, 0, position]], [[0, 1, position]]]], np.int64)
+    return {"cache": rng.standard_normal((1, 2, 6, 4)).astype(np.float32),
+            "new": rng.standard_normal((1, 2, 1, 4)).astype(np.float32), "slot": slot,
+            "scores": rng.standard_normal((2, 4, 6)).astype(np.float32),
+            "pick": rng.integers(-6, 6, (2, 2, 1)).astype(np.int64)}
+
+
 FAMILIES = {
     "bert_embedding_mask": (bert_embedding_mask, bert_sample),
     "cnn_where_masks": (cnn_where_masks, cnn_sample),
     "cast_chains": (cast_chains, cast_sample),
+    "roberta_positions": (roberta_positions, roberta_sample),
+    "gather_scatter": (gather_scatter, gather_scatter_sample),
 }
 
 

@@ -4,7 +4,9 @@ MatMul/Gemm, reductions, Softmax, Pad, DepthToSpace, Squeeze/Unsqueeze, fan-out 
 outputs), converted in float mode (compared with onnxruntime at 1e-4) and full int8 (loads, runs,
 and is not grossly wrong: SQNR >= 15 dB). Each seed builds one graph; a failure names its seed.
 test_activation_after_producer builds, for every producer kind x activation, the fusion pattern
-(an activation whose input has one writer and, mostly, one reader) and judges the worst of 8 samples."""
+(an activation whose input has one writer and, mostly, one reader) and judges the worst of 8 samples.
+test_random_int_graph_matches_onnxruntime adds integer/boolean tensors (RandomIntGraph): token ids,
+comparisons, masks, Cast, Where, Expand/Tile, CumSum, Mod, GatherElements; worst of 8 samples."""
 from __future__ import annotations
 
 import numpy as np
@@ -1166,3 +1168,187 @@ def test_random_math_graph_matches_onnxruntime(seed, tmp_path):
     worst_db = min(sqnr_db(e, a) for x in xs[4:]
                    for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])))
     assert worst_db >= MATH_INT8_SQNR_FLOOR.get(seed, INT8_SQNR_FLOOR), f"worst int8 sample {worst_db:.1f} dB"
+
+
+# ---- integer and boolean tensors -----------------------------------------------------------
+SEEDS_INT = range(100)
+VOCAB = 20
+
+
+class RandomIntGraph(RandomGraph):
+    """RandomGraph plus integer/boolean generators: comparisons feeding Where, And/Or/Not/Xor
+    masks, IsNaN clean-ups, Cast round trips (float -> int32/int64/bool -> float), Expand/Tile of
+    pooled values; and a second input, int64 token ids [1, L] (some negative), through Gather of
+    an embedding table, Equal/Expand/Where masking, CumSum positions, Mod buckets,
+    GatherElements and Cast, ending in float and integer outputs."""
+
+    BOOL_OPS = ("Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Not",
+                "IsNaN")
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.length = int(self.rng.integers(3, 9))
+        self.plain: dict[str, tuple[int, ...]] = {}  # integer/boolean values, kept out of self.shapes
+
+    def node(self, op: str, inputs: list[str], shapes: list[tuple[int, ...]], **attrs) -> list[str]:
+        """As RandomGraph.node; integer/boolean results go to self.plain, so that the float
+        generators (which pick operands from self.shapes) never see them."""
+        outs = super().node(op, inputs, shapes, **attrs)
+        plain_in = any(n in self.plain or n == "ids" for n in inputs)
+        is_plain = (op in self.BOOL_OPS or (op == "Cast" and attrs.get("to") != TensorProto.FLOAT)
+                    or (plain_in and op not in ("Cast", "Where", "Gather")))
+        if is_plain:
+            for name in outs:
+                self.plain[name] = self.shapes.pop(name)
+        return outs
+
+    # ---- float tensors through boolean logic ----------------------------------------------
+    def comparison(self, x: str) -> str:
+        shape = self.shapes[x]
+        op = self.choice(["Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal"])
+        if op == "Equal":  # exact ties: compare a rounded copy with a constant on its grid
+            rounded = self.one("Mul", [x, self.const(np.array(2.0, np.float32))], shape)
+            x = self._truncated(rounded)
+            return self.one(op, [x, self.const(np.array(float(self.choice([0, 1, -1])), np.float32))], shape)
+        other = self.const(np.float32(self.rng.normal(0, 0.5))) if self.rng.random() < 0.6 else \
+            self.const(self.rng.normal(0, 0.5, (shape[1], 1, 1) if len(shape) == 4 else shape[-1:]).astype(np.float32))
+        return self.one(op, [x, other] if self.rng.random() < 0.7 else [other, x], shape)
+
+    def _truncated(self, x: str) -> str:
+        shape = self.shapes[x]
+        as_int = self.one("Cast", [x], shape, to=self.choice([TensorProto.INT32, TensorProto.INT64]))
+        return self.one("Cast", [as_int], shape, to=TensorProto.FLOAT)
+
+    def where(self, x: str) -> str:
+        shape = self.shapes[x]
+        cond = self.comparison(x)
+        if self.rng.random() < 0.4:
+            cond = self.logic(cond, x)
+        other = self.choice([self.const(np.float32(self.choice([0.0, -4.0, 1.5]))),
+                             self.one("Mul", [x, self.const(np.array(0.1, np.float32))], shape)])
+        inputs = [cond, x, other] if self.rng.random() < 0.5 else [cond, other, x]
+        return self.one("Where", inputs, shape)
+
+    def logic(self, cond: str, x: str) -> str:
+        shape = self.shapes[x]
+        op = self.choice(["And", "Or", "Xor", "Not"])
+        if op == "Not":
+            return self.one("Not", [cond], shape)
+        second = self.comparison(x)
+        return self.one(op, [cond, second], shape)
+
+    def mask_multiply(self, x: str) -> str:
+        shape = self.shapes[x]
+        cond = self.logic(self.comparison(x), x)
+        as_float = self.one("Cast", [cond], shape, to=TensorProto.FLOAT)
+        return self.one("Mul", [x, as_float], shape)
+
+    def cast_round_trip(self, x: str) -> str:
+        shape = self.shapes[x]
+        scaled = self.one("Mul", [x, self.const(np.array(4.0, np.float32))], shape)
+        return self.one("Add", [x, self._truncated(scaled)], shape)
+
+    def isnan_clean(self, x: str) -> str:
+        shape = self.shapes[x]
+        nan = self.one("IsNaN", [x], shape)
+        return self.one("Where", [nan, self.const(np.array(0.0, np.float32)), x], shape)
+
+    def expand_pooled(self, x: str) -> str:
+        n, c, h, w = self.shapes[x]
+        g = self.one("GlobalAveragePool", [x], (n, c, 1, 1))
+        if self.rng.random() < 0.5:
+            spread = self.one("Expand", [g, self.const(np.array([n, c, h, w], np.int64))], (n, c, h, w))
+        else:
+            spread = self.one("Tile", [g, self.const(np.array([1, 1, h, w], np.int64))], (n, c, h, w))
+        return self.one(self.choice(["Add", "Mul"]), [x, spread], (n, c, h, w))
+
+    def step(self, x: str) -> str:
+        if len(self.shapes[x]) == 4 and self.rng.random() < 0.5:
+            options = [self.where, self.mask_multiply, self.cast_round_trip, self.isnan_clean,
+                       self.expand_pooled]
+            return self.choice(options)(x)
+        if len(self.shapes[x]) in (2, 3) and self.rng.random() < 0.4:
+            return self.choice([self.where, self.mask_multiply, self.cast_round_trip])(x)
+        return super().step(x)
+
+    # ---- the token-id branch ----------------------------------------------------------------
+    def token_branch(self) -> tuple[str, str, int]:
+        """Embeddings of `ids` masked where ids equal a pad id, plus an integer result."""
+        length, dim = self.length, int(self.choice([4, 6]))
+        table = self.const(self.rng.standard_normal((VOCAB, dim)).astype(np.float32))
+        emb = self.one("Gather", [table, "ids"], (1, length, dim))
+        pad = self.const(np.array(int(self.rng.integers(0, 3)), np.int64))
+        is_pad = self.one("Equal", ["ids", pad], (1, length))
+        if self.rng.random() < 0.5:
+            is_pad = self.one("Not", [self.one("Not", [is_pad], (1, length))], (1, length))
+        mask3 = self.one("Unsqueeze", [is_pad, self.const(np.array([2], np.int64))], (1, length, 1))
+        mask3 = self.one("Expand", [mask3, self.const(np.array([1, length, dim], np.int64))], (1, length, dim))
+        masked = self.one("Where", [mask3, self.const(np.array(0.0, np.float32)), emb], (1, length, dim))
+        keep_type = self.choice([TensorProto.INT32, TensorProto.INT64])
+        keep = self.one("Cast", [self.one("Not", [is_pad], (1, length))], (1, length), to=keep_type)
+        kind = self.choice(["cumsum", "mod", "gather_elements"])
+        if kind == "cumsum":
+            integer = self.one("CumSum", [keep, self.const(np.array(1, np.int64))], (1, length),
+                               exclusive=int(self.rng.integers(2)), reverse=int(self.rng.integers(2)))
+            integer_type = keep_type
+        elif kind == "mod":
+            integer = self.one("Mod", ["ids", self.const(np.array(int(self.rng.integers(2, 6)), np.int64))],
+                               (1, length), fmod=int(self.rng.integers(2)))
+            integer_type = TensorProto.INT64
+        else:
+            picks = self.one("Mod", ["ids", self.const(np.array(length, np.int64))], (1, length))
+            integer = self.one("GatherElements", ["ids", picks], (1, length), axis=1)
+            integer_type = TensorProto.INT64
+        scale = self.one("Cast", [integer], (1, length), to=TensorProto.FLOAT)
+        scale = self.one("Unsqueeze", [scale, self.const(np.array([2], np.int64))], (1, length, 1))
+        return self.one("Mul", [masked, scale], (1, length, dim)), integer, integer_type
+
+    def build_int(self) -> tuple[onnx.ModelProto, list[str]]:
+        _, outputs = self.build()
+        float_out, integer, integer_type = self.token_branch()
+        outputs = outputs + [float_out, integer]
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(self.input_shape)),
+                  helper.make_tensor_value_info("ids", TensorProto.INT64, [1, self.length])]
+        outs = [helper.make_tensor_value_info(n, integer_type if n == integer else TensorProto.FLOAT,
+                                              list({**self.shapes, **self.plain}[n])) for n in outputs]
+        graph = helper.make_graph(self.nodes, "fuzz_int", inputs, outs, self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = 8
+        onnx.checker.check_model(model, full_check=True)
+        return model, outputs
+
+    def model(self, outputs: list[str]) -> onnx.ModelProto:  # build() asks; build_int() replaces it
+        return None  # type: ignore[return-value]
+
+
+def _int_inputs(builder: RandomIntGraph, count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(7000 + seed)
+    return [{"x": rng.standard_normal(builder.input_shape).astype(np.float32),
+             "ids": rng.integers(-VOCAB, VOCAB, (1, builder.length)).astype(np.int64)} for _ in range(count)]
+
+
+@pytest.mark.parametrize("seed", SEEDS_INT)
+def test_random_int_graph_matches_onnxruntime(seed, tmp_path):
+    """Float: every one of 8 samples within 1e-4 of onnxruntime, integer/boolean outputs exact
+    (the worst sample decides). Full int8: the file loads and runs on every sample (comparisons
+    near a threshold may flip after rounding, so its values are not judged here)."""
+    builder = RandomIntGraph(seed)
+    model, _ = builder.build_int()
+    path = str(tmp_path / f"fuzz_int_{seed}.onnx")
+    onnx.save(model, path)
+    samples = _int_inputs(builder, 8, seed)
+    keep_io = seed % 4 == 3
+    report = convert(ConvertConfig(model=path, keep_io_layout=keep_io))
+    worst = 0.0
+    for feed in samples:
+        for e, a in zip(run_onnxruntime(path, feed), run_litert(report.tflite, [feed["x"], feed["ids"]],
+                                                                 nchw_io=not keep_io)):
+            assert a.shape == e.shape and a.dtype == e.dtype
+            worst = max(worst, relative_error(e, a))
+    assert worst <= FLOAT_TOLERANCE, f"worst sample {worst:.3g}; ops {report.op_counts}"
+    report = convert(ConvertConfig(model=path, keep_io_layout=keep_io, mode="full", dtype="int8",
+                                   calib=samples[:4]))
+    for feed in samples:
+        for e, a in zip(run_onnxruntime(path, feed), run_litert(report.tflite, [feed["x"], feed["ids"]],
+                                                                 nchw_io=not keep_io)):
+            assert a.shape == e.shape and np.all(np.isfinite(a))

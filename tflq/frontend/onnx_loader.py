@@ -385,7 +385,7 @@ def _plain_8bit_uses(graph: Graph) -> list[Diagnostic]:
     return [Diagnostic(op.origin, op.kind, "plain_8bit_arithmetic",
                        f"reads the 8-bit integer '{name}' (a Cast's result); TFLite has no kernel for "
                        f"plain 8-bit integer arithmetic", "cast to int32 instead")
-            for op in graph.ops if op.kind != "CAST" for name in op.inputs if name in plain]
+            for op in graph.ops if op.kind != "CAST" for name in dict.fromkeys(op.inputs) if name in plain]
 
 
 def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,

@@ -299,6 +299,9 @@ class Case:
     calib_inputs: dict[str, np.ndarray] | None = None
     options: dict[str, Any] = field(default_factory=dict)  # ConvertConfig fields for this case
     tolerance: float = 1e-4  # relative error allowed against onnxruntime in the conversion test
+    # The TFLite kinds the converted case must contain (None: the spec's own kind; () for an ONNX
+    # op that static shapes fold into a constant, such as Range or ConstantOfShape).
+    emits: tuple[str, ...] | None = None
 
 
 def rand(*shape: int, seed: int = 0, low: float = -1.0, high: float = 1.0) -> np.ndarray:

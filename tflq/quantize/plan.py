@@ -223,6 +223,7 @@ def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParam
                 rule = registry.spec(producer.kind).quant
                 sources = [n for n in producer.inputs if n and graph.tensors[n].dtype.is_float]
                 if not isinstance(rule, SameAsInput) or len(sources) != 1 or \
+                        graph.is_constant(producer.inputs[rule.index]) or \
                         not _grid_holds_tensor(shared, producer.inputs[rule.index], ctx):
                     break
                 name = producer.inputs[rule.index]
