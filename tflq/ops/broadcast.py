@@ -22,7 +22,7 @@ class BroadcastTo(OpSpec):
     kind = "BROADCAST_TO"
     onnx_types = ("Expand",)
     layout = AxisSensitive(per_axis_inputs=(1,))
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)  # copies of the input's integers
     cases = [
         Case("mask_to_scores", [helper.make_node("Expand", ["m", "s"], ["y"])], {"m": rand(1, 1, 1, 6)},
              {"s": np.array([1, 2, 4, 6], np.int64)}),
@@ -67,7 +67,7 @@ class Tile(OpSpec):
     kind = "TILE"
     onnx_types = ("Tile",)
     layout = AxisSensitive(per_axis_inputs=(1,))
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)  # copies of the input's integers
     cases = [
         Case("rows", [helper.make_node("Tile", ["x", "r"], ["y"])], {"x": rand(2, 3)},
              {"r": np.array([3, 2], np.int64)}),

@@ -43,7 +43,7 @@ class GatherNd(OpSpec):
     kind = "GATHER_ND"
     onnx_types = ("GatherND", "GatherElements")
     layout = LayoutBreaking()
-    quant = SameAsInput()
+    quant = SameAsInput(moves_values=True)  # copies of the input's integers
     cases = [
         Case("gather_nd_rows", [helper.make_node("GatherND", ["x", "i"], ["y"])],
              {"x": rand(4, 3, 2), "i": np.array([[1], [3], [-4]], np.int64)}),

@@ -8,19 +8,18 @@ from tflq._generated.tflite.SelectV2Options import SelectV2OptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import INT8_ONLY, Case, OpSpec, SameAsOutput, Transparent, rand
+from tflq.ops.base import Case, OpSpec, SameAsOutput, Transparent, rand
 
 
 @register
 class SelectV2(OpSpec):
-    """ONNX Where(condition, x, y). LiteRT's int8 SELECT_V2 copies the integers of x and y, so both
-    must be on the output's grid (TF's converter treats it as same-scale): SameAsOutput, int8
-    only, since the old-style rule lets uint8 inputs keep their own grids."""
+    """ONNX Where(condition, x, y). LiteRT's int8 and uint8 SELECT_V2 copy the integers of x and
+    y, so both must be on the output's grid (TF's converter treats it as same-scale)."""
 
     kind = "SELECT_V2"
     onnx_types = ("Where",)
     layout = Transparent()
-    quant = SameAsOutput(dtypes=INT8_ONLY)
+    quant = SameAsOutput(rescales_inputs_in=frozenset(), rounding_commutes=True)
     cases = [
         Case("mask_scores", [helper.make_node("Where", ["c", "x", "fill"], ["y"])],
              {"c": rand(1, 1, 4, 6, seed=3) > 0, "x": rand(1, 2, 4, 6)},
