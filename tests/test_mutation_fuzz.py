@@ -25,6 +25,7 @@ from tflq.cli import main
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "sample_models")
 ONNX_CASES = 900
 TFLITE_CASES = 400
+DATA_CASES = 120
 CASE_SECONDS = 20  # far above any case (~0.05 s); a hang fails instead of stalling CI
 
 
@@ -299,3 +300,50 @@ def test_mutated_tflite_files_for_inspect(tmp_path):
         assert path.read_bytes() == bytes(mutated)
         path.unlink()
     assert counts[1] > TFLITE_CASES // 4, counts
+
+
+def test_mutated_calibration_and_statistics_files(tmp_path):
+    """Byte flips and truncations of a .npy calibration file (its header most often) and of a
+    statistics file: each conversion exits 0 or 1 with one line naming the file, never 3."""
+    model = os.path.join(SAMPLES, "digits_cnn.onnx")
+    good = np.random.default_rng(1).normal(size=(3, 1, 8, 8)).astype(np.float32)
+    buffer = __import__("io").BytesIO()
+    np.save(buffer, good)
+    npy = buffer.getvalue()
+    stats = tmp_path / "good_stats.npz"
+    assert CliRunner().invoke(main, ["convert", model, "-o", str(tmp_path / "s.tflite"), "--mode", "full",
+                                     "--calib", os.path.join(SAMPLES, "digits_calib"), "--calib-samples", "4",
+                                     "--save-stats", str(stats), "-q"]).exit_code == 0
+    stats_bytes = stats.read_bytes()
+    counts = {0: 0, 1: 0}
+    for seed in range(DATA_CASES):
+        rng = np.random.default_rng(20_000 + seed)
+        if seed % 2 == 0:
+            data = bytearray(npy)
+            if seed % 4 == 0:
+                del data[int(rng.integers(len(data))):]
+            else:
+                for _ in range(int(rng.integers(1, 4))):
+                    data[int(rng.integers(128))] = int(rng.integers(32, 127))  # the text header
+            folder = tmp_path / f"calib{seed}"
+            folder.mkdir()
+            path = folder / "a.npy"
+            path.write_bytes(bytes(data))
+            args = ["--calib", folder]
+        else:
+            data = bytearray(stats_bytes)
+            if seed % 4 == 1:
+                del data[int(rng.integers(len(data))):]
+            else:
+                for _ in range(int(rng.integers(1, 9))):
+                    data[int(rng.integers(len(data)))] ^= int(rng.integers(1, 256))
+            path = tmp_path / f"stats{seed}.npz"
+            path.write_bytes(bytes(data))
+            args = ["--stats", path]
+        out = tmp_path / f"out{seed}.tflite"
+        result = _run(["convert", model, "-o", out, "--mode", "full", "-q", *args], f"data seed {seed}")
+        counts[result.exit_code] += 1
+        assert path.read_bytes() == bytes(data), f"data seed {seed}: the input changed"
+        if result.exit_code == 1:
+            assert not out.exists()
+    assert counts[1] > DATA_CASES // 4, counts

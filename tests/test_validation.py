@@ -201,3 +201,26 @@ def test_inspect_errors_name_the_file(tmp_path):
     path.write_bytes(b"\x18\x00\x00\x00TFL3" + b"\xff" * 40)
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 1 and "broken.tflite" in result.output and "Traceback" not in result.output
+
+
+def test_out_of_memory_is_an_input_error_not_a_bug(tmp_path, monkeypatch):
+    import tflq.pipeline
+
+    def exhaust(config):
+        raise MemoryError()
+
+    monkeypatch.setattr(tflq.pipeline, "convert", exhaust)
+    model = _model([helper.make_node("Relu", ["x"], ["y"], name="r")])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    result = CliRunner().invoke(main, ["convert", path, "-o", str(tmp_path / "o.tflite")])
+    assert result.exit_code == 1 and "out of memory" in result.output and "max-tensor-bytes" in result.output
+
+
+def test_log_lines_escape_control_characters():
+    import logging
+
+    from tflq.cli import _PrintableFormatter
+
+    record = logging.LogRecord("tflq", logging.WARNING, __file__, 1, "input '%s'", ("a\nb\x1b[2J",), None)
+    assert _PrintableFormatter("%(levelname)s: %(message)s").format(record) == "WARNING: input 'a\\nb\\x1b[2J'"

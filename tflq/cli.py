@@ -39,6 +39,12 @@ def _fail(exc: BaseException, debug: bool) -> None:
         if debug:
             traceback.print_exc()
         sys.exit(EXIT_ERROR)
+    if isinstance(exc, MemoryError):
+        click.echo("Error: out of memory; the model or its data need more than this machine has "
+                   "(--max-tensor-bytes refuses large tensors before allocating them)", err=True)
+        if debug:
+            traceback.print_exc()
+        sys.exit(EXIT_ERROR)
     click.echo(f"Internal error: {type(exc).__name__}: {printable(str(exc))}. This is a bug in tflq "
                f"{__version__}; please report it with the command you ran (add --debug for the "
                f"traceback).", err=True)
@@ -62,9 +68,18 @@ def _warnings_logged():
         yield
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines carry names from models and paths: control characters are escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def _setup_logging(quiet: bool, verbose: bool, debug: bool) -> None:
     level = logging.ERROR if quiet else logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("%(levelname)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def _input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -136,6 +151,9 @@ _JOBS_OPTION = click.option(
                    "or of images; or one .npy/.npz file.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=None,
               help="Use at most this many calibration samples [default: all, up to 500].")
+@click.option("--calib-convert", is_flag=True,
+              help="Cast calibration arrays of another float width (float64, float16) or a narrower "
+                   "integer type to the input's type [default: the types must match].")
 @click.option("--calib-method", type=_choices(CalibMethod), default="minmax", show_default=True,
               help="How a tensor's range is estimated: minmax (exact extremes), percentile (drops "
                    "outlier tails), mse (least quantization error), entropy (TensorRT's KL rule; "
@@ -170,7 +188,7 @@ _JOBS_OPTION = click.option(
 @click.option("-v", "--verbose", is_flag=True, help="Log each step.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and verify the graph after every pass.")
 def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight_elements, calib,
-            calib_samples, calib_method, percentile, stats, save_stats, io_type, float_ops, int16_ops,
+            calib_samples, calib_convert, calib_method, percentile, stats, save_stats, io_type, float_ops, int16_ops,
             target_sqnr, mean, std, scale, report_path, max_tensor_bytes, jobs, quiet, verbose, debug) -> None:
     """Convert an ONNX MODEL to a TFLite file.
 
@@ -191,7 +209,7 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             model=model, output=output, mode=Mode(mode) if mode else None,
             dtype=dtype,
             input_shapes=_input_shapes(input_shapes), keep_io_layout=keep_io_layout,
-            min_weight_elements=min_weight_elements, calib=calib, calib_samples=calib_samples,
+            min_weight_elements=min_weight_elements, calib=calib, calib_samples=calib_samples, calib_convert=calib_convert,
             calib_method=CalibMethod(calib_method), percentile=percentile, stats=stats,
             save_stats=save_stats, io_type=io_type,
             float_ops=tuple(n for n in float_ops.split(",") if n),

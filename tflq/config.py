@@ -60,6 +60,7 @@ class ConvertConfig:
     min_weight_elements: int = 1024
     calib: Any = None
     calib_samples: int | None = None
+    calib_convert: bool = False  # cast calibration arrays of another numeric type to the input's
     calib_method: CalibMethod = CalibMethod.MINMAX
     percentile: float = 99.99
     stats: tuple[str, ...] = ()

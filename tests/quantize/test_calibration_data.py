@@ -1,6 +1,8 @@
 """Calibration data readers: every source kind, batching, normalization, and every bad-input case."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import logging
 import operator
 import sys
@@ -85,11 +87,13 @@ def test_model_batch_groups_rows_and_warns_about_leftovers(tmp_path, caplog):
     assert "left over" in caplog.text
 
 
-def test_single_npy_file_float64_is_cast(tmp_path):
+def test_single_npy_file_float64_is_cast_only_when_asked(tmp_path):
     arr = rng_data(4, 3, 4, 4, dtype=np.float64)
     path = tmp_path / "data.npy"
     np.save(path, arr)
-    samples = collect(load_samples(str(path), [SPEC], None))
+    with pytest.raises(CalibrationError, match="data.npy.*float64.*--calib-convert"):
+        load_samples(str(path), [SPEC], None)
+    samples = collect(load_samples(str(path), [replace(SPEC, convert=True)], None))
     assert len(samples) == 4
     assert samples[2]["x"].dtype == F32
     np.testing.assert_array_equal(samples[2]["x"], arr[2:3].astype(F32))
@@ -117,10 +121,12 @@ def test_file_data_can_be_iterated_twice(tmp_path):
         np.testing.assert_array_equal(a["x"], b["x"])
 
 
-def test_integer_input_takes_safely_castable_integers(tmp_path):
+def test_integer_input_takes_safely_castable_integers_when_asked(tmp_path):
     spec = InputSpec("ids", (1, 5), np.int64)
     np.save(tmp_path / "ids.npy", np.arange(10, dtype=np.int32).reshape(2, 5))
-    samples = collect(load_samples(tmp_path, [spec], None))
+    with pytest.raises(CalibrationError, match="ids.npy.*int32"):
+        load_samples(tmp_path, [spec], None)
+    samples = collect(load_samples(tmp_path, [replace(spec, convert=True)], None))
     assert samples[1]["ids"].dtype == np.int64
     np.testing.assert_array_equal(samples[1]["ids"], [[5, 6, 7, 8, 9]])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -29,7 +30,8 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
         stats = merge_files(list(config.stats), fingerprint)
     if config.calib is not None:
         start = time.perf_counter()
-        samples = load_samples(config.calib, graph_input_specs(graph), config.calib_samples,
+        specs = [replace(spec, convert=config.calib_convert) for spec in graph_input_specs(graph)]
+        samples = load_samples(config.calib, specs, config.calib_samples,
                                mean=config.mean, std=config.std, scale=config.scale)
         # minmax needs only each tensor's extremes; the other methods and saved statistics
         # need the histograms, which cost about as much as the forward pass

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -49,6 +50,7 @@ class InputSpec:
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
+    convert: bool = False  # accept other numeric types and cast (the calib_convert option)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
@@ -108,19 +110,24 @@ def _rows_in(shape: tuple[int, ...], spec: InputSpec, label: str) -> tuple[int, 
 
 
 def _check_dtype(dtype: np.dtype, spec: InputSpec, label: str) -> None:
-    """Float inputs take float data (cast); integer inputs take integers that cast safely."""
-    if spec.dtype.kind == "f":
-        if dtype.kind == "f":
-            return
+    """Data must have the input's exact type; with `spec.convert` (--calib-convert), float data
+    of another width feeds a float input and integers that cast safely feed an integer input."""
+    if dtype == spec.dtype:
+        return
+    if spec.convert and (
+            (spec.dtype.kind == "f" and dtype.kind == "f")
+            or (dtype.kind in "iu" and spec.dtype.kind in "iu" and np.can_cast(dtype, spec.dtype, "safe"))):
+        return
+    if spec.dtype.kind == "f" and dtype.kind != "f":
         what = "integer" if dtype.kind in "iub" else str(dtype)
         raise CalibrationError(f"{label}: {what} data ({dtype}) for float input '{spec.name}' (expected "
                                f"{spec.dtype}, shape {spec.expected()}); convert with .astype(np.float32) "
                                "after normalizing (only images are converted automatically)")
-    if dtype == spec.dtype or (dtype.kind in "iu" and spec.dtype.kind in "iu"
-                               and np.can_cast(dtype, spec.dtype, "safe")):
-        return
-    raise CalibrationError(f"{label}: data of type {dtype} does not fit input '{spec.name}' of type "
-                           f"{spec.dtype} (expected shape {spec.expected()})")
+    hint = "" if spec.convert else " (--calib-convert casts it)" if (
+        (spec.dtype.kind == "f" and dtype.kind == "f")
+        or (dtype.kind in "iu" and spec.dtype.kind in "iu" and np.can_cast(dtype, spec.dtype, "safe"))) else ""
+    raise CalibrationError(f"{label}: data of type {dtype} for input '{spec.name}' of type "
+                           f"{spec.dtype} (expected shape {spec.expected()}){hint}")
 
 
 def _read_npy_header(fp, label: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -133,8 +140,8 @@ def _read_npy_header(fp, label: str) -> tuple[tuple[int, ...], np.dtype]:
             shape, _, dtype = fmt.read_array_header_2_0(fp)
         else:
             raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, OSError, EOFError) as exc:
-        raise CalibrationError(f"{label}: not a readable .npy array ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - numpy parses the header text; a corrupt one fails many ways
+        raise CalibrationError(f"{label}: not a readable .npy array ({type(exc).__name__}: {exc})") from None
     if dtype.hasobject or dtype.names is not None:
         raise CalibrationError(f"{label}: holds {dtype} data; calibration data must be numeric arrays")
     return tuple(int(d) for d in shape), dtype
@@ -173,7 +180,7 @@ def _load_npz_member(path: str, key: str, view_shape: tuple[int, ...]) -> np.nda
     try:
         with np.load(path, allow_pickle=False) as npz:
             return npz[key].reshape(view_shape)
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError, zlib.error) as exc:
         raise CalibrationError(f"{path}[{key}]: cannot be read ({exc})") from None
 
 

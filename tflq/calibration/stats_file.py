@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from typing import Iterable
 
 import numpy as np
@@ -52,7 +53,7 @@ def load_stats(path: str, fingerprint: str) -> CalibrationStats:
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise CalibrationError(f"{path}: not a tflq statistics file ({exc})") from None
     expected = {"format", "num_bins", "fingerprint", "samples", "names", "minimum", "maximum",
                 "exponent", "counts"}

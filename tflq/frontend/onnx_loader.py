@@ -222,6 +222,18 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _check_folded(node, inputs: list[np.ndarray], outputs: list[np.ndarray], max_tensor_bytes: int) -> None:
+    """A folded result must fit the limit, and NaN/Inf from finite inputs is a model error."""
+    inputs_finite = all(v.dtype.kind not in "fc" or np.isfinite(v).all() for v in inputs)
+    for name, value in zip(node.output, outputs):
+        if value.nbytes > max_tensor_bytes:
+            raise ResourceLimitError(f"node '{node.name}' ({node.op_type}): output '{name}' holds "
+                                     f"{value.nbytes} bytes, above --max-tensor-bytes {max_tensor_bytes}")
+        if inputs_finite and value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise InvalidModelError(f"node '{node.name}' ({node.op_type}): computes NaN or infinite "
+                                    f"values in '{name}' from finite constant inputs")
+
+
 class ImportContext:
     """What an op importer sees: the ONNX facts (shapes, constants, attributes) and ways to add IR."""
 
@@ -235,6 +247,7 @@ class ImportContext:
         self._alias: dict[str, str] = {}
         self.current_node: onnx.NodeProto | None = None
         self.unknown_shapes: dict[str, str] = {}  # value -> why folding left its shape unknown
+        self.max_tensor_bytes = DEFAULT_MAX_TENSOR_BYTES
 
     # ---- facts about ONNX values ---------------------------------------------------------
     def shape(self, name: str) -> tuple[int, ...]:
@@ -341,8 +354,12 @@ class ImportContext:
             values = [self.graph.tensors[n].data if n else None for n in input_names]
             kwargs = spec.attr_kwargs(attrs)
             activation = kwargs.pop("fused_activation", "NONE")  # kernels take it separately
-            for name, value in zip(outputs, spec.reference(*values, **kwargs)):
-                self._set_constant(name, apply_activation(np.asarray(value), activation))
+            with np.errstate(all="ignore"):
+                results = [apply_activation(np.asarray(v), activation) for v in spec.reference(*values, **kwargs)]
+            if node is not None:
+                _check_folded(node, [v for v in values if v is not None], results, self.max_tensor_bytes)
+            for name, value in zip(outputs, results):
+                self._set_constant(name, value)
             return None
         op = Op(kind, input_names, [self.tensor(n) for n in outputs], attrs,
                 origin=node.name if node is not None else "")
@@ -421,7 +438,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     gelus = fuse_erf_gelu(model)
     if gelus:
         log.info("recognised %d erf-based GELU patterns", gelus)
-    result = import_graph(model, opset, notes, fold)
+    result = import_graph(model, opset, notes, fold, max_tensor_bytes)
     result.external_files = external_files
     result.qdq = find_qdq(model)
     check_tensor_limits(result.graph, max_tensor_bytes)
@@ -444,7 +461,8 @@ def check_tensor_limits(graph: Graph, max_tensor_bytes: int) -> None:
 
 
 def import_graph(model: onnx.ModelProto, opset: int, notes: list[str],
-                 fold: FoldResult | None = None) -> LoadResult:
+                 fold: FoldResult | None = None,
+                 max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> LoadResult:
     g = model.graph
     constants = {init.name: numpy_helper.to_array(init) for init in g.initializer}
     shapes = _static_shapes(model)
@@ -454,6 +472,7 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str],
     ctx = ImportContext(graph, shapes, dtypes, constants, opset)
     fold = fold or FoldResult()
     ctx.unknown_shapes = fold.unknown
+    ctx.max_tensor_bytes = max_tensor_bytes
     diagnostics: list[Diagnostic] = []
     for vi in g.input:
         if vi.name in constants:
