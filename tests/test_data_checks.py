@@ -100,3 +100,23 @@ def test_tampered_statistics_are_refused_naming_the_file(stats_file, tmp_path, c
     assert _full(stats=[str(stats_file)]).tflite  # the untampered file loads
     with pytest.raises(CalibrationError, match=f"tampered.npz.*{match}"):
         _full(stats=[_tampered(stats_file, tmp_path, **changes)])
+
+
+def test_calib_samples_reads_only_the_rows_it_uses(tmp_path):
+    """A 20 MB .npy with --calib-samples 3: the file is memory-mapped, so far less than the file is
+    allocated (a full np.load would allocate all 20 MB)."""
+    import tracemalloc
+
+    from tflq.calibration.sources import InputSpec, load_samples
+
+    rows = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(20_000, 256))
+    rows[:] = 1.0
+    rows.flush()
+    del rows
+    tracemalloc.start()
+    try:
+        samples = list(load_samples(str(tmp_path), [InputSpec("x", (1, 256), np.float32)], 3))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(samples) == 3 and peak < 2 * 1024 ** 2, peak
