@@ -224,3 +224,14 @@ def test_log_lines_escape_control_characters():
 
     record = logging.LogRecord("tflq", logging.WARNING, __file__, 1, "input '%s'", ("a\nb\x1b[2J",), None)
     assert _PrintableFormatter("%(levelname)s: %(message)s").format(record) == "WARNING: input 'a\\nb\\x1b[2J'"
+
+
+@pytest.mark.parametrize("node", [
+    helper.make_node("Conv", ["x", "w"], ["y"], strides=[2 ** 40, 2 ** 40], name="the_op"),
+    helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2 ** 31, 2 ** 31], name="the_op"),
+], ids=["conv_strides", "pool_strides"])
+def test_attributes_beyond_int32_are_refused_naming_the_node(node, tmp_path):
+    path = str(tmp_path / "m.onnx")
+    onnx.save(_model([node], [W] if node.op_type == "Conv" else []), path)
+    result = CliRunner().invoke(main, ["convert", path, "-o", str(tmp_path / "o.tflite")])
+    assert result.exit_code == 1 and "the_op" in result.output and "int32" in result.output, result.output

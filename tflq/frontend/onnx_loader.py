@@ -222,6 +222,21 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _check_int32_attrs(kind: str, attrs: Any, node) -> None:
+    """TFLite stores op options (strides, dilations, block sizes, axes...) as int32."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(attrs):
+        return
+    for f in dataclasses.fields(attrs):
+        value = getattr(attrs, f.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and not -2 ** 31 <= int(v) < 2 ** 31:
+                where = f"node '{node.name}' ({node.op_type})" if node is not None else kind
+                raise ResourceLimitError(f"{where}: {f.name}={int(v)} does not fit TFLite's int32 {kind} options")
+
+
 def _check_folded(node, inputs: list[np.ndarray], outputs: list[np.ndarray], max_tensor_bytes: int) -> None:
     """A folded result must fit the limit, and NaN/Inf from finite inputs is a model error."""
     inputs_finite = all(v.dtype.kind not in "fc" or np.isfinite(v).all() for v in inputs)
@@ -361,6 +376,7 @@ class ImportContext:
             for name, value in zip(outputs, results):
                 self._set_constant(name, value)
             return None
+        _check_int32_attrs(kind, attrs, node)
         op = Op(kind, input_names, [self.tensor(n) for n in outputs], attrs,
                 origin=node.name if node is not None else "")
         return self.graph.add_op(op)
