@@ -232,9 +232,11 @@ def _check_int32_attrs(kind: str, attrs: Any, node) -> None:
         value = getattr(attrs, f.name)
         values = value if isinstance(value, (tuple, list)) else (value,)
         for v in values:
-            if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and not -2 ** 31 <= int(v) < 2 ** 31:
+            if (isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                    and not -2 ** 31 <= int(v) < 2 ** 31):
                 where = f"node '{node.name}' ({node.op_type})" if node is not None else kind
-                raise ResourceLimitError(f"{where}: {f.name}={int(v)} does not fit TFLite's int32 {kind} options")
+                raise ResourceLimitError(f"{where}: {f.name}={int(v)} does not fit TFLite's int32 "
+                                         f"{kind} options")
 
 
 def _check_folded(node, inputs: list[np.ndarray], outputs: list[np.ndarray], max_tensor_bytes: int) -> None:
@@ -370,7 +372,8 @@ class ImportContext:
             kwargs = spec.attr_kwargs(attrs)
             activation = kwargs.pop("fused_activation", "NONE")  # kernels take it separately
             with np.errstate(all="ignore"):
-                results = [apply_activation(np.asarray(v), activation) for v in spec.reference(*values, **kwargs)]
+                results = [apply_activation(np.asarray(v), activation)
+                           for v in spec.reference(*values, **kwargs)]
             if node is not None:
                 _check_folded(node, [v for v in values if v is not None], results, self.max_tensor_bytes)
             for name, value in zip(outputs, results):
@@ -466,7 +469,9 @@ def check_tensor_limits(graph: Graph, max_tensor_bytes: int) -> None:
     producers = graph.producers()
     for name, t in graph.tensors.items():
         op = producers.get(name)
-        where = f"tensor '{name}'" + (f" (output of node '{op.origin}')" if op is not None and op.origin else "")
+        where = f"tensor '{name}'"
+        if op is not None and op.origin:
+            where += f" (output of node '{op.origin}')"
         if any(d < 0 or d > INT32_MAX for d in t.shape):
             raise ResourceLimitError(f"{where}: shape {list(t.shape)} has a dimension outside "
                                      f"TFLite's int32 range")

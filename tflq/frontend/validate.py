@@ -115,7 +115,8 @@ def check_structure(model: onnx.ModelProto, path: str, max_tensor_bytes: int) ->
                                            f"reads '{name}' before node '{later[name].name}' computes it "
                                            f"(a cycle, or nodes out of order)"))
             else:
-                problems.append(Diagnostic(*where, "dangling_input", f"reads '{name}', which nothing defines"))
+                problems.append(Diagnostic(*where, "dangling_input",
+                                           f"reads '{name}', which nothing defines"))
         for name in node.output:
             if not name:
                 continue
