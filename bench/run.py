@@ -114,6 +114,7 @@ class Config:
 
 CONFIGS = (
     Config(FLOAT, "float"),
+    Config("float16", "float16"),
     Config("weights-uint8", "weights-only", "uint8"),
     Config("weights-int8", "weights-only", "int8"),
     Config("full-uint8", "full", "uint8", "minmax"),

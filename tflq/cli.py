@@ -129,7 +129,8 @@ _JOBS_OPTION = click.option(
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the .tflite file (written atomically; never a partial file).")
 @click.option("--mode", type=_choices(Mode), default=None,
-              help="float: no quantization. weights-only: 8-bit weights, float compute. "
+              help="float: no quantization. float16: weights stored as float16 behind DEQUANTIZE (half "
+                   "the size, float compute). weights-only: 8-bit weights, float compute. "
                    "full: 8-bit weights and activations (needs --calib or --stats, "
                    "or a model with QuantizeLinear/DequantizeLinear).  [default: float; full for "
                    "a model with QuantizeLinear/DequantizeLinear, using its own parameters]")

@@ -12,6 +12,7 @@ class Mode(Enum):
     FLOAT = "float"
     WEIGHTS_ONLY = "weights-only"
     FULL = "full"
+    FLOAT16 = "float16"  # float constants stored as float16 behind DEQUANTIZE
 
 
 # The activation types of --dtype (int16 activations always come with int8 weights: "int16x8"),

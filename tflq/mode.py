@@ -28,7 +28,8 @@ def resolve_mode(config: ConvertConfig, qdq: QdqModel | None) -> tuple[ConvertCo
             f"weights-only cannot keep that quantization. Omit --mode (or use --mode full) for an "
             f"integer model with the graph's own parameters, or --mode float for a float model "
             f"that simulates them with FAKE_QUANT ops")
-    if config.mode == Mode.FLOAT:
-        return config, (f"{qdq.describe()}: --mode float keeps them as FAKE_QUANT ops (the file "
-                        f"computes what the ONNX graph computes); omit --mode for an integer model")
+    if config.mode in (Mode.FLOAT, Mode.FLOAT16):
+        return config, (f"{qdq.describe()}: --mode {config.mode.value} keeps them as FAKE_QUANT ops "
+                        f"(the file computes what the ONNX graph computes); omit --mode for an "
+                        f"integer model")
     return config, None

@@ -58,7 +58,8 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     if qdq is not None:
         simplify_qdq_graph(graph)
     report = ConversionReport(model=config.model, output=config.output, mode=config.mode.value,
-                              dtype=None if config.mode == Mode.FLOAT else dtype_name(config.dtype),
+                              dtype=None if config.mode in (Mode.FLOAT, Mode.FLOAT16)
+                              else dtype_name(config.dtype),
                               input_bytes=_file_size(config.model),
                               notes=list(loaded.notes) + ([mode_note] if mode_note else []))
     # NORMALIZE: 1-D convolution stacks stay 4-D (height 1) between their ops
@@ -94,6 +95,10 @@ def convert(config: ConvertConfig) -> ConversionReport:
         from tflq.quantize.full import quantize_full
 
         quantize_full(graph, config, report, qdq, write=policy.write)
+    elif config.mode == Mode.FLOAT16:
+        from tflq.quantize.float16 import unused_calibration_note, store_float16
+
+        report.notes.extend(store_float16(graph).notes() + unused_calibration_note(config))
     verify(graph, after="quantization")
     _describe_io(graph, report)
     data = serialize(graph, description="tflq")

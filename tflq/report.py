@@ -82,7 +82,7 @@ class ConversionReport:
             lines.append(f"  activation tensors: {types}")
         if self.input_bytes:
             ratio = self.output_bytes / self.input_bytes
-            lines.append(f"  size: {_mb(self.input_bytes)} ONNX -> {_mb(self.output_bytes)} TFLite "
+            lines.append(f"  size: {mb(self.input_bytes)} ONNX -> {mb(self.output_bytes)} TFLite "
                          f"({ratio:.1%})")
         if self.precision is not None:
             p = self.precision
@@ -114,5 +114,5 @@ class ConversionReport:
         return "\n".join(printable(line) for line in lines)  # names from files: escaped
 
 
-def _mb(n: int) -> str:
+def mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} KB"

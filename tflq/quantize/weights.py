@@ -36,7 +36,7 @@ def _weight_rule(op: Op, index: int) -> Weight | None:
     return None
 
 
-def _is_bias(op: Op, index: int) -> bool:
+def is_bias(op: Op, index: int) -> bool:
     bias = registry.spec(op.kind).bias
     return bias is not None and bias.index == index
 
@@ -48,6 +48,22 @@ def _weight_params(data: np.ndarray, dtype: DType, rule: Weight | None) -> Quant
     return symmetric_weight_params(data, axis, DType.INT8)
 
 
+def constant_uses(graph: Graph, name: str, consumers: dict[str, list[Op]]) -> list[tuple[Op, int]]:
+    """Every (op, input index) that reads tensor `name`."""
+    return [(op, i) for op in consumers.get(name, []) for i, n in enumerate(op.inputs) if n == name]
+
+
+def dequantize_for(graph: Graph, name: str, stored: str, uses: list[tuple[Op, int]], index: int) -> str:
+    """A DEQUANTIZE at op position `index` turning `stored` (constant `name` kept in a narrower
+    type) back into float32 for every (op, input) in `uses`; returns the float32 tensor's name."""
+    t = graph.tensors[name]
+    deq = graph.add_activation(f"{name}/dequantized", DType.FLOAT32, t.shape, t.layout)
+    graph.add_op(Op("DEQUANTIZE", [stored], [deq], origin=name), index)
+    for op, i in uses:
+        op.inputs[i] = deq
+    return deq
+
+
 def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
     """Rewrite the graph in place; return one summary record per quantized tensor."""
     if config.dtype not in (DType.UINT8, DType.INT8):
@@ -56,15 +72,14 @@ def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
     check_finite_constants(graph)
     consumers = graph.consumer_map()
     records: list[dict] = []
-    dequantized: dict[str, str] = {}
     insert_at = 0
     for name in list(graph.tensors):
         t = graph.tensors[name]
         users = consumers.get(name, [])
         if not t.is_constant or not users or t.size < config.min_weight_elements:
             continue
-        uses = [(op, i) for op in users for i, n in enumerate(op.inputs) if n == name]
-        if any(_is_bias(op, i) for op, i in uses):
+        uses = constant_uses(graph, name, consumers)
+        if any(is_bias(op, i) for op, i in uses):
             continue  # biases stay float
         if not t.dtype.is_float:
             if any(_weight_rule(op, i) for op, i in uses):
@@ -87,14 +102,8 @@ def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
                 if changes:
                     op.replace_attrs(**changes)
         else:
-            deq = dequantized.get(name)
-            if deq is None:
-                deq = graph.add_activation(f"{name}/dequantized", DType.FLOAT32, t.shape, t.layout)
-                graph.add_op(Op("DEQUANTIZE", [q_name], [deq], origin=name), insert_at)
-                insert_at += 1
-                dequantized[name] = deq
-            for op, i in uses:
-                op.inputs[i] = deq
+            dequantize_for(graph, name, q_name, uses, insert_at)
+            insert_at += 1
         records.append({"name": name, "elements": t.size, "params": params.describe(),
                         "sqnr_db": sqnr_db(t.data, params.dequantize(q_data)), "hybrid": hybrid})
     graph.remove_unused()

@@ -1,0 +1,101 @@
+"""--mode float16: float constants stored as float16 behind DEQUANTIZE (the TF converter's scheme).
+
+Every registry case with a float constant large enough to be stored (16 elements or more; the other
+cases give the float file) converts, runs in LiteRT and stays within float16's rounding of
+onnxruntime's float output; XNNPACK takes the whole file; the size halves."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from tests.conftest import case_model, relative_error, run_litert, run_onnxruntime, save_model
+from tests.delegation import xnnpack_delegation
+from tflq import ops as registry
+from tflq.backend.tflite_reader import read_tflite
+from tflq.cli import main
+from tflq.config import ConvertConfig
+from tflq.pipeline import convert
+from tflq.quantize.float16 import FLOAT16_MIN_ELEMENTS
+
+# float16 keeps 11 significant bits: each stored weight is off by at most 2^-11 of itself, and a
+# dot product's error stays within a few of those relative to the output's largest magnitude.
+FLOAT16_TOLERANCE = 2e-3
+SAMPLE = "sample_models/digits_cnn.onnx"
+
+
+def _stores_float16(case) -> bool:
+    return "mode" not in case.options and any(
+        v.dtype == np.float32 and v.size >= FLOAT16_MIN_ELEMENTS for v in case.consts.values())
+
+
+CASES = [(spec.kind, case) for spec in registry.all_specs() for case in spec.cases if _stores_float16(case)]
+
+
+@pytest.mark.parametrize("kind,case", CASES, ids=[f"{k}-{c.name}" for k, c in CASES])
+def test_registry_case_in_float16_matches_onnxruntime(kind, case, tmp_path):
+    model = case_model(case)
+    path = save_model(model, tmp_path / "m.onnx")
+    expected = run_onnxruntime(model, case.inputs)
+    report = convert(ConvertConfig(model=path, **{**case.options, "mode": "float16"}))
+    info = read_tflite(report.tflite)
+    halves = [t for t in info.tensors if t.dtype == "float16"]
+    assert halves and all(t.data is not None for t in halves)
+    consumers = {i: op.kind for op in info.ops for i in op.inputs}
+    assert {consumers[t.index] for t in halves} == {"DEQUANTIZE"}
+    actual = run_litert(report.tflite, list(case.inputs.values()))
+    for e, a in zip(expected, actual):
+        assert e.shape == a.shape
+        assert relative_error(e, a) <= max(case.tolerance, FLOAT16_TOLERANCE)
+
+
+def _conv_model(path, bias_scale=0.1, extra=None) -> str:
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array((rng.standard_normal((64, 32, 3, 3)) * 0.1).astype(np.float32), "w"),
+             numpy_helper.from_array((rng.standard_normal(64) * bias_scale).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    if extra is not None:
+        inits.append(numpy_helper.from_array(extra, "big"))
+        nodes.append(helper.make_node("Add", ["y", "big"], ["z"]))
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", 1, [1, 32, 8, 8])],
+                              [helper.make_tensor_value_info(nodes[-1].output[0], 1, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_weights_halve_the_file_and_xnnpack_takes_all(tmp_path):
+    path = _conv_model(tmp_path / "conv.onnx")
+    float_file = convert(ConvertConfig(model=path, mode="float")).tflite
+    report = convert(ConvertConfig(model=path, mode="float16"))
+    assert len(report.tflite) <= 0.51 * len(float_file)
+    info = read_tflite(report.tflite)
+    bias = next(t for t in info.tensors if t.data is not None and t.shape == [64])
+    assert bias.dtype == "float32"  # XNNPACK refuses a float16 bias next to a float32 filter
+    assert xnnpack_delegation(report.tflite).undelegated == []
+    assert xnnpack_delegation(convert(ConvertConfig(model=SAMPLE, mode="float16")).tflite).undelegated == []
+    assert any("float16: 1 constant(s) stored as float16" in n for n in report.notes), report.notes
+
+
+def test_values_beyond_float16_stay_float32_with_a_note(tmp_path):
+    mask = np.full((1, 64, 8, 8), -1e9, np.float32)
+    path = _conv_model(tmp_path / "mask.onnx", extra=mask)
+    report = convert(ConvertConfig(model=path, mode="float16"))
+    assert any("kept float32" in n and "'big" in n for n in report.notes), report.notes
+    x = np.random.default_rng(0).standard_normal((1, 32, 8, 8)).astype(np.float32)
+    (actual,) = run_litert(report.tflite, [x])
+    assert np.all(np.isfinite(actual)) and np.all(actual < -1e8)
+
+
+def test_calibration_data_with_float16_is_unused_and_said(tmp_path):
+    from click.testing import CliRunner
+
+    out = tmp_path / "d.tflite"
+    result = CliRunner().invoke(main, ["convert", SAMPLE, "-o", str(out), "--mode", "float16",
+                                       "--calib", "sample_models/digits_calib"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "--calib unused" in result.output
+    assert read_tflite(out.read_bytes()).tensor  # a readable file
