@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import relative_error, run_litert, run_onnxruntime
 from tflq.config import ConvertConfig
+from tflq.errors import CalibrationError
 from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
 
@@ -1352,3 +1353,67 @@ def test_random_int_graph_matches_onnxruntime(seed, tmp_path):
         for e, a in zip(run_onnxruntime(path, feed), run_litert(report.tflite, [feed["x"], feed["ids"]],
                                                                  nchw_io=not keep_io)):
             assert a.shape == e.shape and np.all(np.isfinite(a))
+
+
+# ---- ranges no integer grid holds ------------------------------------------------------------
+SEEDS_HUGE = range(24)
+# (a NaN/Inf constant is refused before planning, naming it: tests/quantize/test_weights_only.py)
+FILLS = (float(np.finfo(np.float32).min), float(np.finfo(np.float32).max), -1e30, 1e20)
+
+
+class HugeRangeGraph(RandomGraph):
+    """Random 4-D graphs with one tensor whose values no integer kernel's scale arithmetic holds:
+    an additive attention-style mask Where(x > t, 0, fill) + x before a Softmax, a select of the
+    fill, a multiplication by 1e25, or a constant with one huge element, the fill finfo.min/max,
+    -inf, -1e30 or 1e20; random ops before and after, and sometimes the huge tensor as an output."""
+
+    def inject(self, x: str) -> str:
+        shape, fill = self.shapes[x], float(self.choice(FILLS))
+        kind = self.choice(["mask_add", "select", "scale_up", "huge_constant"])
+        if kind == "scale_up":
+            return self.one("Mul", [x, self.const(np.array(1e25, np.float32))], shape)
+        if kind == "huge_constant":
+            value = self.rng.normal(0, 1, shape[1:]).astype(np.float32)
+            value.flat[int(self.rng.integers(value.size))] = fill
+            return self.one("Add", [x, self.const(value)], shape)
+        above = self.one("Greater", [x, self.const(np.array(0.5, np.float32))], shape)
+        if kind == "select":
+            return self.one("Where", [above, x, self.const(np.array(fill, np.float32))], shape)
+        mask = self.one("Where", [above, self.const(np.array(0.0, np.float32)),
+                                  self.const(np.array(fill, np.float32))], shape)
+        return self.one("Softmax", [self.one("Add", [x, mask], shape)], shape, axis=-1)
+
+    def build(self) -> tuple[onnx.ModelProto, list[str]]:
+        x = "x"
+        for _ in range(int(self.rng.integers(0, 3))):
+            x = self.choice([self.conv_same, self.batchnorm, self.activation])(x)
+        huge = self.inject(x)
+        x = huge
+        for _ in range(int(self.rng.integers(0, 3))):
+            x = self.choice([self.conv_same, self.activation, self.pool])(x)
+        outputs = [x, huge] if x != huge and self.rng.random() < 0.3 else [x]
+        return self.model(outputs), outputs
+
+
+@pytest.mark.parametrize("seed", SEEDS_HUGE)
+def test_huge_range_file_runs(seed, tmp_path):
+    """A file tflq writes must never be refused by LiteRT: full int8 keeps every op that touches
+    an unrepresentable range float (and says why), and the file loads and invokes on every
+    sample (LiteRT aborts the process, not only the test, at allocate_tensors otherwise). A
+    value that overflows to inf in calibration is refused naming its tensor: no file at all."""
+    builder = HugeRangeGraph(7000 + seed)
+    model, _ = builder.build()
+    path = str(tmp_path / "huge.onnx")
+    onnx.save(model, path)
+    xs = _inputs(builder.input_shape, 6, seed)
+    config = ConvertConfig(model=path, mode="full", dtype="int8", calib=[{"x": x} for x in xs[:4]])
+    try:
+        report = convert(config)
+    except CalibrationError as exc:
+        assert "holds Inf values" in str(exc)
+        return
+    assert any("beyond what integer kernels represent" in op.reason for op in report.float_ops), \
+        report.float_ops
+    for x in xs:
+        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
+            assert a.shape == e.shape

@@ -14,6 +14,8 @@ from tflq.config import ConvertConfig
 from tflq.pipeline import convert
 
 FLOAT_FLOOR_DB = 80.0
+# Full int8 must not collapse (bert_embedding_mask was 1.4 dB while its finfo.min mask was int8).
+INT8_FLOOR_DB = 15.0
 # bert: the model's own Transposes (attention heads split and merged). gather_scatter: its 4-D
 # KV cache enters and leaves in NHWC, TFLite's default I/O layout, while SCATTER_ND needs the
 # ONNX axis order: 4 edge transposes, 0 with --keep-io-layout (test below).
@@ -29,7 +31,7 @@ def test_family_float_exact_and_int8_runs(name, tmp_path, record_property):
     print(f"{name}: float {result['float_db']:.1f} dB, full int8 {result['int8_db']:.1f} dB")
     assert result["float_db"] >= FLOAT_FLOOR_DB
     assert result["integers_exact"]
-    assert np.isfinite(result["int8_db"]) or result["int8_db"] == float("inf")
+    assert result["int8_db"] >= INT8_FLOOR_DB
     assert result["transposes"] == MODEL_TRANSPOSES[name]
 
 

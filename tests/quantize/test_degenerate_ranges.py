@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import run_litert, run_onnxruntime
 from tflq.config import ConvertConfig
 from tflq.ir.dtypes import DType
-from tflq.ir.quant import activation_params
+from tflq.ir.quant import activation_params, sqnr_db
 from tflq.pipeline import convert
 
 
@@ -57,3 +58,25 @@ def test_tiny_but_nonzero_range_keeps_the_multiplier_xnnpack_accepts(tmp_path):
     report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=[{"x": x}]))
     actual = run_litert(report.tflite, [x])[0]  # loads with the default delegate, and runs
     assert np.max(np.abs(actual - run_onnxruntime(path, {"x": x})[0])) <= 1e-5
+
+
+@pytest.mark.parametrize("factor", [1e17, 2e18, float(np.finfo(np.float32).max)])
+def test_huge_range_loads_and_runs_with_int8_io(factor, tmp_path):
+    """x * factor + x: int8 grids for values of 1e18 or more would overflow LiteRT's float32
+    scale products (ADD's (1 << 20) x scale) and abort allocate_tensors; below that the ops
+    run in int8. The huge tensor is also a model output: with 8-bit I/O it stays a float edge."""
+    nodes = [helper.make_node("Mul", ["x", "f"], ["big"]), helper.make_node("Add", ["big", "x"], ["y"])]
+    graph = helper.make_graph(nodes, "huge", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8]),
+                               helper.make_tensor_value_info("big", TensorProto.FLOAT, [1, 8])],
+                              [numpy_helper.from_array(np.array(factor, np.float32), "f")])
+    path = str(tmp_path / "huge.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    xs = [np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8) * s for s in (1.0, 0.5)]
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", io_type="int8",
+                                   calib=[{"x": x} for x in xs]))
+    beyond = [op.kind for op in report.float_ops if "beyond what integer kernels represent" in op.reason]
+    assert sorted(beyond) == ([] if factor < 1e18 else ["ADD", "MUL"])
+    for x in xs:
+        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
+            assert sqnr_db(e, a) >= 30.0

@@ -209,7 +209,7 @@ def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParam
         rule = registry.spec(op.kind).quant
         dtype = ctx.dtype_of(op)
         if not isinstance(rule, SameAsOutput) or not rule.inputs_on_output_grid(dtype) or \
-                _integer_only(graph, op) or ctx.float_reason(op) is not None:
+                _integer_only(graph, op) or _kept_float(graph, op, ctx) is not None:
             continue  # (uint8 CONCATENATION rescales its inputs itself)
         shared = _shared_output_params(graph, op, ctx, dtype)
         for name in op.inputs:
@@ -217,7 +217,7 @@ def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParam
                     and name not in preferred:
                 preferred[name] = shared
                 producer = producers.get(name)
-                if producer is None or ctx.float_reason(producer) is not None or \
+                if producer is None or _kept_float(graph, producer, ctx) is not None or \
                         ctx.dtype_of(producer) != dtype:
                     break
                 rule = registry.spec(producer.kind).quant
@@ -228,6 +228,50 @@ def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParam
                     break
                 name = producer.inputs[rule.index]
     return preferred
+
+
+# LiteRT's integer kernels multiply scales in float32 at prepare time: ADD and SUB take
+# (1 << 20) x the output scale, MUL and the convolutions input scale x weight scale. A grid for
+# values of 1e18 or more (an attention mask filled with finfo(float32).min, -3.4e38, has an int8
+# scale of 1.3e36) overflows those products to inf, the multiplier becomes 0 and LiteRT aborts at
+# allocate_tensors. Below the limit every such product stays under 1e32. Keeping the tensor float
+# costs nothing in accuracy: an int8 grid that holds -3.4e38 holds nothing else (the scores it is
+# added to would all round to 0).
+MAX_INTEGER_MAGNITUDE = 1e18
+
+
+def _beyond_integer(low: float, high: float) -> bool:
+    """True for a range no integer grid can hold (see MAX_INTEGER_MAGNITUDE)."""
+    return not (np.isfinite(low) and np.isfinite(high)) or \
+        max(abs(low), abs(high)) >= MAX_INTEGER_MAGNITUDE
+
+
+def _magnitude_refusal(graph: Graph, op: Op, ctx: PlanContext) -> str | None:
+    """Why `op` must stay float: a float tensor it reads or writes spans values no integer
+    kernel's scale arithmetic can hold (|value| >= MAX_INTEGER_MAGNITUDE, inf or NaN)."""
+    for name in op.inputs + op.outputs:
+        t = graph.tensors[name] if name else None
+        if t is None or not t.dtype.is_float:
+            continue
+        if t.is_constant:
+            if not t.data.size:
+                continue
+            low, high = float(np.min(t.data)), float(np.max(t.data))
+        else:
+            seen = ctx.range(name)
+            if seen is None:
+                continue
+            low, high = float(seen[0]), float(seen[1])
+        if _beyond_integer(low, high):
+            return (f"tensor '{name}' spans [{low:.3g}, {high:.3g}], beyond what integer kernels "
+                    f"represent (|value| < {MAX_INTEGER_MAGNITUDE:.0e}: LiteRT computes scale "
+                    f"products in float32)")
+    return None
+
+
+def _kept_float(graph: Graph, op: Op, ctx: PlanContext) -> str | None:
+    """Why `op` stays float before any parameter is chosen (None: it may run quantized)."""
+    return ctx.float_reason(op) or _magnitude_refusal(graph, op, ctx)
 
 
 def _invoke_refusal(graph: Graph, op: Op, ctx: PlanContext,
@@ -292,7 +336,7 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     for op in graph.ops:
         if _integer_only(graph, op):
             continue  # integer/boolean arithmetic (ids, masks, shapes) runs as it is
-        reason = ctx.float_reason(op) or _invoke_refusal(graph, op, ctx, {**preferred, **given})
+        reason = _kept_float(graph, op, ctx) or _invoke_refusal(graph, op, ctx, {**preferred, **given})
         if reason is not None:
             plan.float_ops[id(op)] = reason
             continue
@@ -385,7 +429,10 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
         plan.quantized_ops.append(op)
     for name in graph.inputs + graph.outputs:  # for 8-bit model I/O, even next to float ops
         t = graph.tensors[name]
+        seen = ctx.range(name) if t.dtype.is_float and not t.is_constant else None
+        if seen is not None and _beyond_integer(*seen):
+            continue  # a range no grid holds: the edge stays float
         if t.dtype.is_float and not t.is_constant and \
-                (name in params or name in given or ctx.range(name) is not None):
+                (name in params or name in given or seen is not None):
             activation(name, ctx.dtype)  # (none: a float edge of a partly quantized QDQ model)
     return plan
