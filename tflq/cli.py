@@ -54,6 +54,19 @@ def _fail(exc: BaseException, debug: bool) -> None:
 
 
 @contextmanager
+def _error_boundary(debug: bool):
+    """The CLI boundary of every command: a TflqError (or MemoryError) becomes one line and exit 1,
+    anything else an internal error (exit 3); --debug adds the traceback. Warnings go to the log."""
+    try:
+        with _warnings_logged():
+            yield
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary turns every failure into an exit code
+        _fail(exc, debug)
+
+
+@contextmanager
 def _warnings_logged():
     """Python and numpy warnings go to the debug log, never raw to the terminal: tflq reports what
     matters (NaN or Inf produced, a value out of range) as errors naming the node or file."""
@@ -113,6 +126,7 @@ def main() -> None:
       tflq convert model.onnx -o model.tflite
       tflq convert model.onnx -o model_w8.tflite --mode weights-only --dtype int8
       tflq convert model.onnx -o model_int8.tflite --mode full --dtype int8 --calib data/
+      tflq eval model.onnx model_int8.tflite --data eval/ --min-sqnr 30 --html report.html
       tflq inspect model.tflite
       tflq ops
     """
@@ -182,6 +196,9 @@ _JOBS_OPTION = click.option(
               help="Images: factor applied to pixel values 0..255 first (e.g. 0.00392 for 0..1).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also write the summary as JSON to this file ('-' for stdout).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write the per-layer error report of the converted file, on the calibration "
+                   "samples, to this HTML file (as tflq eval --html; needs pip install 'tflq[report]').")
 @click.option("--max-tensor-bytes", type=click.IntRange(min=1), default=2 * 1024 ** 3, show_default=True,
               help="Refuse models with a tensor (stored, folded or computed) larger than this.")
 @_JOBS_OPTION
@@ -190,7 +207,8 @@ _JOBS_OPTION = click.option(
 @click.option("--debug", is_flag=True, help="Show tracebacks and verify the graph after every pass.")
 def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight_elements, calib,
             calib_samples, calib_convert, calib_method, percentile, stats, save_stats, io_type, float_ops, int16_ops,
-            target_sqnr, mean, std, scale, report_path, max_tensor_bytes, jobs, quiet, verbose, debug) -> None:
+            target_sqnr, mean, std, scale, report_path, html_path, max_tensor_bytes, jobs, quiet, verbose,
+            debug) -> None:
     """Convert an ONNX MODEL to a TFLite file.
 
     \b
@@ -205,7 +223,7 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
         import os
 
         os.environ["TFLQ_DEBUG"] = "1"
-    try:
+    with _error_boundary(debug):
         config = ConvertConfig(
             model=model, output=output, mode=Mode(mode) if mode else None,
             dtype=dtype,
@@ -217,17 +235,12 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             float_ops=tuple(n for n in float_ops.split(",") if n),
             int16_ops=tuple(n for n in int16_ops.split(",") if n), target_sqnr=target_sqnr,
             mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
-            report=report_path if report_path != "-" else None, max_tensor_bytes=max_tensor_bytes,
+            report=report_path if report_path != "-" else None, html=html_path,
+            max_tensor_bytes=max_tensor_bytes,
             show_progress=not quiet, jobs=jobs)
         from tflq.pipeline import convert as run
 
-        with _warnings_logged():
-            report = run(config)
-    except click.ClickException:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary turns every failure into an exit code
-        _fail(exc, debug)
-        return
+        report = run(config)
     if not quiet:
         click.echo(report.to_text(), err=True)
     if report_path == "-":
@@ -266,7 +279,7 @@ def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_lay
           --stats stats_00.npz --stats stats_01.npz ...
     """
     _setup_logging(quiet, verbose, debug)
-    try:
+    with _error_boundary(debug):
         config = ConvertConfig(
             model=model, mode=Mode.FULL, input_shapes=_input_shapes(input_shapes),
             keep_io_layout=keep_io_layout, calib=calib, calib_samples=calib_samples,
@@ -274,17 +287,95 @@ def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_lay
             scale=scale, show_progress=not quiet, jobs=jobs)
         from tflq.pipeline import calibrate_only
 
-        with _warnings_logged():
-            report = calibrate_only(config)
-    except click.ClickException:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary turns every failure into an exit code
-        _fail(exc, debug)
-        return
+        report = calibrate_only(config)
     if not quiet:
         calibration = report.calibration or {}
         click.echo(f"{save_stats}: statistics of {calibration.get('samples', 0)} sample(s) "
                    f"in {calibration.get('seconds', 0.0):.1f} s", err=True)
+
+
+@main.command("eval", epilog=EPILOG)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("tflite", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="Evaluation samples, in any form --calib takes (.npy/.npz files or folders, images).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="Class labels, one integer per row: .npy, .npz (array 'labels') or text.")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="Use at most this many samples [default: all, up to 500].")
+@click.option("--min-sqnr", type=float, default=None, metavar="DB",
+              help="Exit 1 when an output's worst-sample SQNR is below DB.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, metavar="P",
+              help="Exit 1 when a classifier output's top-1 agreement is below P (0..1).")
+@click.option("--layers", is_flag=True,
+              help="Also rank the layers by the output error each adds alone (text table).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Write the per-layer report (plots embedded) to this HTML file; needs "
+                   "pip install 'tflq[report]'.")
+@click.option("--layer-samples", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Samples the per-layer analysis runs on.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (stable shape).")
+@click.option("--float-runtime", type=click.Choice(["auto", "onnxruntime", "tflq"]), default="auto",
+              show_default=True, help="The float side: onnxruntime (auto: when installed) or "
+                                      "tflq's reference interpreter.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...",
+              help="As for convert (the shapes the .tflite was converted with).")
+@click.option("--keep-io-layout", is_flag=True, help="As for convert.")
+@click.option("--data-convert", is_flag=True, help="Cast data of another numeric type (as --calib-convert).")
+@click.option("--mean", default=None, metavar="M[,M,M]", help="Images: as for convert.")
+@click.option("--std", default=None, metavar="S[,S,S]", help="Images: as for convert.")
+@click.option("--scale", type=float, default=None, help="Images: as for convert.")
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each step.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def eval_command(model, tflite, data, labels, samples, min_sqnr, min_agreement, layers, html_path,
+                 layer_samples, as_json, float_runtime, input_shapes, keep_io_layout, data_convert,
+                 mean, std, scale, quiet, verbose, debug) -> None:
+    """Measure a TFLITE file against its float ONNX MODEL on the same samples: per output SQNR
+    (mean and worst sample), cosine similarity, max |error|, top-1 agreement and accuracy;
+    --layers/--html add the per-layer analysis. Exit 1 when a --min-* gate is not met.
+
+    \b
+    Examples:
+      tflq eval net.onnx net_int8.tflite --data eval/ --labels eval/labels.npy
+      tflq eval net.onnx net_int8.tflite --data eval/ --min-sqnr 30 --min-agreement 0.99
+      tflq eval net.onnx net_int8.tflite --data eval/ --layers --html report.html
+    """
+    _setup_logging(quiet, verbose, debug)
+    with _error_boundary(debug):
+        from tflq.analysis.evaluate import evaluate
+        from tflq.fileio import Source, WritePolicy
+
+        sources = [Source("the input model", model), Source("the .tflite file", tflite),
+                   Source("the evaluation data", data)]
+        if labels:
+            sources.append(Source("the labels", labels))
+        policy = WritePolicy({"--html": html_path}, sources)
+        policy.check()
+        if html_path:
+            from tflq.analysis.plots import require_matplotlib
+
+            require_matplotlib()
+        result = evaluate(model, tflite, data, labels, samples=samples,
+                          input_shapes=_input_shapes(input_shapes), keep_io_layout=keep_io_layout,
+                          mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
+                          data_convert=data_convert, float_runtime=float_runtime,
+                          min_sqnr=min_sqnr, min_agreement=min_agreement,
+                          layers=layers or bool(html_path), layer_samples=layer_samples)
+        if html_path:
+            from tflq.analysis.html_report import render_html
+
+            policy.write("--html", render_html(result))
+    if as_json:
+        click.echo(result.to_json())
+    elif not quiet:
+        click.echo(result.to_text())
+        if layers and result.layers is not None:
+            click.echo(result.layers.to_text())
+    for check in result.failures:
+        click.echo(f"Error: {check.message()}", err=True)
+    if result.failures:
+        sys.exit(EXIT_ERROR)
 
 
 @main.command(epilog=EPILOG)
@@ -300,13 +391,9 @@ def inspect(file, as_json, debug) -> None:
     """
     from tflq.backend.tflite_reader import format_model, read_tflite_file
 
-    try:
-        with _warnings_logged():
-            info = read_tflite_file(file)
-            text = json.dumps(info.to_dict(), indent=2) if as_json else format_model(info)
-    except Exception as exc:  # noqa: BLE001
-        _fail(exc, debug)
-        return
+    with _error_boundary(debug):
+        info = read_tflite_file(file)
+        text = json.dumps(info.to_dict(), indent=2) if as_json else format_model(info)
     click.echo(text)
 
 
