@@ -47,7 +47,10 @@ def pooled_sqnr(reference: Sequence[Sequence[np.ndarray]], approx: Sequence[Sequ
     return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
-class _Evaluator:
+class SqnrEvaluator:
+    """The float graph's outputs on `samples`, and the output SQNR of any mix of precisions
+    (simulated: the graph quantized by `make_context`'s plan, run with its grids rounded)."""
+
     def __init__(self, graph: Graph, make_context: MakeContext, samples: list[Feeds]) -> None:
         self.graph = graph
         self.make_context = make_context
@@ -76,19 +79,13 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
                                  f"reaches against the float model (at most {MAX_TARGET_SQNR:g} dB)")
     if not samples:
         raise InvalidConfigError("--target-sqnr needs calibration samples (--calib) to measure on")
-    base = make_context(frozenset(), frozenset())
-    plan = plan_quantization(graph.copy(), base)
-    layers: dict[str, str] = {}
-    for op in plan.quantized_ops:
-        if registry.spec(op.kind).quant.runs_in(base.dtype) and op.origin:
-            layers.setdefault(op.origin, op.kind)
-    evaluator = _Evaluator(graph, make_context, samples)
+    layers = quantized_layers(graph, make_context(frozenset(), frozenset()))
+    evaluator = SqnrEvaluator(graph, make_context, samples)
     before = evaluator.sqnr(frozenset(), frozenset())
     result = PrecisionResult(target_db, before, before, len(layers), len(samples))
     if before >= target_db:
         return result
     names = list(layers)
-    every = frozenset(names)
 
     def promotion(chosen: list[str]) -> tuple[frozenset[str], frozenset[str]]:
         int16 = frozenset(n for n in chosen if _has_int16(graph, n))
@@ -101,8 +98,7 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
             f"quantized layers promoted (int16 where LiteRT has a 16x8 kernel, else float) the "
             f"output SQNR is {ceiling:.1f} dB, {target_db - ceiling:.1f} dB short (int8: "
             f"{before:.1f} dB); nothing was written")
-    # n alone quantized: the noise it adds by itself
-    alone = {n: evaluator.sqnr(frozenset(), every - {n}, SENSITIVITY_SAMPLES) for n in names}
+    alone = layer_sensitivities(evaluator, names)
     order = sorted(names, key=lambda n: alone[n])
     low, high, best = 0, len(order), ceiling  # the first `high` promoted reach the target
     while high - low > 1:
@@ -117,6 +113,24 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
                        for n in order[:high]]
     result.after_db = best
     return result
+
+
+def quantized_layers(graph: Graph, context: PlanContext) -> dict[str, str]:
+    """The layers (ONNX node -> its first TFLite kind) that run quantized under `context`."""
+    plan = plan_quantization(graph.copy(), context)
+    layers: dict[str, str] = {}
+    for op in plan.quantized_ops:
+        if registry.spec(op.kind).quant.runs_in(context.dtype) and op.origin:
+            layers.setdefault(op.origin, op.kind)
+    return layers
+
+
+def layer_sensitivities(evaluator: SqnrEvaluator, names: Sequence[str],
+                        samples: int = SENSITIVITY_SAMPLES) -> dict[str, float]:
+    """Each layer's sensitivity: the output SQNR (dB) with it alone quantized, every other one
+    of `names` float (the noise it adds by itself), on the first `samples` samples."""
+    every = frozenset(names)
+    return {n: evaluator.sqnr(frozenset(), every - {n}, samples) for n in names}
 
 
 def _has_int16(graph: Graph, node: str) -> bool:
