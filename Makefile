@@ -5,7 +5,7 @@ TEST_VENV := .venv-test
 BENCH_VENV := .venv-bench
 OUT := out
 
-.PHONY: demo test bench readme schema clean
+.PHONY: demo test test-browser bench readme schema clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,15 @@ demo: $(VENV)/.installed
 	@ls -l $(OUT)/*.tflite
 
 ## test: the whole suite, in its own environment; a skipped oracle test counts as a failure
-test: $(TEST_VENV)/.installed
+test: $(TEST_VENV)/.installed test-browser
 	TFLQ_REQUIRE_ALL_TESTS=1 $(TEST_VENV)/bin/python -m pytest -q
+
+## test-browser: Debian's chromium, which the HTML report test screenshots with (no-op once installed)
+test-browser:
+	@test -x /usr/bin/chromium || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+		$$SUDO apt-get install -y -q chromium || \
+		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
 
 ## bench: build MobileNetV2 / ResNet-18 and measure conversion time, memory, size, accuracy, latency
 bench: $(BENCH_VENV)/.installed

@@ -22,4 +22,19 @@ def convert(model: str, output: str | None = None, **options: Any):
     return run(ConvertConfig(model=model, output=output, **options))
 
 
-__all__ = ["convert", "__version__"]
+def evaluate(model: str, tflite, data, labels=None, **options: Any):
+    """Run the float ONNX `model` and the `tflite` file (a path or its bytes) on the same `data`
+    (what `calib` takes) and measure the error per output; `layers=True` adds the per-layer
+    analysis. Options are tflq.analysis.evaluate.evaluate's. Returns an EvalResult (`.to_json()`,
+    `.to_text()`, `.failures`). Raises tflq.errors.TflqError.
+
+    Example:
+        >>> result = tflq.evaluate("model.onnx", "model_int8.tflite", "eval_dir/", min_sqnr=30)
+        >>> print(result.to_text()); assert not result.failures
+    """
+    from tflq.analysis.evaluate import evaluate as run
+
+    return run(model, tflite, data, labels, **options)
+
+
+__all__ = ["convert", "evaluate", "__version__"]

@@ -67,6 +67,7 @@ class ConvertConfig:
     stats: tuple[str, ...] = ()
     save_stats: str | None = None
     report: str | None = None  # where convert() writes the summary as JSON
+    html: str | None = None  # where convert() writes the per-layer report on the calibration samples
     max_tensor_bytes: int = 2 * 1024 ** 3  # no folded, computed or stored tensor may be larger
     io_type: DType | None = None  # None: float model inputs and outputs
     float_ops: tuple[str, ...] = ()

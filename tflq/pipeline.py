@@ -41,7 +41,7 @@ def write_policy(config: ConvertConfig) -> WritePolicy:
     if isinstance(config.calib, (str, os.PathLike)):
         sources.append(Source("calibration data", os.fspath(config.calib)))
     policy = WritePolicy({"--output": config.output, "--save-stats": config.save_stats,
-                          "--report": config.report}, sources)
+                          "--report": config.report, "--html": config.html}, sources)
     policy.check()
     return policy
 
@@ -83,6 +83,10 @@ def convert(config: ConvertConfig) -> ConversionReport:
     """Convert config.model; write config.output (atomically) when given. Raises TflqError."""
     start = time.perf_counter()
     policy = write_policy(config)
+    if config.html:
+        from tflq.analysis.convert_report import check_report_request
+
+        check_report_request(config)
     _start_calibration_workers(config)
     graph, report, config, qdq = _prepare(config, policy)
     if config.mode == Mode.WEIGHTS_ONLY:
@@ -110,6 +114,10 @@ def convert(config: ConvertConfig) -> ConversionReport:
     report.tensor_types = dict(Counter(t.dtype.name.lower() for t in graph.tensors.values()
                                        if not t.is_constant))
     report.seconds = time.perf_counter() - start
+    if config.html:
+        from tflq.analysis.convert_report import calibration_report
+
+        policy.write("--html", calibration_report(config, data))
     if config.report:
         policy.write("--report", (report.to_json() + "\n").encode())
     return report
