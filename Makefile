@@ -52,10 +52,12 @@ test-browser:
 		$$SUDO apt-get install -y -q chromium || \
 		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
 
-## bench: build MobileNetV2 / ResNet-18 and measure conversion time, memory, size, accuracy, latency
-bench: $(BENCH_VENV)/.installed
+## bench: build MobileNetV2 / ResNet-18 and measure conversion time, memory, size, accuracy, latency;
+## then the per-layer report of each (worst layers, float fallback check, plots in headless Chromium)
+bench: $(BENCH_VENV)/.installed test-browser
 	$(BENCH_VENV)/bin/python bench/models.py bench/models
 	$(BENCH_VENV)/bin/python bench/run.py
+	$(BENCH_VENV)/bin/python bench/report.py
 
 ## readme: regenerate README.md's supported-op table from the registry
 readme: $(VENV)/.installed
