@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import run_onnxruntime
@@ -53,6 +54,28 @@ def test_batchnorm_folds_and_relu_fuses(tmp_path):
     assert [op.kind for op in graph.ops] == ["CONV_2D"]
     assert graph.ops[0].attrs.fused_activation == "RELU"
     np.testing.assert_allclose(_nhwc_run(graph, x), before, rtol=1e-5, atol=1e-5)
+    expected = run_onnxruntime(path, {"x": x})[0].transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(_nhwc_run(graph, x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_batchnorm_after_relu_folds_its_scale_only_when_positive(negative, tmp_path):
+    """relu(y) * a = relu(y * a) for a > 0 only: the MUL folds into the conv, the ADD stays."""
+    scale = RNG.uniform(0.5, 2, 4).astype(np.float32)
+    if negative:
+        scale[1] = -scale[1]
+    nodes = [helper.make_node("Conv", ["x", "w", "cb"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("BatchNormalization", ["r", "s", "b", "m", "v"], ["y"])]
+    inits = {"w": RNG.normal(size=(4, 3, 3, 3)).astype(np.float32),
+             "cb": RNG.normal(size=4).astype(np.float32), "s": scale,
+             "b": RNG.normal(size=4).astype(np.float32), "m": RNG.normal(size=4).astype(np.float32),
+             "v": RNG.uniform(0.5, 2, 4).astype(np.float32)}
+    path = _save(tmp_path, nodes, inits)
+    graph, _ = prepare_graph(ConvertConfig(model=path))
+    kinds = [op.kind for op in graph.ops]
+    assert kinds == (["CONV_2D", "MUL", "ADD"] if negative else ["CONV_2D", "ADD"]), kinds
+    x = RNG.normal(size=(1, 3, 6, 6)).astype(np.float32)
     expected = run_onnxruntime(path, {"x": x})[0].transpose(0, 2, 3, 1)
     np.testing.assert_allclose(_nhwc_run(graph, x), expected, rtol=1e-4, atol=1e-4)
 

@@ -125,10 +125,14 @@ class SameAsInput(QuantRule):
 
     moves_values: every output value is a value of input `index` (or zero): RESHAPE, MAX_POOL_2D,
         PAD, GATHER... (not AVERAGE_POOL_2D, not bilinear RESIZE, which compute new values).
+    clamps: the op clamps input `index` by its constant operands (MAXIMUM, MINIMUM): clipping
+        that input to any range holding the output's range and the constants leaves the result
+        unchanged, so the input may take the output's (narrower) grid.
     """
 
     index: int = 0
     moves_values: bool = False
+    clamps: bool = False
 
     def output_params(self, dtype: DType, source: QuantParams | None = None) -> QuantParams | None:
         return source
@@ -219,6 +223,10 @@ ACTIVATION_FUNCTIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_B
 # CalculateActivationRangeQuantized (int8/uint8) clamp to; any other value gets the full range,
 # i.e. the kernel silently does not apply it (TANH fused into ADD is then a plain ADD).
 CLAMPS = frozenset({"NONE", "RELU", "RELU_N1_TO_1", "RELU6"})
+# f(a * x) = a * f(x) for every a > 0: a positive per-channel scale moves through these fused
+# activations (a BatchNorm after a ReLU folds into the convolution before it; cross-layer
+# equalization). RELU6 and RELU_N1_TO_1 clip at a fixed value, which the scale would move.
+POSITIVELY_HOMOGENEOUS = frozenset({"NONE", "RELU"})
 
 
 class KernelVariant(Enum):

@@ -80,7 +80,7 @@ class Maximum(_Extremum):
     """ONNX Max; also the lower bound of a Clip that no RELU kind matches."""
 
     kind = "MAXIMUM"
-    quant = SameAsInput(dtypes=WITH_INT16, rounding_commutes=True)
+    quant = SameAsInput(dtypes=WITH_INT16, rounding_commutes=True, clamps=True)
     onnx_types = ("Max",)
     cases = _cases("Max") + [_clip_case("clip_min_only", 0.5, None),
                              Case("clip_computed_min", [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
@@ -88,7 +88,15 @@ class Maximum(_Extremum):
                                   {"x": rand(1, 3, 4, 4, low=-5, high=5)}),
                              Case("clip_min_input_max_const", [helper.make_node("Clip", ["x", "lo", "hi"], ["y"])],
                                   {"x": rand(2, 6, low=-5, high=5), "lo": np.array([-1.5], np.float32)},
-                                  {"hi": np.array(2.0, np.float32)})]
+                                  {"hi": np.array(2.0, np.float32)}),
+                             # one constant read by two MAXIMUMs on different grids (tf2onnx folds
+                             # the -0.4 after every LeakyRelu into one): each op needs it on its own
+                             Case("shared_const_two_grids",
+                                  [helper.make_node("Max", ["x", "c"], ["m"]),
+                                   helper.make_node("Mul", ["m", "k"], ["t"]),
+                                   helper.make_node("Max", ["t", "c"], ["y"])],
+                                  {"x": rand(1, 3, 4, 4, low=-5, high=5)},
+                                  {"c": np.array(-0.4, np.float32), "k": np.array(-4.0, np.float32)})]
 
 
 @register
@@ -96,7 +104,7 @@ class Minimum(_Extremum):
     """ONNX Min; also the upper bound of a Clip that no RELU kind matches."""
 
     kind = "MINIMUM"
-    quant = SameAsInput(dtypes=WITH_INT16, rounding_commutes=True)
+    quant = SameAsInput(dtypes=WITH_INT16, rounding_commutes=True, clamps=True)
     onnx_types = ("Min",)
     numpy_fn = staticmethod(np.minimum)
     cases = _cases("Min") + [_clip_case("clip_m2_3", -2.0, 3.0), _clip_case("clip_max_only", None, 2.0)]

@@ -5,7 +5,7 @@ import numpy as np
 
 from tflq import ops as registry
 from tflq.ir.graph import Graph, Op
-from tflq.ops.base import ACTIVATION_FUNCTIONS
+from tflq.ops.base import ACTIVATION_FUNCTIONS, POSITIVELY_HOMOGENEOUS
 
 
 def _sole_consumer(graph: Graph, name: str, consumers: dict[str, list[Op]]) -> Op | None:
@@ -33,23 +33,29 @@ def _per_channel_vector(value: np.ndarray, channels: int, out_rank: int) -> np.n
     return None
 
 
-def _affine_slots(op: Op | None, graph: Graph) -> tuple[int, int, int] | None:
+def _affine_slots(op: Op | None, graph: Graph,
+                  activations: frozenset[str] = frozenset({"NONE"})) -> tuple[int, int, int] | None:
     """(weight input, bias input, output-channel axis of the weights) of an op with constant
-    weights and bias and an empty fused-activation slot: one an affine map after it folds into."""
+    weights and bias and a fused activation among `activations` (by default none): one an
+    affine map after it folds into."""
     if op is None:
         return None
     spec = registry.spec(op.kind)
     bias = spec.bias
     weight = next((w for w in spec.weights if bias is not None and w.index == bias.weight), None)
     if weight is None or weight.axis is None or not spec.fused_activation or \
-            op.attrs.fused_activation != "NONE" or len(op.inputs) <= bias.index or \
+            op.attrs.fused_activation not in activations or len(op.inputs) <= bias.index or \
             not graph.is_constant(op.inputs[weight.index]) or not graph.is_constant(op.inputs[bias.index]):
         return None
     return weight.index, bias.index, weight.axis
 
 
 def fold_affine_into_producer(graph: Graph) -> int:
-    """x = CONV(...); y = x * c + d  ->  CONV with scaled weights and shifted bias (BatchNorm folding)."""
+    """x = CONV(...); y = x * c + d  ->  CONV with scaled weights and shifted bias (BatchNorm folding).
+
+    A scale c > 0 also folds through a fused RELU (relu(y) * c = relu(y * c)): a standalone
+    BatchNorm after a ReLU (tf2onnx exports them) then keeps only its ADD, and the int8 file
+    one rounding fewer (the per-channel MUL constant on a per-tensor grid, and its output)."""
     count = 0
     producers = graph.producers()
     consumers = graph.consumer_map()
@@ -59,7 +65,8 @@ def fold_affine_into_producer(graph: Graph) -> int:
             continue
         x = affine.x
         producer = producers.get(x)
-        slots = _affine_slots(producer, graph)
+        through = POSITIVELY_HOMOGENEOUS if affine.scale is not None else frozenset({"NONE"})
+        slots = _affine_slots(producer, graph, through)
         if slots is None or _sole_consumer(graph, x, consumers) is not op:
             continue
         out = graph.tensors[op.outputs[0]]
@@ -70,7 +77,8 @@ def fold_affine_into_producer(graph: Graph) -> int:
         channels = weights.shape[axis]
         constant = affine.scale if affine.scale is not None else affine.shift
         vector = _per_channel_vector(np.asarray(constant), channels, out.rank)
-        if vector is None:
+        if vector is None or (producer.attrs.fused_activation != "NONE" and
+                              not np.all(vector > 0)):
             continue
         bias = graph.tensors[producer.inputs[b_index]].data.astype(np.float32)
         if affine.scale is not None:

@@ -114,6 +114,12 @@ def _constant_fits(graph: Graph, op: Op, index: int, params: QuantParams, dtype:
     return params.dtype == dtype
 
 
+def _is_operand(spec, index: int) -> bool:
+    """Input `index` is a data operand of the op (neither its weights nor its bias)."""
+    return not any(w.index == index for w in spec.weights) and \
+        (spec.bias is None or spec.bias.index != index)
+
+
 def _fit_bias(weight: QuantParams, input_params: QuantParams, weight_data: np.ndarray,
               bias_data: np.ndarray) -> QuantParams:
     """Weight params whose scale is large enough that the int32 bias (scale = input scale x
@@ -274,6 +280,41 @@ def _kept_float(graph: Graph, op: Op, ctx: PlanContext) -> str | None:
     return ctx.float_reason(op) or _magnitude_refusal(graph, op, ctx)
 
 
+def _clamp_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParams]:
+    """Grids chosen up front for the input of a clamp by constants (MAXIMUM(x, -0.4) after a
+    LEAKY_RELU, as tf2onnx exports): the output's range joined with the constants', given to x
+    when the clamp is x's only reader and x's producer may choose its output grid (Calibrated),
+    both running quantized in one type. x's values beyond the grid are the ones
+    the clamp replaces anyway, so no step is spent on them; TF's converter likewise gives the
+    operands of a same-scale op the result's parameters."""
+    preferred: dict[str, QuantParams] = {}
+    outputs = set(graph.outputs)
+    for op in graph.ops:
+        rule = registry.spec(op.kind).quant
+        if not isinstance(rule, SameAsInput) or not rule.clamps or _integer_only(graph, op) or \
+                _kept_float(graph, op, ctx) is not None:
+            continue
+        source = op.inputs[rule.index]
+        others = [n for i, n in enumerate(op.inputs) if n and i != rule.index]
+        producer = graph.producer(source)
+        if not others or not all(graph.is_constant(n) for n in others) or \
+                graph.is_constant(source) or source in outputs or source in ctx.given or \
+                op.outputs[0] in ctx.given or len(graph.consumers(source)) != 1 or \
+                producer is None or _kept_float(graph, producer, ctx) is not None or \
+                ctx.dtype_of(producer) != ctx.dtype_of(op) or \
+                not isinstance(registry.spec(producer.kind).quant, Calibrated):
+            continue
+        seen = ctx.range(op.outputs[0])
+        if seen is None:
+            continue
+        values = np.concatenate([np.asarray(graph.tensors[n].data, np.float64).reshape(-1)
+                                 for n in others])
+        low, high = min(seen[0], float(values.min())), max(seen[1], float(values.max()))
+        dtype = ctx.dtype_of(op)
+        preferred[source] = activation_params(dtype, low, high)
+    return preferred
+
+
 def _invoke_refusal(graph: Graph, op: Op, ctx: PlanContext,
                     chosen: dict[str, QuantParams]) -> str | None:
     """Why `op` must stay float although it has a kernel: the integer kernel fails the whole
@@ -318,7 +359,7 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     given = ctx.given
     plan = QuantPlan(ctx.dtype)
     params = plan.params
-    preferred = _concatenation_grids(graph, ctx)
+    preferred = {**_clamp_grids(graph, ctx), **_concatenation_grids(graph, ctx)}
 
     def activation(name: str, dtype: DType) -> QuantParams:
         """`name`'s grid in `dtype`: its own params, or (another type) a grid for its range."""
@@ -396,6 +437,9 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
                 p = given.get(name) or _constant_params(graph, op, i, dtype, plan, shared)
             elif not _constant_fits(graph, op, i, p, dtype):
                 p = _constant_params(graph, op, i, dtype, plan, shared)  # another op's grid
+            if p is not None and shared is not None and _is_operand(spec, i):
+                p = shared  # the kernel compares raw integers: a constant shared by several
+                # MAXIMUMs (tf2onnx folds one -0.4 for all) goes on each op's own grid
             if p is None:
                 continue
             if name not in params:
