@@ -69,6 +69,21 @@ def test_dynamic_inner_dimension_needs_input_shape(tmp_path):
     assert graph.tensors["x"].shape == (1, 7)
 
 
+def test_minus_one_dimension_is_dynamic(tmp_path):
+    """paddle2onnx (rapidocr's PP-OCR classifier) writes dynamic dimensions as dim_value -1."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], [x])
+    for vi in (model.graph.input[0], model.graph.output[0]):
+        vi.type.tensor_type.shape.Clear()
+        vi.type.tensor_type.shape.dim.add().dim_value = -1
+        vi.type.tensor_type.shape.dim.add().dim_value = -1
+    path = str(tmp_path / "minus_one.onnx")
+    onnx.save(model, path)
+    assert load_onnx(path, {"x": (1, 7)}).graph.tensors["y"].shape == (1, 7)
+    with pytest.raises(InvalidModelError, match="--input-shape"):
+        load_onnx(path, {"x": (1, 7, 1)})
+
+
 def test_opset_out_of_range(tmp_path):
     model = _model([helper.make_node("Relu", ["x"], ["y"])],
                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], opset=9)

@@ -140,12 +140,17 @@ def fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, 
         raise InvalidModelError(
             f"--input-shape names {sorted(unknown)}, but the model's inputs are "
             f"{[vi.name for vi in graph_inputs]}")
+    for vi in list(model.graph.output) + list(model.graph.value_info):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.Clear()  # paddle2onnx's dynamic -1: unknown, for shape inference to fill
     problems = []
     for vi in graph_inputs:
         dims = _dims(vi)
         if vi.name in input_shapes:
             wanted = tuple(input_shapes[vi.name])
-            if len(wanted) != len(dims) or any(isinstance(d, int) and d != w
+            # (paddle2onnx writes a dynamic dimension as dim_value -1)
+            if len(wanted) != len(dims) or any(isinstance(d, int) and d > 0 and d != w
                                                for d, w in zip(dims, wanted)):
                 raise InvalidModelError(
                     f"input '{vi.name}': --input-shape {list(wanted)} does not fit the model's "
