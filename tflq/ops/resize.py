@@ -1,4 +1,5 @@
-"""RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR: ONNX Resize (opset 11+) over the H and W axes.
+"""RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR: ONNX Resize (opset 11+) over the H and W axes, and
+over the W axis of a rank-3 [N, C, W] input (as the 2-D op with a height of 1, see one_d.py).
 
 TFLite has two flags, align_corners and half_pixel_centers; ONNX has five coordinate transforms and
 four nearest roundings. Bilinear modes map one to one where the formulas agree. For nearest, the
@@ -20,6 +21,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import WITH_INT16, Case, ChannelsLast, OpSpec, SameAsInput, rand
 from tflq.ops.checks import Arity, Choice, ConstantValues
+from tflq.ops.one_d import import_as_2d, one_d_case
 
 F32 = np.float32
 # (align_corners, half_pixel_centers) settings tried for nearest, the most widely supported first.
@@ -219,6 +221,35 @@ def linear_flags(node, request: ResizeRequest) -> tuple[bool, bool]:
     return LINEAR_FLAGS[mode]
 
 
+def with_unit_height(node, ctx):
+    """A rank-3 Resize as the 4-D node [N, C, 1, W] that import_as_2d lifts it to: its scales or
+    sizes (opset 18's `axes` expanded) gain a unit height; roi only matters for
+    tf_crop_and_resize, which has no TFLite form either way."""
+    rank = 3
+    axes = [int(a) % rank for a in ctx.attr(node, "axes", None) or []]
+
+    def lifted(index: int, defaults, dtype, what: str) -> str:
+        value = ctx.require_constant(node, index, what, sets_shape=True).ravel()
+        full = list(defaults)
+        if axes:
+            for a, v in zip(axes, value):
+                full[a] = v
+        elif value.size == rank:
+            full = list(value)
+        else:
+            raise Unsupported(node, "resize_rank", f"Resize {what} of length {value.size} on a 3-D input")
+        return ctx.add_constant(f"{node.name}/{what}_2d", np.array(full[:2] + [1] + full[2:], dtype))
+
+    inputs = [node.input[0], ""]
+    if len(node.input) > 2 and node.input[2] and ctx.require_constant(node, 2, "scales").size:
+        inputs.append(lifted(2, (1.0,) * rank, np.float32, "scales"))
+    else:
+        inputs += ["", lifted(3, ctx.shape(node.input[0]), np.int64, "sizes")]
+    four_d = helper.make_node("Resize", inputs, list(node.output), name=node.name)
+    four_d.attribute.extend(a for a in node.attribute if a.name != "axes")
+    return four_d
+
+
 def _resize_case(name: str, mode: str = "nearest", scales=None, sizes=None, shape=(1, 2, 4, 5),
                  opset: int = 13, **attrs) -> Case:
     consts = {"roi": np.zeros(0, np.float32)}
@@ -277,9 +308,16 @@ class ResizeNearestNeighbor(_Resize):
                      coordinate_transformation_mode="align_corners", nearest_mode="round_prefer_ceil"),
         _resize_case("opset18_axes", scales=[3, 2], opset=18, axes=[2, 3],
                      coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        one_d_case(_resize_case("ncw_asymmetric_floor_x2", scales=[1, 1, 2], shape=(1, 3, 7),
+                                coordinate_transformation_mode="asymmetric", nearest_mode="floor")),
+        one_d_case(_resize_case("ncw_half_pixel_sizes", sizes=[1, 3, 10], shape=(1, 3, 5))),
+        one_d_case(_resize_case("ncw_opset18_axes", scales=[3], opset=18, axes=[-1], shape=(2, 2, 4),
+                                coordinate_transformation_mode="asymmetric", nearest_mode="floor")),
     ]
 
     def from_onnx(self, node, ctx) -> None:
+        if ctx.rank(node.input[0]) == 3:
+            return import_as_2d(self, with_unit_height(node, ctx), ctx)
         request = resize_request(node, ctx)
         if request.mode == "linear":
             flags, kind = linear_flags(node, request), "RESIZE_BILINEAR"
@@ -326,6 +364,9 @@ class ResizeBilinear(_Resize):
                      coordinate_transformation_mode="asymmetric"),
         _resize_case("half_pixel_symmetric_opset19", "linear", scales=[1, 1, 1.5, 2], opset=19,
                      shape=(1, 2, 4, 5), coordinate_transformation_mode="half_pixel_symmetric"),
+        one_d_case(_resize_case("ncw_linear_half_pixel_x2", "linear", scales=[1, 1, 2], shape=(1, 4, 6))),
+        one_d_case(_resize_case("ncw_linear_align_corners", "linear", sizes=[1, 2, 11], shape=(1, 2, 6),
+                                coordinate_transformation_mode="align_corners")),
     ]
 
     def reference(self, x, size, *, align_corners, half_pixel_centers):
