@@ -1,4 +1,4 @@
-"""GATHER_ND: ONNX GatherND (batch_dims 0) and GatherElements (lowered to coordinates + GATHER_ND)."""
+"""GATHER_ND: ONNX GatherND (any batch_dims) and GatherElements (lowered to coordinates + GATHER_ND)."""
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +35,9 @@ def wrap_indices(ctx, node, indices: str, dims, out: str) -> str:
 
 @register
 class GatherNd(OpSpec):
-    """ONNX GatherND with batch_dims 0 and run-time indices (TFLite's GATHER_ND is that op; with
-    constant indices the frontend already made it RESHAPE + GATHER), and GatherElements:
+    """ONNX GatherND with run-time indices (TFLite's GATHER_ND is that op; with constant indices
+    and batch_dims 0 the frontend already made it RESHAPE + GATHER; batch_dims b puts the b batch
+    coordinates, constant grids, in front of each index row), and GatherElements:
     out[i] = data[i with axis coordinate replaced by indices[i]], i.e. GATHER_ND over a
     coordinate tensor whose other columns are constant grids (CONCATENATION along a new last
     axis). Data movement: outputs share the data's grid."""
@@ -50,6 +51,12 @@ class GatherNd(OpSpec):
              {"x": rand(4, 3, 2), "i": np.array([[1], [3], [-4]], np.int64)}),
         Case("gather_nd_points", [helper.make_node("GatherND", ["x", "i"], ["y"])],
              {"x": rand(3, 4), "i": np.array([[0, 1], [2, -1], [1, 3]], np.int64)}),
+        Case("gather_nd_batch_dims1", [helper.make_node("GatherND", ["x", "i"], ["y"], batch_dims=1)],
+             {"x": rand(2, 4, 3), "i": np.array([[[1], [3], [-4]], [[0], [2], [2]]], np.int64)}),
+        Case("gather_nd_batch_dims1_points", [helper.make_node("GatherND", ["x", "i"], ["y"], batch_dims=1)],
+             {"x": rand(3, 4, 5), "i": np.array([[[1, 4]], [[3, -1]], [[0, 0]]], np.int64)}),
+        Case("gather_nd_batch_dims2_const", [helper.make_node("GatherND", ["x", "i"], ["y"], batch_dims=2)],
+             {"x": rand(2, 3, 4, 2)}, {"i": np.array([[[1], [3], [0]], [[2], [2], [-1]]], np.int64)}),
         Case("elements_axis1", [helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1)],
              {"x": rand(3, 4), "i": np.array([[0, 3], [-1, 1], [2, 2]], np.int64)}),
         Case("elements_axis0_int32", [helper.make_node("GatherElements", ["x", "i"], ["y"], axis=0)],
@@ -68,10 +75,19 @@ class GatherNd(OpSpec):
         x, out = node.input[0], node.output[0]
         shape = ctx.shape(x)
         if node.op_type == "GatherND":
-            if int(ctx.attr(node, "batch_dims", 0)):
-                raise Unsupported(node, "gathernd_batch_dims", "GatherND with batch_dims != 0")
-            depth = ctx.shape(node.input[1])[-1]
-            indices = wrap_indices(ctx, node, node.input[1], shape[:depth], out)
+            batch = int(ctx.attr(node, "batch_dims", 0))
+            index_shape = ctx.shape(node.input[1])
+            depth = index_shape[-1]
+            indices = wrap_indices(ctx, node, node.input[1], shape[batch:batch + depth], out)
+            if batch:  # each index row gets its batch coordinates in front: a plain GATHER_ND
+                dtype = ctx.graph.tensors[indices].dtype
+                grids = np.indices(index_shape[:-1]).astype(dtype.numpy)
+                columns = [ctx.add_constant(f"{out}/batch{d}", grids[d][..., None]) for d in range(batch)]
+                coordinates = ctx.new_activation(f"{out}/coordinates", index_shape[:-1] + (batch + depth,),
+                                                 dtype)
+                ctx.add_op("CONCATENATION", columns + [indices], [coordinates],
+                           ConcatenationAttrs(axis=len(index_shape) - 1))
+                indices = coordinates
             ctx.add_op(self.kind, [x, indices], [out])
             return
         axis = ctx.normalize_axis(int(ctx.attr(node, "axis", 0)), len(shape))
