@@ -61,7 +61,8 @@ class _Extremum(OpSpec):
             acc = target
 
     def reference(self, a, b):
-        return (self.numpy_fn(a, b).astype(np.float32),)
+        result = self.numpy_fn(a, b)  # integer data (ScatterND max/min of ids) keeps its type
+        return (result.astype(np.float32) if result.dtype.kind == "f" else result,)
 
     def options(self, attrs):
         return MaximumMinimumOptionsT()
