@@ -155,6 +155,43 @@ def test_loop_whose_condition_folds_runs_until_false(tmp_path):
     assert report.op_counts == {"ADD": 2}
 
 
+def _scan_model(axis_in=0, reverse_in=0, axis_out=0, reverse_out=0, steps=5):
+    """h = tanh(h @ w + x_t) over the steps of x, emitting every h and a running sum."""
+    body = _subgraph(
+        [helper.make_node("MatMul", ["h_in", "w"], ["hw"]), helper.make_node("Add", ["hw", "x_t"], ["a"]),
+         helper.make_node("Tanh", ["a"], ["h_out"]), helper.make_node("Add", ["s_in", "x_t"], ["s_out"]),
+         helper.make_node("Identity", ["h_out"], ["h_scan"])],
+        [helper.make_tensor_value_info(n, F, [1, 4]) for n in ("h_in", "s_in", "x_t")],
+        [helper.make_tensor_value_info(n, F, [1, 4]) for n in ("h_out", "s_out", "h_scan")])
+    shape = [1, 4]
+    shape.insert(axis_in, steps)
+    node = helper.make_node("Scan", ["h0", "s0", "x"], ["h", "s", "hs"], body=body, num_scan_inputs=1,
+                            scan_input_axes=[axis_in], scan_input_directions=[reverse_in],
+                            scan_output_axes=[axis_out], scan_output_directions=[reverse_out], name="rnn_scan")
+    w = (np.random.default_rng(6).normal(size=(4, 4)) / 2).astype(np.float32)
+    inputs = [helper.make_tensor_value_info("h0", F, [1, 4]), helper.make_tensor_value_info("s0", F, [1, 4]),
+              helper.make_tensor_value_info("x", F, shape)]
+    return _model([node], inputs, [numpy_helper.from_array(w, "w")], outputs=("h", "s", "hs")), shape
+
+
+@pytest.mark.parametrize("axis_in,reverse_in,axis_out,reverse_out",
+                         [(0, 0, 0, 0), (1, 1, 0, 0), (2, 0, 1, 1), (0, 1, -1, 0)])
+def test_scan_is_unrolled(tmp_path, axis_in, reverse_in, axis_out, reverse_out):
+    """Scan (any scan axes and directions) unrolls into its body once per step."""
+    model, shape = _scan_model(axis_in, reverse_in, axis_out, reverse_out)
+    report = _check(tmp_path, model, {"h0": _x(1, 4), "s0": _x(1, 4, seed=1), "x": _x(*shape, seed=2)})
+    assert report.op_counts["TANH"] == 5
+
+
+def test_overlong_scan_is_refused_naming_it(tmp_path):
+    model, _ = _scan_model(steps=control_flow.MAX_LOOP_ITERATIONS + 1)
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedModelError) as info:
+        convert(ConvertConfig(model=path))
+    assert [(d.node, d.reason_code) for d in info.value.diagnostics] == [("rnn_scan", "loop_too_long")]
+
+
 def _loop_model(trip):
     body = _subgraph([helper.make_node("Identity", ["cond_in"], ["cond_out"]),
                       helper.make_node("Neg", ["v_in"], ["v_out"])],

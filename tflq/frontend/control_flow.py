@@ -1,10 +1,11 @@
-"""ONNX If and Loop, expanded in place during the folding sweep when their conditions fold.
+"""ONNX If, Loop and Scan, expanded in place during the folding sweep when their conditions fold.
 
 tflq emits no TFLite IF/WHILE: an If whose condition is a constant once input shapes are static is
 replaced by the nodes of its taken branch, and a Loop whose trip count and condition fold is unrolled
 one iteration at a time (the condition of each iteration is folded before the next is emitted), up to
-MAX_LOOP_ITERATIONS iterations and MAX_UNROLLED_NODES nodes in all. Anything else is refused with the
-node's name and the reason.
+MAX_LOOP_ITERATIONS iterations and MAX_UNROLLED_NODES nodes in all. A Scan (opset 9+) always has a
+static length once input shapes are static: it is unrolled under the same limits. Anything else is
+refused with the node's name and the reason.
 """
 from __future__ import annotations
 
@@ -222,3 +223,83 @@ def unroll_loop(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
         return _keep_refused(sweep, node, "infinite_loop",
                              "it has neither a trip count nor a condition")
     return [_Unroller(sweep, node, trip, cond_name or None, list(inputs[2:]))]
+
+
+def _attr_ints(node: onnx.NodeProto, name: str, count: int) -> list[int]:
+    values = next((list(a.ints) for a in node.attribute if a.name == name), [])
+    return values + [0] * (count - len(values))
+
+
+def unroll_scan(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
+    """A Scan unrolled over its scan axis: per step, each scan input's slice (Gather of the step's
+    index, reverse direction from the end), the body under fresh names, and at the end each scan
+    output stacked (Unsqueeze + Concat) along its axis in its direction."""
+    if sweep.opset < 9:
+        return _keep_refused(sweep, node, "scan_opset8", "opset 8 Scan (with a batch axis) is not supported")
+    body = next(a.g for a in node.attribute if a.name == "body")
+    n_scan_in = int(next(a.i for a in node.attribute if a.name == "num_scan_inputs"))
+    n_state = len(node.input) - n_scan_in
+    n_scan_out = len(body.output) - n_state
+    in_axes, in_reverse = _attr_ints(node, "scan_input_axes", n_scan_in), \
+        _attr_ints(node, "scan_input_directions", n_scan_in)
+    out_axes, out_reverse = _attr_ints(node, "scan_output_axes", n_scan_out), \
+        _attr_ints(node, "scan_output_directions", n_scan_out)
+    scan_inputs = list(node.input[n_state:])
+    shapes = [sweep.shape_of(name) for name in scan_inputs]
+    if any(shape is None for shape in shapes):
+        return _keep_refused(sweep, node, "data_dependent_shape",
+                             "the length of its scan inputs is not static")
+    in_axes = [a % len(shape) for a, shape in zip(in_axes, shapes)]
+    lengths = {shape[a] for a, shape in zip(in_axes, shapes)}
+    if len(lengths) != 1:
+        return _keep_refused(sweep, node, "bad_scan", f"its scan inputs have lengths {sorted(lengths)}")
+    steps = lengths.pop()
+    if steps > MAX_LOOP_ITERATIONS:
+        return _keep_refused(sweep, node, "loop_too_long", f"it scans {steps} steps, more than tflq's "
+                                                            f"unroll limit of {MAX_LOOP_ITERATIONS}")
+    sweep.unrolled_nodes += steps * (len(body.node) + n_scan_in)
+    if sweep.unrolled_nodes > MAX_UNROLLED_NODES:
+        return _keep_refused(sweep, node, "loop_too_large",
+                             f"unrolling it would exceed {MAX_UNROLLED_NODES} nodes")
+    if steps == 0 and n_scan_out:
+        return _keep_refused(sweep, node, "empty_loop_scan", "it scans no step but has scan outputs")
+    items: list[Item] = []
+    states = list(node.input[:n_state])
+    outputs: list[list[str]] = [[] for _ in range(n_scan_out)]
+    body_inputs = [vi.name for vi in body.input]
+    for step in range(steps):
+        prefix = f"{node.name}/step{step}"
+        bindings = dict(zip(body_inputs, states))
+        for k, (name, axis) in enumerate(zip(scan_inputs, in_axes)):
+            index = sweep.unique(f"{prefix}/index{k}")
+            sweep.set_constant(index, np.array(steps - 1 - step if in_reverse[k] else step, np.int64))
+            sliced = sweep.unique(f"{prefix}/scan_input{k}")
+            items.append(helper.make_node("Gather", [name, index], [sliced], axis=axis,
+                                          name=sweep.unique(f"{sliced}/node")))
+            bindings[body_inputs[n_state + k]] = sliced
+        nodes, outs = instantiate(sweep, body, prefix, bindings)
+        items += nodes
+        states = outs[:n_state]
+        for k, name in enumerate(outs[n_state:]):
+            outputs[k].append(name)
+    items += [_identity(sweep, src, dst, node.name) for src, dst in zip(states, node.output) if dst]
+    for k, dst in enumerate(node.output[n_state:]):
+        if not dst:
+            continue
+        axis = out_axes[k]
+        if axis < 0:  # counted from the end of the stacked output: needs the body output's rank
+            declared = body.output[n_state + k].type.tensor_type
+            if not declared.HasField("shape"):
+                return _keep_refused(sweep, node, "bad_scan", f"scan output {k} has a negative "
+                                     f"axis and its body output no declared rank")
+            axis %= len(declared.shape.dim) + 1
+        axes = sweep.unique(f"{node.name}/axes{k}")
+        sweep.set_constant(axes, np.array([axis], np.int64))
+        parts = []
+        for part in (reversed(outputs[k]) if out_reverse[k] else outputs[k]):
+            name = sweep.unique(f"{part}/unsqueezed")
+            items.append(helper.make_node("Unsqueeze", [part, axes], [name], name=sweep.unique(f"{name}/node")))
+            parts.append(name)
+        items.append(helper.make_node("Concat", parts, [dst], axis=axis, name=sweep.unique(f"{node.name}/scan{k}")))
+    sweep.result.folded += 1
+    return items

@@ -26,6 +26,8 @@ from tflq.frontend.validate import DEFAULT_MAX_TENSOR_BYTES
 
 log = logging.getLogger(__name__)
 
+# The control-flow ops the sweep expands, and the tflq.frontend.control_flow function that does it.
+CONTROL_FLOW = {"If": "inline_if", "Loop": "unroll_loop", "Scan": "unroll_scan"}
 # Never folded even with constant inputs: they carry quantization meaning (QAT graphs), or are random.
 NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUniform",
               "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -222,8 +224,8 @@ class Sweep:
                         if out:
                             self.set_constant(out, value)
                     continue
-            if node.domain in ("", "ai.onnx") and node.op_type in ("If", "Loop"):
-                expand = control_flow.inline_if if node.op_type == "If" else control_flow.unroll_loop
+            if node.domain in ("", "ai.onnx") and node.op_type in CONTROL_FLOW:
+                expand = getattr(control_flow, CONTROL_FLOW[node.op_type])
                 queue.extendleft(reversed(expand(self, node)))
                 continue
             values = self._fold(node)
