@@ -1,6 +1,7 @@
 """CONV_2D and DEPTHWISE_CONV_2D: ONNX Conv (plain, grouped, depthwise, dilated, padded)."""
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ from tflq.ops.base import (WITH_INT16, Calibrated, Case, ChannelsLast, FusedActi
                            OpSpec, Weight, rand)
 from tflq.ops.checks import Arity, ConstantValues, InputTypes, IntAttr, window_checks
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
-                             windows)
+                             same_padding, windows)
 from tflq.ops.one_d import import_as_2d, one_d_case
 from tflq.ops.pad import add_explicit_pad
 
@@ -139,14 +140,14 @@ class Conv2D(OpSpec):
             out_shape = win.shape[:3]
             per_group = [win[..., g * cg:(g + 1) * cg].reshape(-1, kernel[0] * kernel[1] * cg)
                          for g in range(groups)]
-        filters = w.reshape(cout, -1)
+        filters = _filter_matrix(w)
         og = cout // groups
         if groups == 1:
-            y = per_group[0] @ filters.T
+            y = per_group[0] @ filters
         else:
             y = np.empty((per_group[0].shape[0], cout), np.result_type(x, w))
             for g, rows in enumerate(per_group):
-                np.matmul(rows, filters[g * og:(g + 1) * og].T, out=y[:, g * og:(g + 1) * og])
+                np.matmul(rows, filters[:, g * og:(g + 1) * og], out=y[:, g * og:(g + 1) * og])
         if b is not None:
             y += b
         return (y.reshape(out_shape + (cout,)).astype(np.float32, copy=False),)
@@ -194,31 +195,31 @@ class DepthwiseConv2D(OpSpec):
         _conv_case("depthwise_multiplier2", (1, 3, 6, 6), (6, 1, 3, 3), group=3),
         _conv_case("depthwise_dilated", (1, 4, 9, 9), (4, 1, 3, 3), group=4, dilations=[2, 2],
                    pads=[2, 2, 2, 2]),
+        # at DEPTHWISE_EINSUM_CHANNELS channels the reference kernel takes its other path
+        _conv_case("depthwise_wide", (1, 192, 5, 5), (192, 1, 3, 3), group=192, pads=[1, 1, 1, 1]),
         one_d_case(_conv_case("1d_depthwise_dilated", (1, 4, 17), (8, 1, 3), group=4, dilations=[3],
                               pads=[3, 3])),
     ]
 
     def reference(self, x, w, b=None, *, padding, stride_h, stride_w, dilation_h, dilation_w,
                   depth_multiplier):
-        # A multiply-add per filter tap into one accumulator; the products go to one scratch array.
         strides, dilations, kernel = (stride_h, stride_w), (dilation_h, dilation_w), w.shape[1:3]
-        x = pad_nhwc(x, kernel, strides, dilations, padding)
         if depth_multiplier > 1:
             x = np.repeat(x, depth_multiplier, axis=3)
-        win = windows(x, kernel, strides, dilations)
-        dtype = np.result_type(x, w)
-        y = np.empty(win.shape[:3] + (w.shape[3],), dtype)
-        scratch = np.empty_like(y)
-        for i in range(kernel[0]):
-            for j in range(kernel[1]):
-                if i == 0 and j == 0:
-                    np.multiply(win[:, :, :, 0, 0, :], w[0, 0, 0, :], out=y)
-                else:
-                    np.multiply(win[:, :, :, i, j, :], w[0, i, j, :], out=scratch)
-                    y += scratch
+        if x.dtype != np.float32 or w.dtype != np.float32:
+            x, w = x.astype(np.float32), w.astype(np.float32)
+        if stride_w == 1 and x.shape[3] < DEPTHWISE_EINSUM_CHANNELS:
+            pads = (0, 0, 0, 0)
+            if padding == "SAME":
+                pads = (same_padding(x.shape[1], kernel[0], stride_h, dilation_h)
+                        + same_padding(x.shape[2], kernel[1], stride_w, dilation_w))
+            y = _depthwise_taps(x, w[0], strides, dilations, pads)
+        else:
+            x = pad_nhwc(x, kernel, strides, dilations, padding)
+            y = np.einsum("nhwijc,ijc->nhwc", windows(x, kernel, strides, dilations), w[0])
         if b is not None:
             y += b
-        return (y.astype(np.float32, copy=False),)
+        return (y,)
 
     def options(self, attrs: DepthwiseConvAttrs):
         return DepthwiseConv2DOptionsT(
@@ -237,3 +238,70 @@ class DepthwiseConv2D(OpSpec):
         if attrs.dilation_h != 1 or attrs.dilation_w != 1:
             return 2
         return 1
+
+
+_filter_matrices: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def _filter_matrix(w: np.ndarray) -> np.ndarray:
+    """The OHWI filter as a C-contiguous [KH*KW*I, O] matrix, made once per filter array (kept
+    while the array lives). OpenBLAS's sgemm runs 5-15% faster on ResNet's convolutions with
+    this operand than with the transposed view of the [O, KH*KW*I] filter."""
+    entry = _filter_matrices.get(id(w))
+    if entry is not None and entry[0]() is w:
+        return entry[1]
+    matrix = np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
+    try:
+        key = id(w)
+        _filter_matrices[key] = (weakref.ref(w, lambda _, key=key: _filter_matrices.pop(key, None)),
+                                 matrix)
+    except TypeError:  # not weak-referenceable: no caching
+        pass
+    return matrix
+
+
+# Measured on MobileNetV2's depthwise layers (numpy 2.4, one thread): with a unit column stride,
+# one multiply-add pass per filter tap over whole [OW, C] rows is fastest below this many
+# channels (3x faster than einsum at 32); einsum's single pass wins at wider channels and with
+# strided columns, where the tap passes' inner loops shrink to C elements.
+DEPTHWISE_EINSUM_CHANNELS = 192
+
+
+def _depthwise_taps(x: np.ndarray, w: np.ndarray, strides, dilations,
+                    pads: tuple[int, int, int, int] = (0, 0, 0, 0)) -> np.ndarray:
+    """Depthwise convolution of NHWC float32 `x` by [KH, KW, C] `w` with a column stride of 1,
+    zero-padded by `pads` (top, bottom, left, right) without copying `x`: a multiply-add per
+    tap over the output cells whose input is real. The tap's weights are tiled along the output
+    row so that numpy runs each pass as loops over (output columns x C) contiguous values
+    (broadcasting a [C] vector would cut them into loops of C)."""
+    n, h, width, c = x.shape
+    kh, kw = w.shape[:2]
+    (sh, _), (dh, dw), (top, bottom, left, right) = strides, dilations, pads
+    oh = (h + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    ow = width + left + right - (kw - 1) * dw
+    tiled = np.empty((kh, kw, ow, c), np.float32)
+    tiled[...] = w[:, :, None, :]
+    taps = []
+    for i in range(kh):
+        r0 = max(0, -(-(top - i * dh) // sh))
+        r1 = min(oh, (h - 1 + top - i * dh) // sh + 1)
+        for j in range(kw):
+            q0, q1 = max(0, left - j * dw), min(ow, width + left - j * dw)
+            if r1 > r0 and q1 > q0:
+                first = r0 * sh + i * dh - top
+                source = x[:, first:first + (r1 - r0 - 1) * sh + 1:sh,
+                           q0 + j * dw - left:q1 + j * dw - left]
+                taps.append(((r0, r1, q0, q1), source, tiled[i, j, q0:q1]))
+    full = next((k for k, (box, _, _) in enumerate(taps) if box == (0, oh, 0, ow)), None)
+    if full is None:
+        y = np.zeros((n, oh, ow, c), np.float32)
+    else:
+        y = np.empty((n, oh, ow, c), np.float32)
+        np.multiply(taps[full][1], taps[full][2], out=y)
+    scratch = np.empty_like(y)
+    for k, ((r0, r1, q0, q1), source, weights) in enumerate(taps):
+        if k != full:
+            part = scratch[:, :r1 - r0, :q1 - q0]
+            np.multiply(source, weights, out=part)
+            y[:, r0:r1, q0:q1] += part
+    return y

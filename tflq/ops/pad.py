@@ -15,7 +15,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import WITH_INT16, AxisSensitive, Case, OpSpec, SameAsInput, rand
 from tflq.ops.checks import Choice
-from tflq.ops.common import quantized_version
+from tflq.ops.common import constant_pad, quantized_version
 from tflq.ops.reshape import add_reshape
 
 
@@ -146,7 +146,7 @@ class Pad(OpSpec):
                               "use mode 'constant', 'reflect', 'edge' or 'wrap'")
 
     def reference(self, x, paddings):
-        return (np.pad(x, paddings.astype(np.int64)),)
+        return (constant_pad(x, paddings),)
 
     def options(self, attrs):
         return PadOptionsT()
@@ -171,7 +171,7 @@ class PadV2(OpSpec):
                   {"pads": np.array((0, 0, 1, 2, 0, 0, 2, 1), np.int64)})]
 
     def reference(self, x, paddings, value):
-        return (np.pad(x, paddings.astype(np.int64), constant_values=value),)
+        return (constant_pad(x, paddings, np.asarray(value).reshape(())),)
 
     def options(self, attrs):
         return PadV2OptionsT()
