@@ -66,3 +66,34 @@ def test_constant_pad_matches_numpy():
                                           np.pad(x, pads, constant_values=value))
     with pytest.raises(ValueError):
         constant_pad(x, [[0, 0], [-1, 0], [0, 0], [0, 0]])
+
+
+def _direct_conv(x, w, b, strides, dilations):
+    """VALID convolution of NHWC `x` by OHWI `w`, tap by tap in float64."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    _, kh, kw, _ = w.shape
+    oh = (x.shape[1] - (kh - 1) * dilations[0] - 1) // strides[0] + 1
+    ow = (x.shape[2] - (kw - 1) * dilations[1] - 1) // strides[1] + 1
+    y = np.zeros((x.shape[0], oh, ow, w.shape[0]))
+    for i, j in itertools.product(range(kh), range(kw)):
+        rows = x[:, i * dilations[0]::strides[0], j * dilations[1]::strides[1]][:, :oh, :ow]
+        y += rows @ w[:, i, j].T
+    return y + b
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3000, 1 << 20])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_blocked_im2col_conv_matches_direct_loops(monkeypatch, block_bytes, batch):
+    """Blocks of one output row, of a few, and of the whole image; strided and dilated."""
+    from tflq.ops import conv
+
+    monkeypatch.setattr(conv, "IM2COL_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, 9, 10, 6)).astype(np.float32)
+    w = rng.standard_normal((7, 3, 2, 6)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    for strides, dilations in (((1, 1), (1, 1)), ((2, 1), (1, 2))):
+        (y,) = registry.spec("CONV_2D").reference(x, w, b, padding="VALID", stride_h=strides[0],
+                                                  stride_w=strides[1], dilation_h=dilations[0],
+                                                  dilation_w=dilations[1])
+        np.testing.assert_allclose(y, _direct_conv(x, w, b, strides, dilations), rtol=1e-5, atol=1e-5)

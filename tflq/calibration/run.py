@@ -130,7 +130,8 @@ def _feeds(graph: Graph, sample: Mapping[str, np.ndarray], index: int) -> dict[s
             raise CalibrationError(f"calibration sample {index}: no array for input '{name}'")
         value = np.asarray(sample[name])
         if t.layout.channels_last and value.ndim == t.rank:
-            value = value.transpose(to_channels_last(t.rank))
+            # contiguous: every kernel and statistic that reads the input then reads it in order
+            value = np.ascontiguousarray(value.transpose(to_channels_last(t.rank)))
         if value.shape != t.shape:
             raise CalibrationError(f"calibration sample {index}: input '{name}' has shape "
                                    f"{list(value.shape)}, expected {list(t.shape)} ({t.layout.value})")
