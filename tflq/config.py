@@ -77,10 +77,10 @@ class ConvertConfig:
     std: tuple[float, ...] | None = None
     scale: float | None = None
     show_progress: bool = False
-    # Calibration processes: 1 runs in this process; None uses the CPUs this process may use
-    # (the CLI's default) once calibration is long enough to gain from it. `executor`, any
+    # Calibration processes: 1 runs in this process; None (the default, as in the CLI) uses the
+    # CPUs this process may use once calibration is long enough to gain from it. `executor`, any
     # concurrent.futures.Executor (e.g. Dask's Client.get_executor()), runs the shards instead.
-    jobs: int | None = 1
+    jobs: int | None = None
     executor: Any = None
 
     def __post_init__(self) -> None:

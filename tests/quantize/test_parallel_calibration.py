@@ -181,3 +181,25 @@ def test_blas_holds_one_thread_while_calibrating_and_is_restored(model, monkeypa
         after = [p["num_threads"] for p in threadpoolctl.threadpool_info()]
     assert seen and set(seen) == {1}
     assert after == before
+
+
+def test_an_unguarded_script_calibrates_on_workers_once(model, tmp_path):
+    """The Python API starts workers by default, as the CLI does; a script without the
+    `if __name__ == "__main__":` guard is not run again in them (Python's forkserver would)."""
+    import subprocess
+    import sys
+
+    assert ConvertConfig(model=model).jobs is None
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import numpy as np, tflq\n"
+        "print('top level', flush=True)\n"
+        "rng = np.random.default_rng(0)\n"
+        "samples = [{'x': rng.normal(0, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]\n"
+        f"tflq.convert({model!r}, {str(tmp_path / 'm.tflite')!r}, mode='full', dtype='int8',\n"
+        "             calib=samples, jobs=2)\n")
+    child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                           cwd=tmp_path)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.count("top level") == 1
+    assert (tmp_path / "m.tflite").exists()

@@ -20,6 +20,7 @@ import operator
 import os
 import pickle
 import signal
+import sys
 import time
 import traceback
 import uuid
@@ -295,7 +296,8 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner)
             while len(pending) >= window:
                 collect()
             try:
-                future = pool.submit(_pool_shard, number, job.key, first, shard)
+                with _main_script_hidden():  # the pool starts its workers within submit
+                    future = pool.submit(_pool_shard, number, job.key, first, shard)
             except BrokenProcessPool:
                 break  # a worker died: the shards in flight report it below
             processes.update(getattr(pool, "_processes", None) or {})
@@ -306,6 +308,26 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner)
         _stop(pool, pending, processes)
         raise
     pool.shutdown(wait=True)
+
+
+@contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start workers without the caller's main script. Python's forkserver and spawn workers
+    first run the __main__ script again (so that objects defined there unpickle), which makes a
+    script that calls tflq.convert without an `if __name__ == "__main__":` guard run itself in
+    every worker and fail. tflq's workers only unpickle tflq's functions and numpy arrays, so
+    the script is hidden from multiprocessing while it starts them, then put back."""
+    main = sys.modules.get("__main__")
+    saved = {k: v for k, v in vars(main).items() if k in ("__file__", "__spec__")} if main else {}
+    if not saved:
+        yield
+        return
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
 
 
 def _dead_workers_shard(processes: dict, table, names: dict[int, str], pending) -> str:
