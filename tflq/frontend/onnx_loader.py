@@ -46,6 +46,14 @@ class LoadResult:
     qdq: QdqModel | None = None  # the model's QuantizeLinear/DequantizeLinear facts, if any
 
 
+def dtype_from_onnx(onnx_type: int) -> DType | None:
+    """The IR type of an ONNX element type (None: one tflq has no type for, e.g. bfloat16)."""
+    try:
+        return DType.from_numpy(helper.tensor_dtype_to_np_dtype(onnx_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def read_model(path: str) -> onnx.ModelProto:
     """Parse an ONNX file (with its external data), turning every failure into InvalidModelError."""
     model, _ = read_model_and_data_files(path)
@@ -353,10 +361,7 @@ class ImportContext:
     def _activation(self, name: str) -> str:
         shape = self.shape(name)
         onnx_type = self._dtypes.get(name, onnx.TensorProto.FLOAT)
-        try:
-            dtype = DType.from_onnx(onnx_type)
-        except KeyError:
-            dtype = DType.FLOAT32
+        dtype = dtype_from_onnx(onnx_type) or DType.FLOAT32
         layout = Layout.NCHW if len(shape) == 4 else Layout.ANY
         self.graph.add_tensor(Tensor(name, dtype, shape, layout=layout))
         return name

@@ -1,28 +1,27 @@
-"""DType: the one place where numpy, ONNX and TFLite element types meet."""
+"""DType: the one place where numpy and TFLite element types meet (the ONNX spelling is the
+importer's: tflq/frontend/onnx_loader.py:dtype_from_onnx; nothing under ir/ imports onnx)."""
 from __future__ import annotations
 
 from enum import Enum
 
 import numpy as np
-from onnx import TensorProto
 
 
 class DType(Enum):
-    """An element type, with its numpy, ONNX and TFLite (TensorType) spellings."""
+    """An element type, with its numpy and TFLite (TensorType) spellings."""
 
-    FLOAT32 = ("float32", TensorProto.FLOAT, 0)
-    FLOAT16 = ("float16", TensorProto.FLOAT16, 1)
-    INT32 = ("int32", TensorProto.INT32, 2)
-    UINT8 = ("uint8", TensorProto.UINT8, 3)
-    INT64 = ("int64", TensorProto.INT64, 4)
-    BOOL = ("bool", TensorProto.BOOL, 6)
-    INT16 = ("int16", TensorProto.INT16, 7)
-    INT8 = ("int8", TensorProto.INT8, 9)
-    FLOAT64 = ("float64", TensorProto.DOUBLE, 10)
+    FLOAT32 = ("float32", 0)
+    FLOAT16 = ("float16", 1)
+    INT32 = ("int32", 2)
+    UINT8 = ("uint8", 3)
+    INT64 = ("int64", 4)
+    BOOL = ("bool", 6)
+    INT16 = ("int16", 7)
+    INT8 = ("int8", 9)
+    FLOAT64 = ("float64", 10)
 
-    def __init__(self, numpy_name: str, onnx_type: int, tflite_type: int) -> None:
+    def __init__(self, numpy_name: str, tflite_type: int) -> None:
         self.numpy = np.dtype(numpy_name)
-        self.onnx = onnx_type
         self.tflite = tflite_type
 
     @property
@@ -49,13 +48,6 @@ class DType(Enum):
             if member.numpy == dt:
                 return member
         raise KeyError(f"no tflq dtype for numpy {dt}")
-
-    @classmethod
-    def from_onnx(cls, onnx_type: int) -> DType:
-        for member in cls:
-            if member.onnx == onnx_type:
-                return member
-        raise KeyError(f"no tflq dtype for ONNX element type {onnx_type}")
 
     @classmethod
     def from_tflite(cls, tflite_type: int) -> DType:
