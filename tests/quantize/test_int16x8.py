@@ -126,3 +126,30 @@ def test_int16_qdq_model_runs_on_16x8_kernels(tmp_path):
     actual = run_litert(report.tflite, [sample])[0]
     step = 4.0 / 32767  # the graph's own output grid (the relu's)
     assert np.abs(actual - expected).max() <= 3 * step, np.abs(actual - expected).max() / step
+
+
+def test_int16_grids_hold_values_beyond_the_calibration_range(tmp_path):
+    """A held-out input 1.6 times beyond every calibration sample: the int16 grids keep room for
+    it (INT16_HEADROOM), so LiteRT's output stays within a few int16 steps of onnxruntime; on a
+    grid ending at the calibrated range it would be clipped by 0.6 (some 10^4 steps)."""
+    from onnx import helper, numpy_helper
+
+    from tests.conftest import save_model
+    from tflq.backend.tflite_reader import read_tflite
+    from tflq.config import ConvertConfig
+    from tflq.pipeline import convert
+
+    rng = np.random.default_rng(11)
+    w = numpy_helper.from_array(rng.normal(0, 0.5, (4, 3, 1, 1)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "held_out", [helper.make_tensor_value_info("x", 1, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", 1, [1, 4, 4, 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    calib = [{"x": rng.uniform(-1, 1, (1, 3, 4, 4)).astype(np.float32)} for _ in range(8)]
+    report = convert(ConvertConfig(model=save_model(model, tmp_path / "m.onnx"), mode="full",
+                                   dtype="int16x8", calib=calib))
+    held_out = (1.6 * np.sign(calib[0]["x"]) * np.maximum(np.abs(calib[0]["x"]), 0.5)).astype(np.float32)
+    expected = run_onnxruntime(model, {"x": held_out})[0]
+    actual = run_litert(report.tflite, [held_out])[0]
+    step = _output_steps(read_tflite(report.tflite))[0]
+    assert np.abs(actual - expected).max() <= WEIGHT_STEPS * step, np.abs(actual - expected).max() / step

@@ -16,6 +16,20 @@ from tflq.ops.base import Calibrated, Refused, SameAsInput, SameAsOutput
 Range = tuple[float, float]
 
 
+# An int16 grid spans this many times its tensor's calibrated range: one of its 8 extra bits buys
+# room for values beyond the ones the calibration samples reached. Held-out inputs go there, and
+# clipping them costs far more than the coarser step (sample model, worst held-out sample: 31.6 dB
+# clipped at the calibrated range, 35.6 dB with this room, the int8 weights' own ceiling).
+INT16_HEADROOM = 2.0
+
+
+def calibrated_params(dtype: DType, found: Range) -> QuantParams:
+    """The grid in `dtype` for a tensor whose calibrated range is `found`."""
+    if dtype == DType.INT16:
+        found = (found[0] * INT16_HEADROOM, found[1] * INT16_HEADROOM)
+    return activation_params(dtype, *found)
+
+
 class PlanContext:
     """What the mark phase asks about the model, in one object: the activation type, the nodes
     kept float, the parameters fixed in advance, each tensor's range and which ops stay float.
@@ -199,7 +213,7 @@ def _shared_output_params(graph: Graph, op: Op, ctx: PlanContext, dtype: DType) 
         return ctx.given[op.outputs[0]]
     ranges = [_range(ctx, n) for n in op.inputs if n and graph.tensors[n].dtype.is_float
               and not graph.is_constant(n)] + [_range(ctx, op.outputs[0])]
-    return activation_params(dtype, min(r[0] for r in ranges), max(r[1] for r in ranges))
+    return calibrated_params(dtype, (min(r[0] for r in ranges), max(r[1] for r in ranges)))
 
 
 def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParams]:
@@ -369,10 +383,10 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
         if name not in params:
             params[name] = given[name] if name in given and given[name].dtype == dtype else \
                 preferred[name] if name in preferred and preferred[name].dtype == dtype \
-                else activation_params(dtype, *_range(ctx, name))
+                else calibrated_params(dtype, _range(ctx, name))
         if params[name].dtype == dtype:
             return params[name]
-        return activation_params(dtype, *_range(ctx, name))
+        return calibrated_params(dtype, _range(ctx, name))
 
     for op in graph.ops:
         if _integer_only(graph, op):
