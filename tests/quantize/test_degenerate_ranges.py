@@ -80,3 +80,26 @@ def test_huge_range_loads_and_runs_with_int8_io(factor, tmp_path):
     for x in xs:
         for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
             assert sqnr_db(e, a) >= 30.0
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16x8"])
+@pytest.mark.parametrize("op", ["Add", "Sub"])
+def test_cancelling_add_keeps_a_multiplier_below_one(op, dtype, tmp_path):
+    """a = x * 1e7 and b = x - a (or a - x for Sub): a + b is x, on a grid 1e7 times finer than
+    its inputs'. LiteRT's ADD/SUB rescale both inputs to 2 x the larger scale / 2^20 and need the
+    output multiplier below 1 (else abort at allocate_tensors): the output scale gets a floor."""
+    sign = -1.0 if op == "Add" else 1.0
+    nodes = [helper.make_node("Mul", ["x", "r"], ["a"]), helper.make_node("Mul", ["x", "s"], ["na"]),
+             helper.make_node("Add", ["na", "x"], ["b"]), helper.make_node(op, ["a", "b"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(1e7, np.float32), "r"),
+             numpy_helper.from_array(np.array(sign * 1e7, np.float32), "s")]
+    graph = helper.make_graph(nodes, "cancel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], inits)
+    path = str(tmp_path / "cancel.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    xs = [np.random.default_rng(i).uniform(-1, 1, (1, 16)).astype(np.float32) for i in range(3)]
+    report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=[{"x": x} for x in xs]))
+    assert not report.float_ops
+    for x in xs:  # runs; the result is as coarse as the inputs' grid makes it (1e7 / 255 per step)
+        expected, actual = run_onnxruntime(path, {"x": x})[0], run_litert(report.tflite, [x])[0]
+        assert np.all(np.isfinite(actual)) and actual.shape == expected.shape

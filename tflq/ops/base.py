@@ -116,7 +116,22 @@ class QuantRule:
 
 @dataclass(frozen=True)
 class Calibrated(QuantRule):
-    """Output parameters come from the calibrated range."""
+    """Output parameters come from the calibrated range.
+
+    rescales_inputs: the kernel first brings every input to one fixed-point scale, twice the
+        largest input scale / 2**20 (2**15 for int16), then requantizes that to the output with a
+        multiplier that must stay below 1 (LiteRT add.cc/sub.cc, QuantizeMultiplierSmallerThanOneExp:
+        the process aborts at allocate_tensors otherwise). An output grid much finer than its
+        inputs' (x*1e7 - (x*1e7 - x)) breaks that, so the output scale has a floor.
+    """
+
+    rescales_inputs: bool = False
+
+    def min_output_scale(self, dtype: DType, input_scales: list[float]) -> float:
+        """The smallest output scale the kernel accepts next to inputs of `input_scales`."""
+        if not self.rescales_inputs or not input_scales:
+            return 0.0
+        return 2.0 * max(input_scales) / 2.0 ** (15 if dtype == DType.INT16 else 20)
 
 
 @dataclass(frozen=True)

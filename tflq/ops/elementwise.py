@@ -83,7 +83,7 @@ class _Binary(OpSpec):
 @register
 class Add(_Binary):
     kind = "ADD"
-    quant = Calibrated(dtypes=WITH_INT16)
+    quant = Calibrated(dtypes=WITH_INT16, rescales_inputs=True)
     onnx_types = ("Add",)
     int64_version = 4
     onnx_checks = (Arity(inputs=(2, 2)),)
@@ -97,7 +97,7 @@ class Add(_Binary):
 @register
 class Sub(_Binary):
     kind = "SUB"
-    quant = Calibrated(dtypes=WITH_INT16)
+    quant = Calibrated(dtypes=WITH_INT16, rescales_inputs=True)
     onnx_types = ("Sub",)
     onnx_checks = (Arity(inputs=(2, 2)),)
     numpy_fn = staticmethod(np.subtract)

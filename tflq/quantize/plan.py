@@ -193,6 +193,13 @@ def _bounded_multiplier(output: QuantParams, input_params: QuantParams,
     return QuantParams.per_tensor(output.dtype, needed, int(output.zero_point))
 
 
+def _scale_at_least(params: QuantParams, floor: float) -> QuantParams:
+    """`params`, with its scale raised above `floor` (same zero point) where it is not already."""
+    if float(params.scale) > floor:
+        return params
+    return QuantParams.per_tensor(params.dtype, floor * (1 + 1e-5), int(params.zero_point))
+
+
 def _covering(params: QuantParams, ranges: list[tuple[float, float]]) -> QuantParams:
     """`params`, or a wider grid when the output of a same-scale op with several data inputs
     reaches half a step beyond it: MAXIMUM/MINIMUM with another input or a constant above the
@@ -483,6 +490,10 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
             out = op.outputs[0]
             if isinstance(rule, Calibrated) and out not in given:
                 params[out] = _bounded_multiplier(params[out], seen(b.input), seen(b.weight))
+        if isinstance(rule, Calibrated) and op.outputs[0] in params and op.outputs[0] not in given:
+            floor = rule.min_output_scale(dtype, [float(np.max((required.get(i) or params[op.inputs[i]]).scale))
+                                                  for i in data_inputs])
+            params[op.outputs[0]] = _scale_at_least(params[op.outputs[0]], floor)
         plan.required_inputs[id(op)] = required
         plan.quantized_ops.append(op)
     for name in graph.inputs + graph.outputs:  # for 8-bit model I/O, even next to float ops
