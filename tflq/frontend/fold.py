@@ -219,10 +219,7 @@ class Sweep:
             if node.domain in ("", "ai.onnx") and node.op_type == "Loop":
                 values = self._fold_loop(node)
                 if values is not None:
-                    self.result.folded += 1
-                    for out, value in zip(node.output, values):
-                        if out:
-                            self.set_constant(out, value)
+                    self._set_folded(node, values)
                     continue
             if node.domain in ("", "ai.onnx") and node.op_type in CONTROL_FLOW:
                 expand = getattr(control_flow, CONTROL_FLOW[node.op_type])
@@ -230,24 +227,25 @@ class Sweep:
                 continue
             values = self._fold(node)
             if values is not None:
-                self.result.folded += 1
-                for out, value in zip(node.output, values):
-                    if out:
-                        self.set_constant(out, value)
+                self._set_folded(node, values)
                 continue
             self.kept.append(node)
             self._infer(node)
             if self._all_empty(node):
                 self.kept.pop()
-                self.result.folded += 1
-                for out in node.output:
-                    if out:
-                        dtype = helper.tensor_dtype_to_np_dtype(self.dtypes[out])
-                        self.set_constant(out, np.zeros(self.shapes[out], dtype))
+                self._set_folded(node, [np.zeros(self.shapes[o], helper.tensor_dtype_to_np_dtype(self.dtypes[o]))
+                                        if o else None for o in node.output])  # all empty
         self._write_back()
         for name in [n for n in self.result.unknown if n in self.constants or n in self.shapes]:
             del self.result.unknown[name]
         return self.result
+
+    def _set_folded(self, node: onnx.NodeProto, values: list[np.ndarray | None]) -> None:
+        """`node` is folded: its (named) outputs become these constants."""
+        self.result.folded += 1
+        for out, value in zip(node.output, values):
+            if out:
+                self.set_constant(out, value)
 
     def _all_empty(self, node: onnx.NodeProto) -> bool:
         outs = [o for o in node.output if o]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
 from tflq.ops.base import FusedActivations, OpSpec
 
@@ -26,6 +27,21 @@ def register(cls: type[OpSpec]) -> type[OpSpec]:
             raise TypeError(f"ONNX {onnx_type} claimed by {_BY_ONNX[onnx_type].kind} and {spec.kind}")
         _BY_ONNX[onnx_type] = spec
     return cls
+
+
+def register_family(base: type[OpSpec], *members: dict[str, Any]) -> list[type[OpSpec]]:
+    """Register one spec per member of a family whose specs differ only in data (comparisons,
+    logical ops, float-only math): each is `base` with the member's class attributes (kind,
+    onnx_types, numpy_fn, Options, cases, __doc__, ...), named after its kind (LESS_EQUAL ->
+    LessEqual)."""
+    made = []
+    for attrs in members:
+        name = "".join(part.title() for part in attrs["kind"].split("_"))
+        body = {"__module__": base.__module__, "__qualname__": name, **attrs}
+        if "numpy_fn" in body:
+            body["numpy_fn"] = staticmethod(body["numpy_fn"])
+        made.append(register(type(name, (base,), body)))
+    return made
 
 
 def _load_all() -> None:

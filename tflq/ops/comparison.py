@@ -14,7 +14,7 @@ from tflq._generated.tflite.NotEqualOptions import NotEqualOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
-from tflq.ops import register
+from tflq.ops import register, register_family
 from tflq.ops.base import Case, FloatOnly, OpSpec, Transparent, rand
 
 
@@ -161,39 +161,14 @@ class NotEqual(_Comparison):
             add_comparison(ctx, "NOT_EQUAL", node.input[0], node.input[1], node.output[0])
 
 
-@register
-class Less(_Comparison):
-    kind = "LESS"
-    onnx_types = ("Less",)
-    numpy_fn = staticmethod(np.less)
-    Options = LessOptionsT
-    int16_version = 3
-    cases = _comparison_cases("Less")
-
-
-@register
-class LessEqual(_Comparison):
-    kind = "LESS_EQUAL"
-    onnx_types = ("LessOrEqual",)
-    numpy_fn = staticmethod(np.less_equal)
-    Options = LessEqualOptionsT
-    cases = _comparison_cases("LessOrEqual")
-
-
-@register
-class Greater(_Comparison):
-    kind = "GREATER"
-    onnx_types = ("Greater",)
-    numpy_fn = staticmethod(np.greater)
-    Options = GreaterOptionsT
-    cases = _comparison_cases("Greater")
-
-
-@register
-class GreaterEqual(_Comparison):
-    kind = "GREATER_EQUAL"
-    onnx_types = ("GreaterOrEqual",)
-    numpy_fn = staticmethod(np.greater_equal)
-    Options = GreaterEqualOptionsT
-    int16_version = 3
-    cases = _comparison_cases("GreaterOrEqual")
+register_family(
+    _Comparison,
+    dict(kind="LESS", onnx_types=("Less",), numpy_fn=np.less, Options=LessOptionsT, int16_version=3,
+         cases=_comparison_cases("Less")),
+    dict(kind="LESS_EQUAL", onnx_types=("LessOrEqual",), numpy_fn=np.less_equal, Options=LessEqualOptionsT,
+         cases=_comparison_cases("LessOrEqual")),
+    dict(kind="GREATER", onnx_types=("Greater",), numpy_fn=np.greater, Options=GreaterOptionsT,
+         cases=_comparison_cases("Greater")),
+    dict(kind="GREATER_EQUAL", onnx_types=("GreaterOrEqual",), numpy_fn=np.greater_equal,
+         Options=GreaterEqualOptionsT, int16_version=3, cases=_comparison_cases("GreaterOrEqual")),
+)

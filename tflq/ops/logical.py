@@ -7,7 +7,7 @@ from onnx import helper
 from tflq._generated.tflite.LogicalAndOptions import LogicalAndOptionsT
 from tflq._generated.tflite.LogicalNotOptions import LogicalNotOptionsT
 from tflq._generated.tflite.LogicalOrOptions import LogicalOrOptionsT
-from tflq.ops import register
+from tflq.ops import register_family
 from tflq.ops.base import Case, FloatOnly, OpSpec, Transparent
 
 _A = np.array([[True, False, True, False]])
@@ -45,30 +45,16 @@ class _Logical(OpSpec):
         return self.Options()
 
 
-@register
-class LogicalAnd(_Logical):
-    kind = "LOGICAL_AND"
-    onnx_types = ("And",)
-    cases = _logical_cases("And")
-
-
-@register
-class LogicalOr(_Logical):
-    kind = "LOGICAL_OR"
-    onnx_types = ("Or",)
-    numpy_fn = staticmethod(np.logical_or)
-    Options = LogicalOrOptionsT
-    cases = _logical_cases("Or")
-
-
-@register
-class LogicalNot(_Logical):
-    kind = "LOGICAL_NOT"
-    onnx_types = ("Not",)
-    numpy_fn = staticmethod(np.logical_not)
-    Options = LogicalNotOptionsT
-    cases = [Case("not", [helper.make_node("Not", ["a"], ["y"])], {"a": _A}),
-             Case("not_of_equal_nchw", [helper.make_node("Equal", ["x", "c"], ["e"]),
-                                        helper.make_node("Not", ["e"], ["y"])],
-                  {"x": np.round(np.linspace(-2, 2, 24, dtype=np.float32)).reshape(1, 2, 3, 4)},
-                  {"c": np.array(1.0, np.float32)})]
+register_family(
+    _Logical,
+    dict(kind="LOGICAL_AND", onnx_types=("And",), numpy_fn=np.logical_and, Options=LogicalAndOptionsT,
+         cases=_logical_cases("And")),
+    dict(kind="LOGICAL_OR", onnx_types=("Or",), numpy_fn=np.logical_or, Options=LogicalOrOptionsT,
+         cases=_logical_cases("Or")),
+    dict(kind="LOGICAL_NOT", onnx_types=("Not",), numpy_fn=np.logical_not, Options=LogicalNotOptionsT,
+         cases=[Case("not", [helper.make_node("Not", ["a"], ["y"])], {"a": _A}),
+                Case("not_of_equal_nchw", [helper.make_node("Equal", ["x", "c"], ["e"]),
+                                           helper.make_node("Not", ["e"], ["y"])],
+                     {"x": np.round(np.linspace(-2, 2, 24, dtype=np.float32)).reshape(1, 2, 3, 4)},
+                     {"c": np.array(1.0, np.float32)})]),
+)

@@ -20,7 +20,7 @@ from tflq._generated.tflite.PowOptions import PowOptionsT
 from tflq._generated.tflite.SignOptions import SignOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
-from tflq.ops import register
+from tflq.ops import register, register_family
 from tflq.ops.base import (INT8_ONLY, INT8_AND_INT16, Calibrated, Case, FloatOnly, IntegerRefusal, OpSpec,
                            Refused, Transparent, rand)
 from tflq.ops.common import quantized_version
@@ -287,6 +287,10 @@ class _FloatElementwise(_Elementwise):
     """A one-input op whose LiteRT kernel takes float only (version 1 for float32)."""
 
     quant = FloatOnly()
+    Options = None
+
+    def options(self, attrs):
+        return self.Options() if self.Options is not None else None
 
     def version(self, op: Op, graph: Graph) -> int:
         return 1
@@ -298,41 +302,6 @@ def _with_ties(x: np.ndarray) -> np.ndarray:
     halves = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, -3.5], np.float32)
     flat[:halves.size] = halves[:flat.size]
     return flat.reshape(x.shape)
-
-
-@register
-class Floor(_FloatElementwise):
-    """ONNX Floor (floor.cc: float32/float16 only)."""
-
-    kind = "FLOOR"
-    onnx_types = ("Floor",)
-    numpy_fn = staticmethod(np.floor)
-    cases = [_case("floor", "Floor", _with_ties(rand(1, 3, 4, 4, low=-5, high=5))),
-             _case("floor_2d", "Floor", rand(3, 7, low=-50, high=50))]
-
-
-@register
-class Ceil(_FloatElementwise):
-    """ONNX Ceil (ceil.cc: float32 only)."""
-
-    kind = "CEIL"
-    onnx_types = ("Ceil",)
-    numpy_fn = staticmethod(np.ceil)
-    cases = [_case("ceil", "Ceil", _with_ties(rand(1, 3, 4, 4, low=-5, high=5))),
-             _case("ceil_2d", "Ceil", rand(3, 7, low=-50, high=50))]
-
-
-@register
-class Round(_FloatElementwise):
-    """ONNX Round, halves to even. TFLite's ROUND rounds halves to even too (reference/round.h
-    RoundToNearest: floor, then up only when the remainder exceeds 1/2 or is 1/2 above an odd
-    floor); the cases hold exact halves so a half-away-from-zero kernel would fail them."""
-
-    kind = "ROUND"
-    onnx_types = ("Round",)
-    numpy_fn = staticmethod(np.round)  # numpy rounds halves to even
-    cases = [_case("round_half_even", "Round", _with_ties(rand(1, 3, 4, 4, low=-5, high=5))),
-             _case("round_2d", "Round", _with_ties(rand(3, 7, seed=1, low=-50, high=50)))]
 
 
 # Abramowitz & Stegun 7.1.26: erf(x) = 1 - t (a1 + t (a2 + ... + t a5)) exp(-x^2), t = 1 / (1 + p x)
@@ -388,26 +357,25 @@ class Sign(_FloatElementwise):
         return SignOptionsT()
 
 
-@register
-class Sin(_FloatElementwise):
-    """ONNX Sin (elementwise.cc: float32 only)."""
-
-    kind = "SIN"
-    onnx_types = ("Sin",)
-    numpy_fn = staticmethod(np.sin)
-    cases = [_case("sin", "Sin", rand(1, 3, 4, 4, low=-4, high=4)),
-             _case("sin_2d", "Sin", rand(3, 7, low=-20, high=20))]
-
-
-@register
-class Cos(_FloatElementwise):
-    """ONNX Cos (elementwise.cc: float32 only)."""
-
-    kind = "COS"
-    onnx_types = ("Cos",)
-    numpy_fn = staticmethod(np.cos)
-    cases = [_case("cos", "Cos", rand(1, 3, 4, 4, low=-4, high=4)),
-             _case("cos_2d", "Cos", rand(3, 7, low=-20, high=20))]
-
-    def options(self, attrs):
-        return CosOptionsT()
+register_family(
+    _FloatElementwise,
+    dict(kind="FLOOR", onnx_types=("Floor",), numpy_fn=np.floor, __doc__="ONNX Floor (floor.cc: float32/float16 only).",
+         cases=[_case("floor", "Floor", _with_ties(rand(1, 3, 4, 4, low=-5, high=5))),
+                _case("floor_2d", "Floor", rand(3, 7, low=-50, high=50))]),
+    dict(kind="CEIL", onnx_types=("Ceil",), numpy_fn=np.ceil, __doc__="ONNX Ceil (ceil.cc: float32 only).",
+         cases=[_case("ceil", "Ceil", _with_ties(rand(1, 3, 4, 4, low=-5, high=5))),
+                _case("ceil_2d", "Ceil", rand(3, 7, low=-50, high=50))]),
+    # numpy rounds halves to even, as TFLite's ROUND does (reference/round.h RoundToNearest: floor,
+    # then up only when the remainder exceeds 1/2 or is 1/2 above an odd floor); the cases hold
+    # exact halves so a half-away-from-zero kernel would fail them.
+    dict(kind="ROUND", onnx_types=("Round",), numpy_fn=np.round, __doc__="ONNX Round, halves to even.",
+         cases=[_case("round_half_even", "Round", _with_ties(rand(1, 3, 4, 4, low=-5, high=5))),
+                _case("round_2d", "Round", _with_ties(rand(3, 7, seed=1, low=-50, high=50)))]),
+    dict(kind="SIN", onnx_types=("Sin",), numpy_fn=np.sin, __doc__="ONNX Sin (elementwise.cc: float32 only).",
+         cases=[_case("sin", "Sin", rand(1, 3, 4, 4, low=-4, high=4)),
+                _case("sin_2d", "Sin", rand(3, 7, low=-20, high=20))]),
+    dict(kind="COS", onnx_types=("Cos",), numpy_fn=np.cos, Options=CosOptionsT,
+         __doc__="ONNX Cos (elementwise.cc: float32 only).",
+         cases=[_case("cos", "Cos", rand(1, 3, 4, 4, low=-4, high=4)),
+                _case("cos_2d", "Cos", rand(3, 7, low=-20, high=20))]),
+)
