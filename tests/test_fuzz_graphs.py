@@ -9,6 +9,8 @@ test_random_int_graph_matches_onnxruntime adds integer/boolean tensors (RandomIn
 comparisons, masks, Cast, Where, Expand/Tile, CumSum, Mod, GatherElements; worst of 8 samples."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 import pytest
@@ -444,6 +446,30 @@ def _inputs(shape, count: int, seed: int) -> list[np.ndarray]:
     return [rng.standard_normal(shape).astype(np.float32) for _ in range(count)]
 
 
+@dataclass(frozen=True)
+class Judged:
+    """The worst sample's numbers: relative error (integer outputs: 0 if exact, else inf), SQNR."""
+
+    error: float
+    sqnr_db: float
+    finite: bool  # every output value of every sample is finite
+
+
+def judge(path: str, tflite: bytes, feeds: list[dict], run=None) -> Judged:
+    """Run every sample through onnxruntime and the file (`run(tflite, feed)`, by default LiteRT on
+    the feed's values in order); the outputs' shapes must match, and the worst sample decides."""
+    run = run or (lambda file, feed: run_litert(file, list(feed.values())))
+    error, db, finite = 0.0, float("inf"), True
+    for feed in feeds:
+        expected, actual = run_onnxruntime(path, feed), run(tflite, feed)
+        assert len(actual) == len(expected)
+        for e, a in zip(expected, actual):
+            assert a.shape == e.shape, (a.shape, e.shape)
+            error, db = max(error, relative_error(e, a)), min(db, sqnr_db(e, a))
+            finite = finite and bool(np.all(np.isfinite(a)))
+    return Judged(error, db, finite)
+
+
 def _perm(node: onnx.NodeProto) -> tuple[int, ...]:
     return tuple(next((a.ints for a in node.attribute if a.name == "perm"), ()))
 
@@ -474,21 +500,17 @@ def test_random_graph_matches_onnxruntime(seed, tmp_path):
     onnx.save(model, path)
     keep_io = seed % 4 == 3
     x, *calib = _inputs(builder.input_shape, 4, seed)
-    expected = run_onnxruntime(path, {"x": x})
     report = convert(ConvertConfig(model=path, keep_io_layout=keep_io))  # generator makes only supported ops
-    actual = _run_file(report.tflite, x, model, keep_io)
-    assert len(actual) == len(expected)
-    for e, a in zip(expected, actual):
-        assert a.shape == e.shape
-        assert relative_error(e, a) <= FLOAT_TOLERANCE
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        return _run_file(tflite, feed["x"], model, keep_io)
+
+    assert judge(path, report.tflite, [{"x": x}], run).error <= FLOAT_TOLERANCE
     report = convert(ConvertConfig(model=path, keep_io_layout=keep_io, mode="full", dtype="int8",
                                    calib=[{"x": c} for c in calib]))
     # On a calibration sample: the ranges cover it, so only a wrong layout or parameter fails.
-    expected = run_onnxruntime(path, {"x": calib[0]})
-    actual = _run_file(report.tflite, calib[0], model, keep_io)
-    for e, a in zip(expected, actual):
-        assert a.shape == e.shape
-        assert sqnr_db(e, a) >= (10.0 if seed in PRECISION_LIMITED else INT8_SQNR_FLOOR)
+    assert judge(path, report.tflite, [{"x": calib[0]}], run).sqnr_db >= \
+        (10.0 if seed in PRECISION_LIMITED else INT8_SQNR_FLOOR)
 
 
 # Every ONNX producer that tflq lowers to an op with a fused-activation slot (and Concat, which has
@@ -510,18 +532,12 @@ def test_activation_after_producer(producer, activation, tmp_path):
     model, _ = builder.fusion_pattern(producer, activation, fan_out)
     path = str(tmp_path / "pattern.onnx")
     onnx.save(model, path)
-    samples = _inputs(builder.input_shape, FUSION_SAMPLES, seed)
+    samples = [{"x": x} for x in _inputs(builder.input_shape, FUSION_SAMPLES, seed)]
     report = convert(ConvertConfig(model=path))
-    worst = 0.0
-    for x in samples:
-        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
-            assert a.shape == e.shape
-            worst = max(worst, relative_error(e, a))
+    worst = judge(path, report.tflite, samples).error
     assert worst <= FLOAT_TOLERANCE, f"worst sample {worst:.3g}; ops {report.op_counts}"
-    report = convert(ConvertConfig(model=path, mode="full", dtype="int8",
-                                   calib=[{"x": x} for x in samples]))
-    worst_db = min(sqnr_db(e, a) for x in samples
-                   for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])))
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=samples))
+    worst_db = judge(path, report.tflite, samples).sqnr_db
     assert worst_db >= INT8_SQNR_FLOOR, f"worst int8 sample {worst_db:.1f} dB"
 
 
@@ -689,17 +705,15 @@ def test_random_1d_graph_matches_onnxruntime(seed, tmp_path):
     four_d = sum(len(vi.type.tensor_type.shape.dim) == 4 for vi in model.graph.output)
     assert report.op_counts.get("TRANSPOSE", 0) <= own + four_d or keep_io
     layouts = _file_layouts(config)
-    for x in xs[:4]:  # the worst sample decides
-        for e, a in zip(run_onnxruntime(path, {"x": x}), _run_nwc(report.tflite, x, layouts)):
-            assert a.shape == e.shape
-            assert relative_error(e, a) <= FLOAT_TOLERANCE
-    full = ConvertConfig(model=path, keep_io_layout=keep_io, mode="full", dtype="int8",
-                         calib=[{"x": c} for c in xs[4:]])
-    report = convert(full)
-    for x in xs[4:]:
-        for e, a in zip(run_onnxruntime(path, {"x": x}), _run_nwc(report.tflite, x, layouts)):
-            assert a.shape == e.shape
-            assert sqnr_db(e, a) >= INT8_SQNR_FLOOR
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        return _run_nwc(tflite, feed["x"], layouts)
+
+    feeds = [{"x": x} for x in xs]
+    assert judge(path, report.tflite, feeds[:4], run).error <= FLOAT_TOLERANCE  # the worst sample decides
+    report = convert(ConvertConfig(model=path, keep_io_layout=keep_io, mode="full", dtype="int8",
+                                   calib=feeds[4:]))
+    assert judge(path, report.tflite, feeds[4:], run).sqnr_db >= INT8_SQNR_FLOOR
 
 
 # ---- recurrent graphs ------------------------------------------------------------------------
@@ -785,18 +799,12 @@ def test_random_recurrent_graph_matches_onnxruntime(seed, tmp_path):
     model, _ = builder.build()
     path = str(tmp_path / f"fuzz_recurrent_{seed}.onnx")
     onnx.save(model, path)
-    xs = _inputs(builder.input_shape, 8, seed)
+    feeds = [{"x": x} for x in _inputs(builder.input_shape, 8, seed)]
     report = convert(ConvertConfig(model=path))
-    for x in xs[:4]:  # the worst sample decides
-        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
-            assert a.shape == e.shape
-            assert relative_error(e, a) <= FLOAT_TOLERANCE
-    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=[{"x": c} for c in xs[4:]]))
+    assert judge(path, report.tflite, feeds[:4]).error <= FLOAT_TOLERANCE  # the worst sample decides
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds[4:]))
     assert not report.float_ops
-    for x in xs[4:]:
-        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
-            assert a.shape == e.shape
-            assert sqnr_db(e, a) >= INT8_SQNR_FLOOR
+    assert judge(path, report.tflite, feeds[4:]).sqnr_db >= INT8_SQNR_FLOOR
 # ---- shape arithmetic and attention (issue 8 items 4 and 6) ---------------------------------------
 class ShapeGraph(RandomGraph):
     """Graphs whose reshape targets, slices and broadcasts are computed from Shape through
@@ -998,15 +1006,11 @@ SAMPLES = 8
 
 
 def _worst_float_and_int8(path: str, input_shape, seed: int) -> tuple[float, float, dict]:
-    samples = _inputs(input_shape, SAMPLES, seed)
+    samples = [{"x": x} for x in _inputs(input_shape, SAMPLES, seed)]
     report = convert(ConvertConfig(model=path))
-    worst = max(relative_error(e, a) for x in samples
-                for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])))
-    quantized = convert(ConvertConfig(model=path, mode="full", dtype="int8",
-                                      calib=[{"x": x} for x in samples]))
-    worst_db = min(sqnr_db(e, a) for x in samples
-                   for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(quantized.tflite, [x])))
-    return worst, worst_db, report.op_counts
+    quantized = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=samples))
+    return judge(path, report.tflite, samples).error, judge(path, quantized.tflite, samples).sqnr_db, \
+        report.op_counts
 
 
 @pytest.mark.parametrize("seed", SHAPE_SEEDS)
@@ -1172,15 +1176,11 @@ def test_random_math_graph_matches_onnxruntime(seed, tmp_path):
     model, _ = builder.build()
     path = str(tmp_path / f"fuzz_math_{seed}.onnx")
     onnx.save(model, path)
-    xs = _inputs(builder.input_shape, 8, 7000 + seed)
+    feeds = [{"x": x} for x in _inputs(builder.input_shape, 8, 7000 + seed)]
     report = convert(ConvertConfig(model=path))
-    for x in xs[:4]:
-        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
-            assert a.shape == e.shape
-            assert relative_error(e, a) <= FLOAT_TOLERANCE, report.op_counts
-    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=[{"x": c} for c in xs[4:]]))
-    worst_db = min(sqnr_db(e, a) for x in xs[4:]
-                   for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])))
+    assert judge(path, report.tflite, feeds[:4]).error <= FLOAT_TOLERANCE, report.op_counts
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds[4:]))
+    worst_db = judge(path, report.tflite, feeds[4:]).sqnr_db
     assert worst_db >= MATH_INT8_SQNR_FLOOR.get(seed, INT8_SQNR_FLOOR), f"worst int8 sample {worst_db:.1f} dB"
 
 
@@ -1353,19 +1353,15 @@ def test_random_int_graph_matches_onnxruntime(seed, tmp_path):
     samples = _int_inputs(builder, 8, seed)
     keep_io = seed % 4 == 3
     report = convert(ConvertConfig(model=path, keep_io_layout=keep_io))
-    worst = 0.0
-    for feed in samples:
-        for e, a in zip(run_onnxruntime(path, feed), run_litert(report.tflite, [feed["x"], feed["ids"]],
-                                                                 nchw_io=not keep_io)):
-            assert a.shape == e.shape and a.dtype == e.dtype
-            worst = max(worst, relative_error(e, a))
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        return run_litert(tflite, [feed["x"], feed["ids"]], nchw_io=not keep_io)
+
+    worst = judge(path, report.tflite, samples, run).error  # (integer outputs: of the same type, exact)
     assert worst <= FLOAT_TOLERANCE, f"worst sample {worst:.3g}; ops {report.op_counts}"
     report = convert(ConvertConfig(model=path, keep_io_layout=keep_io, mode="full", dtype="int8",
                                    calib=samples[:4]))
-    for feed in samples:
-        for e, a in zip(run_onnxruntime(path, feed), run_litert(report.tflite, [feed["x"], feed["ids"]],
-                                                                 nchw_io=not keep_io)):
-            assert a.shape == e.shape and np.all(np.isfinite(a))
+    assert judge(path, report.tflite, samples, run).finite
 
 
 # ---- ranges no integer grid holds ------------------------------------------------------------
@@ -1427,6 +1423,4 @@ def test_huge_range_file_runs(seed, tmp_path):
         return
     assert any("beyond what integer kernels represent" in op.reason for op in report.float_ops), \
         report.float_ops
-    for x in xs:
-        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
-            assert a.shape == e.shape
+    judge(path, report.tflite, [{"x": x} for x in xs])  # loads, invokes, right shapes
