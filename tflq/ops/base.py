@@ -355,6 +355,8 @@ class OpSpec:
     # Attrs has a `fused_activation` field, and this says which values the kernels apply.
     fused_activation: ClassVar[FusedActivations | None] = None
     row_wise: ClassVar[bool] = False  # acts on each row of the last axis independently
+    # ADD: the output is the sum of the two inputs (an additive attention mask is found by it).
+    sums_inputs: ClassVar[bool] = False
     # Validity facts of the ONNX ops this spec imports (tflq.ops.checks), run right after loading.
     onnx_checks: ClassVar[tuple[Any, ...]] = ()
     # Evaluated at import when every input is constant (not QUANTIZE/DEQUANTIZE/FAKE_QUANT, which
@@ -370,6 +372,12 @@ class OpSpec:
         raise NotImplementedError(f"{self.kind} has no reference kernel")
 
     def options(self, attrs) -> Any:
+        return None
+
+    def negligible_below_row_max(self, op: Op) -> float | None:
+        """How far below its row's maximum an input value may be raised without changing the
+        output by more than 1e-7 of the row (SOFTMAX: exp weighs it by e^-16 at 16 / beta);
+        None where every input value matters."""
         return None
 
     def version(self, op: Op, graph: Graph) -> int:

@@ -84,6 +84,7 @@ class _Binary(OpSpec):
 class Add(_Binary):
     kind = "ADD"
     quant = Calibrated(dtypes=WITH_INT16, rescales_inputs=True)
+    sums_inputs = True
     onnx_types = ("Add",)
     int64_version = 4
     onnx_checks = (Arity(inputs=(2, 2)),)

@@ -100,6 +100,10 @@ class Softmax(_LastAxis):
     def options(self, attrs: SoftmaxAttrs):
         return SoftmaxOptionsT(beta=attrs.beta)  # the schema default 0.0 would give a uniform output
 
+    def negligible_below_row_max(self, op: Op) -> float | None:
+        # e^-16 = 1.1e-7 of the row's largest weight: far below the int8 output step of 1/256
+        return 16.0 / op.attrs.beta if op.attrs.beta > 0 else None
+
 
 @register
 class LogSoftmax(_LastAxis):

@@ -336,6 +336,79 @@ def _clamp_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParams]:
     return preferred
 
 
+# An additive attention mask is 0 where a position is kept and a fill (-1e4, -1e9) where it is
+# masked: an operand of at least this span next to scores of a smaller one.
+MASK_SPAN = 1e3
+MAX_MASK_NARROWING = 2.0 ** 12
+
+
+class _WithRanges(PlanContext):
+    """`inner`, with the ranges of some tensors narrowed (see _masked_softmax_ranges)."""
+
+    def __init__(self, inner: PlanContext, ranges: dict[str, Range]) -> None:
+        super().__init__(inner.dtype, inner.float_ops, inner.given, inner.int16_ops)
+        self.inner, self.ranges = inner, ranges
+
+    def dtype_of(self, op: Op) -> DType:
+        return self.inner.dtype_of(op)
+
+    def range(self, name: str) -> Range | None:
+        return self.ranges.get(name) or self.inner.range(name)
+
+    def float_reason(self, op: Op) -> str | None:
+        return self.inner.float_reason(op)
+
+
+def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
+    """Narrower ranges for masked attention, scores + mask -> SOFTMAX. A padding or causal mask
+    keeps at least one position of every row (its maximum, 0, is reached in every row), so each
+    row's maximum is at least low(scores) + high(mask), and a sum more than SOFTMAX's slack K
+    below that weighs less than e^-16: the sum's grid starts there (a masked position saturates
+    at its lowest step instead of stretching the grid to -1e4, which left every score on one
+    step). A mask read only by such sums needs no value below that floor minus the highest
+    score: a constant one is quantized onto that range; a computed one is narrowed by at most
+    MAX_MASK_NARROWING (its producer then saturates, and MUL's kernel overflows int32 for a
+    multiplier much above 2^12), and the sum's grid stays within 255 steps of the mask's
+    (XNNPACK's ADD computed garbage beyond). Masks beyond the integer limit (finfo.min) stay
+    float (_magnitude_refusal)."""
+    consumers = graph.consumer_map()
+
+    def span_of(name: str) -> Range | None:
+        t = graph.tensors[name]
+        return (float(np.min(t.data)), float(np.max(t.data))) if t.is_constant else ctx.range(name)
+
+    sums: list[tuple[Op, str, Range, float, float]] = []  # ADD, mask, sum's range, floor, top score
+    for op in graph.ops:
+        if not registry.spec(op.kind).sums_inputs or op.outputs[0] in graph.outputs:
+            continue
+        readers = consumers.get(op.outputs[0], [])
+        slack = [registry.spec(r.kind).negligible_below_row_max(r) for r in readers]
+        ranges = [span_of(n) for n in op.inputs]
+        out_range = ctx.range(op.outputs[0])
+        if not readers or None in slack or None in ranges or out_range is None or \
+                any(_beyond_integer(*r) for r in ranges + [out_range]):
+            continue
+        spans = [high - low for low, high in ranges]
+        masks = [i for i in (0, 1) if spans[i] >= MASK_SPAN and spans[1 - i] < MASK_SPAN]
+        if len(masks) == 1:
+            scores = ranges[1 - masks[0]]
+            floor = scores[0] + ranges[masks[0]][1] - min(slack)
+            if floor > out_range[0]:
+                sums.append((op, op.inputs[masks[0]], out_range, floor, scores[1]))
+    narrowed: dict[str, Range] = {}
+    for mask in dict.fromkeys(s[1] for s in sums):
+        lows = [floor - top for _, m, _, floor, top in sums if m == mask]
+        if len(lows) == len(consumers.get(mask, [])) and mask not in graph.outputs:
+            low, high = span_of(mask)
+            if not graph.is_constant(mask):
+                lows.append(high - (high - low) / MAX_MASK_NARROWING)
+            narrowed[mask] = (max(low, min(lows)), high)
+    for op, mask, (low, high), floor, _ in sums:
+        mask_low, mask_high = narrowed.get(mask) or span_of(mask)
+        narrowed[op.outputs[0]] = (max(low, min(floor, high - (mask_high - mask_low) / 255.0)), high)
+    return narrowed
+
+
 def _invoke_refusal(graph: Graph, op: Op, ctx: PlanContext,
                     chosen: dict[str, QuantParams]) -> str | None:
     """Why `op` must stay float although it has a kernel: the integer kernel fails the whole
@@ -377,6 +450,9 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     A tensor's own params are in the type of the first quantized op that writes or reads it;
     an op of another type (mixed precision: int16 next to int8) requires its own grid for it,
     which the rewrite reaches with a requantizing QUANTIZE."""
+    narrowed = _masked_softmax_ranges(graph, ctx)
+    if narrowed:
+        ctx = _WithRanges(ctx, narrowed)
     given = ctx.given
     plan = QuantPlan(ctx.dtype)
     params = plan.params
@@ -454,6 +530,8 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
             if not graph.is_constant(name):
                 continue
             p = params.get(name)
+            if p is None and name in narrowed and name not in given:  # a constant attention mask
+                p = activation_params(dtype, *narrowed[name])
             if p is None:
                 p = given.get(name) or _constant_params(graph, op, i, dtype, plan, shared)
             elif not _constant_fits(graph, op, i, p, dtype):
