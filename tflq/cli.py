@@ -313,7 +313,10 @@ def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_lay
               help="Write the per-layer report (plots embedded) to this HTML file; needs "
                    "pip install 'tflq[report]'.")
 @click.option("--layer-samples", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Samples the per-layer analysis runs on.")
+              help="Samples the per-layer analysis runs on (and the float fallback check).")
+@click.option("--sensitivity-samples", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Of those, the samples each layer's sensitivity is measured on (one simulated "
+                   "run per layer and sample).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (stable shape).")
 @click.option("--float-runtime", type=click.Choice(["auto", "onnxruntime", "tflq"]), default="auto",
               show_default=True, help="The float side: onnxruntime (auto: when installed) or "
@@ -329,7 +332,7 @@ def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_lay
 @click.option("-v", "--verbose", is_flag=True, help="Log each step.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def eval_command(model, tflite, data, labels, samples, min_sqnr, min_agreement, layers, html_path,
-                 layer_samples, as_json, float_runtime, input_shapes, keep_io_layout, data_convert,
+                 layer_samples, sensitivity_samples, as_json, float_runtime, input_shapes, keep_io_layout, data_convert,
                  mean, std, scale, quiet, verbose, debug) -> None:
     """Measure a TFLITE file against its float ONNX MODEL on the same samples: per output SQNR
     (mean and worst sample), cosine similarity, max |error|, top-1 agreement and accuracy;
@@ -361,7 +364,8 @@ def eval_command(model, tflite, data, labels, samples, min_sqnr, min_agreement, 
                           mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
                           data_convert=data_convert, float_runtime=float_runtime,
                           min_sqnr=min_sqnr, min_agreement=min_agreement,
-                          layers=layers or bool(html_path), layer_samples=layer_samples)
+                          layers=layers or bool(html_path), layer_samples=layer_samples,
+                          sensitivity_samples=sensitivity_samples)
         if html_path:
             from tflq.analysis.html_report import render_html
 

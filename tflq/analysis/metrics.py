@@ -61,7 +61,9 @@ class OutputAccumulator:
             10 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf)
         return {
             "samples": len(self.sqnr),
-            "sqnr_mean_db": float(np.mean(sqnr)),
+            # samples without any error (inf dB) would make the mean infinite: left out
+            "sqnr_mean_db": float(np.mean(sqnr[np.isfinite(sqnr)])) if np.isfinite(sqnr).any()
+            else float(sqnr[0]),
             "sqnr_worst_db": float(sqnr[worst]),
             "worst_sample": worst,
             "sqnr_pooled_db": pooled,

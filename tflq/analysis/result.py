@@ -24,8 +24,8 @@ JSON shape (`EvalResult.to_json()`, `schema` 1; new keys may be added, none rena
      "notes": [str]}
 
 SQNR is 10 log10(signal power / error power) of the .tflite's values against the float model's,
-per sample ("mean" is the mean of the per-sample dB figures, "worst" their minimum, "pooled" all
-samples summed first). An SQNR of null means no error at all (infinite). Cosine similarity is
+per sample ("mean" is the mean of the per-sample dB figures, leaving out samples without any
+error, "worst" their minimum, "pooled" all samples summed first). An SQNR of null means no error at all (infinite). Cosine similarity is
 per sample over the flattened output; top-1 agreement the share of rows whose argmax over the
 class axis is the same; accuracies are against --labels. Fractions are 0..1.
 """
@@ -147,6 +147,8 @@ class LayerAnalysis:
 
     def to_text(self, top: int = 20) -> str:
         """The ranking as a table: worst first."""
+        if not self.ranking:
+            return "\n".join(["Layers: none ranked"] + [f"  note: {printable(n)}" for n in self.notes])
         lines = [f"Layers ranked by the output SQNR each gives when it alone is quantized "
                  f"({self.sensitivity_samples} sample(s); every layer quantized, simulated: "
                  f"{db_text(self.simulated_sqnr_db)} dB):",
