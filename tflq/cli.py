@@ -314,9 +314,9 @@ def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_lay
                    "pip install 'tflq[report]'.")
 @click.option("--layer-samples", type=click.IntRange(min=1), default=8, show_default=True,
               help="Samples the per-layer analysis runs on (and the float fallback check).")
-@click.option("--sensitivity-samples", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--sensitivity-samples", type=click.IntRange(min=1), default=None,
               help="Of those, the samples each layer's sensitivity is measured on (one simulated "
-                   "run per layer and sample).")
+                   "run per layer and sample) [default: all].")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (stable shape).")
 @click.option("--float-runtime", type=click.Choice(["auto", "onnxruntime", "tflq"]), default="auto",
               show_default=True, help="The float side: onnxruntime (auto: when installed) or "
