@@ -365,7 +365,7 @@ def eval_command(model, tflite, data, labels, samples, min_sqnr, min_agreement, 
                           data_convert=data_convert, float_runtime=float_runtime,
                           min_sqnr=min_sqnr, min_agreement=min_agreement,
                           layers=layers or bool(html_path), layer_samples=layer_samples,
-                          sensitivity_samples=sensitivity_samples)
+                          sensitivity_samples=sensitivity_samples, report_path=html_path)
         if html_path:
             from tflq.analysis.html_report import render_html
 

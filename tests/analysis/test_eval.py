@@ -254,6 +254,20 @@ def test_bad_input_is_one_error_and_nothing_written(tmp_path, digits_files, bad_
         tflq.evaluate(str(path), digits, EVAL)
 
 
+def test_html_never_over_the_models_external_data(tmp_path):
+    model = bad_layer_model()
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.data",
+              size_threshold=0)
+    data = tmp_path / "x.npy"
+    np.save(data, samples(1, 4)[0]["input"])
+    tflq.convert(str(tmp_path / "m.onnx"), str(tmp_path / "m.tflite"))
+    before = (tmp_path / "m.data").read_bytes()
+    result = _run("eval", str(tmp_path / "m.onnx"), str(tmp_path / "m.tflite"), "--data", str(data),
+                  "--html", str(tmp_path / "m.data"))
+    assert result.exit_code == 1 and "external data of the input model" in result.output
+    assert (tmp_path / "m.data").read_bytes() == before
+
+
 def test_html_without_matplotlib_names_the_extra(tmp_path, digits_files, monkeypatch):
     import builtins
 

@@ -28,7 +28,7 @@ def evaluate(onnx_path: str, tflite: str | bytes, data: Any, labels: Any = None,
              min_sqnr: float | None = None, min_agreement: float | None = None,
              layers: bool = False, layer_samples: int = LAYER_SAMPLES,
              sensitivity_samples: int | None = None,
-             max_tensor_bytes: int = 2 * 1024 ** 3) -> EvalResult:
+             max_tensor_bytes: int = 2 * 1024 ** 3, report_path: str | None = None) -> EvalResult:
     """Compare the .tflite (a path, or the file's bytes) with the float ONNX model on `data`.
 
     data: what --calib takes (a folder or file of .npy/.npz/images, or an iterable of
@@ -38,7 +38,8 @@ def evaluate(onnx_path: str, tflite: str | bytes, data: Any, labels: Any = None,
     top-1 agreement: `result.failures` lists the gates not met. layers: also analyse every
     quantized tensor and rank the layers (on the first `layer_samples` samples; the sensitivity
     on the first `sensitivity_samples` of them, default all: on MobileNetV2, 2 samples put three
-    layers within 0.3 dB in the wrong order).
+    layers within 0.3 dB in the wrong order). report_path: where the caller will write the
+    report, checked before any work against the model and its external data (nothing is written).
     """
     from tflq.pipeline import prepare_graph
 
@@ -46,7 +47,7 @@ def evaluate(onnx_path: str, tflite: str | bytes, data: Any, labels: Any = None,
         raise EvaluationError(f"--min-agreement {min_agreement:g}: give a fraction between 0 and 1")
     graph, _ = prepare_graph(ConvertConfig(model=onnx_path, input_shapes=dict(input_shapes or {}),
                                            keep_io_layout=keep_io_layout,
-                                           max_tensor_bytes=max_tensor_bytes))
+                                           max_tensor_bytes=max_tensor_bytes, html=report_path))
     if isinstance(tflite, (bytes, bytearray)):
         content, tflite_path = bytes(tflite), "(the converted file)"
     else:

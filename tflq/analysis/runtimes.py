@@ -43,9 +43,14 @@ def graph_feeds(graph: Graph, sample: Sample) -> dict[str, np.ndarray]:
     return feeds
 
 
+def computed_outputs(graph: Graph) -> list[str]:
+    """The graph's outputs that are computed (a constant output has no tensor to compare)."""
+    return [n for n in graph.outputs if not graph.tensors[n].is_constant]
+
+
 def graph_outputs_in_onnx_layout(graph: Graph, outputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     result = []
-    for name in graph.outputs:
+    for name in computed_outputs(graph):
         t = graph.tensors[name]
         value = np.asarray(outputs[name])
         if t.layout.channels_last and value.ndim == t.rank:
@@ -89,7 +94,7 @@ class FloatModel:
             feeds = {name: np.asarray(sample[name]) for name in self.graph.inputs
                      if not self.graph.tensors[name].is_constant}
             try:
-                return [np.asarray(v) for v in self.session.run(list(self.graph.outputs), feeds)]
+                return [np.asarray(v) for v in self.session.run(computed_outputs(self.graph), feeds)]
             except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
                 raise EvaluationError(f"onnxruntime failed on the evaluation data "
                                       f"({type(exc).__name__}: {exc})") from None
@@ -137,8 +142,8 @@ def _params(detail: dict) -> QuantParams | None:
 def bind(graph: Graph, details: Sequence[dict], role: str, tflite_path: str) -> list[Binding]:
     """The .tflite's inputs (or outputs: `role`) bound to the graph's, or EvaluationError naming
     the first that does not fit: count, shape (as is or channels-last), type."""
-    names = [n for n in (graph.inputs if role == "input" else graph.outputs)
-             if not graph.tensors[n].is_constant]
+    names = [n for n in graph.inputs if not graph.tensors[n].is_constant] if role == "input" \
+        else computed_outputs(graph)
     if len(details) != len(names):
         raise EvaluationError(f"{tflite_path}: the .tflite has {len(details)} {role}(s), the ONNX "
                               f"model {len(names)} ({', '.join(names)}): not a conversion of this model")
