@@ -172,6 +172,20 @@ def test_worst_ranked_layer_is_the_one_whose_float_fallback_helps_most(dtype, ba
     assert all(t.histogram is not None and sum(t.histogram.counts) > 0 for t in layer.tensors)
 
 
+def test_mixed_precision_file_is_replayed_on_its_own_grids(tmp_path):
+    """A layer the file keeps float is not ranked, an int16 one keeps its int16 grid, and the
+    replay of the file's grids (all layers) gives the SQNR LiteRT gives."""
+    path = str(tmp_path / "mixed.tflite")
+    tflq.convert(SAMPLE, path, mode="full", dtype="int8", calib=CALIB, float_ops=["/conv1/Conv"],
+                 int16_ops=["/fc2/Gemm"])
+    result = tflq.evaluate(SAMPLE, path, EVAL, samples=8, layers=True, layer_samples=8,
+                           sensitivity_samples=2)
+    analysis = result.layers
+    assert "/conv1/Conv" not in analysis.ranking and "/fc2/Gemm" in analysis.ranking
+    assert {t.dtype for t in analysis.layer("/fc2/Gemm").tensors} == {"int16"}
+    assert analysis.simulated_sqnr_db == pytest.approx(result.output("logits").sqnr_pooled_db, abs=1.5)
+
+
 def test_layers_table_and_gates_on_the_command_line(tmp_path, bad_layer):
     data = tmp_path / "eval.npy"
     np.save(data, np.concatenate([s["input"] for s in samples(6, 3)]))
