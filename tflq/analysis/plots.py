@@ -57,9 +57,10 @@ def depth_plot(analysis: LayerAnalysis) -> bytes:
     if ranked:
         ax.plot([layer.depth for layer in ranked], [_db(layer.sensitivity_db, top) for layer in ranked],
                 "s", ms=4, color="tab:red", label="output SQNR, layer alone quantized")
-        for layer in sorted(ranked, key=lambda x: x.rank)[:3]:
-            ax.annotate(_short(layer.node, 24), (layer.depth, _db(layer.sensitivity_db, top)),
-                        fontsize=7, xytext=(4, -10), textcoords="offset points")
+        for i, layer in enumerate(sorted(ranked, key=lambda x: x.rank)[:3]):
+            ax.annotate(f"{i + 1}. {_short(layer.node, 24)}", (layer.depth, _db(layer.sensitivity_db, top)),
+                        fontsize=7, xytext=(0.45, 0.93 - 0.08 * i), textcoords="axes fraction",
+                        arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
     ax.set_xlabel("depth (op index in the float graph; 0: model input)")
     ax.set_ylabel("SQNR (dB)")
     ax.set_title("SQNR along the network")
