@@ -187,7 +187,10 @@ _JOBS_OPTION = click.option(
               help="full mode: ONNX node names to run with int16 activations (int8 weights).")
 @click.option("--target-sqnr", type=float, default=None, metavar="DB",
               help="full mode: promote the fewest layers int8 -> int16 -> float until the output "
-                   "SQNR on the calibration samples reaches DB.")
+                   "SQNR (on --eval-data, else on the first calibration samples) reaches DB.")
+@click.option("--eval-data", type=click.Path(exists=True), default=None,
+              help="With --target-sqnr: samples to measure the SQNR on, read like --calib "
+                   "(the first 8 are used).")
 @click.option("--mean", default=None, metavar="M[,M,M]",
               help="Images: per-channel mean (RGB order) in x = (pixel * scale - mean) / std.")
 @click.option("--std", default=None, metavar="S[,S,S]",
@@ -207,7 +210,7 @@ _JOBS_OPTION = click.option(
 @click.option("--debug", is_flag=True, help="Show tracebacks and verify the graph after every pass.")
 def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight_elements, calib,
             calib_samples, calib_convert, calib_method, percentile, stats, save_stats, io_type, float_ops, int16_ops,
-            target_sqnr, mean, std, scale, report_path, html_path, max_tensor_bytes, jobs, quiet, verbose,
+            target_sqnr, eval_data, mean, std, scale, report_path, html_path, max_tensor_bytes, jobs, quiet, verbose,
             debug) -> None:
     """Convert an ONNX MODEL to a TFLite file.
 
@@ -234,6 +237,7 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             save_stats=save_stats, io_type=io_type,
             float_ops=tuple(n for n in float_ops.split(",") if n),
             int16_ops=tuple(n for n in int16_ops.split(",") if n), target_sqnr=target_sqnr,
+            eval_data=eval_data,
             mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
             report=report_path if report_path != "-" else None, html=html_path,
             max_tensor_bytes=max_tensor_bytes,

@@ -73,6 +73,7 @@ class ConvertConfig:
     float_ops: tuple[str, ...] = ()
     int16_ops: tuple[str, ...] = ()  # nodes run with int16 activations (int8 weights) in an 8-bit model
     target_sqnr: float | None = None  # dB: promote the fewest layers int8 -> int16 -> float to reach it
+    eval_data: Any = None  # what target_sqnr measures on (as calib; None: the first calibration samples)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     scale: float | None = None

@@ -40,6 +40,8 @@ def write_policy(config: ConvertConfig) -> WritePolicy:
     sources += [Source("statistics given with --stats", s) for s in config.stats]
     if isinstance(config.calib, (str, os.PathLike)):
         sources.append(Source("calibration data", os.fspath(config.calib)))
+    if isinstance(config.eval_data, (str, os.PathLike)):
+        sources.append(Source("evaluation data given with --eval-data", os.fspath(config.eval_data)))
     policy = WritePolicy({"--output": config.output, "--save-stats": config.save_stats,
                           "--report": config.report, "--html": config.html}, sources)
     policy.check()

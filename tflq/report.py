@@ -33,6 +33,7 @@ class PrecisionResult:
     layers: int  # candidate layers (nodes that run quantized)
     samples: int
     promoted: list[Promotion] = field(default_factory=list)
+    source: str = "calibration samples"  # what the SQNR was measured on
 
     @property
     def int16_nodes(self) -> frozenset[str]:
@@ -88,7 +89,7 @@ class ConversionReport:
             p = self.precision
             lines.append(f"  --target-sqnr {p.target_db:g} dB: {len(p.promoted)} of {p.layers} layers "
                          f"promoted; output SQNR {p.before_db:.1f} -> {p.after_db:.1f} dB on "
-                         f"{p.samples} calibration samples")
+                         f"{p.samples} {p.source}")
             for promotion in p.promoted:
                 lines.append(f"    {promotion.node} ({promotion.kind}) -> {promotion.to}")
         if self.quantized_ops or self.float_ops:

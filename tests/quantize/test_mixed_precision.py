@@ -96,6 +96,33 @@ def test_target_sqnr_promotes_exactly_the_bad_layer(calib_dir, tmp_path):
     assert reached >= 30, reached  # the written file, in LiteRT, on the calibration samples
 
 
+def test_eval_data_is_what_the_target_is_measured_on(calib_dir, tmp_path):
+    """--eval-data: the SQNR is measured on those samples (held out from calibration), and the
+    written file reaches the target on them in LiteRT. Given with --stats, no --calib is needed."""
+    from click.testing import CliRunner
+
+    from tflq.cli import main
+
+    model = _model()
+    path = save_model(model, tmp_path / "m.onnx")
+    held_out = [{"x": (OFFSET + np.random.default_rng(20 + i).uniform(-0.9, 0.9, (1, 4, 8, 8)))
+                 .astype(np.float32)} for i in range(3)]  # inside the calibrated ranges
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    for i, sample in enumerate(held_out):
+        np.save(eval_dir / f"{i}.npy", sample["x"])
+    stats, out = str(tmp_path / "s.npz"), str(tmp_path / "m.tflite")
+    convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=calib_dir, save_stats=stats))
+    result = CliRunner().invoke(main, ["convert", path, "-o", out, "--mode", "full", "--dtype", "int8",
+                                       "--stats", stats, "--target-sqnr", "30",
+                                       "--eval-data", str(eval_dir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "--target-sqnr 30 dB: 1 of" in result.output, result.output
+    assert "on 3 samples of --eval-data" in result.output and "bn (MUL) -> int16" in result.output
+    with open(out, "rb") as f:
+        assert _litert_sqnr(model, f.read(), held_out) >= 30
+
+
 def test_unreachable_target_says_by_how_much_and_writes_nothing(calib_dir, tmp_path):
     path = save_model(_model(), tmp_path / "m.onnx")
     out = tmp_path / "m.tflite"

@@ -145,8 +145,10 @@ EVALUATION_SAMPLES = 8
 
 def evaluation_samples(graph: Graph, config: ConvertConfig,
                        limit: int = EVALUATION_SAMPLES) -> list[dict[str, np.ndarray]]:
-    """The first calibration samples, as feeds in the graph's layout (for measuring SQNR)."""
-    count = min(limit, config.calib_samples or limit)
-    samples = load_samples(config.calib, graph_input_specs(graph), count, mean=config.mean,
-                           std=config.std, scale=config.scale)
+    """The samples SQNR is measured on, as feeds in the graph's layout: the first of
+    config.eval_data (read like calibration data), else the first calibration samples."""
+    source = config.calib if config.eval_data is None else config.eval_data
+    count = min(limit, config.calib_samples or limit) if config.eval_data is None else limit
+    specs = [replace(spec, convert=config.calib_convert) for spec in graph_input_specs(graph)]
+    samples = load_samples(source, specs, count, mean=config.mean, std=config.std, scale=config.scale)
     return [_feeds(graph, sample, index) for index, sample in enumerate(samples)]

@@ -43,8 +43,10 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
             raise InvalidConfigError(f"--target-sqnr {config.target_sqnr:g} dB is above what float "
                                      f"arithmetic reaches against the float model (at most "
                                      f"{MAX_TARGET_SQNR:g} dB)")
-        if config.calib is None:
-            raise InvalidConfigError("--target-sqnr measures on the calibration samples: give --calib")
+        if config.calib is None and config.eval_data is None:
+            raise InvalidConfigError("--target-sqnr measures on samples: give --eval-data or --calib")
+    elif config.eval_data is not None:
+        report.notes.append("--eval-data is unused: it is what --target-sqnr measures on")
     requested = config.dtype
     if config.io_type is not None and (config.io_type == DType.INT16) != (requested == DType.INT16):
         raise InvalidConfigError(
@@ -64,7 +66,8 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     if config.target_sqnr is not None:
         result = search_precision(
             graph, lambda i16, f: _Context(dtype, config, stats, folded, int16_ops | i16, float_ops | f),
-            evaluation_samples(graph, config), config.target_sqnr)
+            evaluation_samples(graph, config), config.target_sqnr,
+            "calibration samples" if config.eval_data is None else "samples of --eval-data")
         report.precision = result
         int16_ops, float_ops = int16_ops | result.int16_nodes, float_ops | result.float_nodes
     plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops))
