@@ -153,3 +153,13 @@ def test_int16_grids_hold_values_beyond_the_calibration_range(tmp_path):
     actual = run_litert(report.tflite, [held_out])[0]
     step = _output_steps(read_tflite(report.tflite))[0]
     assert np.abs(actual - expected).max() <= WEIGHT_STEPS * step, np.abs(actual - expected).max() / step
+    # the summary and `tflq inspect` show the int16 tensors as such
+    from click.testing import CliRunner
+
+    from tflq.cli import main
+
+    assert report.tensor_types.get("int16", 0) >= 2 and "int16 x" in report.to_text(), report.to_text()
+    out = tmp_path / "m.tflite"
+    out.write_bytes(report.tflite)
+    shown = CliRunner().invoke(main, ["inspect", str(out)], catch_exceptions=False).output
+    assert "int16[1, 4, 4, 4] q(scale=" in shown and "zp=0)" in shown, shown
