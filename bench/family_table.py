@@ -151,6 +151,11 @@ FAMILIES = {"1-D": one_d, "recurrent": recurrent, "integer/boolean": integer_boo
 
 
 def real_model(path: str, shapes: dict[str, tuple[int, ...]]) -> Entry:
+    """A model file with uniform [-1, 1] inputs: the --input-shape entries naming its inputs."""
+    model = onnx.load(path, load_external_data=False)
+    initializers = {init.name for init in model.graph.initializer}
+    shapes = {vi.name: shapes[vi.name] for vi in model.graph.input
+              if vi.name not in initializers and vi.name in shapes}
     rng = np.random.default_rng(0)
 
     def draw() -> Feeds:
@@ -224,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", action="append", help=f"one of {list(FAMILIES)} or 'none' (default: all)")
     parser.add_argument("--model", action="append", default=[], help="a real ONNX model to measure too")
     parser.add_argument("--input-shape", action="append", default=[],
-                        help="NAME:D0,D1,... for the real models' inputs (every float input needs one)")
+                        help="NAME:D0,D1,... for the real models' inputs (each model takes the ones naming "
+                             "its inputs; every input needs one)")
     parser.add_argument("--reference", action="store_true",
                         help="also measure onnxruntime against onnx's ReferenceEvaluator (real models)")
     args = parser.parse_args(argv)
