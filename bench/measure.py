@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -242,6 +242,17 @@ class Latency:
     p25_ms: float
     p75_ms: float
     runs: int
+    times_ms: tuple[float, ...] = field(default=(), repr=False)  # per round, in round order
+
+    def summary(self) -> dict:
+        """The figures without the per-round times (for the JSON results)."""
+        return {k: v for k, v in asdict(self).items() if k != "times_ms"}
+
+
+def paired_ratio(a: Latency, b: Latency) -> float:
+    """Median over rounds of a's time over b's in the same round: load that changes from round
+    to round cancels out of each pair (both were timed within milliseconds of each other)."""
+    return statistics.median(x / y for x, y in zip(a.times_ms, b.times_ms))
 
 
 def interleaved_latency(models: dict[str, LiteRTModel], sample: Sample, warmup: int,
@@ -265,5 +276,6 @@ def interleaved_latency(models: dict[str, LiteRTModel], sample: Sample, warmup: 
     for name, values in times.items():
         quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
         result[name] = Latency(median_ms=statistics.median(values), min_ms=min(values),
-                               p25_ms=quartiles[0], p75_ms=quartiles[2], runs=len(values))
+                               p25_ms=quartiles[0], p75_ms=quartiles[2], runs=len(values),
+                               times_ms=tuple(values))
     return result

@@ -40,14 +40,17 @@ Columns of the Markdown table printed per model (the same figures, and more, go 
 - latency ms: median of the timed LiteRT invokes (``num_threads=1``, default delegates, after
   3 warm-up rounds; 50 timed rounds, 20 with ``--quick``) on the first evaluation input.
 - latency ratio: that median divided by the float file's median from the same run.
-- vs SAME ref: that median divided by the median of a hand-built reference file timed in the same
-  rounds: the same file with each pad in front of a MAX_POOL_2D removed and the pool SAME-padded,
-  as TensorFlow's converter writes it (``bench/reference.py``; only files with such a pad).
+- vs SAME ref: the file's invoke time over a hand-built reference file's in the same round
+  (median over rounds): the same file with each pad in front of a MAX_POOL_2D removed and the
+  pool SAME-padded, as TensorFlow's converter writes it (``bench/reference.py``; only files with
+  such a pad).
 
 After the tables, ``bench/speed.py`` measures calibration and conversion speed as ratios from one
 run (calibration over an onnxruntime forward loop, conversion over onnxruntime's
 ``quantize_static``, a busy machine over a quiet one, ``--jobs 2`` over ``--jobs 1``, peak RSS
-at 100 and 25 samples); ``--no-speed`` skips that.
+at 100 and 25 samples); ``--no-speed`` skips that. Last, one table gathers issue 10's targets
+(those ratios, each int8 file's latency over its float file and over the SAME reference, and
+the MIRROR_PADs left in the int8 files) with their bounds.
 
 Calibration data for the benchmark models is 100 seeded standard-normal inputs, one ``.npy``
 file each, written once to ``bench/models/calib_<model>/``; the sample uses
@@ -73,7 +76,7 @@ from pathlib import Path
 import numpy as np
 
 from measure import (LiteRTModel, Sample, interleaved_latency, litert_smoke_test,
-                     onnxruntime_outputs, run_child, sqnr_db)
+                     onnxruntime_outputs, paired_ratio, run_child, sqnr_db)
 from reference import same_padded_max_pools
 from speed import measure_speed, speed_table
 
@@ -274,6 +277,7 @@ def summarize_report(report: dict) -> dict:
             "float_ops": len(report.get("float_ops") or []),
             "ops": sum((report.get("op_counts") or {}).values()),
             "transposes_inserted": report.get("transposes_inserted"),
+            "mirror_pads": (report.get("op_counts") or {}).get("MIRROR_PAD", 0),
             "calibration": report.get("calibration") or None}
 
 
@@ -349,10 +353,10 @@ def bench_model(spec: ModelSpec, configs: list[Config], tflq: Path, out_root: Pa
         for row in result.rows:
             if row.config in latencies:
                 latency = latencies[row.config]
-                row.latency_ms, row.latency = latency.median_ms, asdict(latency)
+                row.latency_ms, row.latency = latency.median_ms, latency.summary()
                 reference = latencies.get(f"{row.config}{SAME_REF}")
                 if reference is not None:
-                    row.latency_vs_same_ref = latency.median_ms / reference.median_ms
+                    row.latency_vs_same_ref = paired_ratio(latency, reference)
     add_ratios(result.rows)
     return result
 
@@ -418,6 +422,48 @@ def markdown_table(result: ModelResult) -> str:
                      f"{result.input_rounding_sqnr_db:.1f} dB.")
     lines.append("")
     return "\n".join(lines)
+
+
+# (label, where the figure is, bound, passes) for the targets table; speed figures by key
+SPEED_TARGETS = (
+    ("calibration (minmax, --jobs 1) / onnxruntime loop", "calibration_over_onnxruntime", "≤ 1.5",
+     lambda v: v <= 1.5),
+    ("convert wall / quantize_static wall", "convert_over_quantize_static_wall", "≤ 1.0",
+     lambda v: v <= 1.0),
+    ("busy / quiet: --jobs 1 wall", "busy_over_quiet_jobs1_wall", "≤ 1.3", lambda v: v <= 1.3),
+    ("busy / quiet: default run's CPU", "busy_over_quiet_default_cpu", "≤ 1.3", lambda v: v <= 1.3),
+    ("--jobs 1 / --jobs 2 calibration time", "jobs2_speedup_calibration", "≥ 1.7", lambda v: v >= 1.7),
+    ("files of every --jobs byte-identical", "jobs_files_identical", "True", lambda v: v is True),
+    ("peak RSS at 100 / at 25 samples", "peak_rss_over_small", "≤ 1.05", lambda v: v <= 1.05),
+)
+INT8 = "full-int8"
+
+
+def targets_table(payload: dict) -> str:
+    """Issue 10's "done when" figures of this run, one row per (model, target)."""
+    lines = ["### Targets (issue 10), from this run", "", "| model | target | value | bound | met |",
+             "|---|---|---:|---|---|"]
+
+    def add(model: str, label: str, value, bound: str, test) -> None:
+        shown = "-" if value is None else str(value) if isinstance(value, bool) else \
+            str(value) if isinstance(value, int) else f"{value:.2f}"
+        met = "" if test is None else "-" if value is None else "yes" if test(value) else "no"
+        lines.append(f"| {model} | {label} | {shown} | {bound} | {met} |")
+
+    for name, figures in (payload.get("speed") or {}).items():
+        for label, key, bound, test in SPEED_TARGETS:
+            add(name, label, figures.get(key), bound, test)
+    for model in payload.get("models", []):
+        row = next((r for r in model.get("rows", []) if r["config"] == INT8), None)
+        if row is None or row["status"] != "ok":
+            continue
+        add(model["name"], f"{INT8} LiteRT latency / float file's", row.get("latency_ratio"), "", None)
+        if row.get("latency_vs_same_ref") is not None:
+            add(model["name"], f"{INT8} latency / SAME-padded MAX_POOL reference",
+                row["latency_vs_same_ref"], "≤ 1.0", lambda v: v <= 1.0)
+        add(model["name"], f"MIRROR_PAD ops in {INT8}", (row.get("report") or {}).get("mirror_pads"),
+            "0", lambda v: v == 0)
+    return "\n".join(lines + [""])
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -547,6 +593,8 @@ def main() -> None:
             payload["speed"][name] = figures
             write_json(args.json, payload)
     payload["environment"]["load_average_end"] = list(os.getloadavg())
+    payload["seconds"] = time.perf_counter() - started
+    print(targets_table(payload), flush=True)
     write_json(args.json, payload)
     log(f"bench: {payload['seconds']:.0f} s in total; results in {rel(args.json)}")
 

@@ -9,8 +9,9 @@ For each benchmark model, full int8 with minmax calibration on the benchmark's 1
   over onnxruntime's `quantize_static` (bench/ort_quantize.py) on the same samples.
 - busy / quiet: the same conversions while one CPU-bound process competes, over the quiet ones:
   `--jobs 1` wall time, and the default run's CPU time (a spinning BLAS pool would inflate it).
-- jobs 2 speed-up: calibration time of `--jobs 1` over `--jobs 2`, and whether the files are
-  byte-identical.
+- jobs 2 speed-up: calibration time of `--jobs 1` over `--jobs 2`, each run twice in the order
+  1, 2, ..., 2, 1 (the sums' ratio, so load that drifts through the run hits both alike), and
+  whether the files are byte-identical.
 - peak RSS: the largest process of the default conversion, at 100 samples and at 25.
 
 The machine is shared: read only the ratios, each taken from neighbouring runs.
@@ -96,8 +97,17 @@ def measure_speed(spec, tflq: Path, out_dir: Path, samples: int, timeout: float)
     figures["convert_over_quantize_static_cpu"] = _ratio(default.cpu_seconds, figures["quantize_static_cpu_s"])
 
     jobs2, calib2 = _convert(tflq, spec, out_dir / "jobs2.tflite", samples, timeout, "--jobs", "2")
-    figures.update(calibration_jobs2_s=calib2, jobs2_speedup_calibration=_ratio(calib1, calib2),
-                   jobs2_speedup_wall=_ratio(jobs1.seconds, jobs2.seconds),
+    jobs2_again, calib2_again = _convert(tflq, spec, out_dir / "jobs2.tflite", samples, timeout,
+                                         "--jobs", "2")
+    jobs1_again, calib1_again = _convert(tflq, spec, out_dir / "jobs1.tflite", samples, timeout,
+                                         "--jobs", "1")
+    pair = (calib1, calib2, calib2_again, calib1_again)
+    figures.update(calibration_jobs2_s=calib2, calibration_jobs2_again_s=calib2_again,
+                   calibration_jobs1_again_s=calib1_again,
+                   jobs2_speedup_calibration=None if None in pair else
+                   (calib1 + calib1_again) / (calib2 + calib2_again),
+                   jobs2_speedup_wall=_ratio(jobs1.seconds + jobs1_again.seconds,
+                                             jobs2.seconds + jobs2_again.seconds),
                    jobs_files_identical=all(
                        (out_dir / f).exists() for f in ("jobs1.tflite", "jobs2.tflite", "default.tflite"))
                    and filecmp.cmp(out_dir / "jobs1.tflite", out_dir / "jobs2.tflite", shallow=False)
@@ -120,8 +130,9 @@ def measure_speed(spec, tflq: Path, out_dir: Path, samples: int, timeout: float)
     figures.update(peak_rss_mb=default.peak_rss_mb, peak_rss_small_mb=small.peak_rss_mb,
                    peak_rss_jobs1_mb=jobs1.peak_rss_mb,
                    peak_rss_over_small=_ratio(default.peak_rss_mb, small.peak_rss_mb))
-    runs = (("jobs1", jobs1), ("default", default), ("jobs2", jobs2), ("busy jobs1", busy1),
-            ("busy default", busy_default), ("small", small))
+    runs = (("jobs1", jobs1), ("default", default), ("jobs2", jobs2), ("jobs2 again", jobs2_again),
+            ("jobs1 again", jobs1_again), ("busy jobs1", busy1), ("busy default", busy_default),
+            ("small", small))
     failed = [f"{name} ({run.first_error_line()})" for name, run in runs if not run.ok]
     figures["status"] = "ok" if not failed else "failed: " + "; ".join(failed)
     return figures
