@@ -2,14 +2,19 @@
 
 TFLite pools know only SAME and VALID padding, and both ignore padded cells (a SAME average divides
 by the number of real cells). Other ONNX paddings are made explicit in front of a VALID pool:
-- MaxPool of a tensor that is never negative (straight out of ReLU/ReLU6, as in ResNet's stem): PAD
-  with zeros, the least value the tensor holds, so the maximum is unchanged; zero is exact on every
-  grid, and XNNPACK runs PAD (it does not take MIRROR_PAD: LiteRT then splits the graph, and the
-  reference MIRROR_PAD kernel alone cost 10.7 ms on ResNet-18 against 0.46 ms for the pool).
+- MaxPool of a tensor that is never negative (straight out of ReLU/ReLU6, as in ResNet's stem, or
+  of a sigmoid, softmax, exp or abs): PAD with zeros, the least value the tensor holds, so the
+  maximum is unchanged; zero is exact on every grid, and XNNPACK runs PAD. XNNPACK takes no other
+  padding (not MIRROR_PAD, not PADV2: LiteRT 2.3 then splits the graph around it, and the reference
+  MIRROR_PAD kernel alone cost 10.7 ms on ResNet-18 against 0.46 ms for the pool), and it fuses a
+  PAD into a following convolution but never into a pool.
 - Other MaxPools: the borders are replicated with MIRROR_PAD SYMMETRIC (one op, or one per padded
   cell when a single mirror would copy a cell from outside a window that reads it). Each padded cell
   then repeats a cell of every window that reads it, so the maximum is unchanged; unlike padding
-  with -FLT_MAX this keeps the calibrated range of the padded tensor equal to the input's.
+  with -FLT_MAX this keeps the calibrated range of the padded tensor equal to the input's. Once
+  quantized, an 8-bit input whose grid starts at real 0 (its zero point is the type's minimum:
+  calibration saw no negative value) gets a PAD instead, which fills with that minimum
+  (edge_pads_on_grid_minimum).
 - AveragePool: zero padding, then a MUL by (window size / ONNX divisor) wherever ONNX divides by
   something other than the full window (count_include_pad=0, or cells added by ceil_mode).
 """
@@ -23,7 +28,7 @@ from onnx import helper
 
 from tflq._generated.tflite.Pool2DOptions import Pool2DOptionsT
 from tflq.errors import Unsupported
-from tflq.ir.graph import Graph, Op
+from tflq.ir.graph import Graph, NoAttrs, Op
 from tflq.ops import register
 from tflq.ops.base import (WITH_INT16, Case, ChannelsLast, FusedActivations, OpSpec, SameAsInput,
                            rand)
@@ -137,6 +142,44 @@ def add_edge_pad(ctx, x: str, window: PoolWindow) -> str:
     return x
 
 
+# Ops whose every output value is >= 0 (besides the clamps relu.never_negative knows)
+NON_NEGATIVE_OUTPUTS = frozenset({"LOGISTIC", "SOFTMAX", "EXP", "ABS"})
+
+
+def _never_negative(graph: Graph, name: str) -> bool:
+    producer = graph.producer(name)
+    return never_negative(graph, name) or (producer is not None and producer.kind in NON_NEGATIVE_OUTPUTS)
+
+
+def edge_pads_on_grid_minimum(graph: Graph) -> int:
+    """After quantization: each edge MIRROR_PAD (SYMMETRIC, made by add_edge_pad, only in front of
+    max pools) whose 8-bit input grid has the type's minimum as zero point becomes a PAD. PAD fills
+    with the zero point, a value no cell of the grid is below, so every pool window's maximum stays
+    the same (each window holds a real cell), and XNNPACK runs PAD. Returns how many changed."""
+    consumers = graph.consumer_map()
+
+    def feeds_max_pools(op: Op) -> bool:
+        return all(c.kind == "MAX_POOL_2D" or (_edge_pad(c) and feeds_max_pools(c))
+                   for c in consumers.get(op.outputs[0], [])) and op.outputs[0] not in graph.outputs
+
+    changed = 0
+    for op in graph.ops:
+        if not _edge_pad(op) or not feeds_max_pools(op):
+            continue
+        t = graph.tensors[op.inputs[0]]
+        quant = t.quant
+        if quant is None or quant.is_per_channel or t.dtype.name not in ("INT8", "UINT8") or \
+                int(quant.zero_point) != t.dtype.qmin:
+            continue
+        op.kind, op.attrs = "PAD", NoAttrs()
+        changed += 1
+    return changed
+
+
+def _edge_pad(op: Op) -> bool:
+    return op.kind == "MIRROR_PAD" and op.attrs.mode == "SYMMETRIC"
+
+
 def average_pool_divisor(window: PoolWindow, count_include_pad: bool) -> np.ndarray:
     """What onnxruntime divides each window's sum by: real cells, or cells inside the explicit padding."""
     per_axis = []
@@ -219,7 +262,7 @@ class MaxPool2D(_Pool):
             raise Unsupported(node, "maxpool_indices", "MaxPool's Indices output is not supported")
         window = pool_window(node, ctx)
         x, padding = node.input[0], window.tflite_padding()
-        if padding is None and never_negative(ctx.graph, ctx.tensor(x)):
+        if padding is None and _never_negative(ctx.graph, ctx.tensor(x)):
             x, padding = add_explicit_pad(ctx, x, window.total_pads), "VALID"
         elif padding is None:
             x, padding = add_edge_pad(ctx, x, window), "VALID"

@@ -11,6 +11,7 @@ from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ir.qdq import QdqModel
+from tflq.ops.pool import edge_pads_on_grid_minimum
 from tflq.quantize.plan import PlanContext, Range, plan_quantization
 from tflq.quantize.precision import MAX_TARGET_SQNR, search_precision
 from tflq.quantize.qdq import choose_dtype, fold_fake_quant, quantize_on_own_grid_first
@@ -73,6 +74,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops))
     io_type = config.io_type
     inserted = apply_plan(graph, plan, io_type)
+    edge_pads_on_grid_minimum(graph)  # a max pool's MIRROR_PAD -> PAD where that is exact
     if folded is not None:
         folded.notes.extend(quantize_on_own_grid_first(graph, folded.given))
         _report_qdq(report, qdq, folded, inserted)
