@@ -256,22 +256,29 @@ def paired_ratio(a: Latency, b: Latency) -> float:
 
 
 def interleaved_latency(models: dict[str, LiteRTModel], sample: Sample, warmup: int,
-                        runs: int) -> dict[str, Latency]:
+                        runs: int, budget_s: float | None = None) -> dict[str, Latency]:
     """Time every model round-robin: each round invokes each model once, in a rotating order.
 
     On a shared, noisy machine, load changes hit all models of the same round alike, so the
-    ratios between medians stay meaningful even when the absolute times drift.
+    ratios between medians stay meaningful even when the absolute times drift. budget_s: a model
+    whose `runs` invokes would take longer than that (judged by its last warm-up invoke) takes
+    part in the first rounds only, at least 5 of them.
     """
     for model in models.values():
         model.set_inputs(sample)
     names = list(models)
     times: dict[str, list[float]] = {name: [] for name in names}
+    quota = dict.fromkeys(names, runs)
     for round_index in range(warmup + runs):
         shift = round_index % len(names) if names else 0
         for name in names[shift:] + names[:shift]:
+            if round_index >= warmup and len(times[name]) >= quota[name]:
+                continue
             seconds = models[name].invoke_seconds()
             if round_index >= warmup:
                 times[name].append(seconds * 1e3)
+            elif round_index == warmup - 1 and budget_s is not None and seconds * runs > budget_s:
+                quota[name] = max(5, int(budget_s / seconds))
     result = {}
     for name, values in times.items():
         quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3

@@ -38,12 +38,13 @@ Columns of the Markdown table printed per model (the same figures, and more, go 
 - top-1 (sample model only): accuracy of the LiteRT outputs against the evaluation labels; the
   float ONNX model's accuracy in onnxruntime is printed under the table.
 - latency ms: median of the timed LiteRT invokes (``num_threads=1``, default delegates, after
-  3 warm-up rounds; 50 timed rounds, 20 with ``--quick``) on the first evaluation input.
+  3 warm-up rounds; 50 timed rounds, 20 with ``--quick``, fewer for a file so slow that they
+  would take more than 10 s, at least 5) on the first evaluation input.
 - latency ratio: that median divided by the float file's median from the same run.
 - vs SAME ref: the file's invoke time over a hand-built reference file's in the same round
   (median over rounds): the same file with each pad in front of a MAX_POOL_2D removed and the
-  pool SAME-padded, as TensorFlow's converter writes it (``bench/reference.py``; only files with
-  such a pad).
+  pool SAME-padded, as TensorFlow's converter writes it (``bench/reference.py``; for the float,
+  full-int8 and full-uint8 files, when they have such a pad).
 
 After the tables, ``bench/speed.py`` measures calibration and conversion speed as ratios from one
 run (calibration over an onnxruntime forward loop, conversion over onnxruntime's
@@ -92,6 +93,8 @@ QUICK_LATENCY_ROUNDS = 20
 DEFAULT_TIMEOUT = 300.0
 FLOAT = "float"
 SAME_REF = " (SAME-padded MAX_POOL reference)"
+SAME_REF_CONFIGS = ("float", "full-int8", "full-uint8")
+SLOW_FILE_BUDGET_S = 10.0  # timed invoke seconds for a file slower than that over all rounds
 SPEED_MODELS = ("mobilenet_v2", "resnet18")
 STATUS_WIDTH = 110
 
@@ -339,8 +342,8 @@ def bench_model(spec: ModelSpec, configs: list[Config], tflq: Path, out_root: Pa
             row.top1 = top1(outputs, labels)
         models[row.config] = model
     references = {}
-    for row in result.rows:
-        if row.config in models:
+    for row in result.rows:  # (the other calibration methods' files have full-int8's graph)
+        if row.config in models and row.config in SAME_REF_CONFIGS:
             data, replaced = same_padded_max_pools((out_dir / f"{row.config}.tflite").read_bytes())
             path = out_dir / f"{row.config}.same_ref.tflite"
             path.write_bytes(data)
@@ -349,7 +352,8 @@ def bench_model(spec: ModelSpec, configs: list[Config], tflq: Path, out_root: Pa
     if models:
         log(f"[{spec.name}] latency: {len(models) + len(references)} files x {latency_rounds} rounds ...")
         timed = {**models, **{f"{name}{SAME_REF}": m for name, m in references.items()}}
-        latencies = interleaved_latency(timed, samples[0], WARMUP_ROUNDS, latency_rounds)
+        latencies = interleaved_latency(timed, samples[0], WARMUP_ROUNDS, latency_rounds,
+                                        budget_s=SLOW_FILE_BUDGET_S)
         for row in result.rows:
             if row.config in latencies:
                 latency = latencies[row.config]

@@ -258,8 +258,8 @@ def _filter_matrix(w: np.ndarray) -> np.ndarray:
     matrix = np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
     try:
         key = id(w)
-        _filter_matrices[key] = (weakref.ref(w, lambda _, key=key: _filter_matrices.pop(key, None)),
-                                 matrix)
+        cache = _filter_matrices  # (bound now: the module's globals may be gone at exit)
+        _filter_matrices[key] = (weakref.ref(w, lambda _, key=key: cache.pop(key, None)), matrix)
     except TypeError:  # not weak-referenceable: no caching
         pass
     return matrix
