@@ -43,7 +43,7 @@ def _file_inputs(tflite: bytes, samples: list[list[np.ndarray]]) -> list[list[np
             if value.ndim == 4 and list(value.shape) != list(t.shape):
                 value = value.transpose(0, 2, 3, 1)
             dtype = np.dtype(t.dtype.lower())
-            if dtype.kind in "iu":
+            if dtype.kind in "iu" and t.scale:  # (not ids and masks)
                 limits = np.iinfo(dtype)
                 value = np.clip(np.round(value / t.scale[0]) + t.zero_point[0], limits.min, limits.max)
             feed.append(np.ascontiguousarray(value.astype(dtype)))
@@ -105,7 +105,7 @@ def assert_micro_matches_litert(tflite: bytes, samples: list[list[np.ndarray]],
             assert actual.dtype == expected.dtype and actual.shape == expected.shape
             diff = np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))) / step
             worst = max(worst, float(diff))
-    assert worst <= 1.0 + 1e-6, f"TFLM differs from LiteRT ({resolver}) by {worst} quantization steps"
+    assert worst <= 1.0 + 1e-5, f"TFLM differs from LiteRT ({resolver}) by {worst} quantization steps"
     return worst
 
 

@@ -138,6 +138,20 @@ _JOBS_OPTION = click.option(
          "[default: the CPUs this process may use, once calibration is long enough to gain]")
 
 
+def _target_option(help_text: str, default: str | None):
+    from tflq.targets import TARGETS
+
+    return click.option("--target", type=click.Choice(list(TARGETS)), default=default,
+                        required=default is None, show_default=default is not None, help=help_text)
+
+
+_TARGETS_HELP = ("litert: LiteRT's builtin kernels. xnnpack: LiteRT with XNNPACK, its default CPU "
+                 "delegate (ops it runs in float only stay float; scales kept inside its limits). "
+                 "tflm: TFLite Micro (int8 kernels only; an op without one is an error naming the "
+                 "node). There is no Edge TPU profile: its compiler is not available here.")
+_TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP, "litert")
+
+
 @main.command(epilog=EPILOG)
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -205,13 +219,14 @@ _JOBS_OPTION = click.option(
 @click.option("--max-tensor-bytes", type=click.IntRange(min=1), default=2 * 1024 ** 3, show_default=True,
               help="Refuse models with a tensor (stored, folded or computed) larger than this.")
 @_JOBS_OPTION
+@_TARGET_OPTION
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and verify the graph after every pass.")
 def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight_elements, calib,
             calib_samples, calib_convert, calib_method, percentile, stats, save_stats, io_type, float_ops, int16_ops,
-            target_sqnr, eval_data, mean, std, scale, report_path, html_path, max_tensor_bytes, jobs, quiet, verbose,
-            debug) -> None:
+            target_sqnr, eval_data, mean, std, scale, report_path, html_path, max_tensor_bytes, jobs, target,
+            quiet, verbose, debug) -> None:
     """Convert an ONNX MODEL to a TFLite file.
 
     \b
@@ -241,7 +256,7 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
             report=report_path if report_path != "-" else None, html=html_path,
             max_tensor_bytes=max_tensor_bytes,
-            show_progress=not quiet, jobs=jobs)
+            show_progress=not quiet, jobs=jobs, target=target)
         from tflq.pipeline import convert as run
 
         report = run(config)
@@ -403,6 +418,32 @@ def inspect(file, as_json, debug) -> None:
         info = read_tflite_file(file)
         text = json.dumps(info.to_dict(), indent=2) if as_json else format_model(info)
     click.echo(text)
+
+
+@main.command(epilog="Exit codes: 0 no violation, 1 a violation (or FILE is no TFLite file), "
+                     "2 usage error, 3 internal error.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_target_option("The runtime to check against. " + _TARGETS_HELP, None)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def check(file, target, as_json, debug) -> None:
+    """List every way a .tflite FILE (any converter's) breaks a target's profile: missing kernels
+    or versions, tensor types, fixed output grids (SOFTMAX, LOGISTIC, TANH), same-scale rules
+    (pooling, RESHAPE, int8 CONCATENATION), scale-ratio limits, dynamic tensors. Notes (not
+    violations) name the ops a delegate leaves to LiteRT's builtin kernels.
+
+    \b
+    Example (a CI gate):
+      tflq check model_int8.tflite --target tflm
+    """
+    from tflq.check import check_file
+    from tflq.targets import get_target
+
+    with _error_boundary(debug):
+        result = check_file(file, get_target(target))
+    click.echo(result.to_json() if as_json else result.to_text())
+    if result.violations:
+        sys.exit(EXIT_ERROR)
 
 
 @main.command(epilog=EPILOG)

@@ -78,6 +78,7 @@ class ConvertConfig:
     std: tuple[float, ...] | None = None
     scale: float | None = None
     show_progress: bool = False
+    target: str = "litert"  # the runtime the file is for (tflq.targets): litert, xnnpack, tflm
     # Calibration processes: 1 runs in this process; None (the default, as in the CLI) uses the
     # CPUs this process may use once calibration is long enough to gain from it. `executor`, any
     # concurrent.futures.Executor (e.g. Dask's Client.get_executor()), runs the shards instead.
@@ -96,6 +97,9 @@ class ConvertConfig:
         object.__setattr__(self, "float_ops", tuple(self.float_ops))
         object.__setattr__(self, "int16_ops", tuple(self.int16_ops))
         object.__setattr__(self, "stats", tuple(self.stats))
+        from tflq.targets import get_target
+
+        get_target(self.target)  # an unknown target is an error naming the known ones
         if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(self.jobs, int)
                                       or self.jobs < 1):
             from tflq.errors import InvalidConfigError

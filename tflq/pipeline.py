@@ -104,10 +104,18 @@ def convert(config: ConvertConfig) -> ConversionReport:
     elif config.mode == Mode.FLOAT16:
         from tflq.quantize.float16 import unused_calibration_note, store_float16
 
-        report.notes.extend(store_float16(graph).notes() + unused_calibration_note(config))
+        from tflq.targets import get_target
+
+        report.notes.extend(store_float16(graph, get_target(config.target)).notes() +
+                            unused_calibration_note(config))
     verify(graph, after="quantization")
     _describe_io(graph, report)
     data = serialize(graph, description="tflq")
+    if config.target != "litert":
+        from tflq.check import require_target
+        from tflq.targets import get_target
+
+        report.notes.extend(require_target(graph, data, get_target(config.target)))
     if config.output:
         policy.write("--output", data)
     report.tflite = data

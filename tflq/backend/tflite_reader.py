@@ -26,6 +26,7 @@ class TensorInfo:
     zero_point: list[int] = field(default_factory=list)
     quantized_dimension: int = 0
     data: np.ndarray | None = field(default=None, repr=False)
+    shape_signature: list[int] = field(default_factory=list)  # -1: a dimension known at run time
 
 
 @dataclass
@@ -105,7 +106,8 @@ def _decode(model, file_bytes: int) -> ModelInfo:
             raise InvalidModelError(f"corrupt TFLite file (tensor {i} has unknown type {t.type})") from None
         shape = [int(d) for d in (t.shape if t.shape is not None else [])]
         q = t.quantization
-        info = TensorInfo(i, _text(t.name), dtype.name.lower(), shape, len(raw))
+        info = TensorInfo(i, _text(t.name), dtype.name.lower(), shape, len(raw),
+                          shape_signature=[int(d) for d in (t.shapeSignature if t.shapeSignature is not None else [])])
         if q is not None and q.scale is not None and len(q.scale):
             info.scale = [float(s) for s in q.scale]
             info.zero_point = [int(z) for z in (q.zeroPoint if q.zeroPoint is not None else [])]

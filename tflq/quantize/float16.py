@@ -17,10 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tflq.errors import InvalidConfigError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Tensor
 from tflq.ir.quant import sqnr_db
 from tflq.report import mb
+from tflq.targets.base import Target
+from tflq.targets.litert import LITERT
 from tflq.quantize.weights import check_finite_constants, constant_uses, dequantize_for, is_bias
 
 FLOAT16_MIN_ELEMENTS = 16
@@ -56,9 +59,13 @@ class Float16Result:
                 f"SQNR {self.worst_sqnr_db:.1f} dB ('{self.worst_tensor}'); biases stay float32")
 
 
-def store_float16(graph: Graph) -> Float16Result:
+def store_float16(graph: Graph, target: Target = LITERT) -> Float16Result:
     """Rewrite the graph in place: every float32 constant of at least FLOAT16_MIN_ELEMENTS
     elements read by an op (biases excepted) becomes a float16 constant behind a DEQUANTIZE."""
+    if not target.float16_constants:
+        raise InvalidConfigError(f"--target {target.name}: {target.title} has no float16 tensors (its "
+                                 f"DEQUANTIZE takes 8/16-bit integers); use --mode float, or --mode "
+                                 f"full --dtype int8")
     check_finite_constants(graph)
     consumers = graph.consumer_map()
     insert_at = 0

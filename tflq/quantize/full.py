@@ -7,7 +7,7 @@ import numpy as np
 
 from tflq.calibration.run import collect_statistics, evaluation_samples
 from tflq.config import ConvertConfig, dtype_name
-from tflq.errors import CalibrationError, InvalidConfigError
+from tflq.errors import CalibrationError, Diagnostic, InvalidConfigError, UnsupportedModelError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ir.qdq import QdqModel
@@ -18,6 +18,8 @@ from tflq.quantize.qdq import choose_dtype, fold_fake_quant, quantize_on_own_gri
 from tflq.quantize.rewrite import apply_plan
 from tflq.quantize.weights import check_finite_constants
 from tflq.report import ConversionReport, FloatOp
+from tflq.targets import get_target
+from tflq.targets.base import Target
 
 
 def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
@@ -49,6 +51,13 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     elif config.eval_data is not None:
         report.notes.append("--eval-data is unused: it is what --target-sqnr measures on")
     requested = config.dtype
+    target = get_target(config.target)
+    wanted = {requested} | ({DType.INT16} if config.int16_ops or config.target_sqnr is not None else set())
+    if not wanted <= target.integer_dtypes:
+        names = ", ".join(dtype_name(d) for d in sorted(target.integer_dtypes, key=lambda d: d.name))
+        raise InvalidConfigError(f"--target {target.name}: {target.title} runs integer kernels in "
+                                 f"{names} only (asked: "
+                                 f"{', '.join(sorted(dtype_name(d) for d in wanted))})")
     if config.io_type is not None and (config.io_type == DType.INT16) != (requested == DType.INT16):
         raise InvalidConfigError(
             f"--io-type {config.io_type.name.lower()} does not fit --dtype {dtype_name(requested)}: "
@@ -72,6 +81,8 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         report.precision = result
         int16_ops, float_ops = int16_ops | result.int16_nodes, float_ops | result.float_nodes
     plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops))
+    require_integer_target(graph, plan, get_target(config.target))
+    report.notes.extend(plan.adjustments)
     io_type = config.io_type
     inserted = apply_plan(graph, plan, io_type)
     edge_pads_on_grid_minimum(graph)  # a max pool's MIRROR_PAD -> PAD where that is exact
@@ -98,7 +109,7 @@ class _Context(PlanContext):
                  int16_ops: frozenset[str] = frozenset(), float_ops: frozenset[str] = frozenset()) -> None:
         super().__init__(dtype, set(config.float_ops) | float_ops,
                          folded.given if folded is not None else None,
-                         set(config.int16_ops) | int16_ops)
+                         set(config.int16_ops) | int16_ops, target=get_target(config.target))
         self.stats = stats
         self.folded = folded
         self.method, self.percentile = config.calib_method.value, config.percentile
@@ -131,3 +142,16 @@ def _report_qdq(report: ConversionReport, qdq: QdqModel, folded, inserted) -> No
         if record.reason == "kernel needs these input params":
             report.notes.append(f"QDQ: requantized '{record.tensor}' for a kernel that needs "
                                 f"its inputs on one grid")
+
+
+def require_integer_target(graph: Graph, plan, target: Target) -> None:
+    """A target that runs full-integer models in integer only (TFLite Micro) cannot take an op
+    left float: one error naming every such node and why it stays float."""
+    if target.float_in_full_integer or not plan.float_ops:
+        return
+    diagnostics = [Diagnostic(op.origin, op.kind, "no_integer_kernel", plan.float_ops[id(op)])
+                   for op in graph.ops if id(op) in plan.float_ops]
+    raise UnsupportedModelError(
+        f"--target {target.name}: {len(diagnostics)} op(s) would stay float, and {target.title} "
+        f"runs a full-integer model in {', '.join(sorted(d.name.lower() for d in target.integer_dtypes))}"
+        f" only", diagnostics, reason_code="no_integer_kernel")

@@ -12,6 +12,9 @@ from tflq.ir.graph import Graph, Op
 from tflq.ir.quant import (QuantParams, activation_params, asymmetric_weight_params, bias_params,
                            bias_type, symmetric_weight_params)
 from tflq.ops.base import Calibrated, Refused, SameAsInput, SameAsOutput
+from tflq.quantize.limits import fit_limits
+from tflq.targets.base import Target
+from tflq.targets.litert import LITERT
 
 Range = tuple[float, float]
 
@@ -41,8 +44,9 @@ class PlanContext:
 
     def __init__(self, dtype: DType, float_ops: set[str] | frozenset[str] = frozenset(),
                  given: dict[str, QuantParams] | None = None,
-                 int16_ops: set[str] | frozenset[str] = frozenset()) -> None:
+                 int16_ops: set[str] | frozenset[str] = frozenset(), target: Target = LITERT) -> None:
         self.dtype = dtype
+        self.target = target  # the runtime's profile: its kernels and numeric limits
         self.float_ops = frozenset(float_ops)
         self.int16_ops = frozenset(int16_ops)
         self.given = dict(given or {})
@@ -60,7 +64,8 @@ class PlanContext:
         """Why `op` stays float (None: it runs quantized)."""
         if op.origin in self.float_ops:
             return "kept float by --float-ops"
-        return registry.spec(op.kind).quant.float_reason(self.dtype_of(op))
+        reason = registry.spec(op.kind).quant.float_reason(self.dtype_of(op))
+        return reason if reason is not None else self.target.integer_reason(op.kind, self.dtype_of(op))
 
 
 class RangesContext(PlanContext):
@@ -572,6 +577,8 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
             floor = rule.min_output_scale(dtype, [float(np.max((required.get(i) or params[op.inputs[i]]).scale))
                                                   for i in data_inputs])
             params[op.outputs[0]] = _scale_at_least(params[op.outputs[0]], floor)
+        if ctx.target.limits and op.outputs[0] not in given:
+            plan.adjustments.extend(fit_limits(ctx.target, graph, op, params, required))
         plan.required_inputs[id(op)] = required
         plan.quantized_ops.append(op)
     for name in graph.inputs + graph.outputs:  # for 8-bit model I/O, even next to float ops

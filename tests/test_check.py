@@ -1,0 +1,201 @@
+"""`tflq check`: each kind of violation, found in a file built (or patched) to contain it, and where
+a runtime can say so, the runtime agrees (LiteRT refuses the file, XNNPACK leaves the op)."""
+from __future__ import annotations
+
+import json
+
+import flatbuffers
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import helper, numpy_helper
+
+from tests.conftest import importorskip
+from tests.delegation import xnnpack_delegation
+from tflq._generated.tflite.Model import ModelT
+from tflq.check import NOTE, VIOLATION, check_model
+from tflq.backend.tflite_reader import read_tflite
+from tflq.cli import main
+from tflq.config import ConvertConfig
+from tflq.pipeline import convert
+from tflq.targets import get_target
+
+SAMPLE = "sample_models/digits_cnn.onnx"
+SAMPLE_CALIB = "sample_models/digits_calib"
+N = helper.make_node
+
+
+def _model(path, nodes, shape=(1, 4, 6, 6), inits=(), opset=17, out_type=1) -> str:
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", 1, list(shape))],
+                              [helper.make_tensor_value_info(nodes[-1].output[0], out_type, None)], list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _int8(path, shape=(1, 4, 6, 6), **options) -> bytes:
+    calib = [{"x": np.random.default_rng(s).uniform(-2, 2, shape).astype(np.float32)} for s in range(8)]
+    return convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=calib, **options)).tflite
+
+
+def _patched(data: bytes, edit) -> bytes:
+    """The file with `edit(ModelT)` applied: another converter's file, with the flaw put in."""
+    model = ModelT.InitFromPackedBuf(data, 0)
+    edit(model)
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _tensor(model: ModelT, name: str):
+    return next(t for t in model.subgraphs[0].tensors if t.name.decode() == name)
+
+
+def _op_output(model: ModelT, kind: str):
+    """The output tensor of the first op of `kind`."""
+    info_ops = read_tflite(_repacked(model)).ops
+    k = next(i for i, o in enumerate(info_ops) if o.kind == kind)
+    return model.subgraphs[0].tensors[model.subgraphs[0].operators[k].outputs[0]]
+
+
+def _repacked(model: ModelT) -> bytes:
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _codes(data: bytes, target: str, severity: str = VIOLATION) -> set[tuple[str, str]]:
+    return {(f.code, f.kind) for f in check_model(read_tflite(data), get_target(target)) if f.severity == severity}
+
+
+def _refused_by_litert(data: bytes, delegate: bool = False) -> bool:
+    litert = importorskip("ai_edge_litert.interpreter")
+    resolver = litert.OpResolverType.BUILTIN if delegate else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = litert.Interpreter(model_content=data, num_threads=1, experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError):
+        return True
+    return False
+
+
+def test_missing_kernel(tmp_path):
+    data = convert(ConvertConfig(model=_model(tmp_path / "g.onnx", [N("Gelu", ["x"], ["y"])], opset=20))).tflite
+    assert _codes(data, "tflm") == {("missing_kernel", "GELU")}
+    assert _codes(data, "litert") == set()
+
+
+def test_op_version_beyond_the_kernel(tmp_path):
+    data = convert(ConvertConfig(model=_model(tmp_path / "r.onnx", [N("Relu", ["x"], ["y"])]))).tflite
+
+    def edit(model):
+        model.operatorCodes[0].version = 99
+
+    patched = _patched(data, edit)
+    assert _codes(patched, "litert") == {("op_version", "RELU")}
+    assert _refused_by_litert(patched)
+    assert _codes(patched, "tflm") == set()  # TFLM ignores versions
+
+
+def test_dtype_and_missing_integer_kernel(tmp_path):
+    uint8 = convert(ConvertConfig(model=SAMPLE, mode="full", dtype="uint8", calib=SAMPLE_CALIB)).tflite
+    assert ("dtype", "CONV_2D") in _codes(uint8, "tflm")  # TFLM has no uint8 kernels
+    path = _model(tmp_path / "e.onnx", [N("Exp", ["x"], ["y"])])
+    assert ("no_integer_kernel", "EXP") in _codes(_int8(path), "tflm")
+    assert _codes(_int8(path), "litert") == set()
+
+
+def test_hybrid_weights(tmp_path):
+    data = convert(ConvertConfig(model=SAMPLE, mode="weights-only", dtype="int8", min_weight_elements=16)).tflite
+    assert ("hybrid", "CONV_2D") in _codes(data, "tflm")
+    assert _codes(data, "litert") == set()
+
+
+def test_fixed_output_grid(tmp_path):
+    """onnx2tf#942: a SOFTMAX whose output is not on 1/256, -128 fails LiteRT's Prepare."""
+    data = _int8(_model(tmp_path / "s.onnx", [N("Softmax", ["x"], ["y"], axis=-1)], shape=(1, 10)), shape=(1, 10))
+
+    def edit(model):
+        _op_output(model, "SOFTMAX").quantization.scale = [0.01]
+
+    patched = _patched(data, edit)
+    assert _codes(patched, "litert") == {("fixed_output", "SOFTMAX")}
+    assert not _refused_by_litert(data) and _refused_by_litert(patched)
+
+
+@pytest.mark.parametrize("kind,nodes", [
+    ("MAX_POOL_2D", [N("MaxPool", ["x"], ["y"], kernel_shape=[2, 2])]),
+    ("RESHAPE", [N("Flatten", ["x"], ["y"])]),
+    ("CONCATENATION", [N("Relu", ["x"], ["r"]), N("Concat", ["x", "r"], ["y"], axis=1)]),
+])
+def test_same_scale_rules(kind, nodes, tmp_path):
+    data = _int8(_model(tmp_path / "m.onnx", nodes))
+    assert _codes(data, "litert") == set()
+
+    def edit(model):
+        out = _op_output(model, kind)
+        out.quantization.scale = [float(out.quantization.scale[0]) * 1.5]
+
+    patched = _patched(data, edit)
+    assert ("same_scale", kind) in _codes(patched, "litert")
+    if kind == "CONCATENATION":  # concatenation.cc checks its int8 inputs' params
+        assert _refused_by_litert(patched)
+
+
+def test_scale_limits(tmp_path):
+    """A convolution's multiplier of 256 or more: XNNPACK refuses the file at load (violation);
+    an ADD outside its input/output ratio: XNNPACK leaves it to LiteRT (note)."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32), "w")
+    conv = _int8(_model(tmp_path / "c.onnx", [N("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], inits=[w]))
+
+    def tiny_output(kind, scale):
+        def edit(model):
+            _op_output(model, kind).quantization.scale = [scale]
+        return edit
+
+    refused = _patched(conv, tiny_output("CONV_2D", 1e-8))
+    assert ("scale_limit", "CONV_2D") in _codes(refused, "xnnpack")
+    assert _codes(conv, "xnnpack") == set()
+    assert _refused_by_litert(refused, delegate=True) and not _refused_by_litert(refused)
+
+    add = _int8(_model(tmp_path / "a.onnx", [N("Relu", ["x"], ["r"]), N("Add", ["x", "r"], ["y"])]))
+    # input scales ~0.016: a ratio near 800 (LiteRT's own ADD takes ratios below 2^19)
+    slow = _patched(add, tiny_output("ADD", 2e-5))
+    assert ("scale_limit", "ADD") in _codes(slow, "xnnpack", NOTE) and _codes(slow, "xnnpack") == set()
+    assert "ADD" in xnnpack_delegation(slow).undelegated
+    assert "ADD" not in xnnpack_delegation(add).undelegated
+
+
+def test_dynamic_tensor_and_kernel_condition(tmp_path):
+    data = convert(ConvertConfig(model=_model(tmp_path / "r.onnx", [N("Relu", ["x"], ["y"])]))).tflite
+
+    def edit(model):
+        _tensor(model, "x").shapeSignature = [-1, 6, 6, 4]
+
+    assert ("dynamic_tensor", "") in _codes(_patched(data, edit), "tflm")
+    assert _codes(_patched(data, edit), "litert") == set()
+    argmax = _int8(_model(tmp_path / "am.onnx", [N("ArgMax", ["x"], ["y"], axis=1)], out_type=7))
+    assert ("kernel_condition", "ARG_MAX") in _codes(argmax, "tflm")  # TFLM writes int32 indices only
+
+
+def test_cli_exit_codes_and_json(tmp_path):
+    runner = CliRunner()
+    good = tmp_path / "good.tflite"
+    good.write_bytes(convert(ConvertConfig(model=SAMPLE, mode="full", dtype="int8", calib=SAMPLE_CALIB)).tflite)
+    for target in ("litert", "xnnpack", "tflm"):
+        result = runner.invoke(main, ["check", str(good), "--target", target])
+        assert result.exit_code == 0, result.output
+        assert "0 violation(s)" in result.output
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(convert(ConvertConfig(model=SAMPLE, mode="float16")).tflite)
+    result = runner.invoke(main, ["check", str(bad), "--target", "tflm", "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["target"] == "tflm" and {v["code"] for v in report["violations"]} == {"dtype"}
+    not_tflite = runner.invoke(main, ["check", SAMPLE, "--target", "litert"])
+    assert not_tflite.exit_code == 1 and "digits_cnn.onnx" in not_tflite.output
+    assert "Traceback" not in not_tflite.output
+    assert runner.invoke(main, ["check", str(good), "--target", "edgetpu"]).exit_code == 2
