@@ -167,6 +167,8 @@ def test_scale_limits(tmp_path):
     assert ("scale_limit", "ADD") in _codes(slow, "xnnpack", NOTE) and _codes(slow, "xnnpack") == set()
     assert "ADD" in xnnpack_delegation(slow).undelegated
     assert "ADD" not in xnnpack_delegation(add).undelegated
+    aborts = _patched(add, tiny_output("ADD", 1e-9))  # ratio 2^24: LiteRT's ADD aborts (not loaded here)
+    assert ("scale_limit", "ADD") in _codes(aborts, "litert")
 
 
 def test_dynamic_tensor_and_kernel_condition(tmp_path):

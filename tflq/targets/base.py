@@ -74,13 +74,14 @@ class ScaleLimit:
     high_inclusive: bool
     effect: Effect
     source: str  # the kernel check this comes from
+    dtypes: frozenset[DType] = frozenset({DType.INT8, DType.UINT8, DType.INT16})  # of the output
 
     def holds(self, value: float) -> bool:
         return self.low <= value and (value <= self.high if self.high_inclusive else value < self.high)
 
     def values(self, op: OpView) -> list[tuple[int, float]]:
         """(input index, ratio) pairs of `op` that this limit bounds."""
-        if op.kind not in self.kinds or not op.integer:
+        if op.kind not in self.kinds or not op.integer or op.outputs[0].dtype not in self.dtypes:
             return []
         out = float(np.max(op.outputs[0].scale))
         data = op.data_inputs()
