@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 from tests.conftest import importorskip
 from tests.delegation import xnnpack_delegation
 from tflq._generated.tflite.Model import ModelT
-from tflq.check import NOTE, VIOLATION, check_model
+from tflq.checker import NOTE, VIOLATION, check_model
 from tflq.backend.tflite_reader import read_tflite
 from tflq.cli import main
 from tflq.config import ConvertConfig
@@ -201,3 +201,12 @@ def test_cli_exit_codes_and_json(tmp_path):
     assert not_tflite.exit_code == 1 and "digits_cnn.onnx" in not_tflite.output
     assert "Traceback" not in not_tflite.output
     assert runner.invoke(main, ["check", str(good), "--target", "edgetpu"]).exit_code == 2
+
+
+def test_python_api(tmp_path):
+    import tflq
+
+    data = convert(ConvertConfig(model=SAMPLE, mode="float16")).tflite
+    assert {f.code for f in tflq.check(data, target="tflm").violations} == {"dtype"}
+    (tmp_path / "f.tflite").write_bytes(data)
+    assert tflq.check(tmp_path / "f.tflite").violations == []

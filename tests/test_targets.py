@@ -23,7 +23,7 @@ from tests.ops.test_quantized_ops import STEPS, _check_accuracy, _perturbed, _qu
 from tests.test_tflite_micro import OPTIMIZED, REFERENCE, SAMPLE, SAMPLE_CALIB, SAMPLE_EVAL, \
     assert_micro_matches_litert
 from tflq.backend.tflite_reader import read_tflite
-from tflq.check import NOTE, VIOLATION, check_model
+from tflq.checker import NOTE, VIOLATION, check_model
 from tflq.cli import main
 from tflq.config import ConvertConfig
 from tflq.errors import InvalidConfigError, UnsupportedModelError

@@ -37,4 +37,20 @@ def evaluate(model: str, tflite, data, labels=None, **options: Any):
     return run(model, tflite, data, labels, **options)
 
 
-__all__ = ["convert", "evaluate", "__version__"]
+def check(tflite, target: str = "litert"):
+    """Check a .tflite file (a path or its bytes, any converter's) against a deployment target's
+    profile (litert, xnnpack, tflm; see tflq.targets). Returns a CheckResult: `.violations` (what
+    fails on the target), `.notes` (what runs slower), `.to_json()`, `.to_text()`. Raises
+    tflq.errors.TflqError for a file that is no TFLite file, or an unknown target.
+
+    Example:
+        >>> result = tflq.check("model_int8.tflite", target="tflm")
+        >>> assert not result.violations, result.to_text()
+    """
+    from tflq.checker import check_tflite
+    from tflq.targets import get_target
+
+    return check_tflite(tflite, get_target(target))
+
+
+__all__ = ["check", "convert", "evaluate", "__version__"]

@@ -436,7 +436,7 @@ def check(file, target, as_json, debug) -> None:
     Example (a CI gate):
       tflq check model_int8.tflite --target tflm
     """
-    from tflq.check import check_file
+    from tflq.checker import check_file
     from tflq.targets import get_target
 
     with _error_boundary(debug):

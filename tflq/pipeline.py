@@ -112,7 +112,7 @@ def convert(config: ConvertConfig) -> ConversionReport:
     _describe_io(graph, report)
     data = serialize(graph, description="tflq")
     if config.target != "litert":
-        from tflq.check import require_target
+        from tflq.checker import require_target
         from tflq.targets import get_target
 
         report.notes.extend(require_target(graph, data, get_target(config.target)))

@@ -10,12 +10,13 @@ target's profile (tflq/targets).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from tflq import ops as registry
-from tflq.backend.tflite_reader import ModelInfo, TensorInfo, read_tflite_file
+from tflq.backend.tflite_reader import ModelInfo, TensorInfo, read_tflite, read_tflite_file
 from tflq.ir.dtypes import DType
 from tflq.ops.base import FixedOutput, FloatOnly, SameAsInput, SameAsOutput
 from tflq.targets.base import Effect, OpView, Target, TensorView
@@ -180,10 +181,16 @@ def check_file(path: str, target: Target) -> CheckResult:
     return CheckResult(path, target.name, check_model(read_tflite_file(path), target))
 
 
+def check_tflite(tflite: str | bytes, target: Target) -> CheckResult:
+    """check_file on a path, or check_model on a file's bytes."""
+    if isinstance(tflite, (bytes, bytearray, memoryview)):
+        return CheckResult("(bytes)", target.name, check_model(read_tflite(bytes(tflite)), target))
+    return check_file(os.fspath(tflite), target)
+
+
 def require_target(graph, data: bytes, target: Target) -> list[str]:
     """The violations of the file tflq wrote (`data`, from `graph`, whose ops it lists in order)
     as one error naming each ONNX node; its notes as summary lines. Raises UnsupportedModelError."""
-    from tflq.backend.tflite_reader import read_tflite
     from tflq.errors import Diagnostic, UnsupportedModelError
 
     findings = check_model(read_tflite(data), target)
