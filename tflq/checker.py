@@ -18,7 +18,7 @@ import numpy as np
 from tflq import ops as registry
 from tflq.backend.tflite_reader import ModelInfo, TensorInfo, read_tflite, read_tflite_file
 from tflq.ir.dtypes import DType
-from tflq.ops.base import FixedOutput, FloatOnly, SameAsInput, SameAsOutput
+from tflq.ops.base import Calibrated, FixedOutput, FloatOnly, SameAsInput, SameAsOutput
 from tflq.targets.base import Effect, OpView, Target, TensorView
 from tflq.text import printable
 
@@ -106,6 +106,12 @@ def _kernel_rules(k: int, op: OpView, info: ModelInfo) -> list[Finding]:
             found.append(Finding(VIOLATION, "fixed_output", k, op.kind,
                                  f"output has {_grid(out)}; the {dtype.name.lower()} kernel requires "
                                  f"scale {float(want.scale):.6g} zero point {int(want.zero_point)}"))
+    if isinstance(rule, Calibrated) and op.data_inputs():
+        floor = rule.min_output_scale(dtype, [float(np.max(op.inputs[i].scale)) for i in op.data_inputs()])
+        if float(np.max(out.scale)) <= floor:
+            found.append(Finding(VIOLATION, "scale_limit", k, op.kind,
+                                 f"output scale {float(np.max(out.scale)):.6g} is at or below "
+                                 f"{floor:.6g}, where LiteRT's {dtype.name.lower()} kernel aborts loading"))
     shared = isinstance(rule, SameAsInput) or (isinstance(rule, SameAsOutput) and rule.inputs_on_output_grid(dtype))
     if shared and rule.runs_in(dtype):
         for i in op.data_inputs():

@@ -9,8 +9,7 @@ names the kernel it follows), so this profile adds no integer list of its own.
 """
 from __future__ import annotations
 
-from tflq.ir.dtypes import DType
-from tflq.targets.base import Effect, Ratio, ScaleLimit, Target
+from tflq.targets.base import Target
 
 # register.cc: kind -> max_version (BROADCAST_TO starts at version 2; all others at 1).
 MAX_VERSIONS = {
@@ -52,18 +51,6 @@ MAX_VERSIONS = {
     "UNSORTED_SEGMENT_SUM": 1, "VAR_HANDLE": 1, "WHERE": 2, "ZEROS_LIKE": 1,
 }
 
-# add.cc / sub.cc Prepare: output multiplier 2 x max(input scales) / (2^left_shift x output
-# scale), left_shift 20 for 8-bit (15 for int16), goes through QuantizeMultiplierSmallerThanOneExp,
-# whose TFLITE_CHECK_LT(multiplier, 1) aborts the process: input/output scale ratios of 2^19
-# (int16: 2^14) or more kill the program that loads the file.
-LIMITS = (
-    ScaleLimit(frozenset({"ADD", "SUB"}), Ratio.INPUT_OUTPUT, 0.0, 2.0 ** 19, False, Effect.REFUSED,
-               "LiteRT add.cc/sub.cc QuantizeMultiplierSmallerThanOneExp aborts",
-               frozenset({DType.INT8, DType.UINT8})),
-    ScaleLimit(frozenset({"ADD", "SUB"}), Ratio.INPUT_OUTPUT, 0.0, 2.0 ** 14, False, Effect.REFUSED,
-               "LiteRT add.cc/sub.cc QuantizeMultiplierSmallerThanOneExp aborts", frozenset({DType.INT16})),
-)
-
 LITERT = Target(
-    name="litert", title="LiteRT", kinds=MAX_VERSIONS, limits=LIMITS,
+    name="litert", title="LiteRT", kinds=MAX_VERSIONS,
     source="LiteRT builtin kernels (tflite/core/kernels/register.cc)")

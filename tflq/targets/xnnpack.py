@@ -13,7 +13,7 @@ import numpy as np
 
 from tflq.ir.dtypes import DType
 from tflq.targets.base import Delegate, Effect, OpView, Ratio, ScaleLimit, Target
-from tflq.targets.litert import LIMITS as LITERT_LIMITS, MAX_VERSIONS
+from tflq.targets.litert import MAX_VERSIONS
 
 # VisitNode's switch: every kind the delegate visits (float32, and float16 weights unpacked at
 # load time).
@@ -54,7 +54,7 @@ def _unit_strides(op: OpView) -> str | None:
 
 CONDITIONS = {"STRIDED_SLICE": _unit_strides}
 
-LIMITS = LITERT_LIMITS + (  # LiteRT's own (XNNPACK runs inside it), then the delegate's
+LIMITS = (
     # VisitBinaryNode: CheckTensorsInputOutputScale(..., 1.0f / 1024.0f, 256.0f) for ADD and SUB
     ScaleLimit(frozenset({"ADD", "SUB"}), Ratio.INPUT_OUTPUT, 2.0 ** -10, 2.0 ** 8, False,
                Effect.NOT_DELEGATED, "xnnpack_delegate.cc VisitBinaryNode CheckTensorsInputOutputScale"),
