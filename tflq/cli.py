@@ -205,6 +205,14 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
 @click.option("--eval-data", type=click.Path(exists=True), default=None,
               help="With --target-sqnr: samples to measure the SQNR on, read like --calib "
                    "(the first 8 are used).")
+@click.option("--equalize/--no-equalize", default=None,
+              help="Cross-layer equalization before quantizing: rescale conv/depthwise/FC pairs "
+                   "joined by ReLU-like activations so their per-channel weight ranges match (the "
+                   "float model is unchanged). [default: on for uint8 full (per-tensor weights) "
+                   "calibrated with --calib, unless statistics are saved or given]")
+@click.option("--bias-correction/--no-bias-correction", default=None,
+              help="full mode: take the mean output shift that rounding each layer's weights "
+                   "causes (measured with --calib data) out of its bias. [default: off]")
 @click.option("--mean", default=None, metavar="M[,M,M]",
               help="Images: per-channel mean (RGB order) in x = (pixel * scale - mean) / std.")
 @click.option("--std", default=None, metavar="S[,S,S]",
@@ -226,7 +234,7 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
 def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight_elements, calib,
             calib_samples, calib_convert, calib_method, percentile, stats, save_stats, io_type, float_ops, int16_ops,
             target_sqnr, eval_data, mean, std, scale, report_path, html_path, max_tensor_bytes, jobs, target,
-            quiet, verbose, debug) -> None:
+            quiet, verbose, debug, **repairs) -> None:
     """Convert an ONNX MODEL to a TFLite file.
 
     \b
@@ -256,7 +264,8 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
             report=report_path if report_path != "-" else None, html=html_path,
             max_tensor_bytes=max_tensor_bytes,
-            show_progress=not quiet, jobs=jobs, target=target)
+            show_progress=not quiet, jobs=jobs, target=target,
+            **repairs)  # equalize, bias_correction, rounding*
         from tflq.pipeline import convert as run
 
         report = run(config)
@@ -277,6 +286,8 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...",
               help="As for convert (the statistics are for the graph these options make).")
 @click.option("--keep-io-layout", is_flag=True, help="As for convert.")
+@click.option("--equalize", is_flag=True,
+              help="Statistics of the cross-layer equalized graph (for convert --stats --equalize).")
 @click.option("--mean", default=None, metavar="M[,M,M]", help="Images: as for convert.")
 @click.option("--std", default=None, metavar="S[,S,S]", help="Images: as for convert.")
 @click.option("--scale", type=float, default=None, help="Images: as for convert.")
@@ -284,8 +295,8 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_layout, mean, std, scale,
-              jobs, quiet, verbose, debug) -> None:
+def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_layout, equalize, mean, std,
+              scale, jobs, quiet, verbose, debug) -> None:
     """Calibrate an ONNX MODEL on one shard of data and save the statistics, for a job array.
 
     Statistics merge exactly: `convert --stats` over the shards' files gives the same file as
@@ -303,7 +314,7 @@ def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_lay
             model=model, mode=Mode.FULL, input_shapes=_input_shapes(input_shapes),
             keep_io_layout=keep_io_layout, calib=calib, calib_samples=calib_samples,
             save_stats=save_stats, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
-            scale=scale, show_progress=not quiet, jobs=jobs)
+            scale=scale, show_progress=not quiet, jobs=jobs, equalize=equalize)
         from tflq.pipeline import calibrate_only
 
         report = calibrate_only(config)

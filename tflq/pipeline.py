@@ -17,6 +17,7 @@ from tflq.ir.verify import verify
 from tflq.passes.cleanup import (merge_transposes, one_transpose_per_chain, remove_dead_ops,
                                   remove_noop_ops, sink_transpose_through_reshape,
                                   sink_transpose_through_unary, transposes_of_unit_axes_to_reshapes)
+from tflq.passes.equalize import EQUALIZED_DESCRIPTION
 from tflq.passes.fuse import (divisions_by_constants_to_multiplications, fold_affine_into_producer,
                               fuse_activations)
 from tflq.passes.layout import channels_last_1d_io, to_nhwc
@@ -25,6 +26,7 @@ from tflq.passes.one_d import cancel_height_reshapes, sink_height_squeezes, spre
 from tflq.ir.qdq import QdqModel
 from tflq.mode import resolve_mode
 from tflq.quantize.qdq import simplify_qdq_graph
+from tflq.quantize.repair import equalize_if_asked
 from tflq.report import ConversionReport
 
 
@@ -78,6 +80,8 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     # the transposes left that move only size-1 axes (once none can cancel) are RESHAPEs
     fixed_point(graph, [transposes_of_unit_axes_to_reshapes, remove_noop_ops])
     verify(graph, after="float passes")
+    # REPAIR: cross-layer equalization (the statistics are for the equalized graph)
+    report.equalization = equalize_if_asked(graph, config, qdq)
     return graph, report, config, qdq
 
 
@@ -110,7 +114,8 @@ def convert(config: ConvertConfig) -> ConversionReport:
                             unused_calibration_note(config))
     verify(graph, after="quantization")
     _describe_io(graph, report)
-    data = serialize(graph, description="tflq")
+    equalized = report.equalization is not None and bool(report.equalization.pairs)
+    data = serialize(graph, description=EQUALIZED_DESCRIPTION if equalized else "tflq")
     if config.target != "litert":
         from tflq.checker import require_target
         from tflq.targets import get_target
@@ -152,7 +157,8 @@ def calibrate_only(config: ConvertConfig) -> ConversionReport:
     start = time.perf_counter()
     if config.calib is None or not config.save_stats:
         raise InvalidConfigError("calibration alone needs calibration data and a statistics file")
-    config = dataclasses.replace(config, mode=Mode.FULL, output=None, stats=())
+    config = dataclasses.replace(config, mode=Mode.FULL, output=None, stats=(),
+                                 equalize=bool(config.equalize))  # see equalize_by_default
     policy = write_policy(config)
     _start_calibration_workers(config)
     graph, report, config, _ = _prepare(config, policy)

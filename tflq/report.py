@@ -44,6 +44,59 @@ class PrecisionResult:
         return frozenset(p.node for p in self.promoted if p.to == "float")
 
 
+@dataclass(frozen=True)
+class EqualizedPair:
+    """One pair cross-layer equalization rescaled: the spread (largest over smallest non-zero
+    per-channel weight range) of the first layer's output channels and of the second's input
+    channels, before and after."""
+
+    first: str
+    second: str
+    first_before: float
+    second_before: float
+    first_after: float
+    second_after: float
+
+
+@dataclass(frozen=True)
+class SkippedPair:
+    """Two consecutive layers cross-layer equalization left as they are, and why."""
+
+    first: str
+    second: str
+    reason: str
+
+
+@dataclass
+class Equalization:
+    """What --equalize did."""
+
+    pairs: list[EqualizedPair]
+    skipped: list[SkippedPair]
+    sweeps: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BiasShift:
+    """One layer's bias moved by bias correction: the largest shift, absolute and relative to
+    the largest bias value."""
+
+    layer: str
+    max_shift: float
+    relative: float
+
+
+@dataclass
+class BiasCorrection:
+    """What --bias-correction did."""
+
+    layers: list[BiasShift]
+    skipped: list[str]
+    samples: int
+    seconds: float
+
+
 @dataclass
 class ConversionReport:
     model: str
@@ -62,6 +115,8 @@ class ConversionReport:
     weights: list[dict] = field(default_factory=list)
     calibration: dict = field(default_factory=dict)
     precision: PrecisionResult | None = None  # what --target-sqnr promoted
+    equalization: Equalization | None = None  # what --equalize changed
+    bias_correction: BiasCorrection | None = None  # what --bias-correction changed
     seconds: float = 0.0
     tflite: bytes = field(default=b"", repr=False)
 
@@ -92,6 +147,7 @@ class ConversionReport:
                          f"{p.samples} {p.source}")
             for promotion in p.promoted:
                 lines.append(f"    {promotion.node} ({promotion.kind}) -> {promotion.to}")
+        lines.extend(self._equalization_lines())
         if self.quantized_ops or self.float_ops:
             lines.append(f"  quantized ops: {self.quantized_ops}; left float: {len(self.float_ops)}")
             reasons = Counter((f.kind, f.reason) for f in self.float_ops)
@@ -113,6 +169,29 @@ class ConversionReport:
         for note in self.notes:
             lines.append(f"  note: {note}")
         return "\n".join(printable(line) for line in lines)  # names from files: escaped
+
+
+    def _equalization_lines(self) -> list[str]:
+        e = self.equalization
+        if e is None:
+            return []
+        lines = [f"  equalize: {len(e.pairs)} layer pairs rescaled ({e.sweeps} rescalings, "
+                 f"{e.seconds:.2f} s); channel-range spread first/second layer, before -> after:"]
+        for p in e.pairs:
+            lines.append(f"    {p.first} -> {p.second}: {p.first_before:.3g} -> {p.first_after:.3g}"
+                         f" / {p.second_before:.3g} -> {p.second_after:.3g}")
+        for p in e.skipped:
+            lines.append(f"    left as is: {p.first} -> {p.second}: {p.reason}")
+        b = self.bias_correction
+        if b is not None:
+            lines.append(f"  bias correction: {len(b.layers)} biases corrected on {b.samples} "
+                         f"calibration samples ({b.seconds:.2f} s); largest shifts:")
+            for shift in sorted(b.layers, key=lambda s: -s.relative)[:8]:
+                lines.append(f"    {shift.layer}: {shift.max_shift:.3g} "
+                             f"({shift.relative:.1%} of its largest bias)")
+            for reason in b.skipped:
+                lines.append(f"    left as is: {reason}")
+        return lines
 
 
 def mb(n: int) -> str:

@@ -15,6 +15,7 @@ from tflq.analysis.runtimes import EvaluationError, FloatModel, TfliteModel, lit
 from tflq.calibration.sources import graph_input_specs, load_samples
 from tflq.config import ConvertConfig
 from tflq.errors import CalibrationError
+from tflq.passes.equalize import equalize, is_equalized
 
 # Samples the per-layer analysis runs (each is one float run plus one LiteRT run with every
 # tensor kept; the simulated fallback check is one run per sample and layer tried).
@@ -57,6 +58,8 @@ def evaluate(onnx_path: str, tflite: str | bytes, data: Any, labels: Any = None,
                 content = f.read()
         except OSError as exc:
             raise EvaluationError(f"{tflite_path}: cannot be read ({exc.strerror or exc})") from None
+    if is_equalized(content):  # the file's layers are rescaled: compare with them rescaled alike
+        equalize(graph)
     model = TfliteModel(content, graph, tflite_path)
     float_model = FloatModel(onnx_path, graph, float_runtime)
     specs = [replace(s, convert=data_convert) for s in graph_input_specs(graph)]

@@ -105,6 +105,7 @@ class LeakyRelu(_Unary):
 
     kind = "LEAKY_RELU"
     quant = Calibrated(dtypes=WITH_INT16)
+    positively_homogeneous = True
     onnx_types = ("LeakyRelu",)
     onnx_checks = (FloatAttr(name="alpha"),)
     Attrs = LeakyReluAttrs
@@ -138,6 +139,7 @@ class PRelu(OpSpec):
 
     kind = "PRELU"
     onnx_types = ("PRelu",)
+    positively_homogeneous = True  # per channel: the slope is per channel too
     onnx_checks = (Arity(inputs=(2, 2)), ConstantValues(index=1, what="slope"))
     layout = Transparent()
     quant = Calibrated(dtypes=WITH_INT16)

@@ -213,12 +213,15 @@ class Weight:
     per_channel_full: int8 full-integer kernels take per-channel scales along `axis`
         (FULLY_CONNECTED: per-tensor, which the published spec guarantees).
     hybrid: LiteRT has a float-input/int8-weight (dynamic-range) kernel for this operand.
+    input_axis: the input-channel axis (None: none that a per-channel scale of the input moves
+        through); equal to `axis` for a depthwise weight, whose channel i reads input channel i.
     """
 
     index: int
     axis: int | None = 0
     per_channel_full: bool = True
     hybrid: bool = False
+    input_axis: int | None = None
 
 
 @dataclass(frozen=True)
@@ -357,6 +360,9 @@ class OpSpec:
     row_wise: ClassVar[bool] = False  # acts on each row of the last axis independently
     # ADD: the output is the sum of the two inputs (an additive attention mask is found by it).
     sums_inputs: ClassVar[bool] = False
+    # f(s * x) = s * f(x) for every per-channel s > 0 (RELU, LEAKY_RELU, PRELU): cross-layer
+    # equalization may rescale the layers on both sides of it
+    positively_homogeneous: ClassVar[bool] = False
     # Validity facts of the ONNX ops this spec imports (tflq.ops.checks), run right after loading.
     onnx_checks: ClassVar[tuple[Any, ...]] = ()
     # Evaluated at import when every input is constant (not QUANTIZE/DEQUANTIZE/FAKE_QUANT, which

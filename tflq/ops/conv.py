@@ -67,7 +67,7 @@ class Conv2D(OpSpec):
     Attrs = ConvAttrs
     layout = ChannelsLast()
     quant = Calibrated(dtypes=WITH_INT16)
-    weights = (Weight(1, axis=0, hybrid=True),)
+    weights = (Weight(1, axis=0, hybrid=True, input_axis=3),)  # OHWI
     bias = Int32Bias(2)
     fused_activation = FusedActivations()  # conv.cc: clamps only
     cases = [
@@ -190,7 +190,7 @@ class DepthwiseConv2D(OpSpec):
     # LiteRT's hybrid depthwise kernel is slow (XNNPACK does not take it), while XNNPACK turns
     # DEQUANTIZE of a constant int8 filter into float weights at load: measured on MobileNetV2,
     # weights-only int8 runs at 0.7x float latency this way and 2.7x with the hybrid kernel.
-    weights = (Weight(1, axis=3, hybrid=False),)
+    weights = (Weight(1, axis=3, hybrid=False, input_axis=3),)  # 1HWO
     bias = Int32Bias(2)
     fused_activation = FusedActivations()  # depthwise_conv.cc: clamps only
     cases = [

@@ -50,7 +50,7 @@ class FullyConnected(OpSpec):
     Attrs = FullyConnectedAttrs
     layout = LayoutBreaking()
     quant = Calibrated(dtypes=WITH_INT16)
-    weights = (Weight(1, axis=0, per_channel_full=False, hybrid=True),)
+    weights = (Weight(1, axis=0, per_channel_full=False, hybrid=True, input_axis=1),)
 
     def hybrid_attrs(self, op: Op) -> dict:
         return {"asymmetric_quantize_inputs": True}

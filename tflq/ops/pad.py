@@ -92,6 +92,7 @@ class Pad(OpSpec):
 
     kind = "PAD"
     onnx_types = ("Pad",)
+    positively_homogeneous = True  # zeros: pad(s x) = s pad(x)
     onnx_checks = (Choice(name="mode", values=("constant", "reflect", "edge", "wrap")),)
     layout = AxisSensitive(per_axis_inputs=(1,))
     quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)

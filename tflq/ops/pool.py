@@ -227,6 +227,7 @@ class MaxPool2D(_Pool):
 
     kind = "MAX_POOL_2D"
     quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
+    positively_homogeneous = True
     onnx_types = ("MaxPool",)
     onnx_checks = (Arity(inputs=(1, 1), max_outputs=2), IntAttr(name="ceil_mode", min=0, max=1),
                    IntAttr(name="storage_order", min=0, max=1), *window_checks(weight=None))
@@ -280,6 +281,7 @@ class AveragePool2D(_Pool):
 
     kind = "AVERAGE_POOL_2D"
     quant = SameAsInput(dtypes=WITH_INT16)
+    positively_homogeneous = True
     onnx_types = ("AveragePool",)
     onnx_checks = (Arity(inputs=(1, 1)), IntAttr(name="ceil_mode", min=0, max=1),
                    IntAttr(name="count_include_pad", min=0, max=1), *window_checks(weight=None))

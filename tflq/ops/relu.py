@@ -56,6 +56,7 @@ class Relu(_ClampSpec):
 
     kind = "RELU"
     quant = Calibrated(dtypes=WITH_INT16)
+    positively_homogeneous = True
     onnx_types = ("Relu", "Clip")
     cases = [Case("relu", [helper.make_node("Relu", ["x"], ["y"])], {"x": rand(1, 3, 4, 4)}),
              _clip_case("clip_0_inf", 0.0, None)]

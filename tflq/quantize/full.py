@@ -15,6 +15,7 @@ from tflq.ops.pool import edge_pads_on_grid_minimum
 from tflq.quantize.plan import PlanContext, Range, plan_quantization
 from tflq.quantize.precision import MAX_TARGET_SQNR, search_precision
 from tflq.quantize.qdq import choose_dtype, fold_fake_quant, quantize_on_own_grid_first
+from tflq.quantize.repair import correct_biases_if_asked
 from tflq.quantize.rewrite import apply_plan
 from tflq.quantize.weights import check_finite_constants
 from tflq.report import ConversionReport, FloatOp
@@ -72,6 +73,8 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         dtype = choose_dtype(qdq, requested)
         folded = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
                                  stats if stats is not None else frozenset())
+    # REPAIR: after calibration, so saved statistics stay those of the graph the user gave
+    report.bias_correction = correct_biases_if_asked(graph, config, dtype, qdq)
     int16_ops, float_ops = frozenset(config.int16_ops), frozenset(config.float_ops)
     if config.target_sqnr is not None:
         result = search_precision(

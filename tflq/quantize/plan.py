@@ -11,7 +11,7 @@ from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ir.quant import (QuantParams, activation_params, asymmetric_weight_params, bias_params,
                            bias_type, symmetric_weight_params)
-from tflq.ops.base import Calibrated, Refused, SameAsInput, SameAsOutput
+from tflq.ops.base import Calibrated, Refused, SameAsInput, SameAsOutput, Weight
 from tflq.quantize.limits import fit_limits
 from tflq.targets.base import Target
 from tflq.targets.litert import LITERT
@@ -100,6 +100,18 @@ def _integer_only(graph: Graph, op: Op) -> bool:
     return not any(n and graph.tensors[n].dtype.is_float for n in op.inputs + op.outputs)
 
 
+def weight_params(rule: Weight, data: np.ndarray, dtype: DType) -> QuantParams:
+    """The grid of a weight next to `dtype` activations: uint8 asymmetric per tensor; else int8
+    symmetric, per channel where the kernel takes it (before _fit_bias may widen it)."""
+    if dtype == DType.UINT8:
+        return asymmetric_weight_params(data, DType.UINT8)
+    # 16x8 FULLY_CONNECTED takes per-channel weights too (fully_connected.cc: int8 or int16
+    # input, quantized_dimension 0)
+    per_channel = rule.per_channel_full or dtype == DType.INT16
+    axis = rule.axis if per_channel and data.ndim > 1 else None
+    return symmetric_weight_params(data, axis, DType.INT8)
+
+
 def _constant_params(graph: Graph, op: Op, index: int, dtype: DType, plan: QuantPlan,
                      shared: QuantParams | None) -> QuantParams | None:
     """Params for a float constant input of a quantized op (weights, bias, or an operand)."""
@@ -107,13 +119,7 @@ def _constant_params(graph: Graph, op: Op, index: int, dtype: DType, plan: Quant
     data = graph.tensors[op.inputs[index]].data
     for rule in spec.weights:
         if rule.index == index:
-            if dtype == DType.UINT8:
-                return asymmetric_weight_params(data, DType.UINT8)
-            # 16x8 FULLY_CONNECTED takes per-channel weights too (fully_connected.cc: int8 or
-            # int16 input, quantized_dimension 0)
-            per_channel = rule.per_channel_full or dtype == DType.INT16
-            axis = rule.axis if per_channel and data.ndim > 1 else None
-            return symmetric_weight_params(data, axis, DType.INT8)
+            return weight_params(rule, data, dtype)
     if spec.bias is not None and spec.bias.index == index:
         return None  # filled in once the input and weight params are known
     if shared is not None:

@@ -1,0 +1,216 @@
+"""Accuracy repairs without retraining (issue 13) on the trained digits MobileNet
+(sample_models/make_repair_models.py): cross-layer equalization and bias correction, each and
+combined, in uint8 per-tensor and int8 per-channel, judged against onnxruntime's float model on
+the held-out digits; CLE's float invariance; bias correction's removal of the mean shift."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import litert_interpreter, run_onnxruntime, save_model
+from tflq.cli import main
+from tflq.config import ConvertConfig
+from tflq.ir.quant import sqnr_db
+from tflq.passes.equalize import channel_ranges, find_pairs
+from tflq.pipeline import convert, prepare_graph
+from tflq.quantize.bias_correction import correct_biases, input_means
+from tflq.quantize.plan import weight_params
+from tflq.runtime.interpreter import run_graph
+
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "sample_models")
+MOBILENET = os.path.join(SAMPLES, "digits_mobilenet.onnx")
+CALIB = os.path.join(SAMPLES, "digits_calib")
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    data = np.load(os.path.join(SAMPLES, "digits_eval.npz"))
+    images, labels = data["input"], data["labels"]
+    reference = run_onnxruntime(MOBILENET, {"input": images})[0]
+    return images, labels, reference
+
+
+def _logits(tflite: bytes, images: np.ndarray) -> np.ndarray:
+    interpreter = litert_interpreter(tflite)
+    x, y = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    out = []
+    for image in images.transpose(0, 2, 3, 1):
+        interpreter.set_tensor(x, np.ascontiguousarray(image[None]))
+        interpreter.invoke()
+        out.append(interpreter.get_tensor(y).copy())
+    return np.concatenate(out)
+
+
+def _measure(dtype: str, equalize_: bool, bias_correction: bool, held_out) -> tuple[float, float]:
+    images, labels, reference = held_out
+    report = convert(ConvertConfig(model=MOBILENET, mode="full", dtype=dtype, calib=CALIB,
+                                   equalize=equalize_, bias_correction=bias_correction))
+    logits = _logits(report.tflite, images)
+    return float(np.mean(logits.argmax(1) == labels)), sqnr_db(reference, logits)
+
+
+# Measured (top-1 on 360 held-out digits, float 98.33%; output SQNR over all of them):
+#   uint8: none 10.28% -0.8 dB | CLE 98.33% 28.4 | BC 10.28% 0.0 | CLE+BC 98.33% 31.7
+#   int8:  none 98.33% 37.6    | CLE 98.33% 35.7 | BC 98.33% 38.1 | CLE+BC 98.33% 37.8
+STEPS = {("uint8", False, False): (None, None), ("uint8", True, False): (0.5, 26.0),
+         ("uint8", True, True): (0.5, 29.0), ("int8", False, False): (0.3, 35.0),
+         ("int8", True, False): (0.3, 33.0), ("int8", False, True): (0.3, 35.0),
+         ("int8", True, True): (0.3, 35.0)}
+
+
+@pytest.mark.parametrize("dtype,equalize_,bias_correction", list(STEPS),
+                         ids=[f"{d}-cle{int(e)}-bc{int(b)}" for d, e, b in STEPS])
+def test_each_step_top1_and_sqnr(dtype, equalize_, bias_correction, held_out):
+    """The done-when table: uint8 per-tensor loses <= 0.5 top-1 point with the repairs on (it
+    loses 88 without: the depthwise channels spread by 10^3-10^5), int8 per-channel <= 0.3."""
+    float_top1 = float(np.mean(held_out[2].argmax(1) == held_out[1]))
+    top1, sqnr = _measure(dtype, equalize_, bias_correction, held_out)
+    max_loss, min_sqnr = STEPS[(dtype, equalize_, bias_correction)]
+    if max_loss is None:  # the unrepaired uint8 file: documents the failure the repairs fix
+        assert float_top1 - top1 > 0.5, (top1, sqnr)
+        return
+    assert (float_top1 - top1) * 100 <= max_loss, f"top-1 {top1:.4f} vs float {float_top1:.4f}"
+    assert sqnr >= min_sqnr, f"SQNR {sqnr:.1f} dB"
+
+
+def test_repairs_are_on_by_default_where_they_help(tmp_path):
+    uint8 = convert(ConvertConfig(model=MOBILENET, mode="full", dtype="uint8", calib=CALIB))
+    int8 = convert(ConvertConfig(model=MOBILENET, mode="full", dtype="int8", calib=CALIB))
+    shared = convert(ConvertConfig(model=MOBILENET, mode="full", dtype="uint8", calib=CALIB,
+                                   save_stats=str(tmp_path / "s.npz")))
+    # (statistics files are of the graph as given, unless --equalize is said on both sides)
+    assert uint8.equalization is not None and int8.equalization is None
+    assert shared.equalization is None
+    assert uint8.bias_correction is None and int8.bias_correction is None
+    text = uint8.to_text()
+    assert "equalize: 7 layer pairs rescaled" in text
+    assert "left as is: /features/features.9/Conv -> /features/features.12/Conv: its fused RELU6" in text
+
+
+def test_equalization_leaves_the_float_model_unchanged(held_out):
+    images, _, reference = held_out
+    graph, report = prepare_graph(ConvertConfig(model=MOBILENET, mode="full", dtype="uint8",
+                                                input_shapes={"input": images.shape}, equalize=True))
+    assert report.equalization is not None and len(report.equalization.pairs) == 7
+    out = run_graph(graph, {"input": images.transpose(0, 2, 3, 1)})[graph.outputs[0]]
+    assert sqnr_db(reference, out) >= 80.0
+    for pair in find_pairs(graph)[0]:  # each channel's range now the same in both layers
+        np.testing.assert_allclose(channel_ranges(graph, pair.first, output=True),
+                                   channel_ranges(graph, pair.second, output=False), rtol=1e-2)
+    spreads = {(p.first, p.second): p for p in report.equalization.pairs}
+    first = spreads[("/features/features.0/Conv", "/features/features.3/Conv")]
+    assert first.second_before > 1000 and first.second_after < 20  # the depthwise conv's channels
+
+
+def _weight_rounded(graph, dtype):
+    """A copy of the graph whose weights are rounded to the grids the file will have (the bias
+    float): the quantization error bias correction is about, and nothing else."""
+    from tflq import ops as registry
+
+    g = graph.copy()
+    for op in g.ops:
+        for rule in registry.spec(op.kind).weights:
+            if rule.input_axis is not None and g.is_constant(op.inputs[rule.index]):
+                w = g.tensors[op.inputs[rule.index]].data
+                params = weight_params(rule, w, dtype)
+                op.inputs[rule.index] = g.add_constant("rounded", params.dequantize(params.quantize(w))
+                                                       .astype(np.float32))
+    return g
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_bias_correction_removes_the_mean_shift(dtype, held_out):
+    """The mean of each layer's output over the held-out digits, with the weights rounded, is
+    the float model's again after the correction (the first two layers, their activations
+    taken off so that the output is the affine map the bias belongs to)."""
+    from tflq.ir.dtypes import DType
+
+    images = held_out[0].transpose(0, 2, 3, 1)
+    graph, _ = prepare_graph(ConvertConfig(model=MOBILENET, mode="full", dtype="uint8",
+                                           input_shapes={"input": (len(images), 1, 8, 8)},
+                                           equalize=True))
+    layers = [op for op in graph.ops if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D")][:2]
+    for op in layers:  # the mean of the pre-activation is what the bias moves
+        op.replace_attrs(fused_activation="NONE")
+    outputs = {op.outputs[0] for op in layers}  # (a set: input_means' argument)
+    exact, _ = input_means(graph, outputs, [{"input": images}])
+    rounded, _ = input_means(_weight_rounded(graph, DType.parse(dtype)), outputs, [{"input": images}])
+    corrected_graph = graph.copy()
+    result = correct_biases(corrected_graph, [{"input": images}], DType.parse(dtype))
+    assert len(result.layers) >= 9 and result.samples == 1
+    corrected, _ = input_means(_weight_rounded(corrected_graph, DType.parse(dtype)), outputs,
+                               [{"input": images}])
+    for op, bound in zip(layers, (0.2, 0.5)):
+        name = op.outputs[0]
+        before = np.abs(rounded[name] - exact[name]).mean()
+        after = np.abs(corrected[name] - exact[name]).mean()
+        # (not to zero: on 8x8 images the 3x3 taps at the zero-padded border see no mean, the
+        # correction assumes every tap does. Measured uint8 0.0061 -> 0.0008, 0.035 -> 0.006;
+        # int8 0.0022 -> 0.0002, 0.020 -> 0.007)
+        assert after < bound * before, (name, before, after)
+
+
+def _pair_model(w1_scale: float, w2_scale: float, bias: float) -> onnx.ModelProto:
+    rng = np.random.default_rng(3)
+    w1 = (rng.normal(size=(4, 3, 1, 1)) * np.array([1, 1, 1, w1_scale]).reshape(4, 1, 1, 1))
+    w2 = (rng.normal(size=(2, 4, 1, 1)) * np.array([1, 1, 1, w2_scale]).reshape(1, 4, 1, 1))
+    inits = [numpy_helper.from_array(w1.astype(np.float32), "w1"),
+             numpy_helper.from_array(np.full(4, bias, np.float32), "b1"),
+             numpy_helper.from_array(w2.astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"]), helper.make_node("Relu", ["c1"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="second")]
+    graph = helper.make_graph(nodes, "pair",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_pair_that_would_overflow_is_left_and_named(tmp_path):
+    """A tiny channel feeding a large one: s = sqrt(1e-36 / 1e8) would lift the bias 1e20 to
+    1e42, beyond float32 (the model itself stays within it). The pair stays as it is and the
+    summary names it."""
+    path = save_model(_pair_model(1e-36, 1e8, 1e20), tmp_path / "m.onnx")
+    graph, report = prepare_graph(ConvertConfig(model=path, mode="full", dtype="uint8", equalize=True))
+    assert report.equalization.pairs == []
+    [skipped] = report.equalization.skipped
+    assert skipped.second == "second" and "overflow float32" in skipped.reason
+    x = np.random.default_rng(0).normal(size=(1, 3, 4, 4)).astype(np.float32)
+    out = run_graph(graph, {"x": x.transpose(0, 2, 3, 1)})[graph.outputs[0]]
+    np.testing.assert_allclose(out, run_onnxruntime(path, {"x": x})[0].transpose(0, 2, 3, 1), rtol=1e-5)
+
+
+def test_equalize_on_a_qdq_model_is_a_one_line_error(tmp_path):
+    qdq = os.path.join(SAMPLES, "digits_qat.onnx")
+    result = CliRunner().invoke(main, ["convert", qdq, "-o", str(tmp_path / "q.tflite"), "--equalize"])
+    assert result.exit_code == 1, result.output
+    assert "--equalize" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "q.tflite").exists()
+
+
+def test_bias_correction_needs_calibration_data(tmp_path):
+    stats = tmp_path / "s.stats"
+    ok = CliRunner().invoke(main, ["convert", MOBILENET, "-o", str(tmp_path / "a.tflite"),
+                                   "--mode", "full", "--calib", CALIB, "--save-stats", str(stats)])
+    assert ok.exit_code == 0, ok.output
+    result = CliRunner().invoke(main, ["convert", MOBILENET, "-o", str(tmp_path / "b.tflite"),
+                                       "--mode", "full", "--stats", str(stats), "--bias-correction"])
+    assert result.exit_code == 1 and "--calib" in result.output, result.output
+
+
+def test_eval_compares_an_equalized_file_with_the_equalized_float_model():
+    """The file says it was equalized; tflq eval then rescales its float reference alike, so the
+    per-layer figures (simulated from the file's grids) match the real file's output."""
+    import tflq
+    from tflq.passes.equalize import is_equalized
+
+    data = np.load(os.path.join(SAMPLES, "digits_eval.npz"))["input"][:24]
+    report = convert(ConvertConfig(model=MOBILENET, mode="full", dtype="uint8", calib=CALIB))
+    assert is_equalized(report.tflite)
+    result = tflq.evaluate(MOBILENET, report.tflite, [{"input": x[None]} for x in data], layers=True)
+    assert result.layers.simulated_sqnr_db == pytest.approx(result.output("logits").sqnr_pooled_db,
+                                                            abs=1.5)
