@@ -51,7 +51,9 @@ run (calibration over an onnxruntime forward loop, conversion over onnxruntime's
 ``quantize_static``, a busy machine over a quiet one, ``--jobs 2`` over ``--jobs 1``, peak RSS
 at 100 and 25 samples); ``--no-speed`` skips that. Last, one table gathers issue 10's targets
 (those ratios, each int8 file's latency over its float file and over the SAME reference, and
-the MIRROR_PADs left in the int8 files) with their bounds.
+the MIRROR_PADs left in the int8 files) with their bounds. Before that table, ``bench/repairs.py``
+gives each accuracy repair's SQNR (and top-1) gain and its time on the trained digits models and
+the benchmark models, in uint8 and int8; ``--no-repairs`` skips it.
 
 Calibration data for the benchmark models is 100 seeded standard-normal inputs, one ``.npy``
 file each, written once to ``bench/models/calib_<model>/``; the sample uses
@@ -79,6 +81,7 @@ import numpy as np
 from measure import (LiteRTModel, Sample, interleaved_latency, litert_smoke_test,
                      onnxruntime_outputs, paired_ratio, run_child, sqnr_db)
 from reference import same_padded_max_pools
+from repairs import bench_repairs, repairs_table
 from speed import measure_speed, speed_table
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -557,6 +560,8 @@ def parse_args() -> argparse.Namespace:
                         help="where to write the results")
     parser.add_argument("--no-speed", action="store_true",
                         help="skip the calibration and conversion speed ratios (bench/speed.py)")
+    parser.add_argument("--no-repairs", action="store_true",
+                        help="skip the accuracy repairs' gains and costs (bench/repairs.py)")
     parser.add_argument("--tflq", type=Path, default=Path(sys.executable).parent / "tflq",
                         help="the tflq executable (default: next to this Python)")
     return parser.parse_args()
@@ -596,6 +601,12 @@ def main() -> None:
             print(speed_table(name, figures), flush=True)
             payload["speed"][name] = figures
             write_json(args.json, payload)
+    if not args.no_repairs:
+        log("accuracy repairs: every step on the trained digits models and the benchmark models ...")
+        rows = bench_repairs(args.tflq, args.out_dir / "repairs", args.models_dir, args.timeout)
+        print(repairs_table(rows), flush=True)
+        payload["repairs"] = [asdict(r) for r in rows]
+        write_json(args.json, payload)
     payload["environment"]["load_average_end"] = list(os.getloadavg())
     payload["seconds"] = time.perf_counter() - started
     print(targets_table(payload), flush=True)

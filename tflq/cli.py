@@ -213,6 +213,15 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
 @click.option("--bias-correction/--no-bias-correction", default=None,
               help="full mode: take the mean output shift that rounding each layer's weights "
                    "causes (measured with --calib data) out of its bias. [default: off]")
+@click.option("--rounding", type=click.Choice(["nearest", "adaround"]), default="nearest",
+              show_default=True,
+              help="full mode: adaround learns each weight's rounding (up or down) so that the "
+                   "layer's output on --calib data stays the float one, for the layers nearest "
+                   "rounding hurts most.")
+@click.option("--rounding-layers", type=click.IntRange(min=1), default=8, show_default=True,
+              help="With --rounding adaround: how many of the worst layers to round.")
+@click.option("--rounding-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="With --rounding adaround: the time it may take in all.")
 @click.option("--mean", default=None, metavar="M[,M,M]",
               help="Images: per-channel mean (RGB order) in x = (pixel * scale - mean) / std.")
 @click.option("--std", default=None, metavar="S[,S,S]",

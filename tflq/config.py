@@ -78,6 +78,11 @@ class ConvertConfig:
     equalize: bool | None = None
     # empirical bias correction on the calibration data; None: where it measurably helps
     bias_correction: bool | None = None
+    # "adaround": learned weight rounding for the rounding_layers worst layers, within
+    # rounding_seconds (full mode with --calib); "nearest": round to nearest
+    rounding: str = "nearest"
+    rounding_layers: int = 8
+    rounding_seconds: float = 30.0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     scale: float | None = None

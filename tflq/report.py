@@ -97,6 +97,26 @@ class BiasCorrection:
     seconds: float
 
 
+@dataclass(frozen=True)
+class RoundedLayer:
+    """A layer whose weights --rounding adaround rounded: its output SQNR against the float
+    layer on the calibration inputs, nearest rounding vs learned, and the iterations run."""
+
+    layer: str
+    nearest_db: float
+    learned_db: float
+    iterations: int
+
+
+@dataclass
+class Rounding:
+    """What --rounding adaround did."""
+
+    layers: list[RoundedLayer]
+    candidates: int
+    seconds: float
+
+
 @dataclass
 class ConversionReport:
     model: str
@@ -117,6 +137,7 @@ class ConversionReport:
     precision: PrecisionResult | None = None  # what --target-sqnr promoted
     equalization: Equalization | None = None  # what --equalize changed
     bias_correction: BiasCorrection | None = None  # what --bias-correction changed
+    rounding: Rounding | None = None  # what --rounding adaround changed
     seconds: float = 0.0
     tflite: bytes = field(default=b"", repr=False)
 
@@ -147,7 +168,7 @@ class ConversionReport:
                          f"{p.samples} {p.source}")
             for promotion in p.promoted:
                 lines.append(f"    {promotion.node} ({promotion.kind}) -> {promotion.to}")
-        lines.extend(self._equalization_lines())
+        lines.extend(self._repair_lines())
         if self.quantized_ops or self.float_ops:
             lines.append(f"  quantized ops: {self.quantized_ops}; left float: {len(self.float_ops)}")
             reasons = Counter((f.kind, f.reason) for f in self.float_ops)
@@ -171,26 +192,35 @@ class ConversionReport:
         return "\n".join(printable(line) for line in lines)  # names from files: escaped
 
 
-    def _equalization_lines(self) -> list[str]:
+    def _repair_lines(self) -> list[str]:
+        """What --equalize, --bias-correction and --rounding changed, per layer."""
+        lines = []
         e = self.equalization
-        if e is None:
-            return []
-        lines = [f"  equalize: {len(e.pairs)} layer pairs rescaled ({e.sweeps} rescalings, "
-                 f"{e.seconds:.2f} s); channel-range spread first/second layer, before -> after:"]
-        for p in e.pairs:
+        if e is not None:
+            lines.append(f"  equalize: {len(e.pairs)} layer pairs rescaled ({e.sweeps} rescalings, "
+                         f"{e.seconds:.2f} s); channel-range spread first/second layer, "
+                         f"before -> after:")
+        for p in e.pairs if e is not None else []:
             lines.append(f"    {p.first} -> {p.second}: {p.first_before:.3g} -> {p.first_after:.3g}"
                          f" / {p.second_before:.3g} -> {p.second_after:.3g}")
-        for p in e.skipped:
+        for p in e.skipped if e is not None else []:
             lines.append(f"    left as is: {p.first} -> {p.second}: {p.reason}")
         b = self.bias_correction
         if b is not None:
             lines.append(f"  bias correction: {len(b.layers)} biases corrected on {b.samples} "
-                         f"calibration samples ({b.seconds:.2f} s); largest shifts:")
-            for shift in sorted(b.layers, key=lambda s: -s.relative)[:8]:
+                         f"calibration samples ({b.seconds:.2f} s); the largest shift of each:")
+            for shift in sorted(b.layers, key=lambda s: -s.relative):
                 lines.append(f"    {shift.layer}: {shift.max_shift:.3g} "
                              f"({shift.relative:.1%} of its largest bias)")
             for reason in b.skipped:
                 lines.append(f"    left as is: {reason}")
+        r = self.rounding
+        if r is not None:
+            lines.append(f"  rounding adaround: {len(r.layers)} of {r.candidates} layers rounded "
+                         f"({r.seconds:.2f} s); layer output SQNR, nearest -> learned:")
+            for layer in r.layers:
+                lines.append(f"    {layer.layer}: {layer.nearest_db:.1f} -> {layer.learned_db:.1f} dB "
+                             f"({layer.iterations} iterations)")
         return lines
 
 

@@ -192,14 +192,17 @@ def test_equalize_on_a_qdq_model_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "q.tflite").exists()
 
 
-def test_bias_correction_needs_calibration_data(tmp_path):
+def test_bias_correction_without_data_names_the_layers_it_skips(tmp_path):
     stats = tmp_path / "s.stats"
     ok = CliRunner().invoke(main, ["convert", MOBILENET, "-o", str(tmp_path / "a.tflite"),
                                    "--mode", "full", "--calib", CALIB, "--save-stats", str(stats)])
     assert ok.exit_code == 0, ok.output
     result = CliRunner().invoke(main, ["convert", MOBILENET, "-o", str(tmp_path / "b.tflite"),
                                        "--mode", "full", "--stats", str(stats), "--bias-correction"])
-    assert result.exit_code == 1 and "--calib" in result.output, result.output
+    assert result.exit_code == 0, result.output
+    assert "bias correction: 0 biases corrected" in result.output
+    assert result.output.count("left as is:") == 10 and "no calibration data" in result.output
+    assert (tmp_path / "b.tflite").read_bytes() == (tmp_path / "a.tflite").read_bytes()
 
 
 def test_eval_compares_an_equalized_file_with_the_equalized_float_model():
@@ -214,3 +217,25 @@ def test_eval_compares_an_equalized_file_with_the_equalized_float_model():
     result = tflq.evaluate(MOBILENET, report.tflite, [{"input": x[None]} for x in data], layers=True)
     assert result.layers.simulated_sqnr_db == pytest.approx(result.output("logits").sqnr_pooled_db,
                                                             abs=1.5)
+
+
+def test_adaround_rounds_the_worst_layers_within_its_budget(held_out):
+    """Learned rounding on the uint8 equalized MobileNet: each rounded layer's output SQNR on
+    the calibration inputs rises over nearest rounding, the whole model's on held-out digits too,
+    the same seed gives the same file, and a zero budget rounds nothing."""
+    images, labels, reference = held_out
+    config = dict(model=MOBILENET, mode="full", dtype="uint8", calib=CALIB, equalize=True)
+    nearest = convert(ConvertConfig(**config))
+    learned = convert(ConvertConfig(**config, rounding="adaround", rounding_layers=4))
+    rounding = learned.rounding
+    assert rounding is not None and len(rounding.layers) == 4 and rounding.candidates == 10
+    assert all(layer.learned_db > layer.nearest_db for layer in rounding.layers)
+    assert "rounding adaround: 4 of 10 layers rounded" in learned.to_text()
+    # measured 28.4 -> 29.8 dB over the held-out digits (all 10 layers: 32.8; top-1 98.33% ->
+    # 98.06%, one digit)
+    assert sqnr_db(reference, _logits(learned.tflite, images)) > \
+        sqnr_db(reference, _logits(nearest.tflite, images)) + 1.0
+    again = convert(ConvertConfig(**config, rounding="adaround", rounding_layers=4))
+    assert again.tflite == learned.tflite
+    none = convert(ConvertConfig(**config, rounding="adaround", rounding_seconds=0))
+    assert none.rounding.layers == [] and none.tflite == nearest.tflite

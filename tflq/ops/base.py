@@ -402,6 +402,19 @@ class OpSpec:
         """This op as x * scale + shift by constants, if it is one (BatchNorm folding)."""
         return None
 
+    def matmul_rows(self, x: np.ndarray, weight_shape: tuple[int, ...], attrs) -> np.ndarray | None:
+        """The op's output before bias, for data input x, as rows @ filters^T per group g, the
+        filters weight_to_filters(w): rows [G, M, K]; None for an op that is no such product
+        (learned rounding, quantize/rounding.py)."""
+        return None
+
+    def weight_to_filters(self, w: np.ndarray) -> np.ndarray:
+        """The weight as filters [G, O, K] (default: one group, a row per output channel 0)."""
+        return w.reshape(1, w.shape[0], -1)
+
+    def filters_to_weight(self, filters: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return filters.reshape(shape)
+
     def hybrid_attrs(self, op: Op) -> dict[str, Any]:
         """Attribute changes for running `op` on LiteRT's float-input/int8-weight kernel."""
         return {}

@@ -122,6 +122,14 @@ class Conv2D(OpSpec):
             ctx.add_op("CONV_2D", [x, filt, ctx.add_constant(f"{node.name}/bias", bias)],
                        [node.output[0]], ConvAttrs(**common))
 
+    def matmul_rows(self, x, weight_shape, attrs):
+        kernel = tuple(weight_shape[1:3])
+        strides, dilations = (attrs.stride_h, attrs.stride_w), (attrs.dilation_h, attrs.dilation_w)
+        if x.shape[3] != weight_shape[3]:
+            return None  # grouped: not one product
+        win = windows(pad_nhwc(x, kernel, strides, dilations, attrs.padding), kernel, strides, dilations)
+        return win.reshape(1, -1, kernel[0] * kernel[1] * weight_shape[3])
+
     def reference(self, x, w, b=None, *, padding, stride_h, stride_w, dilation_h, dilation_w):
         # 2-D GEMMs: im2col rows [N*OH*OW, KH*KW*C] times the filter as a [KH*KW*C, O] matrix.
         # numpy's matmul of a 4-D array by a matrix is a stack of small GEMMs, one per image
@@ -205,6 +213,21 @@ class DepthwiseConv2D(OpSpec):
         one_d_case(_conv_case("1d_depthwise_dilated", (1, 4, 17), (8, 1, 3), group=4, dilations=[3],
                               pads=[3, 3])),
     ]
+
+    def matmul_rows(self, x, weight_shape, attrs):
+        # channel c is its own product: rows [C, M, KH*KW], filters [C, 1, KH*KW]
+        kernel = tuple(weight_shape[1:3])
+        strides, dilations = (attrs.stride_h, attrs.stride_w), (attrs.dilation_h, attrs.dilation_w)
+        if attrs.depth_multiplier != 1:
+            return None
+        win = windows(pad_nhwc(x, kernel, strides, dilations, attrs.padding), kernel, strides, dilations)
+        return np.moveaxis(win.reshape(-1, kernel[0] * kernel[1], weight_shape[3]), 2, 0)
+
+    def weight_to_filters(self, w):
+        return w.reshape(-1, w.shape[3]).T[:, None, :]
+
+    def filters_to_weight(self, filters, shape):
+        return filters[:, 0, :].T.reshape(shape)
 
     def reference(self, x, w, b=None, *, padding, stride_h, stride_w, dilation_h, dilation_w,
                   depth_multiplier):

@@ -107,6 +107,9 @@ class FullyConnected(OpSpec):
                               "MatMul of two activations is not supported yet") from None
         spec.from_onnx(node, ctx)
 
+    def matmul_rows(self, x, weight_shape, attrs):
+        return x.reshape(1, -1, weight_shape[1])
+
     def reference(self, x, w, b=None, *, keep_num_dims, asymmetric_quantize_inputs):
         # One 2-D GEMM whatever the input's rank (a stacked matmul is slower).
         y = x.reshape(-1, w.shape[1]) @ w.T

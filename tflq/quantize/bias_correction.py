@@ -51,6 +51,11 @@ def _layers(graph: Graph, fixed: Mapping[str, QuantParams]) -> tuple[list[_Layer
     return layers, skipped
 
 
+def correctable_layers(graph: Graph) -> list[Op]:
+    """The ops bias correction would correct (in a graph without QDQ parameters)."""
+    return [layer.op for layer in _layers(graph, {})[0]]
+
+
 def input_means(graph: Graph, names: set[str],
                 samples: Iterable[Mapping[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], int]:
     """Mean over samples and positions of each last-axis channel of the tensors `names` (float

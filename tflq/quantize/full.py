@@ -15,7 +15,7 @@ from tflq.ops.pool import edge_pads_on_grid_minimum
 from tflq.quantize.plan import PlanContext, Range, plan_quantization
 from tflq.quantize.precision import MAX_TARGET_SQNR, search_precision
 from tflq.quantize.qdq import choose_dtype, fold_fake_quant, quantize_on_own_grid_first
-from tflq.quantize.repair import correct_biases_if_asked
+from tflq.quantize.repair import correct_biases_if_asked, round_if_asked
 from tflq.quantize.rewrite import apply_plan
 from tflq.quantize.weights import check_finite_constants
 from tflq.report import ConversionReport, FloatOp
@@ -86,6 +86,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops))
     require_integer_target(graph, plan, get_target(config.target))
     report.notes.extend(plan.adjustments)
+    report.rounding = round_if_asked(graph, plan, config)  # REPAIR: on the plan's weight grids
     io_type = config.io_type
     inserted = apply_plan(graph, plan, io_type)
     edge_pads_on_grid_minimum(graph)  # a max pool's MIRROR_PAD -> PAD where that is exact

@@ -8,7 +8,7 @@ from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.ir.qdq import QdqModel
 from tflq.passes.equalize import equalize
-from tflq.report import BiasCorrection, Equalization
+from tflq.report import BiasCorrection, Equalization, Rounding
 
 BIAS_CORRECTION_SAMPLES = 64  # input means settle long before calibration's ranges do
 
@@ -60,13 +60,51 @@ def correct_biases_if_asked(graph: Graph, config: ConvertConfig, dtype: DType,
             raise InvalidConfigError("--bias-correction corrects the shift of rounding float "
                                      "weights; this model's weights are quantized (QDQ) already")
         return None
-    if config.calib is None:
-        if asked:
-            raise InvalidConfigError("--bias-correction measures the layers' input means on "
-                                     "calibration data: give --calib")
-        return None
     from tflq.calibration.run import evaluation_samples
-    from tflq.quantize.bias_correction import correct_biases
+    from tflq.quantize.bias_correction import correct_biases, correctable_layers
+
+    if config.calib is None:  # (saved statistics hold no channel means)
+        if not asked:
+            return None
+        reason = "no calibration data to measure its input means (give --calib; the analytic " \
+                 "form from BatchNorm statistics is not implemented)"
+        return BiasCorrection([], [f"{op.origin}: {reason}" for op in correctable_layers(graph)], 0, 0.0)
 
     samples = evaluation_samples(graph, config, BIAS_CORRECTION_SAMPLES)
     return correct_biases(graph, samples, dtype)
+
+
+ROUNDING_SAMPLES = 16  # calibration samples whose layer inputs the rounding is fitted to
+
+
+def round_if_asked(graph: Graph, plan, config: ConvertConfig) -> Rounding | None:
+    """--rounding adaround: learned rounding of the worst layers' weights, on the grids `plan`
+    gives them (the plan's params then hold for the new, on-grid constants too)."""
+    if config.rounding == "nearest":
+        return None
+    if config.rounding != "adaround":
+        raise InvalidConfigError(f"--rounding {config.rounding}: use nearest or adaround")
+    if config.calib is None:
+        raise InvalidConfigError("--rounding adaround fits each layer to its calibration inputs: "
+                                 "give --calib")
+    from tflq import ops as registry
+    from tflq.calibration.run import evaluation_samples
+    from tflq.quantize.rounding import round_worst_layers
+
+    grids = {}
+    for op in plan.quantized_ops:
+        rule = next((w for w in registry.spec(op.kind).weights if w.input_axis is not None), None)
+        if rule is None or rule.index >= len(op.inputs) or not graph.is_constant(op.inputs[rule.index]):
+            continue
+        params = plan.required_inputs.get(id(op), {}).get(rule.index) or \
+            plan.params.get(op.inputs[rule.index])
+        if params is not None and graph.tensors[op.inputs[rule.index]].dtype.is_float:
+            grids[id(op)] = (rule.index, params)
+    samples = evaluation_samples(graph, config, ROUNDING_SAMPLES)
+    result = round_worst_layers(graph, grids, samples, config.rounding_layers,
+                                config.rounding_seconds)
+    for op in plan.quantized_ops:
+        if id(op) in grids:
+            index, params = grids[id(op)]
+            plan.params.setdefault(op.inputs[index], params)
+    return result
