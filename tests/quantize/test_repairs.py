@@ -239,3 +239,12 @@ def test_adaround_rounds_the_worst_layers_within_its_budget(held_out):
     assert again.tflite == learned.tflite
     none = convert(ConvertConfig(**config, rounding="adaround", rounding_seconds=0))
     assert none.rounding.layers == [] and none.tflite == nearest.tflite
+    # bias correction after learned rounding takes the shift from the float weights (were it
+    # from the rounded ones, which lie on their grids, every shift of theirs would be zero);
+    # measured 28.4 (CLE) -> 32.7 dB with 8 layers rounded and the biases corrected
+    both = convert(ConvertConfig(**config, rounding="adaround", bias_correction=True))
+    rounded = {layer.layer for layer in both.rounding.layers}
+    shifts = {shift.layer: shift.max_shift for shift in both.bias_correction.layers}
+    assert len(rounded) == 8 and all(shifts[name] > 0 for name in rounded)
+    assert sqnr_db(reference, _logits(both.tflite, images)) > \
+        sqnr_db(reference, _logits(nearest.tflite, images)) + 3.0

@@ -30,9 +30,8 @@ class _Layer:
     in_axis: int
 
 
-def _layers(graph: Graph, fixed: Mapping[str, QuantParams]) -> tuple[list[_Layer], list[str]]:
-    """Layers with a constant float weight and bias whose bias tflq quantizes itself (a QDQ
-    model's given bias grid is left alone); and the names of those left out, with the reason."""
+def _layers(graph: Graph) -> tuple[list[_Layer], list[str]]:
+    """Layers with a constant float weight and bias; and those left out, with the reason."""
     layers, skipped = [], []
     for op in graph.ops:
         spec = registry.spec(op.kind)
@@ -44,16 +43,13 @@ def _layers(graph: Graph, fixed: Mapping[str, QuantParams]) -> tuple[list[_Layer
                 not graph.is_constant(op.inputs[rule.index]) or \
                 not graph.tensors[op.inputs[rule.index]].dtype.is_float:
             continue
-        if op.inputs[b] in fixed:
-            skipped.append(f"{op.origin}: the model quantizes its bias itself (QDQ)")
-            continue
         layers.append(_Layer(op, rule, rule.index, b, rule.axis, rule.input_axis))
     return layers, skipped
 
 
 def correctable_layers(graph: Graph) -> list[Op]:
     """The ops bias correction would correct (in a graph without QDQ parameters)."""
-    return [layer.op for layer in _layers(graph, {})[0]]
+    return [layer.op for layer in _layers(graph)[0]]
 
 
 def input_means(graph: Graph, names: set[str],
@@ -94,12 +90,14 @@ def _output_shift(layer: _Layer, delta: np.ndarray, mean: np.ndarray) -> np.ndar
 
 
 def correct_biases(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], dtype: DType,
-                   fixed: Mapping[str, QuantParams] | None = None) -> BiasCorrection:
-    """Replace each layer's float bias b by b - E[(Q(W) - W) x], Q the weight grid the mark
-    phase will choose for `dtype` (or the model's own, `fixed`); returns what moved."""
+                   grids: Mapping[str, QuantParams] | None = None,
+                   originals: Mapping[str, np.ndarray] | None = None) -> BiasCorrection:
+    """Replace each layer's float bias b by b - E[(Q(W) - W) x], Q the weight's grid in `grids`
+    (by weight name; else the one the mark phase chooses for `dtype`), W the float weight (in
+    `originals` where learned rounding already put the weight on its grid); returns what moved."""
     start = time.perf_counter()
-    fixed = dict(fixed or {})
-    layers, skipped = _layers(graph, fixed)
+    grids, originals = dict(grids or {}), dict(originals or {})
+    layers, skipped = _layers(graph)
     means, count = input_means(graph, {layer.op.inputs[0] for layer in layers}, samples)
     shifts = []
     for layer in layers:
@@ -109,9 +107,9 @@ def correct_biases(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], dt
         if mean is None:
             skipped.append(f"{op.origin}: its input was not measured")
             continue
-        params = fixed.get(op.inputs[layer.weight]) or \
-            weight_params(layer.rule, w, dtype)
-        delta = params.dequantize(params.quantize(w)).astype(np.float64) - w.astype(np.float64)
+        params = grids.get(op.inputs[layer.weight]) or weight_params(layer.rule, w, dtype)
+        exact = originals.get(op.inputs[layer.weight], w)
+        delta = params.dequantize(params.quantize(w)).astype(np.float64) - exact.astype(np.float64)
         shift = _output_shift(layer, delta, mean)
         if shift is None:
             skipped.append(f"{op.origin}: its input is flattened into it (no per-feature mean)")

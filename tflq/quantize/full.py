@@ -73,8 +73,6 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         dtype = choose_dtype(qdq, requested)
         folded = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
                                  stats if stats is not None else frozenset())
-    # REPAIR: after calibration, so saved statistics stay those of the graph the user gave
-    report.bias_correction = correct_biases_if_asked(graph, config, dtype, qdq)
     int16_ops, float_ops = frozenset(config.int16_ops), frozenset(config.float_ops)
     if config.target_sqnr is not None:
         result = search_precision(
@@ -86,7 +84,10 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops))
     require_integer_target(graph, plan, get_target(config.target))
     report.notes.extend(plan.adjustments)
-    report.rounding = round_if_asked(graph, plan, config)  # REPAIR: on the plan's weight grids
+    # REPAIR: learned rounding, then bias correction, on the plan's weight grids
+    originals: dict = {}
+    report.rounding = round_if_asked(graph, plan, config, originals)
+    report.bias_correction = correct_biases_if_asked(graph, config, qdq, plan, originals)
     io_type = config.io_type
     inserted = apply_plan(graph, plan, io_type)
     edge_pads_on_grid_minimum(graph)  # a max pool's MIRROR_PAD -> PAD where that is exact
