@@ -50,6 +50,19 @@ VALUE_INPUTS: dict[str, tuple[int, ...] | None] = {
 }
 
 
+def check_folded(node, inputs: list[np.ndarray], outputs: list[np.ndarray],
+                 max_tensor_bytes: int) -> None:
+    """A folded result must fit the limit, and NaN/Inf from finite inputs is a model error."""
+    inputs_finite = all(v.dtype.kind not in "fc" or np.isfinite(v).all() for v in inputs)
+    for name, value in zip(node.output, outputs):
+        if value.nbytes > max_tensor_bytes:
+            raise ResourceLimitError(f"node '{node.name}' ({node.op_type}): output '{name}' holds "
+                                     f"{value.nbytes} bytes, above --max-tensor-bytes {max_tensor_bytes}")
+        if inputs_finite and value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise InvalidModelError(f"node '{node.name}' ({node.op_type}): computes NaN or infinite "
+                                    f"values in '{name}' from finite constant inputs")
+
+
 @dataclass
 class FoldResult:
     """What the sweep learned that the importer must hear about."""
@@ -288,15 +301,7 @@ class Sweep:
         except Exception as exc:  # leave it to the importer to report
             log.debug("could not fold %s (%s): %s", node.name, node.op_type, exc)
             return None
-        finite = all(v.dtype.kind not in "fc" or np.isfinite(v).all()
-                     for v in [*values, *(outer or {}).values()])
-        for name, value in zip(node.output, outputs):
-            if value.nbytes > limit:
-                raise ResourceLimitError(f"node '{node.name}' ({node.op_type}): output '{name}' holds "
-                                         f"{value.nbytes} bytes, above --max-tensor-bytes {limit}")
-            if finite and value.dtype.kind in "fc" and not np.isfinite(value).all():
-                raise InvalidModelError(f"node '{node.name}' ({node.op_type}): computes NaN or "
-                                        f"infinite values in '{name}' from finite constant inputs")
+        check_folded(node, [*values, *(outer or {}).values()], outputs, limit)
         return outputs
 
     def _fold_loop(self, node: onnx.NodeProto) -> list[np.ndarray] | None:

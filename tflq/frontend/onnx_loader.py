@@ -16,7 +16,7 @@ from tflq import ops as registry
 from tflq.ops.common import apply_activation
 from tflq.errors import (Diagnostic, InvalidModelError, ResourceLimitError, Unsupported,
                          UnsupportedModelError)
-from tflq.frontend.fold import FoldResult, fold_model
+from tflq.frontend.fold import FoldResult, check_folded, fold_model
 from tflq.frontend.onnx_patterns import fuse_erf_gelu, gather_nd_as_gather
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
@@ -252,18 +252,6 @@ def _check_int32_attrs(kind: str, attrs: Any, node) -> None:
                                          f"{kind} options")
 
 
-def _check_folded(node, inputs: list[np.ndarray], outputs: list[np.ndarray], max_tensor_bytes: int) -> None:
-    """A folded result must fit the limit, and NaN/Inf from finite inputs is a model error."""
-    inputs_finite = all(v.dtype.kind not in "fc" or np.isfinite(v).all() for v in inputs)
-    for name, value in zip(node.output, outputs):
-        if value.nbytes > max_tensor_bytes:
-            raise ResourceLimitError(f"node '{node.name}' ({node.op_type}): output '{name}' holds "
-                                     f"{value.nbytes} bytes, above --max-tensor-bytes {max_tensor_bytes}")
-        if inputs_finite and value.dtype.kind in "fc" and not np.isfinite(value).all():
-            raise InvalidModelError(f"node '{node.name}' ({node.op_type}): computes NaN or infinite "
-                                    f"values in '{name}' from finite constant inputs")
-
-
 class ImportContext:
     """What an op importer sees: the ONNX facts (shapes, constants, attributes) and ways to add IR."""
 
@@ -385,7 +373,7 @@ class ImportContext:
                 results = [apply_activation(np.asarray(v), activation)
                            for v in spec.reference(*values, **kwargs)]
             if node is not None:
-                _check_folded(node, [v for v in values if v is not None], results, self.max_tensor_bytes)
+                check_folded(node, [v for v in values if v is not None], results, self.max_tensor_bytes)
             for name, value in zip(outputs, results):
                 self._set_constant(name, value)
             return None
