@@ -56,15 +56,35 @@ class NoAttrs:
     """Attributes of an op kind that has none."""
 
 
+@dataclass(frozen=True, eq=False)  # (arrays: compared by identity)
+class ChannelStats:
+    """The mean and standard deviation of each channel of a value (float64 vectors, one entry
+    per channel): what a BatchNormalization trained its output toward (beta and |gamma|), kept
+    so that bias correction has input means where there is no data (quantize/bias_correction)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def affine(self, scale: np.ndarray | float = 1.0, shift: np.ndarray | float = 0.0) -> ChannelStats:
+        """The statistics of x * scale + shift (per channel)."""
+        scale = np.asarray(scale, np.float64)
+        return ChannelStats(self.mean * scale + np.asarray(shift, np.float64), self.std * np.abs(scale))
+
+
 @dataclass
 class Op:
-    """One TFLite operator: `kind` is the builtin name, `origin` the ONNX node it came from."""
+    """One TFLite operator: `kind` is the builtin name, `origin` the ONNX node it came from.
+
+    `statistics`: the per-channel mean and std of the op's output before its fused activation,
+    where a folded BatchNorm gave them (channels on the output's channel axis: the weights'
+    output channels); a pass that changes those values carries them or sets None."""
 
     kind: str
     inputs: list[str]
     outputs: list[str]
     attrs: Any = field(default_factory=NoAttrs)
     origin: str = ""
+    statistics: ChannelStats | None = None
 
     def replace_attrs(self, **changes) -> None:
         self.attrs = dataclasses.replace(self.attrs, **changes)
@@ -228,7 +248,8 @@ class Graph:
         """A copy whose ops and tensors can be edited independently (constant data is shared)."""
         other = Graph()
         other.tensors = {n: dataclasses.replace(t) for n, t in self.tensors.items()}
-        other.ops = [Op(o.kind, list(o.inputs), list(o.outputs), o.attrs, o.origin) for o in self.ops]
+        other.ops = [Op(o.kind, list(o.inputs), list(o.outputs), o.attrs, o.origin, o.statistics)
+                     for o in self.ops]
         other.inputs = list(self.inputs)
         other.outputs = list(self.outputs)
         other._names = set(self._names)

@@ -11,7 +11,7 @@ from tflq._generated.tflite.DivOptions import DivOptionsT
 from tflq._generated.tflite.MulOptions import MulOptionsT
 from tflq._generated.tflite.SubOptions import SubOptionsT
 from tflq.errors import Unsupported
-from tflq.ir.graph import Graph, Op
+from tflq.ir.graph import ChannelStats, Graph, Op
 from tflq.ops import register
 from tflq.ops.base import (WITH_INT16, Affine, Calibrated, Case, FusedActivations, IntegerRefusal,
                            OpSpec, Refused, Transparent, rand)
@@ -159,9 +159,11 @@ class Mul(_Binary):
         scaled = ctx.new_activation(f"{node.output[0]}/scaled", ctx.shape(x))
         ctx.add_op("MUL", [x, ctx.add_constant(f"{node.name}/mul", mul.reshape(bshape).astype(np.float32))],
                    [scaled])
-        ctx.add_op("ADD", [scaled, ctx.add_constant(f"{node.name}/add",
-                                                    add.reshape(bshape).astype(np.float32))],
-                   [node.output[0]])
+        shifted = ctx.add_op("ADD", [scaled, ctx.add_constant(f"{node.name}/add",
+                                                              add.reshape(bshape).astype(np.float32))],
+                             [node.output[0]])
+        if shifted is not None:  # what the BatchNorm trained its output toward (channel axis 1)
+            shifted.statistics = ChannelStats(bias, np.abs(scale) * np.sqrt(var / (var + eps)))
 
     def version(self, op: Op, graph: Graph) -> int:
         a, b, y = (graph.tensors[n] for n in (op.inputs[0], op.inputs[1], op.outputs[0]))

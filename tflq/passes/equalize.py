@@ -174,7 +174,8 @@ def _scaled(values: np.ndarray, factor: np.ndarray, axis: int) -> np.ndarray:
 
 
 def apply_scales(graph: Graph, pair: Pair, s: np.ndarray) -> None:
-    """W1[i] /= s_i, b1[i] /= s_i, W2[:, i] *= s_i (new constants: a shared weight stays)."""
+    """W1[i] /= s_i, b1[i] /= s_i, W2[:, i] *= s_i (new constants: a shared weight stays); the
+    first layer's output statistics (a folded BatchNorm's) follow its channels."""
     first, second = pair.first, pair.second
     w1 = graph.tensors[first.op.inputs[first.weight]].data
     first.op.inputs[first.weight] = graph.add_constant(
@@ -183,6 +184,8 @@ def apply_scales(graph: Graph, pair: Pair, s: np.ndarray) -> None:
         b1 = graph.tensors[first.op.inputs[first.bias]].data
         first.op.inputs[first.bias] = graph.add_constant(
             f"{first.op.inputs[first.bias]}/equalized", _scaled(b1, 1.0 / s, 0))
+    if first.op.statistics is not None:  # its output channel i is divided by s_i too
+        first.op.statistics = first.op.statistics.affine(scale=1.0 / s)
     w2 = graph.tensors[second.op.inputs[second.weight]].data
     second.op.inputs[second.weight] = graph.add_constant(
         f"{second.op.inputs[second.weight]}/equalized", _scaled(w2, s, second.in_axis))

@@ -81,6 +81,7 @@ def fold_affine_into_producer(graph: Graph) -> int:
                               not np.all(vector > 0)):
             continue
         bias = graph.tensors[producer.inputs[b_index]].data.astype(np.float32)
+        producer.statistics = _carried_statistics(producer, op, affine, vector)
         if affine.scale is not None:
             shape = [1] * weights.rank
             shape[axis] = channels
@@ -96,6 +97,18 @@ def fold_affine_into_producer(graph: Graph) -> int:
     if count:
         graph.remove_unused()
     return count
+
+
+def _carried_statistics(producer: Op, op: Op, affine, vector: np.ndarray):
+    """The statistics of the producer's output once it computes `op` too: op's own where it
+    has them (the BatchNorm's ADD), else the producer's through the affine map, else none."""
+    if op.statistics is not None:
+        return op.statistics
+    if producer.statistics is None:
+        return None
+    if affine.scale is not None:  # (a scale > 0 folds through a fused RELU: relu(y) c = relu(c y))
+        return producer.statistics.affine(scale=vector)
+    return producer.statistics.affine(shift=vector)
 
 
 def divisions_by_constants_to_multiplications(graph: Graph) -> int:
