@@ -13,6 +13,8 @@ digits, same seed), so the committed ``digits_eval.npz`` is held out for them as
   one ReLU6), exported with the BatchNorms folded into the convolutions, as exporters do. The
   folded depthwise weights spread over channels (trained depthwise layers do; the file's facts
   say by how much), which is what per-tensor quantization and cross-layer equalization are about.
+- ``digits_mobilenet_bn.onnx``: the same trained network exported with its BatchNorms unfolded
+  (analytic bias correction reads their statistics; the folded file's float outputs agree to 1e-5).
 - ``digits_mnv3.onnx``: a MobileNetV3-style network: HardSwish, squeeze-excitation gates
   (global average pool, 1x1 convs, ReLU, HardSigmoid, Mul), a residual block; BatchNorms unfolded.
 - ``digits_repair_models.json``: float top-1 on the held-out set and the weight-range spread.
@@ -141,6 +143,8 @@ def build(out_dir: Path) -> dict[str, object]:
               learning_rate=rate)
         path = out_dir / f"{name}.onnx"
         export(model, path, fold)
+        if fold:
+            export(model, out_dir / f"{name}_bn.onnx", False)
         accuracy = top1_accuracy(path, split.eval_images, split.eval_labels)
         if accuracy < MIN_FLOAT_ACCURACY:
             raise RuntimeError(f"{name}: float top-1 {accuracy:.4f} < {MIN_FLOAT_ACCURACY}")

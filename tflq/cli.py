@@ -211,8 +211,10 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
                    "float model is unchanged). [default: on for uint8 full (per-tensor weights) "
                    "calibrated with --calib, unless statistics are saved or given]")
 @click.option("--bias-correction/--no-bias-correction", default=None,
-              help="full mode: take the mean output shift that rounding each layer's weights "
-                   "causes (measured with --calib data) out of its bias. [default: off]")
+              help="Take the mean output shift that rounding each layer's weights causes out of "
+                   "its bias: measured on --calib samples (empirical), else (weights-only mode, "
+                   "--stats) from the BatchNorm statistics before each layer (analytic; the "
+                   "summary names the layers without them). [default: off]")
 @click.option("--rounding", type=click.Choice(["nearest", "adaround"]), default="nearest",
               show_default=True,
               help="full mode: adaround learns each weight's rounding (up or down) so that the "

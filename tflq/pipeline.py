@@ -96,8 +96,10 @@ def convert(config: ConvertConfig) -> ConversionReport:
     _start_calibration_workers(config)
     graph, report, config, qdq = _prepare(config, policy)
     if config.mode == Mode.WEIGHTS_ONLY:
+        from tflq.quantize.repair import correct_biases_if_asked
         from tflq.quantize.weights import UINT8_SPEED_NOTE, quantize_weights
 
+        report.bias_correction = correct_biases_if_asked(graph, config, qdq)  # (biases stay float)
         report.weights = quantize_weights(graph, config)
         if config.dtype == DType.UINT8 and report.weights:
             report.notes.append(UINT8_SPEED_NOTE)

@@ -95,6 +95,7 @@ class BiasCorrection:
     skipped: list[str]
     samples: int
     seconds: float
+    form: str = "empirical"  # E[x] from calibration samples; "analytic": from BatchNorm statistics
 
 
 @dataclass(frozen=True)
@@ -207,8 +208,10 @@ class ConversionReport:
             lines.append(f"    left as is: {p.first} -> {p.second}: {p.reason}")
         b = self.bias_correction
         if b is not None:
-            lines.append(f"  bias correction: {len(b.layers)} biases corrected on {b.samples} "
-                         f"calibration samples ({b.seconds:.2f} s); the largest shift of each:")
+            source = f"on {b.samples} calibration samples" if b.form == "empirical" else \
+                "from BatchNorm statistics (analytic)"
+            lines.append(f"  bias correction: {len(b.layers)} biases corrected {source} "
+                         f"({b.seconds:.2f} s); the largest shift of each:")
             for shift in sorted(b.layers, key=lambda s: -s.relative):
                 lines.append(f"    {shift.layer}: {shift.max_shift:.3g} "
                              f"({shift.relative:.1%} of its largest bias)")

@@ -35,6 +35,7 @@ class _Unary(OpSpec):
 
     layout = Transparent()
     quant = Calibrated()
+    elementwise = True
 
     def from_onnx(self, node, ctx) -> None:
         ctx.add_op(self.kind, [node.input[0]], [node.output[0]])

@@ -363,6 +363,9 @@ class OpSpec:
     # f(s * x) = s * f(x) for every per-channel s > 0 (RELU, LEAKY_RELU, PRELU): cross-layer
     # equalization may rescale the layers on both sides of it
     positively_homogeneous: ClassVar[bool] = False
+    # y = f(x) element by element from one input (activations): analytic bias correction takes
+    # the mean of f over the normal a BatchNorm trained its input toward
+    elementwise: ClassVar[bool] = False
     # Validity facts of the ONNX ops this spec imports (tflq.ops.checks), run right after loading.
     onnx_checks: ClassVar[tuple[Any, ...]] = ()
     # Evaluated at import when every input is constant (not QUANTIZE/DEQUANTIZE/FAKE_QUANT, which
@@ -401,6 +404,13 @@ class OpSpec:
     def affine(self, op: Op, graph: Graph) -> Affine | None:
         """This op as x * scale + shift by constants, if it is one (BatchNorm folding)."""
         return None
+
+    def keeps_channel_means(self, op: Op, graph: Graph) -> bool:
+        """Whether each channel of the output (last axis) has the mean over positions of the
+        same channel of input 0, borders aside (analytic bias correction follows such ops back
+        to a BatchNorm's statistics: average pools, spatial means, zero padding, reshapes that
+        keep the channels last)."""
+        return False
 
     def matmul_rows(self, x: np.ndarray, weight_shape: tuple[int, ...], attrs) -> np.ndarray | None:
         """The op's output before bias, for data input x, as rows @ filters^T per group g, the

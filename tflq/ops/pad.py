@@ -96,6 +96,9 @@ class Pad(OpSpec):
     onnx_checks = (Choice(name="mode", values=("constant", "reflect", "edge", "wrap")),)
     layout = AxisSensitive(per_axis_inputs=(1,))
     quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
+
+    def keeps_channel_means(self, op: Op, graph: Graph) -> bool:
+        return True  # the zeros at the border aside, as a convolution's own padding
     cases = [_pad_case("zeros_hw"), _pad_case("zeros_channels", pads=(0, 1, 0, 0, 0, 2, 0, 0)),
              _gather_pad_case("edge_hw", "edge", (0, 0, 2, 1, 0, 0, 1, 3)),
              _gather_pad_case("edge_channels_rank3", "edge", (0, 2, 1, 0, 1, 0), shape=(2, 3, 5), opset=13),

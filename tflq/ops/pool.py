@@ -282,6 +282,9 @@ class AveragePool2D(_Pool):
     kind = "AVERAGE_POOL_2D"
     quant = SameAsInput(dtypes=WITH_INT16)
     positively_homogeneous = True
+
+    def keeps_channel_means(self, op: Op, graph: Graph) -> bool:
+        return True  # (the padded border aside)
     onnx_types = ("AveragePool",)
     onnx_checks = (Arity(inputs=(1, 1)), IntAttr(name="ceil_mode", min=0, max=1),
                    IntAttr(name="count_include_pad", min=0, max=1), *window_checks(weight=None))

@@ -113,6 +113,11 @@ class Mean(_Reduce):
     kind = "MEAN"
     onnx_types = ("ReduceMean", "GlobalAveragePool")
     quant = Calibrated(dtypes=WITH_INT16)  # the kernel requantizes, so the output gets its own parameters
+
+    def keeps_channel_means(self, op: Op, graph: Graph) -> bool:
+        rank = graph.tensors[op.inputs[0]].rank
+        axes = graph.tensors[op.inputs[1]].data if graph.is_constant(op.inputs[1]) else None
+        return axes is not None and rank - 1 not in {int(a) % rank for a in np.ravel(axes)}
     cases = [
         _reduce_case("hw_keepdims", "ReduceMean", axes=[2, 3]),
         _reduce_case("hw_drop_dims", "ReduceMean", axes=[2, 3], keepdims=0),

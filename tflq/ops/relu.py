@@ -41,6 +41,7 @@ def never_negative(graph: Graph, name: str) -> bool:
 class _ClampSpec(OpSpec):
     layout = Transparent()
     quant = Calibrated()
+    elementwise = True
     low, high = 0.0, np.inf
 
     def reference(self, x):

@@ -29,6 +29,9 @@ class Reshape(OpSpec):
                    Axis(name="axis", extra=1, only=("Flatten",)))
     layout = LayoutBreaking()
     quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
+
+    def keeps_channel_means(self, op: Op, graph: Graph) -> bool:
+        return True  # row-major: a last axis of the same size keeps each value's channel
     cases = [
         Case("reshape", [helper.make_node("Reshape", ["x", "s"], ["y"])], {"x": rand(1, 4, 3, 2)},
              {"s": np.array([1, -1, 6], np.int64)}),

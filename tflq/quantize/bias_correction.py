@@ -1,7 +1,9 @@
-"""Empirical bias correction (Nagel et al., arXiv 1906.04721 section 4.2; AIMET's empirical
-form): rounding a layer's weights shifts the mean of its output by E[(Q(W) - W) x]; with the
-per-channel means of the layer's input measured on calibration data, that shift is taken out of
-the float bias before the bias is quantized."""
+"""Bias correction (Nagel et al., arXiv 1906.04721 section 4.2): rounding a layer's weights
+shifts the mean of its output by E[(Q(W) - W) x], which is taken out of the float bias before
+the bias is quantized. E[x] per input channel comes from calibration data (the empirical form,
+AIMET's) or, without data, from the statistics of a BatchNorm before the layer (the analytic
+form: the normal N(beta, gamma^2) the BatchNorm trained its output toward, through the
+activation after it)."""
 from __future__ import annotations
 
 import time
@@ -12,7 +14,8 @@ import numpy as np
 
 from tflq import ops as registry
 from tflq.ir.dtypes import DType
-from tflq.ir.graph import Graph, Op
+from tflq.ir.graph import ChannelStats, Graph, Op
+from tflq.ops.common import apply_activation
 from tflq.ir.quant import QuantParams
 from tflq.ops.base import Weight
 from tflq.quantize.plan import weight_params
@@ -30,9 +33,13 @@ class _Layer:
     in_axis: int
 
 
-def _layers(graph: Graph) -> tuple[list[_Layer], list[str]]:
-    """Layers with a constant float weight and bias; and those left out, with the reason."""
-    layers, skipped = [], []
+EMPIRICAL, ANALYTIC = "empirical", "analytic"  # where E[x] comes from: data, BatchNorm statistics
+
+
+def _layers(graph: Graph, grids: Mapping[str, QuantParams] | None = None) -> list[_Layer]:
+    """Layers with a constant float weight and bias (and, when `grids` is given, a weight
+    among its keys: the weights being quantized)."""
+    layers = []
     for op in graph.ops:
         spec = registry.spec(op.kind)
         rule = next((w for w in spec.weights if w.axis is not None and w.input_axis is not None), None)
@@ -43,13 +50,15 @@ def _layers(graph: Graph) -> tuple[list[_Layer], list[str]]:
                 not graph.is_constant(op.inputs[rule.index]) or \
                 not graph.tensors[op.inputs[rule.index]].dtype.is_float:
             continue
+        if grids is not None and op.inputs[rule.index] not in grids:
+            continue
         layers.append(_Layer(op, rule, rule.index, b, rule.axis, rule.input_axis))
-    return layers, skipped
+    return layers
 
 
 def correctable_layers(graph: Graph) -> list[Op]:
     """The ops bias correction would correct (in a graph without QDQ parameters)."""
-    return [layer.op for layer in _layers(graph)[0]]
+    return [layer.op for layer in _layers(graph)]
 
 
 def input_means(graph: Graph, names: set[str],
@@ -92,20 +101,47 @@ def _output_shift(layer: _Layer, delta: np.ndarray, mean: np.ndarray) -> np.ndar
 def correct_biases(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], dtype: DType,
                    grids: Mapping[str, QuantParams] | None = None,
                    originals: Mapping[str, np.ndarray] | None = None) -> BiasCorrection:
-    """Replace each layer's float bias b by b - E[(Q(W) - W) x], Q the weight's grid in `grids`
-    (by weight name; else the one the mark phase chooses for `dtype`), W the float weight (in
-    `originals` where learned rounding already put the weight on its grid); returns what moved."""
+    """The empirical form: replace each layer's float bias b by b - E[(Q(W) - W) x], with E[x]
+    measured on `samples`; Q the weight's grid in `grids` (by weight name: the layers whose
+    weights are quantized; None: every layer, on the grid the mark phase chooses for `dtype`),
+    W the float weight (in `originals` where learned rounding already put the weight on its
+    grid); returns what moved."""
     start = time.perf_counter()
-    grids, originals = dict(grids or {}), dict(originals or {})
-    layers, skipped = _layers(graph)
+    layers = _layers(graph, grids)
     means, count = input_means(graph, {layer.op.inputs[0] for layer in layers}, samples)
-    shifts = []
+    found = {layer.op.inputs[0]: means.get(layer.op.inputs[0], "its input was not measured")
+             for layer in layers}
+    shifts, skipped = _correct(graph, layers, found, dtype, grids, originals)
+    return BiasCorrection(shifts, skipped, count, time.perf_counter() - start, EMPIRICAL)
+
+
+def correct_biases_analytic(graph: Graph, dtype: DType,
+                            grids: Mapping[str, QuantParams] | None = None,
+                            originals: Mapping[str, np.ndarray] | None = None) -> BiasCorrection:
+    """The analytic form (no data): as correct_biases, with E[x] from BatchNorm statistics
+    (expected_input); the layers whose input has none are left as they are, each with why."""
+    start = time.perf_counter()
+    layers = _layers(graph, grids)
+    producers = graph.producers()
+    found = {layer.op.inputs[0]: expected_input(graph, layer.op.inputs[0], producers)
+             for layer in layers}
+    shifts, skipped = _correct(graph, layers, found, dtype, grids, originals)
+    return BiasCorrection(shifts, skipped, 0, time.perf_counter() - start, ANALYTIC)
+
+
+def _correct(graph: Graph, layers: list[_Layer], means: Mapping[str, np.ndarray | str], dtype: DType,
+             grids: Mapping[str, QuantParams] | None,
+             originals: Mapping[str, np.ndarray] | None) -> tuple[list[BiasShift], list[str]]:
+    """Correct each layer's bias for its input's channel means (`means` by input name; a
+    string there says why the input has none); the shifts, and the layers left with why."""
+    grids, originals = dict(grids or {}), dict(originals or {})
+    shifts, skipped = [], []
     for layer in layers:
         op = layer.op
         w = graph.tensors[op.inputs[layer.weight]].data
-        mean = means.get(op.inputs[0])
-        if mean is None:
-            skipped.append(f"{op.origin}: its input was not measured")
+        mean = means[op.inputs[0]]
+        if isinstance(mean, str):
+            skipped.append(f"{op.origin}: {mean}")
             continue
         params = grids.get(op.inputs[layer.weight]) or weight_params(layer.rule, w, dtype)
         exact = originals.get(op.inputs[layer.weight], w)
@@ -124,4 +160,72 @@ def correct_biases(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], dt
         shifts.append(BiasShift(op.origin, float(np.max(np.abs(shift))),
                                 float(np.max(np.abs(shift))) / scale))
     graph.remove_unused()
-    return BiasCorrection(shifts, skipped, count, time.perf_counter() - start)
+    return shifts, skipped
+
+
+# ---- the analytic form: input means from BatchNorm statistics ----------------------------
+
+# Standard normal points and weights for E[f(X)]: a uniform grid over +-10 sigma sums any
+# piecewise-smooth f (a clamp's kinks, HARD_SWISH's) to ~1e-5 sigma; the tails beyond hold
+# less than 1e-22 of the mass.
+_NORMAL_POINTS = np.linspace(-10.0, 10.0, 2001)
+_NORMAL_WEIGHTS = np.exp(-0.5 * _NORMAL_POINTS ** 2) / np.exp(-0.5 * _NORMAL_POINTS ** 2).sum()
+MAX_FOLLOWED = 8  # ops followed back from a layer's input to the BatchNorm'd layer
+
+
+def normal_mean(stats: ChannelStats, *functions) -> np.ndarray:
+    """E[f_n(...f_1(X))] per channel for X ~ N(stats.mean, stats.std^2), each f elementwise
+    (float32 in and out, as the kernels compute)."""
+    x = (stats.mean[None, :] + stats.std[None, :] * _NORMAL_POINTS[:, None]).astype(np.float32)
+    for f in functions:
+        x = np.asarray(f(x), np.float32)
+    return _NORMAL_WEIGHTS @ x.astype(np.float64)
+
+
+def expected_input(graph: Graph, name: str, producers: Mapping[str, Op]) -> np.ndarray | str:
+    """E[x] per channel (last axis) of tensor `name` from the statistics of the BatchNorm'd
+    layer that computes it: through that layer's fused activation or one elementwise op after
+    it, then ops that keep the channel means (padding, average pools, spatial means); else a
+    sentence saying why there is none."""
+    channels = graph.tensors[name].shape[-1:]
+    after: Op | None = None  # the elementwise op between the layer and the input, if any
+    for _ in range(MAX_FOLLOWED):
+        op = producers.get(name)
+        if op is None:
+            what = "a model input" if name in graph.inputs else "a constant"
+            return f"its input is {what}: no BatchNorm statistics to take its mean from"
+        spec = registry.spec(op.kind)
+        if op.statistics is not None:
+            return _through(graph, op, after, channels)
+        if after is None and spec.keeps_channel_means(op, graph) and \
+                graph.tensors[op.inputs[0]].shape[-1:] == graph.tensors[op.outputs[0]].shape[-1:]:
+            name = op.inputs[0]
+            continue
+        if after is None and spec.elementwise:
+            after, name = op, op.inputs[0]
+            continue
+        if spec.weights and spec.bias is not None:
+            return f"its input comes from {op.kind} '{op.origin}', which no BatchNorm follows"
+        return f"its input comes from {op.kind} '{op.origin}': no BatchNorm statistics through it"
+    return f"its input is more than {MAX_FOLLOWED} ops after any BatchNorm statistics"
+
+
+def _through(graph: Graph, op: Op, after: Op | None, channels: tuple[int, ...]) -> np.ndarray | str:
+    """The mean of op's output distribution through its fused activation and `after`."""
+    stats = op.statistics
+    if (stats.mean.size,) != channels or not (graph.tensors[op.outputs[0]].layout.channels_last
+                                              or graph.tensors[op.outputs[0]].rank == 2):
+        return f"the statistics of '{op.origin}' do not lie along its input's channels"
+    fused = getattr(op.attrs, "fused_activation", "NONE")
+    functions = [lambda x: apply_activation(x, fused)]
+    if after is not None:
+        if fused != "NONE":
+            return f"its input is the {after.kind} '{after.origin}' of a {fused}: the mean of " \
+                   f"the two after a normal is not computed"
+        spec = registry.spec(after.kind)
+        kwargs = spec.attr_kwargs(after.attrs)
+        functions.append(lambda x: spec.reference(x, **kwargs)[0])
+    mean = normal_mean(stats, *functions)
+    if not np.all(np.isfinite(mean)):
+        return f"the statistics of '{op.origin}' give no finite mean"
+    return mean

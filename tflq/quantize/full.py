@@ -87,7 +87,8 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     # REPAIR: learned rounding, then bias correction, on the plan's weight grids
     originals: dict = {}
     report.rounding = round_if_asked(graph, plan, config, originals)
-    report.bias_correction = correct_biases_if_asked(graph, config, qdq, plan, originals)
+    report.bias_correction = correct_biases_if_asked(graph, config, qdq, plan, originals,
+                                                     folded.given if folded is not None else None)
     io_type = config.io_type
     inserted = apply_plan(graph, plan, io_type)
     edge_pads_on_grid_minimum(graph)  # a max pool's MIRROR_PAD -> PAD where that is exact

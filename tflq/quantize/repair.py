@@ -72,38 +72,52 @@ def weight_grids(graph: Graph, plan) -> dict[int, tuple[int, QuantParams]]:
     return grids
 
 
-def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel | None, plan,
-                            originals: dict[str, np.ndarray]) -> BiasCorrection | None:
-    """Empirical bias correction on the calibration data (config.bias_correction; None:
-    bias_correction_by_default), after the mark phase: the shift is that of the weights' own
-    grids in the plan, from the float weights (`originals` for the ones learned rounding
-    replaced). A QDQ model's weights lie on their grids already: never."""
+def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel | None,
+                            plan=None, originals: dict[str, np.ndarray] | None = None,
+                            given: dict[str, QuantParams] | None = None) -> BiasCorrection | None:
+    """Bias correction (config.bias_correction; None: bias_correction_by_default) for the
+    weights' own grids: the plan's in full mode (after the mark phase), weights-only mode's
+    (plan None; before the weights are stored), from the float weights (`originals` for the
+    ones learned rounding replaced). The empirical form where there are calibration samples
+    (--calib), else the analytic one from BatchNorm statistics (weights-only without --calib,
+    full mode from --stats). A QDQ model's layers whose weight or bias it gives a grid (`given`,
+    by tensor name) keep both: only where the graph leaves them float is there rounding to
+    correct, and a bias there."""
     asked = config.bias_correction
     if asked is False or (asked is None and not bias_correction_by_default(config)):
         return None
-    if qdq is not None:
-        if asked:
-            raise InvalidConfigError("--bias-correction corrects the shift of rounding float "
-                                     "weights; this model's weights are quantized (QDQ) already")
-        return None
     from tflq import ops as registry
     from tflq.calibration.run import evaluation_samples
-    from tflq.quantize.bias_correction import correct_biases, correctable_layers
+    from tflq.quantize.bias_correction import correct_biases, correct_biases_analytic
 
-    if config.calib is None:  # (saved statistics hold no channel means)
-        reason = "no calibration data to measure its input means (give --calib; the analytic " \
-                 "form from BatchNorm statistics is not implemented)"
-        return BiasCorrection([], [f"{op.origin}: {reason}" for op in correctable_layers(graph)],
-                              0, 0.0)
-    grids = weight_grids(graph, plan)
-    fixed = {op.inputs[index]: params for op in plan.quantized_ops if id(op) in grids
-             for index, params in [grids[id(op)]]}
-    biases = {id(op): op.inputs[registry.spec(op.kind).bias.index] for op in plan.quantized_ops
+    if plan is None:
+        from tflq.quantize.weights import stored_grids
+
+        fixed, ops = stored_grids(graph, config), []
+    else:
+        grids = weight_grids(graph, plan)
+        ops = [op for op in plan.quantized_ops if id(op) in grids]
+        fixed = {op.inputs[grids[id(op)][0]]: grids[id(op)][1] for op in ops}
+    kept = []  # the layers a QDQ model gives their weight's or bias's grid
+    for op in ops if given else []:
+        spec = registry.spec(op.kind)
+        slots = [rule.index for rule in spec.weights] + ([spec.bias.index] if spec.bias else [])
+        names = {op.inputs[i] for i in slots if i < len(op.inputs) and op.inputs[i]}
+        if names & set(given):
+            kept.append(f"{op.origin}: the QDQ model gives its weights or bias their grid")
+            for name in names:
+                fixed.pop(name, None)
+    biases = {id(op): op.inputs[registry.spec(op.kind).bias.index] for op in ops
               if registry.spec(op.kind).bias is not None and
               registry.spec(op.kind).bias.index < len(op.inputs)}
-    samples = evaluation_samples(graph, config, BIAS_CORRECTION_SAMPLES)
-    result = correct_biases(graph, samples, plan.dtype, fixed, originals)
-    for op in plan.quantized_ops:  # the corrected biases keep their planned grids
+    dtype = plan.dtype if plan is not None else config.dtype
+    if config.calib is None:  # (saved statistics hold no channel means)
+        result = correct_biases_analytic(graph, dtype, fixed, originals)
+    else:
+        samples = evaluation_samples(graph, config, BIAS_CORRECTION_SAMPLES)
+        result = correct_biases(graph, samples, dtype, fixed, originals)
+    result.skipped[:0] = kept
+    for op in ops:  # the corrected biases keep their planned grids
         if id(op) in biases:
             new = op.inputs[registry.spec(op.kind).bias.index]
             if new != biases[id(op)] and biases[id(op)] in plan.params:

@@ -64,31 +64,50 @@ def dequantize_for(graph: Graph, name: str, stored: str, uses: list[tuple[Op, in
     return deq
 
 
+def _stored_constants(graph: Graph, config: ConvertConfig) -> list[tuple[str, list[tuple[Op, int]]]]:
+    """The constants weights-only mode stores in 8 bits (or leaves, already integer), with
+    their uses: every constant of at least config.min_weight_elements that no op reads as bias."""
+    consumers = graph.consumer_map()
+    stored = []
+    for name in list(graph.tensors):
+        t = graph.tensors[name]
+        if not t.is_constant or not consumers.get(name) or t.size < config.min_weight_elements:
+            continue
+        uses = constant_uses(graph, name, consumers)
+        if not any(is_bias(op, i) for op, i in uses):  # biases stay float
+            stored.append((name, uses))
+    return stored
+
+
+def _grid(graph: Graph, name: str, uses: list[tuple[Op, int]], dtype: DType) -> QuantParams:
+    rules = [_weight_rule(op, i) for op, i in uses]
+    return _weight_params(graph.tensors[name].data, dtype, rules[0] if len(set(rules)) == 1 else None)
+
+
+def stored_grids(graph: Graph, config: ConvertConfig) -> dict[str, QuantParams]:
+    """The grid quantize_weights will give each float constant it stores (by name): what bias
+    correction corrects the biases for, before the weights are quantized."""
+    return {name: _grid(graph, name, uses, config.dtype) for name, uses in _stored_constants(graph, config)
+            if graph.tensors[name].dtype.is_float}
+
+
 def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
     """Rewrite the graph in place; return one summary record per quantized tensor."""
     if config.dtype not in (DType.UINT8, DType.INT8):
         raise InvalidConfigError(f"--mode weights-only stores 8-bit weights (--dtype uint8 or "
                                  f"int8); --dtype {dtype_name(config.dtype)} is for --mode full")
     check_finite_constants(graph)
-    consumers = graph.consumer_map()
     records: list[dict] = []
     insert_at = 0
-    for name in list(graph.tensors):
+    for name, uses in _stored_constants(graph, config):
         t = graph.tensors[name]
-        users = consumers.get(name, [])
-        if not t.is_constant or not users or t.size < config.min_weight_elements:
-            continue
-        uses = constant_uses(graph, name, consumers)
-        if any(is_bias(op, i) for op, i in uses):
-            continue  # biases stay float
         if not t.dtype.is_float:
             if any(_weight_rule(op, i) for op, i in uses):
                 records.append({"name": name, "elements": t.size, "params": "left alone (already "
                                 f"{t.dtype.name.lower()})", "sqnr_db": float("inf"), "hybrid": False})
             continue
         rules = [_weight_rule(op, i) for op, i in uses]
-        rule = rules[0] if len(set(rules)) == 1 else None
-        params = _weight_params(t.data, config.dtype, rule)
+        params = _grid(graph, name, uses, config.dtype)
         q_data = params.quantize(t.data)
         hybrid = (config.dtype == DType.INT8
                   and all(r is not None and r.hybrid and registry.spec(op.kind).hybrid_supported(op, graph)
