@@ -201,10 +201,15 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
               help="full mode: ONNX node names to run with int16 activations (int8 weights).")
 @click.option("--target-sqnr", type=float, default=None, metavar="DB",
               help="full mode: promote the fewest layers int8 -> int16 -> float until the output "
-                   "SQNR (on --eval-data, else on the first calibration samples) reaches DB.")
+                   "SQNR of every sample (of --eval-data, else the first calibration samples) "
+                   "reaches DB.")
 @click.option("--eval-data", type=click.Path(exists=True), default=None,
               help="With --target-sqnr: samples to measure the SQNR on, read like --calib "
                    "(the first 8 are used).")
+@click.option("--accept-below-target", is_flag=True,
+              help="With --target-sqnr: when even every layer promoted falls short of it, write "
+                   "that model anyway (exit 0, with a warning saying by how much) instead of "
+                   "exit 1 and no file.")
 @click.option("--equalize/--no-equalize", default=None,
               help="Cross-layer equalization before quantizing: rescale conv/depthwise/FC pairs "
                    "joined by ReLU-like activations so their per-channel weight ranges match (the "
@@ -244,7 +249,7 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
 @click.option("--debug", is_flag=True, help="Show tracebacks and verify the graph after every pass.")
 def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight_elements, calib,
             calib_samples, calib_convert, calib_method, percentile, stats, save_stats, io_type, float_ops, int16_ops,
-            target_sqnr, eval_data, mean, std, scale, report_path, html_path, max_tensor_bytes, jobs, target,
+            target_sqnr, eval_data, accept_below_target, mean, std, scale, report_path, html_path, max_tensor_bytes, jobs, target,
             quiet, verbose, debug, **repairs) -> None:
     """Convert an ONNX MODEL to a TFLite file.
 
@@ -271,7 +276,7 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             save_stats=save_stats, io_type=io_type,
             float_ops=tuple(n for n in float_ops.split(",") if n),
             int16_ops=tuple(n for n in int16_ops.split(",") if n), target_sqnr=target_sqnr,
-            eval_data=eval_data,
+            eval_data=eval_data, accept_below_target=accept_below_target,
             mean=_floats(mean, "--mean"), std=_floats(std, "--std"), scale=scale,
             report=report_path if report_path != "-" else None, html=html_path,
             max_tensor_bytes=max_tensor_bytes,
@@ -282,6 +287,9 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
         report = run(config)
     if not quiet:
         click.echo(report.to_text(), err=True)
+    elif report.precision is not None and not report.precision.reached:
+        click.echo(f"Warning: {report.precision.shortfall}; written anyway (--accept-below-target)",
+                   err=True)
     if report_path == "-":
         click.echo(report.to_json())
 

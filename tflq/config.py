@@ -74,6 +74,7 @@ class ConvertConfig:
     int16_ops: tuple[str, ...] = ()  # nodes run with int16 activations (int8 weights) in an 8-bit model
     target_sqnr: float | None = None  # dB: promote the fewest layers int8 -> int16 -> float to reach it
     eval_data: Any = None  # what target_sqnr measures on (as calib; None: the first calibration samples)
+    accept_below_target: bool = False  # target_sqnr out of reach: write the best model found anyway
     # cross-layer equalization before quantizing; None: where weights are per-tensor (uint8)
     equalize: bool | None = None
     # empirical bias correction on the calibration data; None: where it measurably helps

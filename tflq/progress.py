@@ -11,10 +11,11 @@ MIN_STEPS_FOR_A_BAR = 8
 
 
 @contextmanager
-def progress(total: int | None, description: str, enabled: bool = True) -> Iterator[tqdm]:
+def progress(total: int | None, description: str, enabled: bool = True,
+             unit: str = "sample") -> Iterator[tqdm]:
     show = enabled and sys.stderr.isatty() and (total is None or total >= MIN_STEPS_FOR_A_BAR)
     bar = tqdm(total=total, desc=description, file=sys.stderr, disable=not show, leave=False,
-               unit="sample", dynamic_ncols=True)
+               unit=unit, dynamic_ncols=True)
     try:
         yield bar
     finally:

@@ -25,15 +25,19 @@ class Promotion:
 
 @dataclass
 class PrecisionResult:
-    """What --target-sqnr did: the SQNR before and after, and the layers promoted."""
+    """What --target-sqnr did: the worst sample's output SQNR before and after, and the layers
+    promoted. `reached` False: even the best configuration falls short (`shortfall` says by how
+    much) and it was written because --accept-below-target asked for it."""
 
     target_db: float
-    before_db: float
-    after_db: float
+    before_db: float  # the worst sample's SQNR, as quantized
+    after_db: float  # the worst sample's SQNR, with the promotions
     layers: int  # candidate layers (nodes that run quantized)
     samples: int
     promoted: list[Promotion] = field(default_factory=list)
     source: str = "calibration samples"  # what the SQNR was measured on
+    reached: bool = True
+    shortfall: str = ""
 
     @property
     def int16_nodes(self) -> frozenset[str]:
@@ -165,8 +169,10 @@ class ConversionReport:
         if self.precision is not None:
             p = self.precision
             lines.append(f"  --target-sqnr {p.target_db:g} dB: {len(p.promoted)} of {p.layers} layers "
-                         f"promoted; output SQNR {p.before_db:.1f} -> {p.after_db:.1f} dB on "
-                         f"{p.samples} {p.source}")
+                         f"promoted; output SQNR {p.before_db:.1f} -> {p.after_db:.1f} dB (worst of "
+                         f"{p.samples} {p.source})")
+            if not p.reached:
+                lines.append(f"  warning: {p.shortfall}; written anyway (--accept-below-target)")
             for promotion in p.promoted:
                 lines.append(f"    {promotion.node} ({promotion.kind}) -> {promotion.to}")
         lines.extend(self._repair_lines())

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
-
 from tflq.calibration.run import collect_statistics, evaluation_samples
 from tflq.config import ConvertConfig, dtype_name
 from tflq.errors import CalibrationError, Diagnostic, InvalidConfigError, UnsupportedModelError
@@ -13,7 +11,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ir.qdq import QdqModel
 from tflq.ops.pool import edge_pads_on_grid_minimum
 from tflq.quantize.plan import PlanContext, Range, plan_quantization
-from tflq.quantize.precision import MAX_TARGET_SQNR, search_precision
+from tflq.quantize.precision import check_target, search_precision
 from tflq.quantize.qdq import choose_dtype, fold_fake_quant, quantize_on_own_grid_first
 from tflq.quantize.repair import correct_biases_if_asked, round_if_asked
 from tflq.quantize.rewrite import apply_plan
@@ -43,14 +41,14 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         if qdq is not None:
             raise InvalidConfigError("--target-sqnr chooses precisions by calibration; this model "
                                      "is quantized (QDQ) already")
-        if not np.isfinite(config.target_sqnr) or config.target_sqnr > MAX_TARGET_SQNR:
-            raise InvalidConfigError(f"--target-sqnr {config.target_sqnr:g} dB is above what float "
-                                     f"arithmetic reaches against the float model (at most "
-                                     f"{MAX_TARGET_SQNR:g} dB)")
+        check_target(config.target_sqnr)
         if config.calib is None and config.eval_data is None:
             raise InvalidConfigError("--target-sqnr measures on samples: give --eval-data or --calib")
-    elif config.eval_data is not None:
-        report.notes.append("--eval-data is unused: it is what --target-sqnr measures on")
+    else:
+        if config.eval_data is not None:
+            report.notes.append("--eval-data is unused: it is what --target-sqnr measures on")
+        if config.accept_below_target:
+            report.notes.append("--accept-below-target is unused: it goes with --target-sqnr")
     requested = config.dtype
     target = get_target(config.target)
     wanted = {requested} | ({DType.INT16} if config.int16_ops or config.target_sqnr is not None else set())
@@ -78,7 +76,8 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         result = search_precision(
             graph, lambda i16, f: _Context(dtype, config, stats, folded, int16_ops | i16, float_ops | f),
             evaluation_samples(graph, config), config.target_sqnr,
-            "calibration samples" if config.eval_data is None else "samples of --eval-data")
+            "calibration samples" if config.eval_data is None else "samples of --eval-data",
+            accept_below=config.accept_below_target, show_progress=config.show_progress)
         report.precision = result
         int16_ops, float_ops = int16_ops | result.int16_nodes, float_ops | result.float_nodes
     plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops))
