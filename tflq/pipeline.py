@@ -25,9 +25,11 @@ from tflq.passes.manager import fixed_point
 from tflq.passes.one_d import cancel_height_reshapes, sink_height_squeezes, spread_ncw
 from tflq.ir.qdq import QdqModel
 from tflq.mode import resolve_mode
+from tflq.ops.pool import max_pool_pads_as_same
 from tflq.quantize.qdq import simplify_qdq_graph
 from tflq.quantize.repair import equalize_if_asked
 from tflq.report import ConversionReport
+from tflq.targets import get_target
 
 
 def prepare_graph(config: ConvertConfig) -> tuple[Graph, ConversionReport]:
@@ -110,17 +112,16 @@ def convert(config: ConvertConfig) -> ConversionReport:
     elif config.mode == Mode.FLOAT16:
         from tflq.quantize.float16 import unused_calibration_note, store_float16
 
-        from tflq.targets import get_target
-
         report.notes.extend(store_float16(graph, get_target(config.target)).notes() +
                             unused_calibration_note(config))
+    # BACKEND: a max pool's explicit padding as SAME padding where the runtime makes that cheaper
+    max_pool_pads_as_same(graph, extend_convolutions=get_target(config.target).fuses_pad_into_conv)
     verify(graph, after="quantization")
     _describe_io(graph, report)
     equalized = report.equalization is not None and bool(report.equalization.pairs)
     data = serialize(graph, description=EQUALIZED_DESCRIPTION if equalized else "tflq")
     if config.target != "litert":
         from tflq.checker import require_target
-        from tflq.targets import get_target
 
         report.notes.extend(require_target(graph, data, get_target(config.target)))
     if config.output:

@@ -51,6 +51,23 @@ def output_size(size: int, kernel: int, stride: int, dilation: int, padding: str
     return (size - effective) // stride + 1
 
 
+def read_pads(sizes: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int],
+              dilations: tuple[int, int], pads: tuple[int, int, int, int],
+              outs: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """The part of ONNX pads (top, left, bottom, right) that some window reads: the top and left
+    as given, the bottom and right cut to where the last window ends (a stride can leave the end
+    padding unread, as in ResNet's 3x3/2 max pool with pads 1 on 112: its last window ends on
+    row 111). `outs`: the output size per axis when it is not the floor formula's (ceil_mode),
+    which can reach past the given padding."""
+    ends = []
+    for a in (0, 1):
+        effective = (kernel[a] - 1) * dilations[a] + 1
+        out = outs[a] if outs is not None else \
+            (sizes[a] + pads[a] + pads[a + 2] - effective) // strides[a] + 1
+        ends.append(max(0, (out - 1) * strides[a] + effective - sizes[a] - pads[a]))
+    return pads[0], pads[1], ends[0], ends[1]
+
+
 def choose_padding(sizes: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int],
                    dilations: tuple[int, int], pads: tuple[int, int, int, int]) -> str | None:
     """'VALID' or 'SAME' if ONNX pads (top, left, bottom, right) equal one of them, else None."""

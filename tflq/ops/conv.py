@@ -16,9 +16,54 @@ from tflq.ops.base import (WITH_INT16, Calibrated, Case, ChannelsLast, FusedActi
                            OpSpec, Weight, rand)
 from tflq.ops.checks import Arity, ConstantValues, InputTypes, IntAttr, window_checks
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
-                             same_padding, windows)
+                             read_pads, same_padding, windows)
 from tflq.ops.one_d import import_as_2d, one_d_case
 from tflq.ops.pad import add_explicit_pad
+
+
+def extend_convolution_output(graph: Graph, conv: Op, extra: tuple[int, int]) -> None:
+    """Make `conv` (CONV_2D or DEPTHWISE_CONV_2D, NHWC) compute `extra` (rows, columns) more
+    output cells at the bottom and right. Its input is zero-padded further there (its own PAD,
+    or a new one, with the convolution VALID: XNNPACK folds such a PAD into the convolution), so
+    every existing output cell reads the same input cells and keeps its value; the new cells
+    read the end padding and hold whatever that gives."""
+    x, out = conv.inputs[0], conv.outputs[0]
+    attrs = conv.attrs
+    kernel = graph.tensors[conv.inputs[1]].shape[1:3]  # OHWI and 1HWO filters alike
+    strides, dilations = (attrs.stride_h, attrs.stride_w), (attrs.dilation_h, attrs.dilation_w)
+    own_pad = graph.producer(x)
+    if own_pad is not None and own_pad.kind == "PAD" and own_pad.origin == conv.origin and \
+            x not in graph.outputs and len(graph.consumers(x)) == 1:
+        source = own_pad.inputs[0]
+        paddings = graph.tensors[own_pad.inputs[1]].data.astype(np.int64)
+    else:
+        own_pad, source = None, x
+        paddings = np.zeros((4, 2), np.int64)
+        if attrs.padding == "SAME":
+            for a in (0, 1):
+                paddings[a + 1] = same_padding(graph.tensors[x].shape[a + 1], kernel[a], strides[a],
+                                               dilations[a])
+    n, h, w, c = graph.tensors[out].shape
+    rows = (h, w)
+    for a in (0, 1):
+        if extra[a]:
+            effective = (kernel[a] - 1) * dilations[a] + 1
+            needed = (rows[a] + extra[a] - 1) * strides[a] + effective
+            paddings[a + 1, 1] = needed - graph.tensors[source].shape[a + 1] - paddings[a + 1, 0]
+    source_tensor = graph.tensors[source]
+    padded_shape = tuple(int(d + p.sum()) for d, p in zip(source_tensor.shape, paddings))
+    constant = graph.add_constant(f"{source}/paddings", paddings.astype(np.int32))
+    if own_pad is not None:
+        own_pad.inputs[1] = constant
+        graph.tensors[x].shape = padded_shape
+    else:
+        padded = graph.add_activation(f"{source}/padded", source_tensor.dtype, padded_shape,
+                                      source_tensor.layout)
+        graph.tensors[padded].quant = source_tensor.quant
+        graph.insert_before(conv, Op("PAD", [source, constant], [padded], origin=conv.origin))
+        conv.inputs[0] = padded
+        conv.replace_attrs(padding="VALID")
+    graph.tensors[out].shape = (n, h + extra[0], w + extra[1], c)
 
 
 @dataclass(frozen=True)
@@ -100,7 +145,8 @@ class Conv2D(OpSpec):
         group = int(ctx.attr(node, "group", 1))
         strides = tuple(ctx.attr(node, "strides", [1, 1]))
         dilations = tuple(ctx.attr(node, "dilations", [1, 1]))
-        pads = onnx_pads(ctx, node, (h, wd), (kh, kw), strides, dilations)
+        pads = read_pads((h, wd), (kh, kw), strides, dilations,
+                         onnx_pads(ctx, node, (h, wd), (kh, kw), strides, dilations))
         bias = np.zeros(cout, np.float32) if b is None else b.astype(np.float32)
         padding = choose_padding((h, wd), (kh, kw), strides, dilations, pads)
         if padding is None:

@@ -152,6 +152,8 @@ class Target:
     float16_constants: bool = True     # DEQUANTIZE of float16 constants
     tensor_dtypes: frozenset[DType] | None = None  # None: every type the schema has
     static_shapes: bool = False        # a dynamic tensor is a violation
+    # a zero PAD in front of a convolution costs nothing: the runtime pads inside the convolution
+    fuses_pad_into_conv: bool = False
     limits: tuple[ScaleLimit, ...] = ()
     # kind -> why the kernel refuses a particular op (None: it runs it)
     conditions: Mapping[str, Callable[[OpView], str | None]] = field(default_factory=dict)

@@ -93,6 +93,10 @@ XNNPACK = Target(
     name="xnnpack", title="XNNPACK", kinds=MAX_VERSIONS,
     integer_dtypes=frozenset({DType.INT8, DType.UINT8}),  # Visit*Node: QInt8 or QUInt8; no int16
     limits=LIMITS,
+    # XNNPACK src/subgraph.c (xnn_subgraph_fusion): a static constant pad of the spatial axes
+    # whose value is the zero point (0.0 in float) becomes the padding of the [depthwise]
+    # convolution 2D it feeds (not SAME-padded ones; never a pool's)
+    fuses_pad_into_conv=True,
     delegate=Delegate("XNNPACK", FLOAT_KINDS, INTEGER_KINDS, frozenset({DType.INT8, DType.UINT8}),
                       {kind: _condition(CONDITIONS.get(kind)) for kind in FLOAT_KINDS}),
     source="LiteRT with its XNNPACK delegate (tflite/delegates/xnnpack/xnnpack_delegate.cc)")
