@@ -272,3 +272,63 @@ def test_a_qdq_model_keeps_the_grids_it_gives(tmp_path):
     assert len(asked.bias_correction.skipped) == 6
     assert all("the QDQ model gives its weights or bias their grid" in s
                for s in asked.bias_correction.skipped)
+
+
+def _conv_node(rng, inits, name: str, x: str, cin: int, cout: int, out: str):
+    inits += [numpy_helper.from_array(rng.normal(size=(cout, cin, 1, 1)).astype(np.float32), f"{name}_w"),
+              numpy_helper.from_array(rng.normal(size=cout).astype(np.float32), f"{name}_b")]
+    return helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [out], name=name)
+
+
+def _bn_node(rng, inits, name: str, x: str, c: int, out: str, gamma_sign: float = 1.0):
+    beta = np.arange(c, dtype=np.float32) * 0.25 - 1.0  # distinct per channel: the order shows
+    gamma = (gamma_sign * rng.uniform(0.5, 2.0, c)).astype(np.float32)
+    inits += [numpy_helper.from_array(v, f"{name}_{k}") for k, v in
+              (("gamma", gamma), ("beta", beta), ("mean", rng.normal(size=c).astype(np.float32)),
+               ("var", rng.uniform(0.5, 2.0, c).astype(np.float32)))]
+    node = helper.make_node("BatchNormalization", [x] + [f"{name}_{k}" for k in ("gamma", "beta", "mean", "var")],
+                            [out], name=name)
+    return node, beta.astype(np.float64)
+
+
+def _graph_of(nodes, inits, tmp_path, c_in: int = 4):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "g.onnx")
+    graph, _ = prepare_graph(ConvertConfig(model=path, mode="weights-only", dtype="uint8"))
+    return graph, {op.origin: op for op in graph.ops}
+
+
+@pytest.mark.parametrize("gamma_sign", [1.0, -1.0])
+def test_a_batchnorm_after_the_relu_keeps_its_channels(tmp_path, gamma_sign):
+    """tf2onnx's Conv -> Relu -> BatchNorm: the BatchNorm's MUL folds through the ReLU where
+    every scale is positive, its ADD (or, with negative scales, MUL and ADD) stays; the next
+    conv's input mean is beta in the channel order of the NHWC graph."""
+    rng = np.random.default_rng(3)
+    inits = []
+    bn, beta = _bn_node(rng, inits, "bn", "r", 8, "n", gamma_sign)
+    nodes = [_conv_node(rng, inits, "first", "x", 4, 8, "c"), helper.make_node("Relu", ["c"], ["r"]), bn,
+             _conv_node(rng, inits, "second", "n", 8, 8, "y")]
+    graph, ops = _graph_of(nodes, inits, tmp_path)
+    mean = expected_input(graph, ops["second"].inputs[0], graph.producers())
+    np.testing.assert_allclose(mean, beta, rtol=1e-6)
+
+
+def test_residual_sums_add_their_means_and_a_fused_relu_stops_them(tmp_path):
+    """E[a + b] = E[a] + E[b] for two BatchNorm'd branches; through a ReLU on the sum the
+    distribution is unknown and the layer after it is named with that reason."""
+    rng = np.random.default_rng(4)
+    inits = []
+    bn_a, beta_a = _bn_node(rng, inits, "bn_a", "ca", 8, "na")
+    bn_b, beta_b = _bn_node(rng, inits, "bn_b", "cb", 8, "nb")
+    nodes = [_conv_node(rng, inits, "a", "x", 4, 8, "ca"), bn_a, _conv_node(rng, inits, "b", "x", 4, 8, "cb"),
+             bn_b, helper.make_node("Add", ["na", "nb"], ["s"], name="sum"),
+             _conv_node(rng, inits, "after_sum", "s", 8, 8, "t"),
+             helper.make_node("Relu", ["s"], ["rs"]), _conv_node(rng, inits, "after_relu", "rs", 8, 8, "u"),
+             helper.make_node("Add", ["t", "u"], ["y"])]
+    graph, ops = _graph_of(nodes, inits, tmp_path)
+    producers = graph.producers()
+    np.testing.assert_allclose(expected_input(graph, ops["after_sum"].inputs[0], producers),
+                               beta_a + beta_b, rtol=1e-6)
+    reason = expected_input(graph, ops["after_relu"].inputs[0], producers)
+    assert isinstance(reason, str) and "the distribution of the sum is not known" in reason

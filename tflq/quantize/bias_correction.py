@@ -6,6 +6,7 @@ form: the normal N(beta, gamma^2) the BatchNorm trained its output toward, throu
 activation after it)."""
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -165,17 +166,44 @@ def _correct(graph: Graph, layers: list[_Layer], means: Mapping[str, np.ndarray 
 
 # ---- the analytic form: input means from BatchNorm statistics ----------------------------
 
-# Standard normal points and weights for E[f(X)]: a uniform grid over +-10 sigma sums any
-# piecewise-smooth f (a clamp's kinks, HARD_SWISH's) to ~1e-5 sigma; the tails beyond hold
-# less than 1e-22 of the mass.
+# Standard normal points and weights for E[f(X)] of an activation without a closed form: a
+# uniform grid over +-10 sigma sums a piecewise-smooth f (HARD_SWISH's kinks) to ~1e-5 sigma;
+# the tails beyond hold less than 1e-22 of the mass.
 _NORMAL_POINTS = np.linspace(-10.0, 10.0, 2001)
 _NORMAL_WEIGHTS = np.exp(-0.5 * _NORMAL_POINTS ** 2) / np.exp(-0.5 * _NORMAL_POINTS ** 2).sum()
+# What each fused activation clamps to (kernel_util.h CalculateActivationRange).
+_CLAMPS = {"NONE": (-np.inf, np.inf), "RELU": (0.0, np.inf), "RELU6": (0.0, 6.0),
+           "RELU_N1_TO_1": (-1.0, 1.0)}
 MAX_FOLLOWED = 8  # ops followed back from a layer's input to the BatchNorm'd layer
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def clipped_normal_mean(stats: ChannelStats, low: float, high: float) -> np.ndarray:
+    """E[clip(X, low, high)] per channel for X ~ N(mean, std^2), in closed form: low P(X < low)
+    + high P(X > high) + the normal's partial first moment in between (std 0: clip(mean))."""
+    mu, sigma = stats.mean, stats.std
+    safe = np.where(sigma > 0, sigma, 1.0)
+    result = np.zeros_like(mu)
+    inside_low, inside_high = np.zeros_like(mu), np.ones_like(mu)  # Phi at the bounds
+    for bound, sign in ((low, -1.0), (high, 1.0)):
+        if not np.isfinite(bound):
+            continue
+        z = (bound - mu) / safe
+        cdf = 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
+        pdf = np.exp(-0.5 * z ** 2) / math.sqrt(2.0 * math.pi)
+        if sign < 0:
+            inside_low = cdf
+            result += bound * cdf + safe * pdf  # + sigma phi(alpha)
+        else:
+            inside_high = cdf
+            result += bound * (1.0 - cdf) - safe * pdf  # - sigma phi(beta)
+    result += mu * (inside_high - inside_low)
+    return np.where(sigma > 0, result, np.clip(mu, low, high))
 
 
 def normal_mean(stats: ChannelStats, *functions) -> np.ndarray:
     """E[f_n(...f_1(X))] per channel for X ~ N(stats.mean, stats.std^2), each f elementwise
-    (float32 in and out, as the kernels compute)."""
+    (float32 in and out, as the kernels compute), by quadrature."""
     x = (stats.mean[None, :] + stats.std[None, :] * _NORMAL_POINTS[:, None]).astype(np.float32)
     for f in functions:
         x = np.asarray(f(x), np.float32)
@@ -204,10 +232,32 @@ def expected_input(graph: Graph, name: str, producers: Mapping[str, Op]) -> np.n
         if after is None and spec.elementwise:
             after, name = op, op.inputs[0]
             continue
+        if spec.sums_inputs:
+            return _sum_mean(graph, op, after, producers, channels)
         if spec.weights and spec.bias is not None:
             return f"its input comes from {op.kind} '{op.origin}', which no BatchNorm follows"
         return f"its input comes from {op.kind} '{op.origin}': no BatchNorm statistics through it"
     return f"its input is more than {MAX_FOLLOWED} ops after any BatchNorm statistics"
+
+
+def _sum_mean(graph: Graph, op: Op, after: Op | None, producers: Mapping[str, Op],
+              channels: tuple[int, ...]) -> np.ndarray | str:
+    """E[a + b] = E[a] + E[b] for a residual sum without an activation after it (through one,
+    the sum's distribution would be needed: left)."""
+    fused = getattr(op.attrs, "fused_activation", "NONE")
+    if fused != "NONE" or after is not None:
+        through = f"a fused {fused}" if after is None else f"the {after.kind} '{after.origin}'"
+        return f"its input is the sum {op.kind} '{op.origin}' through {through}: the " \
+               f"distribution of the sum is not known"
+    means = []
+    for name in op.inputs[:2]:
+        if graph.is_constant(name) or graph.tensors[name].shape[-1:] != channels:
+            return f"its input is the {op.kind} '{op.origin}' of a constant or a broadcast"
+        mean = expected_input(graph, name, producers)
+        if isinstance(mean, str):
+            return f"its input is the sum {op.kind} '{op.origin}', and a summand has none: {mean}"
+        means.append(mean)
+    return means[0] + means[1]
 
 
 def _through(graph: Graph, op: Op, after: Op | None, channels: tuple[int, ...]) -> np.ndarray | str:
@@ -217,15 +267,16 @@ def _through(graph: Graph, op: Op, after: Op | None, channels: tuple[int, ...]) 
                                               or graph.tensors[op.outputs[0]].rank == 2):
         return f"the statistics of '{op.origin}' do not lie along its input's channels"
     fused = getattr(op.attrs, "fused_activation", "NONE")
-    functions = [lambda x: apply_activation(x, fused)]
-    if after is not None:
-        if fused != "NONE":
-            return f"its input is the {after.kind} '{after.origin}' of a {fused}: the mean of " \
-                   f"the two after a normal is not computed"
+    if after is None:
+        mean = clipped_normal_mean(stats, *_CLAMPS[fused]) if fused in _CLAMPS else \
+            normal_mean(stats, lambda x: apply_activation(x, fused))
+    elif fused != "NONE":
+        return f"its input is the {after.kind} '{after.origin}' of a {fused}: the mean of " \
+               f"the two after a normal is not computed"
+    else:
         spec = registry.spec(after.kind)
         kwargs = spec.attr_kwargs(after.attrs)
-        functions.append(lambda x: spec.reference(x, **kwargs)[0])
-    mean = normal_mean(stats, *functions)
+        mean = normal_mean(stats, lambda x: spec.reference(x, **kwargs)[0])
     if not np.all(np.isfinite(mean)):
         return f"the statistics of '{op.origin}' give no finite mean"
     return mean
