@@ -4,19 +4,33 @@ correction, learned rounding (AdaRound), CLE+BC and all three, against none, in 
 
 For each model, every step is one ``tflq convert --mode full --calib ... --report`` child process
 (``--equalize``/``--no-equalize``, ``--bias-correction``/``--no-bias-correction`` spelled out, so
-the defaults do not decide); the file runs in LiteRT on the evaluation inputs. Columns:
+the defaults do not decide); the file runs in LiteRT on held-out evaluation inputs. Models:
 
-- top-1: accuracy on the labels (the trained digits models, on ``sample_models/digits_eval.npz``);
-- SQNR dB: LiteRT outputs against onnxruntime's float model over all evaluation inputs, and
-  the gain over the same type's "none" row;
-- convert s: the conversion's wall time; step s: the time the repairs themselves took (from the
-  report: equalization sweeps, bias correction's input-mean pass, the rounding's fitting).
+- the trained digits models (``digits_mobilenet``, ``digits_mnv3``, ``digits_cnn``): calibrated on
+  ``sample_models/digits_calib`` (``--calib-samples 100``), judged on the 360 held-out digits of
+  ``sample_models/digits_eval.npz`` (with labels);
+- the benchmark models (``mobilenet_v2``, ``resnet18``, seeded random weights): calibrated on the
+  first ``BENCH_CALIB_SAMPLES`` (32) of the bench's 100 seeded calibration inputs, judged on its 20
+  seeded evaluation inputs (``bench/run.py``'s ``evaluation_data``; SQNR only, no labels). 32, not
+  100: the 24 conversions of these two models otherwise take most of an hour on a shared 2-core
+  machine, and the ranges of standard-normal inputs settle well before (bias correction uses 64
+  samples at most, AdaRound 16, capped at 8 layers and 30 s by the CLI's defaults).
+
+Columns:
+
+- top-1: accuracy on the labels (trained models only);
+- worst / pooled dB: the LiteRT outputs' SQNR against onnxruntime's float model, on the worst
+  evaluation sample and over all of them; the gains are over the same type's "none" row;
+- convert s: the conversion's wall time (noisy: the machine is shared); repair s: the time the
+  repairs themselves took, from the report (equalization sweeps, bias correction's input-mean
+  pass, the rounding's fitting), as CLE + BC + AR.
 
 Run by ``bench/run.py`` after its tables (``--no-repairs`` skips it), or alone:
-``.venv-bench/bin/python bench/repairs.py``.
+``.venv-bench/bin/python bench/repairs.py [--models-dir bench/models] [--models NAME ...]``.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -25,6 +39,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from measure import LiteRTModel, Sample, onnxruntime_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"
@@ -35,6 +51,23 @@ STEPS = {"none": ("--no-equalize", "--no-bias-correction"),
          "CLE+BC": ("--equalize", "--bias-correction"),
          "all": ("--equalize", "--bias-correction", "--rounding", "adaround")}
 DTYPES = ("uint8", "int8")
+TRAINED = ("digits_mobilenet", "digits_mnv3", "digits_cnn")
+BENCH_MODELS = ("mobilenet_v2", "resnet18")
+TRAINED_CALIB_SAMPLES = 100
+BENCH_CALIB_SAMPLES = 32
+REPORT_STEPS = (("CLE", "equalization"), ("BC", "bias_correction"), ("AR", "rounding"))
+
+
+@dataclass
+class RepairModel:
+    """A model to repair: its calibration data and held-out evaluation samples (ONNX layout)."""
+
+    name: str
+    onnx: Path
+    calib: Path
+    calib_samples: int
+    inputs: list[Sample]
+    labels: np.ndarray | None = None
 
 
 @dataclass
@@ -44,110 +77,127 @@ class RepairRow:
     step: str
     status: str
     top1: float | None = None
-    sqnr_db: float | None = None
+    sqnr_worst_db: float | None = None
+    sqnr_db: float | None = None  # pooled over the evaluation samples
+    gain_worst_db: float | None = None
     gain_db: float | None = None
     convert_s: float | None = None
     step_s: float | None = None
+    step_seconds: dict | None = None  # CLE / BC / AR: seconds each repair took
 
 
-def repair_models(models_dir: Path) -> dict[str, tuple[Path, Path, Path | None]]:
-    """name -> (onnx, calibration data, evaluation .npz with labels or None)."""
-    evaluation = SAMPLES / "digits_eval.npz"
-    models = {name: (SAMPLES / f"{name}.onnx", SAMPLES / "digits_calib", evaluation)
-              for name in ("digits_mobilenet", "digits_mnv3", "digits_cnn")}
-    for name in ("mobilenet_v2", "resnet18"):  # seeded random weights: SQNR only
-        onnx_path, calib = models_dir / f"{name}.onnx", models_dir / f"calib_{name}"
-        if onnx_path.exists() and calib.exists():
-            models[name] = (onnx_path, calib, None)
-    return models
+def trained_models(names=TRAINED) -> list[RepairModel]:
+    """The trained digits models, judged on the held-out digits."""
+    data = np.load(SAMPLES / "digits_eval.npz")
+    inputs = [[data["input"][i:i + 1]] for i in range(len(data["input"]))]
+    return [RepairModel(name, SAMPLES / f"{name}.onnx", SAMPLES / "digits_calib",
+                        TRAINED_CALIB_SAMPLES, inputs, data["labels"]) for name in names]
 
 
-def _evaluation(onnx_path: Path, evaluation: Path | None, calib: Path):
-    if evaluation is not None:
-        data = np.load(evaluation)
-        return data["input"], data["labels"]
-    files = sorted(calib.glob("*.npy"))[-20:]  # the benchmark's inputs: the last 20 calibration ones
-    return np.concatenate([np.load(f) for f in files]), None
+def bench_model(spec, inputs: list[Sample]) -> RepairModel:
+    """A benchmark model (bench/run.py's ModelSpec, its calibration written) and its evaluation inputs."""
+    return RepairModel(spec.name, spec.onnx, spec.calib_dir, BENCH_CALIB_SAMPLES, inputs)
 
 
-def _run_litert(path: Path, inputs: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    interpreter.allocate_tensors()
-    x, y = interpreter.get_input_details()[0], interpreter.get_output_details()[0]["index"]
-    out = []
-    for sample in inputs:
-        value = sample.transpose(1, 2, 0) if sample.ndim == 3 else sample
-        interpreter.set_tensor(x["index"], np.ascontiguousarray(value[None], dtype=x["dtype"]))
-        interpreter.invoke()
-        out.append(interpreter.get_tensor(y).copy())
-    return np.concatenate(out).astype(np.float64)
+def _sqnr(reference: list[np.ndarray], actual: list[np.ndarray]) -> float:
+    ref = np.concatenate([np.asarray(r, np.float64).ravel() for r in reference])
+    out = np.concatenate([np.asarray(a, np.float64).ravel() for a in actual])
+    noise = np.sum((ref - out) ** 2)
+    return float(10 * np.log10(np.sum(ref ** 2) / noise)) if noise > 0 else float("inf")
 
 
-def _sqnr(reference: np.ndarray, actual: np.ndarray) -> float:
-    noise = np.sum((reference - actual) ** 2)
-    return float(10 * np.log10(np.sum(reference ** 2) / noise)) if noise > 0 else float("inf")
-
-
-def bench_repairs(tflq: Path, out_dir: Path, models_dir: Path, timeout: float) -> list[RepairRow]:
-    import onnxruntime
-
+def bench_repairs(tflq: Path, out_dir: Path, models: list[RepairModel], timeout: float,
+                  steps=tuple(STEPS), dtypes=DTYPES, log=print) -> list[RepairRow]:
     rows = []
-    for name, (onnx_path, calib, evaluation) in repair_models(models_dir).items():
-        inputs, labels = _evaluation(onnx_path, evaluation, calib)
-        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        feed = session.get_inputs()[0].name
-        reference = np.concatenate([session.run(None, {feed: s[None]})[0]
-                                    for s in inputs]).astype(np.float64)
-        for dtype in DTYPES:
+    for model in models:
+        reference = onnxruntime_outputs(str(model.onnx), model.inputs)
+        for dtype in dtypes:
             baseline = None
-            for step, flags in STEPS.items():
-                target = out_dir / name / f"{dtype}_{step.replace('+', '_')}.tflite"
+            for step in steps:
+                target = out_dir / model.name / f"{dtype}_{step.replace('+', '_')}.tflite"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 report_path = target.with_suffix(".json")
-                command = [str(tflq), "convert", str(onnx_path), "-o", str(target), "--mode", "full",
-                           "--dtype", dtype, "--calib", str(calib), "--calib-samples", "100",
-                           "--report", str(report_path), "-q", *flags]
+                command = [str(tflq), "convert", str(model.onnx), "-o", str(target), "--mode", "full",
+                           "--dtype", dtype, "--calib", str(model.calib),
+                           "--calib-samples", str(model.calib_samples),
+                           "--report", str(report_path), "-q", *STEPS[step]]
                 start = time.perf_counter()
                 done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
                 seconds = time.perf_counter() - start
                 if done.returncode != 0:
                     first = (done.stderr.strip().splitlines() or ["?"])[0]
-                    rows.append(RepairRow(name, dtype, step, f"error: {first}"))
+                    rows.append(RepairRow(model.name, dtype, step, f"error: {first}"))
+                    log(f"[{model.name}] {dtype} {step}: {first}")
                     continue
                 report = json.loads(report_path.read_text())
-                step_s = sum((report.get(k) or {}).get("seconds", 0.0)
-                             for k in ("equalization", "bias_correction", "rounding"))
-                actual = _run_litert(target, inputs)
-                sqnr = _sqnr(reference, actual)
-                baseline = sqnr if step == "none" else baseline
-                rows.append(RepairRow(name, dtype, step, "ok",
-                                      None if labels is None else float(np.mean(actual.argmax(1) == labels)),
-                                      sqnr, None if baseline is None else sqnr - baseline, seconds, step_s))
+                parts = {label: (report.get(key) or {}).get("seconds", 0.0)
+                         for label, key in REPORT_STEPS if report.get(key)}
+                litert = LiteRTModel(str(target), model.inputs[0])
+                actual = [litert.run(sample) for sample in model.inputs]
+                per_sample = [_sqnr(r, a) for r, a in zip(reference, actual)]
+                worst = min(per_sample)
+                pooled = _sqnr([x for r in reference for x in r], [x for a in actual for x in a])
+                if step == "none":
+                    baseline = (worst, pooled)
+                top1 = None
+                if model.labels is not None:
+                    predictions = np.array([int(np.argmax(a[0])) for a in actual])
+                    top1 = float(np.mean(predictions == model.labels))
+                rows.append(RepairRow(
+                    model.name, dtype, step, "ok", top1, worst, pooled,
+                    None if baseline is None else worst - baseline[0],
+                    None if baseline is None else pooled - baseline[1],
+                    seconds, sum(parts.values()), parts))
+                log(f"[{model.name}] {dtype} {step}: {pooled:.1f} dB pooled, {worst:.1f} worst, "
+                    f"{seconds:.1f} s")
     return rows
+
+
+def _db(value: float | None, sign: str = "") -> str:
+    return "" if value is None else ("inf" if value == float("inf") else f"{value:{sign}.1f}")
 
 
 def repairs_table(rows: list[RepairRow]) -> str:
     lines = ["### accuracy repairs (issue 13)", "",
-             "| model | dtype | step | status | top-1 | SQNR dB | gain dB | convert s | step s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | dtype | step | status | top-1 | worst dB | pooled dB | gain worst | "
+             "gain pooled | convert s | repair s (CLE + BC + AR) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        parts = " + ".join(f"{k} {v:.2f}" for k, v in (r.step_seconds or {}).items())
         cells = [r.model, r.dtype, r.step, r.status,
                  "" if r.top1 is None else f"{100 * r.top1:.2f}%",
-                 "" if r.sqnr_db is None else f"{r.sqnr_db:.1f}",
-                 "" if r.gain_db is None else f"{r.gain_db:+.1f}",
-                 "" if r.convert_s is None else f"{r.convert_s:.2f}",
-                 "" if r.step_s is None else f"{r.step_s:.2f}"]
+                 _db(r.sqnr_worst_db), _db(r.sqnr_db), _db(r.gain_worst_db, "+"), _db(r.gain_db, "+"),
+                 "" if r.convert_s is None else f"{r.convert_s:.1f}",
+                 "" if r.step_s is None else f"{r.step_s:.2f}" + (f" ({parts})" if parts else "")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    tflq = ROOT / ".venv-bench" / "bin" / "tflq"
-    rows = bench_repairs(tflq, ROOT / "bench" / "out" / "repairs", ROOT / "bench" / "models", 600)
+    import run as bench_run  # (run.py imports this module: only here, not at the top)
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tflq", type=Path, default=ROOT / ".venv-bench" / "bin" / "tflq")
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "bench" / "models",
+                        help="where bench/models.py wrote mobilenet_v2.onnx and resnet18.onnx "
+                             "(their calibration inputs are written next to them)")
+    parser.add_argument("--models", nargs="+", default=list(TRAINED + BENCH_MODELS))
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES))
+    parser.add_argument("--steps", nargs="+", default=list(STEPS))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "repairs")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    models = trained_models([n for n in TRAINED if n in args.models])
+    specs = bench_run.model_specs(args.models_dir)
+    for name in (n for n in BENCH_MODELS if n in args.models):
+        if specs[name].onnx.exists():
+            bench_run.ensure_calibration(specs[name])
+            models.append(bench_model(specs[name], bench_run.evaluation_data(specs[name])[0]))
+    rows = bench_repairs(args.tflq, args.out, models, args.timeout, args.steps, args.dtypes,
+                         log=lambda m: print(m, file=sys.stderr, flush=True))
     print(repairs_table(rows))
-    (ROOT / "bench" / "out" / "repairs.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "repairs.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
 
 
 if __name__ == "__main__":

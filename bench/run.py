@@ -82,7 +82,8 @@ import numpy as np
 from measure import (LiteRTModel, Sample, interleaved_latency, litert_smoke_test,
                      onnxruntime_outputs, paired_ratio, run_child, sqnr_db)
 from reference import same_padded_max_pools
-from repairs import bench_repairs, repairs_table
+from repairs import (BENCH_MODELS, bench_model as repair_model, bench_repairs, repairs_table,
+                     trained_models)
 from speed import measure_speed, speed_table
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -608,7 +609,11 @@ def main() -> None:
             write_json(args.json, payload)
     if not args.no_repairs:
         log("accuracy repairs: every step on the trained digits models and the benchmark models ...")
-        rows = bench_repairs(args.tflq, args.out_dir / "repairs", args.models_dir, args.timeout)
+        repaired = trained_models()
+        for name in (n for n in BENCH_MODELS if n in args.models and specs[n].onnx.exists()):
+            ensure_calibration(specs[name])
+            repaired.append(repair_model(specs[name], evaluation_data(specs[name])[0]))
+        rows = bench_repairs(args.tflq, args.out_dir / "repairs", repaired, args.timeout, log=log)
         print(repairs_table(rows), flush=True)
         payload["repairs"] = [asdict(r) for r in rows]
         write_json(args.json, payload)
