@@ -135,7 +135,7 @@ def convert(config: ConvertConfig) -> ConversionReport:
     if config.html:
         from tflq.analysis.convert_report import calibration_report
 
-        policy.write("--html", calibration_report(config, data))
+        policy.write("--html", calibration_report(config, data, report))
     if config.report:
         policy.write("--report", (report.to_json() + "\n").encode())
     return report

@@ -71,6 +71,18 @@ class SkippedPair:
     reason: str
 
 
+@dataclass(frozen=True)
+class EqualizedLayer:
+    """One layer cross-layer equalization rescaled: its weight range ratio (largest over
+    smallest non-zero per-output-channel max |w|) before and after. With per-tensor weights
+    (uint8) one grid spans all its channels and the smallest get ratio-fold fewer steps; with
+    per-channel weights (int8) each channel has its own grid and the ratio costs nothing."""
+
+    layer: str
+    range_ratio_before: float
+    range_ratio_after: float
+
+
 @dataclass
 class Equalization:
     """What --equalize did."""
@@ -79,6 +91,7 @@ class Equalization:
     skipped: list[SkippedPair]
     sweeps: int
     seconds: float
+    layers: list[EqualizedLayer] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -204,14 +217,18 @@ class ConversionReport:
         lines = []
         e = self.equalization
         if e is not None:
+            per_tensor = self.dtype == "uint8"
             lines.append(f"  equalize: {len(e.pairs)} layer pairs rescaled ({e.sweeps} rescalings, "
-                         f"{e.seconds:.2f} s); channel-range spread first/second layer, "
-                         f"before -> after:")
-        for p in e.pairs if e is not None else []:
-            lines.append(f"    {p.first} -> {p.second}: {p.first_before:.3g} -> {p.first_after:.3g}"
-                         f" / {p.second_before:.3g} -> {p.second_after:.3g}")
-        for p in e.skipped if e is not None else []:
-            lines.append(f"    left as is: {p.first} -> {p.second}: {p.reason}")
+                         f"{e.seconds:.2f} s); weight range ratio over output channels "
+                         f"(max/min), before -> after "
+                         + ("(per-tensor weights: what their one grid pays):" if per_tensor else
+                            "(per-channel weights: each channel has its own grid; equalizing moves "
+                            "activation ranges only):"))
+            for layer in e.layers:
+                lines.append(f"    {layer.layer}: {layer.range_ratio_before:.3g} -> "
+                             f"{layer.range_ratio_after:.3g}")
+            for p in e.skipped:
+                lines.append(f"    left as is: {p.first} -> {p.second}: {p.reason}")
         b = self.bias_correction
         if b is not None:
             source = f"on {b.samples} calibration samples" if b.form == "empirical" else \

@@ -10,7 +10,7 @@ import numpy as np
 
 from tflq.analysis.labels import load_labels
 from tflq.analysis.metrics import OutputAccumulator
-from tflq.analysis.result import Check, EvalResult, IOInfo, OutputMetrics
+from tflq.analysis.result import Check, EvalResult, IOInfo, OutputMetrics, Repairs
 from tflq.analysis.runtimes import EvaluationError, FloatModel, TfliteModel, litert_version
 from tflq.calibration.sources import graph_input_specs, load_samples
 from tflq.config import ConvertConfig
@@ -20,6 +20,8 @@ from tflq.passes.equalize import equalize, is_equalized
 # Samples the per-layer analysis runs (each is one float run plus one LiteRT run with every
 # tensor kept; the simulated fallback check is one run per sample and layer tried).
 LAYER_SAMPLES = 8
+EQUALIZED_AGAIN = ("tflq eval: the file says its layers were cross-layer equalized; the float model "
+                   "was equalized alike")
 
 
 def evaluate(onnx_path: str, tflite: str | bytes, data: Any, labels: Any = None, *,
@@ -58,8 +60,9 @@ def evaluate(onnx_path: str, tflite: str | bytes, data: Any, labels: Any = None,
                 content = f.read()
         except OSError as exc:
             raise EvaluationError(f"{tflite_path}: cannot be read ({exc.strerror or exc})") from None
+    repairs = None
     if is_equalized(content):  # the file's layers are rescaled: compare with them rescaled alike
-        equalize(graph)
+        repairs = Repairs(equalize(graph), source=EQUALIZED_AGAIN)
     model = TfliteModel(content, graph, tflite_path)
     float_model = FloatModel(onnx_path, graph, float_runtime)
     specs = [replace(s, convert=data_convert) for s in graph_input_specs(graph)]
@@ -71,7 +74,8 @@ def evaluate(onnx_path: str, tflite: str | bytes, data: Any, labels: Any = None,
     if labels is not None:
         label_values = load_labels(labels) if isinstance(labels, (str, os.PathLike)) else \
             _label_array(labels)
-    result = EvalResult(onnx_path, tflite_path, float_model.engine, litert_version(), 0)
+    result = EvalResult(onnx_path, tflite_path, float_model.engine, litert_version(), 0,
+                        repairs=repairs)
     result.inputs = [IOInfo(b.name, list(b.onnx_shape), list(b.file_shape), b.file_dtype.name,
                             *_quant(b)) for b in model.inputs]
     accumulators = [OutputAccumulator(b.onnx_shape) for b in model.outputs]

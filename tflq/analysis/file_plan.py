@@ -4,7 +4,9 @@ layers (the sensitivity measurement of quantize/precision.py, on the grids the f
 
 The file's tensor names are the IR's: an activation keeps its name when quantized, a quantized
 constant is `<name>/quantized`, a requantized copy `<name>/requantized`, an 8-bit model output
-computed as `<name>/int8` before its DEQUANTIZE; `base_name` undoes these suffixes.
+computed as `<name>/int8` before its DEQUANTIZE; `base_name` undoes these suffixes. A weight
+learned rounding replaced is `<name>/adarounded`, a bias bias correction moved `<name>/corrected`
+(the float graph keeps `<name>`: the file's values are the repaired ones).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from tflq.ir.graph import Graph, Op
 from tflq.ir.quant import QuantParams
 from tflq.quantize.plan import PlanContext, Range
 
-_SUFFIX = re.compile(r"/(quantized|requantized|dequantized|int8|uint8|int16)(_\d+)?$")
+_SUFFIX = re.compile(r"/(quantized|requantized|dequantized|int8|uint8|int16|adarounded|corrected)"
+                     r"(_\d+)?$")
 
 
 def base_name(name: str, known) -> str | None:

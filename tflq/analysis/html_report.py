@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Callable
 
 from tflq.analysis import plots
-from tflq.analysis.result import EvalResult, db_text
+from tflq.analysis.result import EvalResult, Repairs, db_text
 
 HEADER = 110     # pixels above the figures
 GAP = 10
@@ -74,6 +75,7 @@ def render_html(result: EvalResult) -> bytes:
                      f"src='data:image/png;base64,{data}'>")
     parts.append(f"<div style='height:{rows * (plots.HEIGHT + 2 * GAP)}px'></div>")
     parts.extend(_output_table(result))
+    parts.extend(_repairs_section(result))
     if result.layers is not None:
         parts.extend(_layer_tables(result))
     parts.append("</body></html>")
@@ -110,8 +112,11 @@ def _layer_tables(result: EvalResult) -> list[str]:
                      + ("is the top-ranked layer." if check.agrees else "is not the top-ranked layer."))
     parts.append("</p>")
     parts.extend(f"<p style='margin:0 10px'>{_esc(n)}</p>" for n in analysis.notes)
+    columns = _repair_columns(result)
     parts.append("<table><tr><th>rank</th><th class='l'>node</th><th class='l'>ops</th>"
-                 "<th>alone dB</th><th>weights dB</th><th>worst tensor dB</th><th>clipped</th></tr>")
+                 "<th>alone dB</th><th>weights dB</th><th>worst tensor dB</th><th>clipped</th>"
+                 + "".join(f"<th title='{_esc(hint)}'>{_esc(title)}</th>"
+                           for title, hint, _ in columns) + "</tr>")
     for node in analysis.ranking:
         layer = analysis.layer(node)
         worst = min((t.sqnr_db for t in layer.tensors), default=math.inf)
@@ -120,7 +125,9 @@ def _layer_tables(result: EvalResult) -> list[str]:
                      f"<td class='l'>{_esc(', '.join(layer.kinds))}</td>"
                      f"<td>{db_text(layer.sensitivity_db)}</td>"
                      f"<td>{db_text(layer.weight_sqnr_db) if layer.weight_sqnr_db is not None else '-'}</td>"
-                     f"<td>{db_text(worst)}</td><td>{clipped * 100:.2f}%</td></tr>")
+                     f"<td>{db_text(worst)}</td><td>{clipped * 100:.2f}%</td>"
+                     + "".join(f"<td class='repair'>{_esc(cell(node))}</td>" for _, _, cell in columns)
+                     + "</tr>")
     parts.append("</table><h2>Every quantized tensor, in graph order</h2><table><tr><th>depth</th>"
                  "<th class='l'>tensor</th><th class='l'>node</th><th class='l'>op</th><th>type</th>"
                  "<th>scale</th><th>zero point</th><th>SQNR dB</th><th>float range</th>"
@@ -134,3 +141,75 @@ def _layer_tables(result: EvalResult) -> list[str]:
                          f"<td>[{t.grid_min:.4g}, {t.grid_max:.4g}]</td><td>{t.clipped * 100:.2f}%</td></tr>")
     parts.append("</table>")
     return parts
+
+
+def _ratio(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.3g}"
+
+
+def _repair_columns(result: EvalResult) -> list[tuple[str, str, Callable[[str], str]]]:
+    """(title, hint, node -> cell) of each repair the conversion ran or the file shows, for the
+    layer ranking."""
+    repairs, analysis = result.repairs or Repairs(), result.layers
+    columns = []
+    if repairs.equalization is not None:
+        ratios = {layer.layer: layer for layer in repairs.equalization.layers}
+        columns.append(("CLE range ratio", "cross-layer equalization: the weights' per-output-"
+                        "channel range, largest over smallest, before -> after",
+                        lambda n: f"{_ratio(ratios[n].range_ratio_before)} \u2192 "
+                                  f"{_ratio(ratios[n].range_ratio_after)}" if n in ratios else "-"))
+    if repairs.bias_correction is not None or any(layer.bias_shift for layer in analysis.layers):
+        def shift(node: str) -> str:
+            layer = analysis.layer(node)
+            if layer.bias_shift is None:
+                return "-"
+            return f"{layer.bias_shift:.3g} ({layer.bias_shift_relative:.1%})" if layer.bias_shift else "0"
+        columns.append(("bias shift", "the file's bias against the float model's: the largest "
+                        "difference beyond the bias's own rounding (bias correction), and relative "
+                        "to its largest value", shift))
+    if repairs.rounding is not None or any(layer.off_nearest for layer in analysis.layers):
+        rounded = {layer.layer: layer for layer in (repairs.rounding.layers if repairs.rounding else [])}
+
+        def learned(node: str) -> str:
+            off = analysis.layer(node).off_nearest
+            cell = "-" if off is None else f"{off:.1%} off nearest"
+            if node in rounded:
+                cell += f"; {rounded[node].nearest_db:.1f} \u2192 {rounded[node].learned_db:.1f} dB"
+            return cell
+        columns.append(("AdaRound", "learned rounding: the share of the file's weights not rounded "
+                        "to the nearest step; from the conversion, the layer's output SQNR on the "
+                        "calibration inputs, nearest -> learned rounding", learned))
+    return columns
+
+
+def _repairs_section(result: EvalResult) -> list[str]:
+    """One paragraph per repair that ran: what it did in all, its time, what it left and why."""
+    repairs = result.repairs
+    if not repairs:
+        return []
+    parts = ["<h2>Accuracy repairs</h2>", f"<p style='margin:0 10px'>From {_esc(repairs.source)}; "
+             "per layer in the ranking below, next to each layer's SQNR (bias shifts and weights "
+             "off nearest rounding read from the file). The simulated figures (alone dB) round "
+             "the float model's weights and biases to the file's grids: they leave out bias "
+             "correction and learned rounding.</p><ul id='repairs'>"]
+    e = repairs.equalization
+    if e is not None:
+        parts.append(f"<li>Cross-layer equalization: {len(e.pairs)} layer pairs, {len(e.layers)} "
+                     f"layers rescaled ({e.sweeps} rescalings, {e.seconds:.2f} s). The range ratio "
+                     "is what per-tensor weights (uint8) pay: one grid spans all channels; with "
+                     "per-channel weights (int8) it costs the weights nothing and equalizing moves "
+                     "activation ranges only."
+                     + "".join(f"<br>left as is: {_esc(p.first)} \u2192 {_esc(p.second)}: "
+                               f"{_esc(p.reason)}" for p in e.skipped) + "</li>")
+    b = repairs.bias_correction
+    if b is not None:
+        parts.append(f"<li>Bias correction: {len(b.layers)} biases corrected on {b.samples} "
+                     f"calibration samples ({b.seconds:.2f} s)."
+                     + "".join(f"<br>left as is: {_esc(reason)}" for reason in b.skipped) + "</li>")
+    r = repairs.rounding
+    if r is not None:
+        parts.append(f"<li>Learned rounding (AdaRound): {len(r.layers)} of {r.candidates} layers "
+                     f"rounded ({r.seconds:.2f} s).</li>")
+    parts.append("</ul>")
+    return parts
+

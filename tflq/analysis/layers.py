@@ -117,6 +117,7 @@ def analyze_layers(graph: Graph, data: bytes, tflite_path: str, samples: Sequenc
             name, kind, depth.get(name, 0), p.dtype.name.lower(), float(p.scale), int(p.zero_point),
             s.sqnr(), s.outside / s.count if s.count else 0.0, s.low, s.high, s.grid[0], s.grid[1]))
     _weight_errors(graph, params, layers)
+    _repaired_constants(graph, params, layers)
     analysis.layers = list(layers.values())
     _rank(graph, params, samples, analysis)
     worst = analysis.ranking[:HISTOGRAM_LAYERS] or \
@@ -151,6 +152,34 @@ def _weight_errors(graph: Graph, params: FileParams, layers: dict[str, LayerRepo
     for node, (signal, noise) in power.items():
         layers[node].weight_sqnr_db = math.inf if noise == 0 else \
             10 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+def _repaired_constants(graph: Graph, params: FileParams, layers: dict[str, LayerReport]) -> None:
+    """Each layer's bias shift and weights off nearest rounding, from the file's integers
+    against the float graph's values on the file's own grids (LayerReport.bias_shift...)."""
+    from tflq import ops as registry
+
+    for op in graph.ops:
+        layer = layers.get(op.origin)
+        spec = registry.spec(op.kind)
+        if layer is None:
+            continue
+        rule = next((w for w in spec.weights if w.input_axis is not None), None)
+        name = op.inputs[rule.index] if rule is not None and rule.index < len(op.inputs) else None
+        if name in params.constants and graph.tensors[name].data is not None:
+            t, p = params.constants[name]
+            if p.dtype.name.lower() in ("int8", "uint8"):
+                layer.off_nearest = float(np.mean(p.quantize(graph.tensors[name].data) != t.data))
+        name = op.inputs[spec.bias.index] if spec.bias is not None and \
+            spec.bias.index < len(op.inputs) else None
+        if name in params.constants and graph.tensors[name].data is not None:
+            t, p = params.constants[name]
+            exact = np.asarray(graph.tensors[name].data, np.float64)
+            moved = np.abs(p.dequantize(t.data).astype(np.float64) - exact)
+            step = p.broadcast(exact.ndim)[0].astype(np.float64)
+            moved[moved <= 0.5 * step * (1 + 1e-3) + 1e-6 * np.abs(exact)] = 0.0  # its rounding
+            layer.bias_shift = float(moved.max(initial=0.0))
+            layer.bias_shift_relative = layer.bias_shift / (float(np.abs(exact).max(initial=0.0)) or 1.0)
 
 
 def _rank(graph: Graph, params: FileParams, samples: Sequence[Sample], analysis: LayerAnalysis) -> None:

@@ -16,11 +16,20 @@ JSON shape (`EvalResult.to_json()`, `schema` 1; new keys may be added, none rena
                        "fallback_check": {"nodes": [...], "fallback_sqnr_db": [...],
                                           "best": node, "agrees": bool} | null,
                        "layers": [{"node", "kinds", "depth", "weight_sqnr_db", "sensitivity_db",
-                                   "rank", "tensors": [{"tensor", "kind", "depth", "dtype",
+                                   "rank", "bias_shift", "bias_shift_relative", "off_nearest",
+                                   "tensors": [{"tensor", "kind", "depth", "dtype",
                                    "scale", "zero_point", "sqnr_db", "clipped", "float_min",
                                    "float_max", "grid_min", "grid_max", "histogram"}]}],
                        "notes": [str]},
      "checks": [{"option", "output", "figure", "value", "limit", "passed"}],
+     "repairs": null | {"source": str,
+                        "equalization": null | {"pairs", "skipped", "sweeps", "seconds",
+                                                "layers": [{"layer", "range_ratio_before",
+                                                            "range_ratio_after"}]},
+                        "bias_correction": null | {"layers": [{"layer", "max_shift",
+                                                   "relative"}], "skipped", "samples", "seconds"},
+                        "rounding": null | {"layers": [{"layer", "nearest_db", "learned_db",
+                                            "iterations"}], "candidates", "seconds"}},
      "notes": [str]}
 
 SQNR is 10 log10(signal power / error power) of the .tflite's values against the float model's,
@@ -35,6 +44,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
+from tflq.report import BiasCorrection, Equalization, Rounding
 from tflq.text import printable
 
 SCHEMA = 1
@@ -120,6 +130,13 @@ class LayerReport:
     weight_sqnr_db: float | None = None
     sensitivity_db: float | None = None  # output SQNR with only this layer quantized
     rank: int | None = None              # 1: the most sensitive
+    # What the file's constants show against the float model (accuracy repairs, issue 13):
+    # the largest |file bias - float bias| beyond the bias's own rounding (0: none; bias
+    # correction moves it), relative to the largest |float bias|; and the share of the weights
+    # the file rounds other than to the nearest step of its grid (learned rounding does).
+    bias_shift: float | None = None
+    bias_shift_relative: float | None = None
+    off_nearest: float | None = None
 
 
 @dataclass
@@ -194,6 +211,21 @@ class Check:
 
 
 @dataclass
+class Repairs:
+    """What the accuracy repairs (--equalize, --bias-correction, --rounding) changed, per layer
+    (tflq.report's records): all three from the conversion itself (convert --html); from tflq
+    eval, the equalization redone on the float model as the file says it was."""
+
+    equalization: Equalization | None = None
+    bias_correction: BiasCorrection | None = None
+    rounding: Rounding | None = None
+    source: str = "the conversion"
+
+    def __bool__(self) -> bool:
+        return any((self.equalization, self.bias_correction, self.rounding))
+
+
+@dataclass
 class EvalResult:
     onnx_model: str
     tflite_model: str
@@ -205,6 +237,7 @@ class EvalResult:
     layers: LayerAnalysis | None = None
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    repairs: Repairs | None = None
     schema: int = SCHEMA
 
     @property

@@ -12,7 +12,7 @@ from tflq import ops as registry
 from tflq.ir.graph import Graph, Op
 from tflq.ops.base import POSITIVELY_HOMOGENEOUS
 from tflq.passes.manager import fixed_point
-from tflq.report import Equalization, EqualizedPair, SkippedPair
+from tflq.report import EqualizedLayer, Equalization, EqualizedPair, SkippedPair
 
 # The file description of a .tflite whose layers were rescaled (tflq eval then rescales its
 # float reference the same way: the pass depends on the weights alone).
@@ -217,10 +217,20 @@ def equalize(graph: Graph, max_sweeps: int = MAX_SWEEPS) -> Equalization:
                 for p in refused]
     left = {p.names for p in refused}
     spreads = {p.names: _spreads(graph, p) for p in found if p.names not in left}
+    layers = {id(layer.op): layer for p in found if p.names not in left
+              for layer in (p.first, p.second)}  # (op.inputs change in place: these stay valid)
+    ratios = {key: _range_ratio(graph, layer) for key, layer in layers.items()}
     sweeps = sum(fixed_point(graph, [equalize_cross_layer], max_iter=max_sweeps).values())
     pairs = [EqualizedPair(*p.names, *spreads[p.names], *_spreads(graph, p))
              for p in find_pairs(graph)[0] if p.names in spreads]
-    return Equalization(pairs, skipped, sweeps, time.perf_counter() - start)
+    rescaled = [EqualizedLayer(op.origin, ratios[id(op)], _range_ratio(graph, layers[id(op)]))
+                for op in graph.ops if id(op) in layers]
+    return Equalization(pairs, skipped, sweeps, time.perf_counter() - start, rescaled)
+
+
+def _range_ratio(graph: Graph, layer: _Layer) -> float:
+    """What per-tensor weight quantization pays: the spread of the per-output-channel ranges."""
+    return spread(channel_ranges(graph, layer, output=True))
 
 
 def _spreads(graph: Graph, pair: Pair) -> tuple[float, float]:
