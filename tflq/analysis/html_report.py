@@ -203,8 +203,10 @@ def _repairs_section(result: EvalResult) -> list[str]:
                                f"{_esc(p.reason)}" for p in e.skipped) + "</li>")
     b = repairs.bias_correction
     if b is not None:
-        parts.append(f"<li>Bias correction: {len(b.layers)} biases corrected on {b.samples} "
-                     f"calibration samples ({b.seconds:.2f} s)."
+        source = f"on {b.samples} calibration samples" if b.form == "empirical" else \
+            "from BatchNorm statistics (analytic)"
+        parts.append(f"<li>Bias correction: {len(b.layers)} biases corrected {source} "
+                     f"({b.seconds:.2f} s)."
                      + "".join(f"<br>left as is: {_esc(reason)}" for reason in b.skipped) + "</li>")
     r = repairs.rounding
     if r is not None:
