@@ -235,7 +235,8 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
 @click.option("--rounding-layers", type=click.IntRange(min=1), default=8, show_default=True,
               help="With --rounding adaround: how many of the worst layers to round.")
 @click.option("--rounding-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              help="With --rounding adaround: the time it may take in all.")
+              help="With --rounding adaround: the time the fitting may take in all (after "
+                   "measuring the layers' inputs on 16 calibration samples).")
 @click.option("--mean", default=None, metavar="M[,M,M]",
               help="Images: per-channel mean (RGB order) in x = (pixel * scale - mean) / std.")
 @click.option("--std", default=None, metavar="S[,S,S]",

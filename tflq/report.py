@@ -133,6 +133,8 @@ class Rounding:
     layers: list[RoundedLayer]
     candidates: int
     seconds: float
+    fitted: int = 0              # layers fitted within the time (rounded, or nearest kept)
+    measure_seconds: float = 0.0  # of `seconds`: the layers' inputs measured and ranked
 
 
 @dataclass
@@ -243,7 +245,11 @@ class ConversionReport:
         r = self.rounding
         if r is not None:
             lines.append(f"  rounding adaround: {len(r.layers)} of {r.candidates} layers rounded "
-                         f"({r.seconds:.2f} s); layer output SQNR, nearest -> learned:")
+                         f"({r.seconds:.2f} s, {r.measure_seconds:.2f} of them measuring and ranking "
+                         f"the layers' inputs; {r.fitted} fitted, nearest rounding kept where it "
+                         f"was as good); layer output SQNR, nearest -> learned:")
+            if r.candidates and not r.fitted:
+                lines.append("    no time was left to fit a layer: raise --rounding-seconds")
             for layer in r.layers:
                 lines.append(f"    {layer.layer}: {layer.nearest_db:.1f} -> {layer.learned_db:.1f} dB "
                              f"({layer.iterations} iterations)")

@@ -282,6 +282,8 @@ def test_adaround_rounds_the_worst_layers_within_its_budget(held_out):
     assert again.tflite == learned.tflite
     none = convert(ConvertConfig(**config, rounding="adaround", rounding_seconds=0))
     assert none.rounding.layers == [] and none.tflite == nearest.tflite
+    assert none.rounding.fitted == 0 and "no time was left to fit a layer" in none.to_text()
+    assert rounding.fitted == 4 and 0 < rounding.measure_seconds < rounding.seconds
     # bias correction after learned rounding takes the shift from the float weights (were it
     # from the rounded ones, which lie on their grids, every shift of theirs would be zero);
     # measured 28.4 (CLE) -> 32.7 dB with 8 layers rounded and the biases corrected

@@ -211,7 +211,9 @@ def _repairs_section(result: EvalResult) -> list[str]:
     r = repairs.rounding
     if r is not None:
         parts.append(f"<li>Learned rounding (AdaRound): {len(r.layers)} of {r.candidates} layers "
-                     f"rounded ({r.seconds:.2f} s).</li>")
+                     f"rounded ({r.seconds:.2f} s, {r.measure_seconds:.2f} of them measuring and "
+                     f"ranking the layers' inputs; {r.fitted} fitted, nearest rounding kept where "
+                     f"it was as good).</li>")
     parts.append("</ul>")
     return parts
 
