@@ -2,9 +2,10 @@
 
 For each benchmark model, full int8 with minmax calibration on the benchmark's 100 samples:
 
-- calibration / onnxruntime: tflq's calibration time (`--jobs 1`, from its report) over a plain
-  onnxruntime forward loop on the same samples, both one thread; the loop runs before and after
-  tflq and the mean is taken, so drifting load hits both sides alike.
+- calibration / onnxruntime: tflq's calibration time (`--jobs 1`, from its report; the default
+  engine, onnxruntime when installed) over a plain onnxruntime forward loop on the same samples,
+  both one thread; the loop runs before and after tflq and the mean is taken, so drifting load
+  hits both sides alike. The same for `--calib-engine numpy`, with the loops around it.
 - convert / quantize_static: wall and CPU time (all processes) of `tflq convert` (default jobs)
   over onnxruntime's `quantize_static` (bench/ort_quantize.py) on the same samples.
 - busy / quiet: the same conversions while one CPU-bound process competes, over the quiet ones:
@@ -53,6 +54,9 @@ def onnxruntime_loop_seconds(onnx_path: Path, arrays: list[np.ndarray]) -> float
     return time.perf_counter() - start
 
 
+ENGINES: dict = {}  # output file -> the calibration engine its report names
+
+
 def _convert(tflq: Path, spec, out: Path, samples: int, timeout: float, *flags: str):
     report = out.with_suffix(".report.json")
     command = [str(tflq), "convert", str(spec.onnx), "-o", str(out), "--mode", "full", "--dtype",
@@ -61,7 +65,9 @@ def _convert(tflq: Path, spec, out: Path, samples: int, timeout: float, *flags: 
     child = run_child(command, timeout)
     seconds = None
     if child.ok and report.exists():
-        seconds = (json.loads(report.read_text()).get("calibration") or {}).get("seconds")
+        calibration = json.loads(report.read_text()).get("calibration") or {}
+        seconds = calibration.get("seconds")
+        ENGINES[out] = calibration.get("engine")
     return child, seconds
 
 
@@ -82,9 +88,15 @@ def measure_speed(spec, tflq: Path, out_dir: Path, samples: int, timeout: float)
     ort_before = onnxruntime_loop_seconds(spec.onnx, arrays)
     jobs1, calib1 = _convert(tflq, spec, out_dir / "jobs1.tflite", samples, timeout, "--jobs", "1")
     ort_after = onnxruntime_loop_seconds(spec.onnx, arrays)
+    numpy1, calib_numpy = _convert(tflq, spec, out_dir / "numpy.tflite", samples, timeout, "--jobs", "1",
+                                   "--calib-engine", "numpy")
+    ort_last = onnxruntime_loop_seconds(spec.onnx, arrays)
     ort = (ort_before + ort_after) / 2
     figures.update(onnxruntime_loop_s=ort, calibration_jobs1_s=calib1,
-                   calibration_over_onnxruntime=_ratio(calib1, ort))
+                   calibration_engine=ENGINES.get(out_dir / "jobs1.tflite"),
+                   calibration_over_onnxruntime=_ratio(calib1, ort),
+                   calibration_numpy_s=calib_numpy,
+                   calibration_numpy_over_onnxruntime=_ratio(calib_numpy, (ort_after + ort_last) / 2))
 
     default, _ = _convert(tflq, spec, out_dir / "default.tflite", samples, timeout)
     ort_q = run_child([sys.executable, str(Path(__file__).with_name("ort_quantize.py")), str(spec.onnx),
@@ -130,7 +142,7 @@ def measure_speed(spec, tflq: Path, out_dir: Path, samples: int, timeout: float)
     figures.update(peak_rss_mb=default.peak_rss_mb, peak_rss_small_mb=small.peak_rss_mb,
                    peak_rss_jobs1_mb=jobs1.peak_rss_mb,
                    peak_rss_over_small=_ratio(default.peak_rss_mb, small.peak_rss_mb))
-    runs = (("jobs1", jobs1), ("default", default), ("jobs2", jobs2), ("jobs2 again", jobs2_again),
+    runs = (("jobs1", jobs1), ("numpy engine", numpy1), ("default", default), ("jobs2", jobs2), ("jobs2 again", jobs2_again),
             ("jobs1 again", jobs1_again), ("busy jobs1", busy1), ("busy default", busy_default),
             ("small", small))
     failed = [f"{name} ({run.first_error_line()})" for name, run in runs if not run.ok]
@@ -140,6 +152,7 @@ def measure_speed(spec, tflq: Path, out_dir: Path, samples: int, timeout: float)
 
 ROWS = (
     ("calibration (--jobs 1) / onnxruntime loop, 1 thread each", "calibration_over_onnxruntime", "≤ 1.5"),
+    ("the same with --calib-engine numpy", "calibration_numpy_over_onnxruntime", ""),
     ("convert wall / quantize_static wall", "convert_over_quantize_static_wall", "≤ 1.0"),
     ("convert CPU / quantize_static CPU", "convert_over_quantize_static_cpu", ""),
     ("busy / quiet: --jobs 1 wall", "busy_over_quiet_jobs1_wall", "≤ 1.3"),
@@ -158,7 +171,8 @@ def speed_table(name: str, figures: dict) -> str:
         value = figures.get(key)
         lines.append(f"| {label} | {'-' if value is None else format(value, '.2f')} | {target} |")
     seconds = {k: v for k, v in figures.items() if k.endswith(("_s", "_mb")) and v is not None}
-    lines += ["", "Files of --jobs 1, --jobs 2 and the default run byte-identical: "
+    lines += ["", f"Calibration engine (auto): {figures.get('calibration_engine')}. "
+              "Files of --jobs 1, --jobs 2 and the default run byte-identical: "
               f"{figures.get('jobs_files_identical')}. Status: {figures.get('status')}; "
               f"quantize_static: {figures.get('quantize_static_status')}.",
               "Raw: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()), ""]

@@ -17,7 +17,7 @@ import click
 import numpy as np
 
 from tflq import __version__
-from tflq.config import (IO_DTYPES, QUANT_DTYPES, CalibMethod, ConvertConfig, Mode, dtype_name,
+from tflq.config import (IO_DTYPES, QUANT_DTYPES, CalibEngine, CalibMethod, ConvertConfig, Mode, dtype_name,
                          parse_input_shape)
 from tflq.errors import TflqError
 from tflq.text import printable
@@ -137,6 +137,13 @@ _JOBS_OPTION = click.option(
     help="Calibration processes, each with one BLAS thread; the result is the same for any number. "
          "[default: the CPUs this process may use, once calibration is long enough to gain]")
 
+_ENGINE_OPTION = click.option(
+    "--calib-engine", "calib_engine", type=_choices(CalibEngine), default="auto", show_default=True,
+    help="What runs the float graph over the calibration samples: onnxruntime (fast; each tensor "
+         "tflq records is read from the ONNX tensor with its values, or computed by tflq's kernels "
+         "where it has none) or numpy (tflq's reference interpreter). auto: onnxruntime when it is "
+         "installed. Models onnxruntime cannot stand in for fall back to numpy (-v says why).")
+
 
 def _target_option(help_text: str, default: str | None):
     from tflq.targets import TARGETS
@@ -251,6 +258,7 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
 @click.option("--max-tensor-bytes", type=click.IntRange(min=1), default=2 * 1024 ** 3, show_default=True,
               help="Refuse models with a tensor (stored, folded or computed) larger than this.")
 @_JOBS_OPTION
+@_ENGINE_OPTION
 @_TARGET_OPTION
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step.")
@@ -319,11 +327,12 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
 @click.option("--std", default=None, metavar="S[,S,S]", help="Images: as for convert.")
 @click.option("--scale", type=float, default=None, help="Images: as for convert.")
 @_JOBS_OPTION
+@_ENGINE_OPTION
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_layout, equalize, mean, std,
-              scale, jobs, quiet, verbose, debug) -> None:
+              scale, jobs, calib_engine, quiet, verbose, debug) -> None:
     """Calibrate an ONNX MODEL on one shard of data and save the statistics, for a job array.
 
     Statistics merge exactly: `convert --stats` over the shards' files gives the same file as
@@ -341,7 +350,7 @@ def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_lay
             model=model, mode=Mode.FULL, input_shapes=_input_shapes(input_shapes),
             keep_io_layout=keep_io_layout, calib=calib, calib_samples=calib_samples,
             save_stats=save_stats, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
-            scale=scale, show_progress=not quiet, jobs=jobs, equalize=equalize)
+            scale=scale, show_progress=not quiet, jobs=jobs, equalize=equalize, calib_engine=calib_engine)
         from tflq.pipeline import calibrate_only
 
         report = calibrate_only(config)

@@ -47,6 +47,14 @@ class CalibMethod(Enum):
     ENTROPY = "entropy"
 
 
+class CalibEngine(Enum):
+    """What runs the float graph during calibration (tflq.calibration.engines)."""
+
+    AUTO = "auto"                # onnxruntime when it can be imported, else numpy
+    NUMPY = "numpy"              # tflq's reference interpreter
+    ONNXRUNTIME = "onnxruntime"
+
+
 @dataclass(frozen=True)
 class ConvertConfig:
     """What to convert and how. Paths are strings; `calib` may also be an iterable of
@@ -63,6 +71,7 @@ class ConvertConfig:
     calib_samples: int | None = None
     calib_convert: bool = False  # cast calibration arrays of another numeric type to the input's
     calib_method: CalibMethod = CalibMethod.MINMAX
+    calib_engine: CalibEngine = CalibEngine.AUTO
     percentile: float = 99.99
     stats: tuple[str, ...] = ()
     save_stats: str | None = None
@@ -96,7 +105,12 @@ class ConvertConfig:
     executor: Any = None
 
     def __post_init__(self) -> None:
-        for name, enum in (("mode", Mode), ("calib_method", CalibMethod)):
+        if not any(self.calib_engine in (e, e.value) for e in CalibEngine):
+            from tflq.errors import InvalidConfigError
+
+            raise InvalidConfigError(f"calib_engine must be one of {[e.value for e in CalibEngine]}, "
+                                     f"got {self.calib_engine!r}")
+        for name, enum in (("mode", Mode), ("calib_method", CalibMethod), ("calib_engine", CalibEngine)):
             value = getattr(self, name)
             if not isinstance(value, enum) and not (name == "mode" and value is None):
                 object.__setattr__(self, name, enum(value))

@@ -50,12 +50,25 @@ Sample = Mapping[str, np.ndarray]
 
 @dataclass(frozen=True)
 class CalibrationJob:
-    """What a worker needs to calibrate: the float graph, the tensors to track, the statistics kind."""
+    """What a worker needs to calibrate: the float graph (or the plan of the onnxruntime engine,
+    calibration.engines, which needs no copy of it), the tensors to track, the statistics kind."""
 
-    graph: Graph
+    graph: Graph | None
     tensors: frozenset[str]
     histogram: bool
     key: str = field(default_factory=lambda: uuid.uuid4().hex)  # names the job in worker caches
+    plan: object = None
+
+
+def make_runner(job: CalibrationJob):
+    """The runner of `job`'s engine: run(samples, first, stats) -> statistics."""
+    if job.plan is not None:
+        from tflq.calibration.engines import OnnxruntimeRunner
+
+        return OnnxruntimeRunner(job.plan, job.histogram)
+    from tflq.calibration.run import SampleRunner
+
+    return SampleRunner(job.graph, job.tensors, job.histogram)
 
 
 @dataclass(frozen=True)
@@ -107,9 +120,7 @@ _worker_limits = None
 
 
 def _runner_for(job: CalibrationJob | bytes | str):
-    """The SampleRunner of `job` (a job, its pickle, or the key of the job the pool was started with)."""
-    from tflq.calibration.run import SampleRunner
-
+    """The runner of `job` (a job, its pickle, or the key of the job the pool was started with)."""
     if isinstance(job, str):
         return _worker_cache[job]
     if isinstance(job, bytes):
@@ -119,7 +130,7 @@ def _runner_for(job: CalibrationJob | bytes | str):
         job = pickle.loads(job[:-32])
     if job.key not in _worker_cache:
         _worker_cache.clear()  # at most one graph per worker
-        _worker_cache[job.key] = SampleRunner(job.graph, job.tensors, job.histogram)
+        _worker_cache[job.key] = make_runner(job)
     return _worker_cache[job.key]
 
 
@@ -127,10 +138,13 @@ _worker_slot = -1        # this worker's row in the pool's table of (pid, shard 
 _worker_table = None
 
 
-def _start_worker(payload: bytes, table, slots) -> None:
+def _start_worker(box: list[bytes], table, slots) -> None:
     """Initializer of tflq's own pool: the graph once per process, BLAS at one thread for its
-    life, and a row in `table` where the worker notes which shard it runs (named if it dies)."""
+    life, and a row in `table` where the worker notes which shard it runs (named if it dies).
+    The job's pickle comes in a list emptied here: the pool keeps its initializer's arguments
+    for the worker's life, and the bytes would be a second copy of the model."""
     global _worker_limits, _worker_slot, _worker_table
+    payload = box.pop()
     try:
         from threadpoolctl import threadpool_limits
 
@@ -211,7 +225,8 @@ def start_workers_early(jobs: int | None, executor: Executor | None) -> None:
         log.debug("calibration workers could not start early: %s", exc)
 
 
-PRELOAD = ["tflq.calibration.parallel", "tflq.calibration.run"]
+# what the forkserver imports for its workers (onnxruntime for its engine; skipped if missing)
+PRELOAD = ["tflq.calibration.parallel", "tflq.calibration.run", "tflq.calibration.engines", "onnxruntime"]
 MAIN_PROCESS_SHARDS = True  # the calling process calibrates shards too (tests turn it off)
 
 
@@ -220,28 +235,33 @@ def _context():
 
 
 def run_calibration(job: CalibrationJob, samples: Iterable[Sample], jobs: int | None = None,
-                    executor: Executor | None = None, show_progress: bool = False):
-    """Statistics of `job` over `samples` (see run.calibrate for jobs and executor)."""
-    from tflq.calibration.run import SampleRunner
+                    executor: Executor | None = None, show_progress: bool = False, *,
+                    stats=None, runner=None, total: int | None = None):
+    """Statistics of `job` over `samples` (see run.calibrate for jobs and executor), added to
+    `stats` when given (its samples are numbered first); `runner`: this process's runner of the
+    job when one exists already; `total`: the number of samples when `samples` cannot say."""
     from tflq.calibration.statistics import CalibrationStats
 
     check_jobs(jobs)
-    stats = CalibrationStats(histogram=job.histogram)
-    total = operator.length_hint(samples, 0) or None
-    with progress(total, "Calibrating", enabled=show_progress) as bar:
+    stats = CalibrationStats(histogram=job.histogram) if stats is None else stats
+    if total is None:
+        total = operator.length_hint(samples, 0) or None
+    done = stats.samples
+    with progress(None if total is None else total + done, "Calibrating", enabled=show_progress) as bar:
+        bar.update(done)
         if executor is not None:
-            _run_on_executor(executor, job, _shards(samples, USER_SHARD_SAMPLES), stats, bar)
+            _run_on_executor(executor, job, _shards(samples, USER_SHARD_SAMPLES, done), stats, bar)
             return stats
         cpus = available_cpus() if jobs is None else jobs
         iterator = iter(samples)
-        runner = SampleRunner(job.graph, job.tensors, job.histogram)
+        runner = make_runner(job) if runner is None else runner
         with one_blas_thread():
             if cpus > 1 and jobs is None:
                 # Time a first shard here: workers cost a second or two to start, worth it
                 # only when the rest of the calibration takes longer than that.
                 start = time.perf_counter()
                 head = [s for _, s in zip(range(SHARD_SAMPLES), iterator)]
-                runner.run(head, 0, stats)
+                runner.run(head, done, stats)
                 bar.update(len(head))
                 per_sample = (time.perf_counter() - start) / max(len(head), 1)
                 left = (total - len(head)) if total is not None else None
@@ -270,7 +290,7 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner)
     table = context.Array("q", 2 * workers, lock=False)
     slots = context.Value("i", 0)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=(_job_payload(job), table, slots))
+                               initargs=([_job_payload(job)], table, slots))
     processes: dict = {}
     names: dict[int, str] = {}
     pending: deque[tuple[str, int, Future]] = deque()

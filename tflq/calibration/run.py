@@ -2,6 +2,9 @@
 (--stats), by running the float graph over samples (--calib), or both merged."""
 from __future__ import annotations
 
+import logging
+import operator
+import os
 import time
 from concurrent.futures import Executor
 from dataclasses import replace
@@ -12,13 +15,15 @@ import numpy as np
 from tflq.calibration.sources import graph_input_specs, load_samples
 from tflq.calibration.statistics import CalibrationStats, NonFiniteError
 from tflq.calibration.stats_file import graph_fingerprint, merge_files, stats_bytes
-from tflq.config import CalibMethod, ConvertConfig
+from tflq.config import CalibEngine, CalibMethod, ConvertConfig
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.fileio import Source, WritePolicy
-from tflq.ir.graph import Graph
+from tflq.ir.graph import Graph, Tensor
 from tflq.ir.layout import to_channels_last
 from tflq.report import ConversionReport
 from tflq.runtime.interpreter import GraphRunner
+
+log = logging.getLogger(__name__)
 
 
 def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionReport,
@@ -36,10 +41,13 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
         # minmax needs only each tensor's extremes; the other methods and saved statistics
         # need the histograms, which cost about as much as the forward pass
         histogram = config.calib_method != CalibMethod.MINMAX or bool(config.save_stats)
-        fresh = calibrate(graph, samples, show_progress=config.show_progress, histogram=histogram,
-                          jobs=config.jobs, executor=config.executor)
+        from tflq.calibration.engines import equalized_tensors
+
+        fresh, engine = _calibrate(graph, samples, None, config.show_progress, histogram, config.jobs,
+                                   config.executor, config.calib_engine, config.model, config.input_shapes,
+                                   equalized_tensors(graph, report.equalization))
         report.calibration = {"samples": fresh.samples, "method": config.calib_method.value,
-                              "seconds": time.perf_counter() - start}
+                              "seconds": time.perf_counter() - start, "engine": engine}
         if stats is None:
             stats = fresh
         else:
@@ -60,7 +68,9 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
 
 def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], tensors: set[str] | None = None,
               show_progress: bool = True, *, histogram: bool = True, jobs: int | None = 1,
-              executor: Executor | None = None) -> CalibrationStats:
+              executor: Executor | None = None, engine: CalibEngine | str = CalibEngine.NUMPY,
+              model: str | None = None, input_shapes: Mapping[str, tuple[int, ...]] | None = None
+              ) -> CalibrationStats:
     """Run the float `graph` on each sample and gather statistics of `tensors` (default: every
     non-constant float tensor, graph inputs included).
 
@@ -71,18 +81,65 @@ def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], tensors
     None: as many as this process may use, started only when calibration is long enough to gain
     from them); executor: any concurrent.futures.Executor to run the shards on instead (e.g.
     Dask's Client.get_executor()). The statistics, and so the output file, are the same whatever
-    the split. BLAS runs one thread per process throughout. Raises CalibrationError when a
-    tracked tensor becomes NaN or Inf, or a worker or the executor fails.
+    the split. BLAS runs one thread per process throughout. engine: what runs the graph
+    (tflq.calibration.engines; onnxruntime and auto need `model`, the ONNX file `graph` was
+    imported from, with its `input_shapes`). Raises CalibrationError when a tracked tensor
+    becomes NaN or Inf, or a worker or the executor fails.
     """
-    from tflq.calibration.parallel import CalibrationJob, run_calibration
+    return _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor, engine, model,
+                      input_shapes)[0]
+
+
+def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor, engine, model,
+               input_shapes, changed=frozenset()) -> tuple[CalibrationStats, str]:
+    """calibrate(), and the name of the engine that ran."""
+    from tflq.calibration.engines import (OnnxruntimeFailure, OnnxruntimeRunner, engines_agree,
+                                          plan_onnxruntime, resolve_engine)
+    from tflq.calibration.parallel import CalibrationJob, one_blas_thread, run_calibration
 
     if tensors is None:
         tensors = {n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float}
-    job = CalibrationJob(graph, frozenset(tensors), histogram)
-    stats = run_calibration(job, samples, jobs=jobs, executor=executor, show_progress=show_progress)
+    tensors = frozenset(tensors)
+    job = CalibrationJob(graph, tensors, histogram)
+    engine = resolve_engine(engine)
+    stats = runner = None
+    total = operator.length_hint(samples, 0) or None
+    name = CalibEngine.NUMPY.value
+    if engine == CalibEngine.ONNXRUNTIME:
+        plan, reason = (None, "no ONNX model was given") if model is None else \
+            plan_onnxruntime(graph, tensors, histogram, model, input_shapes, changed)
+        if plan is not None:
+            # The first sample runs here, so that a model onnxruntime refuses falls back to numpy;
+            # with TFLQ_DEBUG (--debug) also in numpy, and the engines must agree on every tensor.
+            samples = iter(samples)
+            head = next(samples, None)
+            if head is None:
+                raise CalibrationError("no calibration samples")
+            total = None if total is None else total - 1
+            with one_blas_thread():
+                try:
+                    runner = OnnxruntimeRunner(plan, histogram)
+                    stats = runner.run([head], 0)
+                except OnnxruntimeFailure as exc:
+                    reason = str(exc)
+                if os.environ.get("TFLQ_DEBUG") and not reason:
+                    reference = SampleRunner(graph, tensors, histogram).run([head], 0)
+                    reason = engines_agree(reference, stats)
+            if reason:  # sample 0 again, in numpy
+                runner = SampleRunner(graph, tensors, histogram)
+                with one_blas_thread():
+                    stats = runner.run([head], 0)
+            else:
+                name = CalibEngine.ONNXRUNTIME.value
+                job = CalibrationJob(None, tensors, histogram, plan=plan)
+                log.info("calibration engine: onnxruntime (%s)", plan.describe())
+        if reason:
+            log.info("calibration engine: numpy (%s)", reason)
+    stats = run_calibration(job, samples, jobs=jobs, executor=executor, show_progress=show_progress,
+                            stats=stats, runner=runner, total=total)
     if stats.samples == 0:
         raise CalibrationError("no calibration samples")
-    return stats
+    return stats, name
 
 
 class SampleRunner:
@@ -121,21 +178,31 @@ class SampleRunner:
 
 def _feeds(graph: Graph, sample: Mapping[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
     """Graph input name -> array in the graph's layout (ONNX NCHW samples become NHWC)."""
+    return sample_feeds([graph.tensors[name] for name in graph.inputs], sample, index)
+
+
+def sample_feeds(inputs: Iterable[Tensor], sample: Mapping[str, np.ndarray], index: int,
+                 transpose: bool = True) -> dict[str, np.ndarray]:
+    """Input name -> array, checked against the `inputs` tensors; in their layout unless
+    not `transpose` (then as given, in ONNX layout)."""
     feeds = {}
-    for name in graph.inputs:
-        t = graph.tensors[name]
+    for t in inputs:
+        name = t.name
         if t.is_constant:
             continue
         if name not in sample:
             raise CalibrationError(f"calibration sample {index}: no array for input '{name}'")
         value = np.asarray(sample[name])
+        given = value
         if t.layout.channels_last and value.ndim == t.rank:
             # contiguous: every kernel and statistic that reads the input then reads it in order
-            value = np.ascontiguousarray(value.transpose(to_channels_last(t.rank)))
+            value = value.transpose(to_channels_last(t.rank))
+            if transpose:
+                value = np.ascontiguousarray(value)
         if value.shape != t.shape:
             raise CalibrationError(f"calibration sample {index}: input '{name}' has shape "
                                    f"{list(value.shape)}, expected {list(t.shape)} ({t.layout.value})")
-        feeds[name] = value
+        feeds[name] = value if transpose else given
     return feeds
 
 

@@ -88,6 +88,17 @@ class TensorStats:
         scaled += HALF
         self.counts += np.bincount(scaled.astype(np.int16), minlength=NUM_BINS)
 
+    def update_extremes(self, low: float, high: float) -> None:
+        """Add values known only by their extremes (an engine that reduced them itself); only for
+        statistics without a histogram. Raises NonFiniteError on NaN/Inf."""
+        if self.counts is not None:
+            raise ValueError("a histogram needs the values, not their extremes")
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise NonFiniteError("NaN" if math.isnan(low) or math.isnan(high) else "Inf")
+        self.minimum = min(self.minimum, low)
+        self.maximum = max(self.maximum, high)
+        self._grow(_exponent_above(max(-low, high)))
+
     def merge(self, other: TensorStats) -> None:
         """Add `other`'s values to these statistics (exact; `other` is not changed). Merged with
         statistics that have no histogram, the result has none either."""
@@ -346,6 +357,13 @@ class CalibrationStats:
         if stats is None:
             stats = self.tensors[name] = TensorStats() if self.histogram else TensorStats.extremes_only()
         stats.update(values)
+
+    def update_extremes(self, name: str, low: float, high: float) -> None:
+        """Add tensor `name`'s extremes (statistics without histograms only)."""
+        stats = self.tensors.get(name)
+        if stats is None:
+            stats = self.tensors[name] = TensorStats.extremes_only()
+        stats.update_extremes(low, high)
 
     def merge(self, other: CalibrationStats) -> None:
         """Add `other`'s statistics to these (exact). Tensors only one side knows are kept."""

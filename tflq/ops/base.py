@@ -383,6 +383,13 @@ class OpSpec:
     def options(self, attrs) -> Any:
         return None
 
+    def onnx_equivalent(self, op: Op, graph: Graph, onnx_axes: list[int]) -> Any:
+        """(ONNX nodes, initializers) computing `op`'s outputs, under their own names and with the
+        same values, from its inputs' ONNX tensors; onnx_axes[i]: the ONNX axis of the op's
+        tensors' axis i. Lets calibration's onnxruntime engine compute a lowered op in
+        onnxruntime (tflq.calibration.engines). None: the reference kernel computes it."""
+        return None
+
     def negligible_below_row_max(self, op: Op) -> float | None:
         """How far below its row's maximum an input value may be raised without changing the
         output by more than 1e-7 of the row (SOFTMAX: exp weighs it by e^-16 at 16 / beta);

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from tflq._generated.tflite.MirrorPadOptions import MirrorPadOptionsT
 from tflq._generated.tflite.MirrorPadMode import MirrorPadMode
@@ -32,6 +32,24 @@ def add_explicit_pad(ctx, x: str, pads: tuple[int, int, int, int], value: float 
         inputs.append(ctx.add_constant(f"{x}/pad_value", np.array(value, np.float32)))
         ctx.add_op("PADV2", inputs, [out])
     return out
+
+
+def _onnx_constant_pad(op: Op, graph: Graph, onnx_axes: list[int], value: float):
+    """ONNX Pad of `op`'s constant paddings (PAD, PADV2) on the ONNX tensor of its input."""
+    x, paddings = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+    if paddings.data is None:
+        return None
+    rank = x.rank
+    pads = np.zeros(2 * rank, np.int64)
+    for axis, (before, after) in enumerate(np.asarray(paddings.data).reshape(rank, 2)):
+        pads[onnx_axes[axis]], pads[rank + onnx_axes[axis]] = before, after
+    name = f"{op.outputs[0]}/onnx_pads"
+    initializers = [numpy_helper.from_array(pads, name)]
+    inputs = [op.inputs[0], name]
+    if value != 0.0:
+        initializers.append(numpy_helper.from_array(np.array(value, x.dtype.numpy), f"{op.outputs[0]}/onnx_value"))
+        inputs.append(initializers[-1].name)
+    return [helper.make_node("Pad", inputs, [op.outputs[0]], mode="constant")], initializers
 
 
 def _pad_case(name, mode="constant", pads=(0, 0, 1, 2, 0, 0, 2, 1), value=None, opset=17) -> Case:
@@ -152,6 +170,9 @@ class Pad(OpSpec):
     def reference(self, x, paddings):
         return (constant_pad(x, paddings),)
 
+    def onnx_equivalent(self, op, graph, onnx_axes):
+        return _onnx_constant_pad(op, graph, onnx_axes, 0.0)
+
     def options(self, attrs):
         return PadOptionsT()
 
@@ -176,6 +197,12 @@ class PadV2(OpSpec):
 
     def reference(self, x, paddings, value):
         return (constant_pad(x, paddings, np.asarray(value).reshape(())),)
+
+    def onnx_equivalent(self, op, graph, onnx_axes):
+        value = graph.tensors[op.inputs[2]].data
+        if value is None or np.asarray(value).size != 1:
+            return None
+        return _onnx_constant_pad(op, graph, onnx_axes, float(np.asarray(value).reshape(())))
 
     def options(self, attrs):
         return PadV2OptionsT()

@@ -1,0 +1,228 @@
+"""Calibration engines: onnxruntime (tensors read from the ONNX model, lowered ops computed in
+onnxruntime or by tflq's kernels) and numpy agree; fallbacks say why; bad values are refused."""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import helper, numpy_helper
+
+from tests.conftest import importorskip, run_litert, run_onnxruntime
+from tflq.calibration import engines, parallel
+from tflq.calibration.engines import OnnxruntimeRunner, engines_agree, plan_onnxruntime
+from tflq.calibration.parallel import CalibrationJob, run_calibration
+from tflq.calibration.run import _calibrate, calibrate
+from tflq.cli import main
+from tflq.config import ConvertConfig
+from tflq.errors import CalibrationError, InvalidConfigError
+from tflq.pipeline import convert, prepare_graph
+
+importorskip("onnxruntime")
+SAMPLES = 12
+
+
+def _model(path, layer_norm: bool = False, external: bool = False) -> str:
+    """Conv+BN+Relu (fused), a stride-2 Conv whose padding becomes an explicit PAD, a residual
+    Add, MaxPool, and optionally a LayerNormalization (lowered into several ops)."""
+    rng = np.random.default_rng(5)
+
+    def const(name, *shape, scale=0.3, offset=0.0):
+        return numpy_helper.from_array((rng.normal(0, scale, shape) + offset).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "g", "beta", "mean", "var"], ["n1"]),
+             helper.make_node("Relu", ["n1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Conv", ["c2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "c3"], ["a"]),
+             helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2])]
+    last = "p"
+    if layer_norm:
+        nodes.append(helper.make_node("LayerNormalization", ["p", "ln_s", "ln_b"], ["ln"], axis=-1))
+        last = "ln"
+    nodes += [helper.make_node("GlobalAveragePool", [last], ["gap"]),
+              helper.make_node("Flatten", ["gap"], ["f"]),
+              helper.make_node("Gemm", ["f", "w4"], ["y"], transB=1)]
+    inits = [const("w1", 8, 3, 3, 3), const("b1", 8), const("g", 8, offset=1.0), const("beta", 8),
+             const("mean", 8), numpy_helper.from_array(rng.uniform(0.5, 2, 8).astype(np.float32), "var"),
+             const("w2", 8, 8, 3, 3), const("b2", 8), const("w3", 8, 8, 3, 3), const("b3", 8),
+             const("w4", 5, 8), const("ln_s", 4, offset=1.0), const("ln_b", 4)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", 1, [1, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if external:
+        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=os.path.basename(path) + ".data", size_threshold=0)
+    else:
+        onnx.save(model, path)
+    return str(path)
+
+
+def _samples(count: int = SAMPLES) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    return [{"x": rng.normal(0, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("engines")
+    return {"plain": _model(folder / "net.onnx"), "ln": _model(folder / "ln.onnx", layer_norm=True),
+            "external": _model(folder / "ext.onnx", external=True)}
+
+
+def _both(model: str, histogram: bool, **options):
+    graph, report = prepare_graph(ConvertConfig(model=model, mode="full", **options))
+    runs = {}
+    for engine in ("numpy", "onnxruntime"):
+        runs[engine] = _calibrate(graph, _samples(), None, False, histogram, 1, None, engine, model, None)
+    return graph, runs
+
+
+def _assert_agree(numpy_stats, ort_stats):
+    assert numpy_stats.tensors.keys() == ort_stats.tensors.keys()
+    assert engines_agree(numpy_stats, ort_stats) == ""
+    for name, ref in numpy_stats.tensors.items():
+        got = ort_stats.tensors[name]
+        scale = max(abs(ref.minimum), abs(ref.maximum), 1e-6)
+        assert abs(got.minimum - ref.minimum) <= 1e-5 * scale and abs(got.maximum - ref.maximum) <= 1e-5 * scale, name
+        if ref.has_histogram:
+            assert got.exponent == ref.exponent and got.count == ref.count
+            # a value on a bin edge may land next door in the other engine's rounding
+            assert np.abs(got.counts - ref.counts).sum() <= 1e-3 * ref.count, name
+
+
+@pytest.mark.parametrize("histogram", [False, True], ids=["minmax", "histogram"])
+def test_onnxruntime_engine_agrees_with_numpy_on_every_tensor(models, histogram):
+    graph, runs = _both(models["plain"], histogram)
+    (numpy_stats, numpy_name), (ort_stats, ort_name) = runs["numpy"], runs["onnxruntime"]
+    assert (numpy_name, ort_name) == ("numpy", "onnxruntime")
+    assert ort_stats.samples == numpy_stats.samples == SAMPLES
+    _assert_agree(numpy_stats, ort_stats)
+    # the explicit PAD before the stride-2 Conv is computed in onnxruntime too
+    assert any(op.kind == "PAD" for op in graph.ops)
+    plan, _ = plan_onnxruntime(graph, frozenset(numpy_stats.tensors), histogram, models["plain"])
+    assert plan.equivalents >= 1 and plan.hybrid is None
+
+
+def test_a_lowered_op_without_onnx_counterpart_is_computed_by_tflqs_kernels(models):
+    graph, runs = _both(models["ln"], histogram=False)
+    plan, reason = plan_onnxruntime(graph, frozenset(runs["numpy"][0].tensors), False, models["ln"])
+    assert reason == "" and plan.hybrid is not None and plan.computed
+    assert not plan.computed & set(plan.reduced)
+    assert "computed by tflq's kernels" in plan.describe()
+    assert runs["onnxruntime"][1] == "onnxruntime"
+    _assert_agree(runs["numpy"][0], runs["onnxruntime"][0])
+
+
+def test_file_calibrated_in_onnxruntime_is_as_close_to_the_onnx_model_as_numpys(models):
+    """Both engines' int8 files in LiteRT against the float model in onnxruntime, worst sample:
+    the grids differ by float rounding only, so the errors must too."""
+    model = models["ln"]
+    errors = {}
+    for engine in ("numpy", "onnxruntime"):
+        report = convert(ConvertConfig(model=model, mode="full", dtype="int8", calib=_samples(),
+                                       calib_engine=engine))
+        assert report.calibration["engine"] == engine
+        errors[engine] = max(float(np.abs(run_litert(report.tflite, [s["x"]])[0] - run_onnxruntime(model, s)[0]).max())
+                             for s in _samples(6))
+    assert errors["onnxruntime"] <= 1.02 * errors["numpy"] + 1e-4, errors
+
+
+def test_equalized_layers_are_computed_in_numpy_and_agree(models):
+    model = models["plain"]
+    graph, runs = _both(model, histogram=False, dtype="uint8", equalize=True, calib=_samples())
+    graph2, report = prepare_graph(ConvertConfig(model=model, mode="full", dtype="uint8", equalize=True,
+                                                 calib=_samples()))
+    changed = engines.equalized_tensors(graph2, report.equalization)
+    assert changed
+    stats, name = _calibrate(graph2, _samples(), None, False, False, 1, None, "onnxruntime", model, None, changed)
+    assert name == "onnxruntime"
+    plan, _ = plan_onnxruntime(graph2, frozenset(stats.tensors), False, model, None, changed)
+    assert changed <= plan.computed
+    _assert_agree(runs["numpy"][0], stats)
+
+
+def test_external_data_falls_back_to_numpy_and_says_why(models, caplog):
+    with caplog.at_level(logging.INFO, logger="tflq"):
+        report = convert(ConvertConfig(model=models["external"], mode="full", dtype="int8", calib=_samples()))
+    assert report.calibration["engine"] == "numpy"
+    assert "calibration engine: numpy (the model keeps weights in external data files)" in caplog.text
+
+
+def test_a_model_onnxruntime_refuses_falls_back_to_numpy(models, monkeypatch, caplog):
+    def refuse(self, plan, histogram):
+        raise engines.OnnxruntimeFailure("onnxruntime refused the model: nope")
+
+    monkeypatch.setattr(OnnxruntimeRunner, "__init__", refuse)
+    with caplog.at_level(logging.INFO, logger="tflq"):
+        stats, name = _calibrate(*prepare_graph(ConvertConfig(model=models["plain"], mode="full"))[:1],
+                                 _samples(), None, False, False, 1, None, "auto", models["plain"], None)
+    assert name == "numpy" and stats.samples == SAMPLES
+    assert "calibration engine: numpy (onnxruntime refused the model: nope)" in caplog.text
+
+
+def test_numpy_engine_when_asked_and_when_onnxruntime_is_missing(models, monkeypatch):
+    model = models["plain"]
+    config = dict(model=model, mode="full", dtype="int8", calib=_samples())
+    assert convert(ConvertConfig(**config, calib_engine="numpy")).calibration["engine"] == "numpy"
+    monkeypatch.setattr(engines, "onnxruntime_available", lambda: False)
+    assert convert(ConvertConfig(**config)).calibration["engine"] == "numpy"
+    with pytest.raises(InvalidConfigError, match="--calib-engine onnxruntime needs onnxruntime"):
+        convert(ConvertConfig(**config, calib_engine="onnxruntime"))
+
+
+@pytest.mark.parametrize("value", ["torch", None, 3])
+def test_bad_engine_is_refused_from_python(models, value):
+    with pytest.raises(InvalidConfigError, match="calib_engine must be one of"):
+        ConvertConfig(model=models["plain"], mode="full", calib=_samples(), calib_engine=value)
+
+
+def test_bad_engine_is_a_usage_error(models, tmp_path):
+    np.save(tmp_path / "c.npy", np.concatenate([s["x"] for s in _samples(2)]))
+    for command in (["convert", models["plain"], "-o", str(tmp_path / "m.tflite"), "--mode", "full"],
+                    ["calibrate", models["plain"], "--save-stats", str(tmp_path / "s.npz")]):
+        result = CliRunner().invoke(main, command + ["--calib", str(tmp_path / "c.npy"),
+                                                     "--calib-engine", "tensorflow"])
+        assert result.exit_code == 2 and "--calib-engine" in result.output
+        assert not (tmp_path / "m.tflite").exists() and not (tmp_path / "s.npz").exists()
+
+
+@pytest.mark.parametrize("engine", ["numpy", "onnxruntime"])
+def test_every_number_of_jobs_writes_the_same_file_in_each_engine(models, engine):
+    config = dict(model=models["ln"], mode="full", dtype="int8", calib=_samples(), calib_engine=engine,
+                  calib_method="percentile")
+    files = {jobs: convert(ConvertConfig(**config, jobs=jobs)).tflite for jobs in (1, 2)}
+    assert files[1] == files[2]
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("engine", ["numpy", "onnxruntime"])
+def test_a_non_finite_tensor_is_named_alike_by_both_engines(models, engine):
+    graph, _ = prepare_graph(ConvertConfig(model=models["plain"], mode="full"))
+    samples = _samples()
+    samples[5]["x"][0, 0, 0, 0] = np.inf
+    with pytest.raises(CalibrationError, match=r"calibration sample 5: tensor 'x' \(graph input\) holds Inf"):
+        calibrate(graph, samples, show_progress=False, histogram=False, jobs=1, engine=engine,
+                  model=models["plain"])
+
+
+
+
+def test_an_onnxruntime_worker_that_dies_fails_naming_its_shard(models, monkeypatch):
+    monkeypatch.setattr(parallel, "MAIN_PROCESS_SHARDS", False)
+    model = models["plain"]
+    graph, _ = prepare_graph(ConvertConfig(model=model, mode="full"))
+    tensors = frozenset(n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float)
+    plan, _ = plan_onnxruntime(graph, tensors, False, model)
+    from tests.quantize.test_parallel_calibration import _Deadly as Deadly
+
+    samples = _samples()
+    samples[7] = {"x": Deadly(samples[7]["x"])}
+    with pytest.raises(CalibrationError, match=r"worker died .*shard 3 \(samples 6-7\)"):
+        run_calibration(CalibrationJob(None, tensors, False, plan=plan), samples, jobs=2)
+    assert not multiprocessing.active_children()
