@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 AGREEMENT = 1e-3            # engines agree when extremes differ by at most this share of the range
 MAX_MODEL_BYTES = 1 << 30
+MAX_FETCHED_BYTES = 256 << 20  # whole tensors onnxruntime hands out at once, per sample
 EQUIVALENTS_OPSET = 11      # ONNX Pad takes its pads as an input from opset 11   # larger models would need their weights in external files
 INSTALL_HINT = "pip install onnxruntime (or tflq[onnxruntime])"
 
@@ -200,6 +201,10 @@ def plan_onnxruntime(graph: Graph, tensors: frozenset[str], histogram: bool, mod
 
     recorded_whole = {n for n in tensors if n in mapped} if histogram else set()
     fetched = sorted(needed_whole | recorded_whole)
+    held = sum(graph.tensors[n].size * graph.tensors[n].dtype.numpy.itemsize for n in fetched)
+    if held > MAX_FETCHED_BYTES:
+        return None, (f"onnxruntime would hand out {held / 2 ** 20:.0f} MiB of tensors per sample "
+                      f"(numpy holds only the live ones)")
     reduced = sorted(n for n in tensors if n in mapped and n not in recorded_whole)
 
     model = onnx_model.finish(equivalents, reduced, fetched,
