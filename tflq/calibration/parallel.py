@@ -280,17 +280,66 @@ def run_calibration(job: CalibrationJob, samples: Iterable[Sample], jobs: int | 
     return stats
 
 
+class _OwnPool:
+    """tflq's forkserver workers for one job, being started by a thread (starting one blocks for
+    about a second: the forkserver forks it and sends it the graph, measured on MobileNetV2)."""
+
+    def __init__(self, job: CalibrationJob, workers: int) -> None:
+        context = _context()
+        context.set_forkserver_preload(PRELOAD)
+        self.key, self.workers = job.key, workers
+        self.table = context.Array("q", 2 * workers, lock=False)
+        slots = context.Value("i", 0)
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                                        initargs=([_job_payload(job)], self.table, slots))
+        self.started: list = []
+        self.starter = threading.Thread(target=self._start, name="tflq-calibration-workers", daemon=True)
+        self.starter.start()
+
+    def _start(self) -> None:
+        try:
+            with _main_script_hidden():
+                for _ in range(self.workers):  # each submit starts one more worker
+                    self.started.append(self.pool.submit(_worker_ready))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
+            self.started.append(exc)
+
+    def stop(self) -> None:
+        self.starter.join()
+        _stop(self.pool, (), {})
+
+
+_prestarted: _OwnPool | None = None
+
+
+def prestart_workers(job: CalibrationJob, jobs: int | None) -> None:
+    """Start the workers of `job` now, so that they start while this process prepares its own
+    engine; run_calibration(job, jobs=jobs) takes them, discard_prestarted() ends them unused."""
+    global _prestarted
+    discard_prestarted()
+    if jobs is not None and jobs > 1:
+        _prestarted = _OwnPool(job, jobs - 1 if MAIN_PROCESS_SHARDS else jobs)
+
+
+def discard_prestarted() -> None:
+    global _prestarted
+    own, _prestarted = _prestarted, None
+    if own is not None:
+        own.stop()
+
+
 def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner) -> None:
     """This process and jobs - 1 forkserver workers (no fork of a threaded parent; each gets the
     graph once). The workers' queue is kept short, and whenever it is full this process runs the
     next shard itself, so it computes while the workers start and no core waits at the end."""
+    global _prestarted
     workers = jobs - 1 if MAIN_PROCESS_SHARDS else jobs
-    context = _context()
-    context.set_forkserver_preload(PRELOAD)
-    table = context.Array("q", 2 * workers, lock=False)
-    slots = context.Value("i", 0)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=([_job_payload(job)], table, slots))
+    own, _prestarted = _prestarted, None
+    if own is not None and (own.key, own.workers) != (job.key, workers):
+        own.stop()
+        own = None
+    own = own or _OwnPool(job, workers)
+    pool, table, started, starter = own.pool, own.table, own.started, own.starter
     processes: dict = {}
     names: dict[int, str] = {}
     pending: deque[tuple[str, int, Future]] = deque()
@@ -304,20 +353,6 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner)
                                    f"running {_dead_workers_shard(processes, table, names, pending)}; "
                                    f"nothing was written") from None
 
-    # Starting a worker blocks for about a second (the forkserver forks it and sends it the
-    # graph), measured on MobileNetV2; a thread starts them while this process calibrates.
-    started: list = []
-
-    def start_workers() -> None:
-        try:
-            with _main_script_hidden():
-                for _ in range(workers):  # each submit starts one more worker
-                    started.append(pool.submit(_worker_ready))
-        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
-            started.append(exc)
-
-    starter = threading.Thread(target=start_workers, name="tflq-calibration-workers", daemon=True)
-    starter.start()
     if not MAIN_PROCESS_SHARDS:
         starter.join()
     try:

@@ -95,7 +95,8 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
     """calibrate(), and the name of the engine that ran."""
     from tflq.calibration.engines import (OnnxruntimeFailure, OnnxruntimeRunner, engines_agree,
                                           plan_onnxruntime, resolve_engine)
-    from tflq.calibration.parallel import CalibrationJob, one_blas_thread, run_calibration
+    from tflq.calibration.parallel import (CalibrationJob, discard_prestarted, one_blas_thread,
+                                           prestart_workers, run_calibration)
 
     if tensors is None:
         tensors = {n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float}
@@ -116,27 +117,38 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
             if head is None:
                 raise CalibrationError("no calibration samples")
             total = None if total is None else total - 1
-            with one_blas_thread():
-                try:
-                    runner = OnnxruntimeRunner(plan, histogram)
-                    stats = runner.run([head], 0)
-                except OnnxruntimeFailure as exc:
-                    reason = str(exc)
-                if os.environ.get("TFLQ_DEBUG") and not reason:
-                    reference = SampleRunner(graph, tensors, histogram).run([head], 0)
-                    reason = engines_agree(reference, stats)
+            candidate = CalibrationJob(None, tensors, histogram, plan=plan)
+            if executor is None:  # the workers start while this process gets its session
+                prestart_workers(candidate, jobs)
+            try:
+                with one_blas_thread():
+                    try:
+                        runner = OnnxruntimeRunner(plan, histogram)
+                        stats = runner.run([head], 0)
+                    except OnnxruntimeFailure as exc:
+                        reason = str(exc)
+                    if os.environ.get("TFLQ_DEBUG") and not reason:
+                        reference = SampleRunner(graph, tensors, histogram).run([head], 0)
+                        reason = engines_agree(reference, stats)
+            except BaseException:
+                discard_prestarted()
+                raise
             if reason:  # sample 0 again, in numpy
+                discard_prestarted()
                 runner = SampleRunner(graph, tensors, histogram)
                 with one_blas_thread():
                     stats = runner.run([head], 0)
             else:
                 name = CalibEngine.ONNXRUNTIME.value
-                job = CalibrationJob(None, tensors, histogram, plan=plan)
+                job = candidate
                 log.info("calibration engine: onnxruntime (%s)", plan.describe())
         if reason:
             log.info("calibration engine: numpy (%s)", reason)
-    stats = run_calibration(job, samples, jobs=jobs, executor=executor, show_progress=show_progress,
-                            stats=stats, runner=runner, total=total)
+    try:
+        stats = run_calibration(job, samples, jobs=jobs, executor=executor, show_progress=show_progress,
+                                stats=stats, runner=runner, total=total)
+    finally:
+        discard_prestarted()  # workers started for nothing (too few samples for them)
     if stats.samples == 0:
         raise CalibrationError("no calibration samples")
     return stats, name
