@@ -201,12 +201,13 @@ def test_every_number_of_jobs_writes_the_same_file_in_each_engine(models, engine
     assert not multiprocessing.active_children()
 
 
+@pytest.mark.parametrize("bad,what", [(np.inf, "Inf"), (np.nan, "NaN")])
 @pytest.mark.parametrize("engine", ["numpy", "onnxruntime"])
-def test_a_non_finite_tensor_is_named_alike_by_both_engines(models, engine):
+def test_a_non_finite_tensor_is_named_alike_by_both_engines(models, engine, bad, what):
     graph, _ = prepare_graph(ConvertConfig(model=models["plain"], mode="full"))
     samples = _samples()
-    samples[5]["x"][0, 0, 0, 0] = np.inf
-    with pytest.raises(CalibrationError, match=r"calibration sample 5: tensor 'x' \(graph input\) holds Inf"):
+    samples[5]["x"][0, 1, 2, 3] = bad
+    with pytest.raises(CalibrationError, match=rf"calibration sample 5: tensor 'x' \(graph input\) holds {what}"):
         calibrate(graph, samples, show_progress=False, histogram=False, jobs=1, engine=engine,
                   model=models["plain"])
 

@@ -18,8 +18,10 @@ equalized layers are computed in numpy); the shapes onnxruntime hands out are ch
 TFLQ_DEBUG (--debug) the first sample also runs in numpy and every tensor's extremes must agree.
 When onnxruntime refuses the model or its first sample, or the graph is not known to hold the
 ONNX model's values (quantized tensors, inputs tflq fixed or folded, weights in external files),
-numpy calibrates the whole model and the log says why. NaN inside onnxruntime is seen where it
-reaches a minimum or maximum (onnxruntime's reductions may skip it); infinities always are.
+numpy calibrates the whole model and the log says why. The graph inputs are recorded in numpy
+from the feeds, so NaN or Inf in a sample is named as the numpy engine names it; inside the
+network infinities are always seen, NaN where it reaches a minimum or maximum (onnxruntime's
+reductions may skip it; it mostly follows an infinity, which is seen first).
 """
 from __future__ import annotations
 
@@ -71,7 +73,8 @@ class OnnxruntimePlan:
 
     model: bytes                                  # the ONNX model with the outputs below
     inputs: tuple[Tensor, ...]                    # the graph inputs (no data), for the checks
-    reduced: tuple[str, ...]                      # extremes come out as <prefix>min/<i>, max/<i>
+    reduced: tuple[str, ...]                      # their extremes come out first, in this order
+    recorded_inputs: tuple[str, ...]              # graph inputs recorded from the feeds
     fetched: tuple[tuple[str, tuple[int, ...] | None], ...]  # whole tensors, permutation to IR
     recorded_whole: frozenset[str]                # fetched tensors whose statistics are recorded
     hybrid: Graph | None                          # ops with no ONNX counterpart (and their constants)
@@ -199,13 +202,15 @@ def plan_onnxruntime(graph: Graph, tensors: frozenset[str], histogram: bool, mod
             hybrid.add_op(op)
         hybrid.inputs = sorted(n for n in names if n in needed_whole)
 
-    recorded_whole = {n for n in tensors if n in mapped} if histogram else set()
-    fetched = sorted(needed_whole | recorded_whole)
+    # graph inputs are recorded from the feeds, in numpy (which sees NaN in them)
+    recorded_inputs = tuple(n for n in graph_inputs if n in tensors)
+    recorded_whole = {n for n in tensors if n in mapped and n not in recorded_inputs} if histogram else set()
+    fetched = sorted((needed_whole - set(graph_inputs)) | recorded_whole)
     held = sum(graph.tensors[n].size * graph.tensors[n].dtype.numpy.itemsize for n in fetched)
     if held > MAX_FETCHED_BYTES:
         return None, (f"onnxruntime would hand out {held / 2 ** 20:.0f} MiB of tensors per sample "
                       f"(numpy holds only the live ones)")
-    reduced = sorted(n for n in tensors if n in mapped and n not in recorded_whole)
+    reduced = sorted(n for n in tensors if n in mapped and n not in recorded_whole and n not in recorded_inputs)
 
     model = onnx_model.finish(equivalents, reduced, fetched,
                               {n: graph.tensors[n].dtype.numpy for n in list(reduced) + fetched})
@@ -217,7 +222,7 @@ def plan_onnxruntime(graph: Graph, tensors: frozenset[str], histogram: bool, mod
     plan = OnnxruntimePlan(
         model=model, inputs=tuple(Tensor(n, graph.tensors[n].dtype, graph.tensors[n].shape,
                                                              layout=graph.tensors[n].layout) for n in graph_inputs),
-        reduced=tuple(reduced), fetched=tuple((n, mapped[n]) for n in fetched),
+        reduced=tuple(reduced), recorded_inputs=recorded_inputs, fetched=tuple((n, mapped[n]) for n in fetched),
         recorded_whole=frozenset(recorded_whole), hybrid=hybrid,
         computed=frozenset(computed & set(tensors)), where=where, order=order, equivalents=len(equivalents),
         shapes={n: graph.tensors[n].shape for n in fetched})
@@ -253,6 +258,8 @@ class OnnxruntimeRunner:
             raise OnnxruntimeFailure(f"onnxruntime refused the model: {_first_line(exc)}") from None
         self.plan = dataclasses.replace(plan, model=b"")  # the session holds the model now
         self.hybrid = GraphRunner(plan.hybrid) if plan.hybrid is not None else None
+        inputs = {t.name for t in plan.inputs}
+        self.hybrid_inputs = [n for n in plan.hybrid.inputs if n in inputs] if plan.hybrid is not None else []
 
     def run(self, samples: Iterable[Mapping[str, np.ndarray]], first: int = 0,
             stats: CalibrationStats | None = None) -> CalibrationStats:
@@ -265,6 +272,7 @@ class OnnxruntimeRunner:
         for index, sample in enumerate(samples, start=first):
             given = sample_feeds(plan.inputs, sample, index, transpose=False)  # the numpy engine's checks
             feeds = {t.name: np.asarray(given[t.name], dtype=t.dtype.numpy) for t in plan.inputs}
+            ir_feeds = sample_feeds(plan.inputs, feeds, index) if self.hybrid_inputs else {}
             try:
                 values = self.session.run(None, feeds)  # minimum, maximum of each reduced, then fetched
             except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
@@ -278,6 +286,8 @@ class OnnxruntimeRunner:
                 except NonFiniteError as exc:
                     failures.append((plan.order.get(name, 0), name, str(exc)))
 
+            for name in plan.recorded_inputs:
+                record(name, lambda n=name: stats.update(n, feeds[n]))
             count = len(plan.reduced)
             if count:
                 # the extremes of all reduced tensors at once; into `stats` after the samples
@@ -300,6 +310,8 @@ class OnnxruntimeRunner:
                     record(name, lambda n=name, v=value: stats.update(n, v))
                 if self.hybrid is not None:
                     whole[name] = value if perm is None else value.transpose(perm)
+            if self.hybrid is not None:
+                whole.update({n: ir_feeds[n] for n in self.hybrid_inputs})
             if self.hybrid is not None and not failures:
                 computed = plan.computed
                 self.hybrid.run(whole, on_tensor=lambda n, v: record(n, lambda: stats.update(n, v))
