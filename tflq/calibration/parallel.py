@@ -127,7 +127,7 @@ def _runner_for(job: CalibrationJob | bytes | str):
         key = job[-32:].decode()  # see _job_payload: the key rides at the end of the pickle
         if key in _worker_cache:
             return _worker_cache[key]
-        job = pickle.loads(job[:-32])
+        job = pickle.loads(memoryview(job)[:-32])  # no copy of the bytes
     if job.key not in _worker_cache:
         _worker_cache.clear()  # at most one graph per worker
         _worker_cache[job.key] = make_runner(job)

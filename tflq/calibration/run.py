@@ -140,8 +140,11 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
                     stats = runner.run([head], 0)
             else:
                 name = CalibEngine.ONNXRUNTIME.value
-                job = candidate
+                # the model's bytes are for workers and executors; in-process, the session has it
+                job = candidate if executor is not None or jobs != 1 else \
+                    CalibrationJob(None, tensors, histogram, plan=runner.plan)
                 log.info("calibration engine: onnxruntime (%s)", plan.describe())
+            plan = candidate = None  # (the job holds what is needed)
         if reason:
             log.info("calibration engine: numpy (%s)", reason)
     try:
