@@ -83,12 +83,14 @@ class OnnxruntimePlan:
     order: Mapping[str, int]                      # tensor -> position in the graph (messages)
     shapes: Mapping[str, tuple[int, ...]]         # fetched tensor -> its shape in tflq's graph
     equivalents: int = 0                          # lowered ops onnxruntime computes (see OpSpec)
+    derived: tuple[tuple[str, str, tuple[float, ...]], ...] = ()  # (tensor, its input, values added)
 
     def describe(self) -> str:
         kinds = Counter(op.kind for op in self.hybrid.ops) if self.hybrid is not None else {}
         computed = ", ".join(f"{kind} x{n}" for kind, n in sorted(kinds.items()))
         return (f"{len(self.reduced) + len(self.recorded_whole)} tensors read from onnxruntime"
                 + (f" ({self.equivalents} of lowered ops it computes too)" if self.equivalents else "")
+                + (f", {len(self.derived)} whose extremes follow from their inputs'" if self.derived else "")
                 + (f", {len(self.computed)} computed by tflq's kernels ({computed})" if kinds else ""))
 
 
@@ -163,7 +165,7 @@ def plan_onnxruntime(graph: Graph, tensors: frozenset[str], histogram: bool, mod
         equivalent = registry.spec(op.kind).onnx_equivalent(op, graph, onnx_axes)
         if equivalent is None:
             continue
-        equivalents.append(equivalent)
+        equivalents.append((op, equivalent))
         for name in outputs:
             mapped[name] = to_channels_last(rank) if graph.tensors[name].layout.channels_last else None
 
@@ -211,8 +213,21 @@ def plan_onnxruntime(graph: Graph, tensors: frozenset[str], histogram: bool, mod
         return None, (f"onnxruntime would hand out {held / 2 ** 20:.0f} MiB of tensors per sample "
                       f"(numpy holds only the live ones)")
     reduced = sorted(n for n in tensors if n in mapped and n not in recorded_whole and n not in recorded_inputs)
+    # A lowered op whose output holds its input's values and known constants besides (an
+    # explicit PAD) needs no tensor for minmax: its extremes follow from its input's.
+    derived, kept = [], []
+    for op, equivalent in equivalents:
+        out, source = op.outputs[0], op.inputs[0]
+        extra = registry.spec(op.kind).extremes_from_input(op, graph) if not histogram else None
+        if extra is not None and out in reduced and out not in fetched and len(op.outputs) == 1 and (
+                source in reduced or source in recorded_inputs):
+            derived.append((out, source, tuple(float(v) for v in extra)))
+        else:
+            kept.append(equivalent)
+    derived_names = {out for out, _, _ in derived}
+    reduced = [n for n in reduced if n not in derived_names]
 
-    model = onnx_model.finish(equivalents, reduced, fetched,
+    model = onnx_model.finish(kept, reduced, fetched,
                               {n: graph.tensors[n].dtype.numpy for n in list(reduced) + fetched})
     where = {}
     for name in tensors:
@@ -224,7 +239,7 @@ def plan_onnxruntime(graph: Graph, tensors: frozenset[str], histogram: bool, mod
                                                              layout=graph.tensors[n].layout) for n in graph_inputs),
         reduced=tuple(reduced), recorded_inputs=recorded_inputs, fetched=tuple((n, mapped[n]) for n in fetched),
         recorded_whole=frozenset(recorded_whole), hybrid=hybrid,
-        computed=frozenset(computed & set(tensors)), where=where, order=order, equivalents=len(equivalents),
+        computed=frozenset(computed & set(tensors)), where=where, order=order, equivalents=len(kept), derived=tuple(derived),
         shapes={n: graph.tensors[n].shape for n in fetched})
     return plan, ""
 
@@ -325,6 +340,9 @@ class OnnxruntimeRunner:
         if done:
             for name, low, high in zip(plan.reduced, lows.tolist(), highs.tolist()):
                 stats.update_extremes(name, low, high)
+            for name, source, values in plan.derived:  # over the same samples as `source`
+                known = stats.tensors[source]
+                stats.update_extremes(name, min(known.minimum, *values), max(known.maximum, *values))
         return stats
 
 

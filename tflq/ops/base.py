@@ -390,6 +390,12 @@ class OpSpec:
         onnxruntime (tflq.calibration.engines). None: the reference kernel computes it."""
         return None
 
+    def extremes_from_input(self, op: Op, graph: Graph) -> tuple[float, ...] | None:
+        """The values `op`'s output holds besides those of its first input, when it holds all of
+        those and only those (an explicit PAD: its padding value; () if it pads nothing): its
+        minimum and maximum then follow from the input's. None: they do not."""
+        return None
+
     def negligible_below_row_max(self, op: Op) -> float | None:
         """How far below its row's maximum an input value may be raised without changing the
         output by more than 1e-7 of the row (SOFTMAX: exp weighs it by e^-16 at 16 / beta);

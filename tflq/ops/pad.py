@@ -52,6 +52,14 @@ def _onnx_constant_pad(op: Op, graph: Graph, onnx_axes: list[int], value: float)
     return [helper.make_node("Pad", inputs, [op.outputs[0]], mode="constant")], initializers
 
 
+def _padding_values(op: Op, graph: Graph, value: float) -> tuple[float, ...] | None:
+    """(value,) when `op` pads anything with it, () when it pads nothing (constant paddings)."""
+    paddings = graph.tensors[op.inputs[1]].data
+    if paddings is None:
+        return None
+    return (value,) if np.any(np.asarray(paddings) > 0) else ()
+
+
 def _pad_case(name, mode="constant", pads=(0, 0, 1, 2, 0, 0, 2, 1), value=None, opset=17) -> Case:
     consts = {"pads": np.array(pads, np.int64)}
     inputs = ["x", "pads"]
@@ -173,6 +181,9 @@ class Pad(OpSpec):
     def onnx_equivalent(self, op, graph, onnx_axes):
         return _onnx_constant_pad(op, graph, onnx_axes, 0.0)
 
+    def extremes_from_input(self, op, graph):
+        return _padding_values(op, graph, 0.0)
+
     def options(self, attrs):
         return PadOptionsT()
 
@@ -203,6 +214,12 @@ class PadV2(OpSpec):
         if value is None or np.asarray(value).size != 1:
             return None
         return _onnx_constant_pad(op, graph, onnx_axes, float(np.asarray(value).reshape(())))
+
+    def extremes_from_input(self, op, graph):
+        value = graph.tensors[op.inputs[2]].data
+        if value is None or np.asarray(value).size != 1:
+            return None
+        return _padding_values(op, graph, float(np.asarray(value).reshape(())))
 
     def options(self, attrs):
         return PadV2OptionsT()
