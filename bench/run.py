@@ -42,10 +42,11 @@ Columns of the Markdown table printed per model (the same figures, and more, go 
   would take more than 10 s, at least 5) on the first evaluation input.
 - latency ratio: that median divided by the float file's median from the same run.
 - vs SAME ref: the file's invoke time over a hand-built reference file's, the two alternating
-  on their own for 100 rounds (median of each round's ratio): the same file with each pad in
-  front of a MAX_POOL_2D removed and the pool SAME-padded, as TensorFlow's converter writes it
-  (``bench/reference.py``; for the float, full-int8 and full-uint8 files, when they have such a
-  pad).
+  on their own for 100 rounds (median of each round's ratio): the same file with each padded
+  MAX_POOL_2D SAME-padded right on the tensor the ONNX model pools, as TensorFlow's converter
+  writes it (its pads removed, or the convolution tflq computes one cell longer for a SAME pool
+  cut back and the STRIDED_SLICE after the pool removed: ``bench/reference.py``; for the float,
+  full-int8 and full-uint8 files, when they have such a pool).
 
 After the tables, ``bench/speed.py`` measures calibration and conversion speed as ratios from one
 run (calibration over an onnxruntime forward loop, conversion over onnxruntime's

@@ -1,5 +1,7 @@
 """Explicit padding in front of pools and convolutions is an op XNNPACK runs (PAD), never
-MIRROR_PAD, wherever that is exact; checked on the written file and against onnxruntime."""
+MIRROR_PAD, wherever that is exact, and a max pool is SAME-padded wherever SAME reads ONNX's
+windows (on a convolution output one cell longer if need be); checked on the written file, in
+XNNPACK's partitions and against onnxruntime."""
 from __future__ import annotations
 
 import numpy as np
@@ -116,7 +118,9 @@ def test_convolution_without_its_own_pad_gets_one_to_compute_the_extra_cells(tmp
 
 
 def test_a_convolution_output_read_elsewhere_is_not_extended(tmp_path):
-    """The Conv output also feeds an Add (a residual): it keeps its size and the pool its pad."""
+    """The Conv output also feeds a ReduceMax (as a residual would): it keeps its 12x12, and the
+    pool's edge MIRROR_PAD becomes a PAD of one row and column at the end for SAME."""
+    importorskip("ai_edge_litert")
     rng = np.random.default_rng(10)
     weight = numpy_helper.from_array(rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32), "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
@@ -126,7 +130,13 @@ def test_a_convolution_output_read_elsewhere_is_not_extended(tmp_path):
              helper.make_node("Add", ["p", "m"], ["y"])]
     model = _save(tmp_path / "m.onnx", nodes, (1, 4, 12, 12), [weight], opset=17)
     data = convert(model).tflite
-    assert "MIRROR_PAD" in _kinds(data) and "STRIDED_SLICE" not in _kinds(data)
+    info = read_tflite(data)
+    conv, pad = (next(op for op in info.ops if op.kind == kind) for kind in ("CONV_2D", "PAD"))
+    assert info.tensors[conv.outputs[0]].shape == [1, 12, 12, 4]
+    np.testing.assert_array_equal(info.tensors[pad.inputs[1]].data, [[0, 0], [0, 1], [0, 1], [0, 0]])
+    assert "MIRROR_PAD" not in _kinds(data) and "STRIDED_SLICE" in _kinds(data)
+    x = rng.normal(0, 1, (1, 4, 12, 12)).astype(np.float32)
+    np.testing.assert_allclose(run_litert(data, [x])[0], run_onnxruntime(model, {"x": x})[0], atol=1e-5)
 
 
 def test_pool_pads_only_the_sides_its_windows_read(tmp_path):
@@ -189,12 +199,28 @@ def test_int8_max_pool_pads_with_the_grid_minimum_where_the_input_grid_starts_at
         np.testing.assert_allclose(run_litert(data, [sample["x"]])[0], expected, atol=step / 2)
 
 
-def test_int8_max_pool_of_negative_data_keeps_edge_replication(tmp_path):
+@pytest.mark.parametrize("mode", ["float", "int8"])
+def test_max_pool_of_possibly_negative_data_pads_the_end_for_same(tmp_path, mode):
+    """A bare padded MaxPool of negative data: no MIRROR_PAD (XNNPACK does not take it) but a
+    PAD of one row and column at the end, whose cells no kept window reads, a SAME pool and a
+    STRIDED_SLICE; one XNNPACK partition, exactly onnxruntime's maximum (of the rounded input in
+    int8)."""
+    importorskip("ai_edge_litert")
+    from tests.delegation import xnnpack_delegation
+
+    model = _non_negative_pool(tmp_path / "pool.onnx")
     rng = np.random.default_rng(7)
-    samples = [{"x": rng.uniform(-1, 1, (1, 8, 16, 16)).astype(np.float32)} for _ in range(4)]
-    data = convert(_non_negative_pool(tmp_path / "pool.onnx"), mode="full", dtype="int8",
-                   calib=samples).tflite
-    assert _pad_kinds(data) == ["MIRROR_PAD"]
+    samples = [{"x": rng.uniform(-2, -0.5, (1, 8, 16, 16)).astype(np.float32)} for _ in range(4)]
+    options = {"mode": "full", "dtype": "int8", "calib": samples} if mode == "int8" else {}
+    data = convert(model, **options).tflite
+    assert _pad_kinds(data) == ["PAD"] and "STRIDED_SLICE" in _kinds(data)
+    assert xnnpack_delegation(data).partitions == 1
+    low = min(float(s["x"].min()) for s in samples)
+    step = -low / 255 if mode == "int8" else 0.0  # int8: the input grid, real 0 at the top
+    for sample in samples:
+        rounded = np.round(sample["x"] / step) * step if step else sample["x"]
+        expected = run_onnxruntime(model, {"x": rounded.astype(np.float32)})[0]
+        np.testing.assert_allclose(run_litert(data, [sample["x"]])[0], expected, atol=step / 2 + 1e-6)
 
 
 def _non_negative_pool(path) -> str:

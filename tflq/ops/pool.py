@@ -20,7 +20,8 @@ the end padding unread). Other ONNX paddings are made explicit in front of a VAL
   something other than the full window (count_include_pad=0, or cells added by ceil_mode).
 Once the file's graph is final, max_pool_pads_as_same drops a max pool's padding again wherever
 SAME reads the same windows, on the pool's input or on a convolution output made one cell longer
-(ResNet's stem: XNNPACK's PAD is a copy costing 4x the pool; a convolution's PAD it folds in).
+(ResNet's stem: XNNPACK's PAD is a copy costing 4x the pool; a convolution's PAD it folds in), or
+else, in place of MIRROR_PADs, on the input made longer by a PAD at the end.
 """
 from __future__ import annotations
 
@@ -189,6 +190,7 @@ def max_pool_pads_as_same(graph: Graph, extend_convolutions: bool = True) -> int
     1 on 112 rows is SAME on 113. The convolution that writes the pool's input computes the
     extra cells (`extend_convolutions`: its input padded further, which XNNPACK folds into it),
     no window ONNX has reads them, and a STRIDED_SLICE drops the windows SAME adds at the end.
+    Without such a convolution, edge MIRROR_PADs become one PAD of those cells at the end.
 
     Why: XNNPACK fuses a PAD into a following convolution, never into a pool, and its PAD is a
     copy that costs 4x the pool (ResNet-18 int8: 0.14 ms for the 112x112x64 PAD, 0.03 ms for the
@@ -220,15 +222,29 @@ def max_pool_pads_as_same(graph: Graph, extend_convolutions: bool = True) -> int
                  for a in (0, 1)]
         if None in extra:
             continue
+        pad_end = False
         if any(extra):
             conv = producers.get(x)
-            if not extend_convolutions or conv is None or \
-                    conv.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or x in graph.outputs or \
-                    x in graph.inputs or len(consumers.get(x, [])) != 1:
-                continue
-            extend_convolution_output(graph, conv, (extra[0], extra[1]))
+            if extend_convolutions and conv is not None and \
+                    conv.kind in ("CONV_2D", "DEPTHWISE_CONV_2D") and x not in graph.outputs and \
+                    len(consumers.get(x, [])) == 1:
+                extend_convolution_output(graph, conv, (extra[0], extra[1]))
+            elif all(p.kind == "PAD" for p in chain):
+                continue  # a PAD at the end would cost what this one does
+            else:
+                pad_end = True  # a MIRROR_PAD, which XNNPACK does not take: a PAD instead
         for pad in chain:
             graph.remove_op(pad)
+        if pad_end:
+            # any value does in the added cells (no kept window reads them): PAD's zeros
+            source = graph.tensors[x]
+            longer = graph.add_activation(f"{x}/same_extension", source.dtype,
+                                          (n, size[0] + extra[0], size[1] + extra[1], c), source.layout)
+            graph.tensors[longer].quant = source.quant
+            paddings = np.array([[0, 0], [0, extra[0]], [0, extra[1]], [0, 0]], np.int32)
+            graph.insert_before(pool, Op("PAD", [x, graph.add_constant(f"{x}/paddings", paddings)],
+                                         [longer], origin=pool.origin))
+            x = longer
         pool.inputs[0] = x
         pool.replace_attrs(padding="SAME")
         same = tuple(-(-(size[a] + extra[a]) // strides[a]) for a in (0, 1))
