@@ -230,15 +230,17 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
               help="Take the mean output shift that rounding each layer's weights causes out of "
                    "its bias: measured on --calib samples (empirical), else (weights-only mode, "
                    "--stats) from the BatchNorm statistics before each layer (analytic; the "
-                   "summary names the layers without them). [default: off: +0.1 to +2.8 dB "
-                   "output SQNR on the models measured, but the worst sample lost up to 4 dB on "
-                   "one, and measuring on --calib samples doubled to tripled the conversion time "
-                   "of MobileNetV2 and ResNet-18]")
-@click.option("--rounding", type=click.Choice(["nearest", "adaround"]), default="nearest",
+                   "summary names the layers without them). [default: on for int16x8 with "
+                   "--calib (ResNet-18 +5.0 dB output SQNR, worst sample too; MobileNetV2 +0.8); "
+                   "off for uint8 and int8: +0.1 to +2.8 dB output SQNR on the models measured, "
+                   "but the worst sample lost up to 4 dB on one]")
+@click.option("--rounding", type=click.Choice(["nearest", "adaround"]), default=None,
               help="full mode: adaround learns each weight's rounding (up or down) so that the "
                    "layer's output on --calib data stays the float one, for the layers nearest "
-                   "rounding hurts most. [default: nearest: adaround gained 0 to +1.3 dB output "
-                   "SQNR on the models measured, for up to --rounding-seconds]")
+                   "rounding hurts most. [default: adaround for int16x8 with --calib, on the "
+                   "worst layers that a fixed amount of work allows (the digits CNN +2.2 dB, "
+                   "worst sample +2.6); nearest for uint8 and int8: adaround gained 0 to +1.3 "
+                   "dB output SQNR on the models measured, for up to --rounding-seconds]")
 @click.option("--rounding-layers", type=click.IntRange(min=1), default=8, show_default=True,
               help="With --rounding adaround: how many of the worst layers to round.")
 @click.option("--rounding-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True,

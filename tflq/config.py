@@ -89,8 +89,9 @@ class ConvertConfig:
     # empirical bias correction on the calibration data; None: where it measurably helps
     bias_correction: bool | None = None
     # "adaround": learned weight rounding for the rounding_layers worst layers, within
-    # rounding_seconds (full mode with --calib); "nearest": round to nearest
-    rounding: str = "nearest"
+    # rounding_seconds (full mode with --calib); "nearest": round to nearest; None: adaround
+    # for int16x8 with --calib (within a fixed amount of work), else nearest
+    rounding: str | None = None
     rounding_layers: int = 8
     rounding_seconds: float = 30.0
     mean: tuple[float, ...] | None = None

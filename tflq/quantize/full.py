@@ -85,7 +85,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     report.notes.extend(plan.adjustments)
     # REPAIR: learned rounding, then bias correction, on the plan's weight grids
     originals: dict = {}
-    report.rounding = round_if_asked(graph, plan, config, originals)
+    report.rounding = round_if_asked(graph, plan, config, originals, qdq)
     report.bias_correction = correct_biases_if_asked(graph, config, qdq, plan, originals,
                                                      folded.given if folded is not None else None)
     io_type = config.io_type

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tflq.calibration.parallel import one_blas_thread
 from tflq.config import ConvertConfig, Mode
 from tflq.errors import InvalidConfigError
 from tflq.ir.dtypes import DType
@@ -46,13 +47,17 @@ def equalize_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel | None)
 
 
 def bias_correction_by_default(config: ConvertConfig) -> bool:
-    """Off. Bias correction raised the output SQNR over held-out data on every model measured
-    (openwakeword's speech embedding int8 19.0 -> 23.9 dB, uint8 20.0 -> 23.2; digits MobileNet
-    uint8 with CLE 28.4 -> 31.6, int8 37.6 -> 38.2; digits CNN +1.0/+0.9; digits MobileNetV3
-    +0.2/+0.2), but the worst sample lost in int8 on two of them (MobileNetV3 20.5 -> 19.7, CNN
-    29.3 -> 28.9), tflq eval's per-layer simulation reads the float biases of the graph, not the
+    """On for int16x8 calibrated with --calib, where the int8 weights' rounding is what is left
+    of the error and its mean shift is a real part of it: held-out output SQNR ResNet-18 36.4 ->
+    41.4 dB (worst sample 35.5 -> 40.5), MobileNetV2 18.2 -> 19.0, digits CNN 45.1 -> 46.0 (worst
+    35.6 -> 35.2, +2.6 with learned rounding, rounding_by_default); it costs ~10 s on ResNet-18.
+    Off for the 8-bit types: there it raised the output SQNR over held-out data on every model
+    measured (openwakeword's speech embedding int8 19.0 -> 23.9 dB, uint8 20.0 -> 23.2; digits
+    MobileNet uint8 with CLE 28.4 -> 31.6, int8 37.6 -> 38.2; digits CNN +1.0/+0.9; digits
+    MobileNetV3 +0.2/+0.2), but the worst sample lost in int8 on two of them (MobileNetV3
+    20.5 -> 19.7, CNN 29.3 -> 28.9), tflq eval's per-layer simulation reads the float biases of the graph, not the
     file's, and a conversion from a statistics file could not repeat it."""
-    return False
+    return config.mode == Mode.FULL and config.dtype == DType.INT16 and config.calib is not None
 
 
 def weight_grids(graph: Graph, plan) -> dict[int, tuple[int, QuantParams]]:
@@ -115,7 +120,8 @@ def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel |
         result = correct_biases_analytic(graph, dtype, fixed, originals)
     else:
         samples = evaluation_samples(graph, config, BIAS_CORRECTION_SAMPLES)
-        result = correct_biases(graph, samples, dtype, fixed, originals)
+        with one_blas_thread():  # as calibration: BLAS's own threads cost 7x on a busy machine
+            result = correct_biases(graph, samples, dtype, fixed, originals)
     result.skipped[:0] = kept
     for op in ops:  # the corrected biases keep their planned grids
         if id(op) in biases:
@@ -126,17 +132,34 @@ def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel |
 
 
 ROUNDING_SAMPLES = 16  # calibration samples whose layer inputs the rounding is fitted to
+# What learned rounding by default may cost (rounding.fitting_work; about 2 s of one idle core,
+# measured 6 s on the busy 2-core machine): the digits CNN's six layers take 1.6e9, one 3x3x512
+# conv of ResNet-18 7e12 (it gained 1 dB of its own output in 30 s, nothing at the model's).
+DEFAULT_ROUNDING_WORK = 1e10
 
 
-def round_if_asked(graph: Graph, plan, config: ConvertConfig,
-                   originals: dict[str, np.ndarray]) -> Rounding | None:
-    """--rounding adaround: learned rounding of the worst layers' weights, on the grids `plan`
-    gives them (the plan's params then hold for the new, on-grid constants too). `originals`
-    receives each replaced weight's float values under its new name (for bias correction)."""
-    if config.rounding == "nearest":
+def rounding_by_default(config: ConvertConfig, qdq: QdqModel | None = None) -> str:
+    """adaround for int16x8 calibrated with --calib: with int16 activations the int8 weights'
+    rounding is what is left of the error (the digits CNN: weights-only int8 46.8 dB, 16x8
+    45.1), and learning it raised the held-out output SQNR 46.0 -> 48.2 dB (worst sample 35.2
+    -> 37.8) with bias correction; within DEFAULT_ROUNDING_WORK, so the big layers of the
+    benchmark models (where it gained < 0.1 dB in 30 s) are passed over. For int8 and uint8
+    the activations' rounding dominates (digits CNN int8 +0.4 dB): nearest."""
+    return "adaround" if config.mode == Mode.FULL and config.dtype == DType.INT16 and \
+        config.calib is not None and qdq is None else "nearest"
+
+
+def round_if_asked(graph: Graph, plan, config: ConvertConfig, originals: dict[str, np.ndarray],
+                   qdq: QdqModel | None = None) -> Rounding | None:
+    """--rounding adaround (None: rounding_by_default): learned rounding of the worst layers'
+    weights, on the grids `plan` gives them (the plan's params then hold for the new, on-grid
+    constants too). `originals` receives each replaced weight's float values under its new
+    name (for bias correction). A QDQ model's weights keep their given rounding by default."""
+    rounding = config.rounding or rounding_by_default(config, qdq)
+    if rounding == "nearest":
         return None
-    if config.rounding != "adaround":
-        raise InvalidConfigError(f"--rounding {config.rounding}: use nearest or adaround")
+    if rounding != "adaround":
+        raise InvalidConfigError(f"--rounding {rounding}: use nearest or adaround")
     if config.calib is None:
         raise InvalidConfigError("--rounding adaround fits each layer to its calibration inputs: "
                                  "give --calib")
@@ -147,8 +170,10 @@ def round_if_asked(graph: Graph, plan, config: ConvertConfig,
     before = {id(op): (op.inputs[grids[id(op)][0]], graph.tensors[op.inputs[grids[id(op)][0]]].data)
               for op in plan.quantized_ops if id(op) in grids}
     samples = evaluation_samples(graph, config, ROUNDING_SAMPLES)
-    result = round_worst_layers(graph, grids, samples, config.rounding_layers,
-                                config.rounding_seconds)
+    with one_blas_thread():
+        result = round_worst_layers(graph, grids, samples, config.rounding_layers,
+                                    config.rounding_seconds, max_work=None if config.rounding
+                                    else DEFAULT_ROUNDING_WORK)
     for op in plan.quantized_ops:
         if id(op) in grids:
             index, params = grids[id(op)]

@@ -23,6 +23,7 @@ LEARNING_RATE = 1e-2
 REGULARISATION = 100.0    # against the output error of nearest rounding taken as 1
 WARMUP = 0.2             # share of the iterations before the regulariser starts
 BETA = (20.0, 2.0)       # its annealed exponent, start and end
+ELEMENTWISE_OPS = 32     # per weight and iteration, besides the Gram product (fitting_work)
 
 
 def _collect_inputs(graph: Graph, ops: list[Op], samples: Sequence[Mapping[str, np.ndarray]]):
@@ -92,18 +93,30 @@ def adaround(rows: np.ndarray, filters: np.ndarray, scale: np.ndarray, zero: np.
     return (q - zero) * scale, done
 
 
+def fitting_work(filters_shape: tuple[int, int, int]) -> float:
+    """Operations that fitting one layer of [G, O, K] filters costs: each iteration multiplies
+    the [G, O, K] error by the [G, K, K] Gram matrix, and takes some ELEMENTWISE_OPS per weight
+    (the sigmoid, the regulariser's gradient, Adam)."""
+    groups, outputs, inputs = filters_shape
+    return float(ITERATIONS) * groups * outputs * inputs * (inputs + ELEMENTWISE_OPS)
+
+
 def round_worst_layers(graph: Graph, weight_grids: Mapping[int, tuple[int, QuantParams]],
                        samples: Sequence[Mapping[str, np.ndarray]], layers: int,
-                       seconds: float, seed: int = 0) -> Rounding:
+                       seconds: float, seed: int = 0, max_work: float | None = None) -> Rounding:
     """AdaRound for the `layers` layers whose nearest rounding costs them the most output SQNR
     on `samples`, fitted within `seconds` in all (`seed` picks the output positions the loss is
     taken over). Measuring the layers' inputs and ranking them comes first, bounded by the
     samples, outside the budget: counted in, it took MobileNetV2's whole 30 s on a busy machine
-    and no layer was fitted. weight_grids: id(op) -> (weight input, its grid).
+    and no layer was fitted. weight_grids: id(op) -> (weight input, its grid). max_work:
+    operations the fitting may cost in all (fitting_work, known before it starts): worse layers
+    that would take more than is left are passed over, so that the choice, unlike a deadline,
+    does not depend on the machine's speed (and a layer beyond it is not even measured).
     Each chosen layer's weight becomes a new constant already on its grid, so quantizing it
     gives the learned integers."""
     start = time.perf_counter()
-    ops = [op for op in graph.ops if id(op) in weight_grids]
+    ops = [op for op in graph.ops if id(op) in weight_grids and
+           (max_work is None or _work(graph, op, weight_grids[id(op)][0]) <= max_work)]
     inputs = _collect_inputs(graph, ops, samples)
     candidates = []
     for op in ops:
@@ -127,7 +140,12 @@ def round_worst_layers(graph: Graph, weight_grids: Mapping[int, tuple[int, Quant
         candidates.append((_relative_error(rows, filters, nearest), op, index, params, rows, filters,
                            scale, zero))
     candidates.sort(key=lambda c: -c[0])
-    chosen = candidates[:layers]
+    chosen = candidates[:layers] if max_work is None else []
+    for candidate in candidates if max_work is not None else []:
+        work = fitting_work(candidate[5].shape)
+        if len(chosen) < layers and work <= max_work:
+            chosen.append(candidate)
+            max_work -= work
     rounded, fitted, measured = [], 0, time.perf_counter() - start
     fitting = time.perf_counter()
     for k, (before, op, index, params, rows, filters, scale, zero) in enumerate(chosen):
@@ -148,6 +166,11 @@ def round_worst_layers(graph: Graph, weight_grids: Mapping[int, tuple[int, Quant
         rounded.append(RoundedLayer(op.origin, _db(before), _db(after), iterations))
     graph.remove_unused()
     return Rounding(rounded, len(candidates), time.perf_counter() - start, fitted, measured)
+
+
+def _work(graph: Graph, op: Op, index: int) -> float:
+    w = graph.tensors[op.inputs[index]].data
+    return fitting_work(registry.spec(op.kind).weight_to_filters(np.zeros(w.shape, np.float32)).shape)
 
 
 def _db(relative_error: float) -> float:
