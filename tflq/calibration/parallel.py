@@ -186,13 +186,16 @@ def _job_payload(job: CalibrationJob) -> bytes:
     return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL) + job.key.encode()
 
 
-def _shards(samples: Iterable[Sample], size: int, first: int = 0) -> Iterator[tuple[int, list[Sample]]]:
+def _shards(samples: Iterable[Sample], size: int, first: int = 0, end: int | None = None,
+            tail: int = 0) -> Iterator[tuple[int, list[Sample]]]:
+    """(first sample's number, samples) of `size` samples; of one sample each for the last `tail`
+    before sample number `end` (when known), so that no process waits long for the others."""
     shard: list[Sample] = []
     for sample in samples:
         shard.append(sample)
-        if len(shard) == size:
+        if len(shard) == size or (end is not None and first + len(shard) > end - tail):
             yield first, shard
-            first += size
+            first += len(shard)
             shard = []
     if shard:
         yield first, shard
@@ -270,7 +273,9 @@ def run_calibration(job: CalibrationJob, samples: Iterable[Sample], jobs: int | 
                     cpus = 1
                 if left is not None:
                     cpus = max(1, min(cpus, -(-left // SHARD_SAMPLES)))
-            shards = _shards(iterator, SHARD_SAMPLES, stats.samples)
+            # the last shards: as many one-sample shards as the workers may hold queued
+            shards = _shards(iterator, SHARD_SAMPLES, stats.samples, None if total is None else done + total,
+                             IN_FLIGHT_PER_WORKER * SHARD_SAMPLES * max(cpus - 1, 0))
             if cpus <= 1:
                 for first, shard in shards:
                     runner.run(shard, first, stats)
@@ -356,8 +361,7 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner)
     if not MAIN_PROCESS_SHARDS:
         starter.join()
     try:
-        for first, shard in shards:
-            number = first // SHARD_SAMPLES
+        for number, (first, shard) in enumerate(shards):
             names[number] = _shard_name(number, first, len(shard))
             if starter.is_alive():  # workers still starting: calibrate here meanwhile
                 runner.run(shard, first, stats)
