@@ -210,3 +210,32 @@ def test_python_api(tmp_path):
     assert {f.code for f in tflq.check(data, target="tflm").violations} == {"dtype"}
     (tmp_path / "f.tflite").write_bytes(data)
     assert tflq.check(tmp_path / "f.tflite").violations == []
+
+
+def test_every_subgraph_is_checked(tmp_path):
+    """A file whose second subgraph (a control-flow body, another signature's graph) has an op of
+    a version no kernel runs: the finding names that subgraph, on the CLI too; the main subgraph
+    stays clean."""
+    from tflq._generated.tflite.OperatorCode import OperatorCodeT
+
+    data = convert(ConvertConfig(model=_model(tmp_path / "r.onnx", [N("Relu", ["x"], ["y"])]))).tflite
+
+    def edit(model):
+        body = ModelT.InitFromPackedBuf(data, 0).subgraphs[0]
+        code = OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = model.operatorCodes[0].builtinCode
+        code.version = 99
+        model.operatorCodes.append(code)
+        body.operators[0].opcodeIndex = len(model.operatorCodes) - 1
+        model.subgraphs.append(body)
+
+    patched = _patched(data, edit)
+    assert _codes(patched, "litert") == set()  # subgraph 0 alone
+    import tflq
+
+    found = tflq.check(patched, target="litert").violations
+    assert [(f.subgraph, f.op, f.code, f.kind) for f in found] == [(1, 0, "op_version", "RELU")]
+    path = tmp_path / "two.tflite"
+    path.write_bytes(patched)
+    result = CliRunner().invoke(main, ["check", str(path), "--target", "litert"])
+    assert result.exit_code == 1 and "subgraph 1 op 0 RELU" in result.output, result.output

@@ -1,4 +1,5 @@
-"""`tflq check`: every way a .tflite file (tflq's or another converter's) breaks a target's profile.
+"""`tflq check`: every way a .tflite file (tflq's or another converter's) breaks a target's profile,
+in each of its subgraphs (the main one, control-flow bodies, other signatures' graphs).
 
 Violations make the file fail on the target (no kernel or version, a tensor type it lacks, kernel
 parameters it refuses or computes wrongly with, a limit that fails loading, dynamic shapes where
@@ -11,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from tflq import ops as registry
-from tflq.backend.tflite_reader import ModelInfo, TensorInfo, read_tflite, read_tflite_file
+from tflq.backend.tflite_reader import ModelInfo, TensorInfo, read_subgraphs, read_subgraphs_file, read_tflite
 from tflq.ir.dtypes import DType
 from tflq.ops.base import Calibrated, FixedOutput, FloatOnly, SameAsInput, SameAsOutput
 from tflq.targets.base import Effect, OpView, Target, TensorView
@@ -33,9 +34,12 @@ class Finding:
     op: int | None       # operator index in the subgraph (None: a tensor finding)
     kind: str
     message: str
+    subgraph: int = 0    # the subgraph the op or tensor is in (0: the main one)
 
     def __str__(self) -> str:
         where = f"op {self.op} {self.kind}" if self.op is not None else "tensor"
+        if self.subgraph:
+            where = f"subgraph {self.subgraph} {where}"
         return f"{self.severity}: {where}: {self.message} [{self.code}]"
 
 
@@ -126,8 +130,19 @@ def _kernel_rules(k: int, op: OpView, info: ModelInfo) -> list[Finding]:
     return found
 
 
+def check_subgraphs(infos: list[ModelInfo], target: Target) -> list[Finding]:
+    """check_model on each decoded subgraph of a file (read_subgraphs), in file order."""
+    return [finding for info in infos for finding in check_model(info, target)]
+
+
 def check_model(info: ModelInfo, target: Target) -> list[Finding]:
-    """Every finding of `target`'s profile on the decoded file `info`."""
+    """Every finding of `target`'s profile on the decoded subgraph `info` (read_tflite: the
+    main one), each naming `info.subgraph`."""
+    return [replace(f, subgraph=info.subgraph) if info.subgraph else f
+            for f in _check_subgraph(info, target)]
+
+
+def _check_subgraph(info: ModelInfo, target: Target) -> list[Finding]:
     views = [tensor_view(t) for t in info.tensors]
     findings: list[Finding] = []
     for k, o in enumerate(info.ops):
@@ -183,14 +198,15 @@ def check_model(info: ModelInfo, target: Target) -> list[Finding]:
 
 
 def check_file(path: str, target: Target) -> CheckResult:
-    """check_model on a file (InvalidModelError naming it when it is no TFLite file)."""
-    return CheckResult(path, target.name, check_model(read_tflite_file(path), target))
+    """check_model on every subgraph of a file (InvalidModelError naming it when it is no TFLite
+    file)."""
+    return CheckResult(path, target.name, check_subgraphs(read_subgraphs_file(path), target))
 
 
 def check_tflite(tflite: str | bytes, target: Target) -> CheckResult:
-    """check_file on a path, or check_model on a file's bytes."""
+    """check_file on a path, or on a file's bytes."""
     if isinstance(tflite, (bytes, bytearray, memoryview)):
-        return CheckResult("(bytes)", target.name, check_model(read_tflite(bytes(tflite)), target))
+        return CheckResult("(bytes)", target.name, check_subgraphs(read_subgraphs(bytes(tflite)), target))
     return check_file(os.fspath(tflite), target)
 
 

@@ -48,6 +48,8 @@ class ModelInfo:
     outputs: list[int]
     signature_keys: list[str]
     file_bytes: int
+    subgraph: int = 0          # which subgraph of the file this describes
+    subgraph_count: int = 1    # how many the file has (control flow bodies, other signatures)
 
     def tensor(self, name: str) -> TensorInfo:
         return next(t for t in self.tensors if t.name == name)
@@ -72,16 +74,26 @@ def _text(value) -> str:
 
 
 def read_tflite(data: bytes) -> ModelInfo:
-    """Parse .tflite bytes; raise InvalidModelError for anything that is not a TFLite model.
+    """Parse .tflite bytes (the main subgraph, 0); raise InvalidModelError for anything that is
+    not a TFLite model.
 
     The file is untrusted: any failure while decoding it (offsets past the end, bad indices,
     unknown types, sizes that do not match) means the file is corrupt, and says what was wrong.
     """
+    return read_subgraphs(data, first_only=True)[0]
+
+
+def read_subgraphs(data: bytes, first_only: bool = False) -> list[ModelInfo]:
+    """read_tflite for every subgraph of the file, in file order (each ModelInfo's tensor and op
+    indices are its own subgraph's)."""
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise InvalidModelError("not a TFLite file (identifier 'TFL3' missing)")
     try:
         model = ModelT.InitFromPackedBuf(data, 0)
-        return _decode(model, len(data))
+        if not model.subgraphs:
+            raise InvalidModelError("corrupt TFLite file (no subgraph)")
+        count = 1 if first_only else len(model.subgraphs)
+        return [_decode(model, len(data), k) for k in range(count)]
     except InvalidModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt flatbuffer fails in many ways
@@ -90,10 +102,9 @@ def read_tflite(data: bytes) -> ModelInfo:
             from None
 
 
-def _decode(model, file_bytes: int) -> ModelInfo:
-    if not model.subgraphs:
-        raise InvalidModelError("corrupt TFLite file (no subgraph)")
-    subgraph = model.subgraphs[0]
+def _decode(model, file_bytes: int, index: int = 0) -> ModelInfo:
+    subgraph = model.subgraphs[index]
+    where = f" of subgraph {index}" if index else ""
     buffers = model.buffers or []
     codes = model.operatorCodes or []
     tensors = []
@@ -103,7 +114,7 @@ def _decode(model, file_bytes: int) -> ModelInfo:
         try:
             dtype = DType.from_tflite(t.type)
         except (KeyError, ValueError):
-            raise InvalidModelError(f"corrupt TFLite file (tensor {i} has unknown type {t.type})") from None
+            raise InvalidModelError(f"corrupt TFLite file (tensor {i}{where} has unknown type {t.type})") from None
         shape = [int(d) for d in (t.shape if t.shape is not None else [])]
         q = t.quantization
         info = TensorInfo(i, _text(t.name), dtype.name.lower(), shape, len(raw),
@@ -114,7 +125,7 @@ def _decode(model, file_bytes: int) -> ModelInfo:
             info.quantized_dimension = int(q.quantizedDimension)
         if raw:
             if any(d < 0 for d in shape) or len(raw) != math.prod(shape) * dtype.numpy.itemsize:
-                raise InvalidModelError(f"corrupt TFLite file (tensor {i} '{info.name}': {len(raw)} "
+                raise InvalidModelError(f"corrupt TFLite file (tensor {i}{where} '{info.name}': {len(raw)} "
                                         f"bytes of data for shape {shape} {info.dtype})")
             info.data = np.frombuffer(raw, dtype=dtype.numpy).reshape(shape)
         tensors.append(info)
@@ -123,14 +134,14 @@ def _decode(model, file_bytes: int) -> ModelInfo:
         result = [int(i) for i in (values if values is not None else [])]
         for i in result:
             if not (0 <= i < len(tensors) or (optional and i == -1)):
-                raise InvalidModelError(f"corrupt TFLite file ({what} names tensor {i}, the subgraph "
-                                        f"has {len(tensors)})")
+                raise InvalidModelError(f"corrupt TFLite file ({what}{where} names tensor {i}, the "
+                                        f"subgraph has {len(tensors)})")
         return result
 
     ops = []
     for k, o in enumerate(subgraph.operators or []):
         if not 0 <= o.opcodeIndex < len(codes):
-            raise InvalidModelError(f"corrupt TFLite file (operator {k} has opcode index {o.opcodeIndex}, "
+            raise InvalidModelError(f"corrupt TFLite file (operator {k}{where} has opcode index {o.opcodeIndex}, "
                                     f"the model has {len(codes)} codes)")
         code = codes[o.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
@@ -140,18 +151,24 @@ def _decode(model, file_bytes: int) -> ModelInfo:
     keys = [_text(s.signatureKey) for s in (model.signatureDefs or [])]
     return ModelInfo(model.version, _text(model.description), ops, tensors,
                      indices(subgraph.inputs, "the subgraph's inputs"),
-                     indices(subgraph.outputs, "the subgraph's outputs"), keys, file_bytes)
+                     indices(subgraph.outputs, "the subgraph's outputs"), keys, file_bytes, index,
+                     len(model.subgraphs))
 
 
 def read_tflite_file(path: str) -> ModelInfo:
     """read_tflite on a file; every error names the file."""
+    return read_subgraphs_file(path, first_only=True)[0]
+
+
+def read_subgraphs_file(path: str, first_only: bool = False) -> list[ModelInfo]:
+    """read_subgraphs on a file; every error names the file."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise InvalidModelError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        return read_tflite(data)
+        return read_subgraphs(data, first_only)
     except InvalidModelError as exc:
         raise InvalidModelError(f"{path}: {exc.message}") from None
 
