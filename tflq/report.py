@@ -38,6 +38,20 @@ class PrecisionResult:
     source: str = "calibration samples"  # what the SQNR was measured on
     reached: bool = True
     shortfall: str = ""
+    # TFLite operators: of the layers' (quantized or not), those of the promoted layers, and the
+    # QUANTIZE/DEQUANTIZE ops added at the promoted layers' boundaries
+    # the largest places the 8-bit model rounds, each with its share of the summed noise
+    largest_sources: list[str] = field(default_factory=list)
+    tflite_ops: int = 0
+    promoted_ops: int = 0
+    boundary_ops: int = 0
+
+    def count_ops(self, graph, plan, before_rewrite: set[int]) -> None:
+        """The TFLite op counts, from the rewritten graph (`before_rewrite`: id() of its ops before)."""
+        nodes = self.int16_nodes | self.float_nodes
+        self.tflite_ops = len(before_rewrite)
+        self.promoted_ops = sum(1 for op in graph.ops if id(op) in before_rewrite and op.origin in nodes)
+        self.boundary_ops = sum(1 for op in graph.ops if id(op) not in before_rewrite and op.origin in nodes)
 
     @property
     def int16_nodes(self) -> frozenset[str]:
@@ -184,8 +198,11 @@ class ConversionReport:
         if self.precision is not None:
             p = self.precision
             lines.append(f"  --target-sqnr {p.target_db:g} dB: {len(p.promoted)} of {p.layers} layers "
-                         f"promoted; output SQNR {p.before_db:.1f} -> {p.after_db:.1f} dB (worst of "
-                         f"{p.samples} {p.source})")
+                         f"(ONNX nodes) promoted, {p.promoted_ops} of {p.tflite_ops} TFLite ops "
+                         f"(+{p.boundary_ops} QUANTIZE/DEQUANTIZE at their edges); output SQNR {p.before_db:.1f} -> "
+                         f"{p.after_db:.1f} dB (worst of {p.samples} {p.source})")
+            if p.largest_sources:
+                lines.append(f"    largest noise sources (8-bit): {'; '.join(p.largest_sources)}")
             if not p.reached:
                 lines.append(f"  warning: {p.shortfall}; written anyway (--accept-below-target)")
             for promotion in p.promoted:

@@ -89,7 +89,10 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     report.bias_correction = correct_biases_if_asked(graph, config, qdq, plan, originals,
                                                      folded.given if folded is not None else None)
     io_type = config.io_type
+    before_rewrite = {id(op) for op in graph.ops}
     inserted = apply_plan(graph, plan, io_type)
+    if report.precision is not None:
+        report.precision.count_ops(graph, plan, before_rewrite)
     edge_pads_on_grid_minimum(graph)  # a max pool's MIRROR_PAD -> PAD where that is exact
     if folded is not None:
         folded.notes.extend(quantize_on_own_grid_first(graph, folded.given))

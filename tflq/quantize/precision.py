@@ -6,28 +6,36 @@ The target is judged on the worst sample: a sample's SQNR sums signal and noise 
 outputs for that sample, and the target is met when the lowest of them reaches it (a pooled
 figure hid two samples at 7 dB behind a mean of 97 dB).
 
-Each candidate layer's sensitivity is the output SQNR of the model in which it alone is quantized
-(everything else float): the noise it adds on its own. Quantization noises of the layers nearly
-add up, so promoting the layers that add the most noise first is the shortest way to the
-target; the shortest prefix of that order that reaches it is found by bisection (each step one
-simulated run over the samples), then each layer of it that the target does not need once the
-others are in is dropped (where the noises do not add up). Ranking by the SQNR gained by
-promoting a layer alone, from the quantized model, does worse: with the noise spread over many
-layers each gain is a few hundredths of a dB, below what the interactions move it by (on the
-benchmark ResNet-18 in uint8, +5 dB took 24 of 32 layers that way, 13 this way).
-A promoted layer runs with int16 activations where LiteRT has a 16x8 kernel for it, else in
-float. The model's SQNR is measured by running the quantized graph with tflq's reference
-kernels, each quantized activation rounded to its grid (its integer arithmetic, simulated).
+Where the noise comes from. A quantized model rounds in two kinds of places: each activation
+grid (a tensor, with the tensors that share its grid through value-moving ops: PAD, MAX_POOL,
+RESHAPE) and each layer's weights. Each such source's noise is measured on its own: the float
+model with only that rounding done. Promoting a layer takes out its weights' noise (int16x8 has
+per-channel int8 weights: what is left is their rounding), but an activation grid's noise only
+when every layer that writes or reads the tensor leaves 8 bits: a layer promoted alone reads an
+8-bit input, and its int16 output is requantized to the 8-bit grid its readers use. Ranking
+single layers by the noise each adds alone misses that: on the benchmark ResNet-18 in uint8 its
+largest source is the model input's grid (17% of the noise), which only the first convolution
+reads.
 
-Cost: every measurement is a simulated run of the model. A run in which one layer alone is
-quantized computes, up to that layer, what the float model computes: those values are kept from
-the float run of the first SENSITIVITY_SAMPLES samples and only the rest of the graph runs. A
-configuration checked against the target stops at its first sample below it, trying the samples
-that were worst as quantized first.
+The search. The noises add up (the sum of the sources is within ~1 dB of the quantized model's
+noise), so the fraction of the noise a set of promotions takes out is predicted from the
+sources it covers. Sources are added greedily, each time the one that takes out the most noise
+per layer it adds, until the prediction reaches the target on the worst sample; then the set is
+checked by a simulated run of the mixed model (the quantized graph run with tflq's reference
+kernels, each quantized activation rounded to its grid), sources are added one by one until a
+check passes, and last each chosen layer the target does not need once the others are in is
+dropped (each a check). A promoted layer runs with int16 activations where LiteRT has a 16x8
+kernel for it, else in float.
+
+Cost: every measurement is a run over the samples. A source is measured from the float run's
+values up to it (kept for the first SENSITIVITY_SAMPLES samples), so only the rest of the graph
+runs; a check stops at its first sample below the target, trying the samples that were worst as
+quantized first.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -37,7 +45,7 @@ from tflq.errors import InvalidConfigError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.progress import progress
-from tflq.quantize.plan import PlanContext, plan_quantization
+from tflq.quantize.plan import PlanContext, QuantPlan, plan_quantization, weight_params
 from tflq.quantize.rewrite import apply_plan
 from tflq.report import PrecisionResult, Promotion
 from tflq.runtime.interpreter import GraphRunner
@@ -47,6 +55,7 @@ SENSITIVITY_SAMPLES = 2
 # Above this a target asks for more than float32 arithmetic itself reaches against the reference
 # (reordered float sums differ by ~1e-7 relative: about 140 dB at best).
 MAX_TARGET_SQNR = 120.0
+LISTED_SOURCES = 3  # noise sources the summary names
 
 Feeds = dict[str, np.ndarray]
 MakeContext = Callable[[frozenset[str], frozenset[str]], PlanContext]  # (int16 nodes, float nodes)
@@ -134,7 +143,7 @@ class SqnrEvaluator:
         self.graph = graph
         self.make_context = make_context
         self.samples = samples
-        runner = GraphRunner(graph)
+        runner = self.float_runner = GraphRunner(graph)
         self.reference: list[list[np.ndarray]] = []
         self.float_values: list[dict[str, np.ndarray]] = []
         for index, sample in enumerate(samples):
@@ -144,6 +153,22 @@ class SqnrEvaluator:
             if index < cached:
                 self.float_values.append(values)
         self.runs = 0
+
+    def perturbed(self, index: int, start: int, grids: dict, constants: dict[str, np.ndarray],
+                  feeds: Feeds | None = None) -> float:
+        """Noise over signal power of cached sample `index` when the float graph runs from its
+        op `start` on (the float values before it reused) with `grids` rounding those tensors
+        and `constants` replacing those (`feeds`: other inputs)."""
+        runner = self.float_runner
+        steps, base_constants, base_grids = runner.steps, runner.constants, runner.grids
+        runner.steps, runner.grids = steps[start:], grids
+        runner.constants = {**base_constants, **self.float_values[index], **constants}
+        try:
+            out = runner.run(feeds or self.samples[index])
+        finally:
+            runner.steps, runner.constants, runner.grids = steps, base_constants, base_grids
+        signal, noise = _powers(self.reference[index], list(out.values()))
+        return noise / signal if signal > 0 else math.inf
 
     def quantized(self, int16: frozenset[str], float_: frozenset[str]) -> Graph:
         g = self.graph.copy()
@@ -205,15 +230,15 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
     check_target(target_db)
     if not samples:
         raise InvalidConfigError("--target-sqnr needs samples to measure on (--calib or --eval-data)")
-    layers = quantized_layers(graph, make_context(frozenset(), frozenset()))
+    layers_of = quantized_layers(graph, make_context(frozenset(), frozenset()))
     evaluator = SqnrEvaluator(graph, make_context, samples)
     as_quantized = evaluator.sample_sqnrs(frozenset(), frozenset())
     before = min(as_quantized)
-    result = PrecisionResult(target_db, before, before, len(layers), len(samples), source=source)
+    result = PrecisionResult(target_db, before, before, len(layers_of), len(samples), source=source)
     if before >= target_db:
         return result
     hardest = sorted(range(len(samples)), key=lambda i: as_quantized[i])  # tried first
-    names = list(layers)
+    names = list(layers_of)
     int16_capable = frozenset(n for n in names if _has_int16(graph, n))
 
     def promoted(chosen) -> tuple[frozenset[str], frozenset[str]]:
@@ -225,40 +250,167 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
         worst = evaluator.worst(*promoted(chosen), hardest, stop_below=target_db)
         return worst if worst >= target_db else None
 
-    ceiling = evaluator.worst(*promoted(names), hardest)
-    if ceiling < target_db:
-        short = (f"--target-sqnr {target_db:g} dB cannot be reached: with every one of the "
-                 f"{len(names)} quantized layers promoted (int16 where LiteRT has a 16x8 kernel, "
-                 f"else float) the worst of the {len(samples)} {source} has an output SQNR of "
-                 f"{ceiling:.1f} dB, {target_db - ceiling:.1f} dB short (as quantized: {before:.1f} dB)")
-        if not accept_below:
-            raise InvalidConfigError(f"{short}; nothing was written (--accept-below-target writes "
-                                     f"that model anyway)", reason_code="target_not_reached")
-        result.promoted = _promotions(names, layers, int16_capable)
-        result.after_db, result.reached, result.shortfall = ceiling, False, short
-        return result
-    # n alone quantized: the noise it adds by itself; the noises of the layers add up
-    alone = layer_sensitivities(evaluator, names, show_progress=show_progress)
-    order = sorted(names, key=lambda n: alone[n])
-    low, high, reached = 0, len(order), ceiling  # the first `high` promoted reach the target
-    with progress(None, "--target-sqnr search", show_progress, unit="run") as bar:
-        while high - low > 1:
-            mid = (low + high) // 2
-            measured = meets(order[:mid])
+    plan = plan_quantization(graph, make_context(frozenset(), frozenset()))  # (marks, touches nothing)
+    sources = noise_sources(evaluator, plan, set(names), int16_capable, show_progress)
+    total = sum(source.noise for source in sources)
+    result.largest_sources = [f"{s.name} {s.kind} {s.noise / total:.0%}" for s in
+                              sorted(sources, key=lambda s: -s.noise)[:LISTED_SOURCES]] if total else []
+    # the fraction of its noise the worst sample must lose (the others need less)
+    need = 1 - 10 ** ((before - target_db) / 10)
+
+    def removed(chosen: set[str]) -> float:
+        return sum(s.noise * (1 - s.kept) for s in sources if s.layers <= chosen) / total if total else 0.0
+
+    chosen: set[str] = set()
+    order: list[str] = []  # in the order they were chosen
+    reached = None
+    with progress(None, "--target-sqnr search", show_progress, unit="check") as bar:
+        while reached is None:
+            if len(chosen) == len(names):
+                break
+            if removed(chosen) >= need:  # predicted: check it (then add one source at a time)
+                reached = meets(sorted(chosen))
+                bar.update()
+                if reached is not None:
+                    break
+            layers = _best_next(sources, chosen, removed)
+            if not layers:  # every source covered: the rest of the layers
+                layers = set(names) - chosen
+            chosen |= layers
+            order.extend(n for n in names if n in layers)
+        if reached is None:
+            reached = meets(names)
             bar.update()
-            if measured is not None:
-                high, reached = mid, measured
-            else:
-                low = mid
-        chosen = order[:high]
-        for n in reversed(chosen[:-1]):  # where the noises do not add up: one the others make needless
-            without = meets([c for c in chosen if c != n])
+            if reached is None:
+                ceiling = evaluator.worst(*promoted(names), hardest)
+                short = (f"--target-sqnr {target_db:g} dB cannot be reached: with every one of the "
+                         f"{len(names)} quantized layers promoted (int16 where LiteRT has a 16x8 "
+                         f"kernel, else float) the worst of the {len(samples)} {source} has an output "
+                         f"SQNR of {ceiling:.1f} dB, {target_db - ceiling:.1f} dB short (as "
+                         f"quantized: {before:.1f} dB)")
+                if not accept_below:
+                    raise InvalidConfigError(f"{short}; nothing was written (--accept-below-target "
+                                             f"writes that model anyway)", reason_code="target_not_reached")
+                result.promoted = _promotions(names, layers_of, int16_capable)
+                result.after_db, result.reached, result.shortfall = ceiling, False, short
+                return result
+            chosen, order = set(names), list(names)
+        # drop each layer the others make needless, the ones whose sources weigh least first
+        for n in sorted(order, key=lambda n: removed(chosen) - removed(chosen - {n})):
+            if len(chosen) == 1:
+                break
+            without = meets(sorted(chosen - {n}))
             bar.update()
             if without is not None:
-                chosen, reached = [c for c in chosen if c != n], without
-    result.promoted = _promotions(chosen, layers, int16_capable)
+                chosen, reached = chosen - {n}, without
+    result.promoted = _promotions([n for n in names if n in chosen], layers_of, int16_capable)
     result.after_db = reached
     return result
+
+
+def _best_next(sources: list[NoiseSource], chosen: set[str], removed) -> set[str]:
+    """The layers of the source not covered yet that take out the most noise per layer added."""
+    best, best_rate = set(), 0.0
+    now = removed(chosen)
+    for source in sources:
+        new = source.layers - chosen
+        if not new:
+            continue
+        rate = (removed(chosen | new) - now) / len(new)
+        if rate > best_rate:
+            best, best_rate = new, rate
+    return best
+
+
+@dataclass(frozen=True)
+class NoiseSource:
+    """One place the quantized model rounds (see the module docstring): an activation grid or a
+    layer's weights. `layers`: the nodes that must all be promoted to take it out; `noise`: its
+    noise over signal power, alone, mean over the samples measured; `kept`: the fraction of it
+    left once they are (a layer's weights, per-channel int8 in int16x8)."""
+
+    name: str
+    kind: str  # "activation" or "weights"
+    layers: frozenset[str]
+    noise: float
+    kept: float = 0.0
+
+
+def noise_sources(evaluator: SqnrEvaluator, plan: QuantPlan, candidates: set[str],
+                  int16_capable: frozenset[str], show_progress: bool = False,
+                  samples: int = SENSITIVITY_SAMPLES) -> list[NoiseSource]:
+    """Every rounding of the 8-bit `plan` (marked on `evaluator.graph` itself: it names that
+    graph's ops) that promoting `candidates` can take out, each measured alone on the float
+    graph (its first `samples` samples)."""
+    graph = evaluator.graph
+    position = {out: i for i, op in enumerate(graph.ops) for out in op.outputs}
+    readers: dict[str, list] = {}
+    for op in graph.ops:
+        for name in op.inputs:
+            readers.setdefault(name, []).append(op)
+    quantized = {id(op) for op in plan.quantized_ops}
+    # activation grids: a tensor a value-moving op writes on its input's grid joins that input's
+    groups: dict[str, list[str]] = {}
+    root: dict[str, str] = {}
+    for name in graph.inputs:
+        if name in plan.params and not graph.is_constant(name):
+            groups[name], root[name] = [name], name
+    for op in graph.ops:
+        if id(op) not in quantized:
+            continue
+        rule = registry.spec(op.kind).quant
+        for out in op.outputs:
+            if out not in plan.params or not graph.tensors[out].dtype.is_float:
+                continue
+            source = op.inputs[rule.index] if getattr(rule, "moves_values", False) else None
+            if source in root and plan.params.get(source) is plan.params[out]:
+                root[out] = root[source]
+                groups[root[out]].append(out)
+            else:
+                groups[out], root[out] = [out], out
+    jobs = []
+    for name, members in groups.items():
+        producer = graph.ops[position[name]] if name in position else None
+        layers = {producer.origin} if producer is not None else set()
+        layers |= {op.origin for m in members for op in readers.get(m, []) if id(op) in quantized}
+        layers &= candidates
+        if layers:
+            jobs.append(("activation", name, frozenset(layers), 0.0, position.get(name, 0),
+                         {name: plan.params[name]}, {}))
+    for op in plan.quantized_ops:
+        if op.origin not in candidates:
+            continue
+        for rule in registry.spec(op.kind).weights:
+            if rule.index >= len(op.inputs) or not graph.is_constant(op.inputs[rule.index]):
+                continue
+            weight = op.inputs[rule.index]
+            params = plan.required_inputs.get(id(op), {}).get(rule.index) or plan.params.get(weight)
+            if params is None:
+                continue
+            data = graph.tensors[weight].data
+            rounded = params.dequantize(params.quantize(data)).astype(data.dtype)
+            kept = 0.0
+            if op.origin in int16_capable:
+                promoted = weight_params(rule, data, DType.INT16)
+                error = float(np.sum((data.astype(np.float64) - rounded) ** 2))
+                left = float(np.sum((data - promoted.dequantize(promoted.quantize(data))) ** 2))
+                kept = min(1.0, left / error) if error > 0 else 0.0
+            jobs.append(("weights", op.origin, frozenset({op.origin}), kept, graph.ops.index(op), {},
+                         {weight: rounded}))
+    count = min(samples, len(evaluator.float_values))
+    sources = []
+    with progress(len(jobs), "--target-sqnr noise sources", show_progress, unit="source") as bar:
+        for kind, name, layers, kept, start, grids, constants in jobs:
+            noise = []
+            for i in range(count):
+                feeds = None
+                if start == 0 and name in graph.inputs:  # the model's input, on its grid
+                    feeds = dict(evaluator.samples[i])
+                    feeds[name] = grids[name].dequantize(grids[name].quantize(feeds[name]))
+                noise.append(evaluator.perturbed(i, start, grids, constants, feeds))
+            sources.append(NoiseSource(name, kind, layers, float(np.mean(noise)), kept))
+            bar.update()
+    return sources
 
 
 def _promotions(chosen: Sequence[str], layers: dict[str, str], int16_capable: frozenset[str]) -> list[Promotion]:
