@@ -250,6 +250,9 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
         worst = evaluator.worst(*promoted(chosen), hardest, stop_below=target_db)
         return worst if worst >= target_db else None
 
+    if evaluator.worst(*promoted(names), hardest[:1]) < target_db:  # out of reach: say so at once
+        return _unreachable(result, evaluator, promoted(names), names, layers_of, int16_capable,
+                            accept_below)
     plan = plan_quantization(graph, make_context(frozenset(), frozenset()))  # (marks, touches nothing)
     sources = noise_sources(evaluator, plan, set(names), int16_capable, show_progress)
     total = sum(source.noise for source in sources)
@@ -282,18 +285,8 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
             reached = meets(names)
             bar.update()
             if reached is None:
-                ceiling = evaluator.worst(*promoted(names), hardest)
-                short = (f"--target-sqnr {target_db:g} dB cannot be reached: with every one of the "
-                         f"{len(names)} quantized layers promoted (int16 where LiteRT has a 16x8 "
-                         f"kernel, else float) the worst of the {len(samples)} {source} has an output "
-                         f"SQNR of {ceiling:.1f} dB, {target_db - ceiling:.1f} dB short (as "
-                         f"quantized: {before:.1f} dB)")
-                if not accept_below:
-                    raise InvalidConfigError(f"{short}; nothing was written (--accept-below-target "
-                                             f"writes that model anyway)", reason_code="target_not_reached")
-                result.promoted = _promotions(names, layers_of, int16_capable)
-                result.after_db, result.reached, result.shortfall = ceiling, False, short
-                return result
+                return _unreachable(result, evaluator, promoted(names), names, layers_of,
+                                    int16_capable, accept_below)
             chosen, order = set(names), list(names)
         # drop each layer the others make needless, the ones whose sources weigh least first
         for n in sorted(order, key=lambda n: removed(chosen) - removed(chosen - {n})):
@@ -305,6 +298,25 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
                 chosen, reached = chosen - {n}, without
     result.promoted = _promotions([n for n in names if n in chosen], layers_of, int16_capable)
     result.after_db = reached
+    return result
+
+
+def _unreachable(result: PrecisionResult, evaluator: SqnrEvaluator, every: tuple[frozenset[str], frozenset[str]],
+                 names: list[str], layers_of: dict[str, str], int16_capable: frozenset[str],
+                 accept_below: bool) -> PrecisionResult:
+    """Even with every layer promoted (`every`) a sample misses the target: InvalidConfigError
+    saying by how much, or (accept_below) `result` with them all promoted, `reached` False."""
+    ceiling = evaluator.worst(*every)
+    short = (f"--target-sqnr {result.target_db:g} dB cannot be reached: with every one of the "
+             f"{len(names)} quantized layers promoted (int16 where LiteRT has a 16x8 kernel, else "
+             f"float) the worst of the {result.samples} {result.source} has an output SQNR of "
+             f"{ceiling:.1f} dB, {result.target_db - ceiling:.1f} dB short (as quantized: "
+             f"{result.before_db:.1f} dB)")
+    if not accept_below:
+        raise InvalidConfigError(f"{short}; nothing was written (--accept-below-target writes that "
+                                 f"model anyway)", reason_code="target_not_reached")
+    result.promoted = _promotions(names, layers_of, int16_capable)
+    result.after_db, result.reached, result.shortfall = ceiling, False, short
     return result
 
 
