@@ -55,8 +55,13 @@ def bias_correction_by_default(config: ConvertConfig) -> bool:
     measured (openwakeword's speech embedding int8 19.0 -> 23.9 dB, uint8 20.0 -> 23.2; digits
     MobileNet uint8 with CLE 28.4 -> 31.6, int8 37.6 -> 38.2; digits CNN +1.0/+0.9; digits
     MobileNetV3 +0.2/+0.2), but the worst sample lost in int8 on two of them (MobileNetV3
-    20.5 -> 19.7, CNN 29.3 -> 28.9), tflq eval's per-layer simulation reads the float biases of the graph, not the
-    file's, and a conversion from a statistics file could not repeat it."""
+    20.5 -> 19.7, CNN 29.3 -> 28.9), and tflq eval's per-layer simulation reads the float biases
+    of the graph, not the file's. The analytic form (no samples: weights-only, --stats) likewise:
+    pooled SQNR up almost everywhere, the worst sample down on some (weights-only int8: digits
+    MobileNet with its BatchNorms 48.4 -> 50.6 dB, worst 35.1 -> 41.6, but digits CNN worst
+    37.9 -> 36.0; uint8: digits MobileNet worst 36.3 -> 34.3; full from --stats: bench
+    MobileNetV2 uint8 12.0 -> 12.3, int8 12.7 -> 13.0, ResNet-18 uint8 28.7 -> 29.0, but digits
+    MobileNetV3 uint8 33.6 -> 33.3, int8 worst 20.5 -> 18.6)."""
     return config.mode == Mode.FULL and config.dtype == DType.INT16 and config.calib is not None
 
 
