@@ -124,27 +124,26 @@ def round_worst_layers(graph: Graph, weight_grids: Mapping[int, tuple[int, Quant
         index, params = weight_grids[id(op)]
         spec = registry.spec(op.kind)
         w = graph.tensors[op.inputs[index]].data.astype(np.float64)
-        if x is None:
-            continue
-        rows = spec.matmul_rows(x, w.shape, op.attrs)
+        rows = None if x is None else _layer_rows(spec, x, w.shape, op.attrs, seed)
         if rows is None:
             continue
-        if rows.shape[1] > MAX_ROWS:
-            pick = np.random.default_rng(seed).choice(rows.shape[1], MAX_ROWS, replace=False)
-            rows = rows[:, np.sort(pick)]
-        rows = rows.astype(np.float64)
         filters = spec.weight_to_filters(w)
         scale, zero = (spec.weight_to_filters(np.broadcast_to(a, w.shape).astype(np.float64))
                        for a in params.broadcast(w.ndim))
         nearest = _nearest(filters, scale, zero, params.dtype.qmin, params.dtype.qmax)
-        candidates.append((_relative_error(rows, filters, nearest), op, index, params, rows, filters,
-                           scale, zero))
+        error = _relative_error(rows, filters, nearest)
+        if max_work is not None:
+            rows = None  # made again for the chosen few: kept for all, a MobileNetV2's took 0.9 GB
+        candidates.append((error, op, index, params, rows, filters, scale, zero))
     candidates.sort(key=lambda c: -c[0])
     chosen = candidates[:layers] if max_work is None else []
     for candidate in candidates if max_work is not None else []:
         work = fitting_work(candidate[5].shape)
         if len(chosen) < layers and work <= max_work:
-            chosen.append(candidate)
+            op = candidate[1]
+            rows = _layer_rows(registry.spec(op.kind), inputs[op.inputs[0]],
+                               graph.tensors[op.inputs[candidate[2]]].shape, op.attrs, seed)
+            chosen.append(candidate[:4] + (rows,) + candidate[5:])
             max_work -= work
     rounded, fitted, measured = [], 0, time.perf_counter() - start
     fitting = time.perf_counter()
@@ -166,6 +165,18 @@ def round_worst_layers(graph: Graph, weight_grids: Mapping[int, tuple[int, Quant
         rounded.append(RoundedLayer(op.origin, _db(before), _db(after), iterations))
     graph.remove_unused()
     return Rounding(rounded, len(candidates), time.perf_counter() - start, fitted, measured)
+
+
+def _layer_rows(spec, x: np.ndarray, shape, attrs, seed: int) -> np.ndarray | None:
+    """The [G, N, K] rows a layer multiplies its filters with: at most MAX_ROWS positions of
+    its input `x`, picked with `seed`; None for a layer that has no such form."""
+    rows = spec.matmul_rows(x, tuple(shape), attrs)
+    if rows is None:
+        return None
+    if rows.shape[1] > MAX_ROWS:
+        pick = np.random.default_rng(seed).choice(rows.shape[1], MAX_ROWS, replace=False)
+        rows = rows[:, np.sort(pick)]
+    return rows.astype(np.float64)
 
 
 def _work(graph: Graph, op: Op, index: int) -> float:
