@@ -9,7 +9,8 @@ onnxruntime, LiteRT and tflq itself), exports the seeded MobileNetV2 and ResNet-
 
 Every model (``mobilenet_v2``, ``resnet18`` and the sample ``digits_cnn``) is converted in every
 configuration (float; weights-only uint8/int8; full uint8/int8/int16x8 with minmax calibration;
-full int8 with percentile, mse and entropy calibration) through the public CLI, ``tflq convert ... -q
+full int8 with percentile, mse and entropy calibration; int16x8 without its default repairs and
+int8 with them) through the public CLI, ``tflq convert ... -q
 --report``, each conversion in its own child process. A mode that is not implemented or fails
 does not stop the run: its row's status is the first line of the CLI's stderr.
 
@@ -35,12 +36,14 @@ Columns of the Markdown table printed per model (the same figures, and more, go 
   float ONNX model, over all evaluation inputs: 20 seeded standard-normal inputs (different from
   the calibration inputs) for the benchmark models, ``sample_models/digits_eval.npz`` for the
   sample. The float row shows how exact the conversion itself is.
+- worst dB: the same SQNR of the evaluation input whose outputs come out worst.
 - top-1 (sample model only): accuracy of the LiteRT outputs against the evaluation labels; the
   float ONNX model's accuracy in onnxruntime is printed under the table.
 - latency ms: median of the timed LiteRT invokes (``num_threads=1``, default delegates, after
   3 warm-up rounds; 50 timed rounds, 20 with ``--quick``, fewer for a file so slow that they
   would take more than 10 s, at least 5) on the first evaluation input.
 - latency ratio: that median divided by the float file's median from the same run.
+- vs int8: that median divided by the full-int8 file's median from the same run.
 - vs SAME ref: the file's invoke time over a hand-built reference file's, the two alternating
   on their own for 100 rounds (median of each round's ratio): the same file with each padded
   MAX_POOL_2D SAME-padded right on the tensor the ONNX model pools, as TensorFlow's converter
@@ -113,6 +116,7 @@ class Config:
     mode: str
     dtype: str | None = None
     calib_method: str | None = None
+    extra: tuple[str, ...] = ()  # further flags
 
     def flags(self, calib_dir: Path) -> list[str]:
         flags = ["--mode", self.mode]
@@ -121,7 +125,7 @@ class Config:
         if self.calib_method:
             flags += ["--calib", str(calib_dir), "--calib-samples", str(CALIB_SAMPLES),
                       "--calib-method", self.calib_method]
-        return flags
+        return flags + list(self.extra)
 
 
 CONFIGS = (
@@ -135,6 +139,12 @@ CONFIGS = (
     Config("full-int8-mse", "full", "int8", "mse"),
     Config("full-int8-entropy", "full", "int8", "entropy"),
     Config("full-int16x8", "full", "int16x8", "minmax"),
+    # int16x8 turns on bias correction and learned rounding; without them, and int8 with them
+    # (adaround on its 8 worst layers in 30 s: more than int16x8's default gives itself)
+    Config("full-int16x8-nearest", "full", "int16x8", "minmax",
+           ("--no-bias-correction", "--rounding", "nearest")),
+    Config("full-int8-repaired", "full", "int8", "minmax",
+           ("--bias-correction", "--rounding", "adaround")),
 )
 
 
@@ -170,9 +180,11 @@ class Row:
     size_mb: float | None = None
     size_ratio: float | None = None
     sqnr_db: float | None = None
+    worst_sqnr_db: float | None = None  # of the evaluation input whose outputs come out worst
     top1: float | None = None
     latency_ms: float | None = None
     latency_ratio: float | None = None
+    latency_vs_int8: float | None = None
     latency_vs_same_ref: float | None = None  # over the file with SAME-padded MAX_POOLs
     latency: dict | None = None
     report: dict | None = None
@@ -187,6 +199,7 @@ class ModelResult:
     eval_samples: int = 0
     onnxruntime_top1: float | None = None
     input_rounding_sqnr_db: float | None = None
+    weight_rounding_sqnr_db: tuple[float, float] | None = None  # pooled, worst sample
     rows: list[Row] = field(default_factory=list)
 
 
@@ -326,6 +339,11 @@ def bench_model(spec: ModelSpec, configs: list[Config], tflq: Path, out_root: Pa
     rounded = onnxruntime_outputs(str(spec.onnx), [round_to_8_bits(s) for s in samples])
     result.input_rounding_sqnr_db = sqnr_db([r for sample in reference for r in sample],
                                             [r for sample in rounded for r in sample])
+    weighted = onnxruntime_outputs(int8_weights(spec.onnx), samples)
+    result.weight_rounding_sqnr_db = (
+        sqnr_db([r for sample in reference for r in sample],
+                [w for sample in weighted for w in sample]),
+        min(sqnr_db(r, w) for r, w in zip(reference, weighted)))
     models: dict[str, LiteRTModel] = {}
     for row in result.rows:
         if row.status != "ok":
@@ -341,6 +359,7 @@ def bench_model(spec: ModelSpec, configs: list[Config], tflq: Path, out_root: Pa
             outputs = [model.run(sample) for sample in samples]
             row.sqnr_db = sqnr_db([r for sample in reference for r in sample],
                                   [o for sample in outputs for o in sample])
+            row.worst_sqnr_db = min(sqnr_db(r, o) for r, o in zip(reference, outputs))
         except Exception as exc:  # noqa: BLE001 - a broken file is a row status, not a crash
             row.status = error_status(f"LiteRT: {type(exc).__name__}: {first_line(str(exc))}")
             continue
@@ -386,11 +405,43 @@ def round_to_8_bits(sample: Sample) -> Sample:
     return rounded
 
 
+def int8_weights(onnx_path: Path) -> bytes:
+    """The float model with each Conv's and Gemm's constant weight rounded to its symmetric
+    per-output-channel int8 grid (max |w| / 127, nearest), computed in float: the SQNR that
+    nearest-rounded int8 weights alone leave (tflq's weights-only files are no such measure:
+    LiteRT's hybrid kernels quantize the activations too, and small constants stay float)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    initializers = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or \
+                node.input[1] not in initializers:
+            continue
+        w = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
+        rows_first = node.op_type == "Conv" or \
+            any(a.name == "transB" and a.i for a in node.attribute)
+        rows = w.reshape(w.shape[0], -1) if rows_first else w.T
+        scale = np.abs(rows).max(axis=1, keepdims=True) / 127
+        scale[scale == 0] = 1.0
+        rounded = np.clip(np.round(rows / scale), -127, 127) * scale
+        rounded = rounded.reshape(w.shape) if rows_first else rounded.T
+        initializers[node.input[1]].CopyFrom(numpy_helper.from_array(
+            rounded.astype(np.float32), node.input[1]))
+    return model.SerializeToString()
+
+
 def add_ratios(rows: list[Row]) -> None:
-    """Size and latency relative to the float row of the same run."""
+    """Size and latency relative to the float row of the same run; latency also to full-int8's."""
     base = next((r for r in rows if r.config == FLOAT and r.status == "ok"), None)
+    int8 = next((r for r in rows if r.config == INT8 and r.status == "ok"), None)
     for row in rows:
-        if base is None or row.status != "ok":
+        if row.status != "ok":
+            continue
+        if int8 is not None and row.latency_ms is not None and int8.latency_ms:
+            row.latency_vs_int8 = row.latency_ms / int8.latency_ms
+        if base is None:
             continue
         if row.size_mb is not None and base.size_mb:
             row.size_ratio = row.size_mb / base.size_mb
@@ -401,7 +452,7 @@ def add_ratios(rows: list[Row]) -> None:
 # ------------------------------------------------------------------------------------ reporting
 
 COLUMNS = ("config", "status", "convert s", "peak MB", "size MB", "size ratio", "SQNR dB",
-           "top-1", "latency ms", "latency ratio", "vs SAME ref")
+           "worst dB", "top-1", "latency ms", "latency ratio", "vs int8", "vs SAME ref")
 
 
 def markdown_table(result: ModelResult) -> str:
@@ -420,9 +471,11 @@ def markdown_table(result: ModelResult) -> str:
         cells = {"config": row.config, "status": status.replace("|", "\\|"),
                  "convert s": fmt(row.convert_s, ".2f"), "peak MB": fmt(row.peak_mb, ".0f"),
                  "size MB": fmt(row.size_mb, ".3f"), "size ratio": fmt(row.size_ratio, ".3f"),
-                 "SQNR dB": fmt(row.sqnr_db, ".1f"), "top-1": fmt(row.top1, ".3f"),
+                 "SQNR dB": fmt(row.sqnr_db, ".1f"), "worst dB": fmt(row.worst_sqnr_db, ".1f"),
+                 "top-1": fmt(row.top1, ".3f"),
                  "latency ms": fmt(row.latency_ms, ".3f" if (row.latency_ms or 0) < 1 else ".2f"),
                  "latency ratio": fmt(row.latency_ratio, ".2f"),
+                 "vs int8": fmt(row.latency_vs_int8, ".2f"),
                  "vs SAME ref": fmt(row.latency_vs_same_ref, ".2f")}
         lines.append("| " + " | ".join(cells[c] for c in columns) + " |")
     lines.append("")
@@ -434,6 +487,10 @@ def markdown_table(result: ModelResult) -> str:
     if result.input_rounding_sqnr_db is not None:
         lines.append(f"Ceiling: rounding only the input to 8 bits gives the float model "
                      f"{result.input_rounding_sqnr_db:.1f} dB.")
+    if result.weight_rounding_sqnr_db is not None:
+        pooled, worst = result.weight_rounding_sqnr_db
+        lines.append(f"Ceiling of nearest-rounded int8 weights (per channel, float compute in "
+                     f"onnxruntime): {pooled:.1f} dB, worst sample {worst:.1f}.")
     lines.append("")
     return "\n".join(lines)
 
@@ -477,6 +534,35 @@ def targets_table(payload: dict) -> str:
                 row["latency_vs_same_ref"], "≤ 1.0", lambda v: v <= 1.0)
         add(model["name"], f"MIRROR_PAD ops in {INT8}", (row.get("report") or {}).get("mirror_pads"),
             "0", lambda v: v == 0)
+    return "\n".join(lines + [""])
+
+
+INT16X8_GAIN_DB = 10.0  # issue 12: int16x8's output SQNR over int8's, pooled and worst sample
+
+
+def int16x8_table(payload: dict) -> str:
+    """Issue 12's figure of this run: full-int16x8's output SQNR over full-int8's per model,
+    pooled and on the worst evaluation input (and over int8 with the same repairs)."""
+    lines = ["### Targets (issue 12), from this run", "",
+             "| model | int16x8 - int8, pooled dB | worst sample dB | bound | met | "
+             "int16x8 - repaired int8, pooled | worst |", "|---|---:|---:|---|---|---:|---:|"]
+    for model in payload.get("models", []):
+        rows = {r["config"]: r for r in model.get("rows", []) if r["status"] == "ok"}
+        if "full-int16x8" not in rows or INT8 not in rows:
+            continue
+        new, old, fixed = rows["full-int16x8"], rows[INT8], rows.get("full-int8-repaired")
+
+        def gain(a, b, key):
+            return None if a is None or b is None or a.get(key) is None or b.get(key) is None \
+                else a[key] - b[key]
+
+        pooled, worst = gain(new, old, "sqnr_db"), gain(new, old, "worst_sqnr_db")
+        met = "-" if pooled is None or worst is None else \
+            "yes" if min(pooled, worst) >= INT16X8_GAIN_DB else "no"
+        lines.append(f"| {model['name']} | {fmt(pooled, '.1f')} | {fmt(worst, '.1f')} | "
+                     f"≥ {INT16X8_GAIN_DB:g} | {met} | "
+                     f"{fmt(gain(new, fixed, 'sqnr_db'), '.1f')} | "
+                     f"{fmt(gain(new, fixed, 'worst_sqnr_db'), '.1f')} |")
     return "\n".join(lines + [""])
 
 
@@ -620,6 +706,7 @@ def main() -> None:
         write_json(args.json, payload)
     payload["environment"]["load_average_end"] = list(os.getloadavg())
     payload["seconds"] = time.perf_counter() - started
+    print(int16x8_table(payload), flush=True)
     print(targets_table(payload), flush=True)
     write_json(args.json, payload)
     log(f"bench: {payload['seconds']:.0f} s in total; results in {rel(args.json)}")

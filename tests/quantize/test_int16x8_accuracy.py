@@ -53,8 +53,8 @@ def _convert(dtype: str, **options):
 def test_int16x8_is_10_db_above_int8_worst_sample_and_pooled(held_out):
     """Measured on the 360 held-out digits (pooled / worst sample), calibrated on 100 samples as
     make bench does: int8 36.7 / 25.4 dB (with the same repairs 38.0 / 26.6), int16x8 without
-    repairs 45.1 / 35.6 (the weights-only int8 file: 46.8 / 37.9, about the ceiling of
-    nearest-rounded int8 weights), int16x8 by default (bias correction + learned rounding of
+    repairs 45.1 / 35.6 (the ceiling of nearest-rounded int8 weights: the float model with them
+    in onnxruntime gives 45.1 / 35.6 too), int16x8 by default (bias correction + learned rounding of
     all six layers) 48.2 / 37.8. (On all 200 samples int8 reaches 37.8 / 29.2, int16x8 48.2 /
     37.6: +10.5 pooled, only +8.3 on the worst sample.)"""
     int8 = _convert("int8")
