@@ -225,3 +225,30 @@ def test_float_prefix_reuse_changes_no_figure(tmp_path):
     for int16, float_ in [((), ("bn", "c0")), ((), ("bn", "c1")), (("bn",), ()), ((), ())]:
         assert whole.sample_sqnrs(frozenset(int16), frozenset(float_)) == \
             reused.sample_sqnrs(frozenset(int16), frozenset(float_))
+
+
+def test_noise_sources_name_the_nodes_that_take_them_out(tmp_path):
+    """The input's grid is read by 'bn' alone: promoting 'bn' takes it out, and it is by far the
+    largest source (its step is ~4 for a +-1 signal); the grid between 'bn' and 'c0' needs both;
+    each convolution's weights need their own node only."""
+    from tflq.calibration.run import collect_statistics
+    from tflq.pipeline import _prepare, write_policy
+    from tflq.quantize.full import _Context
+    from tflq.quantize.plan import plan_quantization
+    from tflq.quantize.precision import SqnrEvaluator, noise_sources
+
+    config = ConvertConfig(model=save_model(_model(), tmp_path / "m.onnx"), mode="full", dtype="uint8",
+                           calib=_samples())
+    graph, report, config, _ = _prepare(config, write_policy(config))
+    stats = collect_statistics(graph, config, report)
+    context = lambda i16, f: _Context(config.dtype, config, stats, None, i16, f)  # noqa: E731
+    feeds = [{"x": np.ascontiguousarray(s["x"].transpose(0, 2, 3, 1))} for s in _samples(2)]
+    evaluator = SqnrEvaluator(graph, context, feeds)
+    plan = plan_quantization(graph, context(frozenset(), frozenset()))
+    sources = {s.name: s for s in noise_sources(evaluator, plan, {"bn", "c0", "c1"},
+                                                frozenset({"bn", "c0", "c1"}))}
+    assert sources["x"].layers == {"bn"} and max(sources.values(), key=lambda s: s.noise).name == "x"
+    n = next(op.outputs[0] for op in graph.ops if op.origin == "bn" and op.kind == "ADD")
+    assert sources[n].layers == {"bn", "c0"}
+    assert sources["c0"].kind == "weights" and sources["c0"].layers == {"c0"}
+    assert 0 < sources["c0"].kept < 1  # int16x8's per-channel int8 weights round less than uint8's
