@@ -50,7 +50,8 @@ def render_html(result: EvalResult) -> bytes:
              "h1{font-size:18px;margin:0 0 6px 0}h2{font-size:15px;margin:18px 10px 6px}"
              "table{border-collapse:collapse;margin:0 10px}td,th{border:1px solid #ccc;"
              "padding:2px 6px;text-align:right}td.l,th.l{text-align:left}"
-             ".plot{position:absolute;border:1px solid #ddd}</style></head><body>",
+             ".plot{position:absolute;border:1px solid #ddd}td.repair{white-space:nowrap}"
+             "</style></head><body>",
              "<div id='header'>",
              f"<h1>tflq eval: {_esc(result.tflite_model)}</h1>",
              f"<div>against {_esc(result.onnx_model)} on {result.samples} sample(s); float: "
@@ -172,12 +173,13 @@ def _repair_columns(result: EvalResult) -> list[tuple[str, str, Callable[[str], 
 
         def learned(node: str) -> str:
             off = analysis.layer(node).off_nearest
-            cell = "-" if off is None else f"{off:.1%} off nearest"
+            cell = "-" if off is None else f"{off:.1%}"
             if node in rounded:
                 cell += f"; {rounded[node].nearest_db:.1f} \u2192 {rounded[node].learned_db:.1f} dB"
             return cell
-        columns.append(("AdaRound", "learned rounding: the share of the file's weights not rounded "
-                        "to the nearest step; from the conversion, the layer's output SQNR on the "
+        columns.append(("AdaRound: off nearest" + ("; layer dB" if rounded else ""),
+                        "learned rounding: the share of the file's weights not rounded to the "
+                        "nearest step; from the conversion, the layer's output SQNR on the "
                         "calibration inputs, nearest -> learned rounding", learned))
     return columns
 
