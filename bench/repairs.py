@@ -12,9 +12,12 @@ the defaults do not decide); the file runs in LiteRT on held-out evaluation inpu
 - the benchmark models (``mobilenet_v2``, ``resnet18``, seeded random weights): calibrated on the
   first ``BENCH_CALIB_SAMPLES`` (32) of the bench's 100 seeded calibration inputs, judged on its 20
   seeded evaluation inputs (``bench/run.py``'s ``evaluation_data``; SQNR only, no labels). 32, not
-  100: the 24 conversions of these two models otherwise take most of an hour on a shared 2-core
+  100: the conversions of these two models otherwise take most of an hour on a shared 2-core
   machine, and the ranges of standard-normal inputs settle well before (bias correction uses 64
-  samples at most, AdaRound 16, capped at 8 layers and 30 s by the CLI's defaults).
+  samples at most, AdaRound 16, capped at 8 layers and 30 s of fitting by the CLI's defaults).
+  AdaRound alone is left out for them (``BENCH_STEPS``): its measuring pass and fitting took
+  16-80 s per conversion; its gain there is the "all" row's over "CLE+BC". About 10 minutes for
+  the two models on a quiet machine, 3 for the trained ones.
 
 Columns:
 
@@ -53,6 +56,7 @@ STEPS = {"none": ("--no-equalize", "--no-bias-correction"),
 DTYPES = ("uint8", "int8")
 TRAINED = ("digits_mobilenet", "digits_mnv3", "digits_cnn")
 BENCH_MODELS = ("mobilenet_v2", "resnet18")
+BENCH_STEPS = ("none", "CLE", "BC", "CLE+BC", "all")
 TRAINED_CALIB_SAMPLES = 100
 BENCH_CALIB_SAMPLES = 32
 REPORT_STEPS = (("CLE", "equalization"), ("BC", "bias_correction"), ("AR", "rounding"))
@@ -68,6 +72,7 @@ class RepairModel:
     calib_samples: int
     inputs: list[Sample]
     labels: np.ndarray | None = None
+    steps: tuple[str, ...] = tuple(STEPS)
 
 
 @dataclass
@@ -96,7 +101,8 @@ def trained_models(names=TRAINED) -> list[RepairModel]:
 
 def bench_model(spec, inputs: list[Sample]) -> RepairModel:
     """A benchmark model (bench/run.py's ModelSpec, its calibration written) and its evaluation inputs."""
-    return RepairModel(spec.name, spec.onnx, spec.calib_dir, BENCH_CALIB_SAMPLES, inputs)
+    return RepairModel(spec.name, spec.onnx, spec.calib_dir, BENCH_CALIB_SAMPLES, inputs,
+                       steps=BENCH_STEPS)
 
 
 def _sqnr(reference: list[np.ndarray], actual: list[np.ndarray]) -> float:
@@ -113,7 +119,7 @@ def bench_repairs(tflq: Path, out_dir: Path, models: list[RepairModel], timeout:
         reference = onnxruntime_outputs(str(model.onnx), model.inputs)
         for dtype in dtypes:
             baseline = None
-            for step in steps:
+            for step in (name for name in steps if name in model.steps):
                 target = out_dir / model.name / f"{dtype}_{step.replace('+', '_')}.tflite"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 report_path = target.with_suffix(".json")
