@@ -60,6 +60,19 @@ def litert_interpreter(tflite: bytes, reference_kernels: bool = False):
     return interpreter
 
 
+def litert_per_sample(tflite: bytes, images: np.ndarray) -> np.ndarray:
+    """The file's first output for each NCHW image of `images`, run one at a time (batch 1, NHWC
+    input), concatenated along the batch axis."""
+    interpreter = litert_interpreter(tflite)
+    x, y = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    out = []
+    for image in images.transpose(0, 2, 3, 1):
+        interpreter.set_tensor(x, np.ascontiguousarray(image[None]))
+        interpreter.invoke()
+        out.append(interpreter.get_tensor(y).copy())
+    return np.concatenate(out)
+
+
 def run_litert(tflite: bytes, feeds: list[np.ndarray], nchw_io: bool = True,
                reference_kernels: bool = False) -> list[np.ndarray]:
     """Run in LiteRT. Feeds are in ONNX layout; 4-D ones are transposed to NHWC (and outputs back)

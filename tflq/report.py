@@ -128,6 +128,12 @@ class BiasCorrection:
     seconds: float
     form: str = "empirical"  # E[x] from calibration samples; "analytic": from BatchNorm statistics
 
+    def describe(self) -> str:
+        """How many biases moved, from what, in how long (the summary's and the HTML's words)."""
+        source = f"on {self.samples} calibration samples" if self.form == "empirical" else \
+            "from BatchNorm statistics (analytic)"
+        return f"{len(self.layers)} biases corrected {source} ({self.seconds:.2f} s)"
+
 
 @dataclass(frozen=True)
 class RoundedLayer:
@@ -149,6 +155,12 @@ class Rounding:
     seconds: float
     fitted: int = 0              # layers fitted within the time (rounded, or nearest kept)
     measure_seconds: float = 0.0  # of `seconds`: the layers' inputs measured and ranked
+
+    def describe(self) -> str:
+        """How many layers were rounded, and where the time went (the summary's and the HTML's)."""
+        return (f"{len(self.layers)} of {self.candidates} layers rounded ({self.seconds:.2f} s, "
+                f"{self.measure_seconds:.2f} of them measuring and ranking the layers' inputs; "
+                f"{self.fitted} fitted, nearest rounding kept where it was as good)")
 
 
 @dataclass
@@ -250,10 +262,7 @@ class ConversionReport:
                 lines.append(f"    left as is: {p.first} -> {p.second}: {p.reason}")
         b = self.bias_correction
         if b is not None:
-            source = f"on {b.samples} calibration samples" if b.form == "empirical" else \
-                "from BatchNorm statistics (analytic)"
-            lines.append(f"  bias correction: {len(b.layers)} biases corrected {source} "
-                         f"({b.seconds:.2f} s); the largest shift of each:")
+            lines.append(f"  bias correction: {b.describe()}; the largest shift of each:")
             for shift in sorted(b.layers, key=lambda s: -s.relative):
                 lines.append(f"    {shift.layer}: {shift.max_shift:.3g} "
                              f"({shift.relative:.1%} of its largest bias)")
@@ -261,10 +270,8 @@ class ConversionReport:
                 lines.append(f"    left as is: {reason}")
         r = self.rounding
         if r is not None:
-            lines.append(f"  rounding adaround: {len(r.layers)} of {r.candidates} layers rounded "
-                         f"({r.seconds:.2f} s, {r.measure_seconds:.2f} of them measuring and ranking "
-                         f"the layers' inputs; {r.fitted} fitted, nearest rounding kept where it "
-                         f"was as good); layer output SQNR, nearest -> learned:")
+            lines.append(f"  rounding adaround: {r.describe()}; layer output SQNR, "
+                         f"nearest -> learned:")
             if r.candidates and not r.fitted:
                 lines.append("    no time was left to fit a layer: raise --rounding-seconds")
             for layer in r.layers:

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import litert_interpreter, run_onnxruntime, save_model
+from tests.conftest import litert_per_sample, run_onnxruntime, save_model
 from tflq.cli import main
 from tflq.config import ConvertConfig
 from tflq.ir.dtypes import DType
@@ -82,14 +82,7 @@ def _float_reference(model: onnx.ModelProto, x: np.ndarray, tmp_path) -> np.ndar
 
 
 def _litert(tflite: bytes, x: np.ndarray) -> np.ndarray:
-    interpreter = litert_interpreter(tflite)
-    i, o = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-    out = []
-    for sample in x.transpose(0, 2, 3, 1):
-        interpreter.set_tensor(i, np.ascontiguousarray(sample[None]))
-        interpreter.invoke()
-        out.append(interpreter.get_tensor(o).copy())
-    return np.concatenate(out).astype(np.float64)  # NHWC
+    return litert_per_sample(tflite, x).astype(np.float64)  # NHWC
 
 
 @pytest.mark.parametrize("activation,high", [("Relu", math.inf), ("Relu6", 6.0)])

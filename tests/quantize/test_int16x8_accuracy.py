@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import litert_interpreter, run_onnxruntime
+from tests.conftest import litert_per_sample, run_onnxruntime
 from tflq.config import ConvertConfig
 from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
@@ -27,14 +27,7 @@ def held_out():
 
 
 def _logits(tflite: bytes, images: np.ndarray) -> np.ndarray:
-    interpreter = litert_interpreter(tflite)
-    x, y = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-    out = []
-    for image in images.transpose(0, 2, 3, 1):
-        interpreter.set_tensor(x, np.ascontiguousarray(image[None]))
-        interpreter.invoke()
-        out.append(interpreter.get_tensor(y).copy())
-    return np.concatenate(out)
+    return litert_per_sample(tflite, images)
 
 
 def _sqnr(report, held_out) -> tuple[float, float]:

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import litert_interpreter
+from tests.conftest import litert_per_sample
 from tflq.config import ConvertConfig
 from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
@@ -61,14 +61,7 @@ def test_qdq_mobilenetv3_agrees_with_onnxruntime_integer_run(scheme, tmp_path):
     session = ort.InferenceSession(qdq, options, providers=["CPUExecutionProvider"])
     expected = session.run(None, {"input": images})[0]
     report = convert(ConvertConfig(model=qdq))
-    interpreter = litert_interpreter(report.tflite)
-    x, y = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-    actual = []
-    for image in images.transpose(0, 2, 3, 1):
-        interpreter.set_tensor(x, np.ascontiguousarray(image[None]))
-        interpreter.invoke()
-        actual.append(interpreter.get_tensor(y).copy())
-    actual = np.concatenate(actual)
+    actual = litert_per_sample(report.tflite, images)
     overall, worst = FLOORS[scheme]
     assert sqnr_db(expected, actual) >= overall
     assert min(sqnr_db(e, a) for e, a in zip(expected, actual)) >= worst

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import litert_interpreter, run_onnxruntime, save_model
+from tests.conftest import litert_per_sample, run_onnxruntime, save_model
 from tflq.cli import main
 from tflq.config import ConvertConfig
 from tflq.ir.quant import sqnr_db
@@ -36,14 +36,7 @@ def held_out():
 
 
 def _logits(tflite: bytes, images: np.ndarray) -> np.ndarray:
-    interpreter = litert_interpreter(tflite)
-    x, y = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-    out = []
-    for image in images.transpose(0, 2, 3, 1):
-        interpreter.set_tensor(x, np.ascontiguousarray(image[None]))
-        interpreter.invoke()
-        out.append(interpreter.get_tensor(y).copy())
-    return np.concatenate(out)
+    return litert_per_sample(tflite, images)
 
 
 FLAGS = {"none": dict(equalize=False, bias_correction=False),

@@ -205,17 +205,11 @@ def _repairs_section(result: EvalResult) -> list[str]:
                                f"{_esc(p.reason)}" for p in e.skipped) + "</li>")
     b = repairs.bias_correction
     if b is not None:
-        source = f"on {b.samples} calibration samples" if b.form == "empirical" else \
-            "from BatchNorm statistics (analytic)"
-        parts.append(f"<li>Bias correction: {len(b.layers)} biases corrected {source} "
-                     f"({b.seconds:.2f} s)."
+        parts.append(f"<li>Bias correction: {_esc(b.describe())}."
                      + "".join(f"<br>left as is: {_esc(reason)}" for reason in b.skipped) + "</li>")
     r = repairs.rounding
     if r is not None:
-        parts.append(f"<li>Learned rounding (AdaRound): {len(r.layers)} of {r.candidates} layers "
-                     f"rounded ({r.seconds:.2f} s, {r.measure_seconds:.2f} of them measuring and "
-                     f"ranking the layers' inputs; {r.fitted} fitted, nearest rounding kept where "
-                     f"it was as good).</li>")
+        parts.append(f"<li>Learned rounding (AdaRound): {_esc(r.describe())}.</li>")
     parts.append("</ul>")
     return parts
 
