@@ -239,3 +239,40 @@ def test_every_subgraph_is_checked(tmp_path):
     path.write_bytes(patched)
     result = CliRunner().invoke(main, ["check", str(path), "--target", "litert"])
     assert result.exit_code == 1 and "subgraph 1 op 0 RELU" in result.output, result.output
+
+
+def test_inspect_lists_every_subgraph(tmp_path):
+    """`tflq inspect` on a file with a second subgraph (built here: the Relu graph plus a Sigmoid
+    graph appended as subgraph 1) lists that subgraph's op and tensors after the main one, in
+    text and JSON; a one-subgraph file's listing has no such part."""
+    import json
+
+    relu = convert(ConvertConfig(model=_model(tmp_path / "r.onnx", [N("Relu", ["x"], ["y"])]))).tflite
+    sigmoid = convert(ConvertConfig(model=_model(tmp_path / "s.onnx", [N("Sigmoid", ["x"], ["y"])]))).tflite
+
+    def edit(model):
+        other = ModelT.InitFromPackedBuf(sigmoid, 0)
+        body = other.subgraphs[0]
+        for op in body.operators:
+            model.operatorCodes.append(other.operatorCodes[op.opcodeIndex])
+            op.opcodeIndex = len(model.operatorCodes) - 1
+        for tensor in body.tensors:  # a graph-input/-output tensor has no data: the empty buffer 0
+            tensor.buffer = 0
+        model.subgraphs.append(body)
+
+    single, double = tmp_path / "one.tflite", tmp_path / "two.tflite"
+    single.write_bytes(relu)
+    double.write_bytes(_patched(relu, edit))
+    text = CliRunner().invoke(main, ["inspect", str(double)])
+    assert text.exit_code == 0, text.output
+    main_part, _, second = text.output.partition("subgraph 1: 1 ops, 2 tensors")
+    assert "2 subgraphs" in main_part.splitlines()[0]
+    assert "RELU" in main_part and "LOGISTIC" not in main_part
+    assert "LOGISTIC" in second and "RELU" not in second
+    listing = json.loads(CliRunner().invoke(main, ["inspect", str(double), "--json"]).output)
+    assert [o["kind"] for o in listing["ops"]] == ["RELU"]
+    assert [(s["subgraph"], [o["kind"] for o in s["ops"]]) for s in listing["other_subgraphs"]] == \
+        [(1, ["LOGISTIC"])]
+    plain = CliRunner().invoke(main, ["inspect", str(single)]).output
+    assert "subgraph 1" not in plain and "subgraphs" not in plain.splitlines()[0]
+    assert "other_subgraphs" not in json.loads(CliRunner().invoke(main, ["inspect", str(single), "--json"]).output)

@@ -456,17 +456,24 @@ def eval_command(model, tflite, data, labels, samples, min_sqnr, min_agreement, 
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def inspect(file, as_json, debug) -> None:
-    """Show a .tflite FILE's ops, tensors (dtype, shape, quantization) and buffer sizes.
+    """Show a .tflite FILE's ops, tensors (dtype, shape, quantization) and buffer sizes, for every
+    subgraph (control-flow bodies and other signatures' graphs after the main one).
 
     \b
     Example:
       tflq inspect model.tflite --json | jq '.ops[].kind'
     """
-    from tflq.backend.tflite_reader import format_model, read_tflite_file
+    from tflq.backend.tflite_reader import format_model, read_subgraphs_file
 
     with _error_boundary(debug):
-        info = read_tflite_file(file)
-        text = json.dumps(info.to_dict(), indent=2) if as_json else format_model(info)
+        info, *others = read_subgraphs_file(file)
+        if as_json:
+            listing = info.to_dict()
+            if others:
+                listing["other_subgraphs"] = [{"subgraph": o.subgraph, **o.to_dict()} for o in others]
+            text = json.dumps(listing, indent=2)
+        else:
+            text = format_model(info, others)
     click.echo(text)
 
 

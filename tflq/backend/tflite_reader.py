@@ -173,10 +173,21 @@ def read_subgraphs_file(path: str, first_only: bool = False) -> list[ModelInfo]:
         raise InvalidModelError(f"{path}: {exc.message}") from None
 
 
-def format_model(info: ModelInfo) -> str:
-    """A human-readable listing for `tflq inspect`."""
+def format_model(info: ModelInfo, others: list[ModelInfo] = ()) -> str:
+    """A human-readable listing for `tflq inspect`: the main subgraph, then each of `others` (the
+    file's further subgraphs: control-flow bodies, other signatures' graphs) under its number."""
     lines = [f"TFLite schema v{info.version}, {info.file_bytes} bytes, {len(info.ops)} ops, "
-             f"{len(info.tensors)} tensors, signatures: {', '.join(info.signature_keys) or '-'}"]
+             f"{len(info.tensors)} tensors, signatures: {', '.join(info.signature_keys) or '-'}"
+             + (f", {1 + len(others)} subgraphs" if others else "")]
+    lines += _subgraph_lines(info)
+    for other in others:
+        lines.append(f"subgraph {other.subgraph}: {len(other.ops)} ops, {len(other.tensors)} tensors")
+        lines += ["  " + line for line in _subgraph_lines(other)]
+    return "\n".join(printable(line) for line in lines)  # names from files: escaped
+
+
+def _subgraph_lines(info: ModelInfo) -> list[str]:
+    lines = []
     name = {t.index: t.name for t in info.tensors}
     lines.append("inputs:  " + ", ".join(_tensor_line(info.tensors[i]) for i in info.inputs))
     lines.append("outputs: " + ", ".join(_tensor_line(info.tensors[i]) for i in info.outputs))
@@ -188,7 +199,7 @@ def format_model(info: ModelInfo) -> str:
     lines.append("tensors:")
     for t in info.tensors:
         lines.append(f"  {t.index:3d} {_tensor_line(t)}")
-    return "\n".join(printable(line) for line in lines)  # names from files: escaped
+    return lines
 
 
 def _tensor_line(t: TensorInfo) -> str:
