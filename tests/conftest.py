@@ -41,6 +41,17 @@ def save_model(model: onnx.ModelProto, path) -> str:
     return str(path)
 
 
+def save_graph(path, nodes, inputs: dict, output: str, inits=(), opset: int = 17) -> str:
+    """A float model of `nodes` saved at `path`: float32 graph inputs of the given shapes, one
+    output of type float32 (its shape left to inference), `inits` as initializers."""
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, shape)
+                                           for n, shape in inputs.items()],
+                              [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)], list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9 if opset >= 19 else 8
+    return save_model(model, path)
+
+
 def run_onnxruntime(model_or_path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     ort = importorskip("onnxruntime")
     data = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else model_or_path

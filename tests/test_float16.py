@@ -6,11 +6,10 @@ onnxruntime's float output; XNNPACK takes the whole file; the size halves."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from tests.conftest import case_model, relative_error, run_litert, run_onnxruntime, save_model
+from tests.conftest import case_model, relative_error, run_litert, run_onnxruntime, save_graph, save_model
 from tests.delegation import xnnpack_delegation
 from tflq import ops as registry
 from tflq.backend.tflite_reader import read_tflite
@@ -59,12 +58,7 @@ def _conv_model(path, bias_scale=0.1, extra=None) -> str:
     if extra is not None:
         inits.append(numpy_helper.from_array(extra, "big"))
         nodes.append(helper.make_node("Add", ["y", "big"], ["z"]))
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", 1, [1, 32, 8, 8])],
-                              [helper.make_tensor_value_info(nodes[-1].output[0], 1, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
+    return save_graph(path, nodes, {"x": [1, 32, 8, 8]}, nodes[-1].output[0], inits)
 
 
 def test_weights_halve_the_file_and_xnnpack_takes_all(tmp_path):

@@ -12,12 +12,11 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import helper, numpy_helper
 
-from tests.conftest import case_model, save_model
+from tests.conftest import case_model, save_graph, save_model
 from tests.delegation import xnnpack_delegation
 from tests.ops.test_quantized_ops import STEPS, _check_accuracy, _perturbed, _quantizable_cases
 from tests.test_tflite_micro import OPTIMIZED, REFERENCE, SAMPLE, SAMPLE_CALIB, SAMPLE_EVAL, \
@@ -85,12 +84,7 @@ def tflq_convert_sample(target: str):
 def _gelu_model(path) -> str:
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="first_relu"),
              helper.make_node("Gelu", ["r"], ["y"], name="my_gelu")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1, 8])],
-                              [helper.make_tensor_value_info("y", 1, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return str(path)
+    return save_graph(path, nodes, {"x": [1, 8]}, "y", opset=20)
 
 
 def test_an_op_tflm_lacks_is_an_error_naming_the_node(tmp_path):
@@ -140,12 +134,7 @@ def _layer_norm(path) -> str:
     inits = [numpy_helper.from_array(rng.uniform(0.5, 2, 16).astype(np.float32), "g"),
              numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b")]
     nodes = [helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, name="ln")]
-    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", 1, [2, 5, 16])],
-                              [helper.make_tensor_value_info("y", 1, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
+    return save_graph(path, nodes, {"x": [2, 5, 16]}, "y", inits)
 
 
 def test_xnnpack_limits_are_met_by_adjusting_parameters(tmp_path):
@@ -166,13 +155,7 @@ def _cancelling_add(path, k: float = -0.999) -> str:
     """a + (-0.999 a): the output's range is a thousandth of the inputs', so the ratio of input to
     output scale (1000) is above XNNPACK's 256."""
     nodes = [helper.make_node("Mul", ["a", "k"], ["b"]), helper.make_node("Add", ["a", "b"], ["y"], name="sum")]
-    graph = helper.make_graph(nodes, "c", [helper.make_tensor_value_info("a", 1, [1, 64])],
-                              [helper.make_tensor_value_info("y", 1, None)],
-                              [numpy_helper.from_array(np.array(k, np.float32), "k")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
+    return save_graph(path, nodes, {"a": [1, 64]}, "y", [numpy_helper.from_array(np.array(k, np.float32), "k")])
 
 
 def test_xnnpack_output_scale_raised_into_the_add_limit(tmp_path):

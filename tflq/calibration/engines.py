@@ -42,9 +42,9 @@ from tflq.ir.layout import to_channels_last
 log = logging.getLogger(__name__)
 
 AGREEMENT = 1e-3            # engines agree when extremes differ by at most this share of the range
-MAX_MODEL_BYTES = 1 << 30
+MAX_MODEL_BYTES = 1 << 30       # larger models would need their weights in external files
 MAX_FETCHED_BYTES = 256 << 20  # whole tensors onnxruntime hands out at once, per sample
-EQUIVALENTS_OPSET = 11      # ONNX Pad takes its pads as an input from opset 11   # larger models would need their weights in external files
+EQUIVALENTS_OPSET = 11         # ONNX Pad takes its pads as an input from opset 11
 INSTALL_HINT = "pip install onnxruntime (or tflq[onnxruntime])"
 
 
