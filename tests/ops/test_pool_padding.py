@@ -223,6 +223,45 @@ def test_max_pool_of_possibly_negative_data_pads_the_end_for_same(tmp_path, mode
         np.testing.assert_allclose(run_litert(data, [sample["x"]])[0], expected, atol=step / 2 + 1e-6)
 
 
+@pytest.mark.parametrize("mode", ["float", "int8"])
+@pytest.mark.parametrize("shape,pads,kinds,paddings", [
+    # 3x3/2, pads 1 on 16: SAME on 17 (a PAD of the end row and column, which no kept window
+    # reads) starts ONNX's windows, a STRIDED_SLICE drops SAME's ninth
+    ((1, 8, 16, 16), [1, 1, 1, 1], ["PAD", "AVERAGE_POOL_2D", "STRIDED_SLICE"], [[0, 0], [0, 1], [0, 1], [0, 0]]),
+    # pads at the top and left only, on 9: SAME on 9 itself
+    ((1, 8, 9, 9), [1, 1, 0, 0], ["AVERAGE_POOL_2D", "STRIDED_SLICE"], None),
+])
+def test_average_pool_excluding_padding_is_same_padded(tmp_path, mode, shape, pads, kinds, paddings):
+    """AveragePool with count_include_pad=0 where SAME starts ONNX's windows (on the input made
+    longer at the end if need be): LiteRT's SAME divides each window's sum by its real cells,
+    as ONNX does, so no divisor MUL follows and no zero PAD precedes; onnxruntime's mean, in
+    int8 within half an output step of its mean of the rounded input (one rounding)."""
+    importorskip("ai_edge_litert")
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=pads,
+                            count_include_pad=0)
+    model = _save(tmp_path / "m.onnx", [node], shape)
+    rng = np.random.default_rng(13)
+    samples = [{"x": rng.uniform(-1, 3, shape).astype(np.float32)} for _ in range(4)]
+    options = {"mode": "full", "dtype": "int8", "calib": samples, "io_type": "int8"} if mode == "int8" else {}
+    data = convert(model, **options).tflite
+    assert [k for k in _kinds(data) if k not in ("QUANTIZE", "DEQUANTIZE")] == kinds
+    info = read_tflite(data)
+    pool = next(op for op in info.ops if op.kind == "AVERAGE_POOL_2D")
+    assert pool.options.padding == Padding.SAME
+    if paddings is not None:
+        pad = next(op for op in info.ops if op.kind == "PAD")
+        np.testing.assert_array_equal(info.tensors[pad.inputs[1]].data, paddings)
+    x_grid, y_grid = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
+    for sample in samples:
+        x = sample["x"]
+        if mode == "int8":
+            step, zero_point = float(x_grid.scale[0]), int(x_grid.zero_point[0])
+            x = ((np.clip(np.round(x / step) + zero_point, -128, 127) - zero_point) * step).astype(np.float32)
+        expected = run_onnxruntime(model, {"x": x})[0]
+        tolerance = float(y_grid.scale[0]) / 2 + 1e-6 if mode == "int8" else 1e-6
+        np.testing.assert_allclose(run_litert(data, [sample["x"]])[0], expected, rtol=0, atol=tolerance)
+
+
 def _non_negative_pool(path) -> str:
     """A bare padded MaxPool of the model input (nothing proves the input non-negative)."""
     graph = helper.make_graph(

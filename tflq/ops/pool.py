@@ -16,8 +16,12 @@ the end padding unread). Other ONNX paddings are made explicit in front of a VAL
   quantized, an 8-bit input whose grid starts at real 0 (its zero point is the type's minimum:
   calibration saw no negative value) gets a PAD instead, which fills with that minimum
   (edge_pads_on_grid_minimum).
-- AveragePool: zero padding, then a MUL by (window size / ONNX divisor) wherever ONNX divides by
-  something other than the full window (count_include_pad=0, or cells added by ceil_mode).
+- AveragePool with count_include_pad=0: SAME where it starts ONNX's windows, on the input made
+  longer at the end by a PAD no kept window reads if need be, and a STRIDED_SLICE dropping the
+  windows SAME adds (add_same_windows): SAME divides by the real cells (LiteRT's reference and
+  optimized kernels and XNNPACK alike), so the mean is rounded once. Otherwise, and with
+  count_include_pad=1: zero padding, then a MUL by (window size / ONNX divisor) wherever ONNX
+  divides by something other than the full window (a second rounding in 8 bits).
 Once the file's graph is final, max_pool_pads_as_same drops a max pool's padding again wherever
 SAME reads the same windows, on the pool's input or on a convolution output made one cell longer
 (ResNet's stem: XNNPACK's PAD is a copy costing 4x the pool; a convolution's PAD it folds in), or
@@ -44,6 +48,7 @@ from tflq.ops.conv import extend_convolution_output
 from tflq.ops.one_d import import_as_2d, one_d_case
 from tflq.ops.pad import MirrorPadAttrs, add_explicit_pad
 from tflq.ops.relu import never_negative
+from tflq.ops.slice import add_slice
 
 
 @dataclass(frozen=True)
@@ -279,6 +284,30 @@ def _same_extension(size: int, kernel: int, stride: int, top: int, count: int) -
     return None
 
 
+def add_same_windows(ctx, kind: str, x: str, out: str, window: PoolWindow) -> bool:
+    """Pool NCHW `x` into `out` with SAME padding where SAME starts ONNX's windows at ONNX's
+    positions on `x` made some cells longer at the end (a PAD no kept window reads: its zeros
+    only enter the windows SAME adds at the end, which a STRIDED_SLICE drops). SAME skips the
+    cells outside the tensor, so each kept window holds exactly ONNX's real cells: their maximum,
+    or their mean over their count (AveragePool with count_include_pad=0). False: no such length."""
+    top, left = window.read_pads[:2]
+    extra = [_same_extension(window.size[a], window.kernel[a], window.strides[a], (top, left)[a],
+                             window.out[a]) for a in (0, 1)]
+    if None in extra:
+        return False
+    if any(extra):
+        x = add_explicit_pad(ctx, x, (0, 0, extra[0], extra[1]))
+    n, c = ctx.shape(x)[:2]
+    same = tuple(-(-(window.size[a] + extra[a]) // window.strides[a]) for a in (0, 1))
+    if same == window.out:
+        ctx.add_op(kind, [x], [out], window.attrs("SAME"))
+        return True
+    pooled = ctx.new_activation(f"{out}/same_windows", (n, c) + same)
+    ctx.add_op(kind, [x], [pooled], window.attrs("SAME"))
+    add_slice(ctx, pooled, out, [0, 0, 0, 0], [n, c, *window.out], [1, 1, 1, 1])
+    return True
+
+
 def _edge_pad(op: Op) -> bool:
     return op.kind == "MIRROR_PAD" and op.attrs.mode == "SYMMETRIC"
 
@@ -433,6 +462,8 @@ class AveragePool2D(_Pool):
         padding = window.tflite_padding()
         if padding == "VALID" or (padding == "SAME" and not include_pad):
             ctx.add_op(self.kind, [node.input[0]], [node.output[0]], window.attrs(padding))
+            return
+        if not include_pad and add_same_windows(ctx, self.kind, node.input[0], node.output[0], window):
             return
         padded = add_explicit_pad(ctx, node.input[0], window.read_pads)
         factor = window.kernel[0] * window.kernel[1] / average_pool_divisor(window, include_pad)
