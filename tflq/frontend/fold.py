@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from tflq.errors import Diagnostic, InvalidModelError, ResourceLimitError
+from tflq.frontend.skeleton import skeleton
 from tflq.frontend.validate import DEFAULT_MAX_TENSOR_BYTES
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ class Sweep:
             self._record_vi(vi)
         del g.value_info[:]  # an exporter's symbolic shapes are stale once inputs are fixed
         try:
-            inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+            inferred = shape_inference.infer_shapes(skeleton(model), strict_mode=False, data_prop=True)
             for vi in inferred.graph.value_info:
                 self._record_vi(vi)
         except Exception as exc:  # per-node inference below still runs

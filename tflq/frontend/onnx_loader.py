@@ -20,6 +20,7 @@ from tflq.frontend.fold import FoldResult, check_folded, fold_model
 from tflq.frontend.onnx_patterns import fuse_erf_gelu, gather_nd_as_gather
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
+from tflq.frontend.skeleton import skeleton, take_inferred
 from tflq.frontend.validate import (DEFAULT_MAX_TENSOR_BYTES, INT32_MAX, check_nodes, check_structure,
                                     check_value_shapes, first_line, run_onnx_checker)
 from tflq.ir.dtypes import DType
@@ -441,9 +442,9 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
             f"with onnx.version_converter")
     notes: list[str] = []
     fix_input_shapes(model, input_shapes or {}, notes)
-    inferred = _infer(model, strict=True, path=path)
+    inferred = _infer(skeleton(model), strict=True, path=path)
     run_onnx_checker(inferred, path)
-    model.graph.CopyFrom(inferred.graph)
+    take_inferred(model, inferred)
     check_nodes(model, path)
     check_value_shapes(model, path, max_tensor_bytes)
     fold = fold_model(model, max_tensor_bytes)
