@@ -42,6 +42,7 @@ class PrecisionResult:
     # QUANTIZE/DEQUANTIZE ops added at the promoted layers' boundaries
     # the largest places the 8-bit model rounds, each with its share of the summed noise
     largest_sources: list[str] = field(default_factory=list)
+    counted: str = ""  # the 8-bit repairs counted in every SQNR measured ("bias correction")
     tflite_ops: int = 0
     promoted_ops: int = 0
     boundary_ops: int = 0
@@ -212,7 +213,8 @@ class ConversionReport:
             lines.append(f"  --target-sqnr {p.target_db:g} dB: {len(p.promoted)} of {p.layers} layers "
                          f"(ONNX nodes) promoted, {p.promoted_ops} of {p.tflite_ops} TFLite ops "
                          f"(+{p.boundary_ops} QUANTIZE/DEQUANTIZE at their edges); output SQNR {p.before_db:.1f} -> "
-                         f"{p.after_db:.1f} dB (worst of {p.samples} {p.source})")
+                         f"{p.after_db:.1f} dB (worst of {p.samples} {p.source}"
+                         f"{', with ' + p.counted if p.counted else ''})")
             if p.largest_sources:
                 lines.append(f"    largest noise sources (8-bit): {'; '.join(p.largest_sources)}")
             if not p.reached:

@@ -252,3 +252,88 @@ def test_noise_sources_name_the_nodes_that_take_them_out(tmp_path):
     assert sources[n].layers == {"bn", "c0"}
     assert sources["c0"].kind == "weights" and sources["c0"].layers == {"c0"}
     assert 0 < sources["c0"].kept < 1  # int16x8's per-channel int8 weights round less than uint8's
+
+
+def _pair_model() -> onnx.ModelProto:
+    """x -> Conv 'c0' -> t -> Conv 'c1' -> Relu -> Conv 'c2' -> y. Channel 0 of t is ~100 (c0's
+    bias) and c1 ignores it (its weights there are 0), so t's 8-bit grid has a step of ~0.4
+    over the +-1 signal of the other channels: that noise leaves only when c0 writes t in int16
+    and c1 reads it in int16. Either alone still requantizes t to 8 bits between them."""
+    rng = np.random.default_rng(11)
+    w0 = rng.normal(0, 0.5, (4, 4, 1, 1)).astype(np.float32)
+    w0[0], w0[0, 0] = 0.0, 0.1
+    w1 = rng.normal(0, 0.5, (3, 4, 1, 1)).astype(np.float32)
+    w1[:, 0] = 0.0
+    w2 = rng.normal(0, 0.5, (3, 3, 1, 1)).astype(np.float32)
+    inits = [numpy_helper.from_array(w0, "w0"), numpy_helper.from_array(np.array([100, 0, 0, 0], np.float32), "b0"),
+             numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["t"], name="c0"),
+             helper.make_node("Conv", ["t", "w1"], ["u"], name="c1"),
+             helper.make_node("Relu", ["u"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="c2")]
+    graph = helper.make_graph(nodes, "pair", [helper.make_tensor_value_info("x", 1, [1, 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", 1, [1, 3, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_grid_between_two_layers_needs_both_promoted(tmp_path):
+    """Each of c0, c1 promoted alone leaves the file where it was in LiteRT; the search
+    promotes exactly the two, and the file reaches the target on every sample."""
+    model = _pair_model()
+    path = save_model(model, tmp_path / "m.onnx")
+    samples = [{"x": np.random.default_rng(i).uniform(-1, 1, (1, 4, 6, 6)).astype(np.float32)}
+               for i in range(8)]
+
+    def litert(tflite: bytes) -> float:
+        return min(sample_sqnrs([run_onnxruntime(model, s) for s in samples],
+                                [run_litert(tflite, [s["x"]]) for s in samples]))
+
+    plain = litert(convert(ConvertConfig(model=path, mode="full", dtype="uint8", calib=samples)).tflite)
+    for alone in ("c0", "c1"):
+        one = convert(ConvertConfig(model=path, mode="full", dtype="uint8", calib=samples, int16_ops=(alone,)))
+        assert litert(one.tflite) < plain + 3 < 15, (alone, plain)
+    report = convert(ConvertConfig(model=path, mode="full", dtype="uint8", calib=samples, target_sqnr=35.0))
+    assert report.precision.int16_nodes == {"c0", "c1"} and not report.precision.float_nodes, \
+        report.precision.promoted
+    assert litert(report.tflite) >= 35
+
+
+def _offset_model() -> onnx.ModelProto:
+    """x (mean 5) -> Conv 'c0' 1x1, whose weights (but two) sit 0.45 of a uint8 step above a
+    grid point of their per-tensor grid: every one rounds down by about as much, and the
+    output's mean shifts by the sum, which bias correction takes out."""
+    rng = np.random.default_rng(5)
+    step = 2 / 255  # the grid of weights spanning -1 .. 1 (zero on the grid)
+    w = ((38.45 + rng.uniform(-0.02, 0.02, (4, 8, 1, 1))) * step).astype(np.float32)
+    w[0, 0, 0, 0], w[1, 1, 0, 0] = -1.0, 1.0
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="c0")], "offset",
+                              [helper.make_tensor_value_info("x", 1, [1, 8, 6, 6])],
+                              [helper.make_tensor_value_info("y", 1, [1, 4, 6, 6])],
+                              [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_bias_correction_is_counted_in_the_search(tmp_path):
+    """With --bias-correction the search measures the mixes as they are written, corrected:
+    the uint8 file reaches 44 dB without any promotion (and the summary's figure is LiteRT's);
+    without it, the target needs c0 in int16."""
+    model = _offset_model()
+    path = save_model(model, tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    samples = [{"x": (5 + rng.uniform(-1, 1, (1, 8, 6, 6))).astype(np.float32)} for _ in range(8)]
+
+    def litert(tflite: bytes) -> float:
+        return min(sample_sqnrs([run_onnxruntime(model, s) for s in samples],
+                                [run_litert(tflite, [s["x"]]) for s in samples]))
+
+    plain = convert(ConvertConfig(model=path, mode="full", dtype="uint8", calib=samples,
+                                  bias_correction=False, target_sqnr=44.0))
+    assert plain.precision.promoted == [Promotion("c0", "CONV_2D", "int16")]
+    assert plain.precision.before_db < 40 and litert(plain.tflite) >= 44
+    corrected = convert(ConvertConfig(model=path, mode="full", dtype="uint8", calib=samples,
+                                      bias_correction=True, target_sqnr=44.0))
+    p = corrected.precision
+    assert p.promoted == [] and p.counted == "bias correction", p
+    reached = litert(corrected.tflite)
+    assert reached >= 44 and p.before_db == pytest.approx(reached, abs=0.5), (p.before_db, reached)
+    assert "with bias correction)" in corrected.to_text()

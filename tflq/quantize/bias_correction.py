@@ -99,21 +99,40 @@ def _output_shift(layer: _Layer, delta: np.ndarray, mean: np.ndarray) -> np.ndar
     return moved.reshape(moved.shape[0], -1, moved.shape[-1]).sum(axis=1) @ mean
 
 
-def correct_biases(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], dtype: DType,
+@dataclass(frozen=True)
+class InputMeans:
+    """E[x] per channel of every correctable layer's input (by tensor name), measured on the
+    float graph: all the empirical form takes from the data. It does not depend on the weights'
+    grids, so one measurement serves every mix of precisions --target-sqnr tries."""
+
+    means: dict[str, np.ndarray]
+    samples: int
+    seconds: float
+
+
+def measure_input_means(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]]) -> InputMeans:
+    """InputMeans of every layer bias correction can correct, on `samples`."""
+    start = time.perf_counter()
+    means, count = input_means(graph, {layer.op.inputs[0] for layer in _layers(graph)}, samples)
+    return InputMeans(means, count, time.perf_counter() - start)
+
+
+def correct_biases(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]] | InputMeans, dtype: DType,
                    grids: Mapping[str, QuantParams] | None = None,
                    originals: Mapping[str, np.ndarray] | None = None) -> BiasCorrection:
     """The empirical form: replace each layer's float bias b by b - E[(Q(W) - W) x], with E[x]
-    measured on `samples`; Q the weight's grid in `grids` (by weight name: the layers whose
-    weights are quantized; None: every layer, on the grid the mark phase chooses for `dtype`),
-    W the float weight (in `originals` where learned rounding already put the weight on its
-    grid); returns what moved."""
+    measured on `samples` (or measured already: InputMeans of this graph); Q the weight's grid
+    in `grids` (by weight name: the layers whose weights are quantized; None: every layer, on
+    the grid the mark phase chooses for `dtype`), W the float weight (in `originals` where
+    learned rounding already put the weight on its grid); returns what moved."""
     start = time.perf_counter()
     layers = _layers(graph, grids)
-    means, count = input_means(graph, {layer.op.inputs[0] for layer in layers}, samples)
-    found = {layer.op.inputs[0]: means.get(layer.op.inputs[0], "its input was not measured")
+    measured = samples if isinstance(samples, InputMeans) else measure_input_means(graph, samples)
+    found = {layer.op.inputs[0]: measured.means.get(layer.op.inputs[0], "its input was not measured")
              for layer in layers}
     shifts, skipped = _correct(graph, layers, found, dtype, grids, originals)
-    return BiasCorrection(shifts, skipped, count, time.perf_counter() - start, EMPIRICAL)
+    seconds = time.perf_counter() - start + (measured.seconds if measured is samples else 0.0)
+    return BiasCorrection(shifts, skipped, measured.samples, seconds, EMPIRICAL)
 
 
 def correct_biases_analytic(graph: Graph, dtype: DType,

@@ -13,7 +13,8 @@ from tflq.ops.pool import edge_pads_on_grid_minimum
 from tflq.quantize.plan import PlanContext, Range, plan_quantization
 from tflq.quantize.precision import check_target, search_precision
 from tflq.quantize.qdq import choose_dtype, fold_fake_quant, quantize_on_own_grid_first
-from tflq.quantize.repair import correct_biases_if_asked, round_if_asked
+from tflq.quantize.repair import (bias_correction_asked, correct_biases_if_asked, measured_input_means,
+                                  round_if_asked)
 from tflq.quantize.rewrite import apply_plan
 from tflq.quantize.weights import check_finite_constants
 from tflq.report import ConversionReport, FloatOp
@@ -72,12 +73,17 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         folded = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
                                  stats if stats is not None else frozenset())
     int16_ops, float_ops = frozenset(config.int16_ops), frozenset(config.float_ops)
+    means = None  # bias correction's input means, measured once (the search corrects each mix)
     if config.target_sqnr is not None:
+        means = measured_input_means(graph, config)
         result = search_precision(
             graph, lambda i16, f: _Context(dtype, config, stats, folded, int16_ops | i16, float_ops | f),
             evaluation_samples(graph, config), config.target_sqnr,
             "calibration samples" if config.eval_data is None else "samples of --eval-data",
-            accept_below=config.accept_below_target, show_progress=config.show_progress)
+            accept_below=config.accept_below_target, show_progress=config.show_progress,
+            repair=(lambda g, plan: correct_biases_if_asked(g, config, None, plan, {}, None, means))
+            if bias_correction_asked(config) else None)
+        result.counted = "bias correction" if bias_correction_asked(config) else ""
         report.precision = result
         int16_ops, float_ops = int16_ops | result.int16_nodes, float_ops | result.float_nodes
     plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops))
@@ -87,7 +93,8 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     originals: dict = {}
     report.rounding = round_if_asked(graph, plan, config, originals, qdq)
     report.bias_correction = correct_biases_if_asked(graph, config, qdq, plan, originals,
-                                                     folded.given if folded is not None else None)
+                                                     folded.given if folded is not None else None,
+                                                     means if report.rounding is None else None)
     io_type = config.io_type
     before_rewrite = {id(op) for op in graph.ops}
     inserted = apply_plan(graph, plan, io_type)

@@ -10,7 +10,9 @@ Where the noise comes from. A quantized model rounds in two kinds of places: eac
 grid (a tensor, with the tensors that share its grid through value-moving ops: PAD, MAX_POOL,
 RESHAPE) and each layer's weights. Each such source's noise is measured on its own: the float
 model with only that rounding done. Promoting a layer takes out its weights' noise (int16x8 has
-per-channel int8 weights: what is left is their rounding), but an activation grid's noise only
+per-channel int8 weights: what is left is their rounding, measured the same way; with bias
+correction on, each layer's weights come with its corrected bias, in 8 bits and promoted, as
+the conversion writes them), but an activation grid's noise only
 when every layer that writes or reads the tensor leaves 8 bits: a layer promoted alone reads an
 8-bit input, and its int16 output is requantized to the 8-bit grid its readers use. Ranking
 single layers by the noise each adds alone misses that: on the benchmark ResNet-18 in uint8 its
@@ -20,12 +22,15 @@ reads.
 The search. The noises add up (the sum of the sources is within ~1 dB of the quantized model's
 noise), so the fraction of the noise a set of promotions takes out is predicted from the
 sources it covers. Sources are added greedily, each time the one that takes out the most noise
-per layer it adds, until the prediction reaches the target on the worst sample; then the set is
+per TFLite op it adds (the layers it needs that are not in yet: a convolution with its explicit
+PAD is two), until the prediction reaches the target on the worst sample; then the set is
 checked by a simulated run of the mixed model (the quantized graph run with tflq's reference
 kernels, each quantized activation rounded to its grid), sources are added one by one until a
 check passes, and last each chosen layer the target does not need once the others are in is
 dropped (each a check). A promoted layer runs with int16 activations where LiteRT has a 16x8
-kernel for it, else in float.
+kernel for it, else in float. Every mix is measured as the conversion writes it: with bias
+correction when that is on (its input means measured once on the float graph: they do not
+depend on the grids); learned rounding (--rounding adaround) runs after the search, uncounted.
 
 Cost: every measurement is a run over the samples. A source is measured from the float run's
 values up to it (kept for the first SENSITIVITY_SAMPLES samples), so only the rest of the graph
@@ -45,7 +50,7 @@ from tflq.errors import InvalidConfigError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.progress import progress
-from tflq.quantize.plan import PlanContext, QuantPlan, plan_quantization, weight_params
+from tflq.quantize.plan import PlanContext, QuantPlan, plan_quantization
 from tflq.quantize.rewrite import apply_plan
 from tflq.report import PrecisionResult, Promotion
 from tflq.runtime.interpreter import GraphRunner
@@ -59,6 +64,9 @@ LISTED_SOURCES = 3  # noise sources the summary names
 
 Feeds = dict[str, np.ndarray]
 MakeContext = Callable[[frozenset[str], frozenset[str]], PlanContext]  # (int16 nodes, float nodes)
+# The 8-bit repairs the conversion runs on its plan (bias correction), run on each mix tried:
+# (the graph the plan is of, the plan) -> None, changing the graph's constants and the plan.
+Repair = Callable[[Graph, QuantPlan], object]
 
 
 def _db(signal: float, noise: float) -> float:
@@ -139,9 +147,10 @@ class SqnrEvaluator:
     docstring)."""
 
     def __init__(self, graph: Graph, make_context: MakeContext, samples: list[Feeds],
-                 cached: int = SENSITIVITY_SAMPLES) -> None:
+                 cached: int = SENSITIVITY_SAMPLES, repair: Repair | None = None) -> None:
         self.graph = graph
         self.make_context = make_context
+        self.repair = repair
         self.samples = samples
         runner = self.float_runner = GraphRunner(graph)
         self.reference: list[list[np.ndarray]] = []
@@ -170,9 +179,17 @@ class SqnrEvaluator:
         signal, noise = _powers(self.reference[index], list(out.values()))
         return noise / signal if signal > 0 else math.inf
 
-    def quantized(self, int16: frozenset[str], float_: frozenset[str]) -> Graph:
+    def planned(self, int16: frozenset[str], float_: frozenset[str]) -> tuple[Graph, QuantPlan]:
+        """A copy of the graph and its plan for this mix, repaired as the conversion would be."""
         g = self.graph.copy()
-        apply_plan(g, plan_quantization(g, self.make_context(int16, float_)))
+        plan = plan_quantization(g, self.make_context(int16, float_))
+        if self.repair is not None:
+            self.repair(g, plan)
+        return g, plan
+
+    def quantized(self, int16: frozenset[str], float_: frozenset[str]) -> Graph:
+        g, plan = self.planned(int16, float_)
+        apply_plan(g, plan)
         return g
 
     def sample_sqnrs(self, int16: frozenset[str], float_: frozenset[str],
@@ -221,17 +238,19 @@ def check_target(target_db: float) -> None:
 
 def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feeds],
                      target_db: float, source: str = "calibration samples",
-                     accept_below: bool = False, show_progress: bool = False) -> PrecisionResult:
+                     accept_below: bool = False, show_progress: bool = False,
+                     repair: Repair | None = None) -> PrecisionResult:
     """The fewest promotions that bring every sample's output SQNR to `target_db`.
 
     When even every candidate promoted falls short: InvalidConfigError saying by how much, or
     (accept_below) that best configuration, with `reached` False. A target beyond float's:
-    InvalidConfigError. `source` names the samples in messages."""
+    InvalidConfigError. `source` names the samples in messages; `repair`: the 8-bit repairs the
+    conversion runs on its plan, counted in every mix measured."""
     check_target(target_db)
     if not samples:
         raise InvalidConfigError("--target-sqnr needs samples to measure on (--calib or --eval-data)")
     layers_of = quantized_layers(graph, make_context(frozenset(), frozenset()))
-    evaluator = SqnrEvaluator(graph, make_context, samples)
+    evaluator = SqnrEvaluator(graph, make_context, samples, repair=repair)
     as_quantized = evaluator.sample_sqnrs(frozenset(), frozenset())
     before = min(as_quantized)
     result = PrecisionResult(target_db, before, before, len(layers_of), len(samples), source=source)
@@ -254,6 +273,7 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
         return _unreachable(result, evaluator, promoted(names), names, layers_of, int16_capable,
                             accept_below)
     plan = plan_quantization(graph, make_context(frozenset(), frozenset()))  # (marks, touches nothing)
+    ops_of = {n: sum(1 for op in plan.quantized_ops if op.origin == n) or 1 for n in names}
     sources = noise_sources(evaluator, plan, set(names), int16_capable, show_progress)
     total = sum(source.noise for source in sources)
     result.largest_sources = [f"{s.name} {s.kind} {s.noise / total:.0%}" for s in
@@ -276,7 +296,7 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
                 bar.update()
                 if reached is not None:
                     break
-            layers = _best_next(sources, chosen, removed)
+            layers = _best_next(sources, chosen, removed, ops_of)
             if not layers:  # every source covered: the rest of the layers
                 layers = set(names) - chosen
             chosen |= layers
@@ -320,15 +340,16 @@ def _unreachable(result: PrecisionResult, evaluator: SqnrEvaluator, every: tuple
     return result
 
 
-def _best_next(sources: list[NoiseSource], chosen: set[str], removed) -> set[str]:
-    """The layers of the source not covered yet that take out the most noise per layer added."""
+def _best_next(sources: list[NoiseSource], chosen: set[str], removed, ops_of: dict[str, int]) -> set[str]:
+    """The layers of the source not covered yet that take out the most noise per TFLite op
+    they add (`ops_of`: each layer's ops)."""
     best, best_rate = set(), 0.0
     now = removed(chosen)
     for source in sources:
         new = source.layers - chosen
         if not new:
             continue
-        rate = (removed(chosen | new) - now) / len(new)
+        rate = (removed(chosen | new) - now) / sum(ops_of[n] for n in new)
         if rate > best_rate:
             best, best_rate = new, rate
     return best
@@ -389,40 +410,67 @@ def noise_sources(evaluator: SqnrEvaluator, plan: QuantPlan, candidates: set[str
         if layers:
             jobs.append(("activation", name, frozenset(layers), 0.0, position.get(name, 0),
                          {name: plan.params[name]}, {}))
-    for op in plan.quantized_ops:
-        if op.origin not in candidates:
+    as_8bit = _layer_constants(evaluator, frozenset(), frozenset())
+    promoted = _layer_constants(evaluator, frozenset(candidates) & int16_capable,
+                                frozenset(candidates) - int16_capable)
+    for index, constants in as_8bit.items():
+        origin = graph.ops[index].origin
+        if origin in candidates:
+            jobs.append(("weights", origin, frozenset({origin}), promoted.get(index, {}), index, {},
+                         constants))
+    count = min(samples, len(evaluator.float_values))
+
+    def measure(start: int, grids: dict, constants: dict, name: str) -> float:
+        noise = []
+        for i in range(count):
+            feeds = None
+            if start == 0 and name in graph.inputs:  # the model's input, on its grid
+                feeds = dict(evaluator.samples[i])
+                feeds[name] = grids[name].dequantize(grids[name].quantize(feeds[name]))
+            noise.append(evaluator.perturbed(i, start, grids, constants, feeds))
+        return float(np.mean(noise))
+
+    sources = []
+    with progress(len(jobs), "--target-sqnr noise sources", show_progress, unit="source") as bar:
+        for kind, name, layers, left, start, grids, constants in jobs:
+            noise = measure(start, grids, constants, name)
+            kept = 0.0  # an activation grid, or weights that stay float once promoted
+            if left and noise > 0:  # the weights on their int16x8 grid (and repair): measured too
+                kept = min(1.0, measure(start, {}, left, name) / noise)
+            sources.append(NoiseSource(name, kind, layers, noise, kept))
+            bar.update()
+    return sources
+
+
+def _layer_constants(evaluator: SqnrEvaluator, int16: frozenset[str],
+                     float_: frozenset[str]) -> dict[int, dict[str, np.ndarray]]:
+    """Position in the graph's ops -> the constants that quantized op computes with under this
+    mix in place of the float graph's (by the float graph's tensor names): its weights rounded
+    to their grids, and the biases the repair (bias correction) changed."""
+    graph = evaluator.graph
+    g, plan = evaluator.planned(int16, float_)
+    quantized = {id(op) for op in plan.quantized_ops}
+    result: dict[int, dict[str, np.ndarray]] = {}
+    for index, (original, op) in enumerate(zip(graph.ops, g.ops)):
+        if id(op) not in quantized:
             continue
+        constants = {}
         for rule in registry.spec(op.kind).weights:
-            if rule.index >= len(op.inputs) or not graph.is_constant(op.inputs[rule.index]):
+            if rule.index >= len(op.inputs) or not g.is_constant(op.inputs[rule.index]):
                 continue
             weight = op.inputs[rule.index]
             params = plan.required_inputs.get(id(op), {}).get(rule.index) or plan.params.get(weight)
-            if params is None:
-                continue
-            data = graph.tensors[weight].data
-            rounded = params.dequantize(params.quantize(data)).astype(data.dtype)
-            kept = 0.0
-            if op.origin in int16_capable:
-                promoted = weight_params(rule, data, DType.INT16)
-                error = float(np.sum((data.astype(np.float64) - rounded) ** 2))
-                left = float(np.sum((data - promoted.dequantize(promoted.quantize(data))) ** 2))
-                kept = min(1.0, left / error) if error > 0 else 0.0
-            jobs.append(("weights", op.origin, frozenset({op.origin}), kept, graph.ops.index(op), {},
-                         {weight: rounded}))
-    count = min(samples, len(evaluator.float_values))
-    sources = []
-    with progress(len(jobs), "--target-sqnr noise sources", show_progress, unit="source") as bar:
-        for kind, name, layers, kept, start, grids, constants in jobs:
-            noise = []
-            for i in range(count):
-                feeds = None
-                if start == 0 and name in graph.inputs:  # the model's input, on its grid
-                    feeds = dict(evaluator.samples[i])
-                    feeds[name] = grids[name].dequantize(grids[name].quantize(feeds[name]))
-                noise.append(evaluator.perturbed(i, start, grids, constants, feeds))
-            sources.append(NoiseSource(name, kind, layers, float(np.mean(noise)), kept))
-            bar.update()
-    return sources
+            if params is not None and g.tensors[weight].dtype.is_float:
+                data = g.tensors[weight].data
+                constants[original.inputs[rule.index]] = \
+                    params.dequantize(params.quantize(data)).astype(data.dtype)
+        if not constants:
+            continue
+        for name, new in zip(original.inputs, op.inputs):
+            if name != new and g.is_constant(new):  # a repaired constant (a corrected bias)
+                constants[name] = g.tensors[new].data
+        result[index] = constants
+    return result
 
 
 def _promotions(chosen: Sequence[str], layers: dict[str, str], int16_capable: frozenset[str]) -> list[Promotion]:

@@ -82,9 +82,28 @@ def weight_grids(graph: Graph, plan) -> dict[int, tuple[int, QuantParams]]:
     return grids
 
 
+def bias_correction_asked(config: ConvertConfig) -> bool:
+    """Whether this conversion corrects its biases (config.bias_correction, else the default)."""
+    asked = config.bias_correction
+    return asked is True or (asked is None and bias_correction_by_default(config))
+
+
+def measured_input_means(graph: Graph, config: ConvertConfig):
+    """The empirical form's InputMeans for this conversion (None: it corrects no biases, or
+    from BatchNorm statistics): measured once, for every plan correct_biases_if_asked is given."""
+    if not bias_correction_asked(config) or config.calib is None:
+        return None
+    from tflq.calibration.run import evaluation_samples
+    from tflq.quantize.bias_correction import measure_input_means
+
+    with one_blas_thread():
+        return measure_input_means(graph, evaluation_samples(graph, config, BIAS_CORRECTION_SAMPLES))
+
+
 def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel | None,
                             plan=None, originals: dict[str, np.ndarray] | None = None,
-                            given: dict[str, QuantParams] | None = None) -> BiasCorrection | None:
+                            given: dict[str, QuantParams] | None = None,
+                            means=None) -> BiasCorrection | None:
     """Bias correction (config.bias_correction; None: bias_correction_by_default) for the
     weights' own grids: the plan's in full mode (after the mark phase), weights-only mode's
     (plan None; before the weights are stored), from the float weights (`originals` for the
@@ -92,9 +111,8 @@ def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel |
     (--calib), else the analytic one from BatchNorm statistics (weights-only without --calib,
     full mode from --stats). A QDQ model's layers whose weight or bias it gives a grid (`given`,
     by tensor name) keep both: only where the graph leaves them float is there rounding to
-    correct, and a bias there."""
-    asked = config.bias_correction
-    if asked is False or (asked is None and not bias_correction_by_default(config)):
+    correct, and a bias there. `means`: measured_input_means of this graph, if measured already."""
+    if not bias_correction_asked(config):
         return None
     from tflq import ops as registry
     from tflq.calibration.run import evaluation_samples
@@ -124,9 +142,9 @@ def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel |
     if config.calib is None:  # (saved statistics hold no channel means)
         result = correct_biases_analytic(graph, dtype, fixed, originals)
     else:
-        samples = evaluation_samples(graph, config, BIAS_CORRECTION_SAMPLES)
         with one_blas_thread():  # as calibration: BLAS's own threads cost 7x on a busy machine
-            result = correct_biases(graph, samples, dtype, fixed, originals)
+            result = correct_biases(graph, means or evaluation_samples(graph, config, BIAS_CORRECTION_SAMPLES),
+                                    dtype, fixed, originals)
     result.skipped[:0] = kept
     for op in ops:  # the corrected biases keep their planned grids
         if id(op) in biases:
