@@ -25,7 +25,7 @@ from tflq.passes.manager import fixed_point
 from tflq.passes.one_d import cancel_height_reshapes, sink_height_squeezes, spread_ncw
 from tflq.ir.qdq import QdqModel
 from tflq.mode import resolve_mode
-from tflq.ops.pool import max_pool_pads_as_same
+from tflq.ops.pool import clamps_as_max_pools, max_pool_pads_as_same
 from tflq.quantize.qdq import simplify_qdq_graph
 from tflq.quantize.repair import equalize_if_asked
 from tflq.report import ConversionReport
@@ -115,7 +115,10 @@ def convert(config: ConvertConfig) -> ConversionReport:
         report.notes.extend(store_float16(graph, get_target(config.target)).notes() +
                             unused_calibration_note(config))
     # BACKEND: a max pool's explicit padding as SAME padding where the runtime makes that cheaper
-    max_pool_pads_as_same(graph, extend_convolutions=get_target(config.target).fuses_pad_into_conv)
+    target = get_target(config.target)
+    max_pool_pads_as_same(graph, extend_convolutions=target.fuses_pad_into_conv)
+    if target.default_delegate is not None:  # an 8-bit RELU between XNNPACK ops: a 1x1 max pool
+        clamps_as_max_pools(graph, get_target(target.default_delegate).delegate.integer_kinds)
     verify(graph, after="quantization")
     _describe_io(graph, report)
     equalized = report.equalization is not None and bool(report.equalization.pairs)

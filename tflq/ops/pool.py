@@ -270,6 +270,47 @@ def max_pool_pads_as_same(graph: Graph, extend_convolutions: bool = True) -> int
     return changed
 
 
+EIGHT_BIT_CLAMPS = ("RELU", "RELU6", "RELU_N1_TO_1")
+
+
+def clamps_as_max_pools(graph: Graph, delegated: frozenset[str]) -> int:
+    """After quantization: each 4-D 8-bit RELU, RELU6 or RELU_N1_TO_1 (one no producer could fuse)
+    between ops of `delegated` (the kinds XNNPACK runs in 8 bits, which has no 8-bit RELU: the
+    graph splits around it onto LiteRT's builtin kernel) becomes a 1x1 MAX_POOL_2D with it as
+    fused activation, which XNNPACK takes, after a QUANTIZE to the clamp's calibrated grid when
+    that differs from the input's (XNNPACK takes an 8-bit QUANTIZE whose scale ratio is within
+    [2^-8, 2^7]): the clamp's kernel requantizes and then clamps on its output grid, and so do
+    these two (a bound such as 6 or 1 is rounded on the clamp's own grid, as before).
+    Measured: a Conv/Concat/Relu/Conv toy model (56x56x64, int8) 2.45 -> 0.87 ms. Returns how many."""
+    producers, consumers = graph.producers(), graph.consumer_map()
+    changed = 0
+    for op in [op for op in graph.ops if op.kind in EIGHT_BIT_CLAMPS]:
+        x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+        if len(x.shape) != 4 or x.dtype != y.dtype or x.dtype.name not in ("INT8", "UINT8") or \
+                x.quant is None or y.quant is None or x.quant.is_per_channel or y.quant.is_per_channel:
+            continue
+        producer = producers.get(x.name)
+        readers = consumers.get(y.name, [])
+        if producer is None or producer.kind not in delegated or producer.kind == "QUANTIZE" or \
+                not any(r.kind in delegated and r.kind != "DEQUANTIZE" for r in readers):
+            continue  # at the graph's edge the split costs a partition of one op
+        ratio = float(x.quant.scale) / float(y.quant.scale)
+        same_grid = x.quant == y.quant
+        if not same_grid and not 2.0 ** -8 <= ratio <= 2.0 ** 7:
+            continue
+        source = x.name
+        if not same_grid:
+            source = graph.add_activation(f"{y.name}/requantized", y.dtype, y.shape, y.layout)
+            graph.tensors[source].quant = y.quant
+            graph.insert_before(op, Op("QUANTIZE", [x.name], [source], origin=op.origin))
+        index = graph.ops.index(op)
+        graph.remove_op(op)
+        graph.add_op(Op("MAX_POOL_2D", [source], [y.name], PoolAttrs(fused_activation=op.kind),
+                        op.origin), index)
+        changed += 1
+    return changed
+
+
 def _same_extension(size: int, kernel: int, stride: int, top: int, count: int) -> int | None:
     """How many cells to add at the end of an axis of `size` cells so that SAME padding starts
     `count` windows where ONNX's do (`top` cells before the first) and none of them reads an

@@ -154,6 +154,9 @@ class Target:
     static_shapes: bool = False        # a dynamic tensor is a violation
     # a zero PAD in front of a convolution costs nothing: the runtime pads inside the convolution
     fuses_pad_into_conv: bool = False
+    # the target whose delegate the runtime applies by default (LiteRT: XNNPACK), if any: an
+    # 8-bit clamp between two ops it runs becomes a 1x1 max pool (pool.clamps_as_max_pools)
+    default_delegate: str | None = None
     limits: tuple[ScaleLimit, ...] = ()
     # kind -> why the kernel refuses a particular op (None: it runs it)
     conditions: Mapping[str, Callable[[OpView], str | None]] = field(default_factory=dict)

@@ -54,4 +54,5 @@ MAX_VERSIONS = {
 LITERT = Target(
     name="litert", title="LiteRT", kinds=MAX_VERSIONS,
     fuses_pad_into_conv=True,  # XNNPACK, which LiteRT applies by default (see xnnpack.py)
+    default_delegate="xnnpack",
     source="LiteRT builtin kernels (tflite/core/kernels/register.cc)")

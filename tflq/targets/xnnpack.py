@@ -97,6 +97,7 @@ XNNPACK = Target(
     # whose value is the zero point (0.0 in float) becomes the padding of the [depthwise]
     # convolution 2D it feeds (not SAME-padded ones; never a pool's)
     fuses_pad_into_conv=True,
+    default_delegate="xnnpack",
     delegate=Delegate("XNNPACK", FLOAT_KINDS, INTEGER_KINDS, frozenset({DType.INT8, DType.UINT8}),
                       {kind: _condition(CONDITIONS.get(kind)) for kind in FLOAT_KINDS}),
     source="LiteRT with its XNNPACK delegate (tflite/delegates/xnnpack/xnnpack_delegate.cc)")
