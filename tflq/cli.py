@@ -27,6 +27,13 @@ EPILOG = ("Exit codes: 0 success, 1 conversion error (message names the node or 
           "2 usage error, 3 internal error (please report; --debug shows the traceback).")
 
 
+def _start_calibration_workers(config: ConvertConfig) -> None:
+    """Before the converter's imports (about a second): calibration's workers import beside them."""
+    from tflq.calibration.parallel import start_workers_for
+
+    start_workers_for(config)
+
+
 def _choices(enum) -> click.Choice:
     return click.Choice([m.value for m in enum])
 
@@ -301,6 +308,7 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
             max_tensor_bytes=max_tensor_bytes,
             show_progress=not quiet, jobs=jobs, target=target,
             **repairs)  # equalize, bias_correction, rounding*
+        _start_calibration_workers(config)
         from tflq.pipeline import convert as run
 
         report = run(config)
@@ -354,6 +362,7 @@ def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_lay
             keep_io_layout=keep_io_layout, calib=calib, calib_samples=calib_samples,
             save_stats=save_stats, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
             scale=scale, show_progress=not quiet, jobs=jobs, equalize=equalize, calib_engine=calib_engine)
+        _start_calibration_workers(config)
         from tflq.pipeline import calibrate_only
 
         report = calibrate_only(config)

@@ -89,6 +89,13 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
 
 def convert(config: ConvertConfig) -> ConversionReport:
     """Convert config.model; write config.output (atomically) when given. Raises TflqError."""
+    from tflq.calibration.parallel import workers_exit_later
+
+    with workers_exit_later():  # they exit while the rest of the conversion runs
+        return _convert(config)
+
+
+def _convert(config: ConvertConfig) -> ConversionReport:
     start = time.perf_counter()
     policy = write_policy(config)
     if config.html:
@@ -158,6 +165,7 @@ def _describe_io(graph: Graph, report: ConversionReport) -> None:
 def calibrate_only(config: ConvertConfig) -> ConversionReport:
     """Calibrate config.model on config.calib and write the statistics to config.save_stats (one
     shard of a job array; `tflq convert --stats ...` merges the files). Raises TflqError."""
+    from tflq.calibration.parallel import workers_exit_later
     from tflq.calibration.run import collect_statistics
 
     start = time.perf_counter()
@@ -168,17 +176,17 @@ def calibrate_only(config: ConvertConfig) -> ConversionReport:
     policy = write_policy(config)
     _start_calibration_workers(config)
     graph, report, config, _ = _prepare(config, policy)
-    collect_statistics(graph, config, report, write=policy.write)
+    with workers_exit_later():  # (while the statistics are written)
+        collect_statistics(graph, config, report, write=policy.write)
     report.seconds = time.perf_counter() - start
     return report
 
 
 def _start_calibration_workers(config: ConvertConfig) -> None:
     """Let calibration's worker processes start up while the model loads (calibration/parallel)."""
-    if config.mode == Mode.FULL and config.calib is not None:
-        from tflq.calibration.parallel import start_workers_early
+    from tflq.calibration.parallel import start_workers_for
 
-        start_workers_early(config.jobs, config.executor)
+    start_workers_for(config)
 
 
 def _file_size(path: str) -> int:

@@ -203,3 +203,40 @@ def test_an_unguarded_script_calibrates_on_workers_once(model, tmp_path):
     assert child.returncode == 0, child.stderr
     assert child.stdout.count("top level") == 1
     assert (tmp_path / "m.tflite").exists()
+
+
+def test_workers_exit_while_the_conversion_goes_on_and_are_gone_after_it(model, monkeypatch):
+    """In workers_exit_later (what convert runs in) calibration returns without waiting for its
+    workers to exit; the block waits, so none is left when it ends."""
+    monkeypatch.setattr(parallel, "MAIN_PROCESS_SHARDS", False)  # the shards go to the workers
+    graph, _ = prepare_graph(ConvertConfig(model=model, mode="full"))
+    job = CalibrationJob(graph, frozenset(graph.inputs), histogram=False)
+    with parallel.workers_exit_later():
+        together = run_calibration(job, _samples(), jobs=2)
+        told = [processes for _, processes, _ in parallel._exiting]
+        assert len(told) == 1 and len(told[0]) == 2
+    assert not multiprocessing.active_children() and parallel._exiting is None
+    alone = run_calibration(job, _samples(), jobs=1)
+    assert together.tensors == alone.tensors
+
+
+def test_the_command_starts_the_workers_before_it_imports_the_converter(model, tmp_path):
+    """`tflq convert` asks for its calibration workers first, so their imports (about a second)
+    run while the command imports the converter (tflq.pipeline and what it imports)."""
+    import subprocess
+    import sys
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    np.save(calib / "x.npy", _samples(1)[0]["x"])
+    script = ("import sys\n"
+              "from tflq.calibration import parallel\n"
+              "seen = []\n"
+              "parallel.start_workers_early = lambda jobs, executor: seen.append('tflq.pipeline' in sys.modules)\n"
+              "from tflq.cli import main\n"
+              f"main(['convert', {model!r}, '-o', {str(tmp_path / 'm.tflite')!r}, '--mode', 'full',\n"
+              f"      '--calib', {str(calib)!r}, '--jobs', '1', '-q'], standalone_mode=False)\n"
+              "print(seen)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[False, True]"  # the command's, then convert's

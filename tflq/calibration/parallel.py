@@ -228,6 +228,15 @@ def start_workers_early(jobs: int | None, executor: Executor | None) -> None:
         log.debug("calibration workers could not start early: %s", exc)
 
 
+def start_workers_for(config) -> None:
+    """start_workers_early for a conversion (a ConvertConfig) that calibrates on samples. The
+    CLI calls it before it imports the converter, so the workers' imports run beside its own."""
+    from tflq.config import Mode
+
+    if config.mode == Mode.FULL and config.calib is not None:
+        start_workers_early(config.jobs, config.executor)
+
+
 # what the forkserver imports for its workers (onnxruntime for its engine; skipped if missing)
 PRELOAD = ["tflq.calibration.parallel", "tflq.calibration.run", "tflq.calibration.engines", "onnxruntime"]
 MAIN_PROCESS_SHARDS = True  # the calling process calibrates shards too (tests turn it off)
@@ -392,7 +401,35 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner)
         starter.join()
         _stop(pool, pending, processes)
         raise
-    pool.shutdown(wait=True)
+    if _exiting is None:
+        pool.shutdown(wait=True)
+    else:  # (shutdown forgets its thread and processes unless it waits)
+        _exiting.append((pool._executor_manager_thread, list((pool._processes or {}).values()),
+                         pool._result_queue))
+        pool.shutdown(wait=False)
+
+
+_exiting: list | None = None  # in workers_exit_later: (manager thread, processes, result queue) of pools
+
+
+@contextmanager
+def workers_exit_later() -> Iterator[None]:
+    """Within the block, calibration's workers exit (free their session and graph, about 0.1 s)
+    while the caller goes on; the block ends once they have (none is left running)."""
+    global _exiting
+    outer, _exiting = _exiting, [] if _exiting is None else _exiting
+    try:
+        yield
+    finally:
+        if outer is None:
+            pools, _exiting = _exiting, None
+            for thread, processes, results in pools:
+                if thread is not None:
+                    thread.join()
+                for process in processes:
+                    process.join()
+                if results is not None:
+                    results.close()
 
 
 def _worker_ready() -> None:
