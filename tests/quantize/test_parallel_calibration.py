@@ -240,3 +240,23 @@ def test_the_command_starts_the_workers_before_it_imports_the_converter(model, t
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[False, True]"  # the command's, then convert's
+
+
+def test_the_default_jobs_start_workers_while_this_process_runs_its_first_samples(model, monkeypatch):
+    """jobs=None: when the first sample says the rest is worth workers, they are started before
+    the shards are dealt (not after a shard more), and the file is the same as with one process."""
+    importorskip("onnxruntime")
+    monkeypatch.setattr(parallel, "WORTH_WORKERS_SECONDS", 0.0)  # any calibration is worth them
+    monkeypatch.setattr(parallel, "available_cpus", lambda: 2)
+    seen = []
+    original = parallel.run_calibration
+
+    def recording(job, *args, **kwargs):
+        seen.append(parallel._prestarted is not None and parallel._prestarted.key == job.key)
+        return original(job, *args, **kwargs)
+
+    monkeypatch.setattr(parallel, "run_calibration", recording)
+    default = _convert(model, calib_engine="onnxruntime")
+    assert seen == [True]
+    assert default == _convert(model, calib_engine="onnxruntime", jobs=1)
+    assert not multiprocessing.active_children()

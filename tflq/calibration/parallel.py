@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 SHARD_SAMPLES = 2            # samples per task: small enough to balance, large enough to amortize
 USER_SHARD_SAMPLES = 16      # with a caller's executor each task also carries the graph
 IN_FLIGHT_PER_WORKER = 2     # shards queued per worker: keeps workers busy, memory bounded
-WORTH_WORKERS_SECONDS = 3.0  # jobs=None: start workers only if the rest would take longer in-process
+# jobs=None: start workers only if the rest would take longer than this in-process (a worker
+# forked from the forkserver, started early, is ready in about 0.4 s with ResNet-18's session)
+WORTH_WORKERS_SECONDS = 2.0
 
 Sample = Mapping[str, np.ndarray]
 
@@ -242,6 +244,17 @@ PRELOAD = ["tflq.calibration.parallel", "tflq.calibration.run", "tflq.calibratio
 MAIN_PROCESS_SHARDS = True  # the calling process calibrates shards too (tests turn it off)
 
 
+def worth_processes(per_sample: float, left: int | None) -> int:
+    """The processes (this one and workers) to calibrate `left` more samples on (None: unknown)
+    that take `per_sample` seconds each here (jobs=None): all this process may use when the
+    rest would take longer than WORTH_WORKERS_SECONDS in-process, else 1; at most one per shard."""
+    if left is None:
+        return available_cpus()
+    if per_sample * left < WORTH_WORKERS_SECONDS:
+        return 1
+    return max(1, min(available_cpus(), -(-left // SHARD_SAMPLES)))
+
+
 def _context():
     return multiprocessing.get_context("forkserver")
 
@@ -269,19 +282,15 @@ def run_calibration(job: CalibrationJob, samples: Iterable[Sample], jobs: int | 
         runner = make_runner(job) if runner is None else runner
         with one_blas_thread():
             if cpus > 1 and jobs is None:
-                # Time a first shard here: workers cost a second or two to start, worth it
-                # only when the rest of the calibration takes longer than that.
+                # Time a first shard here: workers cost CPU to start, worth it only when the
+                # rest of the calibration takes a while (worth_processes).
                 start = time.perf_counter()
                 head = [s for _, s in zip(range(SHARD_SAMPLES), iterator)]
                 runner.run(head, done, stats)
                 bar.update(len(head))
                 per_sample = (time.perf_counter() - start) / max(len(head), 1)
                 left = (total - len(head)) if total is not None else None
-                if len(head) < SHARD_SAMPLES or (left is not None and
-                                                 per_sample * left < WORTH_WORKERS_SECONDS):
-                    cpus = 1
-                if left is not None:
-                    cpus = max(1, min(cpus, -(-left // SHARD_SAMPLES)))
+                cpus = worth_processes(per_sample, left) if len(head) == SHARD_SAMPLES else 1
             # the last shards: as many one-sample shards as the workers may hold queued
             shards = _shards(iterator, SHARD_SAMPLES, stats.samples, None if total is None else done + total,
                              IN_FLIGHT_PER_WORKER * SHARD_SAMPLES * max(cpus - 1, 0))

@@ -96,7 +96,7 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
     from tflq.calibration.engines import (OnnxruntimeFailure, OnnxruntimeRunner, engines_agree,
                                           plan_onnxruntime, resolve_engine)
     from tflq.calibration.parallel import (CalibrationJob, discard_prestarted, one_blas_thread,
-                                           prestart_workers, run_calibration)
+                                           prestart_workers, run_calibration, worth_processes)
 
     if tensors is None:
         tensors = {n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float}
@@ -124,7 +124,9 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
                 with one_blas_thread():
                     try:
                         runner = OnnxruntimeRunner(plan, histogram)
+                        begun = time.perf_counter()
                         stats = runner.run([head], 0)
+                        head_seconds = time.perf_counter() - begun  # (a first run: an upper bound)
                     except OnnxruntimeFailure as exc:
                         reason = str(exc)
                     if os.environ.get("TFLQ_DEBUG") and not reason:
@@ -143,6 +145,9 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
                 # the model's bytes are for workers and executors; in-process, the session has it
                 job = candidate if executor is not None or jobs != 1 else \
                     CalibrationJob(None, tensors, histogram, plan=runner.plan)
+                if executor is None and jobs is None and total is not None:
+                    # the workers run_calibration will likely want, starting now (it decides)
+                    prestart_workers(candidate, worth_processes(head_seconds, total))
                 log.info("calibration engine: onnxruntime (%s)", plan.describe())
             plan = candidate = None  # (the job holds what is needed)
         if reason:
