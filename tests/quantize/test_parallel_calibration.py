@@ -232,7 +232,7 @@ def test_the_command_starts_the_workers_before_it_imports_the_converter(model, t
     script = ("import sys\n"
               "from tflq.calibration import parallel\n"
               "seen = []\n"
-              "parallel.start_workers_early = lambda jobs, executor: seen.append('tflq.pipeline' in sys.modules)\n"
+              "parallel.start_workers_early = lambda *args: seen.append('tflq.pipeline' in sys.modules)\n"
               "from tflq.cli import main\n"
               f"main(['convert', {model!r}, '-o', {str(tmp_path / 'm.tflite')!r}, '--mode', 'full',\n"
               f"      '--calib', {str(calib)!r}, '--jobs', '1', '-q'], standalone_mode=False)\n"
@@ -260,3 +260,31 @@ def test_the_default_jobs_start_workers_while_this_process_runs_its_first_sample
     assert seen == [True]
     assert default == _convert(model, calib_engine="onnxruntime", jobs=1)
     assert not multiprocessing.active_children()
+
+
+def test_workers_of_onnxruntime_do_not_import_the_interpreter(model):
+    """The forkserver preloads what the onnxruntime engine's workers run, not tflq.ops and onnx
+    (about a second, and memory, in every worker); a worker of the numpy engine imports them."""
+    import subprocess
+    import sys
+
+    importorskip("onnxruntime")
+    script = (
+        "from tflq.calibration import engines, parallel\n"
+        "from tflq.config import ConvertConfig\n"
+        "from tflq.pipeline import prepare_graph\n"
+        f"graph, _ = prepare_graph(ConvertConfig(model={model!r}, mode='full'))\n"
+        "tensors = frozenset(n for n, t in graph.tensors.items() if not t.is_constant)\n"
+        f"plan, why = engines.plan_onnxruntime(graph, tensors, False, {model!r})\n"
+        "probe = \"sorted({m.split('.')[0] + ('.ops' if m.startswith('tflq.ops') else '')\"\n"
+        "probe += \" for m in __import__('sys').modules} & {'onnx', 'tflq.ops', 'onnxruntime'})\"\n"
+        "for job in (parallel.CalibrationJob(None, tensors, False, plan=plan),\n"
+        "            parallel.CalibrationJob(graph, tensors, False)):\n"
+        "    own = parallel._OwnPool(job, 1)\n"
+        "    own.starter.join()\n"
+        "    [started.result() for started in own.started]\n"
+        "    print(own.pool.submit(eval, probe).result())\n"
+        "    own.stop()\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["['onnxruntime']", "['onnx', 'onnxruntime', 'tflq.ops']"]

@@ -216,14 +216,15 @@ def _take(result: ShardResult, name: str, stats) -> None:
     stats.merge(result.stats)
 
 
-def start_workers_early(jobs: int | None, executor: Executor | None) -> None:
-    """Start the forkserver that tflq's workers fork from (a fresh interpreter importing tflq,
-    about a second) now, while the model is still being loaded, if calibration may use it."""
+def start_workers_early(jobs: int | None, executor: Executor | None, numpy_engine: bool = False) -> None:
+    """Start the forkserver that tflq's workers fork from (a fresh interpreter importing what
+    they run, half a second to a second) now, while the model is still being loaded, if
+    calibration may use it; numpy_engine: for workers running tflq's interpreter."""
     if executor is not None or jobs == 1 or available_cpus() < 2:
         return
     from multiprocessing import forkserver
 
-    _context().set_forkserver_preload(PRELOAD)
+    _context().set_forkserver_preload(NUMPY_PRELOAD if numpy_engine else PRELOAD)
     try:
         forkserver.ensure_running()
     except OSError as exc:  # no processes here: calibration will say so if it needs workers
@@ -233,14 +234,22 @@ def start_workers_early(jobs: int | None, executor: Executor | None) -> None:
 def start_workers_for(config) -> None:
     """start_workers_early for a conversion (a ConvertConfig) that calibrates on samples. The
     CLI calls it before it imports the converter, so the workers' imports run beside its own."""
-    from tflq.config import Mode
+    from importlib.util import find_spec
+
+    from tflq.config import CalibEngine, Mode
 
     if config.mode == Mode.FULL and config.calib is not None:
-        start_workers_early(config.jobs, config.executor)
+        engine = CalibEngine(config.calib_engine)
+        numpy_engine = engine == CalibEngine.NUMPY or (engine == CalibEngine.AUTO and
+                                                        find_spec("onnxruntime") is None)
+        start_workers_early(config.jobs, config.executor, numpy_engine)
 
 
-# what the forkserver imports for its workers (onnxruntime for its engine; skipped if missing)
+# What the forkserver imports for its workers (a module missing is skipped): the onnxruntime
+# engine's runner, not tflq's interpreter (tflq.ops and onnx: about a second, ~60 MB per worker),
+# which workers of the numpy engine import too (a worker imports what its preload lacked).
 PRELOAD = ["tflq.calibration.parallel", "tflq.calibration.run", "tflq.calibration.engines", "onnxruntime"]
+NUMPY_PRELOAD = PRELOAD + ["tflq.runtime.interpreter"]
 MAIN_PROCESS_SHARDS = True  # the calling process calibrates shards too (tests turn it off)
 
 
@@ -309,7 +318,7 @@ class _OwnPool:
 
     def __init__(self, job: CalibrationJob, workers: int) -> None:
         context = _context()
-        context.set_forkserver_preload(PRELOAD)
+        context.set_forkserver_preload(PRELOAD if job.plan is not None else NUMPY_PRELOAD)
         self.key, self.workers = job.key, workers
         self.table = context.Array("q", 2 * workers, lock=False)
         slots = context.Value("i", 0)

@@ -9,9 +9,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from tflq import ops as registry
 from tflq.ir.graph import Graph
-from tflq.ops.common import apply_activation
 
 TensorHook = Callable[[str, np.ndarray], None]
 
@@ -22,6 +20,9 @@ class GraphRunner:
     def __init__(self, graph: Graph, round_activations: bool = False) -> None:
         """round_activations: round every quantized activation to its grid as it is made (a
         quantized graph's integer arithmetic, simulated on its real values)."""
+        # (here: tflq.ops imports onnx, which a calibration worker of onnxruntime never needs)
+        from tflq import ops as registry
+
         self.graph = graph
         self.grids = {name: t.quant for name, t in graph.tensors.items() if round_activations
                       and t.data is None and t.quant is not None and t.dtype.is_quantized_type}
@@ -51,6 +52,8 @@ class GraphRunner:
         `on_tensor(name, value)` sees every graph input and op output as soon as it exists;
         values are dropped after their last use, so memory stays at the live set.
         """
+        from tflq.ops.common import apply_activation
+
         values: dict[str, np.ndarray] = dict(self.constants)
         for name in self.graph.inputs:
             t = self.graph.tensors[name]  # integer/boolean inputs keep their type; values are real
