@@ -57,7 +57,9 @@ def read_calibration_model(path: str, input_shapes: Mapping[str, tuple[int, ...]
         return None, f"the model did not load again ({type(exc).__name__})"
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
         return None, "the model keeps weights in external data files"
-    if model.ByteSize() > max_bytes:
+    import os  # (the file's size: protobuf's ByteSize serializes the model to count it)
+
+    if os.path.getsize(path) > max_bytes:  # all its data is in the file (checked above)
         return None, "the model is too large to hand to onnxruntime in memory"
     try:
         fix_input_shapes(model, dict(input_shapes or {}), [])
