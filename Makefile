@@ -55,6 +55,9 @@ test-browser:
 ## bench: build MobileNetV2 / ResNet-18 and measure conversion time, memory, size, accuracy, latency;
 ## then the per-layer report of each (worst layers, float fallback check, plots in headless Chromium)
 bench: $(BENCH_VENV)/.installed test-browser
+	@# tflq timed as installed: pip byte-compiles a wheel's modules, an editable install run with
+	@# PYTHONDONTWRITEBYTECODE compiles all of tflq's at every start (~0.4 s a conversion)
+	$(BENCH_VENV)/bin/python -m compileall -q tflq
 	$(BENCH_VENV)/bin/python bench/models.py bench/models
 	$(BENCH_VENV)/bin/python bench/run.py
 	$(BENCH_VENV)/bin/python bench/report.py
