@@ -433,6 +433,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     """
     model, external_files = read_model_and_data_files(path)
     check_structure(model, path, max_tensor_bytes)
+    source_nodes = frozenset(n.name for n in model.graph.node if n.name)
     refuse_onnxruntime_quantized(model, path)
     opset = default_opset(model)
     if opset not in SUPPORTED_OPSETS:
@@ -458,6 +459,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
         log.info("recognised %d erf-based GELU patterns", gelus)
     result = import_graph(model, opset, notes, fold, max_tensor_bytes)
     result.external_files = external_files
+    result.graph.source_nodes = source_nodes
     result.qdq = find_qdq(model)
     check_tensor_limits(result.graph, max_tensor_bytes)
     return result

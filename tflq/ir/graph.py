@@ -99,6 +99,9 @@ class Graph:
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self._names: set[str] = set()
+        # the ONNX model's node names, also of nodes folded, fused or removed since (what
+        # --float-ops and --int16-ops may name); empty for a graph not imported from ONNX
+        self.source_nodes: frozenset[str] = frozenset()
 
     # ---- tensors -------------------------------------------------------------------------
     def add_tensor(self, tensor: Tensor) -> Tensor:
@@ -253,4 +256,5 @@ class Graph:
         other.inputs = list(self.inputs)
         other.outputs = list(self.outputs)
         other._names = set(self._names)
+        other.source_nodes = self.source_nodes
         return other

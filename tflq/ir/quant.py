@@ -133,12 +133,15 @@ def activation_params(dtype: DType, rmin: float, rmax: float) -> QuantParams:
     A range that is exactly zero (a ReLU dead on every calibration sample) gets scale 1.0 (any
     scale holds the zeros exactly): a MIN_RANGE scale would make the producer's requantization multiplier
     (input scale x weight scale / output scale) exceed what XNNPACK accepts (< 256), and LiteRT
-    would then refuse the whole file at load time."""
+    would then refuse the whole file at load time. On int16 (which XNNPACK does not run) it gets the
+    grid [-1, 1] instead: LiteRT's int16 lookup-table kernels (EXP, LOG...) tabulate their function
+    over the input's whole grid, and exp over [-32768, 32767] overflows the table to garbage (a
+    LogSumExp over axes of size 1 subtracts its maximum to exactly 0: 0 dB)."""
     if dtype == DType.INT16:
         bound = max(abs(float(rmin)), abs(float(rmax)))
         if not np.isfinite(bound):
             raise ValueError(f"range [{rmin}, {rmax}] is not finite")
-        scale = bound / dtype.qmax if bound > 0 else 1.0  # all zeros: any scale holds them
+        scale = bound / dtype.qmax if bound > 0 else 1.0 / dtype.qmax
         return QuantParams.per_tensor(dtype, max(scale, MIN_RANGE / (2 * dtype.qmax)), 0)
     if float(rmin) == 0.0 and float(rmax) == 0.0:
         return QuantParams.per_tensor(dtype, 1.0, dtype.qmin)

@@ -32,12 +32,17 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     """
     check_finite_constants(graph)
     known = {op.origin for op in graph.ops}
-    unknown = [f"{flag} {name}" for flag, names in (("--float-ops", config.float_ops),
-                                                    ("--int16-ops", config.int16_ops))
-               for name in names if name not in known]
+    asked = [(flag, name) for flag, names in (("--float-ops", config.float_ops),
+                                              ("--int16-ops", config.int16_ops)) for name in names]
+    unknown = [f"{flag} {name}" for flag, name in asked if name not in known | graph.source_nodes]
     if unknown:
         raise InvalidConfigError(f"{len(unknown)} node name(s) name no node of the model: "
                                  f"{', '.join(unknown)}")
+    gone = [f"{flag} {name}" for flag, name in asked if name not in known]
+    if gone:  # a BatchNormalization or activation fused into its producer, a folded Reshape...
+        report.notes.append(f"{', '.join(gone)}: no op of the file comes from that node (folded into a "
+                            f"constant, fused into its producer or removed as a no-op), so it changes "
+                            f"nothing; name the producer it was fused into")
     if config.target_sqnr is not None:
         if qdq is not None:
             raise InvalidConfigError("--target-sqnr chooses precisions by calibration; this model "
