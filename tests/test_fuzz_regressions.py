@@ -66,3 +66,61 @@ def test_node_names_fused_away_are_nodes_of_the_model(flag, tmp_path):
     assert _worst_db(path, report.tflite, feeds) >= 25.0
     with pytest.raises(InvalidConfigError, match="1 node name.* nothere"):
         convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds, **{flag: ("relu", "nothere")}))
+
+
+def test_int16_ops_in_a_qdq_model_without_calibration(tmp_path):
+    """--int16-ops naming a Concat of a QDQ model (onnxruntime's quantize_static, int8) converted
+    without --calib: its inputs' int16 grids come from the span of the graph's own int8 grids (it
+    was exit 3, "no range for 'slice', which a quantized op touches"). Judged against onnxruntime
+    running the QDQ model."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("LeakyRelu", ["c"], ["r"], name="act", alpha=0.1),
+             helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["s"], name="slice"),
+             helper.make_node("Concat", ["s", "r"], ["y"], name="cat", axis=1)]
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b")]
+    inits += [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("starts", 0), ("ends", 2), ("axes", 1))]
+    src = save_graph(tmp_path / "f.onnx", nodes, {"x": [1, 3, 6, 6]}, "y", inits, opset=13)
+    feeds = [{"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
+    qdq = _ort_qdq(src, str(tmp_path / "q.onnx"), feeds, "QInt8")
+    report = convert(ConvertConfig(model=qdq, int16_ops=("cat",)))
+    assert _worst_db(qdq, report.tflite, feeds) >= 30.0
+
+
+def _ort_qdq(src: str, out: str, feeds: list[dict], activation: str) -> str:
+    """`src` quantized by onnxruntime's quantize_static (QDQ, per-channel int8 weights)."""
+    quantization = pytest.importorskip("onnxruntime.quantization")
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.samples = iter(feeds)
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    quantization.quantize_static(src, out, Reader(), quant_format=quantization.QuantFormat.QDQ,
+                                 activation_type=getattr(quantization.QuantType, activation),
+                                 weight_type=quantization.QuantType.QInt8, per_channel=True,
+                                 extra_options={"ActivationSymmetric": activation == "QInt16"})
+    return out
+
+
+def test_ort_16x8_qdq_model_with_a_constant_operand(tmp_path):
+    """onnxruntime's 16x8 QDQ models (QInt16 activations) store a Mul's or Add's constant operand
+    as an int16 DequantizeLinear: it was refused ("int16 quantization is not supported", 27 of 80
+    fuzz seeds). Against onnxruntime running the QDQ model."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Mul", ["c", "gain"], ["m"]),
+             helper.make_node("Add", ["offset", "m"], ["y"])]
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, (1, 4, 1, 1)).astype(np.float32), "gain"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (4, 1, 1)).astype(np.float32), "offset")]
+    src = save_graph(tmp_path / "f.onnx", nodes, {"x": [1, 3, 6, 6]}, "y", inits, opset=13)
+    feeds = [{"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
+    qdq = _ort_qdq(src, str(tmp_path / "q.onnx"), feeds, "QInt16")
+    report = convert(ConvertConfig(model=qdq))
+    assert report.dtype == "int16x8" and not report.float_ops
+    assert _worst_db(qdq, report.tflite, feeds) >= 60.0

@@ -205,7 +205,9 @@ class FakeQuant(OpSpec):
         q = node.input[0]
         value = ctx.constant(q)
         if value is not None:
-            allowed = {**EIGHT_BIT, np.dtype(np.int32): DType.INT32}
+            # (int16: onnxruntime's 16x8 QDQ models store a Mul's or Add's constant operand on an
+            # int16 activation grid)
+            allowed = {**ACTIVATION_TYPES, np.dtype(np.int32): DType.INT32}
             if value.dtype not in allowed:
                 raise Unsupported(node, "qdq_type", f"{_type_name(value.dtype)} quantization is not "
                                                     f"supported", hint=_HINT)

@@ -136,7 +136,12 @@ class _Context(PlanContext):
 
     def range(self, name: str) -> Range | None:
         if self.folded is not None and (self.stats is None or name not in self.stats):
-            return None
+            # a QDQ grid's span: what an op asked for in another type (--int16-ops) reads
+            grid = self.folded.given.get(name)
+            if grid is None or grid.axis is not None:
+                return None
+            step, zero_point = float(grid.scale), int(grid.zero_point)
+            return (grid.dtype.qmin - zero_point) * step, (grid.dtype.qmax - zero_point) * step
         try:
             return self.stats.range(name, self.method, self.percentile)
         except KeyError:
