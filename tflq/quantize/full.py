@@ -12,7 +12,8 @@ from tflq.ir.qdq import QdqModel
 from tflq.ops.pool import edge_pads_on_grid_minimum
 from tflq.quantize.plan import PlanContext, Range, plan_quantization
 from tflq.quantize.precision import check_target, search_precision
-from tflq.quantize.qdq import choose_dtype, fold_fake_quant, quantize_on_own_grid_first
+from tflq.quantize.qdq import (choose_dtype, fold_fake_quant, quantize_on_own_grid_first,
+                               round_float_values_on_their_grids)
 from tflq.quantize.repair import (bias_correction_asked, correct_biases_if_asked, measured_input_means,
                                   round_if_asked)
 from tflq.quantize.rewrite import apply_plan
@@ -108,6 +109,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     edge_pads_on_grid_minimum(graph)  # a max pool's MIRROR_PAD -> PAD where that is exact
     if folded is not None:
         folded.notes.extend(quantize_on_own_grid_first(graph, folded.given))
+        folded.notes.extend(round_float_values_on_their_grids(graph, folded.given))
         _report_qdq(report, qdq, folded, inserted)
     report.quantized_ops = len(plan.quantized_ops)
     report.float_ops = [FloatOp(op.kind, op.origin, plan.float_ops[id(op)]) for op in graph.ops

@@ -23,7 +23,7 @@ from tflq.ir.qdq import QdqModel, QuantizedConstant
 from tflq.ir.quant import QuantParams
 from tflq.ops.base import FixedOutput, SameAsInput
 from tflq.ops.qdq import FakeQuant
-from tflq.ops.quantize_ops import Quantize
+from tflq.ops.quantize_ops import Dequantize, Quantize
 
 log = logging.getLogger(__name__)
 FAKE_QUANT = FakeQuant.kind
@@ -416,4 +416,35 @@ def quantize_on_own_grid_first(graph: Graph, given: dict[str, QuantParams]) -> l
         op.inputs[0] = entry[x]
         notes.append(f"requantized '{x}' from the QDQ graph's {own.describe()} to "
                      f"{wanted.describe()} for a kernel that needs that grid")
+    return notes
+
+
+def round_float_values_on_their_grids(graph: Graph, given: dict[str, QuantParams]) -> list[str]:
+    """After the rewrite: a tensor the QDQ graph rounds (QuantizeLinear -> DequantizeLinear) that
+    an op left float writes, and that a float op or the model's output reads, goes through
+    QUANTIZE -> DEQUANTIZE on that grid, so that the file rounds and clamps it as the graph does:
+    onnxruntime folds a Relu into a QuantizeLinear whose zero point is the grid's minimum, and
+    dropping the pair let negative values through (a BatchNormalization the graph leaves float
+    before its output: 2.4 dB against onnxruntime). Returns one note per such tensor."""
+    notes: list[str] = []
+    producers = graph.producers()
+    for name, params in list(given.items()):
+        t = graph.tensors.get(name)
+        producer = producers.get(name)
+        if t is None or not t.dtype.is_float or t.quant is not None or t.is_constant or \
+                producer is None or producer.kind == Dequantize.kind or params.is_per_channel:
+            continue
+        if name not in graph.outputs and all(op.kind == Quantize.kind for op in graph.consumers(name)):
+            continue  # read in 8 bits only: the QUANTIZE rounds it already
+        raw = graph.unique_name(f"{name}/unrounded")
+        graph.add_tensor(Tensor(raw, t.dtype, t.shape, layout=t.layout))
+        producer.outputs[producer.outputs.index(name)] = raw
+        q = graph.unique_name(f"{name}/on_grid")
+        graph.add_tensor(Tensor(q, params.dtype, t.shape, quant=params, layout=t.layout))
+        index = graph.ops.index(producer) + 1
+        graph.add_op(Op(Quantize.kind, [raw], [q], origin=producer.origin), index)
+        graph.add_op(Op(Dequantize.kind, [q], [name], origin=producer.origin), index + 1)
+        notes.append(f"'{name}', written by {producer.kind} '{producer.origin}' in float, is rounded "
+                     f"onto the QDQ graph's {params.describe()} (QUANTIZE, DEQUANTIZE) as the graph "
+                     f"rounds it")
     return notes
