@@ -209,8 +209,9 @@ SHAPE_GAP_PASSES = 8  # each pass reaches one more such node along a chain
 def _fill_shape_gaps(model: onnx.ModelProto) -> bool:
     """Give SAME_SHAPE_AS_INPUT nodes' outputs their input's shape; True if any was missing."""
     shapes = _static_shapes(model)
-    known = {vi.name: vi for vi in list(model.graph.value_info) + list(model.graph.input)}
     outputs = {vi.name: vi for vi in model.graph.output}
+    known = {vi.name: vi for vi in list(model.graph.value_info) + list(model.graph.input)
+             + list(outputs.values())}  # (a model output may feed the node too)
     added = False
     for node in model.graph.node:
         x, y = node.input[0] if node.input else "", node.output[0] if node.output else ""
