@@ -6,7 +6,14 @@ and is not grossly wrong: SQNR >= 15 dB). Each seed builds one graph; a failure 
 test_activation_after_producer builds, for every producer kind x activation, the fusion pattern
 (an activation whose input has one writer and, mostly, one reader) and judges the worst of 8 samples.
 test_random_int_graph_matches_onnxruntime adds integer/boolean tensors (RandomIntGraph): token ids,
-comparisons, masks, Cast, Where, Expand/Tile, CumSum, Mod, GatherElements; worst of 8 samples."""
+comparisons, masks, Cast, Where, Expand/Tile, CumSum, Mod, GatherElements; worst of 8 samples.
+test_random_graph_in_every_mode runs the random graphs in float16, weights-only, full uint8,
+int16x8 and mixed precision; test_control_flow_graph grows If/Loop/Scan graphs;
+test_random_graph_quantized_by_onnxruntime converts QDQ models onnxruntime's quantize_static wrote.
+Outside CI (a soak, not in make test) every family ran 150-250 seeds in all of float, float16,
+weights-only int8/uint8, full uint8/int8 (float and int8 I/O), int16x8 (nearest, and with bias
+correction and learned rounding) and mixed precision; control flow 600 seeds, onnxruntime QDQ 350;
+what it found is in tests/test_fuzz_regressions.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -1422,3 +1429,288 @@ def test_huge_range_file_runs(seed, tmp_path):
     assert any("beyond what integer kernels represent" in op.reason for op in report.float_ops), \
         report.float_ops
     judge(path, report.tflite, [{"x": x} for x in xs])  # loads, invokes, right shapes
+
+
+# ---- every mode on the random graphs ---------------------------------------------------------
+SEEDS_MODES = range(24)  # (the soak ran 250 seeds of each family in each mode: see the module doc)
+# (mode, its worst-sample floor in dB against onnxruntime); the float modes on every sample, the
+# quantized ones on the calibration samples (their ranges cover them)
+MODE_FLOORS = {"float16": 30.0, "weights-only": 20.0, "uint8": 15.0, "int16x8": 15.0, "mixed": 15.0}
+# seeds whose 8-bit loss is the output's own precision (float, float16 and int16x8 are exact enough)
+MODE_PRECISION_LIMITED = {
+    **PRECISION_LIMITED,
+    103: "one output is a GlobalAveragePool of a one-channel SiLU: a scalar near 0, 6-13 dB in 8 bits",
+}
+
+
+def _mode_config(mode: str, path: str, keep_io: bool, calib, model: onnx.ModelProto,
+                 rng: np.random.Generator) -> ConvertConfig:
+    base = dict(model=path, keep_io_layout=keep_io)
+    if mode == "float16":
+        return ConvertConfig(**base, mode="float16")
+    if mode == "weights-only":
+        return ConvertConfig(**base, mode="weights-only", dtype=str(rng.choice(["int8", "uint8"])),
+                             min_weight_elements=1)
+    if mode == "uint8":
+        return ConvertConfig(**base, mode="full", dtype="uint8", calib=calib)
+    if mode == "int16x8":
+        return ConvertConfig(**base, mode="full", dtype="int16x8", calib=calib, rounding="nearest",
+                             bias_correction=False)
+    # mixed: a few nodes (fused or folded ones among them) in int16, a few kept float
+    names = [n.name for n in model.graph.node]
+    int16 = rng.choice(names, size=min(len(names), int(rng.integers(1, 4))), replace=False)
+    rest = [n for n in names if n not in int16]
+    kept = rng.choice(rest, size=min(len(rest), int(rng.integers(0, 3))), replace=False) if rest else []
+    return ConvertConfig(**base, mode="full", dtype=str(rng.choice(["int8", "uint8"])), calib=calib,
+                         int16_ops=tuple(int16), float_ops=tuple(kept))
+
+
+@pytest.mark.parametrize("seed", SEEDS_MODES)
+def test_random_graph_in_every_mode(seed, tmp_path):
+    """float16, weights-only (int8 or uint8, every weight), full uint8, full int16x8 and mixed
+    precision (--int16-ops/--float-ops on random nodes) of the random graphs: each file loads and
+    runs in LiteRT and its worst sample is above the mode's floor against onnxruntime."""
+    builder = RandomGraph(seed)
+    model, _ = builder.build()
+    path = str(tmp_path / f"fuzz_{seed}.onnx")
+    onnx.save(model, path)
+    keep_io = seed % 4 == 3
+    feeds = [{"x": x} for x in _inputs(builder.input_shape, 3, seed)]
+    rng = np.random.default_rng(seed)
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        return _run_file(tflite, feed["x"], model, keep_io)
+
+    for mode, floor in MODE_FLOORS.items():
+        report = convert(_mode_config(mode, path, keep_io, feeds, model, rng))
+        worst = judge(path, report.tflite, feeds, run).sqnr_db
+        limited = seed in MODE_PRECISION_LIMITED and mode in ("uint8", "mixed")
+        assert worst >= (5.0 if limited else floor), f"{mode}: worst {worst:.1f} dB"
+
+
+# ---- control flow ------------------------------------------------------------------------------
+SEEDS_CONTROL_FLOW = range(30)  # 600 pass too (soak); 30 keep the file's share near 10 s
+
+
+class ControlFlowGraph(RandomGraph):
+    """One [1, C, H, W] or [1, T, F] input through If (a condition folding from the input's
+    shape: Equal/Greater/Less of a Gather of Shape), Loop (a constant trip count with a scan output,
+    or a condition on the iteration number that folds), Scan (input and output axes, both
+    directions, a carried state), nested up to two deep; bodies read outer values and their own
+    initializers, the iteration number, and end in a bounded activation (values do not grow)."""
+
+    opset = 17
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.shapes.clear()
+        if self.rng.random() < 0.5:
+            c, h = int(self.rng.choice([2, 3, 4])), int(self.rng.integers(3, 7))
+            self.input_shape = (1, c, h, h)
+        else:
+            self.input_shape = (1, int(self.rng.integers(2, 6)), int(self.rng.choice([3, 4, 6])))
+        self.shapes["x"] = self.input_shape
+        self.opset = int(self.rng.choice([13, 16, 17]))
+
+    def sub(self, nodes: list, inits: list, op: str, inputs: list[str], **attrs) -> str:
+        out = self._name(op.lower())
+        nodes.append(helper.make_node(op, inputs, [out], name=f"/{out}", **attrs))
+        return out
+
+    def sub_const(self, inits: list, value) -> str:
+        name = self._name("c")
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def chain(self, nodes: list, inits: list, x: str, shape, depth: int) -> str:
+        """1-3 ops on x keeping its shape (a nested control-flow node among them)."""
+        for _ in range(int(self.rng.integers(1, 4))):
+            kind = self.choice(["Relu", "Tanh", "Sigmoid", "Mul", "Add", "linear", "linear", "nest"])
+            if kind in ("Relu", "Tanh", "Sigmoid"):
+                x = self.sub(nodes, inits, kind, [x])
+            elif kind == "Mul":
+                x = self.sub(nodes, inits, "Mul", [x, self.sub_const(
+                    inits, self.rng.uniform(0.5, 1.5, shape[-1:]).astype(np.float32))])
+            elif kind == "Add":
+                c = self.sub_const(inits, self.rng.normal(0, 0.5, shape[1:]).astype(np.float32))
+                x = self.sub(nodes, inits, "Add", [c, x] if self.rng.random() < 0.3 else [x, c])
+            elif kind == "linear" and len(shape) == 4:
+                ch = shape[1]
+                w = self.sub_const(inits, self.rng.normal(0, 1 / np.sqrt(9 * ch), (ch, ch, 3, 3)).astype(np.float32))
+                b = self.sub_const(inits, self.rng.normal(0, 0.1, ch).astype(np.float32))
+                x = self.sub(nodes, inits, "Conv", [x, w, b], kernel_shape=[3, 3], pads=[1] * 4)
+            elif kind == "linear":
+                f = shape[-1]
+                w = self.sub_const(inits, self.rng.normal(0, 1 / np.sqrt(f), (f, f)).astype(np.float32))
+                x = self.sub(nodes, inits, "MatMul", [x, w])
+            elif depth < 2:
+                x = self.control(nodes, inits, x, shape, depth + 1)
+        return x
+
+    def control(self, nodes: list, inits: list, x: str, shape, depth: int = 0) -> str:
+        kinds = ["if", "loop", "loop_until"] + (["scan"] if len(shape) == 3 else [])
+        return getattr(self, f"cf_{self.choice(kinds)}")(nodes, inits, x, shape, depth)
+
+    def cf_if(self, nodes: list, inits: list, x: str, shape, depth: int) -> str:
+        size = self.sub(nodes, inits, "Gather", [self.sub(nodes, inits, "Shape", [x]),
+                                                 self.sub_const(inits, np.array(int(self.rng.integers(len(shape))),
+                                                                                np.int64))], axis=0)
+        cond = self.sub(nodes, inits, self.choice(["Equal", "Greater", "Less"]),
+                        [size, self.sub_const(inits, np.array(int(self.rng.integers(1, 5)), np.int64))])
+        branches = []
+        for label in ("then", "else"):
+            body, body_inits = [], []
+            y = self.chain(body, body_inits, x, shape, depth)
+            if y == x:
+                y = self.sub(body, body_inits, "Identity", [x])
+            branches.append(helper.make_graph(body, self._name(label), [], [
+                helper.make_tensor_value_info(y, TensorProto.FLOAT, list(shape))], body_inits))
+        out = self._name("if")
+        nodes.append(helper.make_node("If", [cond], [out], name=f"/{out}", then_branch=branches[0],
+                                      else_branch=branches[1]))
+        return out
+
+    def cf_loop(self, nodes: list, inits: list, x: str, shape, depth: int, until: bool = False) -> str:
+        it, cond_in, carried = self._name("i"), self._name("cond"), self._name("carried")
+        body, body_inits = [], []
+        y = self.chain(body, body_inits, carried, shape, depth)
+        if self.rng.random() < 0.5:  # the iteration number, as a float
+            step = self.sub(body, body_inits, "Cast", [it], to=TensorProto.FLOAT)
+            y = self.sub(body, body_inits, "Add", [y, self.sub(body, body_inits, "Mul", [
+                step, self.sub_const(body_inits, np.array(0.25, np.float32))])])
+        if self.rng.random() < 0.5:  # an outer value
+            y = self.sub(body, body_inits, "Add", [y, x])
+        y = self.sub(body, body_inits, self.choice(["Tanh", "Sigmoid"]), [y])  # bounded
+        if until:  # run while i < k: folds iteration by iteration
+            cond_out = self.sub(body, body_inits, "Less", [it, self.sub_const(
+                body_inits, np.array(int(self.rng.integers(1, 5)), np.int64))])
+            trips = ""
+        else:
+            cond_out = self.sub(body, body_inits, "Identity", [cond_in])
+            trips = self.sub_const(inits, np.array(int(self.rng.integers(1, 5)), np.int64))
+        outputs = [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+                   helper.make_tensor_value_info(y, TensorProto.FLOAT, list(shape))]
+        scanned = not until and self.rng.random() < 0.4
+        if scanned:
+            per_step = self.sub(body, body_inits, "Mul", [y, self.sub_const(body_inits, np.array(0.5, np.float32))])
+            outputs.append(helper.make_tensor_value_info(per_step, TensorProto.FLOAT, list(shape)))
+        graph = helper.make_graph(body, self._name("body"), [
+            helper.make_tensor_value_info(it, TensorProto.INT64, []),
+            helper.make_tensor_value_info(cond_in, TensorProto.BOOL, []),
+            helper.make_tensor_value_info(carried, TensorProto.FLOAT, list(shape))], outputs, body_inits)
+        outs = [self._name("loop")] + ([self._name("stacked")] if scanned else [])
+        nodes.append(helper.make_node("Loop", [trips, self.sub_const(inits, np.array(True)), x], outs,
+                                      name=f"/{outs[0]}", body=graph))
+        if not scanned:
+            return outs[0]
+        axes = self.sub_const(inits, np.array([0], np.int64))
+        mean = self.sub(nodes, inits, "ReduceMean", [outs[1]], axes=[0], keepdims=0) if self.opset < 18 else \
+            self.sub(nodes, inits, "ReduceMean", [outs[1], axes], keepdims=0)
+        return self.sub(nodes, inits, "Add", [outs[0], mean])
+
+    def cf_loop_until(self, nodes: list, inits: list, x: str, shape, depth: int) -> str:
+        return self.cf_loop(nodes, inits, x, shape, depth, until=True)
+
+    def cf_scan(self, nodes: list, inits: list, x: str, shape, depth: int) -> str:
+        """s' = act(0.5 s + x_t W) over the T axis of [1, T, F] (read along either axis of [T, F]
+        or [F, T], either direction), the states stacked along either axis, either direction."""
+        _, t, f = shape
+        seq = self.sub(nodes, inits, "Squeeze", [x, self.sub_const(inits, np.array([0], np.int64))])
+        in_axis = int(self.rng.integers(2))
+        if in_axis:
+            seq = self.sub(nodes, inits, "Transpose", [seq], perm=[1, 0])
+        state, x_t = self._name("s"), self._name("x_t")
+        body, body_inits = [], []
+        w = self.sub_const(body_inits, self.rng.normal(0, 1 / np.sqrt(f), (f, f)).astype(np.float32))
+        pre = self.sub(body, body_inits, "Add", [
+            self.sub(body, body_inits, "Mul", [state, self.sub_const(body_inits, np.array(0.5, np.float32))]),
+            self.sub(body, body_inits, "MatMul", [x_t, w])])
+        new = self.sub(body, body_inits, self.choice(["Tanh", "Sigmoid", "Relu"]), [pre])
+        per_step = self.sub(body, body_inits, "Identity", [new])
+        graph = helper.make_graph(body, self._name("scan_body"), [
+            helper.make_tensor_value_info(state, TensorProto.FLOAT, [f]),
+            helper.make_tensor_value_info(x_t, TensorProto.FLOAT, [f])], [
+            helper.make_tensor_value_info(new, TensorProto.FLOAT, [f]),
+            helper.make_tensor_value_info(per_step, TensorProto.FLOAT, [f])], body_inits)
+        final, stacked = self._name("final"), self._name("states")
+        out_axis = int(self.rng.integers(2))
+        nodes.append(helper.make_node(
+            "Scan", [self.sub_const(inits, self.rng.normal(0, 0.3, f).astype(np.float32)), seq], [final, stacked],
+            name=f"/{final}", body=graph, num_scan_inputs=1, scan_input_axes=[in_axis],
+            scan_input_directions=[int(self.rng.integers(2))], scan_output_axes=[out_axis],
+            scan_output_directions=[int(self.rng.integers(2))]))
+        if out_axis:
+            stacked = self.sub(nodes, inits, "Transpose", [stacked], perm=[1, 0])
+        y = self.sub(nodes, inits, "Unsqueeze", [stacked, self.sub_const(inits, np.array([0], np.int64))])
+        return self.sub(nodes, inits, "Add", [y, final])
+
+    def build(self) -> tuple[onnx.ModelProto, list[str]]:
+        x, shape = "x", self.input_shape
+        for _ in range(int(self.rng.integers(1, 3))):
+            if self.rng.random() < 0.4:
+                x = self.chain(self.nodes, self.inits, x, shape, 1)
+            x = self.control(self.nodes, self.inits, x, shape)
+        self.shapes[x] = shape
+        return self.model([x]), [x]
+
+
+@pytest.mark.parametrize("seed", SEEDS_CONTROL_FLOW)
+def test_control_flow_graph(seed, tmp_path):
+    """If/Loop/Scan graphs: float within 1e-4 of onnxruntime on the worst of 4 samples (no IF or
+    WHILE in the file: every control flow here folds), full int8 and int16x8 >= 15 dB on the worst
+    calibration sample."""
+    builder = ControlFlowGraph(9000 + seed)
+    model, _ = builder.build()
+    path = str(tmp_path / "control_flow.onnx")
+    onnx.save(model, path)
+    feeds = [{"x": x} for x in _inputs(builder.input_shape, 4, seed)]
+    report = convert(ConvertConfig(model=path))
+    assert judge(path, report.tflite, feeds).error <= FLOAT_TOLERANCE, report.op_counts
+    assert not {"IF", "WHILE"} & set(report.op_counts)
+    for dtype in ("int8", "int16x8"):
+        report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=feeds, rounding="nearest",
+                                       bias_correction=False))
+        worst = judge(path, report.tflite, feeds).sqnr_db
+        assert worst >= INT8_SQNR_FLOOR, f"{dtype}: worst {worst:.1f} dB"
+
+
+# ---- QDQ models onnxruntime writes -----------------------------------------------------------------
+SEEDS_ORT_QDQ = range(16)
+# (activations, weights, per channel) as quantize_static takes them; int16 activations symmetric
+ORT_SCHEMES = (("QUInt8", "QInt8", True), ("QInt8", "QInt8", True), ("QUInt8", "QUInt8", False),
+               ("QInt8", "QInt8", False), ("QInt16", "QInt8", True))
+
+
+@pytest.mark.parametrize("seed", SEEDS_ORT_QDQ)
+def test_random_graph_quantized_by_onnxruntime(seed, tmp_path):
+    """The random graphs quantized by onnxruntime's quantize_static (QDQ; uint8/int8, per-channel or
+    per-tensor weights, 16x8), converted with no calibration data (the graph's own grids; ops it
+    leaves float stay float): the file runs in LiteRT within 25 dB of onnxruntime running the QDQ
+    model, on the worst of its calibration samples."""
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    builder = RandomGraph(seed)
+    model, _ = builder.build()
+    src, qdq = str(tmp_path / "float.onnx"), str(tmp_path / "qdq.onnx")
+    onnx.save(model, src)
+    keep_io = seed % 4 == 3
+    feeds = [{"x": x} for x in _inputs(builder.input_shape, 3, seed)]
+    activation, weight, per_channel = ORT_SCHEMES[seed % len(ORT_SCHEMES)]
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.samples = iter(feeds)
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    quantization.quantize_static(src, qdq, Reader(), quant_format=quantization.QuantFormat.QDQ,
+                                 activation_type=getattr(quantization.QuantType, activation),
+                                 weight_type=getattr(quantization.QuantType, weight), per_channel=per_channel,
+                                 extra_options={"ActivationSymmetric": activation == "QInt16"})
+    report = convert(ConvertConfig(model=qdq, keep_io_layout=keep_io))
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        return _run_file(tflite, feed["x"], model, keep_io)
+
+    worst = judge(qdq, report.tflite, feeds, run).sqnr_db
+    assert worst >= 25.0, f"{activation}/{weight}: worst {worst:.1f} dB; float ops {report.float_ops}"

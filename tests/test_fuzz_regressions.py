@@ -177,3 +177,33 @@ def test_group_normalization_reading_a_model_output(tmp_path):
     x = rng.standard_normal((1, 4, 5, 6)).astype(np.float32)
     for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x], nchw_io=False)):
         assert np.max(np.abs(e - a)) <= 1e-4 * np.max(np.abs(e))
+
+
+def test_int16_ops_with_a_constant_operand_in_a_qdq_model(tmp_path):
+    """--int16-ops naming an Add of a constant in an int8 QDQ model (with --calib): the constant
+    kept the graph's int8 grid next to the int16 activation, and LiteRT refused the file at
+    prepare ("add.cc: input1->type != input2->type (INT8 != INT16)"). Against onnxruntime running
+    the QDQ model."""
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("Softmax", ["x"], ["s"], name="softmax", axis=-1),
+             helper.make_node("Add", ["c", "s"], ["y"], name="add")]
+    inits = [numpy_helper.from_array(np.array([0.7], np.float32), "c")]
+    src = save_graph(tmp_path / "f.onnx", nodes, {"x": [1, 4, 6, 6]}, "y", inits, opset=13)
+    feeds = [{"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)} for _ in range(4)]
+    qdq = _ort_qdq(src, str(tmp_path / "q.onnx"), feeds, "QInt8")
+    report = convert(ConvertConfig(model=qdq, calib=feeds, int16_ops=("softmax", "add")))
+    assert _worst_db(qdq, report.tflite, feeds) >= 25.0
+
+
+def test_options_a_mode_does_not_use_are_named(tmp_path):
+    """--calib without --mode full wrote a float file and said nothing; so did every full-mode
+    option (--float-ops, --int16-ops, --target-sqnr, --io-type...) in float and weights-only mode."""
+    path = _conv_bn_relu(tmp_path)
+    report = convert(ConvertConfig(model=path, calib=[{"x": np.zeros((1, 3, 6, 6), np.float32)}],
+                                   float_ops=("conv",), target_sqnr=30.0))
+    assert any("--calib, --float-ops, --target-sqnr unused" in n and "--mode float" in n for n in report.notes)
+    report = convert(ConvertConfig(model=path, mode="weights-only", io_type="int8"))
+    assert any("--io-type unused" in n for n in report.notes), report.notes
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8",
+                                   calib=[{"x": np.zeros((1, 3, 6, 6), np.float32)}], float_ops=("conv",)))
+    assert not any("unused" in n for n in report.notes), report.notes

@@ -33,3 +33,23 @@ def resolve_mode(config: ConvertConfig, qdq: QdqModel | None) -> tuple[ConvertCo
                         f"(the file computes what the ONNX graph computes); omit --mode for an "
                         f"integer model")
     return config, None
+
+
+def unused_option_notes(config: ConvertConfig) -> list[str]:
+    """Notes naming the options given that the settled mode does not use (they were ignored
+    silently: `--calib data/` without `--mode full` wrote a float file and said nothing)."""
+    if config.mode == Mode.FULL:
+        return []
+    full_only = [("--float-ops", bool(config.float_ops)), ("--int16-ops", bool(config.int16_ops)),
+                 ("--target-sqnr", config.target_sqnr is not None), ("--eval-data", config.eval_data is not None),
+                 ("--accept-below-target", config.accept_below_target), ("--io-type", config.io_type is not None),
+                 ("--rounding", config.rounding == "adaround")]
+    if config.mode == Mode.FLOAT:  # (float16 says so itself; weights-only corrects biases on --calib)
+        full_only[:0] = [("--calib", config.calib is not None), ("--stats", bool(config.stats)),
+                         ("--save-stats", bool(config.save_stats))]
+    given = [flag for flag, value in full_only if value]
+    if not given:
+        return []
+    written = ", and no statistics file is written" if config.save_stats and config.mode == Mode.FLOAT else ""
+    return [f"{', '.join(given)} unused: they are for --mode full (this conversion is --mode "
+            f"{config.mode.value}{written})"]

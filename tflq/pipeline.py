@@ -24,7 +24,7 @@ from tflq.passes.layout import channels_last_1d_io, to_nhwc
 from tflq.passes.manager import fixed_point
 from tflq.passes.one_d import cancel_height_reshapes, sink_height_squeezes, spread_ncw
 from tflq.ir.qdq import QdqModel
-from tflq.mode import resolve_mode
+from tflq.mode import resolve_mode, unused_option_notes
 from tflq.ops.pool import clamps_as_max_pools, max_pool_pads_as_same
 from tflq.quantize.qdq import simplify_qdq_graph
 from tflq.quantize.repair import equalize_if_asked
@@ -67,7 +67,8 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
                               dtype=None if config.mode in (Mode.FLOAT, Mode.FLOAT16)
                               else dtype_name(config.dtype),
                               input_bytes=_file_size(config.model),
-                              notes=list(loaded.notes) + ([mode_note] if mode_note else []))
+                              notes=list(loaded.notes) + ([mode_note] if mode_note else [])
+                              + unused_option_notes(config))
     # NORMALIZE: 1-D convolution stacks stay 4-D (height 1) between their ops
     fixed_point(graph, [sink_height_squeezes, cancel_height_reshapes, spread_ncw])
     report.transposes_inserted = to_nhwc(graph, keep_io_layout=config.keep_io_layout)

@@ -544,7 +544,9 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
             if p is None and name in narrowed and name not in given:  # a constant attention mask
                 p = activation_params(dtype, *narrowed[name])
             if p is None:
-                p = given.get(name) or _constant_params(graph, op, i, dtype, plan, shared)
+                p = given.get(name)  # (a QDQ grid of another type: an op of --int16-ops)
+                if p is None or not _constant_fits(graph, op, i, p, dtype):
+                    p = _constant_params(graph, op, i, dtype, plan, shared)
             elif not _constant_fits(graph, op, i, p, dtype):
                 p = _constant_params(graph, op, i, dtype, plan, shared)  # another op's grid
             if p is not None and shared is not None and _is_operand(spec, i):
