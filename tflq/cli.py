@@ -155,8 +155,10 @@ _ENGINE_OPTION = click.option(
 def _target_option(help_text: str, default: str | None):
     from tflq.targets import TARGETS
 
+    if default is None:  # (click >= 8.3 counts default=None as a default: required never fired)
+        return click.option("--target", type=click.Choice(list(TARGETS)), required=True, help=help_text)
     return click.option("--target", type=click.Choice(list(TARGETS)), default=default,
-                        required=default is None, show_default=default is not None, help=help_text)
+                        show_default=True, help=help_text)
 
 
 _TARGETS_HELP = ("litert: LiteRT's builtin kernels. xnnpack: LiteRT with XNNPACK, its default CPU "

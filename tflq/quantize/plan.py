@@ -480,6 +480,8 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
                 else calibrated_params(dtype, _range(ctx, name))
         if params[name].dtype == dtype:
             return params[name]
+        if name in given and given[name].dtype == dtype:
+            return given[name]  # (a QDQ grid, e.g. a Clip folded into its zero point, next to --int16-ops)
         return calibrated_params(dtype, _range(ctx, name))
 
     for op in graph.ops:
@@ -490,6 +492,9 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
             plan.float_ops[id(op)] = reason
             continue
         dtype = ctx.dtype_of(op)
+        # the output's grid is the graph's (QDQ) own only in its type: an op of --int16-ops in an
+        # 8-bit QDQ model chooses its int16 grid, within the kernel's limits
+        out_given = op.outputs[0] in given and given[op.outputs[0]].dtype == dtype
         spec = registry.spec(op.kind)
         rule = spec.quant
         data_inputs = [i for i, n in enumerate(op.inputs)
@@ -509,7 +514,7 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
             if graph.is_constant(source) and source not in params and op.outputs[0] in given:
                 params[source] = given[op.outputs[0]]  # a QDQ graph's grid on a gathered table
             shared = activation(source, dtype)
-            if len(data_inputs) > 1 and op.outputs[0] not in given:
+            if len(data_inputs) > 1 and not out_given:
                 shared = _covering(shared, [_range(ctx, out) for out in op.outputs])
             elif len(data_inputs) > 1:
                 shared = given[op.outputs[0]]  # the graph's output grid holds every operand's values
@@ -579,13 +584,13 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
             elif params[bias] != bias_grid:
                 required[b.index] = bias_grid
             out = op.outputs[0]
-            if isinstance(rule, Calibrated) and out not in given:
+            if isinstance(rule, Calibrated) and not out_given:
                 params[out] = _bounded_multiplier(params[out], seen(b.input), seen(b.weight))
-        if isinstance(rule, Calibrated) and op.outputs[0] in params and op.outputs[0] not in given:
+        if isinstance(rule, Calibrated) and op.outputs[0] in params and not out_given:
             floor = rule.min_output_scale(dtype, [float(np.max((required.get(i) or params[op.inputs[i]]).scale))
                                                   for i in data_inputs])
             params[op.outputs[0]] = _scale_at_least(params[op.outputs[0]], floor)
-        if ctx.target.limits and op.outputs[0] not in given:
+        if ctx.target.limits and not out_given:
             plan.adjustments.extend(fit_limits(ctx.target, graph, op, params, required))
         plan.required_inputs[id(op)] = required
         plan.quantized_ops.append(op)

@@ -395,16 +395,21 @@ def fold_fake_quant(graph: Graph, qdq: QdqModel, dtype: DType, float_ops: set[st
 
 def quantize_on_own_grid_first(graph: Graph, given: dict[str, QuantParams]) -> list[str]:
     """After the rewrite: a float tensor the QDQ graph puts on a grid (a model input, the output of
-    an op left float) enters 8 bits on that grid, as in the graph; where a kernel needs another
-    grid (int8 CONCATENATION, MAXIMUM's operands), a second QUANTIZE moves it there, instead of
-    one QUANTIZE straight from float to the kernel's grid. Returns one note per such place."""
+    an op left float), or an int16 one (an op of --int16-ops), enters the graph's grid first, as
+    in the graph; where a kernel needs another grid (int8 CONCATENATION, MAXIMUM's operands), a
+    second QUANTIZE moves it there, instead of one QUANTIZE straight to the kernel's grid (which
+    skipped the clamp of a Relu that onnxruntime folds into a zero point). Returns one note per
+    such place."""
     notes: list[str] = []
     entry: dict[str, str] = {}
     for op in list(graph.ops):
         x = op.inputs[0] if op.kind == Quantize.kind else ""
-        if not x or x not in given or not graph.tensors[x].dtype.is_float:
-            continue
+        if not x or x not in given or not (graph.tensors[x].dtype.is_float or
+                                           graph.tensors[x].quant.dtype != given[x].dtype):
+            continue  # (an int16 tensor of --int16-ops too: the graph's grid may clamp, e.g. a Relu)
         own, wanted = given[x], graph.tensors[op.outputs[0]].quant
+        if not graph.tensors[x].dtype.is_float and own.dtype == DType.UINT8:
+            own = own.with_dtype_shift(DType.INT8)  # (LiteRT's QUANTIZE takes int16 to int8, not uint8)
         if wanted == own:
             entry.setdefault(x, op.outputs[0])
             continue
@@ -447,4 +452,19 @@ def round_float_values_on_their_grids(graph: Graph, given: dict[str, QuantParams
         notes.append(f"'{name}', written by {producer.kind} '{producer.origin}' in float, is rounded "
                      f"onto the QDQ graph's {params.describe()} (QUANTIZE, DEQUANTIZE) as the graph "
                      f"rounds it")
+    for name in graph.outputs:  # a model output an op of --int16-ops writes: the graph's grid too
+        producer, params = producers.get(name), given.get(name)
+        if producer is None or producer.kind != Dequantize.kind or params is None or params.is_per_channel:
+            continue
+        q = graph.tensors[producer.inputs[0]]
+        if q.quant is None or q.quant.dtype == params.dtype or q.quant.dtype != DType.INT16:
+            continue
+        if params.dtype == DType.UINT8:
+            params = params.with_dtype_shift(DType.INT8)  # (LiteRT's QUANTIZE takes int16 to int8)
+        on_grid = graph.unique_name(f"{name}/on_grid")
+        graph.add_tensor(Tensor(on_grid, params.dtype, q.shape, quant=params, layout=q.layout))
+        graph.add_op(Op(Quantize.kind, [q.name], [on_grid], origin=producer.origin), graph.ops.index(producer))
+        producer.inputs[0] = on_grid
+        notes.append(f"output '{name}' is rounded onto the QDQ graph's {params.describe()} before it "
+                     f"leaves int16, as the graph rounds it")
     return notes
