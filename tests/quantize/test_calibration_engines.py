@@ -229,3 +229,121 @@ def test_an_onnxruntime_worker_that_dies_fails_naming_its_shard(models, monkeypa
     with pytest.raises(CalibrationError, match=r"worker died .*shard 3 \(samples 6-7\)"):
         run_calibration(CalibrationJob(None, tensors, False, plan=plan), samples, jobs=2)
     assert not multiprocessing.active_children()
+
+
+def _blocked_model(path) -> str:
+    """Channel counts onnxruntime keeps whole in its blocked NCHWc layout (16, 32, 48: multiples
+    of its block of 8 or 16) and padded up to the block (24; 20, not even a multiple of 8),
+    depthwise convolutions and residual Adds (Conv+Add, which onnxruntime fuses when the Conv's
+    output has no other use). The padded tensors hold values of one sign only, so that a zero of
+    the padding would change their extremes."""
+    rng = np.random.default_rng(11)
+    inits = []
+
+    def conv(name, source, out, cin, k=1, group=1, stride=1, scale=0.15, bias=0.0):
+        inits.extend([numpy_helper.from_array(rng.normal(0, scale, (out, cin // group, k, k)).astype(np.float32),
+                                              f"{name}.w"),
+                      numpy_helper.from_array(rng.normal(bias, 0.2, out).astype(np.float32), f"{name}.b")])
+        return helper.make_node("Conv", [source, f"{name}.w", f"{name}.b"], [name], group=group,
+                                pads=[k // 2] * 4, strides=[stride, stride])
+
+    inits += [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi"),
+              numpy_helper.from_array(rng.normal(0, 0.3, (5, 20)).astype(np.float32), "fc")]
+    nodes = [conv("c1", "x", 32, 3, k=3), helper.make_node("Relu", ["c1"], ["r1"]),
+             conv("d1", "r1", 32, 32, k=3, group=32), helper.make_node("Clip", ["d1", "lo", "hi"], ["r2"]),
+             conv("p1", "r2", 24, 32, scale=0.02, bias=8.0), conv("c2", "p1", 24, 24, k=3), helper.make_node("Add", ["p1", "c2"], ["a1"]),
+             conv("e1", "a1", 48, 24), helper.make_node("Relu", ["e1"], ["r3"]),
+             conv("d2", "r3", 48, 48, k=3, group=48, stride=2), helper.make_node("Relu", ["d2"], ["r4"]),
+             conv("c3", "r4", 48, 48), helper.make_node("Add", ["r4", "c3"], ["a2"]),
+             conv("c4", "a2", 16, 48), conv("c5", "c4", 16, 16, k=3), helper.make_node("Add", ["c4", "c5"], ["a3"]),
+             conv("o", "a3", 20, 16, scale=0.01, bias=-8.0), helper.make_node("GlobalAveragePool", ["o"], ["gap"]),
+             helper.make_node("Flatten", ["gap"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    from tests.conftest import save_graph
+
+    return save_graph(path, nodes, {"x": [1, 3, 16, 16]}, "y", inits)
+
+
+def _plan(model, histogram=False):
+    graph, _ = prepare_graph(ConvertConfig(model=model, mode="full"))
+    tensors = frozenset(n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float)
+    return plan_onnxruntime(graph, tensors, histogram, model)[0]
+
+
+def test_reductions_on_blocked_tensors_give_onnxruntimes_and_numpys_extremes(tmp_path):
+    """The two-step session (reductions reading onnxruntime's blocked tensors, run early) hands
+    out bit for bit what a session of the planned model does, and agrees with numpy."""
+    import onnxruntime
+
+    model = _blocked_model(tmp_path / "blocked.onnx")
+    _, runs = _both(model, histogram=False)
+    assert runs["onnxruntime"][1] == "onnxruntime"
+    _assert_agree(runs["numpy"][0], runs["onnxruntime"][0])
+
+    plan = _plan(model)
+    optimized = engines.optimized_in_memory(plan.model)
+    if not hasattr(os, "memfd_create"):
+        assert optimized is None
+        return
+    edited = onnx.load_from_string(optimized[0])
+    from tflq.frontend.onnxruntime_model import NCHWC_DOMAIN
+
+    if any(node.domain == NCHWC_DOMAIN for node in edited.graph.node):  # onnxruntime blocks on this CPU
+        assert optimized[1] > 0
+        for node in edited.graph.node:  # the copies left for reductions: of padded tensors only
+            if node.op_type == "ReorderOutput" and any(
+                    user.op_type.startswith("Reduce") for user in edited.graph.node if node.output[0] in user.input):
+                assert next(a.i for a in node.attribute if a.name == "channels") % 16, node
+    reference = onnxruntime.InferenceSession(plan.model, engines.session_options(), providers=["CPUExecutionProvider"])
+    session = engines.calibration_session(plan.model)
+    for sample in _samples(4):
+        expected, got = reference.run(None, sample), session.run(None, sample)
+        assert len(expected) == len(got) == 2 * len(plan.reduced)
+        for a, b in zip(expected, got):
+            assert np.array_equal(a, b)
+
+
+def test_the_edit_reads_only_unpadded_blocked_tensors_and_runs_reductions_early():
+    """reductions_in_place on a hand-made graph of onnxruntime's blocked ops: a tensor stored
+    with its 32 channels is reduced where it is made (its copy kept for another consumer), one
+    of 24 channels stored as 32 keeps its copy; each reduction follows its tensor's producer."""
+    from tflq.frontend.onnxruntime_model import NCHWC_DOMAIN, reduction_names, reductions_in_place
+
+    (min0, max0), (min1, max1) = reduction_names(2)
+    w = numpy_helper.from_array(np.zeros((32, 32, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN),
+             helper.make_node("Conv", ["xb", "w"], ["t0"], domain=NCHWC_DOMAIN),
+             helper.make_node("Conv", ["t0", "w"], ["t1"], domain=NCHWC_DOMAIN),
+             helper.make_node("Add", ["t1", "t0"], ["t2"]),
+             helper.make_node("ReorderOutput", ["t1"], ["u1"], domain=NCHWC_DOMAIN, channels=24),
+             helper.make_node("ReorderOutput", ["t2"], ["u2"], domain=NCHWC_DOMAIN, channels=32),
+             helper.make_node("Flatten", ["u2"], ["y"]),
+             helper.make_node("ReduceMin", ["u1"], [min0], keepdims=0),
+             helper.make_node("ReduceMax", ["u1"], [max0], keepdims=0),
+             helper.make_node("ReduceMin", ["u2"], [min1], keepdims=0),
+             helper.make_node("ReduceMax", ["u2"], [max1], keepdims=0)]
+    outputs = [helper.make_tensor_value_info(n, 1, None) for n in ("y", min0, max0, min1, max1)]
+    model = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1, 32, 4, 4])],
+                                                outputs, [w]))
+    assert reductions_in_place(model) == 2
+    order = [(n.op_type, list(n.input)) for n in model.graph.node]
+    assert order == [("ReorderInput", ["x"]), ("Conv", ["xb", "w"]), ("Conv", ["t0", "w"]),
+                     ("ReorderOutput", ["t1"]), ("ReduceMin", ["u1"]), ("ReduceMax", ["u1"]),
+                     ("Add", ["t1", "t0"]), ("ReduceMin", ["t2"]), ("ReduceMax", ["t2"]),
+                     ("ReorderOutput", ["t2"]), ("Flatten", ["u2"])]
+
+
+def test_without_the_optimized_graph_the_session_runs_the_planned_model(tmp_path, monkeypatch):
+    """No in-memory file (not Linux), or onnxruntime refusing its optimized graph: the session
+    of the planned model, with the same extremes."""
+    import onnxruntime
+
+    plan = _plan(_blocked_model(tmp_path / "blocked.onnx"))
+    reference = onnxruntime.InferenceSession(plan.model, engines.session_options(), providers=["CPUExecutionProvider"])
+    expected = reference.run(None, _samples(1)[0])
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    assert engines.optimized_in_memory(plan.model) is None
+    sessions = [engines.calibration_session(plan.model)]
+    monkeypatch.setattr(engines, "optimized_in_memory", lambda model: (b"not a model", 0))
+    sessions.append(engines.calibration_session(plan.model))
+    for session in sessions:
+        assert all(np.array_equal(a, b) for a, b in zip(expected, session.run(None, _samples(1)[0])))

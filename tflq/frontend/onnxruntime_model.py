@@ -1,7 +1,9 @@
 """The ONNX model again, for calibration in onnxruntime (tflq.calibration.engines): read as the
-loader read it (input shapes fixed), then given the outputs calibration needs."""
+loader read it (input shapes fixed), then given the outputs calibration needs; and onnxruntime's
+own optimized copy of that model, its reductions made cheaper (reductions_in_place)."""
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -11,6 +13,11 @@ from onnx import helper
 from tflq.frontend.onnx_loader import fix_input_shapes
 
 OUTPUT_PREFIX = "tflq.calibration/"
+NCHWC_DOMAIN = "com.microsoft.nchwc"  # onnxruntime's blocked layout (its NchwcTransformer)
+# ops of onnxruntime's optimized graphs whose blocked output has the channels of their first input
+NCHWC_SAME_CHANNELS = {NCHWC_DOMAIN: {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "Upsample"},
+                       "": {"Add", "Sum", "Mul", "Relu", "Sigmoid", "Tanh"}}
+REDUCTIONS = ("ReduceMin", "ReduceMax")
 
 
 class CalibrationModel:
@@ -66,3 +73,125 @@ def read_calibration_model(path: str, input_shapes: Mapping[str, tuple[int, ...]
     except Exception as exc:  # noqa: BLE001
         return None, f"the model's input shapes could not be fixed again ({type(exc).__name__})"
     return CalibrationModel(model), ""
+
+
+def with_cheaper_reductions(saved: bytes) -> tuple[bytes, int]:
+    """onnxruntime's optimized model as its session saved it, edited by reductions_in_place, and
+    the number of reductions that read blocked tensors."""
+    model = onnx.load_from_string(saved)
+    moved = reductions_in_place(model)
+    return model.SerializeToString(), moved
+
+
+def reductions_in_place(model: onnx.ModelProto) -> int:
+    """Edit onnxruntime's optimized copy of a calibration model (what its session saves as
+    SessionOptions.optimized_model_filepath) so that calibration's reductions cost less, and
+    return how many now read a blocked tensor.
+
+    onnxruntime keeps convolution outputs in a blocked layout (NCHWc: channels in blocks of 8 or
+    16) and copies a tensor back to NCHW (ReorderOutput) for any other consumer, such as the two
+    reductions of each recorded tensor: a copy per tensor, made after the whole forward pass,
+    which costs more than the reductions. A minimum or maximum over the whole tensor does not
+    depend on the order of its values, so a reduction reads the blocked tensor itself when that
+    holds exactly the tensor's values: no channels padded up to the block (the padded count is
+    the first dimension of the blocked convolution's weights). Then each reduction (and each copy
+    still needed) moves right after the node making its tensor, so it reads it while in cache;
+    onnxruntime keeps that order with ExecutionOrder.PRIORITY_BASED (ties go by node order).
+    """
+    graph = model.graph
+    nodes = list(graph.node)
+    producers = {name: node for node in nodes for name in node.output}
+    consumers = _consumers(nodes)
+    dims = {init.name: tuple(init.dims) for init in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    moved, dropped = 0, set()
+    for node in nodes:
+        if node.op_type != "ReorderOutput" or node.domain != NCHWC_DOMAIN or len(node.input) != 1:
+            continue
+        channels = next((a.i for a in node.attribute if a.name == "channels"), None)
+        if channels is None or _stored_channels(node.input[0], producers, dims) != channels:
+            continue
+        users = consumers[node.output[0]]
+        for user in users:
+            if _is_reduction(user):
+                user.input[0] = node.input[0]
+                moved += 1
+        if users and all(_is_reduction(u) for u in users) and node.output[0] not in outputs:
+            dropped.add(id(node))
+    nodes = [node for node in nodes if id(node) not in dropped]
+    del graph.node[:]
+    graph.node.extend(_reductions_early(nodes, graph))
+    return moved
+
+
+def _is_reduction(node) -> bool:
+    return node.op_type in REDUCTIONS and node.domain in ("", "ai.onnx") and \
+        node.output[0].startswith(OUTPUT_PREFIX)
+
+
+def _consumers(nodes) -> dict[str, list]:
+    consumers = defaultdict(list)
+    for node in nodes:
+        for name in node.input:
+            consumers[name].append(node)
+    return consumers
+
+
+def _stored_channels(name: str, producers: Mapping, dims: Mapping[str, tuple[int, ...]]) -> int | None:
+    """The channel count blocked tensor `name` is stored with (padded to the block), or None
+    when it cannot be told: from the weights of the blocked convolution that made it."""
+    for _ in range(len(producers) + 1):
+        node = producers.get(name)
+        if node is None or not node.input:
+            return None
+        if node.domain == NCHWC_DOMAIN and node.op_type == "Conv":
+            weights = dims.get(node.input[1]) if len(node.input) > 1 else None
+            return weights[0] if weights else None
+        if node.op_type not in NCHWC_SAME_CHANNELS.get("" if node.domain == "ai.onnx" else node.domain, ()):
+            return None
+        name = node.input[0]
+    return None
+
+
+def _reductions_early(nodes: list, graph) -> list:
+    """`nodes` (in topological order) with the nodes that only serve calibration's outputs
+    each moved right after the last of its inputs is made."""
+    consumers = _consumers(nodes)
+    outputs = {o.name for o in graph.output}
+    serving: set[int] = set()
+    for node in reversed(nodes):
+        if node.output and all(
+                (name.startswith(OUTPUT_PREFIX) and name in outputs) or
+                (name not in outputs and consumers[name] and all(id(c) in serving for c in consumers[name]))
+                for name in node.output):
+            serving.add(id(node))
+    available = {i.name for i in graph.input} | {init.name for init in graph.initializer} | {""}
+    missing, waiting = {}, defaultdict(list)
+    for node in nodes:
+        if id(node) in serving:
+            missing[id(node)] = sum(1 for name in set(node.input) if name not in available)
+            for name in set(node.input):
+                if name not in available:
+                    waiting[name].append(node)
+    order: list = []
+
+    def emit(node) -> None:
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            order.append(current)
+            ready = []
+            for name in current.output:
+                for user in waiting.pop(name, ()):
+                    missing[id(user)] -= 1
+                    if missing[id(user)] == 0:
+                        ready.append(user)
+            stack.extend(reversed(ready))  # in their order in `nodes`
+
+    for node in [node for node in nodes if id(node) in serving and missing[id(node)] == 0]:
+        emit(node)  # (reads only graph inputs and initializers)
+    for node in nodes:
+        if id(node) not in serving:
+            emit(node)
+    placed = {id(node) for node in order}
+    return order + [node for node in nodes if id(node) not in placed]  # (none in a valid graph)
