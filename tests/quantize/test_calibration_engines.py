@@ -347,3 +347,21 @@ def test_without_the_optimized_graph_the_session_runs_the_planned_model(tmp_path
     sessions.append(engines.calibration_session(plan.model))
     for session in sessions:
         assert all(np.array_equal(a, b) for a, b in zip(expected, session.run(None, _samples(1)[0])))
+
+
+def test_a_runner_called_shard_by_shard_gives_the_statistics_of_one_call(models):
+    """run() writes only the extremes that moved since its last call into the same statistics;
+    shard by shard, with a shard of another runner merged in between, or into new statistics,
+    the result is that of one call over all samples."""
+    from tflq.calibration.statistics import CalibrationStats
+
+    plan = _plan(models["plain"])
+    samples = _samples()
+    whole = OnnxruntimeRunner(plan, False).run(samples)
+    runner, other = OnnxruntimeRunner(plan, False), OnnxruntimeRunner(plan, False)
+    stats = CalibrationStats(histogram=False)
+    runner.run(samples[:4], 0, stats)
+    stats.merge(other.run(samples[8:], 8))
+    runner.run(samples[4:8], 4, stats)
+    assert stats == whole
+    assert runner.run(samples[:4]) == OnnxruntimeRunner(plan, False).run(samples[:4])

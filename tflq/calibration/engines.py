@@ -326,6 +326,7 @@ class OnnxruntimeRunner:
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
             raise OnnxruntimeFailure(f"onnxruntime refused the model: {_first_line(exc)}") from None
         self.plan = dataclasses.replace(plan, model=b"")  # the session holds the model now
+        self._written: tuple[CalibrationStats, np.ndarray, np.ndarray] | None = None  # see run()
         self.hybrid = GraphRunner(plan.hybrid) if plan.hybrid is not None else None
         inputs = {t.name for t in plan.inputs}
         self.hybrid_inputs = [n for n in plan.hybrid.inputs if n in inputs] if plan.hybrid is not None else []
@@ -392,8 +393,15 @@ class OnnxruntimeRunner:
             stats.samples += 1
             done += 1
         if done:
-            for name, low, high in zip(plan.reduced, lows.tolist(), highs.tolist()):
-                stats.update_extremes(name, low, high)
+            # Only the extremes beyond what this runner wrote into `stats` before (others, such
+            # as merged shards, can only have widened those): after a few samples, few change.
+            if self._written is None or self._written[0] is not stats:
+                self._written = (stats, np.full(len(plan.reduced), np.inf), np.full(len(plan.reduced), -np.inf))
+            _, written_lows, written_highs = self._written
+            for i in np.flatnonzero((lows < written_lows) | (highs > written_highs)).tolist():
+                stats.update_extremes(plan.reduced[i], float(lows[i]), float(highs[i]))
+            np.minimum(written_lows, lows, out=written_lows)
+            np.maximum(written_highs, highs, out=written_highs)
             for name, source, values in plan.derived:  # over the same samples as `source`
                 known = stats.tensors[source]
                 stats.update_extremes(name, min(known.minimum, *values), max(known.maximum, *values))
