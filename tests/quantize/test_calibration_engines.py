@@ -297,7 +297,7 @@ def test_reductions_on_blocked_tensors_give_onnxruntimes_and_numpys_extremes(tmp
     session = engines.calibration_session(plan.model)
     for sample in _samples(4):
         expected, got = reference.run(None, sample), session.run(None, sample)
-        assert len(expected) == len(got) == 2 * len(plan.reduced)
+        assert len(expected) == len(got) == len(plan.runs) + len(plan.fetched)
         for a, b in zip(expected, got):
             assert np.array_equal(a, b)
 
@@ -365,3 +365,31 @@ def test_a_runner_called_shard_by_shard_gives_the_statistics_of_one_call(models)
     runner.run(samples[4:8], 4, stats)
     assert stats == whole
     assert runner.run(samples[:4]) == OnnxruntimeRunner(plan, False).run(samples[:4])
+
+
+def test_extremes_come_out_in_one_output_per_run_of_rank_and_type(tmp_path):
+    """finish() concatenates the extremes of each run of tensors of one rank and type: a scalar,
+    matrices and 4-D tensors give onnxruntime's extremes of each, against numpy's."""
+    import onnxruntime
+
+    from tflq.frontend.onnxruntime_model import read_calibration_model
+
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["x"], ["b"]),
+             helper.make_node("Flatten", ["a"], ["f"]), helper.make_node("Flatten", ["b"], ["g"]),
+             helper.make_node("ReduceMean", ["x"], ["s"], keepdims=0),
+             helper.make_node("Add", ["f", "s"], ["y"])]
+    from tests.conftest import save_graph
+
+    path = save_graph(tmp_path / "ranks.onnx", nodes, {"x": [1, 2, 3, 3]}, "y")
+    reduced = ["s", "f", "g", "a", "b"]  # as plan_onnxruntime orders them: by rank
+    ranks = {"s": 0, "f": 2, "g": 2, "a": 4, "b": 4}
+    model, runs = read_calibration_model(path, None, 1 << 30)[0].finish(
+        [], reduced, ["y"], dict.fromkeys(reduced + ["y"], np.float32), ranks)
+    assert runs == (1, 2, 2)
+    session = onnxruntime.InferenceSession(model, engines.session_options(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(2).normal(0, 1, (1, 2, 3, 3)).astype(np.float32)
+    *extremes, y = session.run(None, {"x": x})
+    got = np.concatenate([v.reshape(2, -1).T for v in extremes])
+    values = {"s": x.mean(), "f": np.maximum(x, 0), "g": -x, "a": np.maximum(x, 0), "b": -x}
+    expected = np.array([[np.min(values[n]), np.max(values[n])] for n in reduced])
+    assert np.allclose(got, expected, rtol=1e-6, atol=1e-7) and y.shape == (1, 18)

@@ -9,7 +9,8 @@ lowering: the explicit PAD before a convolution, the pieces of a decomposed op) 
 tflq's reference kernels from the values onnxruntime hands out.
 
 For minmax (no histograms) the extremes are taken inside onnxruntime (a ReduceMin and a ReduceMax
-per tensor, so no activation leaves it); for histograms the tensors themselves are outputs.
+per tensor, so no activation leaves it; concatenated into one output per rank and type, as each
+output costs the Python binding ~2 us); for histograms the tensors themselves are outputs.
 Asking for intermediate tensors costs onnxruntime some of its fusions (a convolution's output
 that is also recorded cannot take the residual Add in), and by itself onnxruntime copies each
 tensor out of its blocked NCHWc layout for the reductions and runs them all after the forward
@@ -83,6 +84,7 @@ class OnnxruntimePlan:
     model: bytes                                  # the ONNX model with the outputs below
     inputs: tuple[Tensor, ...]                    # the graph inputs (no data), for the checks
     reduced: tuple[str, ...]                      # their extremes come out first, in this order
+    runs: tuple[int, ...]                         # ... concatenated in runs of these lengths
     recorded_inputs: tuple[str, ...]              # graph inputs recorded from the feeds
     fetched: tuple[tuple[str, tuple[int, ...] | None], ...]  # whole tensors, permutation to IR
     recorded_whole: frozenset[str]                # fetched tensors whose statistics are recorded
@@ -234,10 +236,13 @@ def plan_onnxruntime(graph: Graph, tensors: frozenset[str], histogram: bool, mod
         else:
             kept.append(equivalent)
     derived_names = {out for out, _, _ in derived}
-    reduced = [n for n in reduced if n not in derived_names]
+    # in runs of one rank and type (onnx_model.finish concatenates each run's extremes)
+    reduced = sorted((n for n in reduced if n not in derived_names),
+                     key=lambda n: (graph.tensors[n].rank, graph.tensors[n].dtype.numpy.str, n))
 
-    model = onnx_model.finish(kept, reduced, fetched,
-                              {n: graph.tensors[n].dtype.numpy for n in list(reduced) + fetched})
+    model, runs = onnx_model.finish(kept, reduced, fetched,
+                                    {n: graph.tensors[n].dtype.numpy for n in list(reduced) + fetched},
+                                    {n: graph.tensors[n].rank for n in reduced})
     where = {}
     for name in tensors:
         op = producers.get(name)
@@ -246,7 +251,7 @@ def plan_onnxruntime(graph: Graph, tensors: frozenset[str], histogram: bool, mod
     plan = OnnxruntimePlan(
         model=model, inputs=tuple(Tensor(n, graph.tensors[n].dtype, graph.tensors[n].shape,
                                                              layout=graph.tensors[n].layout) for n in graph_inputs),
-        reduced=tuple(reduced), recorded_inputs=recorded_inputs, fetched=tuple((n, mapped[n]) for n in fetched),
+        reduced=tuple(reduced), runs=runs, recorded_inputs=recorded_inputs, fetched=tuple((n, mapped[n]) for n in fetched),
         recorded_whole=frozenset(recorded_whole), hybrid=hybrid,
         computed=frozenset(computed & set(tensors)), where=where, order=order, equivalents=len(kept), derived=tuple(derived),
         shapes={n: graph.tensors[n].shape for n in fetched})
@@ -344,7 +349,7 @@ class OnnxruntimeRunner:
             feeds = {t.name: np.asarray(given[t.name], dtype=t.dtype.numpy) for t in plan.inputs}
             ir_feeds = sample_feeds(plan.inputs, feeds, index) if self.hybrid_inputs else {}
             try:
-                values = self.session.run(None, feeds)  # minimum, maximum of each reduced, then fetched
+                values = self.session.run(None, feeds)  # runs of reduced tensors' extremes, then fetched
             except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
                 raise OnnxruntimeFailure(f"calibration sample {index}: onnxruntime failed: "
                                          f"{_first_line(exc)}") from None
@@ -361,7 +366,8 @@ class OnnxruntimeRunner:
             count = len(plan.reduced)
             if count:
                 # the extremes of all reduced tensors at once; into `stats` after the samples
-                pairs = np.array(values[:2 * count], np.float64).reshape(count, 2)
+                pairs = np.concatenate([np.asarray(v, np.float64).reshape(2, -1).T
+                                        for v in values[:len(plan.runs)]])
                 if not np.isfinite(pairs).all():
                     for i in np.flatnonzero(~np.isfinite(pairs).all(axis=1)):
                         name = plan.reduced[i]
@@ -370,7 +376,7 @@ class OnnxruntimeRunner:
                 np.minimum(lows, pairs[:, 0], out=lows)
                 np.maximum(highs, pairs[:, 1], out=highs)
             whole = {}
-            for (name, perm), value in zip(plan.fetched, values[2 * count:]):
+            for (name, perm), value in zip(plan.fetched, values[len(plan.runs):]):
                 shape = value.shape if perm is None or value.ndim != len(perm) else \
                     tuple(value.shape[p] for p in perm)
                 if shape != plan.shapes[name]:
