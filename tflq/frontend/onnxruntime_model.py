@@ -117,8 +117,10 @@ def reductions_in_place(model: onnx.ModelProto) -> int:
     depend on the order of its values, so a reduction reads the blocked tensor itself when that
     holds exactly the tensor's values: no channels padded up to the block (the padded count is
     the first dimension of the blocked convolution's weights). Then each reduction (and each copy
-    still needed) moves right after the node making its tensor, so it reads it while in cache;
-    onnxruntime keeps that order with ExecutionOrder.PRIORITY_BASED (ties go by node order).
+    still needed) moves right after the node making its tensor, so it reads it while in cache:
+    onnxruntime's default execution order (depth first from the outputs that concatenate the
+    extremes) then runs them there (measured on MobileNetV2: 1.18x the plain pass, against 1.34x
+    with the nodes in onnxruntime's order).
     """
     graph = model.graph
     nodes = list(graph.node)
