@@ -393,3 +393,22 @@ def test_extremes_come_out_in_one_output_per_run_of_rank_and_type(tmp_path):
     values = {"s": x.mean(), "f": np.maximum(x, 0), "g": -x, "a": np.maximum(x, 0), "b": -x}
     expected = np.array([[np.min(values[n]), np.max(values[n])] for n in reduced])
     assert np.allclose(got, expected, rtol=1e-6, atol=1e-7) and y.shape == (1, 18)
+
+
+def test_a_process_without_onnx_runs_the_planned_model_and_does_not_import_onnx(models):
+    """Calibration workers leave onnx out of their preload (it takes ~1 s to import): their
+    session runs the model as planned, and onnx stays unimported."""
+    import pickle
+    import subprocess
+    import sys
+
+    plan = _plan(models["plain"])
+    script = ("import pickle, sys\n"
+              "from tflq.calibration import engines\n"
+              "model = pickle.loads(sys.stdin.buffer.read())\n"
+              "print(engines.optimized_in_memory(model), len(engines.calibration_session(model).get_outputs()),\n"
+              "      'onnx' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(plan.model), capture_output=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().split() == ["None", str(len(plan.runs) + len(plan.fetched)), "False"]

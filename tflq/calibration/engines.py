@@ -21,7 +21,7 @@ reductions there read the blocked tensors directly where those hold exactly the 
 and run right after each tensor is made (onnxruntime_model.reductions_in_place), and a second
 session runs that graph as it is, in onnxruntime's default order (MobileNetV2: 1.18x the plain
 pass; ExecutionOrder.PRIORITY_BASED made it 1.34x). Elsewhere, or when any of that fails, the
-session runs the model as planned.
+session runs the model as planned; so do calibration workers, which do not load onnx.
 
 Which tensors are counterparts is decided from the graphs (names, and the tensors tflq changed:
 equalized layers are computed in numpy); the shapes onnxruntime hands out are checked, and with
@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -292,12 +293,16 @@ def optimized_in_memory(model: bytes) -> tuple[bytes, int] | None:
     in-memory file (memfd, Linux) and edited by reductions_in_place, and the number of its
     reductions that read blocked tensors; None where that is not possible or fails (the caller
     then uses the model itself)."""
+    if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
+        return None
+    if "onnx" not in sys.modules:
+        # The edit needs the onnx package; calibration workers leave it out of their preload
+        # to start fast (~1 s of imports), and run the model as planned rather than import it.
+        return None
     import onnxruntime
 
     from tflq.frontend.onnxruntime_model import with_cheaper_reductions
 
-    if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
-        return None
     try:
         fd = os.memfd_create("tflq-calibration", getattr(os, "MFD_CLOEXEC", 1))
     except OSError:
