@@ -158,3 +158,20 @@ def test_save_stats_may_not_overwrite_an_input(tmp_path):
     same = _run("convert", str(copy), "-o", str(tmp_path / "x.tflite"), "--mode", "full",
                 "--calib", calib, "--save-stats", str(tmp_path / "x.tflite"))
     assert same.exit_code == 1 and "same file" in same.output
+
+
+def test_numbers_that_are_not_numbers_are_usage_errors(tmp_path):
+    # every float comparison is false for NaN, so a range check alone lets it through
+    out = tmp_path / "n.tflite"
+    calib = os.path.join(os.path.dirname(SAMPLE), "digits_calib")
+    for flags in (["--mode", "full", "--calib", calib, "--target-sqnr", "nan"],
+                  ["--mode", "full", "--calib", calib, "--target-sqnr", "inf"],
+                  ["--mode", "full", "--calib", calib, "--calib-method", "percentile", "--percentile", "nan"],
+                  ["--scale", "nan"], ["--mean", "0,nan,0"], ["--std", "inf"]):
+        result = _run("convert", SAMPLE, "-o", str(out), *flags)
+        assert result.exit_code == 2, (flags, result.output)
+        assert "finite" in result.output and "Traceback" not in result.output
+        assert not out.exists()
+    for value in ("nan", "-inf"):
+        result = _run("eval", SAMPLE, str(out), "--data", calib, "--min-sqnr", value)
+        assert result.exit_code == 2 and "finite" in result.output

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import traceback
 import warnings
@@ -113,14 +114,34 @@ def _input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+class Number(click.FloatRange):
+    """A float option that refuses NaN (which every range comparison lets through) and, unless
+    `infinite` allows it, the infinities: `--target-sqnr nan` is a usage error, not a target."""
+
+    name = "number"
+
+    def __init__(self, min: float | None = None, max: float | None = None, infinite: bool = False):
+        super().__init__(min, max)
+        self.infinite = infinite
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if math.isnan(value) or (math.isinf(value) and not self.infinite):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return value
+
+
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise click.BadParameter(f"'{text}' is not a comma-separated list of numbers",
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"'{text}' is not a comma-separated list of finite numbers",
                                  param_hint=option) from None
+    return values
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -203,7 +224,7 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
               help="How a tensor's range is estimated: minmax (exact extremes), percentile (drops "
                    "outlier tails), mse (least quantization error), entropy (TensorRT's KL rule; "
                    "clips hardest, keeps top-1 but lowers output SQNR).")
-@click.option("--percentile", type=click.FloatRange(50, 100), default=99.99, show_default=True,
+@click.option("--percentile", type=Number(50, 100), default=99.99, show_default=True,
               help="With --calib-method percentile: the share of values (in %) kept inside the range.")
 @click.option("--stats", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Reuse calibration statistics saved with --save-stats (repeatable; merged).")
@@ -215,7 +236,7 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
               help="full mode: ONNX node names to keep in float.")
 @click.option("--int16-ops", default="", metavar="NAME[,NAME...]",
               help="full mode: ONNX node names to run with int16 activations (int8 weights).")
-@click.option("--target-sqnr", type=float, default=None, metavar="DB",
+@click.option("--target-sqnr", type=Number(), default=None, metavar="DB",
               help="full mode: promote the fewest layers int8 -> int16 -> float until the output "
                    "SQNR of every sample (of --eval-data, else the first calibration samples) "
                    "reaches DB.")
@@ -253,14 +274,14 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
                    "dB output SQNR on the models measured, for up to --rounding-seconds]")
 @click.option("--rounding-layers", type=click.IntRange(min=1), default=8, show_default=True,
               help="With --rounding adaround: how many of the worst layers to round.")
-@click.option("--rounding-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@click.option("--rounding-seconds", type=Number(min=0, infinite=True), default=30.0, show_default=True,
               help="With --rounding adaround: the time the fitting may take in all (after "
                    "measuring the layers' inputs on 16 calibration samples).")
 @click.option("--mean", default=None, metavar="M[,M,M]",
               help="Images: per-channel mean (RGB order) in x = (pixel * scale - mean) / std.")
 @click.option("--std", default=None, metavar="S[,S,S]",
               help="Images: per-channel std (RGB order) in x = (pixel * scale - mean) / std.")
-@click.option("--scale", type=float, default=None,
+@click.option("--scale", type=Number(), default=None,
               help="Images: factor applied to pixel values 0..255 first (e.g. 0.00392 for 0..1).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also write the summary as JSON to this file ('-' for stdout).")
@@ -338,7 +359,7 @@ def convert(model, output, mode, dtype, input_shapes, keep_io_layout, min_weight
               help="Statistics of the cross-layer equalized graph (for convert --stats --equalize).")
 @click.option("--mean", default=None, metavar="M[,M,M]", help="Images: as for convert.")
 @click.option("--std", default=None, metavar="S[,S,S]", help="Images: as for convert.")
-@click.option("--scale", type=float, default=None, help="Images: as for convert.")
+@click.option("--scale", type=Number(), default=None, help="Images: as for convert.")
 @_JOBS_OPTION
 @_ENGINE_OPTION
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
@@ -383,9 +404,9 @@ def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_lay
               help="Class labels, one integer per row: .npy, .npz (array 'labels') or text.")
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help="Use at most this many samples [default: all, up to 500].")
-@click.option("--min-sqnr", type=float, default=None, metavar="DB",
+@click.option("--min-sqnr", type=Number(), default=None, metavar="DB",
               help="Exit 1 when an output's worst-sample SQNR is below DB.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, metavar="P",
+@click.option("--min-agreement", type=Number(0, 1), default=None, metavar="P",
               help="Exit 1 when a classifier output's top-1 agreement is below P (0..1).")
 @click.option("--layers", is_flag=True,
               help="Also rank the layers by the output error each adds alone (text table).")
@@ -407,7 +428,7 @@ def calibrate(model, calib, save_stats, calib_samples, input_shapes, keep_io_lay
 @click.option("--data-convert", is_flag=True, help="Cast data of another numeric type (as --calib-convert).")
 @click.option("--mean", default=None, metavar="M[,M,M]", help="Images: as for convert.")
 @click.option("--std", default=None, metavar="S[,S,S]", help="Images: as for convert.")
-@click.option("--scale", type=float, default=None, help="Images: as for convert.")
+@click.option("--scale", type=Number(), default=None, help="Images: as for convert.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")

@@ -177,6 +177,25 @@ def test_fingerprint_mismatch_and_bad_files(tmp_path):
         merge_files([], "model-one")
 
 
+def test_a_statistics_file_given_twice_is_refused(tmp_path):
+    # merged twice, its samples would count twice (sample count, histograms): refused by name,
+    # whether it is the same path, another path to the same file, or a copy
+    stats = CalibrationStats(samples=1)
+    stats.update("t", gaussian(100))
+    path = tmp_path / "a.npz"
+    save_stats(stats, str(path), "fp")
+    (tmp_path / "link.npz").symlink_to(path)
+    (tmp_path / "copy.npz").write_bytes(path.read_bytes())
+    for other, why in (("a.npz", "same file"), ("link.npz", "same file"), ("copy.npz", "same statistics")):
+        with pytest.raises(CalibrationError) as excinfo:
+            merge_files([str(path), str(tmp_path / other)], "fp")
+        assert why in str(excinfo.value) and other in str(excinfo.value) and "twice" in str(excinfo.value)
+    other = CalibrationStats(samples=1)
+    other.update("t", gaussian(100, seed=3))
+    save_stats(other, str(tmp_path / "b.npz"), "fp")
+    assert merge_files([str(path), str(tmp_path / "b.npz")], "fp").samples == 2
+
+
 # ---- range methods -----------------------------------------------------------------------------
 
 

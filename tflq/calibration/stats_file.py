@@ -89,10 +89,30 @@ def merge_files(paths: Iterable[str], fingerprint: str) -> CalibrationStats:
     paths = list(paths)
     if not paths:
         raise CalibrationError("no statistics files given")
+    _refuse_repeats([os.fspath(p) for p in paths])
     result = CalibrationStats()
     for path in paths:
         result.merge(load_stats(os.fspath(path), fingerprint))
     return result
+
+
+def _refuse_repeats(paths: list[str]) -> None:
+    """A file given twice (or two copies of one) would count its samples twice: the merged
+    histograms and sample count would no longer be those of one run over the samples."""
+    seen: dict[tuple, str] = {}
+    for path in paths:
+        try:
+            info = os.stat(path)
+            with open(path, "rb") as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            continue  # load_stats names the unreadable file
+        for key in ((info.st_dev, info.st_ino), digest):
+            if key in seen:
+                same = "is the same file as" if isinstance(key, tuple) else "holds the same statistics as"
+                raise CalibrationError(f"statistics file '{path}' {same} '{seen[key]}': its samples "
+                                       "would be counted twice")
+            seen[key] = path
 
 
 def graph_fingerprint(graph: Graph) -> str:
