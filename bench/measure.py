@@ -120,18 +120,6 @@ def run_child(command: Sequence[str], timeout: float) -> ChildRun:
                     timed_out=timed_out == "1")
 
 
-_SMOKE_TEST = """
-import sys
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
-interpreter.allocate_tensors()
-for detail in interpreter.get_input_details():
-    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-interpreter.invoke()
-"""
-
-
 def litert_smoke_test(path: str, timeout: float) -> str | None:
     """Load and invoke the file once (zero inputs) in a child process; None if that worked.
 
@@ -139,8 +127,9 @@ def litert_smoke_test(path: str, timeout: float) -> str | None:
     file is only loaded in-process once this check passed. Otherwise: a one-line reason.
     """
     try:
-        child = subprocess.run([sys.executable, "-c", _SMOKE_TEST, path], capture_output=True,
-                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        from tflq.analysis.runtimes import invoke_in_child
+
+        child = invoke_in_child(path, timeout)
     except subprocess.TimeoutExpired:
         return f"LiteRT smoke test timed out after {timeout:.0f} s"
     if child.returncode == 0:

@@ -248,27 +248,14 @@ def test_check_without_a_target_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "Missing option '--target'" in result.output, result.output
 
 
-_LOAD_AND_RUN = """
-import sys, numpy as np
-from ai_edge_litert.interpreter import Interpreter
-it = Interpreter(model_path=sys.argv[1], num_threads=1)
-it.allocate_tensors()
-for d in it.get_input_details():
-    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-it.invoke()
-"""
-
-
 def test_int16_ops_keep_the_kernel_limits_in_a_qdq_model(tmp_path):
     """--int16-ops on the masked-scores Add of an attention block quantized by onnxruntime (int8
     QDQ, a -1e9 mask through Where; fuzz AttentionGraph seed 8073): the Add's int16 output grid
     skipped the kernel limits, because its output has a grid in the graph (an int8 one, unused in
     int16), and LiteRT aborted the process loading the file (int16 ADD's input/output scale ratio).
     Loaded and run in a child process, so that an abort fails the test, not the run."""
-    import subprocess
-    import sys
-
     from tests.test_fuzz_graphs import AttentionGraph, _inputs
+    from tflq.analysis.runtimes import invoke_in_child
 
     pytest.importorskip("ai_edge_litert.interpreter")
     builder = AttentionGraph(8073)
@@ -279,8 +266,8 @@ def test_int16_ops_keep_the_kernel_limits_in_a_qdq_model(tmp_path):
     qdq = _ort_qdq(src, str(tmp_path / "q.onnx"), feeds, "QInt8")
     out = tmp_path / "m.tflite"
     out.write_bytes(convert(ConvertConfig(model=qdq, int16_ops=("/add_70", "/concat_52"))).tflite)
-    child = subprocess.run([sys.executable, "-c", _LOAD_AND_RUN, str(out)], capture_output=True, timeout=120)
-    assert child.returncode == 0, child.stderr.decode()[-300:]
+    child = invoke_in_child(str(out), timeout=120)
+    assert child.returncode == 0, child.stderr[-300:]
 
 
 @pytest.mark.parametrize("activation", ["QInt8", "QUInt8"])

@@ -185,6 +185,30 @@ def litert():
     return interpreter
 
 
+# Loads a .tflite (argv[1]) and invokes it once on zero inputs: run in a child process, a file
+# that makes LiteRT abort (a kernel's prepare check) fails that process, not the caller.
+_LOAD_AND_INVOKE = """
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
+interpreter.allocate_tensors()
+for detail in interpreter.get_input_details():
+    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+interpreter.invoke()
+"""
+
+
+def invoke_in_child(path: str, timeout: float):
+    """Load and invoke the .tflite at `path` once in a child Python (this one's executable):
+    the subprocess.CompletedProcess (text output), or subprocess.TimeoutExpired."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _LOAD_AND_INVOKE, path], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
 def litert_version() -> str:
     try:
         from importlib.metadata import version
