@@ -261,7 +261,7 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
                    "its bias: measured on --calib samples (empirical), else (weights-only mode, "
                    "--stats) from the BatchNorm statistics before each layer (analytic; the "
                    "summary names the layers without them). [default: on for int16x8 with "
-                   "--calib (ResNet-18 +5.0 dB output SQNR, worst sample too; MobileNetV2 +0.8); "
+                   "--calib (ResNet-18 +5.0 dB output SQNR, worst sample too; the random MobileNetV2 +0.8); "
                    "off for uint8 and int8: +0.1 to +2.8 dB output SQNR on the models measured, "
                    "but the worst sample lost up to 4 dB on one, and measuring on --calib samples "
                    "made MobileNetV2's and ResNet-18's conversions 2-5x slower]")
