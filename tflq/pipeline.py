@@ -7,6 +7,7 @@ import time
 from collections import Counter
 
 from tflq.backend.tflite_writer import serialize
+from tflq.calibration.parallel import start_workers_for, workers_exit_later
 from tflq.fileio import Source, WritePolicy
 from tflq.config import ConvertConfig, Mode, dtype_name
 from tflq.errors import InvalidConfigError
@@ -90,8 +91,6 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
 
 def convert(config: ConvertConfig) -> ConversionReport:
     """Convert config.model; write config.output (atomically) when given. Raises TflqError."""
-    from tflq.calibration.parallel import workers_exit_later
-
     with workers_exit_later():  # they exit while the rest of the conversion runs
         return _convert(config)
 
@@ -103,7 +102,7 @@ def _convert(config: ConvertConfig) -> ConversionReport:
         from tflq.analysis.convert_report import check_report_request
 
         check_report_request(config)
-    _start_calibration_workers(config)
+    start_workers_for(config)  # its workers start up while the model loads
     graph, report, config, qdq = _prepare(config, policy)
     if config.mode == Mode.WEIGHTS_ONLY:
         from tflq.quantize.repair import correct_biases_if_asked
@@ -166,7 +165,6 @@ def _describe_io(graph: Graph, report: ConversionReport) -> None:
 def calibrate_only(config: ConvertConfig) -> ConversionReport:
     """Calibrate config.model on config.calib and write the statistics to config.save_stats (one
     shard of a job array; `tflq convert --stats ...` merges the files). Raises TflqError."""
-    from tflq.calibration.parallel import workers_exit_later
     from tflq.calibration.run import collect_statistics
 
     start = time.perf_counter()
@@ -175,19 +173,12 @@ def calibrate_only(config: ConvertConfig) -> ConversionReport:
     config = dataclasses.replace(config, mode=Mode.FULL, output=None, stats=(),
                                  equalize=bool(config.equalize))  # see equalize_by_default
     policy = write_policy(config)
-    _start_calibration_workers(config)
+    start_workers_for(config)  # its workers start up while the model loads
     graph, report, config, _ = _prepare(config, policy)
     with workers_exit_later():  # (while the statistics are written)
         collect_statistics(graph, config, report, write=policy.write)
     report.seconds = time.perf_counter() - start
     return report
-
-
-def _start_calibration_workers(config: ConvertConfig) -> None:
-    """Let calibration's worker processes start up while the model loads (calibration/parallel)."""
-    from tflq.calibration.parallel import start_workers_for
-
-    start_workers_for(config)
 
 
 def _file_size(path: str) -> int:
