@@ -286,3 +286,35 @@ def test_int16_ops_writing_a_model_output_keep_its_qdq_grid(activation, tmp_path
     qdq = _ort_qdq(src, str(tmp_path / "q.onnx"), feeds, activation)
     report = convert(ConvertConfig(model=qdq, calib=feeds, int16_ops=("conv",)))
     assert _worst_db(qdq, report.tflite, feeds) >= 30.0
+
+
+def _integer_div(tmp_path, elem_type: int) -> str:
+    graph = helper.make_graph([helper.make_node("Div", ["a", "b"], ["y"], name="div")], "g",
+                              [helper.make_tensor_value_info("a", elem_type, [2, 5])],
+                              [helper.make_tensor_value_info("y", elem_type, [2, 5])],
+                              [numpy_helper.from_array(np.array([3, -2, 4, -3, 7], helper.tensor_dtype_to_np_dtype(
+                                  elem_type)), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = str(tmp_path / "div.onnx")
+    onnx.save(model, path)
+    return path
+
+
+def test_int64_div_is_refused_naming_the_node(tmp_path):
+    """An int64 Div (index arithmetic left unfolded) became an int64 DIV, which LiteRT's div.cc has
+    no kernel for: the file was written, and failed at invoke ("Div only supports FLOAT32, INT32").
+    It is refused with the node named, like any op the runtime cannot run."""
+    from tflq.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError) as info:
+        convert(ConvertConfig(model=_integer_div(tmp_path, TensorProto.INT64)))
+    assert "div" in str(info.value.diagnostics[0]) and "int64" in str(info.value.diagnostics[0])
+
+
+def test_int32_div_truncates_like_onnxruntime(tmp_path):
+    """int32 Div stays a DIV (div.cc has an int32 kernel); negative quotients truncate toward zero."""
+    path = _integer_div(tmp_path, TensorProto.INT32)
+    a = np.array([[7, 7, -7, 8, -20], [-1, 5, 9, -9, 6]], np.int32)
+    expected, = run_onnxruntime(path, {"a": a})
+    actual, = run_litert(convert(ConvertConfig(model=path)).tflite, [a])
+    np.testing.assert_array_equal(actual, expected)

@@ -11,6 +11,7 @@ from tflq._generated.tflite.DivOptions import DivOptionsT
 from tflq._generated.tflite.MulOptions import MulOptionsT
 from tflq._generated.tflite.SubOptions import SubOptionsT
 from tflq.errors import Unsupported
+from tflq.ir.dtypes import DType
 from tflq.ir.graph import ChannelStats, Graph, Op
 from tflq.ops import register
 from tflq.ops.base import (WITH_INT16, Affine, Calibrated, Case, FusedActivations, IntegerRefusal,
@@ -188,6 +189,13 @@ class Div(_Binary):
     # grid always holds real 0, so a computed divisor keeps the DIV float.
     integer_refusal = IntegerRefusal(1, Refused.ZERO_POINT, "div.cc: data[i] != zero_point")
     cases = _binary_cases("Div", positive_rhs=True)
+
+    def from_onnx(self, node, ctx) -> None:
+        dtype = ctx.graph.tensors[ctx.tensor(node.input[0])].dtype
+        if not dtype.is_float and dtype != DType.INT32:  # div.cc: float32, int32 (and quantized)
+            raise Unsupported(node, "div_type", f"Div of {dtype.name.lower()} (LiteRT's DIV takes "
+                              f"float32 and int32)")
+        super().from_onnx(node, ctx)
 
     def version(self, op: Op, graph: Graph) -> int:
         return 1
