@@ -258,3 +258,23 @@ def test_zero_range_activation_gets_a_valid_scale(dtype, tmp_path):
     actual = run_litert(report.tflite, [feeds["x"], feeds["x2"]])[0]
     step = next(info.tensors[op.inputs[0]].scale[0] for op in info.ops if op.kind == "DEQUANTIZE")
     assert np.abs(actual - expected).max() <= 3 * step
+
+
+def test_summary_says_where_saved_ranges_came_from(tmp_path):
+    """--stats alone calibrates nothing in this run: the summary names the files and how many
+    samples each holds (the counts given to --calib-samples when they were saved), not '0 samples'."""
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    for path, n in ((a, 3), (b, 2)):
+        assert _run("calibrate", SAMPLE, "--calib", SAMPLE_CALIB, "--calib-samples", n,
+                    "--save-stats", path, "-q").exit_code == 0
+    result = _run("convert", SAMPLE, "-o", tmp_path / "q.tflite", "--mode", "full", "--stats", a,
+                  "--stats", b)
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "calibration:" in line)
+    assert "0 samples" not in line
+    assert f"5 samples in 2 files: {a} (3 samples), {b} (2 samples)" in line
+    result = _run("convert", SAMPLE, "-o", tmp_path / "r.tflite", "--mode", "full", "--stats", a,
+                  "--calib", SAMPLE_CALIB, "--calib-samples", 4)
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "calibration:" in line)
+    assert "calibration: 4 samples" in line and f"merged with saved statistics: {a} (3 samples)" in line

@@ -234,9 +234,7 @@ class ConversionReport:
                 lines.append(f"    {w['name']}: {w['elements']} elements, {w['params']}, "
                              f"SQNR {w['sqnr_db']:.1f} dB")
         if self.calibration:
-            c = self.calibration
-            lines.append(f"  calibration: {c.get('samples', 0)} samples, method {c.get('method')}, "
-                         f"{c.get('seconds', 0):.2f} s")
+            lines.extend(self._calibration_lines())
         for entry in self.io:
             lines.append(f"  {entry}")
         lines.append(f"  transposes inserted: {self.transposes_inserted}")
@@ -244,6 +242,21 @@ class ConversionReport:
             lines.append(f"  note: {note}")
         return "\n".join(printable(line) for line in lines)  # names from files: escaped
 
+
+    def _calibration_lines(self) -> list[str]:
+        """Where the ranges came from: this run's samples, saved statistics files (--stats), or both."""
+        c = self.calibration
+        files = c.get("stats_files") or []
+        saved = ", ".join(f"{printable(f['path'])} ({f['samples']} samples)" for f in files)
+        if files and not c.get("samples"):
+            total = sum(f["samples"] for f in files)
+            return [f"  calibration: from saved statistics, {total} samples in {len(files)} "
+                    f"file{'s' if len(files) > 1 else ''}: {saved}; method {c.get('method')}"]
+        line = (f"  calibration: {c.get('samples', 0)} samples, method {c.get('method')}, "
+                f"{c.get('seconds', 0):.2f} s")
+        if files:
+            line += f"; merged with saved statistics: {saved}"
+        return [line]
 
     def _repair_lines(self) -> list[str]:
         """What --equalize, --bias-correction and --rounding changed, per layer."""

@@ -31,8 +31,9 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
     """The statistics for `graph`: loaded from config.stats, calibrated on config.calib, or both."""
     fingerprint = graph_fingerprint(graph)
     stats = None
+    saved: list[tuple[str, int]] = []
     if config.stats:
-        stats = merge_files(list(config.stats), fingerprint)
+        stats = merge_files(list(config.stats), fingerprint, saved)
     if config.calib is not None:
         start = time.perf_counter()
         specs = [replace(spec, convert=config.calib_convert) for spec in graph_input_specs(graph)]
@@ -55,9 +56,10 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
     if stats is None:
         raise InvalidConfigError("--mode full needs calibration data (--calib DIR) or saved "
                                  "statistics (--stats FILE)")
-    if not report.calibration:
-        report.calibration = {"samples": 0, "method": config.calib_method.value, "seconds": 0.0,
-                              "from": list(config.stats)}
+    if not report.calibration:  # ranges from saved statistics only: nothing calibrated in this run
+        report.calibration = {"samples": 0, "method": config.calib_method.value, "seconds": 0.0}
+    if saved:  # where the ranges came from besides this run's samples
+        report.calibration["stats_files"] = [{"path": path, "samples": n} for path, n in saved]
     if config.save_stats:
         if write is None:  # called without the pipeline's write policy: check against the model
             write = WritePolicy({"--save-stats": config.save_stats},

@@ -84,15 +84,20 @@ def load_stats(path: str, fingerprint: str) -> CalibrationStats:
     return CalibrationStats(tensors, int(data["samples"]))
 
 
-def merge_files(paths: Iterable[str], fingerprint: str) -> CalibrationStats:
-    """Load and merge statistics files (the result equals one run over all their samples)."""
+def merge_files(paths: Iterable[str], fingerprint: str,
+                per_file: list[tuple[str, int]] | None = None) -> CalibrationStats:
+    """Load and merge statistics files (the result equals one run over all their samples).
+    per_file, when given, receives (path, sample count) of each file, in order."""
     paths = list(paths)
     if not paths:
         raise CalibrationError("no statistics files given")
     _refuse_repeats([os.fspath(p) for p in paths])
     result = CalibrationStats()
     for path in paths:
-        result.merge(load_stats(os.fspath(path), fingerprint))
+        loaded = load_stats(os.fspath(path), fingerprint)
+        if per_file is not None:
+            per_file.append((os.fspath(path), loaded.samples))
+        result.merge(loaded)
     return result
 
 
