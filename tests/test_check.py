@@ -276,3 +276,94 @@ def test_inspect_lists_every_subgraph(tmp_path):
     plain = CliRunner().invoke(main, ["inspect", str(single)]).output
     assert "subgraph 1" not in plain and "subgraphs" not in plain.splitlines()[0]
     assert "other_subgraphs" not in json.loads(CliRunner().invoke(main, ["inspect", str(single), "--json"]).output)
+
+
+# ---- LiteRT Prepare refusals: type pairs (quantize.cc, add.cc / sub.cc / mul.cc) -------------
+
+
+def _only_op(data: bytes, kind: str, types: dict[int, int], scales: dict[int, float] | None = None) -> bytes:
+    """The file cut down to its first op of `kind` (its non-constant inputs become the graph's
+    inputs, its output the graph's output), with operand `types` {position: DType}: inputs
+    0, 1..., the output as -1; scales gives those operands (re)quantized grids."""
+    from tflq._generated.tflite.QuantizationParameters import QuantizationParametersT
+    from tflq.ir.dtypes import DType
+
+    def edit(model):
+        graph = model.subgraphs[0]
+        k = next(i for i, o in enumerate(read_tflite(data).ops) if o.kind == kind)
+        op = graph.operators[k]
+        graph.operators = [op]
+        graph.inputs = [i for i in op.inputs if i >= 0 and not model.buffers[graph.tensors[i].buffer].data]
+        graph.outputs = list(op.outputs)
+        operands = {**dict(enumerate(op.inputs)), -1: op.outputs[0]}
+        for position, dtype in types.items():
+            tensor = graph.tensors[operands[position]]
+            tensor.type = dtype.tflite
+            if dtype != DType.FLOAT32:
+                quantization = tensor.quantization or QuantizationParametersT()
+                scale = (scales or {}).get(position, float(quantization.scale[0]) if quantization.scale
+                                           is not None and len(quantization.scale) else 0.01)
+                quantization.scale, quantization.zeroPoint = [scale], [128 if dtype == DType.UINT8 else 0]
+                tensor.quantization = quantization
+            else:
+                tensor.quantization = None
+    return _patched(data, edit)
+
+
+def _litert_refusals(data: bytes) -> bool:
+    """LiteRT (no delegate) refuses the file or fails to invoke it on zeros (False: it runs)."""
+    if _refused_by_litert(data):
+        return True
+    litert = importorskip("ai_edge_litert.interpreter")
+    interpreter = litert.Interpreter(model_content=data, num_threads=1, experimental_op_resolver_type=
+                                     litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    try:
+        interpreter.invoke()
+    except RuntimeError:
+        return True
+    return False
+
+
+def _pairs():
+    from tflq.ir.dtypes import DType as D
+    types = [D.FLOAT32, D.UINT8, D.INT8, D.INT16, D.INT32]
+    return [(a, b) for a in types for b in types if b != D.FLOAT32]
+
+
+@pytest.mark.parametrize("source,dest", _pairs(), ids=lambda d: d.name.lower())
+def test_quantize_type_pairs_agree_with_litert(source, dest, tmp_path):
+    """Every QUANTIZE type pair: `tflq check` calls it a violation exactly where LiteRT's
+    quantize.cc Prepare refuses the file (int16 -> uint8 among them)."""
+    data = _int8(_model(tmp_path / "r.onnx", [N("Relu", ["x"], ["y"])]))
+    one = _only_op(data, "QUANTIZE", {0: source, -1: dest})
+    predicted = ("kernel_condition", "QUANTIZE") in _codes(one, "litert")
+    assert predicted == _litert_refusals(one), _codes(one, "litert")
+    assert predicted == (("kernel_condition", "QUANTIZE") in _codes(one, "xnnpack"))
+
+
+@pytest.mark.parametrize("kind,node", [("ADD", "Add"), ("SUB", "Sub"), ("MUL", "Mul")])
+@pytest.mark.parametrize("first,second,out", [
+    ("int8", "int16", "int8"), ("int16", "int8", "int16"), ("uint8", "int8", "uint8"),
+    ("int8", "int8", "int8"), ("int8", "int8", "int16"),
+])
+def test_binary_operand_types_agree_with_litert(kind, node, first, second, out, tmp_path):
+    """add.cc / sub.cc / mul.cc Prepare: TF_LITE_ENSURE_TYPES_EQ on the two inputs ("INT8 !=
+    INT16"); add and sub also overwrite the output's type, so a file declaring another one
+    computes in the input type and its reader misreads the bytes: that is a violation too."""
+    from tflq.ir.dtypes import DType
+
+    data = _int8(_model(tmp_path / "b.onnx", [N("Relu", ["x"], ["r"]), N(node, ["x", "r"], ["y"])]))
+    types = {0: DType.parse(first), 1: DType.parse(second), -1: DType.parse(out)}
+    one = _only_op(data, kind, types, {0: 2 ** -6, 1: 2 ** -6, -1: 2 ** -5})  # int16: power-of-two scales
+    predicted = ("kernel_condition", kind) in _codes(one, "litert")
+    if first != second:
+        assert predicted and _litert_refusals(one)
+    elif out != first and kind != "MUL":
+        assert predicted  # loads, but the output holds int8 bytes declared int16
+    elif out != first:
+        assert predicted and _litert_refusals(one)  # mul.cc: no int8 -> int16 at invoke
+    else:
+        assert not predicted and not _litert_refusals(one)

@@ -9,7 +9,10 @@ names the kernel it follows), so this profile adds no integer list of its own.
 """
 from __future__ import annotations
 
-from tflq.targets.base import Target
+import numpy as np
+
+from tflq.ir.dtypes import DType
+from tflq.targets.base import OpView, Target
 
 # register.cc: kind -> max_version (BROADCAST_TO starts at version 2; all others at 1).
 MAX_VERSIONS = {
@@ -51,8 +54,74 @@ MAX_VERSIONS = {
     "UNSORTED_SEGMENT_SUM": 1, "VAR_HANDLE": 1, "WHERE": 2, "ZEROS_LIKE": 1,
 }
 
+# quantize.cc Prepare: the (input, output) types each QUANTIZE may have (float: quantize; else
+# requantize; float32 may also go to int4 and uint4, which tflq's DType does not spell). int16 ->
+# uint8 is not among them: that edge takes int16 -> int8 -> uint8.
+QUANTIZE_PAIRS = {
+    DType.FLOAT32: frozenset({DType.UINT8, DType.INT8, DType.INT16}),
+    DType.INT16: frozenset({DType.INT8, DType.INT16, DType.INT32}),
+    DType.INT32: frozenset({DType.INT8, DType.INT16}),
+    DType.INT8: frozenset({DType.UINT8, DType.INT8, DType.INT16}),
+    DType.UINT8: frozenset({DType.UINT8, DType.INT8, DType.INT16}),
+}
+
+
+def quantize_refusal(source: DType, dest: DType) -> str | None:
+    """Why LiteRT's QUANTIZE refuses to go from `source` to `dest` (None: quantize.cc takes it)."""
+    if dest not in QUANTIZE_PAIRS.get(source, frozenset()):
+        return (f"its QUANTIZE kernel does not go from {source.name.lower()} to "
+                f"{dest.name.lower()} (quantize.cc Prepare)")
+    return None
+
+
+def _quantize(op: OpView) -> str | None:
+    """quantize.cc Prepare: the type pair, and int16 -> int16 on zero points 0."""
+    source, dest = op.inputs[0], op.outputs[0]
+    refused = quantize_refusal(source.dtype, dest.dtype)
+    if refused is None and dest.scale is None:
+        refused = "its QUANTIZE kernel needs an output with affine quantization (quantize.cc Prepare)"
+    if refused is None and source.dtype == dest.dtype == DType.INT16 and \
+            (source.zero_point is None or dest.zero_point is None or
+             np.any(source.zero_point) or np.any(dest.zero_point)):
+        refused = "its int16 -> int16 QUANTIZE needs zero points 0 (quantize.cc Prepare)"
+    return refused
+
+
+def _same_operand_types(source: str, output_too: bool):
+    """add.cc / sub.cc / mul.cc Prepare: TF_LITE_ENSURE_TYPES_EQ(input1->type, input2->type);
+    add and sub then set the output's type to the inputs' (a different declared type is not what
+    runs, and its readers read the bytes as the wrong type)."""
+    def check(op: OpView) -> str | None:
+        a, b = op.inputs[0], op.inputs[1]
+        if a is not None and b is not None and a.dtype != b.dtype:
+            return (f"its kernel needs both inputs of one type, not {a.dtype.name.lower()} and "
+                    f"{b.dtype.name.lower()} ({source} Prepare)")
+        out = op.outputs[0]
+        if output_too and b is not None and out.dtype != b.dtype:
+            return (f"its kernel makes the output {b.dtype.name.lower()} like the inputs; the file "
+                    f"declares {out.dtype.name.lower()} ({source} Prepare)")
+        return None
+    return check
+
+
+def _mul(op: OpView) -> str | None:
+    """mul.cc: Prepare's type check, then EvalQuantized runs one type throughout, or int16
+    inputs to a uint8 or int8 output; any other output fails at invoke ("Unsupported
+    combination of input and output types in Mul")."""
+    refused = _same_operand_types("mul.cc", False)(op)
+    a, out = op.inputs[0], op.outputs[0]
+    if refused is None and a is not None and a.quantized and out.dtype != a.dtype and \
+            not (a.dtype == DType.INT16 and out.dtype in (DType.UINT8, DType.INT8)):
+        refused = (f"its kernel has no {a.dtype.name.lower()} -> {out.dtype.name.lower()} "
+                   f"multiplication (mul.cc EvalQuantized: fails at invoke)")
+    return refused
+
+
+CONDITIONS = {"QUANTIZE": _quantize, "ADD": _same_operand_types("add.cc", True),
+              "SUB": _same_operand_types("sub.cc", True), "MUL": _mul}
+
 LITERT = Target(
-    name="litert", title="LiteRT", kinds=MAX_VERSIONS,
+    name="litert", title="LiteRT", kinds=MAX_VERSIONS, conditions=CONDITIONS,
     fuses_pad_into_conv=True,  # XNNPACK, which LiteRT applies by default (see xnnpack.py)
     default_delegate="xnnpack",
     source="LiteRT builtin kernels (tflite/core/kernels/register.cc)")

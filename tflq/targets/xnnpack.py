@@ -13,7 +13,7 @@ import numpy as np
 
 from tflq.ir.dtypes import DType
 from tflq.targets.base import Delegate, Effect, OpView, Ratio, ScaleLimit, Target
-from tflq.targets.litert import MAX_VERSIONS
+from tflq.targets.litert import CONDITIONS as LITERT_CONDITIONS, MAX_VERSIONS
 
 # VisitNode's switch: every kind the delegate visits (float32, and float16 weights unpacked at
 # load time).
@@ -91,6 +91,7 @@ def _condition(kind_condition):
 
 XNNPACK = Target(
     name="xnnpack", title="XNNPACK", kinds=MAX_VERSIONS,
+    conditions=LITERT_CONDITIONS,  # what XNNPACK leaves runs on LiteRT's kernels, which refuse these
     integer_dtypes=frozenset({DType.INT8, DType.UINT8}),  # Visit*Node: QInt8 or QUInt8; no int16
     limits=LIMITS,
     # XNNPACK src/subgraph.c (xnn_subgraph_fusion): a static constant pad of the spatial axes
