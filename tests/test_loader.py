@@ -86,11 +86,33 @@ def test_minus_one_dimension_is_dynamic(tmp_path):
 
 def test_opset_out_of_range(tmp_path):
     model = _model([helper.make_node("Relu", ["x"], ["y"])],
-                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], opset=9)
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], opset=22)
+    path = str(tmp_path / "new.onnx")
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedModelError, match="opset 22"):
+        load_onnx(path)
+
+
+def test_old_opset_is_upgraded(tmp_path):
+    """Opset 9 (the ONNX model zoo's classics: Upsample, Slice with attributes) was refused; it is
+    upgraded with onnx.version_converter, said in a note, and converts like onnxruntime runs it."""
+    from tests.conftest import run_litert, run_onnxruntime
+    from tflq.config import ConvertConfig
+    from tflq.pipeline import convert
+
+    nodes = [helper.make_node("Upsample", ["x", "s"], ["u"], name="up", mode="nearest"),
+             helper.make_node("Slice", ["u"], ["y"], name="cut", starts=[1], ends=[7], axes=[3])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 4])],
+                   [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")], opset=9)
     path = str(tmp_path / "old.onnx")
     onnx.save(model, path)
-    with pytest.raises(UnsupportedModelError, match="opset 9"):
-        load_onnx(path)
+    loaded = load_onnx(path)
+    assert any("opset 9 to 13" in note for note in loaded.notes)
+    assert {op.origin for op in loaded.graph.ops} == {"up", "cut"}  # the converter drops the names
+    x = np.random.default_rng(0).standard_normal((1, 2, 3, 4)).astype(np.float32)
+    expected, = run_onnxruntime(path, {"x": x})
+    actual, = run_litert(convert(ConvertConfig(model=path, keep_io_layout=True)).tflite, [x], nchw_io=False)
+    np.testing.assert_array_equal(actual, expected)
 
 
 def test_every_unsupported_node_is_reported(tmp_path):

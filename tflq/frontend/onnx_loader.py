@@ -424,6 +424,35 @@ def _plain_8bit_uses(graph: Graph) -> list[Diagnostic]:
             for op in graph.ops if op.kind != "CAST" for name in dict.fromkeys(op.inputs) if name in plain]
 
 
+UPGRADE_OPSET = 13  # what models older than SUPPORTED_OPSETS are converted to
+
+
+def _upgrade_old_opset(model: onnx.ModelProto, path: str, notes: list[str]) -> tuple[onnx.ModelProto, int]:
+    """A model of an opset below 11 (the ONNX model zoo's classics) upgraded with onnx.version_converter,
+    which rewrites the ops whose signature changed (Upsample, Slice/Pad/Clip attributes, ...); a
+    model it cannot upgrade keeps its opset and is refused by the caller."""
+    opset = default_opset(model)
+    if opset >= SUPPORTED_OPSETS.start:
+        return model, opset
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(model, UPGRADE_OPSET)
+    except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeError/ValueError/...
+        log.info("%s: onnx.version_converter could not upgrade opset %d: %s", path, opset, exc)
+        return model, opset
+    # The converter drops the names (and outputs) of nodes it rewrites, in order, adding Constants
+    # for attributes that became inputs: the rewritten nodes get their names back when they pair
+    # one to one with the model's, so errors and --float-ops still name the model's own nodes.
+    old = [n for n in model.graph.node if n.op_type != "Constant"]
+    new = [n for n in upgraded.graph.node if n.op_type != "Constant"]
+    if len(old) == len(new):
+        for before, after in zip(old, new):
+            after.name = after.name or before.name
+    notes.append(f"model upgraded from ONNX opset {opset} to {UPGRADE_OPSET} with onnx.version_converter")
+    return upgraded, default_opset(upgraded)
+
+
 def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
               max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> LoadResult:
     """Read, validate, normalise and import an ONNX model; report every unsupported node at once.
@@ -436,13 +465,13 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     check_structure(model, path, max_tensor_bytes)
     source_nodes = frozenset(n.name for n in model.graph.node if n.name)
     refuse_onnxruntime_quantized(model, path)
-    opset = default_opset(model)
+    notes: list[str] = []
+    model, opset = _upgrade_old_opset(model, path, notes)
     if opset not in SUPPORTED_OPSETS:
         raise UnsupportedModelError(
             f"{path}: ONNX opset {opset} is not supported (tflq handles opsets "
             f"{SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}); re-export or convert it "
             f"with onnx.version_converter")
-    notes: list[str] = []
     fix_input_shapes(model, input_shapes or {}, notes)
     inferred = _infer(skeleton(model), strict=True, path=path)
     run_onnx_checker(inferred, path)
