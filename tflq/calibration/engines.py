@@ -21,7 +21,9 @@ reductions there read the blocked tensors directly where those hold exactly the 
 and run right after each tensor is made (onnxruntime_model.reductions_in_place), and a second
 session runs that graph as it is, in onnxruntime's default order (MobileNetV2: 1.18x the plain
 pass; ExecutionOrder.PRIORITY_BASED made it 1.34x). Elsewhere, or when any of that fails, the
-session runs the model as planned; so do calibration workers, which do not load onnx.
+session runs the model as planned. tflq's own workers (which do not load onnx) get that optimized
+graph made once by the calling process (optimized_plan) and run it as it is; an executor's
+workers, which may run on other machines, optimize the model as planned themselves or run it.
 
 Which tensors are counterparts is decided from the graphs (names, and the tensors tflq changed:
 equalized layers are computed in numpy); the shapes onnxruntime hands out are checked, and with
@@ -97,6 +99,7 @@ class OnnxruntimePlan:
     shapes: Mapping[str, tuple[int, ...]]         # fetched tensor -> its shape in tflq's graph
     equivalents: int = 0                          # lowered ops onnxruntime computes (see OpSpec)
     derived: tuple[tuple[str, str, tuple[float, ...]], ...] = ()  # (tensor, its input, values added)
+    optimized: bool = False                       # model: onnxruntime's optimized graph (optimized_plan)
 
     def describe(self) -> str:
         kinds = Counter(op.kind for op in self.hybrid.ops) if self.hybrid is not None else {}
@@ -272,11 +275,28 @@ def session_options():
     return options
 
 
-def calibration_session(model: bytes):
+def optimized_plan(plan: OnnxruntimePlan) -> OnnxruntimePlan:
+    """`plan` with onnxruntime's optimized graph with cheaper reductions (optimized_in_memory)
+    as its model, made once here, so that tflq's own workers run the same fast graph without
+    optimizing (nor importing onnx) themselves; `plan` itself when that graph cannot be had. The
+    graph is of this machine (its blocked layouts follow the CPU's vector width): it is not for
+    an executor's workers, which may run elsewhere."""
+    if plan.optimized:
+        return plan
+    optimized = optimized_in_memory(plan.model)
+    return plan if optimized is None else dataclasses.replace(plan, model=optimized[0], optimized=True)
+
+
+def calibration_session(model: bytes, optimized: bool = False):
     """An onnxruntime session of a plan's model: of onnxruntime's optimized graph with cheaper
-    reductions when it can be had in memory (see the module docstring), else of the model."""
+    reductions when it can be had in memory (see the module docstring), else of the model;
+    `optimized`: the model is that graph already (optimized_plan)."""
     import onnxruntime
 
+    if optimized:
+        options = session_options()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     optimized = optimized_in_memory(model)
     if optimized is not None:
         options = session_options()
@@ -332,7 +352,7 @@ class OnnxruntimeRunner:
 
         self.histogram = histogram
         try:
-            self.session = calibration_session(plan.model)
+            self.session = calibration_session(plan.model, plan.optimized)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
             raise OnnxruntimeFailure(f"onnxruntime refused the model: {_first_line(exc)}") from None
         self.plan = dataclasses.replace(plan, model=b"")  # the session holds the model now

@@ -96,7 +96,7 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
                input_shapes, changed=frozenset()) -> tuple[CalibrationStats, str]:
     """calibrate(), and the name of the engine that ran."""
     from tflq.calibration.engines import (OnnxruntimeFailure, OnnxruntimeRunner, engines_agree,
-                                          plan_onnxruntime, resolve_engine)
+                                          optimized_plan, plan_onnxruntime, resolve_engine)
     from tflq.calibration.parallel import (CalibrationJob, discard_prestarted, one_blas_thread,
                                            prestart_workers, run_calibration, worth_processes)
 
@@ -119,13 +119,30 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
             if head is None:
                 raise CalibrationError("no calibration samples")
             total = None if total is None else total - 1
-            candidate = CalibrationJob(None, tensors, histogram, plan=plan)
+            shipped = plan
+            if executor is None:
+                # onnxruntime's optimized graph, made once here for this process and its workers
+                with one_blas_thread():
+                    shipped = optimized_plan(plan)
+            candidate = CalibrationJob(None, tensors, histogram, plan=shipped)
             if executor is None:  # the workers start while this process gets its session
                 prestart_workers(candidate, jobs)
             try:
                 with one_blas_thread():
                     try:
-                        runner = OnnxruntimeRunner(plan, histogram)
+                        try:
+                            runner = OnnxruntimeRunner(shipped, histogram)
+                        except OnnxruntimeFailure as exc:
+                            if shipped is plan:
+                                raise
+                            # onnxruntime refused its own optimized graph: the model as planned
+                            log.debug("%s (its optimized graph); the model as planned", exc)
+                            discard_prestarted()
+                            shipped = plan
+                            candidate = CalibrationJob(None, tensors, histogram, plan=plan)
+                            prestart_workers(candidate, jobs)
+                            runner = OnnxruntimeRunner(plan, histogram)
+                        shipped = None  # (the runner and the job hold what is needed)
                         begun = time.perf_counter()
                         stats = runner.run([head], 0)
                         head_seconds = time.perf_counter() - begun  # (a first run: an upper bound)
@@ -151,7 +168,7 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
                     # the workers run_calibration will likely want, starting now (it decides)
                     prestart_workers(candidate, worth_processes(head_seconds, total))
                 log.info("calibration engine: onnxruntime (%s)", plan.describe())
-            plan = candidate = None  # (the job holds what is needed)
+            plan = shipped = candidate = None  # (the job holds what is needed)
         if reason:
             log.info("calibration engine: numpy (%s)", reason)
     try:
