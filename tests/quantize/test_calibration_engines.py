@@ -412,3 +412,45 @@ def test_a_process_without_onnx_runs_the_planned_model_and_does_not_import_onnx(
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().split() == ["None", str(len(plan.runs) + len(plan.fetched)), "False"]
+
+
+def _shipped_plans(monkeypatch) -> list:
+    """The plans calibration starts tflq's own workers with (the workers start as usual)."""
+    shipped = []
+    start = parallel.prestart_workers
+
+    def spy(job, jobs):
+        shipped.append(job.plan)
+        start(job, jobs)
+
+    monkeypatch.setattr(parallel, "prestart_workers", spy)
+    return shipped
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="the optimized graph is had in memory on Linux")
+def test_own_workers_get_onnxruntimes_optimized_graph_and_agree(models, monkeypatch):
+    graph = prepare_graph(ConvertConfig(model=models["plain"], mode="full"))[0]
+    alone, _ = _calibrate(graph, _samples(), None, False, False, 1, None, "onnxruntime", models["plain"], None)
+    shipped = _shipped_plans(monkeypatch)
+    stats, name = _calibrate(graph, _samples(), None, False, False, 2, None, "onnxruntime", models["plain"], None)
+    assert name == "onnxruntime" and shipped and all(plan.optimized for plan in shipped)
+    assert {n: (t.minimum, t.maximum) for n, t in stats.tensors.items()} == \
+        {n: (t.minimum, t.maximum) for n, t in alone.tensors.items()}
+    assert not multiprocessing.active_children()
+
+
+def test_an_optimized_graph_onnxruntime_refuses_falls_back_to_the_planned_model(models, monkeypatch):
+    session = engines.calibration_session
+
+    def refuse_optimized(model, optimized=False):
+        if optimized:
+            raise RuntimeError("no")
+        return session(model)
+
+    monkeypatch.setattr(engines, "calibration_session", refuse_optimized)
+    shipped = _shipped_plans(monkeypatch)
+    graph = prepare_graph(ConvertConfig(model=models["plain"], mode="full"))[0]
+    stats, name = _calibrate(graph, _samples(), None, False, False, 2, None, "onnxruntime", models["plain"], None)
+    assert name == "onnxruntime" and stats.samples == SAMPLES
+    assert shipped and not shipped[-1].optimized
+    assert not multiprocessing.active_children()
