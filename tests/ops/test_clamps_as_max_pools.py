@@ -50,8 +50,8 @@ def test_unfused_clamp_is_a_max_pool_xnnpack_runs(tmp_path, kind, dtype):
     assert (pool.options.filterHeight, pool.options.filterWidth) == (1, 1)
     delegation = xnnpack_delegation(data)
     assert not set(CLAMPS) & set(delegation.undelegated)
-    if dtype == "int8":  # (XNNPACK leaves a uint8 CONCATENATION of different grids to LiteRT)
-        assert delegation.partitions == 1
+    # one partition: the uint8 CONCATENATION's inputs share its grid too (XNNPACK refuses others)
+    assert delegation.partitions == 1 and delegation.undelegated == [], delegation
     dequantize = next(op for op in info.ops if op.kind == "DEQUANTIZE")
     step = float(info.tensors[dequantize.inputs[0]].scale[0])  # the output grid's
     for sample in samples[:4]:

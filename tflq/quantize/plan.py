@@ -234,6 +234,14 @@ def _shared_output_params(graph: Graph, op: Op, ctx: PlanContext, dtype: DType) 
     return calibrated_params(dtype, (min(r[0] for r in ranges), max(r[1] for r in ranges)))
 
 
+def _delegate_shares_grid(ctx: PlanContext, dtype: DType) -> bool:
+    """XNNPACK, LiteRT's default delegate, takes a quantized CONCATENATION only with every input
+    on the output's grid (xnnpack_delegate.cc VisitConcatenationNode: "Mismatching quantization"),
+    though the uint8 kernel rescales: choosing the shared grid up front is exact and costs no op,
+    where a uint8 one left to LiteRT split the delegated graph."""
+    return ctx.target.default_delegate == "xnnpack" and dtype in (DType.INT8, DType.UINT8)
+
+
 def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParams]:
     """Grids chosen up front for the inputs of int8 SameAsOutput ops (CONCATENATION): each input,
     and through single-input same-scale ops (RESIZE, MAX_POOL_2D...) its source, gets the
@@ -246,7 +254,8 @@ def _concatenation_grids(graph: Graph, ctx: PlanContext) -> dict[str, QuantParam
     for op in graph.ops:
         rule = registry.spec(op.kind).quant
         dtype = ctx.dtype_of(op)
-        if not isinstance(rule, SameAsOutput) or not rule.inputs_on_output_grid(dtype) or \
+        if not isinstance(rule, SameAsOutput) or \
+                not (rule.inputs_on_output_grid(dtype) or _delegate_shares_grid(ctx, dtype)) or \
                 _integer_only(graph, op) or _kept_float(graph, op, ctx) is not None:
             continue  # (uint8 CONCATENATION rescales its inputs itself)
         shared = _shared_output_params(graph, op, ctx, dtype)

@@ -52,7 +52,21 @@ def _unit_strides(op: OpView) -> str | None:
     return None
 
 
-CONDITIONS = {"STRIDED_SLICE": _unit_strides}
+def _inputs_on_output_grid(op: OpView) -> str | None:
+    """VisitConcatenationNode: a quantized input's zero point and scale must equal the output's
+    ("Mismatching quantization zero point / scale"; uint8 too, which LiteRT's kernel rescales)."""
+    out = op.outputs[0]
+    if out.scale is None:
+        return None
+    for i, t in enumerate(op.inputs):
+        if t is not None and t.scale is not None and not t.constant and \
+                (float(t.scale.reshape(-1)[0]) != float(out.scale.reshape(-1)[0]) or
+                 int(t.zero_point.reshape(-1)[0]) != int(out.zero_point.reshape(-1)[0])):
+            return f"XNNPACK concatenates quantized inputs on the output's grid only (input {i} is not)"
+    return None
+
+
+CONDITIONS = {"STRIDED_SLICE": _unit_strides, "CONCATENATION": _inputs_on_output_grid}
 
 LIMITS = (
     # VisitBinaryNode: CheckTensorsInputOutputScale(..., 1.0f / 1024.0f, 256.0f) for ADD and SUB
