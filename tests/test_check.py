@@ -367,3 +367,49 @@ def test_binary_operand_types_agree_with_litert(kind, node, first, second, out, 
         assert predicted and _litert_refusals(one)  # mul.cc: no int8 -> int16 at invoke
     else:
         assert not predicted and not _litert_refusals(one)
+
+
+def test_uint8_concatenation_off_the_output_grid_is_not_delegated(tmp_path):
+    """XNNPACK's VisitConcatenationNode wants every quantized input on the output's grid, uint8
+    too (whose LiteRT kernel rescales): the note says so where XNNPACK leaves the op."""
+    nodes = [N("Relu", ["x"], ["r"]), N("Concat", ["x", "r"], ["y"], axis=1)]
+    calib = [{"x": np.random.default_rng(s).uniform(-2, 2, (1, 4, 6, 6)).astype(np.float32)} for s in range(8)]
+    data = convert(ConvertConfig(model=_model(tmp_path / "c.onnx", nodes), mode="full", dtype="uint8",
+                                 calib=calib)).tflite
+    assert ("not_delegated", "CONCATENATION") not in _codes(data, "xnnpack", NOTE)
+    assert "CONCATENATION" not in xnnpack_delegation(data).undelegated
+
+    def edit(model):
+        k = next(i for i, o in enumerate(read_tflite(data).ops) if o.kind == "CONCATENATION")
+        first = model.subgraphs[0].tensors[model.subgraphs[0].operators[k].inputs[0]]
+        first.quantization.scale = [float(first.quantization.scale[0]) * 0.5]
+
+    patched = _patched(data, edit)
+    assert ("not_delegated", "CONCATENATION") in _codes(patched, "xnnpack", NOTE)
+    assert _codes(patched, "litert") == set()  # LiteRT's uint8 kernel rescales: it runs
+    assert "CONCATENATION" in xnnpack_delegation(patched).undelegated
+
+
+def test_int16_to_uint8_edge_needs_its_two_quantize_ops():
+    """A uint8 model with an int16 layer leaves int16 through int16 -> int8 -> uint8: quantize.cc
+    Prepare has no int16 -> uint8 pair, so the one-op form LiteRT refuses (and `tflq check` says
+    so); the int8 hop is on the uint8 grid shifted by 128, so its second QUANTIZE is exact."""
+    data = convert(ConvertConfig(model=SAMPLE, mode="full", dtype="uint8", calib=SAMPLE_CALIB,
+                                 int16_ops=("/conv2/Conv",))).tflite
+    info = read_tflite(data)
+    k = next(i for i, o in enumerate(info.ops) if o.kind == "QUANTIZE"
+             and info.tensors[o.inputs[0]].dtype == "int16")
+    first, second = info.ops[k], info.ops[k + 1]
+    middle, last = info.tensors[first.outputs[0]], info.tensors[second.outputs[0]]
+    assert second.kind == "QUANTIZE" and second.inputs[0] == first.outputs[0]
+    assert (middle.dtype, last.dtype) == ("int8", "uint8")
+    assert middle.scale == last.scale and middle.zero_point[0] + 128 == last.zero_point[0]
+    assert _codes(data, "litert") == set() and not _litert_refusals(data)
+
+    def edit(model):  # one QUANTIZE straight from int16 to the uint8 tensor
+        ops = model.subgraphs[0].operators
+        ops[k].outputs = list(ops[k + 1].outputs)
+        del ops[k + 1]
+
+    one = _patched(data, edit)
+    assert ("kernel_condition", "QUANTIZE") in _codes(one, "litert") and _litert_refusals(one)
