@@ -10,6 +10,8 @@ comparisons, masks, Cast, Where, Expand/Tile, CumSum, Mod, GatherElements; worst
 test_random_graph_in_every_mode runs the random graphs in float16, weights-only, full uint8,
 int16x8 and mixed precision; test_control_flow_graph grows If/Loop/Scan graphs;
 test_random_graph_quantized_by_onnxruntime converts QDQ models onnxruntime's quantize_static wrote.
+test_any_rank_graph_matches_onnxruntime grows rank-1..5 graphs (broadcasting, negative-step
+Slice, negative-index Gather, keepdims=0 reductions, Where, 5-D Transpose, Expand, LayerNorm).
 Outside CI (a soak, not in make test) every family ran 150-250 seeds in all of float, float16,
 weights-only int8/uint8, full uint8/int8 (float and int8 I/O), int16x8 (nearest, and with bias
 correction and learned rounding) and mixed precision; control flow 600 seeds, onnxruntime QDQ 350;
@@ -1714,3 +1716,159 @@ def test_random_graph_quantized_by_onnxruntime(seed, tmp_path):
 
     worst = judge(qdq, report.tflite, feeds, run).sqnr_db
     assert worst >= 25.0, f"{activation}/{weight}: worst {worst:.1f} dB; float ops {report.float_ops}"
+
+
+# ---- any rank: 1-D to 5-D values, broadcasting, strided slices, negative indices ----------------
+SEEDS_RANK = range(60)
+# Seeds whose quantized loss is not a wrong parameter (float is exact), and their floor.
+RANK_INT8_SQNR_FLOOR = {
+    10: 8.0,  # a one-value output near 0 (0.027): one int8 step (0.019) off reads 11.4 dB
+}
+
+
+class AnyRankGraph(RandomGraph):
+    """Grows a graph from an input of rank 1..5 (no layout change: keep_io_layout) with the ops
+    whose axis handling real exports stress: broadcasting against constants of lower and equal
+    rank, Slice with negative steps, Gather with negative indices, reductions with keepdims=0,
+    Where on comparisons, Transpose of 5-D, Concat/Split on negative axes, Expand, LayerNorm."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        rank = int(self.rng.integers(1, 6))
+        self.input_shape = tuple(int(d) for d in self.rng.integers(2, 6, rank))
+        self.shapes = {"x": self.input_shape}
+
+    def _axis(self, x: str) -> int:
+        return int(self.rng.integers(-len(self.shapes[x]), len(self.shapes[x])))
+
+    def broadcast(self, x: str) -> str:
+        shape = self.shapes[x]
+        keep = int(self.rng.integers(0, len(shape) + 1))  # trailing dims the constant has
+        cshape = tuple(d if self.rng.random() < 0.6 else 1 for d in shape[len(shape) - keep:])
+        c = self.const(self.rng.uniform(0.5, 1.5, cshape).astype(np.float32))
+        op = self.choice(["Add", "Sub", "Mul", "Div", "Max", "Min"])
+        inputs = [x, c] if self.rng.random() < 0.7 or op == "Div" else [c, x]
+        return self.one(op, inputs, shape)
+
+    def slice_step(self, x: str) -> str:
+        shape = self.shapes[x]
+        axis = self._axis(x)
+        n = shape[axis]
+        step = self.choice([1, 2, -1, -2])
+        start, end = (0, n) if step > 0 else (n - 1, -n - 1)
+        out = list(shape)
+        out[axis] = len(range(n)[slice(start, None if end == -n - 1 else end, step)])
+        return self.one("Slice", [x, self.const(np.array([start], np.int64)), self.const(np.array([end], np.int64)),
+                                  self.const(np.array([axis], np.int64)), self.const(np.array([step], np.int64))],
+                        tuple(out))
+
+    def gather(self, x: str) -> str:
+        shape = self.shapes[x]
+        axis = self._axis(x)
+        n = shape[axis]
+        index = self.rng.integers(-n, n, int(self.rng.integers(1, 4))).astype(np.int64)
+        out = list(shape)
+        out[axis] = len(index)
+        return self.one("Gather", [x, self.const(index)], tuple(out), axis=axis)
+
+    def reduce(self, x: str) -> str:
+        shape = self.shapes[x]
+        if len(shape) < 2:
+            return x
+        axis = self._axis(x) % len(shape)
+        keep = int(self.rng.random() < 0.5)
+        out = tuple(1 if i == axis else d for i, d in enumerate(shape)) if keep else \
+            tuple(d for i, d in enumerate(shape) if i != axis)
+        op = self.choice(["ReduceMean", "ReduceMax", "ReduceSum", "ReduceMin"])
+        return self.one(op, [x, self.const(np.array([axis - len(shape) * int(self.rng.random() < 0.5)],
+                                                    np.int64))], out, keepdims=keep)
+
+    def where(self, x: str) -> str:
+        shape = self.shapes[x]
+        threshold = self.const(np.array(self.rng.normal(0, 0.5), np.float32))
+        cond = self.one(self.choice(["Greater", "Less", "GreaterOrEqual"]), [x, threshold], shape)
+        self.shapes[cond] = shape
+        other = self.const(np.array(self.rng.normal(0, 1), np.float32))
+        return self.one("Where", [cond, x, other] if self.rng.random() < 0.5 else [cond, other, x], shape)
+
+    def transpose(self, x: str) -> str:
+        shape = self.shapes[x]
+        perm = [int(p) for p in self.rng.permutation(len(shape))]
+        return self.one("Transpose", [x], tuple(shape[p] for p in perm), perm=perm)
+
+    def concat_split(self, x: str) -> str:
+        shape = self.shapes[x]
+        axis = self._axis(x)
+        both = self.one("Concat", [x, self.one("Relu", [x], shape)],
+                        tuple(2 * d if i == axis % len(shape) else d for i, d in enumerate(shape)), axis=axis)
+        n = 2 * shape[axis]
+        first = int(self.rng.integers(1, n))
+        parts = self.node("Split", [both, self.const(np.array([first, n - first], np.int64))],
+                          [tuple(k if i == axis % len(shape) else d for i, d in enumerate(shape))
+                           for k in (first, n - first)], axis=axis)
+        return self.one("Add", [parts[0], parts[0]], self.shapes[parts[0]])
+
+    def expand(self, x: str) -> str:
+        shape = self.shapes[x]
+        if len(shape) >= 5:
+            return x
+        target = (int(self.rng.integers(1, 4)),) + shape
+        return self.one("Expand", [x, self.const(np.array(target, np.int64))], target)
+
+    def layer_norm(self, x: str) -> str:
+        # A full-shape constant first: after an Expand or a duplicating Gather the last axis may
+        # hold equal values, whose normalization is rounding noise times 1/sqrt(epsilon).
+        # Over 2 or 3 values a LayerNorm is near a sign function of their differences: not there.
+        shape = self.shapes[x]
+        if shape[-1] < 4:
+            return x
+        x = self.one("Add", [x, self.const(self.rng.normal(0, 1, shape).astype(np.float32))], shape)
+        scale = self.const(self.rng.uniform(0.5, 1.5, shape[-1]).astype(np.float32))
+        bias = self.const(self.rng.normal(0, 0.2, shape[-1]).astype(np.float32))
+        return self.one("LayerNormalization", [x, scale, bias], shape, axis=-1)
+
+    def unary(self, x: str) -> str:
+        return self.one(self.choice(["Relu", "Tanh", "Sigmoid", "Abs", "Neg"]), [x], self.shapes[x])
+
+    def step(self, x: str) -> str:
+        kinds = ["broadcast", "broadcast", "slice_step", "gather", "reduce", "where", "transpose",
+                 "concat_split", "expand", "layer_norm", "unary"]
+        kind = self.choice(kinds)
+        y = getattr(self, kind)(x)
+        return x if int(np.prod(self.shapes[y])) > 4096 else y
+
+    def build(self) -> tuple[onnx.ModelProto, list[str]]:
+        x = "x"
+        for _ in range(int(self.rng.integers(3, 9))):
+            x = self.step(x)
+        if x == "x":
+            x = self.unary(x)
+        return self.model([x]), [x]
+
+    def model(self, outputs: list[str]) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes, "any_rank", [helper.make_tensor_value_info("x", TensorProto.FLOAT, self.input_shape)],
+            [helper.make_tensor_value_info(o, TensorProto.FLOAT, self.shapes[o]) for o in outputs], self.inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("seed", SEEDS_RANK)
+def test_any_rank_graph_matches_onnxruntime(seed, tmp_path):
+    """Float: the worst of 4 samples within 1e-4 of onnxruntime; full int8 (alternating with
+    uint8): the worst calibration sample is not grossly wrong."""
+    builder = AnyRankGraph(9000 + seed)
+    model, _ = builder.build()
+    onnx.checker.check_model(model, full_check=True)
+    path = str(tmp_path / f"fuzz_rank_{seed}.onnx")
+    onnx.save(model, path)
+    feeds = [{"x": x} for x in _inputs(builder.input_shape, 8, 9000 + seed)]
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        return run_litert(tflite, [feed["x"]], nchw_io=False)
+
+    report = convert(ConvertConfig(model=path, keep_io_layout=True))
+    assert judge(path, report.tflite, feeds[:4], run).error <= FLOAT_TOLERANCE, report.op_counts
+    report = convert(ConvertConfig(model=path, keep_io_layout=True, mode="full",
+                                   dtype=("int8", "uint8")[seed % 2], calib=feeds[4:]))
+    worst_db = judge(path, report.tflite, feeds[4:], run).sqnr_db
+    assert worst_db >= RANK_INT8_SQNR_FLOOR.get(seed, INT8_SQNR_FLOOR), f"worst sample {worst_db:.1f} dB"
