@@ -372,6 +372,10 @@ class OpSpec:
     # carry quantization meaning).
     folds_at_import: ClassVar[bool] = True
     integer_refusal: ClassVar[IntegerRefusal | None] = None  # see IntegerRefusal
+    # The input the op divides by. Kept float in a quantized model, the op reads it off a grid
+    # that always holds 0 (an int8 ADD of var + 1e-5 rounds to it on a constant row), so the
+    # rewrite holds it at its calibrated extreme when calibration never saw it reach 0.
+    divisor: ClassVar[int | None] = None
     cases: ClassVar[list[Case]] = []
 
     def from_onnx(self, node, ctx) -> None:

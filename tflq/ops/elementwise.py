@@ -188,6 +188,7 @@ class Div(_Binary):
     # div.cc CheckNonZero: every quantized divisor value must differ from its zero point. A
     # grid always holds real 0, so a computed divisor keeps the DIV float.
     integer_refusal = IntegerRefusal(1, Refused.ZERO_POINT, "div.cc: data[i] != zero_point")
+    divisor = 1
     cases = _binary_cases("Div", positive_rhs=True)
 
     def from_onnx(self, node, ctx) -> None:

@@ -90,6 +90,10 @@ class QuantPlan:
     # For each quantized op, the params each activation input must have (requantize if not).
     required_inputs: dict[int, dict[int, QuantParams]] = field(default_factory=dict)
     adjustments: list[str] = field(default_factory=list)
+    # For a float op's divisor (OpSpec.divisor) whose calibrated range excludes 0: (input index,
+    # bound). The rewrite makes the input MAXIMUM(x, bound) for a positive bound, MINIMUM for a
+    # negative one, so a value the quantized graph rounds to 0 gives no 0/0 or x/0.
+    divisor_bounds: dict[int, tuple[int, float]] = field(default_factory=dict)
 
     def is_quantized(self, op: Op) -> bool:
         return id(op) not in self.float_ops
@@ -463,6 +467,23 @@ def _invoke_refusal(graph: Graph, op: Op, ctx: PlanContext,
             f"{what} ({refusal.source}), which its grid can hold")
 
 
+def _divisor_bound(graph: Graph, op: Op, ctx: PlanContext) -> tuple[int, float] | None:
+    """(index, bound) for a float op's computed divisor that calibration saw only on one side of
+    0: the calibrated extreme nearest 0 (int16: half of it, as its grids span twice the range).
+    A LayerNorm decomposed as (x - mean) / sqrt(var + eps) divides 0 by 0 on a constant row in
+    every quantized type without it; values calibration saw pass unchanged."""
+    index = registry.spec(op.kind).divisor
+    if index is None or index >= len(op.inputs) or not op.inputs[index]:
+        return None
+    name = op.inputs[index]
+    t = graph.tensors[name]
+    seen = ctx.range(name) if t.dtype.is_float and not t.is_constant else None
+    if seen is None or not (seen[0] > 0 or seen[1] < 0):
+        return None
+    bound = seen[0] if seen[0] > 0 else seen[1]
+    return index, bound / INT16_HEADROOM if ctx.dtype_of(op) == DType.INT16 else bound
+
+
 def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     """Walk the ops in order and apply each spec's QuantRule (see ops/base.py), asking `ctx`
     for ranges, fixed parameters, each op's activation type and the ops that stay float.
@@ -499,6 +520,9 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
         reason = _kept_float(graph, op, ctx) or _invoke_refusal(graph, op, ctx, {**preferred, **given})
         if reason is not None:
             plan.float_ops[id(op)] = reason
+            bound = _divisor_bound(graph, op, ctx)
+            if bound is not None:
+                plan.divisor_bounds[id(op)] = bound
             continue
         dtype = ctx.dtype_of(op)
         # the output's grid is the graph's (QDQ) own only in its type: an op of --int16-ops in an

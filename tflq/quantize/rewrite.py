@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op, Tensor
 from tflq.ir.quant import QuantParams
@@ -65,6 +67,19 @@ class _Rewriter:
         self.inserted.append(Inserted(kind, name, reason))
         return out
 
+    def bound_divisor(self, op: Op, index: int, bound: float) -> None:
+        """Input `index` of float `op` held at `bound` or beyond it (away from 0) by a MAXIMUM
+        (positive bound) or MINIMUM (negative) just before `op`."""
+        g = self.graph
+        name = op.inputs[index]
+        t = g.tensors[name]
+        limit = g.add_constant(f"{name}/divisor_bound", np.array(bound, np.float32))
+        out = g.add_activation(f"{name}/bounded", t.dtype, t.shape, t.layout)
+        kind = "MAXIMUM" if bound > 0 else "MINIMUM"
+        g.add_op(Op(kind, [name, limit], [out], origin=op.origin), g.ops.index(op))
+        op.inputs[index] = out
+        self.inserted.append(Inserted(kind, name, "a divisor kept from the 0 its grid holds"))
+
     def set_activation(self, name: str, params: QuantParams) -> None:
         t = self.graph.tensors[name]
         t.dtype = params.dtype
@@ -90,6 +105,8 @@ class _Rewriter:
                     t = g.tensors[name] if name else None
                     if t is not None and t.quant is not None and not t.is_constant:
                         op.inputs[i] = self.boundary(name, None, op, "float-only op")
+                if id(op) in plan.divisor_bounds:
+                    self.bound_divisor(op, *plan.divisor_bounds[id(op)])
                 continue
             required = plan.required_inputs.get(id(op), {})
             for i, name in enumerate(op.inputs):
