@@ -264,7 +264,9 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
                    "--calib (ResNet-18 +5.0 dB output SQNR, worst sample too; the random MobileNetV2 +0.8); "
                    "off for uint8 and int8: +0.1 to +2.8 dB output SQNR on the models measured, "
                    "but the worst sample lost up to 4 dB on one, and measuring on --calib samples "
-                   "made MobileNetV2's and ResNet-18's conversions 2-5x slower]")
+                   "made MobileNetV2's and ResNet-18's conversions 2-5x slower; with --target-sqnr "
+                   "and --calib, the search runs with and without it and keeps the one that "
+                   "promotes fewer ops]")
 @click.option("--rounding", type=click.Choice(["nearest", "adaround"]), default=None,
               help="full mode: adaround learns each weight's rounding (up or down) so that the "
                    "layer's output on --calib data stays the float one, for the layers nearest "

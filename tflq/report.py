@@ -43,6 +43,7 @@ class PrecisionResult:
     # the largest places the 8-bit model rounds, each with its share of the summed noise
     largest_sources: list[str] = field(default_factory=list)
     counted: str = ""  # the 8-bit repairs counted in every SQNR measured ("bias correction")
+    repair_chosen: str = ""  # why the search turned on a repair the user left to it (else "")
     tflite_ops: int = 0
     promoted_ops: int = 0
     boundary_ops: int = 0
@@ -215,6 +216,8 @@ class ConversionReport:
                          f"(+{p.boundary_ops} QUANTIZE/DEQUANTIZE at their edges); output SQNR {p.before_db:.1f} -> "
                          f"{p.after_db:.1f} dB (worst of {p.samples} {p.source}"
                          f"{', with ' + p.counted if p.counted else ''})")
+            if p.repair_chosen:
+                lines.append(f"    {p.repair_chosen}")
             if p.largest_sources:
                 lines.append(f"    largest noise sources (8-bit): {'; '.join(p.largest_sources)}")
             if not p.reached:

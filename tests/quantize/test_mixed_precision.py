@@ -337,3 +337,28 @@ def test_bias_correction_is_counted_in_the_search(tmp_path):
     reached = litert(corrected.tflite)
     assert reached >= 44 and p.before_db == pytest.approx(reached, abs=0.5), (p.before_db, reached)
     assert "with bias correction)" in corrected.to_text()
+
+
+def test_bias_correction_left_unsaid_is_tried_by_the_search(tmp_path):
+    """bias_correction left unsaid (None, off for uint8): the search runs with it and without it
+    and keeps it only where it promotes fewer ops. The offset model needs c0 in int16 without it
+    and nothing with it, so the file is corrected, and LiteRT's worst sample is the summary's; the
+    bad-layer model needs its BatchNormalization either way, so it is left off."""
+    model = _offset_model()
+    path = save_model(model, tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    samples = [{"x": (5 + rng.uniform(-1, 1, (1, 8, 6, 6))).astype(np.float32)} for _ in range(8)]
+    report = convert(ConvertConfig(model=path, mode="full", dtype="uint8", calib=samples, target_sqnr=44.0))
+    p = report.precision
+    assert p.promoted == [] and p.counted == "bias correction" and report.bias_correction is not None, p
+    assert "bias correction on (not asked for either way): 0 promoted TFLite ops with it, 1 without" \
+        in report.to_text()
+    reached = min(sample_sqnrs([run_onnxruntime(model, s) for s in samples],
+                               [run_litert(report.tflite, [s["x"]]) for s in samples]))
+    assert reached >= 44 and p.before_db == pytest.approx(reached, abs=0.5), (p.before_db, reached)
+
+    bad = save_model(_model(), tmp_path / "bad.onnx")
+    report = convert(ConvertConfig(model=bad, mode="full", calib=_samples(), target_sqnr=30.0))
+    assert report.precision.promoted == [Promotion("bn", "MUL", "int16")], report.precision.promoted
+    assert report.precision.counted == "" and report.bias_correction is None
+    assert _litert_sqnr(_model(), report.tflite, _samples()) >= 30

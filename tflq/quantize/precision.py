@@ -239,23 +239,66 @@ def check_target(target_db: float) -> None:
 def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feeds],
                      target_db: float, source: str = "calibration samples",
                      accept_below: bool = False, show_progress: bool = False,
-                     repair: Repair | None = None) -> PrecisionResult:
+                     repair: Repair | None = None, repair_name: str = "",
+                     repair_optional: bool = False) -> PrecisionResult:
     """The fewest promotions that bring every sample's output SQNR to `target_db`.
 
     When even every candidate promoted falls short: InvalidConfigError saying by how much, or
     (accept_below) that best configuration, with `reached` False. A target beyond float's:
-    InvalidConfigError. `source` names the samples in messages; `repair`: the 8-bit repairs the
-    conversion runs on its plan, counted in every mix measured."""
+    InvalidConfigError. `source` names the samples in messages; `repair` (named `repair_name`):
+    the 8-bit repairs the conversion runs on its plan, counted in every mix measured.
+
+    `repair_optional`: the user left the repair to the search. Where it raises the worst sample
+    as quantized, the search runs with it and without it and keeps the one that promotes fewer
+    TFLite ops (a tie: without); `counted` says whether it was kept (the file must then have it
+    too). The as-quantized gain alone does not decide: a repair worth 0.01 dB there led to two
+    promoted layers instead of one (the bad-layer model of the tests)."""
     check_target(target_db)
     if not samples:
         raise InvalidConfigError("--target-sqnr needs samples to measure on (--calib or --eval-data)")
-    layers_of = quantized_layers(graph, make_context(frozenset(), frozenset()))
     evaluator = SqnrEvaluator(graph, make_context, samples, repair=repair)
     as_quantized = evaluator.sample_sqnrs(frozenset(), frozenset())
+    counted = repair_name if repair is not None else ""
+    if repair is None or not repair_optional:
+        return _search(evaluator, as_quantized, target_db, source, accept_below, show_progress, counted)[0]
+    evaluator.repair = None
+    without = evaluator.sample_sqnrs(frozenset(), frozenset())
+    try:
+        plain = _search(evaluator, without, target_db, source, accept_below, show_progress, "")
+    except InvalidConfigError as error:  # out of reach without it: maybe not with it
+        if min(without) >= min(as_quantized):
+            raise
+        plain, unreached = None, error
+    if min(without) >= min(as_quantized):
+        return plain[0]
+    evaluator.repair = repair
+    try:
+        repaired = _search(evaluator, as_quantized, target_db, source, accept_below, show_progress, counted)
+    except InvalidConfigError:
+        if plain is None:
+            raise unreached from None
+        return plain[0]
+    if plain is not None and (repaired[0].reached, -repaired[1]) <= (plain[0].reached, -plain[1]):
+        return plain[0]
+    result = repaired[0]
+    result.repair_chosen = (
+        f"{repair_name} on (not asked for either way): {repaired[1]} promoted TFLite ops with it, "
+        + (f"{plain[1]} without" if plain is not None else "out of reach without it")
+        + f" (worst sample as quantized {min(without):.1f} -> {min(as_quantized):.1f} dB)")
+    return result
+
+
+def _search(evaluator: SqnrEvaluator, as_quantized: list[float], target_db: float, source: str,
+            accept_below: bool, show_progress: bool, counted: str) -> tuple[PrecisionResult, int]:
+    """search_precision with the evaluator's repair as it is (`counted` names it), given each
+    sample's SQNR as quantized; and the TFLite ops of the layers it promotes (8-bit plan's)."""
+    graph, make_context, samples = evaluator.graph, evaluator.make_context, evaluator.samples
+    layers_of = quantized_layers(graph, make_context(frozenset(), frozenset()))
     before = min(as_quantized)
-    result = PrecisionResult(target_db, before, before, len(layers_of), len(samples), source=source)
+    result = PrecisionResult(target_db, before, before, len(layers_of), len(samples), source=source,
+                             counted=counted)
     if before >= target_db:
-        return result
+        return result, 0
     hardest = sorted(range(len(samples)), key=lambda i: as_quantized[i])  # tried first
     names = list(layers_of)
     int16_capable = frozenset(n for n in names if _has_int16(graph, n))
@@ -269,11 +312,12 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
         worst = evaluator.worst(*promoted(chosen), hardest, stop_below=target_db)
         return worst if worst >= target_db else None
 
-    if evaluator.worst(*promoted(names), hardest[:1]) < target_db:  # out of reach: say so at once
-        return _unreachable(result, evaluator, promoted(names), names, layers_of, int16_capable,
-                            accept_below)
     plan = plan_quantization(graph, make_context(frozenset(), frozenset()))  # (marks, touches nothing)
     ops_of = {n: sum(1 for op in plan.quantized_ops if op.origin == n) or 1 for n in names}
+    every_op = sum(ops_of.values())
+    if evaluator.worst(*promoted(names), hardest[:1]) < target_db:  # out of reach: say so at once
+        return _unreachable(result, evaluator, promoted(names), names, layers_of, int16_capable,
+                            accept_below), every_op
     sources = noise_sources(evaluator, plan, set(names), int16_capable, show_progress)
     total = sum(source.noise for source in sources)
     result.largest_sources = [f"{s.name} {s.kind} {s.noise / total:.0%}" for s in
@@ -306,7 +350,7 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
             bar.update()
             if reached is None:
                 return _unreachable(result, evaluator, promoted(names), names, layers_of,
-                                    int16_capable, accept_below)
+                                    int16_capable, accept_below), every_op
             chosen, order = set(names), list(names)
         # drop each layer the others make needless, the ones whose sources weigh least first
         for n in sorted(order, key=lambda n: removed(chosen) - removed(chosen - {n})):
@@ -318,7 +362,7 @@ def search_precision(graph: Graph, make_context: MakeContext, samples: list[Feed
                 chosen, reached = chosen - {n}, without
     result.promoted = _promotions([n for n in names if n in chosen], layers_of, int16_capable)
     result.after_db = reached
-    return result
+    return result, sum(ops_of[n] for n in chosen)
 
 
 def _unreachable(result: PrecisionResult, evaluator: SqnrEvaluator, every: tuple[frozenset[str], frozenset[str]],
