@@ -347,3 +347,31 @@ def test_decomposed_layer_norm_of_a_constant_row(dtype, floor, tmp_path):
     report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=calib))
     assert "DIV" in {op.kind for op in report.float_ops}
     assert _worst_db(path, report.tflite, feeds) >= floor
+
+
+def test_log_of_zero_in_folded_position_buckets(tmp_path):
+    """T5's relative position buckets, as torch.onnx.export writes them: log(distance / 4) of
+    every distance, 0 included (-inf), cast to int64 and dropped by a Where for the small
+    distances. The whole chain folds; the -inf was refused as a model error ("computes NaN or
+    infinite values"), so no T5 converted. NaN from finite constants is still refused (see
+    test_validation). Judged against onnxruntime."""
+    distance = numpy_helper.from_array(np.abs(np.arange(8)[None, :] - np.arange(8)[:, None]).astype(np.int64), "dist")
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("four", 4.0), ("scale", 2.0))]
+    consts += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("small", 4), ("top", 7), ("base", 4))]
+    table = np.random.default_rng(5).normal(0, 1, 8).astype(np.float32)
+    consts.append(numpy_helper.from_array(table, "table"))
+    nodes = [helper.make_node("Cast", ["dist"], ["df"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["df", "four"], ["dq"]),
+             helper.make_node("Log", ["dq"], ["lg"], name="log"),
+             helper.make_node("Mul", ["lg", "scale"], ["ls"]),
+             helper.make_node("Cast", ["ls"], ["li"], to=TensorProto.INT64),
+             helper.make_node("Add", ["li", "base"], ["large"]),
+             helper.make_node("Min", ["large", "top"], ["capped"]),
+             helper.make_node("Less", ["dist", "small"], ["is_small"]),
+             helper.make_node("Where", ["is_small", "dist", "capped"], ["bucket"]),
+             helper.make_node("Gather", ["table", "bucket"], ["bias"]),
+             helper.make_node("Add", ["x", "bias"], ["y"])]
+    path = save_graph(tmp_path / "buckets.onnx", nodes, {"x": [1, 8, 8]}, "y", [distance] + consts, opset=13)
+    feeds = [{"x": np.random.default_rng(6).normal(0, 1, (1, 8, 8)).astype(np.float32)}]
+    report = convert(ConvertConfig(model=path))
+    assert _worst_db(path, report.tflite, feeds) >= 100.0
