@@ -467,11 +467,33 @@ def _invoke_refusal(graph: Graph, op: Op, ctx: PlanContext,
             f"{what} ({refusal.source}), which its grid can hold")
 
 
-def _divisor_bound(graph: Graph, op: Op, ctx: PlanContext) -> tuple[int, float] | None:
+def _one_step_through(graph: Graph, producer: Op | None, params: dict[str, QuantParams]) -> float | None:
+    """|f(step)| for a float op f of one quantized input of the output's shape (SQRT, EXP, ...),
+    `step` that input's grid step; None for any other producer."""
+    if producer is None or len(producer.outputs) != 1:
+        return None
+    inputs = [n for n in producer.inputs if n and not graph.is_constant(n)]
+    if len(inputs) != 1 or len(producer.inputs) != 1 or inputs[0] not in params or \
+            params[inputs[0]].axis is not None or \
+            graph.tensors[inputs[0]].shape != graph.tensors[producer.outputs[0]].shape:
+        return None
+    spec = registry.spec(producer.kind)
+    step = np.full((1,) * len(graph.tensors[inputs[0]].shape), float(params[inputs[0]].scale), np.float32)
+    with np.errstate(all="ignore"):
+        value = np.abs(np.asarray(spec.reference(step, **spec.attr_kwargs(producer.attrs))[0], np.float64))
+    return float(value.reshape(-1)[0]) if value.size == 1 and np.isfinite(value).all() else None
+
+
+def _divisor_bound(graph: Graph, op: Op, ctx: PlanContext,
+                   params: dict[str, QuantParams]) -> tuple[int, float] | None:
     """(index, bound) for a float op's computed divisor that calibration saw only on one side of
-    0: the calibrated extreme nearest 0 (int16: half of it, as its grids span twice the range).
-    A LayerNorm decomposed as (x - mean) / sqrt(var + eps) divides 0 by 0 on a constant row in
-    every quantized type without it; values calibration saw pass unchanged."""
+    0. A quantized divisor is held one step of its grid from 0 (or at the calibrated extreme, if
+    that is nearer 0): only a value its grid rounds to 0 changes. A divisor a float op makes
+    element by element from one quantized input (uint8 SQRT) is held at what the op makes of one
+    step of that input's grid; any other at the calibrated extreme (int16: half of it, as its
+    grids span twice the range). An RMSNorm
+    x / sqrt(mean(x^2) + eps) divides 0 by 0 on a zero row without it, var + 1e-5 rounding to 0
+    on the Add's grid."""
     index = registry.spec(op.kind).divisor
     if index is None or index >= len(op.inputs) or not op.inputs[index]:
         return None
@@ -480,8 +502,15 @@ def _divisor_bound(graph: Graph, op: Op, ctx: PlanContext) -> tuple[int, float] 
     seen = ctx.range(name) if t.dtype.is_float and not t.is_constant else None
     if seen is None or not (seen[0] > 0 or seen[1] < 0):
         return None
-    bound = seen[0] if seen[0] > 0 else seen[1]
-    return index, bound / INT16_HEADROOM if ctx.dtype_of(op) == DType.INT16 else bound
+    extreme = seen[0] if seen[0] > 0 else -seen[1]
+    grid = params.get(name)
+    step = _one_step_through(graph, graph.producer(name), params) if grid is None else \
+        float(grid.scale) if grid.axis is None else None
+    if step is not None and 0 < step:
+        bound = min(extreme, step)
+    else:
+        bound = extreme / INT16_HEADROOM if ctx.dtype_of(op) == DType.INT16 else extreme
+    return index, bound if seen[0] > 0 else -bound
 
 
 def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
@@ -520,7 +549,7 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
         reason = _kept_float(graph, op, ctx) or _invoke_refusal(graph, op, ctx, {**preferred, **given})
         if reason is not None:
             plan.float_ops[id(op)] = reason
-            bound = _divisor_bound(graph, op, ctx)
+            bound = _divisor_bound(graph, op, ctx, params)
             if bound is not None:
                 plan.divisor_bounds[id(op)] = bound
             continue
