@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import run_litert, run_onnxruntime, save_graph
 from tflq.config import ConvertConfig
-from tflq.errors import InvalidConfigError
+from tflq.errors import InvalidConfigError, UnsupportedModelError
 from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
 
@@ -390,3 +390,26 @@ def test_log_of_zero_in_folded_position_buckets(tmp_path):
     report = convert(ConvertConfig(model=path))
     assert _worst_db(path, report.tflite, feeds) >= 100.0
 
+
+def test_lrn_in_a_quantized_classic_cnn(tmp_path):
+    """AlexNet/GoogLeNet's Conv -> Relu -> LRN -> MaxPool (ONNX model zoo): LRN was refused as an
+    unsupported op. It is TFLite's LOCAL_RESPONSE_NORMALIZATION (float; radius (size-1)/2,
+    alpha/size), a float island in full int8; an even size, which TFLite's symmetric window
+    cannot express, is refused naming the node. Judged against onnxruntime."""
+    rng = np.random.default_rng(8)
+    def model(size: int) -> str:
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
+                 helper.make_node("Relu", ["c"], ["r"]),
+                 helper.make_node("LRN", ["r"], ["n"], name="norm1", size=size, alpha=1e-2, beta=0.75, bias=1.0),
+                 helper.make_node("MaxPool", ["n"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+        w = numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w")
+        return save_graph(tmp_path / f"lrn{size}.onnx", nodes, {"x": [1, 3, 8, 8]}, "y", [w], opset=13)
+    path = model(5)
+    feeds = [{"x": rng.normal(0, 1, (1, 3, 8, 8)).astype(np.float32)} for _ in range(8)]
+    assert _worst_db(path, convert(ConvertConfig(model=path)).tflite, feeds) >= 100.0
+    full = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds[:6]))
+    assert [op.kind for op in full.float_ops] == ["LOCAL_RESPONSE_NORMALIZATION"]
+    assert _worst_db(path, full.tflite, feeds[6:]) >= 30.0
+    with pytest.raises(UnsupportedModelError, match="'norm1' \\(LRN\\)") as refused:
+        convert(ConvertConfig(model=model(4)))
+    assert [d.reason_code for d in refused.value.diagnostics] == ["lrn_even_size"]
