@@ -60,7 +60,9 @@ at 100 and 25 samples); ``--no-speed`` skips that. Last, one table gathers issue
 (those ratios, each int8 file's latency over its float file and over the SAME reference, and
 the MIRROR_PADs left in the int8 files) with their bounds. Before that table, ``bench/repairs.py``
 gives each accuracy repair's SQNR (and top-1) gain and its time on the trained digits models and
-the benchmark models, in uint8 and int8; ``--no-repairs`` skips it.
+the benchmark models, in uint8 and int8; ``--no-repairs`` skips it. Then ``bench/target.py``
+gives issue 12's ``--target-sqnr`` figure (the TFLite ops promoted to bring the worst sample 5 dB
+above plain uint8's) on the benchmark models; ``--no-target`` skips it.
 
 Calibration data for the benchmark models is 100 seeded standard-normal inputs, one ``.npy``
 file each, written once to ``bench/models/calib_<model>/``; the sample uses
@@ -90,6 +92,7 @@ from measure import (LiteRTModel, Sample, interleaved_latency, litert_smoke_test
 from reference import same_padded_max_pools
 from repairs import (BENCH_MODELS, bench_model as repair_model, bench_repairs, repairs_table,
                      trained_models)
+from target import MODELS as TARGET_MODELS, bench_target, target_table
 from speed import measure_speed, speed_table
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -669,6 +672,8 @@ def parse_args() -> argparse.Namespace:
                         help="skip the calibration and conversion speed ratios (bench/speed.py)")
     parser.add_argument("--no-repairs", action="store_true",
                         help="skip the accuracy repairs' gains and costs (bench/repairs.py)")
+    parser.add_argument("--no-target", action="store_true",
+                        help="skip the --target-sqnr figure (bench/target.py)")
     parser.add_argument("--tflq", type=Path, default=Path(sys.executable).parent / "tflq",
                         help="the tflq executable (default: next to this Python)")
     return parser.parse_args()
@@ -717,6 +722,17 @@ def main() -> None:
         rows = bench_repairs(args.tflq, args.out_dir / "repairs", repaired, args.timeout, log=log)
         print(repairs_table(rows), flush=True)
         payload["repairs"] = [asdict(r) for r in rows]
+        write_json(args.json, payload)
+    if not args.no_target:
+        log("--target-sqnr: uint8 + 5 dB on the benchmark models ...")
+        rows = []
+        for name in (n for n in TARGET_MODELS if n in args.models and specs[n].onnx.exists()):
+            ensure_calibration(specs[name])
+            rows += bench_target(args.tflq, args.out_dir / "target" / name, specs[name],
+                                 evaluation_data(specs[name])[0],
+                                 [n for n, _, _ in input_specs(specs[name].onnx)], args.timeout, log=log)
+        print(target_table(rows), flush=True)
+        payload["target_sqnr"] = [asdict(r) for r in rows]
         write_json(args.json, payload)
     payload["environment"]["load_average_end"] = list(os.getloadavg())
     payload["seconds"] = time.perf_counter() - started
