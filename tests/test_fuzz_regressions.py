@@ -413,3 +413,19 @@ def test_lrn_in_a_quantized_classic_cnn(tmp_path):
     with pytest.raises(UnsupportedModelError, match="'norm1' \\(LRN\\)") as refused:
         convert(ConvertConfig(model=model(4)))
     assert [d.reason_code for d in refused.value.diagnostics] == ["lrn_even_size"]
+
+
+@pytest.mark.parametrize("mode, dtype", [("weights-only", "int8"), ("weights-only", "uint8"), ("float16", "uint8")])
+def test_causal_mask_of_minus_infinity(mode, dtype, tmp_path):
+    """nn.Transformer.generate_square_subsequent_mask is -inf above the diagonal; torch exports
+    it folded into a constant. Float converted it, weights-only and float16 refused it ("contains
+    NaN/Inf values"), and weights-only would have stored a 32 x 32 mask in 8 bits had it not.
+    NaN is still refused (tests/quantize/test_weights_only.py). Judged against onnxruntime."""
+    mask = numpy_helper.from_array(np.triu(np.full((32, 32), -np.inf, np.float32), 1), "mask")
+    w = numpy_helper.from_array(np.random.default_rng(9).normal(0, 0.2, (32, 32)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["s"]), helper.make_node("Add", ["s", "mask"], ["m"]),
+             helper.make_node("Softmax", ["m"], ["y"], axis=-1)]
+    path = save_graph(tmp_path / "causal.onnx", nodes, {"x": [1, 32, 32]}, "y", [mask, w], opset=13)
+    feeds = [{"x": np.random.default_rng(10 + k).normal(0, 1, (1, 32, 32)).astype(np.float32)} for k in range(3)]
+    report = convert(ConvertConfig(model=path, mode=mode, dtype=dtype, min_weight_elements=256))
+    assert _worst_db(path, report.tflite, feeds) >= 30.0

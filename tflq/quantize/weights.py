@@ -19,14 +19,17 @@ from tflq.ops.base import Weight
 
 
 def check_finite_constants(graph: Graph) -> None:
-    """Refuse NaN/Inf in float constants: quantizing them would corrupt a whole tensor silently."""
+    """Refuse NaN in float constants: quantizing them would corrupt a whole tensor silently.
+    An infinity is a value (nn.Transformer's causal mask is -inf above the diagonal, which the
+    float file runs as onnxruntime does): such a constant is never stored in 8 bits, and full
+    quantization keeps the ops touching it float, as for any value no integer grid holds."""
     for op in graph.ops:
         for name in op.inputs:
             t = graph.tensors[name] if name else None
-            if t is not None and t.is_constant and t.dtype.is_float and not np.all(np.isfinite(t.data)):
-                bad = int(np.size(t.data) - np.count_nonzero(np.isfinite(t.data)))
+            if t is not None and t.is_constant and t.dtype.is_float and np.isnan(t.data).any():
+                bad = int(np.count_nonzero(np.isnan(t.data)))
                 raise InvalidModelError(f"constant '{name}' (input of {op.kind} from node "
-                                        f"'{op.origin}') contains {bad} NaN/Inf value(s)")
+                                        f"'{op.origin}') contains {bad} NaN value(s)")
 
 
 def _weight_rule(op: Op, index: int) -> Weight | None:
@@ -73,6 +76,8 @@ def _stored_constants(graph: Graph, config: ConvertConfig) -> list[tuple[str, li
         t = graph.tensors[name]
         if not t.is_constant or not consumers.get(name) or t.size < config.min_weight_elements:
             continue
+        if t.dtype.is_float and not np.isfinite(t.data).all():
+            continue  # an infinite mask: no 8-bit grid holds it
         uses = constant_uses(graph, name, consumers)
         if not any(is_bias(op, i) for op, i in uses):  # biases stay float
             stored.append((name, uses))
