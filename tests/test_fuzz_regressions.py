@@ -429,3 +429,27 @@ def test_causal_mask_of_minus_infinity(mode, dtype, tmp_path):
     feeds = [{"x": np.random.default_rng(10 + k).normal(0, 1, (1, 32, 32)).astype(np.float32)} for k in range(3)]
     report = convert(ConvertConfig(model=path, mode=mode, dtype=dtype, min_weight_elements=256))
     assert _worst_db(path, report.tflite, feeds) >= 30.0
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_t5_rms_norm_calibrated_on_a_zero_row(dtype, tmp_path):
+    """T5's RMSNorm, x * Reciprocal(Sqrt(mean(x^2) + eps)) * g, calibrated on samples with a
+    zero-padded row: the reciprocal's grid reached 1/sqrt(eps) = 316 and held ordinary rows'
+    0.5 at one step, 0 dB on every sample (found by tests/test_fuzz_norms.py). Imported as
+    x / Sqrt(...), the float DIV reads the SQRT's grid, which holds the zero row at 0. Judged
+    against onnxruntime on the worst sample."""
+    rng = np.random.default_rng(11)
+    nodes = [helper.make_node("Pow", ["x", "two"], ["p"]),
+             helper.make_node("ReduceMean", ["p"], ["v"], axes=[-1]),
+             helper.make_node("Add", ["v", "eps"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["s"]),
+             helper.make_node("Reciprocal", ["s"], ["r"]), helper.make_node("Mul", ["x", "r"], ["n"]),
+             helper.make_node("Mul", ["n", "g"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+             (("two", 2.0), ("eps", 1e-6), ("g", rng.uniform(0.5, 1.5, 16)))]
+    path = save_graph(tmp_path / "rms.onnx", nodes, {"x": [1, 8, 16]}, "y", inits, opset=13)
+    calib = [{"x": rng.normal(0, 2, (1, 8, 16)).astype(np.float32)} for _ in range(6)]
+    for sample in calib[::2]:
+        sample["x"][0, 0] = 0.0
+    report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=calib))
+    assert report.op_counts["DIV"] == 1 and "SQRT" in report.op_counts
+    assert _worst_db(path, report.tflite, calib) >= 30.0

@@ -113,6 +113,27 @@ class Sub(_Binary):
         return Affine(found[0], shift=-found[1]) if found and found[2] == 1 else None
 
 
+def _as_division(node, ctx) -> tuple[str, str] | None:
+    """(x, s) for Mul(x, Reciprocal(s)) (a DIV(1, s) in the IR) whose result has x's shape: T5's
+    RMSNorm x * (1 / sqrt(mean(x^2) + eps)). As DIV(x, s) the quantized model reads s off its own
+    grid; the reciprocal's grid spans 1/s of every row calibration saw, 1/sqrt(eps) for a zero
+    row, which left ordinary rows at one step of it (0 dB, found by tests/test_fuzz_norms.py)."""
+    graph = ctx.graph
+    for i in (0, 1):
+        x, inverse = node.input[1 - i], node.input[i]
+        producer = graph.producer(inverse) if inverse in graph.tensors else None
+        if producer is None or producer.kind != "DIV" or x not in graph.tensors:
+            continue
+        one, s = producer.inputs
+        t = graph.tensors[x]
+        if graph.is_constant(x) or not t.dtype.is_float or not graph.is_constant(one) or \
+                not np.all(graph.tensors[one].data == 1.0) or graph.tensors[one].data.size != 1 or \
+                tuple(np.broadcast_shapes(t.shape, graph.tensors[inverse].shape)) != tuple(t.shape):
+            continue
+        return x, s
+    return None
+
+
 @register
 class Mul(_Binary):
     """ONNX Mul; also imports BatchNormalization as MUL + ADD (later folded into a conv)."""
@@ -146,6 +167,9 @@ class Mul(_Binary):
 
     def from_onnx(self, node, ctx) -> None:
         if node.op_type == "Mul":
+            divided = _as_division(node, ctx)
+            if divided is not None:
+                return ctx.add_op("DIV", list(divided), [node.output[0]])
             return super().from_onnx(node, ctx)
         if len(node.output) > 1 and any(node.output[1:]) or ctx.attr(node, "training_mode", 0):
             raise Unsupported(node, "batchnorm_training", "training-mode BatchNormalization")
