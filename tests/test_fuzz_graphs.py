@@ -1373,7 +1373,8 @@ def test_random_int_graph_matches_onnxruntime(seed, tmp_path):
 
 # ---- ranges no integer grid holds ------------------------------------------------------------
 SEEDS_HUGE = range(24)
-# (a NaN/Inf constant is refused before planning, naming it: tests/quantize/test_weights_only.py)
+# (a NaN constant is refused before planning, naming it: tests/quantize/test_weights_only.py; an
+# infinite one is a value, tests/test_fuzz_regressions.py::test_causal_mask_of_minus_infinity)
 FILLS = (float(np.finfo(np.float32).min), float(np.finfo(np.float32).max), -1e30, 1e20)
 
 
