@@ -403,10 +403,13 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
 
     sums: list[tuple[Op, str, Range, float, float]] = []  # ADD, mask, sum's range, floor, top score
     for op in graph.ops:
-        if not registry.spec(op.kind).sums_inputs or op.outputs[0] in graph.outputs:
-            continue
+        if not registry.spec(op.kind).sums_inputs or op.outputs[0] in graph.outputs or \
+                not graph.tensors[op.outputs[0]].dtype.is_float:
+            continue  # (an integer ADD, RoBERTa's position ids, has no range to ask for)
         readers = consumers.get(op.outputs[0], [])
         slack = [registry.spec(r.kind).negligible_below_row_max(r) for r in readers]
+        if not readers or None in slack:
+            continue
         ranges = [span_of(n) for n in op.inputs]
         out_range = ctx.range(op.outputs[0])
         if not readers or None in slack or None in ranges or out_range is None or \
