@@ -454,3 +454,62 @@ def test_an_optimized_graph_onnxruntime_refuses_falls_back_to_the_planned_model(
     assert name == "onnxruntime" and stats.samples == SAMPLES
     assert shipped and not shipped[-1].optimized
     assert not multiprocessing.active_children()
+
+
+def test_a_model_serialized_with_its_source_initializers_parses_as_the_model_and_runs_alike(models):
+    """serialize_keeping_initializers: the bytes parse (onnx) as the edited model, message for
+    message (the added initializers first), and onnxruntime runs them as it runs the model
+    serialized the usual way."""
+    from tflq.frontend.onnxruntime_model import read_calibration_model, serialize_keeping_initializers
+
+    source = open(models["ln"], "rb").read()
+    edited = onnx.load_from_string(source)
+    # the kind of edit calibration makes: an added node and initializer, a new output
+    edited.graph.initializer.append(numpy_helper.from_array(np.float32([2.0]), "two"))
+    edited.graph.node.append(helper.make_node("Mul", ["p", "two"], ["p2"]))
+    edited.graph.output.append(helper.make_tensor_value_info("p2", 1, None))
+    usual = edited.SerializeToString()
+    expected = onnx.load_from_string(usual)
+    spliced = serialize_keeping_initializers(edited, source)
+    assert _by_name(onnx.load_from_string(spliced)) == _by_name(expected)
+    assert len(spliced) < len(usual) + 16  # the initializers once, not twice
+    x = _samples(1)[0]["x"]
+    outputs = [run_onnxruntime_bytes(data, {"x": x}) for data in (usual, spliced)]
+    assert all(np.array_equal(a, b) for a, b in zip(*outputs))
+
+    # a calibration model's outputs go out the same way
+    model, _ = read_calibration_model(models["plain"], None, 1 << 30)
+    data, runs = model.finish([], ["c1", "a"], ["p"], {"c1": np.float32, "a": np.float32, "p": np.float32},
+                              {"c1": 4, "a": 4})
+    assert model.source is None and runs == (2,)
+    again, _ = read_calibration_model(models["plain"], None, 1 << 30)
+    again.source = None  # the usual serialization
+    assert _by_name(onnx.load_from_string(data)) == _by_name(onnx.load_from_string(
+        again.finish([], ["c1", "a"], ["p"], {"c1": np.float32, "a": np.float32, "p": np.float32},
+                     {"c1": 4, "a": 4})[0]))
+
+
+def _by_name(model: onnx.ModelProto):
+    """The model without its initializers, and its initializers by name."""
+    initializers = {init.name: init.SerializeToString() for init in model.graph.initializer}
+    del model.graph.initializer[:]
+    return model, initializers
+
+
+def test_initializers_not_of_the_source_are_refused_by_the_splice(models):
+    from tflq.frontend.onnxruntime_model import serialize_keeping_initializers
+
+    source = open(models["plain"], "rb").read()
+    other = onnx.load_from_string(source)
+    del other.graph.initializer[0]
+    with pytest.raises(ValueError):
+        serialize_keeping_initializers(other, source)
+    with pytest.raises(ValueError):
+        serialize_keeping_initializers(onnx.load_from_string(source), source[:-3])
+
+
+def run_onnxruntime_bytes(model: bytes, feeds: dict) -> list:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
