@@ -112,7 +112,10 @@ def with_cheaper_reductions(saved: bytes) -> tuple[bytes, int]:
     the number of reductions that read blocked tensors."""
     model = onnx.load_from_string(saved)
     moved = reductions_in_place(model)
-    return serialize_keeping_initializers(model, saved), moved
+    try:
+        return serialize_keeping_initializers(model, saved), moved
+    except ValueError:
+        return model.SerializeToString(), moved
 
 
 # Protocol buffers wire format: field numbers of ModelProto.graph and GraphProto.initializer
