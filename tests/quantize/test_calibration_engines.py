@@ -513,3 +513,38 @@ def run_onnxruntime_bytes(model: bytes, feeds: dict) -> list:
 
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="the model goes by descriptor on Linux")
+@pytest.mark.parametrize("descriptor", [True, False])
+def test_own_workers_read_the_model_from_a_descriptor_and_agree(models, monkeypatch, descriptor):
+    """The model reaches tflq's workers as an in-memory file's descriptor, not inside their
+    pickled arguments; without such files (not Linux), inside them as before. Either way the
+    statistics are those of one process, and no worker or descriptor is left."""
+    graph = prepare_graph(ConvertConfig(model=models["plain"], mode="full"))[0]
+    alone, _ = _calibrate(graph, _samples(), None, False, False, 1, None, "onnxruntime", models["plain"], None)
+    payloads, files = [], []
+    payload, of = parallel._job_payload, parallel._ModelFile.of
+    monkeypatch.setattr(parallel, "_job_payload", lambda job: payloads.append(payload(job)) or payloads[-1])
+    monkeypatch.setattr(parallel._ModelFile, "of", staticmethod(
+        lambda model: files.append(of(model)) or files[-1] if descriptor else None))
+    stats, name = _calibrate(graph, _samples(), None, False, False, 2, None, "onnxruntime", models["plain"], None)
+    assert name == "onnxruntime"
+    model_bytes = len(open(models["plain"], "rb").read())
+    if descriptor:
+        assert files and all(f is not None and f.fd == -1 for f in files)  # closed once started
+        assert payloads and all(len(p) < model_bytes for p in payloads)
+    else:
+        assert payloads and all(len(p) > model_bytes for p in payloads)
+    assert {n: (t.minimum, t.maximum) for n, t in stats.tensors.items()} == \
+        {n: (t.minimum, t.maximum) for n, t in alone.tensors.items()}
+    assert not multiprocessing.active_children()
+    assert not [fd for fd in os.listdir("/proc/self/fd")
+                if "tflq-calibration-model" in _link(f"/proc/self/fd/{fd}")]
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""

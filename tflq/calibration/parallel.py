@@ -29,7 +29,7 @@ from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
@@ -140,11 +140,12 @@ _worker_slot = -1        # this worker's row in the pool's table of (pid, shard 
 _worker_table = None
 
 
-def _start_worker(box: list[bytes], table, slots) -> None:
+def _start_worker(box: list[bytes], model: "_ModelFile | None", table, slots) -> None:
     """Initializer of tflq's own pool: the graph once per process, BLAS at one thread for its
     life, and a row in `table` where the worker notes which shard it runs (named if it dies).
     The job's pickle comes in a list emptied here: the pool keeps its initializer's arguments
-    for the worker's life, and the bytes would be a second copy of the model."""
+    for the worker's life, and the bytes would be a second copy of the model. `model`: the
+    plan's model, when it comes as a file descriptor (see _ModelFile) rather than in the job."""
     global _worker_limits, _worker_slot, _worker_table
     payload = box.pop()
     try:
@@ -159,7 +160,60 @@ def _start_worker(box: list[bytes], table, slots) -> None:
     _worker_table = table
     table[2 * _worker_slot] = os.getpid()
     table[2 * _worker_slot + 1] = -1
-    _runner_for(payload)
+    if model is None:
+        _runner_for(payload)
+        return
+    job = pickle.loads(memoryview(payload)[:-32])
+    del payload
+    try:  # onnxruntime reads the model from the descriptor's file, once
+        _runner_for(replace(job, plan=replace(job.plan, model=f"/proc/self/fd/{model.fd}")))
+    finally:
+        os.close(model.fd)
+
+
+def _model_file(descriptor) -> "_ModelFile":
+    """A worker's _ModelFile, from what multiprocessing passed it (DupFd's detach())."""
+    return _ModelFile(descriptor.detach())
+
+
+class _ModelFile:
+    """The serialized model of an onnxruntime plan, in an anonymous in-memory file (memfd,
+    Linux) that tflq's own workers receive as a file descriptor when they start (multiprocessing
+    passes it to the forkserver's child beside its pickled arguments) and onnxruntime reads by
+    its /proc path. Pickled into each worker's arguments instead, the model (ResNet-18: 47 MB)
+    would be copied by this process twice per worker (the job's pickle, then the arguments'),
+    sent through a pipe and copied twice more in the worker before onnxruntime parses it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing import reduction
+
+        return _model_file, (reduction.DupFd(self.fd),)
+
+    @classmethod
+    def of(cls, model: bytes) -> "_ModelFile | None":
+        """The model in a new in-memory file, or None where there is none (not Linux)."""
+        if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
+            return None
+        try:
+            fd = os.memfd_create("tflq-calibration-model", getattr(os, "MFD_CLOEXEC", 1))
+        except OSError:
+            return None
+        try:
+            view = memoryview(model)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _pool_shard(number: int, key: str, first: int, samples: list[Sample]) -> ShardResult:
@@ -321,24 +375,41 @@ class _OwnPool:
         context.set_forkserver_preload(PRELOAD if job.plan is not None else NUMPY_PRELOAD)
         self.key, self.workers = job.key, workers
         self.table = context.Array("q", 2 * workers, lock=False)
-        slots = context.Value("i", 0)
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                                        initargs=([_job_payload(job)], self.table, slots))
+        self.slots = context.Value("i", 0)
+        self.job = job
+        self.pool: ProcessPoolExecutor | None = None
+        self.model: _ModelFile | None = None
         self.started: list = []
         self.starter = threading.Thread(target=self._start, name="tflq-calibration-workers", daemon=True)
         self.starter.start()
 
     def _start(self) -> None:
+        """The pool and its workers (in this thread: the model's copy into its file, and each
+        worker's start, release the calling thread's interpreter lock mostly)."""
+        job, self.job = self.job, None
         try:
+            model = getattr(job.plan, "model", None)
+            if isinstance(model, bytes) and model:
+                self.model = _ModelFile.of(model)
+                if self.model is not None:
+                    job = replace(job, plan=replace(job.plan, model=b""))
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(),
+                                            initializer=_start_worker,
+                                            initargs=([_job_payload(job)], self.model, self.table, self.slots))
+            del job
             with _main_script_hidden():
                 for _ in range(self.workers):  # each submit starts one more worker
                     self.started.append(self.pool.submit(_worker_ready))
         except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
             self.started.append(exc)
+        finally:
+            if self.model is not None:  # every worker has its copy of the descriptor now
+                self.model.close()
 
     def stop(self) -> None:
         self.starter.join()
-        _stop(self.pool, (), {})
+        if self.pool is not None:
+            _stop(self.pool, (), {})
 
 
 _prestarted: _OwnPool | None = None
@@ -371,7 +442,7 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner)
         own.stop()
         own = None
     own = own or _OwnPool(job, workers)
-    pool, table, started, starter = own.pool, own.table, own.started, own.starter
+    table, started, starter = own.table, own.started, own.starter
     processes: dict = {}
     names: dict[int, str] = {}
     pending: deque[tuple[str, int, Future]] = deque()
@@ -402,12 +473,14 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner)
                 continue
             while len(pending) >= window:
                 collect()
+            if own.pool is None:
+                break  # the workers could not start: said below
             try:
                 with _main_script_hidden():  # the pool starts its workers within submit
-                    future = pool.submit(_pool_shard, number, job.key, first, shard)
+                    future = own.pool.submit(_pool_shard, number, job.key, first, shard)
             except BrokenProcessPool:
                 break  # a worker died: the shards in flight report it below
-            processes.update(getattr(pool, "_processes", None) or {})
+            processes.update(getattr(own.pool, "_processes", None) or {})
             pending.append((names[number], len(shard), future))
         while pending:
             collect()
@@ -417,8 +490,10 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner)
             raise failed[0]
     except BaseException:
         starter.join()
-        _stop(pool, pending, processes)
+        if own.pool is not None:
+            _stop(own.pool, pending, processes)
         raise
+    pool = own.pool
     if _exiting is None:
         pool.shutdown(wait=True)
     else:  # (shutdown forgets its thread and processes unless it waits)
