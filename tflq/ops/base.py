@@ -376,6 +376,10 @@ class OpSpec:
     # that always holds 0 (an int8 ADD of var + 1e-5 rounds to it on a constant row), so the
     # rewrite holds it at its calibrated extreme when calibration never saw it reach 0.
     divisor: ClassVar[int | None] = None
+    # The output is a factor other values are multiplied by (RSQRT's 1/std in a LayerNorm): its
+    # relative precision is what counts, so an 8-bit grid over a range of many octaves (a
+    # constant row in calibration gives 1/sqrt(eps)) keeps it and its readers float.
+    scale_factor_output: ClassVar[bool] = False
     cases: ClassVar[list[Case]] = []
 
     def from_onnx(self, node, ctx) -> None:

@@ -3,7 +3,9 @@ MEAN, SUB, MUL, ADD and RSQRT (GroupNormalization adds a FULLY_CONNECTED that av
 
 TFLite has no normalization builtin. The decomposition
     d = x - mean(x);  y = d * rsqrt(mean(d * d) + epsilon) * scale + bias
-uses only ops with int8 kernels, so a quantized model stays integer throughout.
+uses only ops with int8 kernels, so a quantized model stays integer throughout, unless
+calibration saw a constant row (zero padding): 1/std then spans 1/sqrt(epsilon), which no 8-bit
+grid resolves, and RSQRT and its MUL stay float (quantize/plan.py, SCALE_FACTOR_MIN_STEPS).
 Instance and group statistics are taken over the spatial axes with MEAN, which the layout pass
 maps onto NHWC, so no TRANSPOSE is needed: a group's mean is the average of its channels' means
 (every channel has the same number of elements), computed by a FULLY_CONNECTED with a constant
@@ -63,6 +65,8 @@ class Rsqrt(OpSpec):
     # elementwise.cc RsqrtEvalQuantizedInt8: an input below its zero point fails the invoke
     integer_refusal = IntegerRefusal(0, Refused.NEGATIVE,
                                      "elementwise.cc: Rsqrt is only defined for positive values")
+    scale_factor_output = True
+    divisor = 0  # 1/sqrt(x): a float RSQRT of a value its grid rounded to 0 gives inf
     cases = [
         _layer_norm_case("layer_norm_rank3", (2, 5, 16), epsilon=1e-3),
         _layer_norm_case("layer_norm_no_bias", (3, 8), bias=False),

@@ -320,6 +320,32 @@ def _magnitude_refusal(graph: Graph, op: Op, ctx: PlanContext) -> str | None:
     return None
 
 
+# A scale factor (OpSpec.scale_factor_output) whose lowest calibrated value its grid would hold
+# with fewer than this many steps stays float (relative error above ~1/8 there). LayerNorm's
+# 1/std, calibrated on a zero-padded row, spans 1/sqrt(eps) = 316 against ~0.5 for ordinary
+# rows, which an 8-bit grid left at one step (0.3 dB); an int16 grid holds them with ~50.
+SCALE_FACTOR_MIN_STEPS = 4.0
+
+
+def _wide_scale_factors(graph: Graph, ctx: PlanContext) -> dict[str, str]:
+    """Scale factors no grid of their op's type resolves (see SCALE_FACTOR_STEPS): name -> why."""
+    wide: dict[str, str] = {}
+    for op in graph.ops:
+        if not registry.spec(op.kind).scale_factor_output:
+            continue  # (also when the op itself has no kernel in the type: its readers have)
+        name = op.outputs[0]
+        seen = ctx.range(name) if graph.tensors[name].dtype.is_float else None
+        if seen is None or not seen[0] > 0 or _beyond_integer(*seen):
+            continue
+        dtype = ctx.dtype_of(op)
+        steps = (dtype.qmax - dtype.qmin) / (INT16_HEADROOM if dtype == DType.INT16 else 1.0)
+        if seen[1] / seen[0] > steps / SCALE_FACTOR_MIN_STEPS:
+            wide[name] = (f"the scale factor '{name}' spans [{seen[0]:.3g}, {seen[1]:.3g}], "
+                          f"{seen[1] / seen[0]:.0f}x, which a {dtype.name.lower()} grid leaves its "
+                          f"lowest values few steps of (a constant row in calibration?)")
+    return wide
+
+
 def _kept_float(graph: Graph, op: Op, ctx: PlanContext) -> str | None:
     """Why `op` stays float before any parameter is chosen (None: it may run quantized)."""
     return ctx.float_reason(op) or _magnitude_refusal(graph, op, ctx)
@@ -530,6 +556,7 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     plan = QuantPlan(ctx.dtype)
     params = plan.params
     preferred = {**_clamp_grids(graph, ctx), **_concatenation_grids(graph, ctx)}
+    wide = _wide_scale_factors(graph, ctx)
 
     def activation(name: str, dtype: DType) -> QuantParams:
         """`name`'s grid in `dtype`: its own params, or (another type) a grid for its range."""
@@ -549,7 +576,9 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     for op in graph.ops:
         if _integer_only(graph, op):
             continue  # integer/boolean arithmetic (ids, masks, shapes) runs as it is
-        reason = _kept_float(graph, op, ctx) or _invoke_refusal(graph, op, ctx, {**preferred, **given})
+        reason = _kept_float(graph, op, ctx) or \
+            next((wide[n] for n in op.inputs + op.outputs if n in wide), None) or \
+            _invoke_refusal(graph, op, ctx, {**preferred, **given})
         if reason is not None:
             plan.float_ops[id(op)] = reason
             bound = _divisor_bound(graph, op, ctx, params)
