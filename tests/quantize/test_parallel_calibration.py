@@ -287,3 +287,16 @@ def test_the_forkserver_preloads_no_interpreter_for_onnxruntime_workers(model):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["[]", "True"]
+
+
+def test_at_the_end_the_calling_process_runs_the_rest_when_workers_hold_as_much():
+    """One worker holding 3 samples with 3 left to hand out: it would finish 3 samples after this
+    process got the last one, and this process waits; so this process runs the rest (each ends
+    after 3). With 4 left, the worker gets the next; a full queue is never added to."""
+    assert parallel.runs_here(2, 3, window=2, workers=1, left=3)           # (and queue full)
+    assert parallel.runs_here(1, 3, window=2, workers=1, left=3)
+    assert not parallel.runs_here(1, 3, window=2, workers=1, left=4)
+    assert not parallel.runs_here(1, 2, window=4, workers=2, left=2)       # 1 sample each < 2
+    assert parallel.runs_here(2, 4, window=4, workers=2, left=2)
+    assert not parallel.runs_here(1, 2, window=2, workers=1, left=None)    # count unknown
+    assert parallel.runs_here(2, 4, window=2, workers=1, left=None)
