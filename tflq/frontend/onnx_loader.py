@@ -341,7 +341,7 @@ class ImportContext:
             return name
         if name in self._constants:
             value = self._constants[name]
-            if value.dtype == np.float64:
+            if value.dtype.kind == "f" and value.dtype != np.float32:  # float16, float64
                 value = value.astype(np.float32)
             self.graph.add_tensor(Tensor(name, DType.from_numpy(value.dtype),
                                          tuple(value.shape), np.array(value, order="C")))
@@ -352,6 +352,11 @@ class ImportContext:
         shape = self.shape(name)
         onnx_type = self._dtypes.get(name, onnx.TensorProto.FLOAT)
         dtype = dtype_from_onnx(onnx_type) or DType.FLOAT32
+        if dtype.is_float:
+            # float16/float64 values compute in float32, as float-to-float Casts do (aliases):
+            # TFLite kernels take one float type, and a float64 or float16 tensor beside float32
+            # ones is refused at prepare (concatenation.cc, add.cc: input types differ).
+            dtype = DType.FLOAT32
         layout = Layout.NCHW if len(shape) == 4 else Layout.ANY
         self.graph.add_tensor(Tensor(name, dtype, shape, layout=layout))
         return name
@@ -559,6 +564,10 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str],
         raise UnsupportedModelError(f"{len(diagnostics)} node(s) cannot be converted: {names}",
                                     diagnostics)
     for vi in g.output:
+        elem = vi.type.tensor_type.elem_type
+        if elem in (onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
+            notes.append(f"output '{vi.name}' is {onnx.TensorProto.DataType.Name(elem).lower()} in the "
+                         f"model; the file computes and returns it in float32")
         name = ctx.tensor(vi.name)
         if name != vi.name:
             # The output was aliased (an Identity at the end): keep the ONNX output name.
