@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import run_litert, run_onnxruntime, save_model
 from tflq.config import ConvertConfig
+from tflq.errors import UnsupportedModelError
 from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
 
@@ -56,3 +57,84 @@ def test_float64_and_float16_values_compute_in_float32(ftype, tmp_path):
     assert _worst_db(path, report.tflite, feeds) >= (100.0 if ftype == TensorProto.DOUBLE else 60.0)
     report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
     assert _worst_db(path, report.tflite, feeds) >= 30.0
+
+
+def _sequence_info(name: str) -> onnx.ValueInfoProto:
+    return helper.make_value_info(name, helper.make_sequence_type_proto(
+        helper.make_tensor_type_proto(TensorProto.FLOAT, [1, 4])))
+
+
+def _list_in_a_loop(opset: int) -> onnx.ModelProto:
+    """What torch.jit.script makes of `ys = []; for t in range(3): h = tanh(h @ W + x[t]);
+    ys.append(h)`, then torch.stack(ys, 1), ys[-1] * len(ys) and torch.unbind(x)[1]: a
+    SequenceEmpty carried through a Loop with a SequenceInsert per iteration, read by
+    ConcatFromSequence(new_axis=1), SequenceAt, SequenceLength; and SplitToSequence(keepdims=0)."""
+    rng = np.random.default_rng(0)
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["x", "i"], ["xt"], axis=0),
+         helper.make_node("MatMul", ["h", "W"], ["hw"]), helper.make_node("Add", ["hw", "xt"], ["s"]),
+         helper.make_node("Tanh", ["s"], ["h2"]), helper.make_node("SequenceInsert", ["ys", "h2"], ["ys2"]),
+         helper.make_node("Identity", ["c"], ["c2"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 4]),
+                 _sequence_info("ys")],
+        [helper.make_tensor_value_info("c2", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h2", TensorProto.FLOAT, [1, 4]),
+         _sequence_info("ys2")])
+    nodes = [helper.make_node("SequenceEmpty", [], ["empty"], dtype=TensorProto.FLOAT),
+             helper.make_node("Loop", ["trips", "", "h0", "empty"], ["hT", "hs"], body=body),
+             helper.make_node("ConcatFromSequence", ["hs"], ["stacked"], axis=1, new_axis=1),
+             helper.make_node("SequenceAt", ["hs", "minus1"], ["last"]),
+             helper.make_node("SequenceLength", ["hs"], ["n"]),
+             helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["last", "nf"], ["scaled"]),
+             helper.make_node("SplitToSequence", ["x"], ["steps"], axis=0, keepdims=0),
+             helper.make_node("SequenceAt", ["steps", "one"], ["x1"]),
+             helper.make_node("Add", ["scaled", "x1"], ["y"])]
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (4, 4)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.array(3, np.int64), "trips"),
+             numpy_helper.from_array(np.array(-1, np.int64), "minus1"),
+             numpy_helper.from_array(np.array(1, np.int64), "one")]
+    return _model(nodes, {"x": [3, 1, 4], "h0": [1, 4]},
+                  {"stacked": (TensorProto.FLOAT, [1, 3, 4]), "y": (TensorProto.FLOAT, [1, 4])}, inits, opset)
+
+
+@pytest.mark.parametrize("opset", [13, 17])  # Loop carries sequences from opset 13
+def test_a_list_appended_in_a_scripted_loop(opset, tmp_path):
+    """A scripted LSTMCell loop that appends to a list (the streaming form of a speech encoder) was
+    refused (SequenceInsert, ConcatFromSequence: no converter) although the Loop unrolls: once it
+    does, every sequence is a known list of tensors, and its readers become Concat and Identity."""
+    path = save_model(_list_in_a_loop(opset), tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(0, 1, (3, 1, 4)).astype(np.float32),
+              "h0": rng.normal(0, 1, (1, 4)).astype(np.float32)} for _ in range(4)]
+    report = convert(ConvertConfig(model=path))
+    assert _worst_db(path, report.tflite, feeds) >= 100.0
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
+    assert _worst_db(path, report.tflite, feeds) >= 25.0
+
+
+def test_a_sequence_read_at_a_data_dependent_position_is_named(tmp_path):
+    model = _list_in_a_loop(17)
+    graph = model.graph
+    at = next(n for n in graph.node if n.op_type == "SequenceAt" and n.input[1] == "one")
+    graph.node.insert(0, helper.make_node("ArgMax", ["h0"], ["where"], name="argmax", axis=1, keepdims=0))
+    graph.node.insert(1, helper.make_node("Squeeze", ["where"], ["where0"], name="squeeze"))
+    at.input[1], at.name = "where0", "pick"
+    path = save_model(model, tmp_path / "m.onnx")
+    with pytest.raises(UnsupportedModelError) as info:
+        convert(ConvertConfig(model=path))
+    (diagnostic,) = info.value.diagnostics
+    assert (diagnostic.node, diagnostic.reason_code) == ("pick", "data_dependent_sequence")
+
+
+def test_a_sequence_graph_output_is_named(tmp_path):
+    model = _list_in_a_loop(17)
+    model.graph.output.append(helper.make_value_info("hs", helper.make_sequence_type_proto(
+        helper.make_tensor_type_proto(TensorProto.FLOAT, [1, 4]))))
+    path = save_model(model, tmp_path / "m.onnx")
+    with pytest.raises(UnsupportedModelError) as info:  # it was an internal error
+        convert(ConvertConfig(model=path))
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.reason_code == "sequence_output" and "'hs'" in diagnostic.message

@@ -164,6 +164,7 @@ class Sweep:
         self.result = FoldResult()
         self.kept: list[onnx.NodeProto] = []
         self.unrolled_nodes = 0  # nodes copied out of Loop bodies, bounded by control_flow
+        self.sequences: dict[str, list[str]] = {}  # sequence values: their elements (sequences.py)
         self.names: set[str] = set(self.constants)
         for vi in list(g.input) + list(g.output):
             self.names.add(vi.name)
@@ -223,7 +224,7 @@ class Sweep:
 
     # ---- the sweep -----------------------------------------------------------------------
     def run(self) -> FoldResult:
-        from tflq.frontend import control_flow
+        from tflq.frontend import control_flow, sequences
 
         queue: deque[Item] = deque(self.model.graph.node)
         while queue:
@@ -240,6 +241,9 @@ class Sweep:
             if node.domain in ("", "ai.onnx") and node.op_type in CONTROL_FLOW:
                 expand = getattr(control_flow, CONTROL_FLOW[node.op_type])
                 queue.extendleft(reversed(expand(self, node)))
+                continue
+            if sequences.handles(self, node):
+                queue.extendleft(reversed(sequences.expand(self, node)))
                 continue
             values = self._fold(node)
             if values is not None:
