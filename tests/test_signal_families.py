@@ -138,3 +138,55 @@ def test_a_sequence_graph_output_is_named(tmp_path):
         convert(ConvertConfig(model=path))
     (diagnostic,) = info.value.diagnostics
     assert diagnostic.reason_code == "sequence_output" and "'hs'" in diagnostic.message
+
+
+def _stft_model(signal_shape, onesided: int, window: bool) -> onnx.ModelProto:
+    """torch.stft(x, 64, hop_length=16, window=hann, return_complex=False) as torch exports it
+    (a [batch, length] signal, opset 17), then power = re^2 + im^2 and a mel-like MatMul + Log."""
+    rng = np.random.default_rng(0)
+    n = 64
+    bins = n // 2 + 1 if onesided else n
+    inputs = ["x", "step", "window" if window else "", "length"]
+    nodes = [helper.make_node("STFT", inputs, ["spec"], name="stft", onesided=onesided),
+             helper.make_node("Mul", ["spec", "spec"], ["sq"]),
+             helper.make_node("ReduceSum", ["sq", "last"], ["power"], keepdims=0),
+             helper.make_node("MatMul", ["power", "fb"], ["mel"]),
+             helper.make_node("Add", ["mel", "eps"], ["mel_eps"]),
+             helper.make_node("Log", ["mel_eps"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(16, np.int64), "step"),
+             numpy_helper.from_array(np.array(n, np.int64), "length"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last"),
+             numpy_helper.from_array(rng.uniform(0, 1, (bins, 10)).astype(np.float32), "fb"),
+             numpy_helper.from_array(np.array(1e-3, np.float32), "eps")]
+    if window:
+        inits.append(numpy_helper.from_array((0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32),
+                                             "window"))
+    frames = (signal_shape[1] - n) // 16 + 1
+    return _model(nodes, {"x": list(signal_shape)}, {"y": (TensorProto.FLOAT, [1, frames, 10])}, inits)
+
+
+@pytest.mark.parametrize("signal_shape, onesided, window", [((1, 400), 1, True), ((1, 400, 1), 1, False),
+                                                           ((1, 400, 2), 0, True)])
+def test_stft_is_a_convolution_with_the_dft_basis(signal_shape, onesided, window, tmp_path):
+    """torch.stft exports as STFT (torchaudio's Spectrogram and MelSpectrogram too): it had no
+    converter. With a constant step, window and frame length it is a strided Conv of the windowed
+    cos/-sin basis, integer in full int8."""
+    path = save_model(_stft_model(signal_shape, onesided, window), tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(0, 1, signal_shape).astype(np.float32)} for _ in range(4)]
+    report = convert(ConvertConfig(model=path))
+    assert _worst_db(path, report.tflite, feeds) >= 80.0
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
+    assert not report.float_ops
+    assert _worst_db(path, report.tflite, feeds) >= 30.0
+
+
+def test_stft_with_a_computed_window_is_named(tmp_path):
+    model = _stft_model((1, 400), 1, True)
+    model.graph.initializer.remove(next(i for i in model.graph.initializer if i.name == "window"))
+    model.graph.input.append(helper.make_tensor_value_info("window", TensorProto.FLOAT, [64]))
+    path = save_model(model, tmp_path / "m.onnx")
+    with pytest.raises(UnsupportedModelError) as info:
+        convert(ConvertConfig(model=path))
+    (diagnostic,) = info.value.diagnostics
+    assert (diagnostic.node, diagnostic.reason_code) == ("stft", "data_dependent_stft")

@@ -224,7 +224,7 @@ class Sweep:
 
     # ---- the sweep -----------------------------------------------------------------------
     def run(self) -> FoldResult:
-        from tflq.frontend import control_flow, sequences
+        from tflq.frontend import control_flow, sequences, spectral
 
         queue: deque[Item] = deque(self.model.graph.node)
         while queue:
@@ -241,6 +241,9 @@ class Sweep:
             if node.domain in ("", "ai.onnx") and node.op_type in CONTROL_FLOW:
                 expand = getattr(control_flow, CONTROL_FLOW[node.op_type])
                 queue.extendleft(reversed(expand(self, node)))
+                continue
+            if node.domain in ("", "ai.onnx") and node.op_type == "STFT":
+                queue.extendleft(reversed(spectral.lower_stft(self, node)))
                 continue
             if sequences.handles(self, node):
                 queue.extendleft(reversed(sequences.expand(self, node)))
