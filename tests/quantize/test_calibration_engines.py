@@ -516,8 +516,8 @@ def run_onnxruntime_bytes(model: bytes, feeds: dict) -> list:
 
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="the model goes by descriptor on Linux")
-@pytest.mark.parametrize("descriptor", [True, False])
-def test_own_workers_read_the_model_from_a_descriptor_and_agree(models, monkeypatch, descriptor):
+@pytest.mark.parametrize("descriptor,jobs", [(True, 2), (True, 3), (False, 2)])
+def test_own_workers_read_the_model_from_a_descriptor_and_agree(models, monkeypatch, descriptor, jobs):
     """The model reaches tflq's workers as an in-memory file's descriptor, not inside their
     pickled arguments; without such files (not Linux), inside them as before. Either way the
     statistics are those of one process, and no worker or descriptor is left."""
@@ -528,11 +528,11 @@ def test_own_workers_read_the_model_from_a_descriptor_and_agree(models, monkeypa
     monkeypatch.setattr(parallel, "_job_payload", lambda job: payloads.append(payload(job)) or payloads[-1])
     monkeypatch.setattr(parallel._ModelFile, "of", staticmethod(
         lambda model: files.append(of(model)) or files[-1] if descriptor else None))
-    stats, name = _calibrate(graph, _samples(), None, False, False, 2, None, "onnxruntime", models["plain"], None)
+    stats, name = _calibrate(graph, _samples(), None, False, False, jobs, None, "onnxruntime", models["plain"], None)
     assert name == "onnxruntime"
     model_bytes = len(open(models["plain"], "rb").read())
     if descriptor:
-        assert files and all(f is not None and f.fd == -1 for f in files)  # closed once started
+        assert files and all(f is not None and f.fd == -1 for f in files)  # closed at the end
         assert payloads and all(len(p) < model_bytes for p in payloads)
     else:
         assert payloads and all(len(p) > model_bytes for p in payloads)

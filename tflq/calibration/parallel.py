@@ -403,14 +403,18 @@ class _OwnPool:
                     self.started.append(self.pool.submit(_worker_ready))
         except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
             self.started.append(exc)
-        finally:
-            if self.model is not None:  # every worker has its copy of the descriptor now
-                self.model.close()
+
+    def close_model(self) -> None:
+        """Close the model's file once no worker can start any more (the pool starts one on a
+        submit when none is idle and it has fewer than it may: not only the starter's)."""
+        if self.model is not None:
+            self.model.close()
 
     def stop(self) -> None:
         self.starter.join()
         if self.pool is not None:
             _stop(self.pool, (), {})
+        self.close_model()
 
 
 _prestarted: _OwnPool | None = None
@@ -497,6 +501,7 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner,
         starter.join()
         if own.pool is not None:
             _stop(own.pool, pending, processes)
+        own.close_model()
         raise
     pool = own.pool
     if _exiting is None:
@@ -505,6 +510,7 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner,
         _exiting.append((pool._executor_manager_thread, list((pool._processes or {}).values()),
                          pool._result_queue))
         pool.shutdown(wait=False)
+    own.close_model()
 
 
 def runs_here(queued: int, held: int, window: int, workers: int, left: int | None) -> bool:
