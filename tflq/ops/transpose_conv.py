@@ -1,4 +1,4 @@
-"""TRANSPOSE_CONV: ONNX ConvTranspose (2-D, group 1, no dilation), with pads and output_padding.
+"""TRANSPOSE_CONV: ONNX ConvTranspose (1-D, 2-D; grouped and dilated), with pads and output_padding.
 
 TFLite's operands are (output_shape int32[4] NHWC, weights OHWI, data NHWC, bias), so the data is
 input 2: the layout rule, the weight rule and the bias rule all name their indices explicitly.
@@ -73,11 +73,33 @@ def _onnx_pads(node, ctx, sizes_in, kernel, strides, output_padding) -> tuple[in
     return pads[0], pads[1], pads[2], pads[3]
 
 
+def _dense_undilated(w: np.ndarray, group: int, dilations: tuple[int, ...]) -> np.ndarray:
+    """The weights [Cin, Cout, kH, kW] of one ungrouped, undilated ConvTranspose that computes what
+    `w` ([Cin, Cout / group, kH, kW]) does with `group` and `dilations`: TRANSPOSE_CONV has neither.
+    Groups become a block-diagonal filter (the zeros are exact in every type, and each output
+    channel's int8 scale sees only its group's weights); a dilation spreads the taps with zeros
+    between them, which is how ONNX defines it (the output size follows (k - 1) * d + 1)."""
+    if group > 1:
+        cin, cout_g = w.shape[:2]
+        dense = np.zeros((cin, cout_g * group) + w.shape[2:], w.dtype)
+        cin_g = cin // group
+        for g in range(group):
+            dense[g * cin_g:(g + 1) * cin_g, g * cout_g:(g + 1) * cout_g] = w[g * cin_g:(g + 1) * cin_g]
+        w = dense
+    if any(d != 1 for d in dilations):
+        dh, dw = dilations
+        kh, kw = w.shape[2:]
+        spread = np.zeros(w.shape[:2] + ((kh - 1) * dh + 1, (kw - 1) * dw + 1), w.dtype)
+        spread[:, :, ::dh, ::dw] = w
+        w = spread
+    return w
+
+
 def _case(name: str, x_shape, w_shape, bias: bool = True, seed: int = 0, **attrs) -> Case:
     consts = {"w": rand(*w_shape, seed=seed + 1, low=-0.5, high=0.5)}
     inputs = ["x", "w"]
     if bias:
-        consts["b"] = rand(w_shape[1], seed=seed + 2, low=-0.2, high=0.2)
+        consts["b"] = rand(w_shape[1] * attrs.get("group", 1), seed=seed + 2, low=-0.2, high=0.2)
         inputs.append("b")
     return Case(name, [helper.make_node("ConvTranspose", inputs, ["y"], **attrs)],
                 {"x": rand(*x_shape, seed=seed)}, consts)
@@ -109,7 +131,12 @@ class TransposeConv(OpSpec):
         _case("asymmetric_pads_crop", (1, 2, 5, 5), (2, 3, 3, 3), strides=[2, 1], pads=[0, 2, 1, 0]),
         _case("no_bias_output_shape", (1, 3, 4, 4), (3, 2, 3, 3), bias=False, strides=[2, 2],
               output_shape=[7, 7]),
+        _case("group2_k3_s2", (1, 4, 4, 5), (4, 3, 3, 3), strides=[2, 2], group=2, pads=[1, 1, 1, 1]),
+        _case("depthwise_k4_s2", (1, 3, 4, 4), (3, 1, 4, 4), strides=[2, 2], group=3, pads=[1, 1, 1, 1]),
+        _case("dilation2_k3_s2", (1, 3, 4, 5), (3, 2, 3, 3), strides=[2, 2], dilations=[2, 1]),
         one_d_case(_case("1d_k4_s2_pads1", (1, 4, 10), (4, 3, 4), strides=[2], pads=[1, 1])),
+        one_d_case(_case("1d_group2_dilation3", (1, 4, 9), (4, 2, 3), strides=[3], group=2, dilations=[3],
+                         output_padding=[2], pads=[1, 1])),
         one_d_case(_case("1d_k3_s2_output_padding_crop", (1, 3, 9), (3, 2, 3), strides=[2], pads=[1, 0],
                          output_padding=[1])),
     ]
@@ -125,10 +152,8 @@ class TransposeConv(OpSpec):
         b = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if len(node.input) > 2 and node.input[2] and b is None:
             raise Unsupported(node, "non_constant_input", "input 2 (bias) must be a constant")
-        if int(ctx.attr(node, "group", 1)) != 1:
-            raise Unsupported(node, "convtranspose_group", "grouped ConvTranspose is not supported")
-        if any(int(d) != 1 for d in ctx.attr(node, "dilations", None) or [1, 1]):
-            raise Unsupported(node, "convtranspose_dilation", "dilated ConvTranspose is not supported")
+        w = _dense_undilated(w, int(ctx.attr(node, "group", 1)),
+                             tuple(int(d) for d in ctx.attr(node, "dilations", None) or (1, 1)))
         if ctx.attr(node, "auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
             raise Unsupported(node, "convtranspose_auto_pad",
                               "ConvTranspose auto_pad SAME_* is computed differently by onnxruntime "
