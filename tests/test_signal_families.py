@@ -190,3 +190,32 @@ def test_stft_with_a_computed_window_is_named(tmp_path):
         convert(ConvertConfig(model=path))
     (diagnostic,) = info.value.diagnostics
     assert (diagnostic.node, diagnostic.reason_code) == ("stft", "data_dependent_stft")
+
+
+@pytest.mark.parametrize("opset", [11, 16])
+def test_scan_rnn_below_opset_13(opset, tmp_path):
+    """An RNN cell written as a Scan (h = tanh(x_t W + h U), every h stacked on axis 1) in an
+    opset 9-12 model: its stacked outputs were opset-13 Unsqueezes (axes as an input), each refused
+    as invalid there; they follow the model's opset, as an unrolled Loop's do."""
+    rng = np.random.default_rng(0)
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["xt", "W"], ["a"]), helper.make_node("MatMul", ["h", "U"], ["b"]),
+         helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Tanh", ["s"], ["h2"]),
+         helper.make_node("Identity", ["h2"], ["yt"])],
+        "body", [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 8]),
+                 helper.make_tensor_value_info("xt", TensorProto.FLOAT, [1, 6])],
+        [helper.make_tensor_value_info("h2", TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("yt", TensorProto.FLOAT, [1, 8])])
+    nodes = [helper.make_node("Scan", ["h0", "x"], ["hT", "y"], num_scan_inputs=1, body=body,
+                              scan_output_axes=[1])]
+    inits = [numpy_helper.from_array(rng.normal(0, 0.4, (6, 8)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(0, 0.4, (8, 8)).astype(np.float32), "U")]
+    model = _model(nodes, {"h0": [1, 8], "x": [5, 1, 6]},
+                   {"hT": (TensorProto.FLOAT, [1, 8]), "y": (TensorProto.FLOAT, [1, 5, 8])}, inits, opset)
+    path = save_model(model, tmp_path / "m.onnx")
+    feeds = [{"h0": rng.normal(0, 1, (1, 8)).astype(np.float32),
+              "x": rng.normal(0, 1, (5, 1, 6)).astype(np.float32)} for _ in range(4)]
+    report = convert(ConvertConfig(model=path))
+    assert _worst_db(path, report.tflite, feeds) >= 100.0
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
+    assert _worst_db(path, report.tflite, feeds) >= 25.0

@@ -88,6 +88,18 @@ def _rename_free(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
             vi.name = inner[vi.name]
 
 
+def unsqueeze(sweep: Sweep, src: str, axis: int, base: str) -> tuple[onnx.NodeProto, str]:
+    """An Unsqueeze of `src` at `axis` in the model's opset (axes an input from opset 13, an
+    attribute before), and its output's name."""
+    out = sweep.unique(f"{src}/unsqueezed")
+    name = sweep.unique(f"{out}/node")
+    if sweep.opset >= 13:
+        axes = sweep.unique(f"{base}/axes{axis}")
+        sweep.set_constant(axes, np.array([axis], np.int64))
+        return helper.make_node("Unsqueeze", [src, axes], [out], name=name), out
+    return helper.make_node("Unsqueeze", [src], [out], axes=[axis], name=name), out
+
+
 def _identity(sweep: Sweep, src: str, dst: str, base: str) -> onnx.NodeProto:
     return helper.make_node("Identity", [src], [dst], name=sweep.unique(f"{base}/output"))
 
@@ -185,15 +197,8 @@ class _Unroller:
                 return self._refuse("empty_loop_scan", "it runs no iteration but has scan outputs")
             parts = []
             for part in self.scans[k]:
-                name = sweep.unique(f"{part}/unsqueezed")
-                if sweep.opset >= 13:
-                    axes = sweep.unique(f"{node.name}/axes0")
-                    sweep.set_constant(axes, np.array([0], np.int64))
-                    items.append(helper.make_node("Unsqueeze", [part, axes], [name],
-                                                  name=sweep.unique(f"{name}/node")))
-                else:
-                    items.append(helper.make_node("Unsqueeze", [part], [name], axes=[0],
-                                                  name=sweep.unique(f"{name}/node")))
+                item, name = unsqueeze(sweep, part, 0, node.name)
+                items.append(item)
                 parts.append(name)
             items.append(helper.make_node("Concat", parts, [dst], axis=0,
                                           name=sweep.unique(f"{node.name}/scan{k}")))
@@ -293,12 +298,11 @@ def unroll_scan(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
                 return _keep_refused(sweep, node, "bad_scan", f"scan output {k} has a negative "
                                      f"axis and its body output no declared rank")
             axis %= len(declared.shape.dim) + 1
-        axes = sweep.unique(f"{node.name}/axes{k}")
-        sweep.set_constant(axes, np.array([axis], np.int64))
         parts = []
         for part in (reversed(outputs[k]) if out_reverse[k] else outputs[k]):
-            name = sweep.unique(f"{part}/unsqueezed")
-            items.append(helper.make_node("Unsqueeze", [part, axes], [name], name=sweep.unique(f"{name}/node")))
+            # opset 9-12 Scans too: an opset-13 Unsqueeze (axes an input) was refused there
+            item, name = unsqueeze(sweep, part, axis, node.name)
+            items.append(item)
             parts.append(name)
         items.append(helper.make_node("Concat", parts, [dst], axis=axis, name=sweep.unique(f"{node.name}/scan{k}")))
     sweep.result.folded += 1

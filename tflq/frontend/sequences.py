@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from tflq.frontend.control_flow import unsqueeze
+
 if TYPE_CHECKING:
     from tflq.frontend.fold import Item, Sweep
 
@@ -60,15 +62,6 @@ def _position(sweep: Sweep, node: onnx.NodeProto, index: int, length: int, inser
     if pos < 0:
         pos += length
     return pos if 0 <= pos <= length - (0 if insert else 1) else -1
-
-
-def _unsqueeze(sweep: Sweep, src: str, axis: int, base: str) -> tuple[onnx.NodeProto, str]:
-    out = sweep.unique(f"{src}/unsqueezed")
-    if sweep.opset >= 13:
-        axes = sweep.unique(f"{base}/axes")
-        sweep.set_constant(axes, np.array([axis], np.int64))
-        return helper.make_node("Unsqueeze", [src, axes], [out], name=sweep.unique(f"{out}/node")), out
-    return helper.make_node("Unsqueeze", [src], [out], axes=[axis], name=sweep.unique(f"{out}/node")), out
 
 
 def expand(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
@@ -138,8 +131,8 @@ def _expand(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
         axis %= len(shape) + 1
         parts = []
         for item in items:
-            unsqueeze, name = _unsqueeze(sweep, item, axis, node.name)
-            out.append(unsqueeze)
+            item_node, name = unsqueeze(sweep, item, axis, node.name)
+            out.append(item_node)
             parts.append(name)
     sweep.result.folded += 1
     return [*out, helper.make_node("Concat", parts, [node.output[0]], axis=axis, name=node.name)]
