@@ -321,3 +321,46 @@ def test_infinite_sqnr_is_null_in_json():
         "y", [1], [1], "float32", sqnr_mean_db=math.inf, sqnr_worst_db=math.inf)])
     assert json.loads(result.to_json())["outputs"][0]["sqnr_worst_db"] is None
     assert "inf dB worst" in result.to_text()
+
+
+def test_layers_survive_a_layer_whose_simulation_divides_by_zero(tmp_path):
+    """A LayerNorm as exported below opset 17 ((x - mean) / sqrt(var + eps)) calibrated on a constant
+    row: with only var + eps on its 8-bit grid, that row's divisor rounds to 0 and the simulated
+    output is inf/NaN. That layer's sensitivity has no signal left (-inf dB); `tflq eval --layers`
+    used to stop there with 'math domain error' (exit 3)."""
+    from onnx import TensorProto, helper
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(
+            name, TensorProto.FLOAT, [], [value]))
+
+    nodes = [const("two", 2.0), const("eps", 1e-5),
+             helper.make_node("ReduceMean", ["x"], ["mean"], axes=[-1], keepdims=1),
+             helper.make_node("Sub", ["x", "mean"], ["centred"]),
+             helper.make_node("Pow", ["centred", "two"], ["squared"]),
+             helper.make_node("ReduceMean", ["squared"], ["var"], axes=[-1], keepdims=1),
+             helper.make_node("Add", ["var", "eps"], ["var_eps"], name="var_eps"),
+             helper.make_node("Sqrt", ["var_eps"], ["std"]),
+             helper.make_node("Div", ["centred", "std"], ["y"])]
+    graph = helper.make_graph(nodes, "layernorm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model_path = str(tmp_path / "layernorm.onnx")
+    onnx.save(model, model_path)
+    rng = np.random.default_rng(0)
+    calib, data = tmp_path / "calib", tmp_path / "data"
+    calib.mkdir(), data.mkdir()
+    for i in range(8):
+        x = (rng.standard_normal((1, 4, 16)) * rng.uniform(0.5, 3, (1, 4, 1))).astype(np.float32)
+        x[0, 0] = 0.25  # a constant row: variance 0
+        np.save(calib / f"{i}.npy", x)
+        np.save(data / f"{i}.npy", x)
+    tflite = str(tmp_path / "layernorm.tflite")
+    tflq.convert(model_path, tflite, mode="full", dtype="uint8", calib=str(calib))
+    result = CliRunner().invoke(main, ["eval", model_path, tflite, "--data", str(data), "--layers"])
+    assert result.exit_code == 0, result.output
+    assert "Internal error" not in result.output
+    analysis = tflq.evaluate(model_path, tflite, str(data), layers=True).layers
+    sensitivities = [layer.sensitivity_db for layer in analysis.layers]
+    assert all(not math.isnan(s) for s in sensitivities if s is not None)

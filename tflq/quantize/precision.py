@@ -70,9 +70,13 @@ Repair = Callable[[Graph, QuantPlan], object]
 
 
 def _db(signal: float, noise: float) -> float:
+    """Signal over noise in dB: +inf when exact, -inf when nothing of the signal is left (no signal,
+    or a noise power that is infinite or NaN: a simulated output that overflowed)."""
     if noise == 0:
         return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+    if not (signal > 0 and math.isfinite(noise)) or signal / noise == 0:
+        return -math.inf
+    return 10 * math.log10(signal / noise)
 
 
 def _powers(reference: Sequence[np.ndarray], approx: Sequence[np.ndarray]) -> tuple[float, float]:
