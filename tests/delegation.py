@@ -43,3 +43,9 @@ def xnnpack_delegation(tflite: bytes) -> Delegation:
     delegates = [op for op in ops if op["op_name"] == "DELEGATE" and op["index"] in run]
     undelegated = [op["op_name"] for op in ops if op["op_name"] != "DELEGATE" and op["index"] in run]
     return Delegation(len(delegates), undelegated)
+
+
+# What tflq writes, for LiteRT (XNNPACK its default delegate), in place of an 8-bit op XNNPACK
+# has no integer kernel for (pool.average_pools_as_depthwise): tests of the op's own kernel look
+# for this kind instead
+WRITTEN_IN_8_BIT = {"AVERAGE_POOL_2D": "DEPTHWISE_CONV_2D"}

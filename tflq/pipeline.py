@@ -26,7 +26,7 @@ from tflq.passes.manager import fixed_point
 from tflq.passes.one_d import cancel_height_reshapes, sink_height_squeezes, spread_ncw
 from tflq.ir.qdq import QdqModel
 from tflq.mode import resolve_mode, unused_option_notes
-from tflq.ops.pool import clamps_as_max_pools, max_pool_pads_as_same
+from tflq.ops.pool import average_pools_as_depthwise, clamps_as_max_pools, max_pool_pads_as_same
 from tflq.quantize.qdq import simplify_qdq_graph
 from tflq.quantize.repair import equalize_if_asked
 from tflq.report import ConversionReport
@@ -124,8 +124,15 @@ def _convert(config: ConvertConfig) -> ConversionReport:
     # BACKEND: a max pool's explicit padding as SAME padding where the runtime makes that cheaper
     target = get_target(config.target)
     max_pool_pads_as_same(graph, extend_convolutions=target.fuses_pad_into_conv)
-    if target.default_delegate is not None:  # an 8-bit RELU between XNNPACK ops: a 1x1 max pool
-        clamps_as_max_pools(graph, get_target(target.default_delegate).delegate.integer_kinds)
+    if target.default_delegate is not None:
+        # what XNNPACK has no 8-bit kernel for, as ops it has: an 8-bit RELU as a 1x1 max pool,
+        # an average pool as a depthwise convolution
+        delegated = get_target(target.default_delegate).delegate.integer_kinds
+        clamps_as_max_pools(graph, delegated)
+        if average_pools_as_depthwise(graph, delegated, frozenset(config.float_ops)):
+            pools = {op.origin for op in graph.ops if op.kind == "AVERAGE_POOL_2D"}
+            report.float_ops = [f for f in report.float_ops
+                                if f.kind != "AVERAGE_POOL_2D" or f.origin in pools]
     verify(graph, after="quantization")
     _describe_io(graph, report)
     equalized = report.equalization is not None and bool(report.equalization.pairs)

@@ -4,7 +4,8 @@ outputs against onnxruntime's, in float and full int8/uint8, judged on the worst
 
 Float: onnxruntime's result up to float rounding, with XNNPACK (LiteRT's default), LiteRT's
 optimized builtin kernels and its reference kernels (all must agree wherever SAME padding
-stands in for ONNX's); likewise in 8 bits (where XNNPACK takes max pools only).
+stands in for ONNX's); likewise in 8 bits (where XNNPACK takes max pools, and average pools
+that read no padding, written as depthwise convolutions).
 8-bit: on the grid the file puts each input on, a max pool is exactly onnxruntime's maximum of
 the rounded input, and an average pool onnxruntime's mean of it up to half an output step (one
 rounding: SAME divides by the window's real cells itself; a divisor MUL after the pool would be

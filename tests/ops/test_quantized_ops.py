@@ -14,6 +14,7 @@ import pytest
 from onnx import helper
 
 from tests.conftest import case_model, run_litert, run_onnxruntime, save_model
+from tests.delegation import WRITTEN_IN_8_BIT
 from tflq import ops as registry
 from tflq.backend.tflite_reader import ModelInfo, OpInfo, TensorInfo, read_tflite
 from tflq.config import ConvertConfig
@@ -151,13 +152,17 @@ def test_full_quantization(spec, case, dtype, tmp_path):
         _check_kept_float(spec, case, dtype, tmp_path)
         return
     model, report, info = _convert(spec, case, dtype, tmp_path)
-    ops = [op for op in info.ops if op.kind == spec.kind]
+    written = WRITTEN_IN_8_BIT.get(spec.kind, spec.kind)  # where the op's form allows
+    ops = [op for op in info.ops if op.kind in (spec.kind, written)]
     assert ops, f"{spec.kind} not emitted: {info.op_kinds()}"
     for op in ops:
         out = info.tensors[op.outputs[0]]  # an index result (ARG_MAX): its data input is 8-bit
         runs = out if out.dtype not in PLAIN_TYPES else info.tensors[op.inputs[0]]
         assert runs.dtype == dtype, f"{spec.kind} was not quantized"
-        _check_rule(spec, op, info, dtype)
+        if op.kind == spec.kind:
+            _check_rule(spec, op, info, dtype)
+        else:  # (its weights are no operand on the output's grid)
+            assert _same_params(out, info.tensors[op.inputs[0]]), f"{op.kind} for {spec.kind}"
     _check_accuracy(model, case, report.tflite, info, STEPS[type(spec.quant)])
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_litert, run_onnxruntime, save_model
+from tests.delegation import WRITTEN_IN_8_BIT
 from tests.quantize.qdq_graphs import (QdqBuilder, activation_params, assert_params, op_of,
                                        tensor_at)
 from tflq.backend.tflite_reader import read_tflite
@@ -211,7 +212,7 @@ def test_pooling_output_grid(onnx_op, kind, same, tmp_path):
     pooled = b.node(onnx_op, [b.qdq("x", s_in, z_in)], kernel_shape=[2, 2], strides=[2, 2])
     model = b.model({"x": (1, 3, 6, 6)}, [b.qdq(pooled, s_out, z_out)])
     _, report, info = _convert(model, tmp_path)
-    op = op_of(info, kind)
+    op = op_of(info, WRITTEN_IN_8_BIT.get(kind, kind))
     assert_params(tensor_at(info, op, 0, output=True), s_in, z_in)
     assert info.op_kinds().count("QUANTIZE") == (1 if same else 2)
     assert any(kind in n and "requantized" in n for n in report.notes) != same

@@ -20,6 +20,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from tests.conftest import case_model, run_litert, run_onnxruntime, save_model
+from tests.delegation import WRITTEN_IN_8_BIT
 from tests.ops.test_quantized_ops import (PLAIN_TYPES, STEPS, _quantizable_cases,
                                           _refused_input_is_computed)
 from tests.quantize.qdq_graphs import activation_params
@@ -125,7 +126,7 @@ def test_qdq_case(spec, case, dtype, tmp_path):
         report = convert(ConvertConfig(model=path, calib=[case.inputs], **case.options))
     assert [op.kind for op in report.float_ops] == ([spec.kind] if refused else []), report.to_text()
     info = read_tflite(report.tflite)
-    ops = [op for op in info.ops if op.kind == spec.kind]
+    ops = [op for op in info.ops if op.kind in (spec.kind, WRITTEN_IN_8_BIT.get(spec.kind, spec.kind))]
     wanted = "float32" if refused else dtype
     runs = [info.tensors[op.outputs[0] if info.tensors[op.outputs[0]].dtype not in PLAIN_TYPES
                          else op.inputs[0]] for op in ops]  # an index result: its data input is 8-bit
