@@ -304,7 +304,9 @@ def _magnitude_refusal(graph: Graph, op: Op, ctx: PlanContext) -> str | None:
         t = graph.tensors[name] if name else None
         if t is None or not t.dtype.is_float:
             continue
-        if t.is_constant:
+        if t.is_constant and isinstance(ctx, _WithRanges) and name in ctx.ranges:
+            low, high = ctx.ranges[name]  # a mask's fill, quantized onto a narrowed range
+        elif t.is_constant:
             if not t.data.size:
                 continue
             low, high = float(np.min(t.data)), float(np.max(t.data))
@@ -438,8 +440,12 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
             continue
         ranges = [span_of(n) for n in op.inputs]
         out_range = ctx.range(op.outputs[0])
-        if not readers or None in slack or None in ranges or out_range is None or \
-                any(_beyond_integer(*r) for r in ranges + [out_range]):
+        if not readers or None in slack or None in ranges or out_range is None:
+            continue
+        # a gate x fill mask narrows (and its sum) however far its fill reaches (finfo.min)
+        beyond = [i for i, r in enumerate(ranges) if _beyond_integer(*r)]
+        if beyond and (len(beyond) > 1 or _mask_fill(graph, op.inputs[beyond[0]], ctx, consumers) is None) \
+                or not beyond and _beyond_integer(*out_range):
             continue
         spans = [high - low for low, high in ranges]
         masks = [i for i in (0, 1) if spans[i] >= MASK_SPAN and spans[1 - i] < MASK_SPAN]
@@ -453,6 +459,12 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
         lows = [floor - top for _, m, _, floor, top in sums if m == mask]
         if len(lows) == len(consumers.get(mask, [])) and mask not in graph.outputs:
             low, high = span_of(mask)
+            fill = _mask_fill(graph, mask, ctx, consumers)
+            if fill is not None:  # gate x fill: the fill saturates on its grid instead
+                name, gate_high = fill
+                narrowed[mask] = (max(low, min(lows)), high)
+                narrowed[name] = (narrowed[mask][0] / gate_high, 0.0)
+                continue
             if not graph.is_constant(mask):
                 lows.append(high - (high - low) / MAX_MASK_NARROWING)
             narrowed[mask] = (max(low, min(lows)), high)
@@ -460,6 +472,33 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
         mask_low, mask_high = narrowed.get(mask) or span_of(mask)
         narrowed[op.outputs[0]] = (max(low, min(floor, high - (mask_high - mask_low) / 255.0)), high)
     return narrowed
+
+
+def _mask_fill(graph: Graph, mask: str, ctx: PlanContext,
+               consumers: dict[str, list[Op]]) -> tuple[str, float] | None:
+    """(fill, highest gate) for a mask computed as gate x fill: a MUL of a gate in [0, g] (a 0/1
+    padding mask, 1 - attention_mask) by a negative scalar constant that only it reads (HuggingFace's
+    -1e9 or finfo.min fill, or -1e4). Quantized onto the narrowed mask range divided by g, the
+    fill saturates to the bound past which the softmax ignores a position, so a masked position
+    still weighs less than e^-16 of its row's maximum, while MUL's multiplier stays ordinary
+    (narrowing the mask alone overflowed the kernel past MAX_MASK_NARROWING; a -1e9 fill left
+    the sum's int8 grid ~4 per step: 6.4 dB) and a step of error in the gate (LiteRT's int16 SUB
+    gives 1 - 1 = -1 step) costs a step times the bound, not times 1e9 (0.4 dB in int16x8).
+    A gate between 0 and 1 then masks in proportion to the bound, not to the fill: attention
+    gates are 0/1."""
+    producer = graph.producer(mask)
+    if producer is None or producer.kind != "MUL" or producer.attrs.fused_activation != "NONE":
+        return None
+    fills = [n for n in producer.inputs if graph.is_constant(n)]
+    gates = [n for n in producer.inputs if not graph.is_constant(n)]
+    if len(fills) != 1 or len(gates) != 1 or graph.tensors[fills[0]].data.size != 1 or \
+            len(consumers.get(fills[0], [])) != 1 or fills[0] in ctx.given:
+        return None
+    fill = float(graph.tensors[fills[0]].data.reshape(-1)[0])
+    gate = ctx.range(gates[0])
+    if gate is None or not fill < 0 or gate[0] < 0 or gate[1] <= 0:
+        return None
+    return fills[0], gate[1]
 
 
 def _invoke_refusal(graph: Graph, op: Op, ctx: PlanContext,
