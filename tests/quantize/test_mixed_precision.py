@@ -362,3 +362,25 @@ def test_bias_correction_left_unsaid_is_tried_by_the_search(tmp_path):
     assert report.precision.promoted == [Promotion("bn", "MUL", "int16")], report.precision.promoted
     assert report.precision.counted == "" and report.bias_correction is None
     assert _litert_sqnr(_model(), report.tflite, _samples()) >= 30
+
+
+def test_repairs_fit_calibration_samples_not_eval_data(tmp_path):
+    """--eval-data is what --target-sqnr judges the file on; bias correction takes its input
+    means from the calibration samples only. The offset model's correction is the weights'
+    rounding times E[x]: eval data of mean 4.25 (calibration: 5, both inside its range) would
+    shrink it by 15%. The file
+    must be the one made with the calibration samples as eval data (byte for byte: no
+    promotion at a 1 dB target, so only the bias could differ)."""
+    model = _offset_model()
+    path = save_model(model, tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    samples = [{"x": (5 + rng.uniform(-1, 1, (1, 8, 6, 6))).astype(np.float32)} for _ in range(8)]
+    low = [{"x": (4 + (s["x"] - 4) / 4).astype(np.float32)} for s in samples]  # mean 4.25
+
+    def written(eval_data) -> bytes:
+        report = convert(ConvertConfig(model=path, mode="full", dtype="uint8", calib=samples,
+                                       bias_correction=True, target_sqnr=1.0, eval_data=eval_data))
+        assert report.precision.promoted == [] and report.bias_correction is not None
+        return report.tflite
+
+    assert written(low) == written(samples)

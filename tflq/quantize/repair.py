@@ -17,6 +17,17 @@ from tflq.report import BiasCorrection, Equalization, Rounding
 BIAS_CORRECTION_SAMPLES = 64  # input means settle long before calibration's ranges do
 
 
+def _calibration_samples(graph: Graph, config: ConvertConfig, limit: int):
+    """The first `limit` calibration samples (--calib), never --eval-data: the repairs fit the
+    model to the data it is calibrated on, and --eval-data is what --target-sqnr judges the
+    result on (fitting to it made that judgement a measurement on the training set)."""
+    from dataclasses import replace
+
+    from tflq.calibration.run import evaluation_samples
+
+    return evaluation_samples(graph, replace(config, eval_data=None), limit)
+
+
 def equalize_by_default(config: ConvertConfig) -> bool:
     """Cross-layer equalization pays where weights are quantized per tensor (uint8): a trained
     MobileNet's depthwise channels spread by 10^3-10^5 and per-tensor rounding zeroes the small
@@ -93,11 +104,10 @@ def measured_input_means(graph: Graph, config: ConvertConfig):
     from BatchNorm statistics): measured once, for every plan correct_biases_if_asked is given."""
     if not bias_correction_asked(config) or config.calib is None:
         return None
-    from tflq.calibration.run import evaluation_samples
     from tflq.quantize.bias_correction import measure_input_means
 
     with one_blas_thread():
-        return measure_input_means(graph, evaluation_samples(graph, config, BIAS_CORRECTION_SAMPLES))
+        return measure_input_means(graph, _calibration_samples(graph, config, BIAS_CORRECTION_SAMPLES))
 
 
 def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel | None,
@@ -115,7 +125,6 @@ def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel |
     if not bias_correction_asked(config):
         return None
     from tflq import ops as registry
-    from tflq.calibration.run import evaluation_samples
     from tflq.quantize.bias_correction import correct_biases, correct_biases_analytic
 
     if plan is None:
@@ -143,7 +152,7 @@ def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel |
         result = correct_biases_analytic(graph, dtype, fixed, originals)
     else:
         with one_blas_thread():  # as calibration: BLAS's own threads cost 7x on a busy machine
-            result = correct_biases(graph, means or evaluation_samples(graph, config, BIAS_CORRECTION_SAMPLES),
+            result = correct_biases(graph, means or _calibration_samples(graph, config, BIAS_CORRECTION_SAMPLES),
                                     dtype, fixed, originals)
     result.skipped[:0] = kept
     for op in ops:  # the corrected biases keep their planned grids
@@ -187,13 +196,12 @@ def round_if_asked(graph: Graph, plan, config: ConvertConfig, originals: dict[st
     if config.calib is None:
         raise InvalidConfigError("--rounding adaround fits each layer to its calibration inputs: "
                                  "give --calib")
-    from tflq.calibration.run import evaluation_samples
     from tflq.quantize.rounding import round_worst_layers
 
     grids = weight_grids(graph, plan)
     before = {id(op): (op.inputs[grids[id(op)][0]], graph.tensors[op.inputs[grids[id(op)][0]]].data)
               for op in plan.quantized_ops if id(op) in grids}
-    samples = evaluation_samples(graph, config, ROUNDING_SAMPLES)
+    samples = _calibration_samples(graph, config, ROUNDING_SAMPLES)
     with one_blas_thread():
         result = round_worst_layers(graph, grids, samples, config.rounding_layers,
                                     config.rounding_seconds, max_work=None if config.rounding
