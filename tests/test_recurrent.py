@@ -262,7 +262,7 @@ def test_crnn(tmp_path):
     (dict(input_forget=1), "lstm_input_forget"),
     (dict(activations=["Softsign", "Tanh", "Tanh"]), "recurrent_activation"),
     (dict(activations=["HardSigmoid", "Tanh", "Tanh"]), "recurrent_activation"),  # no alpha/beta
-    (dict(sequence_lens=[2, 3]), "recurrent_sequence_lens"),
+    (dict(sequence_lens=[2, 4]), "recurrent_sequence_lens"),  # 4 > the 3 steps (shorter ones run)
 ])
 def test_unsupported_variants_are_named(attrs, reason, tmp_path):
     from tflq.errors import UnsupportedModelError

@@ -219,3 +219,41 @@ def test_scan_rnn_below_opset_13(opset, tmp_path):
     assert _worst_db(path, report.tflite, feeds) >= 100.0
     report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
     assert _worst_db(path, report.tflite, feeds) >= 25.0
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("lens_input", [True, False])
+def test_recurrent_sequence_lens_shorter_than_the_sequence(kind, lens_input, tmp_path):
+    """torch's pack_padded_sequence exports as the recurrent node's sequence_lens (a lengths graph
+    input, int32): refused unless every length was the full sequence. Past its length an entry
+    outputs 0 and keeps its state (the reverse direction starts at its last valid step), which a
+    per-step 0/1 mask computed in the file reproduces; Y and Y_h of both directions, batch 2."""
+    rng = np.random.default_rng(0)
+    gates, steps, batch, width, hidden = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind], 6, 2, 3, 5
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (2, gates * hidden, width)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (2, gates * hidden, hidden)).astype(np.float32), "R"),
+             numpy_helper.from_array(rng.normal(0, 0.2, (2, 2 * gates * hidden)).astype(np.float32), "B")]
+    inputs = {"x": [steps, batch, width]}
+    if not lens_input:
+        inits.append(numpy_helper.from_array(np.array([4, 6], np.int32), "lens"))
+    attrs = {"linear_before_reset": 1} if kind == "GRU" else {}
+    nodes = [helper.make_node(kind, ["x", "W", "R", "B", "lens"], ["y", "y_h"], hidden_size=hidden,
+                              direction="bidirectional", **attrs)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, inputs["x"])]
+        + ([helper.make_tensor_value_info("lens", TensorProto.INT32, [batch])] if lens_input else []),
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [steps, 2, batch, hidden]),
+         helper.make_tensor_value_info("y_h", TensorProto.FLOAT, [2, batch, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    path = save_model(model, tmp_path / "m.onnx")
+    feeds = []
+    for lens in ([6, 3], [1, 6], [0, 5], [6, 6]) if lens_input else ([4, 6],) * 4:
+        feed = {"x": rng.normal(0, 1, (steps, batch, width)).astype(np.float32)}
+        if lens_input:
+            feed["lens"] = np.array(lens, np.int32)
+        feeds.append(feed)
+    report = convert(ConvertConfig(model=path))
+    assert _worst_db(path, report.tflite, feeds) >= 100.0
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
+    assert _worst_db(path, report.tflite, feeds) >= 25.0

@@ -13,7 +13,8 @@ give Y_c; it has no reverse or GRU/RNN form; and its int8 kernel needs int16 cel
 calibrated intermediate tensors. The unrolled form covers all of ONNX's variants the same way.
 
 Supported: forward, reverse and bidirectional; initial_h/initial_c given (a graph input, computed
-or constant) or absent; sequence_lens absent or equal to the sequence length everywhere; LSTM
+or constant) or absent; sequence_lens absent, constant or a graph input (past its length an entry
+outputs 0 and keeps its state: a 0/1 mask per step); LSTM
 peepholes; GRU linear_before_reset 0 and 1; layout 0 and 1; the activations Sigmoid, Tanh, Relu,
 HardSigmoid, LeakyRelu, Affine and ScaledTanh (with their activation_alpha/activation_beta).
 """
@@ -26,10 +27,12 @@ from onnx import helper
 
 from tflq._generated.tflite.UnpackOptions import UnpackOptionsT
 from tflq.errors import Unsupported
+from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Case, LayoutBreaking, OpSpec, SameAsInput, rand
 from tflq.ops.activations import LeakyReluAttrs
+from tflq.ops.cast import add_cast
 from tflq.ops.concat import ConcatenationAttrs
 from tflq.ops.fully_connected import FullyConnectedAttrs
 from tflq.ops.split import SplitAttrs
@@ -142,6 +145,15 @@ class _Builder:
         return self.op("RELU_0_TO_1", [affine], base, shape)  # HardSigmoid
 
 
+def _masked(b: _Builder, inside: str, new: str, previous: str | None, mask: str, base: str) -> str:
+    """The state after a step under `mask`: `new` where 1, `previous` where 0. `inside` is
+    new * mask, which is the whole answer when the previous state is zero (None)."""
+    if previous is None:
+        return inside
+    return b.binary("ADD", previous, b.binary("MUL", b.binary("SUB", new, previous, f"{base}/delta"),
+                                              mask, f"{base}/step"), base)
+
+
 def _optional(node, index: int) -> str:
     return node.input[index] if len(node.input) > index and node.input[index] else ""
 
@@ -228,13 +240,15 @@ class Unpack(OpSpec):
         if _optional(node, 3):
             bias = ctx.require_constant(node, 3, "B").astype(np.float32)
         lens = _optional(node, 4)
+        masks = None
         if lens:
             value = ctx.constant(lens)
-            if value is None or np.any(value != steps):
+            if value is not None and (value.size != batch or np.any(value < 0) or np.any(value > steps)):
                 raise Unsupported(node, "recurrent_sequence_lens",
-                                  "sequence_lens must be absent or a constant equal to the sequence "
-                                  f"length ({steps}) for every batch entry",
-                                  "export without sequence_lens (or pad every sequence to full length)")
+                                  f"sequence_lens {value.tolist()} must give each of the {batch} batch "
+                                  f"entries a length from 0 to the sequence length ({steps})")
+            if value is None or np.any(value != steps):
+                masks = self._step_masks(b, ctx, lens, steps, batch)
         if ctx.attr(node, "clip", None) is not None:
             raise Unsupported(node, "recurrent_clip", f"{kind} with a clip threshold is not supported")
         if kind == "LSTM" and int(ctx.attr(node, "input_forget", 0)):
@@ -271,6 +285,7 @@ class Unpack(OpSpec):
             f_act = acts[d * per_dir:(d + 1) * per_dir]
             for t in order:
                 base = f"d{d}/t{t}"
+                h_prev, c_prev = h, c
                 if kind == "LSTM":
                     h, c = self._lstm_step(b, step_inputs[t], h, c, r[d], peepholes, d, hidden, f_act, base)
                 elif kind == "GRU":
@@ -280,10 +295,36 @@ class Unpack(OpSpec):
                         "ADD", step_inputs[t], b.fc(h, r[d], None, f"{base}/recurrent"), f"{base}/gate")
                     h = b.activation(f_act[0], gate, f"{base}/h")
                 outputs[t] = h
+                if masks is not None:  # past its length an entry outputs 0 and keeps its state
+                    outputs[t] = b.binary("MUL", h, masks[t], f"{base}/y_masked")
+                    h = _masked(b, outputs[t], h, h_prev, masks[t], f"{base}/h_masked")
+                    if c is not None:
+                        c = _masked(b, b.binary("MUL", c, masks[t], f"{base}/c_inside"), c, c_prev,
+                                    masks[t], f"{base}/c_masked")
             hs.append(outputs)
             last_h.append(h)
             last_c.append(c)
         self._outputs(b, node, ctx, hs, last_h, last_c, steps, batch, hidden, layout)
+
+    @staticmethod
+    def _step_masks(b: _Builder, ctx, lens: str, steps: int, batch: int) -> list[str]:
+        """Per step t, [B, 1]: 1.0 where t < sequence_lens[b] (inside that entry's sequence), else
+        0.0; computed in the file from a sequence_lens graph input (a torch export with a lengths
+        input: pack_padded_sequence), folded for a constant one."""
+        name = b.node.name
+        lens_type = ctx.graph.tensors[ctx.tensor(lens)].dtype
+        row = ctx.new_activation(f"{name}/lens_row", (1, batch), lens_type)
+        ctx.add_op("RESHAPE", [lens, ctx.add_constant(f"{name}/lens_row/shape", np.array([1, batch], np.int32))],
+                   [row])
+        t_column = ctx.add_constant(f"{name}/step_numbers", np.arange(steps, dtype=lens_type.numpy)[:, None])
+        inside = ctx.new_activation(f"{name}/inside", (steps, batch), DType.BOOL)
+        ctx.add_op("LESS", [t_column, row], [inside])
+        mask = ctx.new_activation(f"{name}/mask", (steps, batch))
+        add_cast(ctx, inside, mask, DType.FLOAT32)
+        masks = [b.new(f"mask_t{t}", (batch, 1)) for t in range(steps)]
+        ctx.add_op("UNPACK", [b.reshape(mask, (steps, batch, 1), "mask_steps")], masks,
+                   UnpackAttrs(num=steps, axis=0))
+        return masks
 
     @staticmethod
     def _initial_states(b: _Builder, node, ctx, index: int, directions: int, batch: int, hidden: int,
