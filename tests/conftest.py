@@ -111,6 +111,16 @@ def run_litert(tflite: bytes, feeds: list[np.ndarray], nchw_io: bool = True,
     return results
 
 
+def worst_sqnr_db(path: str, tflite: bytes, feeds: list[dict[str, np.ndarray]]) -> float:
+    """The worst output SQNR of a .tflite (LiteRT) against its ONNX model (onnxruntime) over `feeds`."""
+    from tflq.ir.quant import sqnr_db
+    worst = float("inf")
+    for feed in feeds:
+        expected, actual = run_onnxruntime(path, feed), run_litert(tflite, list(feed.values()))
+        worst = min(worst, min(sqnr_db(e, a) for e, a in zip(expected, actual)))
+    return worst
+
+
 def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
     """Largest error relative to the largest magnitude; integer/boolean results must be exact (0 or inf)."""
     if np.asarray(expected).dtype.kind in "iub":

@@ -8,19 +8,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import run_litert, run_onnxruntime, save_graph
+from tests.conftest import run_litert, run_onnxruntime, save_graph, worst_sqnr_db
 from tflq.config import ConvertConfig
 from tflq.errors import InvalidConfigError, UnsupportedModelError
 from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
-
-
-def _worst_db(path: str, tflite: bytes, feeds: list[dict]) -> float:
-    worst = float("inf")
-    for feed in feeds:
-        expected, actual = run_onnxruntime(path, feed), run_litert(tflite, list(feed.values()))
-        worst = min(worst, min(sqnr_db(e, a) for e, a in zip(expected, actual)))
-    return worst
 
 
 def test_int16_exp_of_an_all_zero_tensor(tmp_path):
@@ -35,7 +27,7 @@ def test_int16_exp_of_an_all_zero_tensor(tmp_path):
     feeds = [{"x": rng.uniform(30, 60, (1, 1, 6)).astype(np.float32)} for _ in range(4)]
     for dtype in ("int8", "int16x8"):
         report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=feeds, rounding="nearest"))
-        assert _worst_db(path, report.tflite, feeds) >= 40.0, dtype
+        assert worst_sqnr_db(path, report.tflite, feeds) >= 40.0, dtype
 
 
 def _conv_bn_relu(tmp_path) -> str:
@@ -64,7 +56,7 @@ def test_node_names_fused_away_are_nodes_of_the_model(flag, tmp_path):
     note = next(n for n in report.notes if "no op of the file comes from that node" in n)
     assert "bn" in note and "relu" in note
     assert not report.float_ops  # nothing was made float
-    assert _worst_db(path, report.tflite, feeds) >= 25.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 25.0
     with pytest.raises(InvalidConfigError, match="1 node name.* nothere"):
         convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds, **{flag: ("relu", "nothere")}))
 
@@ -86,7 +78,7 @@ def test_int16_ops_in_a_qdq_model_without_calibration(tmp_path):
     feeds = [{"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
     qdq = _ort_qdq(src, str(tmp_path / "q.onnx"), feeds, "QInt8")
     report = convert(ConvertConfig(model=qdq, int16_ops=("cat",)))
-    assert _worst_db(qdq, report.tflite, feeds) >= 30.0
+    assert worst_sqnr_db(qdq, report.tflite, feeds) >= 30.0
 
 
 def _ort_qdq(src: str, out: str, feeds: list[dict], activation: str) -> str:
@@ -124,7 +116,7 @@ def test_ort_16x8_qdq_model_with_a_constant_operand(tmp_path):
     qdq = _ort_qdq(src, str(tmp_path / "q.onnx"), feeds, "QInt16")
     report = convert(ConvertConfig(model=qdq))
     assert report.dtype == "int16x8" and not report.float_ops
-    assert _worst_db(qdq, report.tflite, feeds) >= 60.0
+    assert worst_sqnr_db(qdq, report.tflite, feeds) >= 60.0
 
 
 def test_qdq_float_island_output_keeps_the_graphs_rounding(tmp_path):
@@ -192,7 +184,7 @@ def test_int16_ops_with_a_constant_operand_in_a_qdq_model(tmp_path):
     feeds = [{"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)} for _ in range(4)]
     qdq = _ort_qdq(src, str(tmp_path / "q.onnx"), feeds, "QInt8")
     report = convert(ConvertConfig(model=qdq, calib=feeds, int16_ops=("softmax", "add")))
-    assert _worst_db(qdq, report.tflite, feeds) >= 25.0
+    assert worst_sqnr_db(qdq, report.tflite, feeds) >= 25.0
 
 
 def test_options_a_mode_does_not_use_are_named(tmp_path):
@@ -230,7 +222,7 @@ def test_int16_ops_next_to_a_relu_folded_into_a_qdq_zero_point(activation, tmp_p
     qdq = _ort_qdq(src, str(tmp_path / "q.onnx"), feeds, activation)
     for calib in (None, feeds):
         report = convert(ConvertConfig(model=qdq, calib=calib, int16_ops=("conv",)))
-        assert _worst_db(qdq, report.tflite, feeds) >= 25.0, calib is not None
+        assert worst_sqnr_db(qdq, report.tflite, feeds) >= 25.0, calib is not None
 
 
 def test_check_without_a_target_is_a_usage_error(tmp_path):
@@ -285,7 +277,7 @@ def test_int16_ops_writing_a_model_output_keep_its_qdq_grid(activation, tmp_path
     feeds = [{"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
     qdq = _ort_qdq(src, str(tmp_path / "q.onnx"), feeds, activation)
     report = convert(ConvertConfig(model=qdq, calib=feeds, int16_ops=("conv",)))
-    assert _worst_db(qdq, report.tflite, feeds) >= 30.0
+    assert worst_sqnr_db(qdq, report.tflite, feeds) >= 30.0
 
 
 def _integer_div(tmp_path, elem_type: int) -> str:
@@ -360,7 +352,7 @@ def test_decomposed_norm_of_a_constant_row(norm, dtype, floor, tmp_path):
     feeds[2]["x"][0, 4] = 0.7
     report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=calib))
     assert "DIV" in {op.kind for op in report.float_ops}
-    assert _worst_db(path, report.tflite, feeds) >= floor
+    assert worst_sqnr_db(path, report.tflite, feeds) >= floor
 
 
 def test_log_of_zero_in_folded_position_buckets(tmp_path):
@@ -388,7 +380,7 @@ def test_log_of_zero_in_folded_position_buckets(tmp_path):
     path = save_graph(tmp_path / "buckets.onnx", nodes, {"x": [1, 8, 8]}, "y", [distance] + consts, opset=13)
     feeds = [{"x": np.random.default_rng(6).normal(0, 1, (1, 8, 8)).astype(np.float32)}]
     report = convert(ConvertConfig(model=path))
-    assert _worst_db(path, report.tflite, feeds) >= 100.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 100.0
 
 
 def test_lrn_in_a_quantized_classic_cnn(tmp_path):
@@ -406,10 +398,10 @@ def test_lrn_in_a_quantized_classic_cnn(tmp_path):
         return save_graph(tmp_path / f"lrn{size}.onnx", nodes, {"x": [1, 3, 8, 8]}, "y", [w], opset=13)
     path = model(5)
     feeds = [{"x": rng.normal(0, 1, (1, 3, 8, 8)).astype(np.float32)} for _ in range(8)]
-    assert _worst_db(path, convert(ConvertConfig(model=path)).tflite, feeds) >= 100.0
+    assert worst_sqnr_db(path, convert(ConvertConfig(model=path)).tflite, feeds) >= 100.0
     full = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds[:6]))
     assert [op.kind for op in full.float_ops] == ["LOCAL_RESPONSE_NORMALIZATION"]
-    assert _worst_db(path, full.tflite, feeds[6:]) >= 30.0
+    assert worst_sqnr_db(path, full.tflite, feeds[6:]) >= 30.0
     with pytest.raises(UnsupportedModelError, match="'norm1' \\(LRN\\)") as refused:
         convert(ConvertConfig(model=model(4)))
     assert [d.reason_code for d in refused.value.diagnostics] == ["lrn_even_size"]
@@ -428,7 +420,7 @@ def test_causal_mask_of_minus_infinity(mode, dtype, tmp_path):
     path = save_graph(tmp_path / "causal.onnx", nodes, {"x": [1, 32, 32]}, "y", [mask, w], opset=13)
     feeds = [{"x": np.random.default_rng(10 + k).normal(0, 1, (1, 32, 32)).astype(np.float32)} for k in range(3)]
     report = convert(ConvertConfig(model=path, mode=mode, dtype=dtype, min_weight_elements=256))
-    assert _worst_db(path, report.tflite, feeds) >= 30.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 30.0
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
@@ -452,7 +444,7 @@ def test_t5_rms_norm_calibrated_on_a_zero_row(dtype, tmp_path):
         sample["x"][0, 0] = 0.0
     report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=calib))
     assert report.op_counts["DIV"] == 1 and "SQRT" in report.op_counts
-    assert _worst_db(path, report.tflite, calib) >= 30.0
+    assert worst_sqnr_db(path, report.tflite, calib) >= 30.0
 
 
 def test_integer_add_of_position_ids_in_full_quantization(tmp_path):
@@ -479,7 +471,7 @@ def test_integer_add_of_position_ids_in_full_quantization(tmp_path):
     onnx.save(model, path)
     feeds = [{"ids": np.concatenate([rng.integers(2, 20, (1, 5)), np.ones((1, 3), np.int64)], 1)} for _ in range(4)]
     report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
-    assert _worst_db(path, report.tflite, feeds) >= 30.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 30.0
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "int16x8"])
@@ -503,7 +495,7 @@ def test_layer_norm_calibrated_on_zero_padded_rows(dtype, tmp_path):
     floor = 30.0 if dtype == "int16x8" else 20.0
     report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=padded))
     assert ("MUL" in {op.kind for op in report.float_ops}) == (dtype != "int16x8")
-    assert _worst_db(path, report.tflite, padded) >= floor
+    assert worst_sqnr_db(path, report.tflite, padded) >= floor
     if dtype == "int8":
         report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=clean))
-        assert not report.float_ops and _worst_db(path, report.tflite, clean) >= floor
+        assert not report.float_ops and worst_sqnr_db(path, report.tflite, clean) >= floor

@@ -9,19 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import run_litert, run_onnxruntime, save_model
+from tests.conftest import save_model, worst_sqnr_db
 from tflq.config import ConvertConfig
 from tflq.errors import UnsupportedModelError
-from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
-
-
-def _worst_db(path: str, tflite: bytes, feeds: list[dict]) -> float:
-    worst = float("inf")
-    for feed in feeds:
-        expected, actual = run_onnxruntime(path, feed), run_litert(tflite, list(feed.values()))
-        worst = min(worst, min(sqnr_db(e, a) for e, a in zip(expected, actual)))
-    return worst
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
@@ -54,9 +45,9 @@ def test_float64_and_float16_values_compute_in_float32(ftype, tmp_path):
     feeds = [{"x": rng.normal(0, 2, (1, 6)).astype(np.float32)} for _ in range(4)]
     report = convert(ConvertConfig(model=path))
     assert any("output 'y'" in n and "float32" in n for n in report.notes), report.notes
-    assert _worst_db(path, report.tflite, feeds) >= (100.0 if ftype == TensorProto.DOUBLE else 60.0)
+    assert worst_sqnr_db(path, report.tflite, feeds) >= (100.0 if ftype == TensorProto.DOUBLE else 60.0)
     report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
-    assert _worst_db(path, report.tflite, feeds) >= 30.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 30.0
 
 
 def _sequence_info(name: str) -> onnx.ValueInfoProto:
@@ -110,9 +101,9 @@ def test_a_list_appended_in_a_scripted_loop(opset, tmp_path):
     feeds = [{"x": rng.normal(0, 1, (3, 1, 4)).astype(np.float32),
               "h0": rng.normal(0, 1, (1, 4)).astype(np.float32)} for _ in range(4)]
     report = convert(ConvertConfig(model=path))
-    assert _worst_db(path, report.tflite, feeds) >= 100.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 100.0
     report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
-    assert _worst_db(path, report.tflite, feeds) >= 25.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 25.0
 
 
 def test_a_sequence_read_at_a_data_dependent_position_is_named(tmp_path):
@@ -175,10 +166,10 @@ def test_stft_is_a_convolution_with_the_dft_basis(signal_shape, onesided, window
     rng = np.random.default_rng(1)
     feeds = [{"x": rng.normal(0, 1, signal_shape).astype(np.float32)} for _ in range(4)]
     report = convert(ConvertConfig(model=path))
-    assert _worst_db(path, report.tflite, feeds) >= 80.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 80.0
     report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
     assert not report.float_ops
-    assert _worst_db(path, report.tflite, feeds) >= 30.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 30.0
 
 
 def test_stft_with_a_computed_window_is_named(tmp_path):
@@ -216,9 +207,9 @@ def test_scan_rnn_below_opset_13(opset, tmp_path):
     feeds = [{"h0": rng.normal(0, 1, (1, 8)).astype(np.float32),
               "x": rng.normal(0, 1, (5, 1, 6)).astype(np.float32)} for _ in range(4)]
     report = convert(ConvertConfig(model=path))
-    assert _worst_db(path, report.tflite, feeds) >= 100.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 100.0
     report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
-    assert _worst_db(path, report.tflite, feeds) >= 25.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 25.0
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
@@ -254,6 +245,6 @@ def test_recurrent_sequence_lens_shorter_than_the_sequence(kind, lens_input, tmp
             feed["lens"] = np.array(lens, np.int32)
         feeds.append(feed)
     report = convert(ConvertConfig(model=path))
-    assert _worst_db(path, report.tflite, feeds) >= 100.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 100.0
     report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds))
-    assert _worst_db(path, report.tflite, feeds) >= 25.0
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 25.0

@@ -308,13 +308,22 @@ def calibration_session(model: bytes, optimized: bool = False):
     return onnxruntime.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
 
 
+def memory_file(name: str) -> int | None:
+    """A new anonymous in-memory file (memfd, closed on exec) that onnxruntime can open as
+    /proc/self/fd/N; None where there is none (not Linux, or the kernel refuses)."""
+    if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.memfd_create(name, getattr(os, "MFD_CLOEXEC", 1))
+    except OSError:
+        return None
+
+
 def optimized_in_memory(model: bytes) -> tuple[bytes, int] | None:
     """onnxruntime's optimized graph of `model`, saved by a first session into an anonymous
     in-memory file (memfd, Linux) and edited by reductions_in_place, and the number of its
     reductions that read blocked tensors; None where that is not possible or fails (the caller
     then uses the model itself)."""
-    if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
-        return None
     if "onnx" not in sys.modules:
         # The edit needs the onnx package; calibration workers leave it out of their preload
         # to start fast (~1 s of imports), and run the model as planned rather than import it.
@@ -323,9 +332,8 @@ def optimized_in_memory(model: bytes) -> tuple[bytes, int] | None:
 
     from tflq.frontend.onnxruntime_model import with_cheaper_reductions
 
-    try:
-        fd = os.memfd_create("tflq-calibration", getattr(os, "MFD_CLOEXEC", 1))
-    except OSError:
+    fd = memory_file("tflq-calibration")
+    if fd is None:
         return None
     try:
         options = session_options()

@@ -195,11 +195,9 @@ class _ModelFile:
     @classmethod
     def of(cls, model: bytes) -> "_ModelFile | None":
         """The model in a new in-memory file, or None where there is none (not Linux)."""
-        if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
-            return None
-        try:
-            fd = os.memfd_create("tflq-calibration-model", getattr(os, "MFD_CLOEXEC", 1))
-        except OSError:
+        from tflq.calibration.engines import memory_file
+        fd = memory_file("tflq-calibration-model")
+        if fd is None:
             return None
         try:
             view = memoryview(model)

@@ -330,7 +330,7 @@ SCALE_FACTOR_MIN_STEPS = 4.0
 
 
 def _wide_scale_factors(graph: Graph, ctx: PlanContext) -> dict[str, str]:
-    """Scale factors no grid of their op's type resolves (see SCALE_FACTOR_STEPS): name -> why."""
+    """Scale factors no grid of their op's type resolves (see SCALE_FACTOR_MIN_STEPS): name -> why."""
     wide: dict[str, str] = {}
     for op in graph.ops:
         if not registry.spec(op.kind).scale_factor_output:
@@ -440,7 +440,7 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
             continue
         ranges = [span_of(n) for n in op.inputs]
         out_range = ctx.range(op.outputs[0])
-        if not readers or None in slack or None in ranges or out_range is None:
+        if None in ranges or out_range is None:
             continue
         # a gate x fill mask narrows (and its sum) however far its fill reaches (finfo.min)
         beyond = [i for i, r in enumerate(ranges) if _beyond_integer(*r)]
