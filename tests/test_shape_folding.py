@@ -217,11 +217,15 @@ def test_enormous_trip_count_is_refused_at_once(tmp_path):
 
 
 def test_data_dependent_control_flow_and_shapes_are_named(tmp_path):
-    """An If on a value of the data, and a Reshape to a shape read from the data, are both named."""
+    """An If on a value of the data whose branches differ in shape (one of the same shape becomes
+    a Where: tests/test_data_dependent_if.py), and a Reshape to a shape read from the data, are
+    both named."""
     branch = _subgraph([helper.make_node("Neg", ["x"], ["t"])], [], [helper.make_tensor_value_info("t", F, None)])
+    other = _subgraph([helper.make_node("ReduceSum", ["x"], ["r"], keepdims=1)], [],
+                      [helper.make_tensor_value_info("r", F, None)])
     nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
              helper.make_node("Greater", ["total", "zero_f"], ["cond"]),
-             helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch, name="branchy"),
+             helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=other, name="branchy"),
              helper.make_node("Cast", ["x"], ["xi"], to=TensorProto.INT64),
              helper.make_node("Abs", ["xi"], ["xa"]),
              helper.make_node("ReduceMax", ["xa"], ["m"], keepdims=1),

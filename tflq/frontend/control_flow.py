@@ -1,7 +1,8 @@
 """ONNX If, Loop and Scan, expanded in place during the folding sweep when their conditions fold.
 
 tflq emits no TFLite IF/WHILE: an If whose condition is a constant once input shapes are static is
-replaced by the nodes of its taken branch, and a Loop whose trip count and condition fold is unrolled
+replaced by the nodes of its taken branch (one whose condition depends on the data by both branches
+and a Where per output, where the branches give outputs of one shape), and a Loop whose trip count and condition fold is unrolled
 one iteration at a time (the condition of each iteration is folded before the next is emitted), up to
 MAX_LOOP_ITERATIONS iterations and MAX_UNROLLED_NODES nodes in all. A Scan (opset 9+) always has a
 static length once input shapes are static: it is unrolled under the same limits. Anything else is
@@ -21,9 +22,10 @@ if TYPE_CHECKING:
 MAX_LOOP_ITERATIONS = 256
 MAX_UNROLLED_NODES = 20000
 
-HINT = ("tflq expands If and Loop only when their conditions and trip counts are constants once "
-        "input shapes are static; export the model with the control flow traced out (e.g. "
-        "torch.onnx.export without scripting)")
+HINT = ("tflq expands a Loop only when its trip count and condition are constants once input shapes "
+        "are static, and an If on the data only when both branches give outputs of one shape and "
+        "type; export the model with the control flow traced out (e.g. torch.onnx.export without "
+        "scripting)")
 
 
 def instantiate(sweep: Sweep, graph: onnx.GraphProto, prefix: str,
@@ -115,11 +117,11 @@ def _keep_refused(sweep: Sweep, node: onnx.NodeProto, reason: str, message: str)
 
 
 def inline_if(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
-    """The taken branch's nodes, then Identities onto the If's outputs; or a refusal."""
+    """The taken branch's nodes, then Identities onto the If's outputs; for a condition of the
+    data, both branches and a Where per output (select_branches); or a refusal."""
     cond = sweep.constants.get(node.input[0])
     if cond is None:
-        return _keep_refused(sweep, node, "data_dependent_if",
-                             f"its condition '{node.input[0]}' depends on the input data")
+        return select_branches(sweep, node)
     if cond.size != 1:
         return _keep_refused(sweep, node, "bad_condition",
                              f"its condition has {cond.size} elements; ONNX wants one")
@@ -129,6 +131,49 @@ def inline_if(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
     sweep.result.folded += 1
     return nodes + [_identity(sweep, src, dst, node.name)
                     for src, dst in zip(outs, node.output) if dst]
+
+
+def select_branches(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
+    """An If whose condition depends on the data: both branches run, and each output is
+    Where(condition, then, else), which is the If wherever both branches give outputs of one shape
+    and type (checked once their shapes are known; else refused). The branch not taken still
+    computes, so it costs its ops and its values (NaN from a Log, say) meet calibration."""
+    shape = sweep.shape_of(node.input[0])
+    if shape is not None and int(np.prod(shape)) != 1:
+        return _keep_refused(sweep, node, "bad_condition",
+                             f"its condition has {int(np.prod(shape))} elements; ONNX wants one")
+    branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
+    then_nodes, then_outs = instantiate(sweep, branches["then_branch"], f"{node.name}/then_branch", {})
+    else_nodes, else_outs = instantiate(sweep, branches["else_branch"], f"{node.name}/else_branch", {})
+
+    def select() -> list[Item]:
+        for k, (t, e) in enumerate(zip(then_outs, else_outs)):
+            if not node.output[k]:
+                continue
+            if t in sweep.sequences or e in sweep.sequences:
+                return _keep_refused(sweep, node, "data_dependent_if",
+                                     f"its condition '{node.input[0]}' depends on the input data and "
+                                     f"its output {k} is a sequence")
+            shapes = (sweep.shape_of(t), sweep.shape_of(e))
+            types = (sweep.dtype_of(t), sweep.dtype_of(e))
+            if None in shapes or shapes[0] != shapes[1] or types[0] != types[1]:
+                seen = " vs ".join("unknown" if s is None else str(list(s)) for s in shapes)
+                return _keep_refused(sweep, node, "data_dependent_if",
+                                     f"its condition '{node.input[0]}' depends on the input data and "
+                                     f"its branches give output {k} different shapes or types ({seen})")
+        scalar = sweep.unique(f"{node.name}/condition")
+        empty = sweep.unique(f"{node.name}/scalar_shape")
+        sweep.set_constant(empty, np.zeros(0, np.int64))
+        items: list[Item] = [helper.make_node("Reshape", [node.input[0], empty], [scalar],
+                                              name=sweep.unique(f"{node.name}/condition_node"))]
+        for t, e, dst in zip(then_outs, else_outs, node.output):
+            if dst:
+                items.append(helper.make_node("Where", [scalar, t, e], [dst],
+                                              name=sweep.unique(f"{node.name}/select")))
+        sweep.result.folded += 1
+        return items
+
+    return then_nodes + else_nodes + [select]
 
 
 class _Unroller:
