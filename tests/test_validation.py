@@ -235,3 +235,51 @@ def test_attributes_beyond_int32_are_refused_naming_the_node(node, tmp_path):
     onnx.save(_model([node], [W] if node.op_type == "Conv" else []), path)
     result = CliRunner().invoke(main, ["convert", path, "-o", str(tmp_path / "o.tflite")])
     assert result.exit_code == 1 and "the_op" in result.output and "int32" in result.output, result.output
+
+
+def _non_tensor_inputs():
+    x = helper.make_tensor_value_info("x", T.FLOAT, [1, 4])
+    seq = helper.make_tensor_sequence_value_info("s", T.FLOAT, [1, 4])
+    opt = helper.make_value_info("o", helper.make_optional_type_proto(helper.make_tensor_type_proto(T.FLOAT, [1, 4])))
+    relu = helper.make_node("Relu", ["x"], ["y"], name="r")
+    y = helper.make_tensor_value_info("y", T.FLOAT, None)
+    return [("sequence_passed_through", [relu], [x, seq], [y, seq], "'s'"),
+            ("optional_input", [helper.make_node("OptionalGetElement", ["o"], ["y"], name="oge")], [opt], [y], "'o'")]
+
+
+@pytest.mark.parametrize("name,nodes,inputs,outputs,named", _non_tensor_inputs(),
+                         ids=[c[0] for c in _non_tensor_inputs()])
+def test_graph_inputs_that_are_not_tensors_are_refused_by_name(name, nodes, inputs, outputs, named, tmp_path):
+    """A sequence or optional graph input met the shape lookup outside any node: an internal error
+    ('NoneType' object has no attribute 'name') instead of a line naming the input."""
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    result = CliRunner().invoke(main, ["convert", path, "-o", str(tmp_path / "o.tflite")])
+    assert result.exit_code == 1, result.output
+    assert "Internal error" not in result.output and "Traceback" not in result.output, result.output
+    assert f"{named}: graph input of " in result.output, result.output
+    assert not (tmp_path / "o.tflite").exists()
+
+
+def test_a_shape_asked_outside_any_node_names_the_tensor():
+    """Every refusal names its subject: the import context asked for an unknown shape with no node
+    being imported (a graph output) raises a TflqError naming the tensor, not an AttributeError."""
+    from tflq.errors import Unsupported
+    from tflq.frontend.onnx_loader import ImportContext
+    from tflq.ir.graph import Graph
+
+    ctx = ImportContext(Graph(), {}, {}, {}, 17)
+    with pytest.raises(Unsupported) as info:
+        ctx.shape("mystery")
+    assert isinstance(info.value, TflqError)
+    assert info.value.diagnostic.node == "mystery" and "'mystery'" in str(info.value)
+    ctx.unknown_shapes["later"] = "it follows node 'nz' (NonZero)"
+    with pytest.raises(Unsupported, match="'later'.*NonZero"):
+        ctx.shape("later")
+    import pickle
+
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value) and again.diagnostic == info.value.diagnostic

@@ -73,10 +73,30 @@ class OutputError(TflqError):
     reason_code = "output"
 
 
-class Unsupported(Exception):
-    """Raised by an op importer for one node; the loader gathers these into one UnsupportedModelError."""
+class Unsupported(UnsupportedModelError):
+    """Raised by an op importer for one node; the loader gathers these into one UnsupportedModelError.
 
-    def __init__(self, node, reason_code: str, message: str, hint: str = "") -> None:
-        """`node` is the onnx NodeProto being imported."""
-        super().__init__(message)
-        self.diagnostic = Diagnostic(node.name, node.op_type, reason_code, message, hint)
+    `node` is the onnx NodeProto being imported, or None for a problem of a graph input or output
+    (or found outside any node): then `tensor` names the value, so every refusal names its subject.
+    One that escapes the loader is still a TflqError: one line naming the node or tensor, exit 1.
+    """
+
+    def __init__(self, node, reason_code: str, message: str, hint: str = "", tensor: str = "") -> None:
+        if node is not None:
+            diagnostic = Diagnostic(node.name, node.op_type, reason_code, message, hint)
+        else:
+            diagnostic = Diagnostic(tensor or "(model)", "", reason_code, message, hint)
+        super().__init__(str(diagnostic), reason_code=reason_code)
+        self.diagnostic = diagnostic
+
+    def __reduce__(self):
+        d = self.diagnostic
+        return _unsupported_from_diagnostic, (d,)
+
+
+def _unsupported_from_diagnostic(diagnostic: Diagnostic) -> Unsupported:
+    exc = Unsupported(None, diagnostic.reason_code, diagnostic.message, diagnostic.hint)
+    exc.diagnostic = diagnostic
+    exc.message = str(diagnostic)
+    exc.args = (exc.message,)
+    return exc

@@ -281,9 +281,9 @@ class ImportContext:
         why = self.unknown_shapes.get(name)
         if why:
             raise Unsupported(self.current_node, "data_dependent_shape",
-                              f"the shape of '{name}' is not static: {why}")
+                              f"the shape of '{name}' is not static: {why}", tensor=name)
         raise Unsupported(self.current_node, "unknown_shape",
-                          f"the shape of '{name}' could not be inferred")
+                          f"the shape of '{name}' could not be inferred", tensor=name)
 
     def rank(self, name: str) -> int:
         return len(self.shape(name))
@@ -534,12 +534,21 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str],
     for vi in g.input:
         if vi.name in constants:
             continue
+        kind = vi.type.WhichOneof("value")
+        if kind != "tensor_type":
+            diagnostics.append(Diagnostic(vi.name, "", "input_type",
+                                          f"graph input of {(kind or 'no').replace('_type', '')} type; "
+                                          f"tflq converts tensor inputs"))
+            continue
         elem = vi.type.tensor_type.elem_type
         if elem not in INPUT_TYPES:
             diagnostics.append(Diagnostic(vi.name, "", "input_dtype",
                                           f"input is {onnx.TensorProto.DataType.Name(elem)}; "
                                           f"tflq converts float32, int32, int64 and bool inputs"))
-        graph.inputs.append(ctx.tensor(vi.name))
+        try:
+            graph.inputs.append(ctx.tensor(vi.name))
+        except Unsupported as exc:
+            diagnostics.append(exc.diagnostic)
     for index, node in enumerate(g.node):
         if not node.name:
             node.name = f"{node.op_type}_{index}"
@@ -563,6 +572,15 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str],
         names = ", ".join(f"'{d.node}' ({d.op_type or 'input'})" for d in diagnostics)
         raise UnsupportedModelError(f"{len(diagnostics)} node(s) cannot be converted: {names}",
                                     diagnostics)
+    for vi in g.output:  # every output has an IR tensor (the loop below renames some)
+        try:
+            ctx.tensor(vi.name)
+        except Unsupported as exc:
+            d = exc.diagnostic
+            diagnostics.append(Diagnostic(vi.name, "", d.reason_code, f"graph output: {d.message}", d.hint))
+    if diagnostics:
+        raise UnsupportedModelError(f"{len(diagnostics)} graph output(s) cannot be converted: "
+                                    + ", ".join(f"'{d.node}'" for d in diagnostics), diagnostics)
     for vi in g.output:
         elem = vi.type.tensor_type.elem_type
         if elem in (onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
