@@ -98,6 +98,13 @@ def _evaluate_node(node: onnx.NodeProto, values: list[np.ndarray],
     enclosing-scope values a subgraph attribute reads."""
     from onnx.reference import ReferenceEvaluator
 
+    if node.op_type == "Cast" and values and values[0].dtype.kind == "f":
+        to = next((a.i for a in node.attribute if a.name == "to"), 0)
+        target = helper.tensor_dtype_to_np_dtype(to) if to else None
+        if target is not None and target.kind in "iu":  # out-of-range values: tflq's one rule
+            from tflq.ops.cast import cast_values
+
+            return [cast_values(values[0], target)]
     names, k = [], 0
     for n in node.input:
         names.append(f"i{k}" if n else "")

@@ -27,8 +27,40 @@ class CastAttrs:
 
 
 def add_cast(ctx, x: str, out: str, to: DType) -> None:
+    """CAST `x` to `to`; float to int8/uint8 goes through int32 (see Cast)."""
     source = ctx.graph.tensors[ctx.tensor(x)].dtype
+    if source.is_float and to in (DType.INT8, DType.UINT8):
+        wide = ctx.new_activation(f"{out}/int32", ctx.graph.tensors[ctx.tensor(x)].shape, DType.INT32)
+        ctx.add_op("CAST", [x], [wide], CastAttrs(to=DType.INT32.name, source=source.name))
+        x, source = wide, DType.INT32
     ctx.add_op("CAST", [x], [out], CastAttrs(to=to.name, source=source.name))
+
+
+def float_to_integer(x: np.ndarray, target: np.dtype) -> np.ndarray:
+    """LiteRT's CAST of float to an integer type (measured, ai-edge-litert 2.x): toward zero,
+    values beyond the type's range clamped to its ends, NaN to its largest value."""
+    info = np.iinfo(target)
+    y = np.trunc(np.asarray(x, np.float64))
+    high, low = ~(y < float(info.max)), y <= float(info.min)  # (NaN is high)
+    inside = np.where(high | low, 0, y).astype(target)
+    return np.where(high, info.max, np.where(low, info.min, inside)).astype(target)
+
+
+def cast_values(x: np.ndarray, target: np.dtype) -> np.ndarray:
+    """What tflq's file computes for Cast(x) to `target` (tflq's one rule for every Cast: in the
+    file, at import folding and in the reference interpreter). Integer to a narrower integer wraps
+    (two's complement), in onnxruntime and LiteRT alike. Float to int8/uint8 is float -> int32 ->
+    8 bits: onnxruntime's answer (it wraps: 300.7 -> uint8 44, -1.5 -> 255) for every value below
+    2^31 in magnitude, where a direct LiteRT CAST would clamp (300.7 -> 255, -1.5 -> 0); ONNX
+    leaves out-of-range values undefined. Beyond +-2^31, and for NaN and infinities, the int32
+    step clamps (onnxruntime gives INT32_MIN there, so uint8 0): those values may differ."""
+    target = np.dtype(target)
+    x = np.asarray(x)
+    if target.kind in "iu" and x.dtype.kind == "f":
+        if target.itemsize == 1:
+            return float_to_integer(x, np.int32).astype(target)
+        return float_to_integer(x, target)
+    return x.astype(target)
 
 
 def _cast_case(name: str, values: np.ndarray, *types: int) -> Case:
@@ -43,13 +75,17 @@ def _cast_case(name: str, values: np.ndarray, *types: int) -> Case:
 
 _ids = np.array([[3, 0, 7, 2, 9, 1]], np.int64)
 _mixed = np.array([[-2.75, -1.0, -0.5, 0.0, 0.25, 1.5, 2.5, 99.9]], np.float32)
+# Beyond int8's and uint8's ranges, below 2^31 (where onnxruntime's wrap is the file's; see cast_values)
+_beyond_8_bits = np.array([[-70000.5, -300.7, -129.5, -1.5, -0.7, 127.9, 128.5, 255.9, 256.3, 300.1,
+                            1e9]], np.float32)
 
 
 @register
 class Cast(OpSpec):
     """ONNX Cast. Float to integer truncates toward zero in both ONNX and TFLite (static_cast);
     anything to bool is `!= 0`. Casts between float types compute in float32 (aliases): TFLite
-    kernels have no float16 arithmetic. Values outside the target range are undefined in both."""
+    kernels have no float16 arithmetic. Values outside the target range (undefined in ONNX) follow
+    cast_values: float to int8/uint8 wraps as onnxruntime does, through an int32 CAST."""
 
     kind = "CAST"
     onnx_types = ("Cast",)
@@ -69,6 +105,8 @@ class Cast(OpSpec):
                    TensorProto.INT64),
         _cast_case("nchw_float_to_int", rand(1, 3, 4, 5, low=-4, high=4), TensorProto.INT32,
                    TensorProto.FLOAT),
+        _cast_case("float_uint8_out_of_range_wraps", _beyond_8_bits, TensorProto.UINT8, TensorProto.FLOAT),
+        _cast_case("float_int8_out_of_range_wraps", _beyond_8_bits, TensorProto.INT8, TensorProto.INT32),
     ]
 
     def from_onnx(self, node, ctx) -> None:
@@ -87,10 +125,7 @@ class Cast(OpSpec):
         add_cast(ctx, node.input[0], node.output[0], target)
 
     def reference(self, x, *, to: str, source: str):
-        target = DType[to].numpy
-        if np.dtype(target).kind in "iu" and x.dtype.kind == "f":
-            x = np.trunc(x)
-        return (np.asarray(x).astype(target),)
+        return (cast_values(x, DType[to].numpy),)
 
     def options(self, attrs: CastAttrs) -> CastOptionsT:
         return CastOptionsT(inDataType=DType[attrs.source].tflite, outDataType=DType[attrs.to].tflite)
