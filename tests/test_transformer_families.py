@@ -2,12 +2,17 @@
 
 Per family: float within 80 dB SQNR of onnxruntime on the worst of 8 random inputs, weights-only
 int8 and full int8 files load and invoke in LiteRT, and the full int8 SQNR is recorded (and must not
-collapse). Text families add a Where(mask, 0, finfo(float32).min) mask to the scores: no integer
-grid holds -3.4e38 (LiteRT aborts at allocate_tensors on an int8 ADD with a 1e36 scale), so the
-quantize plan itself keeps the mask's ADD and its SOFTMAX float, and says so. Attention must lower to
-FULLY_CONNECTED / BATCH_MATMUL / SOFTMAX, with only the TRANSPOSEs no rewrite can cancel: per
-attention block the Q, K and V head splits and the merge (4), per Swin window partition and reverse
-one each, per MobileViT unfold and fold one each.
+collapse). Masked families add a mask to the attention scores: transformers' Where(keep, 0,
+finfo(float32).min) (padding for encoders, causal and padding for GPT-2, LLaMA, CLIP's text model
+and T5's decoder), or the -inf of nn.Transformer's causal mask (torch's nn.TransformerDecoder,
+TorchScript export: it stopped calibration with "holds Inf values"). No integer grid holds -3.4e38
+(LiteRT aborts at allocate_tensors on an int8 ADD with a 1e36 scale) but the softmax ignores what
+lies 16 below its row's maximum, so the mask's constants are quantized onto the range it resolves
+(plan._mask_fill, masks.finite_mask_fills) and the attention runs integer: no op is kept float for
+its magnitude. Attention must lower to FULLY_CONNECTED / BATCH_MATMUL / SOFTMAX, with only the
+TRANSPOSEs no rewrite can cancel: per attention block the Q, K and V head splits and the merge (4),
+per Swin window partition and reverse one each, per MobileViT unfold and fold one each; LLaMA's
+grouped-query attention one more for the repeated values, torch's packed in-projection one more.
 """
 from __future__ import annotations
 
@@ -35,16 +40,16 @@ class Family:
     transposes: int  # the TRANSPOSEs no rewrite can cancel (see the module docstring)
     attention_blocks: int
     input_shapes: dict = field(default_factory=dict)
-    text: bool = False  # int64 token ids and attention mask inputs
+    masked: bool = False  # an additive attention mask (token ids and attention mask inputs, or causal)
 
 
 TEXT_SHAPES = {"input_ids": (1, 8), "attention_mask": (1, 8)}
 FAMILIES = {
     # embeddings (Gather of run-time ids), LayerNorm, GELU, the mask through Cast/And/Where
-    "bert": Family("bert.onnx", transposes=4 * 2, attention_blocks=2, text=True),
-    "bert_dynamic": Family("bert_dynamic.onnx", transposes=4 * 2, attention_blocks=2, text=True,
+    "bert": Family("bert.onnx", transposes=4 * 2, attention_blocks=2, masked=True),
+    "bert_dynamic": Family("bert_dynamic.onnx", transposes=4 * 2, attention_blocks=2, masked=True,
                            input_shapes=TEXT_SHAPES),
-    "distilbert": Family("distilbert.onnx", transposes=4 * 2, attention_blocks=2, text=True),
+    "distilbert": Family("distilbert.onnx", transposes=4 * 2, attention_blocks=2, masked=True),
     "vit": Family("vit.onnx", transposes=4 * 2, attention_blocks=2),
     # stage 1: 2 windowed blocks (partition + reverse + attention); stage 2: one window, no partition
     "swin": Family("swin.onnx", transposes=2 * (1 + 1 + 4) + 2 * 4, attention_blocks=4),
@@ -52,6 +57,15 @@ FAMILIES = {
                            attention_blocks=4),
     # two MobileViT blocks with unfold/fold (2 + 4 layers); the last one's 1x1 patches need none
     "mobilevit": Family("mobilevit.onnx", transposes=2 * 2 + 4 * (2 + 4), attention_blocks=9),
+    # causal decoders: learned positions, GELU with Pow(x, 3) (GPT-2); RMSNorm, rotary embeddings,
+    # SiLU-gated MLP, 4 query heads on 2 key/value heads (LLaMA)
+    "gpt2": Family("gpt2.onnx", transposes=4 * 2, attention_blocks=2, masked=True),
+    "llama": Family("llama.onnx", transposes=5 * 2, attention_blocks=2, masked=True),
+    "clip_text": Family("clip_text.onnx", transposes=4 * 2, attention_blocks=2, masked=True),
+    # encoder self-attention, decoder causal self-attention and cross-attention, relative position bias
+    "t5": Family("t5.onnx", transposes=4 * 3, attention_blocks=3, masked=True),
+    # 2 layers of causal self-attention and cross-attention on float [1, 8, 32] target and memory
+    "torch_decoder": Family("torch_decoder.onnx", transposes=5 * 4, attention_blocks=4, masked=True),
 }
 
 
@@ -60,7 +74,7 @@ def _feeds(model: onnx.ModelProto, family: Family, seed: int) -> dict[str, np.nd
     feeds = {}
     for vi in model.graph.input:
         dims = family.input_shapes.get(vi.name) or [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim]
-        if vi.name == "input_ids":
+        if vi.name in ("input_ids", "decoder_input_ids"):
             feeds[vi.name] = rng.integers(0, 64, dims).astype(np.int64)
         elif vi.name == "attention_mask":
             mask = np.ones(dims, np.int64)
@@ -94,9 +108,9 @@ def test_family(name, record_property):
     calib = [_feeds(model, family, 100 + seed) for seed in range(16)]
     full = convert(ConvertConfig(model=path, input_shapes=family.input_shapes, mode="full",
                                  dtype="int8", calib=calib))
-    if family.text:  # the finfo.min mask and what it reaches stay float, for a stated reason
-        kept = {op.kind for op in full.float_ops if "beyond what integer kernels represent" in op.reason}
-        assert {"ADD", "SOFTMAX"} <= kept, full.float_ops
+    if family.masked:  # the mask's finfo.min or -inf is quantized onto the range the softmax resolves
+        assert not [op for op in full.float_ops if op.kind in ("ADD", "SELECT_V2", "SOFTMAX") or
+                    "beyond what integer kernels represent" in op.reason], full.float_ops
     worst_int8 = _worst_sqnr(path, full.tflite, samples)
     record_property("float_worst_db", round(worst, 1))
     record_property("int8_worst_db", round(worst_int8, 1))

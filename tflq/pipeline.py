@@ -27,6 +27,7 @@ from tflq.passes.one_d import cancel_height_reshapes, sink_height_squeezes, spre
 from tflq.ir.qdq import QdqModel
 from tflq.mode import resolve_mode, unused_option_notes
 from tflq.ops.pool import average_pools_as_depthwise, clamps_as_max_pools, max_pool_pads_as_same
+from tflq.quantize.masks import finite_mask_fills
 from tflq.quantize.qdq import simplify_qdq_graph
 from tflq.quantize.repair import equalize_if_asked
 from tflq.report import ConversionReport
@@ -86,6 +87,8 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     verify(graph, after="float passes")
     # REPAIR: cross-layer equalization (the statistics are for the equalized graph)
     report.equalization = equalize_if_asked(graph, config, qdq)
+    if config.mode == Mode.FULL:  # calibration needs finite sums: a -inf mask as finfo.min
+        finite_mask_fills(graph)
     return graph, report, config, qdq
 
 

@@ -11,25 +11,46 @@ it with attn_implementation="eager"; torch.onnx.export's default (dynamo) export
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
-import torch
-import transformers
+# transformers imports torchvision when it is installed, and one built for another torch fails at
+# import (operator torchvision::nms does not exist); no model here needs it
+sys.modules.setdefault("torchvision", None)
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEQ = 8
 
 
 class Wrapper(torch.nn.Module):
-    """Return the last hidden state only, as a tensor (not a ModelOutput)."""
+    """Return the last hidden state only, as a tensor (not a ModelOutput); the inputs by name
+    (GPT-2's second positional argument is its cache)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, names: tuple[str, ...] = ("input_ids", "attention_mask")) -> None:
         super().__init__()
         self.model = model
+        self.names = names
 
     def forward(self, *args):
-        return self.model(*args).last_hidden_state
+        return self.model(**dict(zip(self.names, args))).last_hidden_state
+
+
+class CausalDecoder(torch.nn.Module):
+    """torch's own nn.TransformerDecoder with the causal mask nn.Transformer makes (-inf above the
+    diagonal, a constant in the exported graph), as a tutorial's model calls it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = torch.nn.TransformerDecoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.decoder = torch.nn.TransformerDecoder(layer, 2)
+
+    def forward(self, tgt, memory):
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(tgt.shape[1])
+        return self.decoder(tgt, memory, tgt_mask=mask, tgt_is_causal=True)
 
 
 def _bert():
@@ -68,9 +89,44 @@ def _mobilevit():
     return transformers.MobileViTModel(config, expand_output=False), "image"
 
 
+def _gpt2():  # causal: the mask is Where(causal and padding, 0, finfo.min); GELU with Pow(x, 3)
+    config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=32,
+                                     attn_implementation="eager")
+    return transformers.GPT2Model(config), "text"
+
+
+def _llama():  # RMSNorm, rotary embeddings, SiLU-gated MLP, grouped-query attention (4 heads, 2 KV)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=32, attn_implementation="eager")
+    return transformers.LlamaModel(config), "text"
+
+
+def _t5():  # encoder-decoder: relative position bias buckets, RMSNorm as Mul by Reciprocal, no 1/sqrt(d)
+    config = transformers.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1,
+                                   num_decoder_layers=1, num_heads=4, relative_attention_num_buckets=8,
+                                   relative_attention_max_distance=16, attn_implementation="eager")
+    return transformers.T5Model(config), "seq2seq"
+
+
+def _clip_text():  # causal and padding masks together, quick_gelu, the end-of-text token's state aside
+    config = transformers.CLIPTextConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         max_position_embeddings=32, attn_implementation="eager")
+    return transformers.CLIPTextModel(config), "text"
+
+
+def _torch_decoder():
+    return CausalDecoder(), "sequence"
+
+
 FAMILIES = {"bert": _bert, "distilbert": _distilbert, "vit": _vit, "swin": _swin,
-            "mobilevit": _mobilevit}
+            "mobilevit": _mobilevit, "gpt2": _gpt2, "llama": _llama, "t5": _t5,
+            "clip_text": _clip_text, "torch_decoder": _torch_decoder}
 IMAGE = {"vit": 32, "swin": 16, "mobilevit": 64}
+# Exported by the TorchScript exporter (opset 17), which keeps the causal mask's -inf; the dynamo
+# exporter writes it as finfo.min.
+TORCHSCRIPT = ("torch_decoder",)
 # Also exported by the TorchScript exporter with dynamic batch and sequence: its graphs keep the
 # Shape -> Gather -> Concat -> Reshape arithmetic that a static --input-shape must fold away.
 DYNAMIC = ("bert", "swin")
@@ -104,13 +160,27 @@ def export(name: str, dynamic: bool = False) -> str:
         args = (torch.randint(0, 64, (1, SEQ)), torch.ones(1, SEQ, dtype=torch.int64))
         names = ["input_ids", "attention_mask"]
         axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    elif kind == "seq2seq":
+        args = (torch.randint(0, 64, (1, SEQ)), torch.ones(1, SEQ, dtype=torch.int64),
+                torch.randint(0, 64, (1, SEQ)))
+        names = ["input_ids", "attention_mask", "decoder_input_ids"]
+        wrapper = Wrapper(model, tuple(names)).eval()
+    elif kind == "sequence":  # float [batch, sequence, features] inputs, not transformers'
+        args = (torch.randn(1, SEQ, 32), torch.randn(1, SEQ, 32))
+        names = ["tgt", "memory"]
+        wrapper = model
     else:
         args = (torch.randn(1, 3, IMAGE[name], IMAGE[name]),)
         names = ["pixel_values"]
         axes = {"pixel_values": {0: "batch"}}
     path = os.path.join(HERE, f"{name}{'_dynamic' if dynamic else ''}.onnx")
-    with torch.no_grad():
-        if dynamic:
+    # (no torch.no_grad() for torch's own layers: in inference mode they take a fused fast path
+    # that no ONNX exporter translates, aten::_transformer_encoder_layer_fwd)
+    with torch.no_grad() if kind != "sequence" else contextlib.nullcontext():
+        if name in TORCHSCRIPT:
+            torch.onnx.export(wrapper, args, path, input_names=names, output_names=["hidden"],
+                              opset_version=17, dynamo=False)
+        elif dynamic:
             torch.onnx.export(wrapper, args, path, input_names=names, output_names=["hidden"],
                               opset_version=17, dynamo=False, dynamic_axes=axes)
         else:

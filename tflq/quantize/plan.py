@@ -421,8 +421,9 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
     score: a constant one is quantized onto that range; a computed one is narrowed by at most
     MAX_MASK_NARROWING (its producer then saturates, and MUL's kernel overflows int32 for a
     multiplier much above 2^12), and the sum's grid stays within 255 steps of the mask's
-    (XNNPACK's ADD computed garbage beyond). Masks beyond the integer limit (finfo.min) stay
-    float (_magnitude_refusal)."""
+    (XNNPACK's ADD computed garbage beyond). A mask beyond the integer limit (finfo.min) narrows
+    when it is a constant or made of constants (_mask_fill); any other stays float
+    (_magnitude_refusal)."""
     consumers = graph.consumer_map()
 
     def span_of(name: str) -> Range | None:
@@ -442,9 +443,11 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
         out_range = ctx.range(op.outputs[0])
         if None in ranges or out_range is None:
             continue
-        # a gate x fill mask narrows (and its sum) however far its fill reaches (finfo.min)
+        # a constant mask, or one made of constants (gate x fill, a select of 0 and the fill),
+        # narrows (and its sum) however far its fill reaches (finfo.min)
         beyond = [i for i, r in enumerate(ranges) if _beyond_integer(*r)]
-        if beyond and (len(beyond) > 1 or _mask_fill(graph, op.inputs[beyond[0]], ctx, consumers) is None) \
+        if beyond and (len(beyond) > 1 or not (graph.is_constant(op.inputs[beyond[0]]) or
+                                               _mask_fill(graph, op.inputs[beyond[0]], ctx, consumers))) \
                 or not beyond and _beyond_integer(*out_range):
             continue
         spans = [high - low for low, high in ranges]
@@ -459,46 +462,68 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
         lows = [floor - top for _, m, _, floor, top in sums if m == mask]
         if len(lows) == len(consumers.get(mask, [])) and mask not in graph.outputs:
             low, high = span_of(mask)
-            fill = _mask_fill(graph, mask, ctx, consumers)
-            if fill is not None:  # gate x fill: the fill saturates on its grid instead
-                name, gate_high = fill
+            fills = _mask_fill(graph, mask, ctx, consumers)
+            if fills:  # made of constants: they saturate on its grid instead
                 narrowed[mask] = (max(low, min(lows)), high)
-                narrowed[name] = (narrowed[mask][0] / gate_high, 0.0)
+                for name, gate_high in fills.items():
+                    narrowed[name] = (narrowed[mask][0] / gate_high, narrowed[mask][1] / gate_high)
                 continue
             if not graph.is_constant(mask):
                 lows.append(high - (high - low) / MAX_MASK_NARROWING)
             narrowed[mask] = (max(low, min(lows)), high)
-    for op, mask, (low, high), floor, _ in sums:
+    for op, mask, (low, high), floor, top in sums:
         mask_low, mask_high = narrowed.get(mask) or span_of(mask)
+        # at the top, every sum the inputs' grids hold: a mask hides scores from calibration (a
+        # causal one half of them), and a held-out score its own grid holds was clipped on the
+        # sum's (8 calibration samples, causal: 5.3 on a sum grid ending at 4.5, 21.5 dB worst)
+        high = max(high, top + mask_high)
         narrowed[op.outputs[0]] = (max(low, min(floor, high - (mask_high - mask_low) / 255.0)), high)
     return narrowed
 
 
 def _mask_fill(graph: Graph, mask: str, ctx: PlanContext,
-               consumers: dict[str, list[Op]]) -> tuple[str, float] | None:
-    """(fill, highest gate) for a mask computed as gate x fill: a MUL of a gate in [0, g] (a 0/1
-    padding mask, 1 - attention_mask) by a negative scalar constant that only it reads (HuggingFace's
-    -1e9 or finfo.min fill, or -1e4). Quantized onto the narrowed mask range divided by g, the
-    fill saturates to the bound past which the softmax ignores a position, so a masked position
-    still weighs less than e^-16 of its row's maximum, while MUL's multiplier stays ordinary
-    (narrowing the mask alone overflowed the kernel past MAX_MASK_NARROWING; a -1e9 fill left
-    the sum's int8 grid ~4 per step: 6.4 dB) and a step of error in the gate (LiteRT's int16 SUB
-    gives 1 - 1 = -1 step) costs a step times the bound, not times 1e9 (0.4 dB in int16x8).
-    A gate between 0 and 1 then masks in proportion to the bound, not to the fill: attention
-    gates are 0/1."""
+               consumers: dict[str, list[Op]]) -> dict[str, float]:
+    """The constants a computed mask is made of, each with the highest gate it is multiplied by
+    (empty: another mask). Quantized onto the narrowed mask range (divided by that gate), each
+    saturates to the bound past which the softmax ignores a position, so a masked position
+    still weighs less than e^-16 of its row's maximum, where a grid stretched to the fill would
+    leave the scores a step or two. Two forms, each constant read only by it:
+    - gate x fill: a MUL of a gate in [0, g] (a 0/1 padding mask, 1 - attention_mask) by a
+      negative scalar constant (HuggingFace's -1e9 or finfo.min fill, or -1e4). MUL's multiplier
+      stays ordinary (narrowing the mask alone overflowed the kernel past MAX_MASK_NARROWING; a
+      -1e9 fill left the sum's int8 grid ~4 per step: 6.4 dB) and a step of error in the gate
+      (LiteRT's int16 SUB gives 1 - 1 = -1 step) costs a step times the bound, not times 1e9
+      (0.4 dB in int16x8). A gate between 0 and 1 then masks in proportion to the bound, not to
+      the fill: attention gates are 0/1.
+    - a same-scale op of constants only, Where(keep, 0, finfo.min) (transformers' eager masks,
+      causal or padding): SELECT_V2 copies the integers of its inputs from the output's grid, so
+      its output holds only their values on that grid (gate 1). Where it has no integer kernel
+      (int16), the float fill would reach a QUANTIZE, whose float-to-int conversion of -3.4e38
+      LiteRT leaves to the platform: the mask stays float."""
     producer = graph.producer(mask)
-    if producer is None or producer.kind != "MUL" or producer.attrs.fused_activation != "NONE":
-        return None
+    if producer is None:
+        return {}
+    rule = registry.spec(producer.kind).quant
+    if isinstance(rule, SameAsOutput):
+        values = [n for n in producer.inputs if n and graph.tensors[n].dtype.is_float]
+        if rule.inputs_on_output_grid(ctx.dtype_of(producer)) and ctx.float_reason(producer) is None and \
+                len(set(values)) == len(values) and \
+                all(graph.is_constant(n) and n not in ctx.given and len(consumers.get(n, [])) == 1
+                    for n in values):
+            return {n: 1.0 for n in values}
+        return {}
+    if producer.kind != "MUL" or producer.attrs.fused_activation != "NONE":
+        return {}
     fills = [n for n in producer.inputs if graph.is_constant(n)]
     gates = [n for n in producer.inputs if not graph.is_constant(n)]
     if len(fills) != 1 or len(gates) != 1 or graph.tensors[fills[0]].data.size != 1 or \
             len(consumers.get(fills[0], [])) != 1 or fills[0] in ctx.given:
-        return None
+        return {}
     fill = float(graph.tensors[fills[0]].data.reshape(-1)[0])
     gate = ctx.range(gates[0])
     if gate is None or not fill < 0 or gate[0] < 0 or gate[1] <= 0:
-        return None
-    return fills[0], gate[1]
+        return {}
+    return {fills[0]: gate[1]}
 
 
 def _invoke_refusal(graph: Graph, op: Op, ctx: PlanContext,
