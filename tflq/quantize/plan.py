@@ -215,6 +215,20 @@ def _scale_at_least(params: QuantParams, floor: float) -> QuantParams:
     return QuantParams.per_tensor(params.dtype, floor * (1 + 1e-5), int(params.zero_point))
 
 
+def _requantizable(source: QuantParams, grid: QuantParams) -> QuantParams:
+    """`grid` for a tensor on `source` (another type), with its scale raised where the
+    requantizing QUANTIZE would overflow. LiteRT's (quantize.cc Requantize, through
+    MultiplyByQuantizedMultiplier) shifts q - zero point left by the ratio's exponent in int32
+    before its fixed-point multiply: a source step 2^31 / (source span in steps) times the
+    destination's or more wraps around. An int8 QDQ sum of a -1e9 mask (step 3.9e6) onto the
+    int16 grid an --int16-ops softmax chose for its scores (step 0.057) was a ratio of 6.8e7,
+    and the masked positions came out near the top of the grid: -12.3 dB against onnxruntime.
+    Raised, the source's zero point still lands on 0 and its other values saturate, as they
+    did on the finer grid."""
+    limit = 2.0 ** 30 / (source.dtype.qmax - source.dtype.qmin)
+    return _scale_at_least(grid, float(np.max(source.scale)) / limit)
+
+
 def _covering(params: QuantParams, ranges: list[tuple[float, float]]) -> QuantParams:
     """`params`, or a wider grid when the output of a same-scale op with several data inputs
     reaches half a step beyond it: MAXIMUM/MINIMUM with another input or a constant above the
@@ -635,7 +649,7 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
             return params[name]
         if name in given and given[name].dtype == dtype:
             return given[name]  # (a QDQ grid, e.g. a Clip folded into its zero point, next to --int16-ops)
-        return calibrated_params(dtype, _range(ctx, name))
+        return _requantizable(params[name], calibrated_params(dtype, _range(ctx, name)))
 
     for op in graph.ops:
         if _integer_only(graph, op):
@@ -704,8 +718,10 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
             if not graph.is_constant(name):
                 continue
             p = params.get(name)
-            if p is None and name in narrowed and name not in given:  # a constant attention mask
-                p = activation_params(dtype, *narrowed[name])
+            if p is None and name in narrowed and (name not in given or given[name].dtype != dtype):
+                p = activation_params(dtype, *narrowed[name])  # a constant attention mask (an 8-bit
+                # QDQ one read by an op of --int16-ops too: on its 8-bit grid, the ADD's int16
+                # kernel scaled the scores by ~1e-8 next to it)
             if p is None:
                 p = given.get(name)  # (a QDQ grid of another type: an op of --int16-ops)
                 if p is None or not _constant_fits(graph, op, i, p, dtype):
