@@ -4,15 +4,17 @@ Per family: float within 80 dB SQNR of onnxruntime on the worst of 8 random inpu
 int8 and full int8 files load and invoke in LiteRT, and the full int8 SQNR is recorded (and must not
 collapse). Masked families add a mask to the attention scores: transformers' Where(keep, 0,
 finfo(float32).min) (padding for encoders, causal and padding for GPT-2, LLaMA, CLIP's text model
-and T5's decoder), or the -inf of nn.Transformer's causal mask (torch's nn.TransformerDecoder,
-TorchScript export: it stopped calibration with "holds Inf values"). No integer grid holds -3.4e38
-(LiteRT aborts at allocate_tensors on an int8 ADD with a 1e36 scale) but the softmax ignores what
-lies 16 below its row's maximum, so the mask's constants are quantized onto the range it resolves
-(plan._mask_fill, masks.finite_mask_fills) and the attention runs integer: no op is kept float for
+and T5's decoder), DeBERTa's masked_fill(finfo.min) of the scores, or the -inf of nn.Transformer's
+causal mask (torch's nn.TransformerDecoder, TorchScript export: it stopped calibration with "holds
+Inf values"). No integer grid holds -3.4e38 (LiteRT aborts at allocate_tensors on an int8 ADD with
+a 1e36 scale) but the softmax ignores what lies 16 below its row's maximum, so the mask's
+constants are quantized onto the range it resolves (plan._mask_fill, plan._masked_fill_ranges,
+masks.finite_mask_fills) and the attention runs integer: no op is kept float for
 its magnitude. Attention must lower to FULLY_CONNECTED / BATCH_MATMUL / SOFTMAX, with only the
 TRANSPOSEs no rewrite can cancel: per attention block the Q, K and V head splits and the merge (4),
 per Swin window partition and reverse one each, per MobileViT unfold and fold one each; LLaMA's
-grouped-query attention one more for the repeated values, torch's packed in-projection one more.
+grouped-query attention one more for the repeated values, torch's packed in-projection one more,
+DeBERTa's position projections two more.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class Family:
     attention_blocks: int
     input_shapes: dict = field(default_factory=dict)
     masked: bool = False  # an additive attention mask (token ids and attention mask inputs, or causal)
+    batch_matmuls_per_block: int = 2  # scores and values (DeBERTa: and its two position terms)
 
 
 TEXT_SHAPES = {"input_ids": (1, 8), "attention_mask": (1, 8)}
@@ -64,6 +67,10 @@ FAMILIES = {
     "clip_text": Family("clip_text.onnx", transposes=4 * 2, attention_blocks=2, masked=True),
     # encoder self-attention, decoder causal self-attention and cross-attention, relative position bias
     "t5": Family("t5.onnx", transposes=4 * 3, attention_blocks=3, masked=True),
+    # content-to-position and position-to-content scores gathered by relative position; the mask
+    # is a masked_fill of finfo.min on the scores, not a sum
+    "deberta_v2": Family("deberta_v2.onnx", transposes=6 * 2, attention_blocks=2, masked=True,
+                         batch_matmuls_per_block=4),
     # 2 layers of causal self-attention and cross-attention on float [1, 8, 32] target and memory
     "torch_decoder": Family("torch_decoder.onnx", transposes=5 * 4, attention_blocks=4, masked=True),
 }
@@ -99,7 +106,8 @@ def test_family(name, record_property):
     report = convert(ConvertConfig(model=path, input_shapes=family.input_shapes))
     ops = report.op_counts
     assert ops.get("TRANSPOSE", 0) <= family.transposes, ops
-    assert ops["SOFTMAX"] == family.attention_blocks and ops["BATCH_MATMUL"] == 2 * family.attention_blocks
+    assert ops["SOFTMAX"] == family.attention_blocks
+    assert ops["BATCH_MATMUL"] == family.batch_matmuls_per_block * family.attention_blocks
     worst = _worst_sqnr(path, report.tflite, samples)
     assert worst >= FLOAT_SQNR, f"worst float sample {worst:.1f} dB"
     weights = convert(ConvertConfig(model=path, input_shapes=family.input_shapes,

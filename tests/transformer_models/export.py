@@ -116,13 +116,22 @@ def _clip_text():  # causal and padding masks together, quick_gelu, the end-of-t
     return transformers.CLIPTextModel(config), "text"
 
 
+def _deberta_v2():  # disentangled relative attention (GATHER_ND of position buckets), masked_fill(finfo.min)
+    config = transformers.DebertaV2Config(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                          num_attention_heads=4, intermediate_size=64,
+                                          max_position_embeddings=32, relative_attention=True,
+                                          position_buckets=8, pos_att_type=["p2c", "c2p"],
+                                          attn_implementation="eager")
+    return transformers.DebertaV2Model(config), "text"
+
+
 def _torch_decoder():
     return CausalDecoder(), "sequence"
 
 
 FAMILIES = {"bert": _bert, "distilbert": _distilbert, "vit": _vit, "swin": _swin,
             "mobilevit": _mobilevit, "gpt2": _gpt2, "llama": _llama, "t5": _t5,
-            "clip_text": _clip_text, "torch_decoder": _torch_decoder}
+            "clip_text": _clip_text, "deberta_v2": _deberta_v2, "torch_decoder": _torch_decoder}
 IMAGE = {"vit": 32, "swin": 16, "mobilevit": 64}
 # Exported by the TorchScript exporter (opset 17), which keeps the causal mask's -inf; the dynamo
 # exporter writes it as finfo.min.

@@ -492,7 +492,45 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
         # sum's (8 calibration samples, causal: 5.3 on a sum grid ending at 4.5, 21.5 dB worst)
         high = max(high, top + mask_high)
         narrowed[op.outputs[0]] = (max(low, min(floor, high - (mask_high - mask_low) / 255.0)), high)
+    narrowed.update(_masked_fill_ranges(graph, ctx, consumers, narrowed))
     return narrowed
+
+
+def _masked_fill_ranges(graph: Graph, ctx: PlanContext, consumers: dict[str, list[Op]],
+                        narrowed: dict[str, Range]) -> dict[str, Range]:
+    """Narrower ranges for scores.masked_fill(mask, fill) -> SOFTMAX (DeBERTa's XSoftmax, with
+    finfo.min): a select by a boolean between the scores and a constant fill, on one grid (it
+    copies integers). As for a sum, every row keeps a score, so its maximum is at least
+    low(scores) and the select's grid starts SOFTMAX's slack below that: the fill saturates
+    there instead of reaching -3.4e38, which kept the select and the softmax float. The fill
+    (for each such select; several may share it) takes the grids of the selects it is on."""
+    found: dict[str, Range] = {}
+    for op in graph.ops:
+        rule = registry.spec(op.kind).quant
+        out = op.outputs[0]
+        if not isinstance(rule, SameAsOutput) or len(op.outputs) != 1 or out in graph.outputs or \
+                not graph.tensors[out].dtype.is_float or out in ctx.given or \
+                not rule.inputs_on_output_grid(ctx.dtype_of(op)) or ctx.float_reason(op) is not None:
+            continue
+        values = [n for n in op.inputs if n and graph.tensors[n].dtype.is_float]
+        chooser = [n for n in op.inputs if n and not graph.tensors[n].dtype.is_float]
+        fills = [n for n in values if graph.is_constant(n)]
+        scores = [n for n in values if not graph.is_constant(n)]
+        readers = consumers.get(out, [])
+        slack = [registry.spec(r.kind).negligible_below_row_max(r) for r in readers]
+        if len(chooser) != 1 or len(fills) != 1 or len(scores) != 1 or fills[0] in ctx.given or \
+                not readers or None in slack:
+            continue
+        seen, out_range = narrowed.get(scores[0]) or ctx.range(scores[0]), ctx.range(out)
+        if seen is None or out_range is None or _beyond_integer(*seen):
+            continue
+        floor = seen[0] - min(slack)
+        if float(np.max(graph.tensors[fills[0]].data)) > floor:
+            continue  # a fill the softmax does not ignore: a value like any other
+        found[out] = (max(out_range[0], floor), max(out_range[1], seen[1]))
+        low, high = found.get(fills[0], found[out])
+        found[fills[0]] = (min(low, found[out][0]), max(high, found[out][1]))
+    return found
 
 
 def _mask_fill(graph: Graph, mask: str, ctx: PlanContext,
