@@ -176,3 +176,22 @@ def test_new_output_follows_the_umask(workspace, tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "x.tflite").st_mode) == 0o640
+
+
+def test_a_fifo_output_is_written_into_not_replaced(workspace, tmp_path):
+    """-o onto a device, FIFO or pipe (/dev/null, >(gzip > f)): the temporary file was renamed
+    onto it, replacing the node itself (as root, /dev/null became a regular file)."""
+    import threading
+
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(open(fifo, "rb").read()), daemon=True)
+    reader.start()
+    result = _run("convert", workspace / "m.onnx", "-o", fifo, "-q")
+    reader.join(timeout=20)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced by a file"
+    assert received and received[0][4:8] == b"TFL3"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tflq-")]
+

@@ -6,7 +6,8 @@ an empty path, a directory, a missing or unwritable folder, a path that is, or a
 hard link, another spelling of the same path), any source or anything inside a source folder, and
 two outputs that name the same file. `write(option, data)` re-checks that output and writes it
 through a temporary file in the same folder renamed into place, so a failure never leaves a partial
-file, and an existing file keeps its permission bits.
+file, and an existing file keeps its permission bits. A device, FIFO or pipe (/dev/null, a shell's
+process substitution) is written into directly: renaming onto it would replace the node itself.
 
 Usage (any command that writes):
 
@@ -103,10 +104,13 @@ class WritePolicy:
             raise OutputError(f"{path}: is a directory; give a file name for {option}",
                               reason_code="output_is_directory")
         folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
+        if _stream(path):  # written into, not replaced: its folder need not be writable
+            if not os.access(path, os.W_OK):
+                raise OutputError(f"{path}: {option} is not writable", reason_code="output_not_writable")
+        elif not os.path.isdir(folder):
             raise OutputError(f"{path}: the folder {folder} for {option} does not exist",
                               reason_code="output_folder_missing")
-        if not os.access(folder, os.W_OK | os.X_OK):
+        elif not os.access(folder, os.W_OK | os.X_OK):
             raise OutputError(f"{path}: the folder {folder} for {option} is not writable",
                               reason_code="output_folder_not_writable")
         identity = _identity(path)
@@ -144,14 +148,33 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _stream(path: str) -> bool:
+    """True if `path` exists and is not a regular file or folder: a device (/dev/null), a FIFO or
+    a pipe (a shell's process substitution, /dev/fd/N). Renaming a file onto it would replace
+    the device node itself (as root, /dev/null became a regular file)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 def save_atomically(data: bytes, path: str) -> None:
     """Write to a temporary file beside `path`, then rename: never leave a partial file.
 
-    An existing file keeps its permission bits; a new one gets 0666 minus the umask.
+    An existing file keeps its permission bits; a new one gets 0666 minus the umask. A stream
+    (device, FIFO, pipe) is written into directly: it has no file to replace.
     Callers go through WritePolicy.write, which checks the path against the inputs first.
     """
     if not path:
         raise OutputError("the output path is empty", reason_code="output_empty")
+    if _stream(path):
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({exc.strerror})") from exc
+        return
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(directory):
         raise OutputError(f"{path}: output directory {directory} does not exist",
