@@ -283,3 +283,40 @@ def test_a_shape_asked_outside_any_node_names_the_tensor():
 
     again = pickle.loads(pickle.dumps(info.value))
     assert str(again) == str(info.value) and again.diagnostic == info.value.diagnostic
+
+
+@pytest.mark.parametrize("as_constant_nodes", [False, True], ids=["initializers", "constant_nodes"])
+def test_a_constant_range_past_the_limit_is_refused_before_shape_inference(as_constant_nodes, tmp_path):
+    """Range(0, 10^12) into a Cast: ONNX's data propagation computed the Range's values during shape
+    inference, without bound (minutes, then the OOM killer); now refused at once, naming the node."""
+    import time
+
+    values = {"start": np.array(0, np.int64), "limit": np.array(10 ** 12, np.int64), "delta": np.array(1, np.int64)}
+    nodes = [helper.make_node("Range", list(values), ["r"], name="the_range"),
+             helper.make_node("Cast", ["r"], ["rf"], to=T.FLOAT, name="cast"),
+             helper.make_node("Add", ["x", "rf"], ["y"], name="add")]
+    inits = [numpy_helper.from_array(v, n) for n, v in values.items()]
+    if as_constant_nodes:
+        nodes = [helper.make_node("Constant", [], [n], value=numpy_helper.from_array(v, n)) for n, v in values.items()] + nodes
+        inits = []
+    path = str(tmp_path / "m.onnx")
+    onnx.save(_model(nodes, inits), path)
+    start = time.perf_counter()
+    with pytest.raises(ResourceLimitError, match="node 'the_range' \\(Range\\).*max-tensor-bytes"):
+        convert(ConvertConfig(model=path))
+    assert time.perf_counter() - start < 10
+
+
+def test_input_shapes_beyond_int32_or_the_byte_limit_are_refused(tmp_path):
+    """--input-shape input:999999999999999999999,... was an internal error (protobuf's 'Value out of
+    range'); an input above --max-tensor-bytes is refused before shape inference propagates it."""
+    path = str(tmp_path / "m.onnx")
+    model = _model([helper.make_node("Relu", ["x"], ["y"], name="r")], x_shape=("n", 3, 8, 8))
+    onnx.save(model, path)
+    result = CliRunner().invoke(main, ["convert", path, "-o", str(tmp_path / "o.tflite"),
+                                       "--input-shape", "x:999999999999999999999,3,8,8"])
+    assert result.exit_code == 1 and "1 to 2147483647" in result.output, result.output
+    with pytest.raises(ResourceLimitError, match="input 'x'.*1 to 2147483647"):
+        convert(ConvertConfig(model=path, input_shapes={"x": (10 ** 21, 3, 8, 8)}))
+    with pytest.raises(ResourceLimitError, match="tensor 'x' of shape \\[100000, 3, 8, 8\\]"):
+        convert(ConvertConfig(model=path, input_shapes={"x": (100000, 3, 8, 8)}, max_tensor_bytes=10 ** 6))

@@ -21,8 +21,9 @@ from tflq.frontend.onnx_patterns import fuse_erf_gelu, gather_nd_as_gather
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
 from tflq.frontend.skeleton import skeleton, take_inferred
-from tflq.frontend.validate import (DEFAULT_MAX_TENSOR_BYTES, INT32_MAX, check_nodes, check_structure,
-                                    check_value_shapes, first_line, run_onnx_checker)
+from tflq.frontend.validate import (DEFAULT_MAX_TENSOR_BYTES, INT32_MAX, check_generators,
+                                    check_input_sizes, check_nodes, check_structure, check_value_shapes,
+                                    first_line, run_onnx_checker)
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Layout, Op, Tensor
 from tflq.ir.qdq import QdqModel
@@ -159,6 +160,9 @@ def fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, 
         if vi.name in input_shapes:
             wanted = tuple(input_shapes[vi.name])
             # (paddle2onnx writes a dynamic dimension as dim_value -1)
+            if not all(isinstance(w, (int, np.integer)) and 0 < w <= INT32_MAX for w in wanted):
+                raise ResourceLimitError(f"input '{vi.name}': --input-shape {list(wanted)}: dimensions "
+                                         f"must be integers from 1 to {INT32_MAX} (TFLite's int32)")
             if len(wanted) != len(dims) or any(isinstance(d, int) and d > 0 and d != w
                                                for d, w in zip(dims, wanted)):
                 raise InvalidModelError(
@@ -478,6 +482,8 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
             f"{SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}); re-export or convert it "
             f"with onnx.version_converter")
     fix_input_shapes(model, input_shapes or {}, notes)
+    check_input_sizes(model, path, max_tensor_bytes)
+    check_generators(model, path, max_tensor_bytes)
     inferred = _infer(skeleton(model), strict=True, path=path)
     run_onnx_checker(inferred, path)
     take_inferred(model, inferred)

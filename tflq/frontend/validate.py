@@ -141,7 +141,11 @@ def check_value_shapes(model: onnx.ModelProto, path: str, max_tensor_bytes: int)
     """Every value whose shape is known (inputs, inferred intermediates, outputs) fits TFLite's int32
     dimensions and the byte limit: checked before any kernel allocates it. Python ints: no overflow."""
     g = model.graph
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
+    _check_shapes(list(g.input) + list(g.value_info) + list(g.output), path, max_tensor_bytes)
+
+
+def _check_shapes(values, path: str, max_tensor_bytes: int) -> None:
+    for vi in values:
         if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
             continue
         dims = [int(d.dim_value) for d in vi.type.tensor_type.shape.dim if d.HasField("dim_value")]
@@ -155,6 +159,43 @@ def check_value_shapes(model: onnx.ModelProto, path: str, max_tensor_bytes: int)
         nbytes = math.ceil(math.prod(dims) * size)
         if nbytes > max_tensor_bytes:
             raise ResourceLimitError(f"{path}: tensor '{vi.name}' of shape {dims} needs {nbytes} bytes, "
+                                     f"above --max-tensor-bytes {max_tensor_bytes}")
+
+
+def check_input_sizes(model: onnx.ModelProto, path: str, max_tensor_bytes: int) -> None:
+    """The graph inputs, once their shapes are fixed, fit the limits: before shape inference,
+    which would otherwise propagate values computed from their dimensions."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in initializers]
+    _check_shapes(inputs, path, max_tensor_bytes)
+
+
+def check_generators(model: onnx.ModelProto, path: str, max_tensor_bytes: int) -> None:
+    """A Range of constant start, limit and delta is refused before shape inference when its
+    output would pass the byte limit: ONNX's data propagation computes a constant Range's values
+    to infer what follows it (Range(0, 10^12) then a Cast allocated without bound)."""
+    constants = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output and len(node.attribute) == 1 \
+                and node.attribute[0].name == "value":
+            constants[node.output[0]] = node.attribute[0].t
+    for node in model.graph.node:
+        if node.op_type != "Range" or len(node.input) != 3 or any(n not in constants for n in node.input):
+            continue
+        tensors = [constants[n] for n in node.input]
+        if any(math.prod(t.dims) != 1 for t in tensors):
+            continue  # not scalars: the checker and inference refuse it
+        try:
+            start, limit, delta = (float(numpy_helper.to_array(t).reshape(())) for t in tensors)
+            size = element_bytes(tensors[0].data_type)
+        except (ValueError, TypeError, KeyError):
+            continue
+        if not delta or not all(math.isfinite(v) for v in (start, limit, delta)):
+            continue  # fold and the importer name these
+        count = max(0.0, math.ceil((limit - start) / delta))
+        if count * size > max_tensor_bytes:
+            raise ResourceLimitError(f"{path}: node '{node.name}' (Range): {int(count)} values from "
+                                     f"{start:g} to {limit:g} by {delta:g} need {int(count * size)} bytes, "
                                      f"above --max-tensor-bytes {max_tensor_bytes}")
 
 
