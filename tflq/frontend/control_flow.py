@@ -1,12 +1,15 @@
-"""ONNX If, Loop and Scan, expanded in place during the folding sweep when their conditions fold.
+"""ONNX If, Loop and Scan, expanded in place during the folding sweep.
 
-tflq emits no TFLite IF/WHILE: an If whose condition is a constant once input shapes are static is
-replaced by the nodes of its taken branch (one whose condition depends on the data by both branches
-and a Where per output, where the branches give outputs of one shape), and a Loop whose trip count and condition fold is unrolled
-one iteration at a time (the condition of each iteration is folded before the next is emitted), up to
-MAX_LOOP_ITERATIONS iterations and MAX_UNROLLED_NODES nodes in all. A Scan (opset 9+) always has a
-static length once input shapes are static: it is unrolled under the same limits. Anything else is
-refused with the node's name and the reason.
+tflq emits no TFLite IF/WHILE. An If whose condition is a constant once input shapes are static is
+replaced by the nodes of its taken branch; one whose condition depends on the data by both branches
+and a Where per output, where the branches give outputs of one shape and type. A Loop with a constant
+trip count, or a condition that folds, is unrolled one iteration at a time (the condition of each
+iteration is folded before the next is emitted); once its condition depends on the data, the
+remaining iterations up to the trip count all run, each carried value kept by a Where on whether
+the Loop still runs (no scan outputs then: their length would depend on the data). Both are bounded
+by MAX_LOOP_ITERATIONS iterations and MAX_UNROLLED_NODES nodes in all. A Scan (opset 9+) always has
+a static length once input shapes are static: it is unrolled under the same limits. Anything else
+is refused with the node's name and the reason.
 """
 from __future__ import annotations
 
@@ -187,15 +190,14 @@ class _Unroller:
         self.n_scan = len(self.body.output) - 1 - len(carried)
         self.scans: list[list[str]] = [[] for _ in range(self.n_scan)]
         self.iteration = 0
+        self.active: str | None = None  # masked mode: whether the Loop is still running (a scalar)
 
     def __call__(self) -> list[Item]:
         sweep, node = self.sweep, self.node
-        if self.cond is not None:
+        if self.active is None and self.cond is not None:
             value = sweep.constants.get(self.cond)
             if value is None:
-                return self._refuse("data_dependent_loop",
-                                    f"its condition after iteration {self.iteration} depends on "
-                                    f"the input data")
+                return self._start_masked()
             if not bool(np.asarray(value).reshape(-1)[0]):
                 return self._finish()
         if self.trip is not None and self.iteration >= self.trip:
@@ -214,18 +216,77 @@ class _Unroller:
         sweep.set_constant(iter_name, np.array(self.iteration, np.int64))
         bindings[inputs[0]] = iter_name
         cond_name = self.cond
-        if cond_name is None:
+        if cond_name is None or self.active is not None:  # (an iteration that runs sees True)
             cond_name = sweep.unique(f"{prefix}/condition")
             sweep.set_constant(cond_name, np.array(True))
         bindings[inputs[1]] = cond_name
         bindings.update(zip(inputs[2:], self.carried))
         nodes, outs = instantiate(sweep, self.body, prefix, bindings)
+        self.iteration += 1
+        if self.active is not None:
+            return [*nodes, lambda: self._masked_step(outs, prefix)]
         self.cond = outs[0]
         self.carried = outs[1:1 + len(self.carried)]
         for k, name in enumerate(outs[1 + len(self.carried):]):
             self.scans[k].append(name)
-        self.iteration += 1
         return [*nodes, self]
+
+    def _start_masked(self) -> list[Item]:
+        """The condition depends on the data: with a constant trip count, the remaining iterations
+        all run, each carried value kept from the last iteration that ran (Where on `active`,
+        the And of the conditions so far), which is the Loop wherever the carried values keep
+        their shapes. Scan outputs would have a length of the data: refused."""
+        sweep, node = self.sweep, self.node
+        why = f"its condition after iteration {self.iteration} depends on the input data"
+        if self.trip is None:
+            return self._refuse("data_dependent_loop", f"{why} and it has no trip count to bound it")
+        if any(node.output[len(self.carried):]):
+            return self._refuse("data_dependent_loop", f"{why} and it has scan outputs, whose "
+                                                       f"length would depend on the data too")
+        if self.trip - self.iteration > MAX_LOOP_ITERATIONS:
+            return self._refuse("loop_too_long", f"{why}; its remaining {self.trip - self.iteration} "
+                                                 f"iterations exceed tflq's unroll limit of "
+                                                 f"{MAX_LOOP_ITERATIONS}")
+        shape = sweep.shape_of(self.cond)
+        if shape is not None and int(np.prod(shape)) != 1:
+            return self._refuse("bad_condition", f"its condition has {int(np.prod(shape))} elements")
+        self.active = sweep.unique(f"{node.name}/running")
+        empty = sweep.unique(f"{node.name}/scalar_shape")
+        sweep.set_constant(empty, np.zeros(0, np.int64))
+        self.scalar_shape = empty
+        return [helper.make_node("Reshape", [self.cond, empty], [self.active],
+                                 name=sweep.unique(f"{node.name}/running_node")), self]
+
+    def _masked_step(self, outs: list[str], prefix: str) -> list[Item]:
+        sweep = self.sweep
+        new = outs[1:1 + len(self.carried)]
+        items: list[Item] = []
+        for k, (old, value) in enumerate(zip(self.carried, new)):
+            if old in sweep.sequences or value in sweep.sequences:
+                return self._refuse("data_dependent_loop", "its condition depends on the input "
+                                                           f"data and it carries a sequence ({k})")
+            shapes, types = (sweep.shape_of(old), sweep.shape_of(value)), (sweep.dtype_of(old), sweep.dtype_of(value))
+            if None in shapes or shapes[0] != shapes[1] or types[0] != types[1]:
+                seen = " vs ".join("unknown" if s is None else str(list(s)) for s in shapes)
+                return self._refuse("data_dependent_loop",
+                                    f"its condition depends on the input data and its carried value "
+                                    f"{k} changes shape or type ({seen})")
+        kept = []
+        for k, (old, value) in enumerate(zip(self.carried, new)):
+            name = sweep.unique(f"{prefix}/kept{k}")
+            items.append(helper.make_node("Where", [self.active, value, old], [name],
+                                          name=sweep.unique(f"{prefix}/keep{k}")))
+            kept.append(name)
+        self.carried = kept
+        if self.iteration < self.trip:  # (the last iteration's condition is never read)
+            cond = sweep.unique(f"{prefix}/condition_scalar")
+            running = sweep.unique(f"{prefix}/running")
+            items += [helper.make_node("Reshape", [outs[0], self.scalar_shape], [cond],
+                                       name=sweep.unique(f"{prefix}/condition_node")),
+                      helper.make_node("And", [self.active, cond], [running],
+                                       name=sweep.unique(f"{prefix}/running_node"))]
+            self.active = running
+        return [*items, self]
 
     def _refuse(self, reason: str, message: str) -> list[Item]:
         return _keep_refused(self.sweep, self.node, reason, message)
@@ -266,9 +327,10 @@ def unroll_loop(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
             return _keep_refused(sweep, node, "loop_too_long",
                                  f"its trip count {trip} exceeds tflq's unroll limit of "
                                  f"{MAX_LOOP_ITERATIONS} iterations")
-    if cond_name and cond_name not in sweep.constants:
+    if cond_name and cond_name not in sweep.constants and trip is None:
         return _keep_refused(sweep, node, "data_dependent_loop",
-                             f"its condition '{cond_name}' depends on the input data")
+                             f"its condition '{cond_name}' depends on the input data and it has no "
+                             f"trip count to bound it")
     if not trip_name and not cond_name:
         return _keep_refused(sweep, node, "infinite_loop",
                              "it has neither a trip count nor a condition")

@@ -11,6 +11,8 @@ FULLY_CONNECTED is absorbed by permuting the weights' columns.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tflq import ops as registry
@@ -124,16 +126,20 @@ class _LayoutRewriter:
 
     def visit_transparent(self, op: Op) -> None:
         activations = [i for i, n in enumerate(op.inputs) if n and not self.graph.is_constant(n)]
-        if not self._nhwc_wanted(op, activations):
+        out_rank = self.graph.tensors[op.outputs[0]].rank
+        # one element (a scalar condition, a [1] gate): it broadcasts alike in every layout
+        single = {i for i in activations if self.graph.tensors[op.inputs[i]].rank <= out_rank
+                  and math.prod(self.graph.tensors[op.inputs[i]].shape) == 1}
+        if not self._nhwc_wanted(op, [i for i in activations if i not in single]):
             self.mark_output_layout(op, Layout.NCHW)
             return
-        out_rank = self.graph.tensors[op.outputs[0]].rank
-        other_rank = [i for i in activations if self.graph.tensors[op.inputs[i]].rank != out_rank]
+        other_rank = [i for i in activations if self.graph.tensors[op.inputs[i]].rank != out_rank
+                      and i not in single]
         if out_rank not in CHANNELS_LAST or other_rank:
             self.to_onnx_order(op)
             return
         for i, name in enumerate(op.inputs):
-            if not name:
+            if not name or i in single:
                 continue
             if self.graph.is_constant(name):
                 op.inputs[i] = self.permuted_constant(name, out_rank)
