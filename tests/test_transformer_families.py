@@ -44,6 +44,8 @@ class Family:
     input_shapes: dict = field(default_factory=dict)
     masked: bool = False  # an additive attention mask (token ids and attention mask inputs, or causal)
     batch_matmuls_per_block: int = 2  # scores and values (DeBERTa: and its two position terms)
+    # the op kinds full int8 keeps float (each for a stated reason); every other op is integer
+    int8_float: frozenset = frozenset()
 
 
 TEXT_SHAPES = {"input_ids": (1, 8), "attention_mask": (1, 8)}
@@ -60,17 +62,19 @@ FAMILIES = {
                            attention_blocks=4),
     # two MobileViT blocks with unfold/fold (2 + 4 layers); the last one's 1x1 patches need none
     "mobilevit": Family("mobilevit.onnx", transposes=2 * 2 + 4 * (2 + 4), attention_blocks=9),
-    # causal decoders: learned positions, GELU with Pow(x, 3) (GPT-2); RMSNorm, rotary embeddings,
-    # SiLU-gated MLP, 4 query heads on 2 key/value heads (LLaMA)
+    # causal decoders: learned positions, GELU with Pow(x, 3) (GPT-2); RMSNorm, rotary embeddings
+    # (rotate_half's Neg), SiLU-gated MLP, 4 query heads on 2 key/value heads (LLaMA)
     "gpt2": Family("gpt2.onnx", transposes=4 * 2, attention_blocks=2, masked=True),
-    "llama": Family("llama.onnx", transposes=5 * 2, attention_blocks=2, masked=True),
+    "llama": Family("llama.onnx", transposes=5 * 2, attention_blocks=2, masked=True,
+                    int8_float=frozenset({"DIV"})),  # RMSNorm's divisor: its int8 grid holds 0
     "clip_text": Family("clip_text.onnx", transposes=4 * 2, attention_blocks=2, masked=True),
     # encoder self-attention, decoder causal self-attention and cross-attention, relative position bias
-    "t5": Family("t5.onnx", transposes=4 * 3, attention_blocks=3, masked=True),
+    "t5": Family("t5.onnx", transposes=4 * 3, attention_blocks=3, masked=True,
+                 int8_float=frozenset({"DIV"})),
     # content-to-position and position-to-content scores gathered by relative position; the mask
     # is a masked_fill of finfo.min on the scores, not a sum
     "deberta_v2": Family("deberta_v2.onnx", transposes=6 * 2, attention_blocks=2, masked=True,
-                         batch_matmuls_per_block=4),
+                         batch_matmuls_per_block=4, int8_float=frozenset({"CAST"})),  # (the int64 mask to float)
     # 2 layers of causal self-attention and cross-attention on float [1, 8, 32] target and memory
     "torch_decoder": Family("torch_decoder.onnx", transposes=5 * 4, attention_blocks=4, masked=True),
 }
@@ -119,6 +123,7 @@ def test_family(name, record_property):
     if family.masked:  # the mask's finfo.min or -inf is quantized onto the range the softmax resolves
         assert not [op for op in full.float_ops if op.kind in ("ADD", "SELECT_V2", "SOFTMAX") or
                     "beyond what integer kernels represent" in op.reason], full.float_ops
+    assert {op.kind for op in full.float_ops} <= family.int8_float, full.float_ops
     worst_int8 = _worst_sqnr(path, full.tflite, samples)
     record_property("float_worst_db", round(worst, 1))
     record_property("int8_worst_db", round(worst_int8, 1))

@@ -245,15 +245,15 @@ def test_float_only_ops_are_wrapped(spec, case, dtype, tmp_path):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_float_island_between_quantized_ops(dtype, tmp_path):
-    """NEG has no 8-bit kernel: inside a quantized graph it gets exactly one DEQUANTIZE before it
-    and one QUANTIZE after it."""
-    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
+    """SIGN has no 8-bit kernel: inside a quantized graph it gets exactly one DEQUANTIZE before it
+    and one QUANTIZE after it (a float Neg, once the example, imports as a MUL by -1 now)."""
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sign", ["a"], ["b"]),
              helper.make_node("Relu", ["b"], ["c"]), helper.make_node("Add", ["c", "x"], ["y"])]
-    case = Case("relu_neg_relu_add", nodes, {"x": rand(1, 3, 5, 5)})
-    model, report, info = _convert(registry.spec("NEG"), case, dtype, tmp_path)
-    assert info.op_kinds() == ["QUANTIZE", "RELU", "DEQUANTIZE", "NEG", "QUANTIZE", "RELU", "ADD",
+    case = Case("relu_sign_relu_add", nodes, {"x": rand(1, 3, 5, 5)})
+    model, report, info = _convert(registry.spec("SIGN"), case, dtype, tmp_path)
+    assert info.op_kinds() == ["QUANTIZE", "RELU", "DEQUANTIZE", "SIGN", "QUANTIZE", "RELU", "ADD",
                                "DEQUANTIZE"]
-    neg = next(op for op in info.ops if op.kind == "NEG")
-    assert info.tensors[neg.inputs[0]].dtype == info.tensors[neg.outputs[0]].dtype == "float32"
-    assert [f.kind for f in report.float_ops] == ["NEG"]
+    sign = next(op for op in info.ops if op.kind == "SIGN")
+    assert info.tensors[sign.inputs[0]].dtype == info.tensors[sign.outputs[0]].dtype == "float32"
+    assert [f.kind for f in report.float_ops] == ["SIGN"]
     _check_accuracy(model, case, report.tflite, info, STEPS[Calibrated])

@@ -34,15 +34,16 @@ def _case(name: str, op_type: str, x: np.ndarray) -> Case:
     return Case(name, [helper.make_node(op_type, ["x"], ["y"])], {"x": x})
 
 
-def _pow_case(name: str, exponent, x: np.ndarray, then_cube: bool = False, opset: int = 17) -> Case:
-    """Pow(x, constant); `then_cube` appends Pow(., 3) so a lowering to another kind still emits POW."""
-    first_out = "t" if then_cube else "y"
+def _pow_case(name: str, exponent, x: np.ndarray, then_pow: bool = False, opset: int = 17,
+              emits: tuple[str, ...] | None = None) -> Case:
+    """Pow(x, constant); `then_pow` appends Pow(., 4) so a lowering to another kind still emits POW."""
+    first_out = "t" if then_pow else "y"
     nodes = [helper.make_node("Pow", ["x", "e"], [first_out])]
     consts = {"e": np.asarray(exponent)}
-    if then_cube:
-        nodes.append(helper.make_node("Pow", ["t", "three"], ["y"]))
-        consts["three"] = np.array(3.0, np.float32)
-    return Case(name, nodes, {"x": x}, consts, opset=opset)
+    if then_pow:
+        nodes.append(helper.make_node("Pow", ["t", "four"], ["y"]))
+        consts["four"] = np.array(4.0, np.float32)
+    return Case(name, nodes, {"x": x}, consts, opset=opset, emits=emits)
 
 
 def _positive(*shape: int, seed: int = 0) -> np.ndarray:
@@ -180,7 +181,8 @@ class Abs(_Elementwise):
 
 @register
 class Neg(_Elementwise):
-    """ONNX Neg.
+    """ONNX Neg; of floats, MUL(x, -1) (rotary embeddings' rotate_half: LLaMA, Qwen2), exact in
+    float and integer in full quantization.
 
     FloatOnly: LiteRT's int8 NEG negates the raw integers, which is right only when the output
     zero point is minus the input's; no rule here can promise that (and -(-128) overflows).
@@ -190,7 +192,21 @@ class Neg(_Elementwise):
     onnx_types = ("Neg",)
     numpy_fn = staticmethod(np.negative)
     quant = FloatOnly()
-    cases = [_case("neg", "Neg", rand(1, 3, 4, 4)), _case("neg_2d", "Neg", rand(3, 5, seed=1))]
+    cases = [Case("neg_is_mul", [helper.make_node("Neg", ["x"], ["y"])], {"x": rand(1, 3, 4, 4)}, emits=("MUL",)),
+             Case("neg_2d_is_mul", [helper.make_node("Neg", ["x"], ["y"])], {"x": rand(3, 5, seed=1)},
+                  emits=("MUL",)),
+             Case("neg_int32", [helper.make_node("Neg", ["x"], ["y"])],
+                  {"x": np.array([[3, -7, 0, 2147483647]], np.int32)}, quantize=False)]
+
+    def from_onnx(self, node, ctx) -> None:
+        x = node.input[0]
+        if ctx.graph.tensors[x].dtype.is_float:
+            ctx.add_op("MUL", [x, scalar(ctx, node, "minus_one", -1.0)], [node.output[0]])
+            return
+        super().from_onnx(node, ctx)
+
+    def reference(self, x):
+        return (np.negative(x),)  # (in x's type: an int32 Neg stays int32)
 
     def options(self, attrs):
         return NegOptionsT()
@@ -202,25 +218,28 @@ class Neg(_Elementwise):
 @register
 class Pow(OpSpec):
     """ONNX Pow. A constant scalar exponent picks a cheaper op: 1 -> nothing, 2 -> MUL(x, x)
-    (which quantizes, unlike SQUARE), 0.5 -> SQRT, -0.5 -> RSQRT when that kind is registered,
-    -1 -> DIV(1, x); anything else stays a float POW. ONNX Reciprocal is DIV(1, x) too."""
+    (which quantizes, unlike SQUARE), 3 -> MUL(MUL(x, x), x), 0.5 -> SQRT, -0.5 -> RSQRT when
+    that kind is registered, -1 -> DIV(1, x); anything else stays a float POW. ONNX Reciprocal is
+    DIV(1, x) too."""
 
     kind = "POW"
     onnx_types = ("Pow", "Reciprocal")
     layout = Transparent()
     quant = FloatOnly()  # pow.cc: float32, int32 (and uint16) only
     cases = [
-        _pow_case("cube", np.float32(3.0), rand(1, 3, 4, 4)),
+        _pow_case("cube_is_muls", np.float32(3.0), rand(1, 3, 4, 4), emits=("MUL",)),
+        _pow_case("int64_cube", np.int64(3), rand(2, 6), opset=13, emits=("MUL",)),
+        _pow_case("fourth", np.float32(4.0), rand(1, 3, 4, 4)),
         _pow_case("fractional", np.float32(1.5), _positive(2, 6)),
-        _pow_case("int64_exponent", np.int64(3), rand(2, 6), opset=13),
-        _pow_case("square_is_mul", np.float32(2.0), rand(1, 3, 4, 4), then_cube=True),
-        _pow_case("one_is_identity", np.float32(1.0), rand(2, 5), then_cube=True),
-        _pow_case("minus_half", np.float32(-0.5), _positive(2, 5), then_cube=True),
-        _pow_case("minus_one_is_div", np.float32(-1.0), _positive(2, 5), then_cube=True),
+        _pow_case("int64_exponent", np.int64(4), rand(2, 6), opset=13),
+        _pow_case("square_is_mul", np.float32(2.0), rand(1, 3, 4, 4), then_pow=True),
+        _pow_case("one_is_identity", np.float32(1.0), rand(2, 5), then_pow=True),
+        _pow_case("minus_half", np.float32(-0.5), _positive(2, 5), then_pow=True),
+        _pow_case("minus_one_is_div", np.float32(-1.0), _positive(2, 5), then_pow=True),
         Case("reciprocal", [helper.make_node("Reciprocal", ["x"], ["t"]),
-                            helper.make_node("Pow", ["t", "three"], ["y"])],
+                            helper.make_node("Pow", ["t", "four"], ["y"])],
              {"x": rand(1, 3, 4, 4, low=0.5, high=2.0) * np.float32(-1) ** np.arange(4, dtype=np.float32)},
-             {"three": np.array(3.0, np.float32)}),
+             {"four": np.array(4.0, np.float32)}),
         Case("tensor_exponent", [helper.make_node("Pow", ["x", "e"], ["y"])],
              {"x": _positive(1, 3, 4, 4), "e": rand(1, 3, 4, 4, seed=1, low=-2, high=2)}),
         Case("channel_exponent", [helper.make_node("Pow", ["x", "e"], ["y"])],
@@ -240,6 +259,11 @@ class Pow(OpSpec):
                 return
             if value == 2.0:
                 ctx.add_op("MUL", [x, x], [out])
+                return
+            if value == 3.0:  # GELU's tanh form (GPT-2, ALBERT): x * x * x, which quantizes too
+                square = ctx.new_activation(f"{out}/square", ctx.shape(x), ctx.graph.tensors[x].dtype)
+                ctx.add_op("MUL", [x, x], [square])
+                ctx.add_op("MUL", [square, x], [out])
                 return
             if value == 0.5:
                 ctx.add_op("SQRT", [x], [out])
