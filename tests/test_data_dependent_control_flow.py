@@ -206,6 +206,12 @@ def test_a_fixed_point_iteration_until_it_settles_in_every_mode(tmp_path):
     for dtype in ("uint8", "int8", "int16x8"):
         full = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=feeds))
         assert worst_sqnr_db(path, full.tflite, feeds) >= 20.0, dtype  # (measured 24.6 dB uint8)
+    # --float-ops names the Loop, as a user sees it: every op its iterations make stays float
+    kept = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=feeds, float_ops=("settle",)))
+    assert {op.origin.split("/")[0] for op in kept.float_ops} == {"settle"}
+    assert "QUANTIZE" not in kept.op_counts and "DEQUANTIZE" not in kept.op_counts, kept.op_counts
+    assert worst_sqnr_db(path, kept.tflite, feeds) >= 100.0
+    assert not any("changes nothing" in note for note in kept.notes)
 
 
 def test_a_loop_on_the_data_with_no_trip_count_or_with_scan_outputs_is_refused(tmp_path):

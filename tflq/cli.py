@@ -233,9 +233,10 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
 @click.option("--io-type", type=click.Choice(["float"] + [d.name.lower() for d in IO_DTYPES]), default="float", show_default=True,
               help="full mode: type of the model's inputs and outputs.")
 @click.option("--float-ops", default="", metavar="NAME[,NAME...]",
-              help="full mode: ONNX node names to keep in float.")
+              help="full mode: ONNX node names to keep in float (an If or Loop: all its ops).")
 @click.option("--int16-ops", default="", metavar="NAME[,NAME...]",
-              help="full mode: ONNX node names to run with int16 activations (int8 weights).")
+              help="full mode: ONNX node names to run with int16 activations (int8 weights; an If or "
+                   "Loop: all its ops).")
 @click.option("--target-sqnr", type=Number(), default=None, metavar="DB",
               help="full mode: promote the fewest layers int8 -> int16 -> float until the output "
                    "SQNR of every sample (of --eval-data, else the first calibration samples) "
