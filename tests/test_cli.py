@@ -175,3 +175,57 @@ def test_numbers_that_are_not_numbers_are_usage_errors(tmp_path):
     for value in ("nan", "-inf"):
         result = _run("eval", SAMPLE, str(out), "--data", calib, "--min-sqnr", value)
         assert result.exit_code == 2 and "finite" in result.output
+
+
+def _session_processes(session: int) -> list[str]:
+    """The live (not zombie) processes of a process group: `pid stat command`."""
+    import subprocess
+
+    lines = subprocess.run(["ps", "-eo", "pid,pgid,stat,args"], capture_output=True, text=True).stdout.splitlines()[1:]
+    return [line for line in lines if line.split()[1] == str(session) and not line.split()[2].startswith("Z")]
+
+
+def test_ctrl_c_during_calibration_with_workers_exits_130_and_leaves_nothing(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group) while --jobs 2 calibrates: click's 'Aborted!'
+    and exit 1 before; the workers took the interrupt too, mid-answer. Now exit 130, one line,
+    no output or statistics file, no temporary file, no process left running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    nodes, inits, previous, channels = [], [], "x", 3
+    for k in range(6):
+        inits.append(onnx.numpy_helper.from_array(rng.normal(size=(32, channels, 3, 3)).astype(np.float32) * 0.1, f"w{k}"))
+        nodes += [helper.make_node("Conv", [previous, f"w{k}"], [f"c{k}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{k}"], [f"r{k}"])]
+        previous, channels = f"r{k}", 32
+    nodes.append(helper.make_node("GlobalAveragePool", [previous], ["y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1, 3, 80, 80])],
+                              [helper.make_tensor_value_info("y", 1, None)], inits)
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    np.save(calib / "a.npy", rng.normal(size=(400, 3, 80, 80)).astype(np.float32))
+    out, stats = tmp_path / "m.tflite", tmp_path / "stats.npz"
+    process = subprocess.Popen([sys.executable, "-m", "tflq.cli", "convert", str(model), "-o", str(out), "--mode", "full",
+                                "--calib", str(calib), "--jobs", "2", "--save-stats", str(stats)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    # this process, multiprocessing's resource tracker, the forkserver and a worker
+    while len(_session_processes(process.pid)) < 4 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # (polling for the worker to exist, not a fixed wait)
+    assert process.poll() is None, "calibration ended before its worker started"
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "Interrupted; nothing was written", err[-2000:]
+    assert "Traceback" not in err
+    assert not out.exists() and not stats.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tflq-")]
+    deadline = time.monotonic() + 20
+    while _session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _session_processes(process.pid), _session_processes(process.pid)

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 the input or options cannot be converted (a TflqError: the message names
 the file, node or tensor); 2 usage error; 3 internal error (a bug: please report it, --debug shows
-the traceback).
+the traceback); 130 interrupted (Ctrl-C; nothing written).
 """
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ from tflq.config import (IO_DTYPES, QUANT_DTYPES, CalibEngine, CalibMethod, Conv
 from tflq.errors import TflqError
 from tflq.text import printable
 
-EXIT_ERROR, EXIT_INTERNAL = 1, 3
+EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 3, 130
 EPILOG = ("Exit codes: 0 success, 1 conversion error (message names the node or file), "
-          "2 usage error, 3 internal error (please report; --debug shows the traceback).")
+          "2 usage error, 3 internal error (please report; --debug shows the traceback), "
+          "130 interrupted (Ctrl-C; nothing written).")
 
 
 def _start_calibration_workers(config: ConvertConfig) -> None:
@@ -70,6 +71,11 @@ def _error_boundary(debug: bool):
             yield
     except click.ClickException:
         raise
+    except KeyboardInterrupt:  # calibration's workers are ended on the way out; no file is written
+        click.echo("Interrupted; nothing was written", err=True)
+        if debug:
+            traceback.print_exc()
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary turns every failure into an exit code
         _fail(exc, debug)
 

@@ -147,6 +147,9 @@ def _start_worker(box: list[bytes], model: "_ModelFile | None", table, slots) ->
     for the worker's life, and the bytes would be a second copy of the model. `model`: the
     plan's model, when it comes as a file descriptor (see _ModelFile) rather than in the job."""
     global _worker_limits, _worker_slot, _worker_table
+    # Ctrl-C reaches the whole process group: the calling process ends the workers (_stop), and
+    # a worker interrupted while it writes its answer would leave the pool's queue half-written.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     payload = box.pop()
     try:
         from threadpoolctl import threadpool_limits
@@ -278,9 +281,26 @@ def start_workers_early(jobs: int | None, executor: Executor | None, numpy_engin
 
     _context().set_forkserver_preload(NUMPY_PRELOAD if numpy_engine else PRELOAD)
     try:
-        forkserver.ensure_running()
+        with _interrupts_ignored_by_children():
+            forkserver.ensure_running()
     except OSError as exc:  # no processes here: calibration will say so if it needs workers
         log.debug("calibration workers could not start early: %s", exc)
+
+
+@contextmanager
+def _interrupts_ignored_by_children() -> Iterator[None]:
+    """The forkserver (and the workers it forks) start with SIGINT ignored, a disposition that
+    exec keeps: Ctrl-C reaches the whole process group, and a forkserver still importing its
+    preload printed a KeyboardInterrupt traceback to the terminal. This process handles Ctrl-C
+    and ends the workers itself. (Only the main thread can change a disposition.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def start_workers_for(config) -> None:
