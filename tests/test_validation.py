@@ -320,3 +320,27 @@ def test_input_shapes_beyond_int32_or_the_byte_limit_are_refused(tmp_path):
         convert(ConvertConfig(model=path, input_shapes={"x": (10 ** 21, 3, 8, 8)}))
     with pytest.raises(ResourceLimitError, match="tensor 'x' of shape \\[100000, 3, 8, 8\\]"):
         convert(ConvertConfig(model=path, input_shapes={"x": (100000, 3, 8, 8)}, max_tensor_bytes=10 ** 6))
+
+
+@pytest.mark.parametrize("op,values", [
+    ("Tile", {"v": np.ones(1, np.float32), "repeats": np.array([2 ** 40], np.int64)}),
+    ("ConstantOfShape", {"shape": np.array([2 ** 20, 2 ** 20], np.int64)}),
+    ("Expand", {"v": np.ones(1, np.float32), "shape": np.array([2 ** 20, 2 ** 20], np.int64)}),
+], ids=["tile", "constant_of_shape", "expand"])
+def test_constant_generators_past_the_limit_are_refused_at_once(op, values, tmp_path):
+    """The mutation fuzz's Tile([1.0], [2^40]) into a Cast: shape inference's data propagation
+    took 24 GB until the OOM killer ended the test run."""
+    import time
+
+    nodes = [helper.make_node(op, list(values), ["g"], name="the_generator"),
+             helper.make_node("Cast", ["g"], ["gf"], to=T.FLOAT, name="cast"),
+             helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    model = _model(nodes, [numpy_helper.from_array(v, n) for n, v in values.items()],
+                   outputs=[helper.make_tensor_value_info("y", T.FLOAT, None),
+                            helper.make_tensor_value_info("gf", T.FLOAT, None)])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    start = time.perf_counter()
+    with pytest.raises(ResourceLimitError, match=f"node 'the_generator' \\({op}\\).*max-tensor-bytes"):
+        convert(ConvertConfig(model=path))
+    assert time.perf_counter() - start < 10

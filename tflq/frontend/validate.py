@@ -171,32 +171,38 @@ def check_input_sizes(model: onnx.ModelProto, path: str, max_tensor_bytes: int) 
 
 
 def check_generators(model: onnx.ModelProto, path: str, max_tensor_bytes: int) -> None:
-    """A Range of constant start, limit and delta is refused before shape inference when its
-    output would pass the byte limit: ONNX's data propagation computes a constant Range's values
-    to infer what follows it (Range(0, 10^12) then a Cast allocated without bound)."""
+    """Range, Tile, Expand and ConstantOfShape of constant inputs are refused before shape
+    inference when their output would pass the byte limit: ONNX's data propagation computes such
+    a node's values to infer what follows it (Range(0, 10^12), or Tile([1.0], [2^40]), then a
+    Cast: allocated without bound, until the OOM killer)."""
+    from tflq.frontend.fold import _growth
+
     constants = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.output and len(node.attribute) == 1 \
                 and node.attribute[0].name == "value":
             constants[node.output[0]] = node.attribute[0].t
     for node in model.graph.node:
-        if node.op_type != "Range" or len(node.input) != 3 or any(n not in constants for n in node.input):
+        if node.op_type not in GENERATORS or not node.input or any(n not in constants for n in node.input if n):
             continue
-        tensors = [constants[n] for n in node.input]
-        if any(math.prod(t.dims) != 1 for t in tensors):
-            continue  # not scalars: the checker and inference refuse it
+        tensors = [constants[n] for n in node.input if n]
+        if any(math.prod(t.dims) > GENERATOR_INPUT_ELEMENTS for t in tensors):
+            continue  # the skeleton hides large constants from shape inference
         try:
-            start, limit, delta = (float(numpy_helper.to_array(t).reshape(())) for t in tensors)
-            size = element_bytes(tensors[0].data_type)
-        except (ValueError, TypeError, KeyError):
+            values = [numpy_helper.to_array(t) for t in tensors]
+            count = _growth(node.op_type, values)
+            size = element_bytes(tensors[0].data_type) if node.op_type != "ConstantOfShape" else 8
+        except (ValueError, TypeError, KeyError, OverflowError):
             continue
-        if not delta or not all(math.isfinite(v) for v in (start, limit, delta)):
-            continue  # fold and the importer name these
-        count = max(0.0, math.ceil((limit - start) / delta))
-        if count * size > max_tensor_bytes:
-            raise ResourceLimitError(f"{path}: node '{node.name}' (Range): {int(count)} values from "
-                                     f"{start:g} to {limit:g} by {delta:g} need {int(count * size)} bytes, "
-                                     f"above --max-tensor-bytes {max_tensor_bytes}")
+        if math.isfinite(count) and count * size > max_tensor_bytes:
+            raise ResourceLimitError(f"{path}: node '{node.name}' ({node.op_type}): an output of {int(count)} "
+                                     f"values needs {int(count * size)} bytes, above --max-tensor-bytes "
+                                     f"{max_tensor_bytes}")
+
+
+# Ops whose output, from small constant inputs, can be as large as their values say.
+GENERATORS = ("Range", "Tile", "Expand", "ConstantOfShape")
+GENERATOR_INPUT_ELEMENTS = 1024  # (skeleton.SKELETON_ELEMENTS)
 
 
 def run_onnx_checker(model: onnx.ModelProto, path: str) -> None:
