@@ -102,7 +102,7 @@ def _proto_mutation(data: bytes, rng) -> bytes:
     model = onnx.load_from_string(data)
     g = model.graph
     nodes = [n for n in g.node]
-    kind = int(rng.integers(14))
+    kind = int(rng.integers(17))
     node = _pick(rng, nodes)
     init = _pick(rng, list(g.initializer))
     if kind == 0 and init is not None and init.dims:  # dims
@@ -179,7 +179,36 @@ def _proto_mutation(data: bytes, rng) -> bytes:
             init.CopyFrom(numpy_helper.from_array(arr, init.name))
     elif kind == 13 and node is not None:  # another op type
         node.op_type = _pick(rng, ["Conv", "MaxPool", "Gemm", "Reshape", "Resize", "Loop", "Concat",
-                                   "Softmax", "Transpose", "BatchNormalization", "NoSuchOp"])
+                                   "Softmax", "Transpose", "BatchNormalization", "NoSuchOp",
+                                   "ScatterElements", "ScatterND", "Range", "Expand"])
+    elif kind == 14:  # a graph input or output that is not a tensor
+        vi = _pick(rng, list(g.input) + list(g.output))
+        inner = helper.make_tensor_type_proto(TensorProto.FLOAT, [1])
+        vi.type.CopyFrom(_pick(rng, [helper.make_sequence_type_proto(inner), helper.make_optional_type_proto(inner),
+                                     helper.make_map_type_proto(TensorProto.INT64, inner), onnx.TypeProto()]))
+    elif kind == 15 and node is not None and node.output:  # a generator of a huge or odd size
+        op, values = _pick(rng, [("Range", [0, BIG, 1]), ("Range", [0, 10 ** 12, 3]), ("Range", [5, 0, 0]),
+                                 ("ConstantOfShape", [[BIG, BIG]]), ("Expand", [[1], [100000, 100000]]),
+                                 ("Tile", [[1.0], [BIG]]), ("Range", [0, 200000, 1])])
+        names = []
+        for k, value in enumerate(values):
+            names.append(f"gen_{k}")
+            arr = np.array(value, np.float32 if isinstance(value, list) and value and isinstance(value[0], float)
+                           else np.int64)
+            g.initializer.append(numpy_helper.from_array(arr, names[-1]))
+        g.node.append(helper.make_node(op, names, ["gen_out"], name="generator"))
+        cast = helper.make_node("Cast", ["gen_out"], ["gen_float"], to=TensorProto.FLOAT, name="gen_cast")
+        g.node.append(cast)
+        g.output.append(helper.make_tensor_value_info("gen_float", TensorProto.FLOAT, None))
+    elif kind == 16 and node is not None and node.output:  # a Cast to 8 bits of any value
+        old = node.output[0]
+        node.output[0] = f"{old}_pre"
+        to = int(_pick(rng, [TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, TensorProto.BOOL]))
+        nodes_after = [helper.make_node("Cast", [f"{old}_pre"], [f"{old}_int"], to=to, name="to_int"),
+                       helper.make_node("Cast", [f"{old}_int"], [old], to=TensorProto.FLOAT, name="to_float")]
+        position = list(g.node).index(node) + 1
+        for k, extra in enumerate(nodes_after):
+            g.node.insert(position + k, extra)
     return model.SerializeToString()
 
 
@@ -204,8 +233,12 @@ def _time_bound(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _check_result(result, what: str) -> None:
+def _check_result(result, what: str, usage_ok: bool = False) -> None:
     output = result.output
+    if usage_ok and result.exit_code == 2:  # click's usage error: its own two lines and usage
+        assert "Error: Invalid value" in output and "Traceback" not in output, f"{what}: {output!r}"
+        assert "\x1b" not in output and "\r" not in output, f"{what}: raw control characters: {output!r}"
+        return
     assert result.exit_code in (0, 1), f"{what}: exit {result.exit_code}: {output[-800:]!r} {result.exception!r}"
     assert result.exception is None or isinstance(result.exception, SystemExit), f"{what}: {result.exception!r}"
     assert "Traceback" not in output and "Internal error" not in output, f"{what}: {output[-800:]!r}"
@@ -222,12 +255,12 @@ def _digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def _run(args, what):
+def _run(args, what, usage_ok: bool = False):
     start = time.perf_counter()
     with _time_bound(CASE_SECONDS):
         result = CliRunner().invoke(main, [str(a) for a in args])
     assert time.perf_counter() - start < CASE_SECONDS, what
-    _check_result(result, what)
+    _check_result(result, what, usage_ok)
     return result
 
 
@@ -347,3 +380,80 @@ def test_mutated_calibration_and_statistics_files(tmp_path):
         if result.exit_code == 1:
             assert not out.exists()
     assert counts[1] > DATA_CASES // 4, counts
+
+
+EXTERNAL_CASES = 60
+
+
+def _external_model(folder) -> str:
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = os.path.join(folder, "m.onnx")
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="m.data",
+              size_threshold=0)
+    return path
+
+
+def test_mutated_external_data_and_input_shapes(tmp_path):
+    """A model with its weights in an external file: the file truncated, extended, flipped,
+    replaced by a symlink, a folder or a FIFO; its location, offset and length edited (escaping
+    the folder, absolute, empty, beyond the file); and --input-shape given odd text. Each run
+    exits 0, 1 or 2 with one line, and leaves the model and its data as they were."""
+    shapes = ["x:1,3,6,6", "x:2,3,6,6", "x:0,3,6,6", "x:1,3,6", "x:99999999999999999999,3,6,6",
+              "x:1,3,6,6,", "x:", ":1", "y:1,3,6,6", "x:1,3,7,6", f"x:{2 ** 31},3,6,6", "x:3000000,3,6,6",
+              "x:-1,3,6,6", "x:1,3,6,6:1", HOSTILE_NAME + ":1"]
+    for seed in range(EXTERNAL_CASES):
+        rng = np.random.default_rng(30_000 + seed)
+        folder = tmp_path / f"case{seed}"
+        folder.mkdir()
+        path = _external_model(str(folder))
+        data = folder / "m.data"
+        kind = seed % 6
+        if kind == 0:
+            raw = bytearray(data.read_bytes())
+            if rng.random() < 0.5:
+                del raw[int(rng.integers(len(raw))):]
+            else:
+                for _ in range(int(rng.integers(1, 6))):
+                    raw[int(rng.integers(len(raw)))] ^= int(rng.integers(1, 256))
+            data.write_bytes(bytes(raw) + (b"\0" * int(rng.integers(0, 9))))
+        elif kind == 1:
+            data.unlink()
+            choice = int(rng.integers(4))
+            if choice == 0:
+                (tmp_path / f"outside{seed}.bin").write_bytes(b"\0" * 16)
+                os.symlink(tmp_path / f"outside{seed}.bin", data)
+            elif choice == 1:
+                data.mkdir()
+            elif choice == 2:
+                os.mkfifo(data)
+            else:
+                os.symlink(data, data)  # a loop
+        elif kind in (2, 3):
+            model = onnx.load(path, load_external_data=False)
+            tensor = _pick(rng, list(model.graph.initializer))
+            entry = _pick(rng, list(tensor.external_data))
+            entry.value = str(_pick(rng, {
+                "location": ["../m.data", "/etc/hostname", "", "sub/../../m.data", "m.onnx", "m.data\0x",
+                             HOSTILE_NAME, "./m.data", "missing.bin"],
+                "offset": ["-1", "999999999999", "3", "abc", "0"],
+                "length": ["0", "1", "999999999999", "-4", "x"]}.get(entry.key, ["?"])))
+            onnx.save(model, path)
+        args = ["convert", path, "-o", folder / "out.tflite", "-q"]
+        if kind >= 4 or rng.random() < 0.3:
+            args += ["--input-shape", _pick(rng, shapes)]
+        digests = {p: _digest(p) for p in (path, data) if os.path.isfile(p) and not os.path.islink(p)}
+        result = _run(args, f"external seed {seed}", usage_ok=True)
+        for p, digest in digests.items():
+            assert _digest(p) == digest, f"external seed {seed}: {p} changed"
+        if result.exit_code != 0:
+            assert not (folder / "out.tflite").exists(), f"external seed {seed}: an output was left"
+        assert not [n for n in os.listdir(folder) if n.startswith(".tflq-")]
