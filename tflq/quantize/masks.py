@@ -1,57 +1,90 @@
-"""Before calibration: a constant attention mask of -inf (nn.Transformer's causal mask) becomes one
-of float32's lowest finite value, which the softmax weighs exactly as it weighs -inf."""
+"""Before calibration: attention masks of -inf (nn.Transformer's causal mask, torch's key padding
+masks) become masks of a finite fill, which the softmax weighs exactly as it weighs -inf."""
 from __future__ import annotations
 
 import numpy as np
 
 from tflq import ops as registry
-from tflq.ir.graph import Graph
+from tflq.ir.graph import Graph, Op, Tensor
+from tflq.ops.base import SameAsOutput
 
 LOWEST = float(np.finfo(np.float32).min)
 
 
 def finite_mask_fills(graph: Graph) -> list[str]:
-    """Replace -inf by finfo(float32).min in each constant that only masks softmax rows: read only
-    by sums (ADD) whose every reader ignores values far below its row's maximum (SOFTMAX), each
-    row of the constant along the softmax axis keeping a finite value. Returns the sums changed.
+    """Replace -inf by a finite fill in the constants that only mask softmax rows; return the
+    tensors whose values changed (renamed).
 
-    torch.nn.Transformer.generate_square_subsequent_mask is -inf above the diagonal, and a sum
-    holding -inf stopped calibration ("holds Inf values"). exp(x - row max) is 0 in float32 for
-    both fills as long as the row has a finite maximum, which the kept position gives: the float
-    graph computes what onnxruntime does. finfo.min is what transformers itself fills with, and
-    the plan quantizes it onto the range the softmax resolves (plan._masked_softmax_ranges), so
-    the attention runs integer. A sum's values are no longer the ONNX model's, so it takes a new
-    name (the calibration engine reads a tensor of the model's name from onnxruntime)."""
+    torch.nn.Transformer.generate_square_subsequent_mask is -inf above the diagonal (a constant
+    in a TorchScript export), and a key padding mask is Where(padding, -inf, 0); merged, reshaped
+    and broadcast, they are added to the scores, and a tensor holding -inf stopped calibration
+    ("holds Inf values"). Each -inf constant qualifies when every value it reaches is only moved
+    (RESHAPE, BROADCAST_TO...), selected (SELECT_V2, CONCATENATION) or summed (ADD) on the way to
+    a row-wise reader that ignores values far below its row's maximum (SOFTMAX), none of them a
+    graph output, and (unless a scalar a select picks) each of its rows keeps a finite value.
+    exp(x - row max) is then 0 in float32 for the finite fill as for -inf wherever the row has a
+    finite maximum, so the float graph computes what onnxruntime does (a row masked whole by a
+    run-time mask, NaN there, becomes uniform). The fill is finfo(float32).min, transformers' own,
+    divided by the number of such constants so that no sum of them overflows back to -inf; the
+    plan quantizes a constant mask onto the range the softmax resolves (plan._masked_softmax_ranges).
+    The values the fill reaches are no longer the ONNX model's, so those tensors take new names
+    (the calibration engine reads a tensor of the model's name from onnxruntime). If any -inf
+    constant reaches something else, nothing changes, and calibration names the tensor."""
     consumers = graph.consumer_map()
-    outputs = set(graph.outputs)
-    changed: list[str] = []
-    for name, t in list(graph.tensors.items()):
-        if not t.is_constant or not t.dtype.is_float or not t.data.size or t.data.ndim == 0 or \
-                t.data.shape[-1] < 2 or not np.isneginf(t.data).any() or np.isnan(t.data).any() or \
-                np.isposinf(t.data).any() or not np.isfinite(t.data).any(axis=-1).all():
-            continue
+    constants = [name for name, t in graph.tensors.items() if _minus_infinite(t)]
+    if not constants:
+        return []
+    reached: list[str] = []
+    seen = set(constants)
+    stack = list(constants)
+    while stack:
+        name = stack.pop()
         readers = consumers.get(name, [])
-        if not readers or name in outputs or any(not _masks_softmax_rows(graph, op, name, consumers, outputs)
-                                                 for op in readers):
-            continue
-        t.data = np.where(np.isneginf(t.data), np.float32(LOWEST), t.data).astype(t.data.dtype)
+        if name in graph.outputs or not readers:
+            return []
         for op in readers:
-            old = op.outputs[0]
-            new = graph.unique_name(f"{old}/finite_mask")
-            graph.rename(old, new)
-            changed.append(new)
+            out = _carried(graph, op, name, consumers)
+            if out is None:
+                return []
+            if out and out not in seen:
+                seen.add(out)
+                reached.append(out)
+                stack.append(out)
+    fill = np.float32(LOWEST / len(constants))
+    for name in constants:
+        t = graph.tensors[name]
+        t.data = np.where(np.isneginf(t.data), fill, t.data).astype(t.data.dtype)
+    changed = []
+    for name in reached:
+        new = graph.unique_name(f"{name}/finite_mask")
+        graph.rename(name, new)
+        changed.append(new)
     return changed
 
 
-def _masks_softmax_rows(graph: Graph, op, name: str, consumers, outputs: set[str]) -> bool:
-    """`op` adds constant `name` (its last axis the rows') to other values, for row-wise readers
-    that ignore what lies far below a row's maximum."""
-    if not registry.spec(op.kind).sums_inputs or op.inputs.count(name) != 1 or len(op.outputs) != 1 or \
-            getattr(op.attrs, "fused_activation", "NONE") != "NONE":
+def _minus_infinite(t: Tensor) -> bool:
+    """A float constant holding -inf (no NaN, no +inf), each row (last axis) keeping a finite
+    value unless it is a scalar."""
+    if not t.is_constant or not t.dtype.is_float or not t.data.size or not np.isneginf(t.data).any() or \
+            np.isnan(t.data).any() or np.isposinf(t.data).any():
         return False
-    out = op.outputs[0]
-    t = graph.tensors[out]
-    readers = consumers.get(out, [])
-    return bool(readers) and out not in outputs and t.dtype.is_float and t.rank >= 1 and \
-        t.shape[-1] == graph.tensors[name].shape[-1] and \
-        all(registry.spec(r.kind).negligible_below_row_max(r) is not None for r in readers)
+    return t.data.ndim == 0 or t.data.size == 1 or bool(np.isfinite(t.data).any(axis=-1).all())
+
+
+def _carried(graph: Graph, op: Op, name: str, consumers) -> str | None:
+    """What `op` makes of a mask value in its input `name`: the output that holds mask values
+    ("" when it ignores them: a masked softmax), None when it computes with them otherwise."""
+    spec = registry.spec(op.kind)
+    if spec.negligible_below_row_max(op) is not None:
+        return ""
+    if len(op.outputs) != 1 or not graph.tensors[op.outputs[0]].dtype.is_float or \
+            getattr(op.attrs, "fused_activation", "NONE") != "NONE":
+        return None
+    rule = spec.quant
+    data = [i for i, n in enumerate(op.inputs) if n and graph.tensors[n].dtype.is_float]
+    moved = rule.value_preserving and getattr(rule, "index", None) == op.inputs.index(name)
+    selected = isinstance(rule, SameAsOutput) and op.inputs.index(name) in data
+    summed = spec.sums_inputs and op.inputs.count(name) == 1
+    if graph.tensors[name].data is not None and graph.tensors[name].data.size == 1 and not selected:
+        return None  # a scalar -inf masks whole rows unless a select picks it
+    return op.outputs[0] if moved or selected or summed else None
