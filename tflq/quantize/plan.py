@@ -411,9 +411,11 @@ MAX_MASK_NARROWING = 2.0 ** 12
 class _WithRanges(PlanContext):
     """`inner`, with the ranges of some tensors narrowed (see _masked_softmax_ranges)."""
 
-    def __init__(self, inner: PlanContext, ranges: dict[str, Range]) -> None:
+    def __init__(self, inner: PlanContext, ranges: dict[str, Range],
+                 kept: dict[int, str] | None = None) -> None:
         super().__init__(inner.dtype, inner.float_ops, inner.given, inner.int16_ops)
         self.inner, self.ranges = inner, ranges
+        self.kept = kept or {}  # id(op) -> why it stays float (_masked_fill_ranges)
 
     def dtype_of(self, op: Op) -> DType:
         return self.inner.dtype_of(op)
@@ -422,7 +424,7 @@ class _WithRanges(PlanContext):
         return self.ranges.get(name) or self.inner.range(name)
 
     def float_reason(self, op: Op) -> str | None:
-        return self.inner.float_reason(op)
+        return self.inner.float_reason(op) or self.kept.get(id(op))
 
 
 def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
@@ -492,25 +494,27 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
         # sum's (8 calibration samples, causal: 5.3 on a sum grid ending at 4.5, 21.5 dB worst)
         high = max(high, top + mask_high)
         narrowed[op.outputs[0]] = (max(low, min(floor, high - (mask_high - mask_low) / 255.0)), high)
-    narrowed.update(_masked_fill_ranges(graph, ctx, consumers, narrowed))
     return narrowed
 
 
 def _masked_fill_ranges(graph: Graph, ctx: PlanContext, consumers: dict[str, list[Op]],
-                        narrowed: dict[str, Range]) -> dict[str, Range]:
+                        narrowed: dict[str, Range], kept: dict[int, str]) -> dict[str, Range]:
     """Narrower ranges for scores.masked_fill(mask, fill) -> SOFTMAX (DeBERTa's XSoftmax, with
     finfo.min): a select by a boolean between the scores and a constant fill, on one grid (it
     copies integers). As for a sum, every row keeps a score, so its maximum is at least
     low(scores) and the select's grid starts SOFTMAX's slack below that: the fill saturates
     there instead of reaching -3.4e38, which kept the select and the softmax float. The fill
-    (for each such select; several may share it) takes the grids of the selects it is on."""
+    (for each such select; several may share it) takes the grids of the selects it is on.
+    A select without an integer kernel (int16) would hand the softmax a float fill, which a
+    QUANTIZE onto the narrowed grid converts to int32 out of range (LiteRT leaves that to the
+    platform), and a grid that holds it holds no score (-1e9: -0.5 dB in int16x8): the softmax
+    reading it stays float too (into `kept`)."""
     found: dict[str, Range] = {}
     for op in graph.ops:
         rule = registry.spec(op.kind).quant
         out = op.outputs[0]
         if not isinstance(rule, SameAsOutput) or len(op.outputs) != 1 or out in graph.outputs or \
-                not graph.tensors[out].dtype.is_float or out in ctx.given or \
-                not rule.inputs_on_output_grid(ctx.dtype_of(op)) or ctx.float_reason(op) is not None:
+                not graph.tensors[out].dtype.is_float or out in ctx.given:
             continue
         values = [n for n in op.inputs if n and graph.tensors[n].dtype.is_float]
         chooser = [n for n in op.inputs if n and not graph.tensors[n].dtype.is_float]
@@ -527,6 +531,12 @@ def _masked_fill_ranges(graph: Graph, ctx: PlanContext, consumers: dict[str, lis
         floor = seen[0] - min(slack)
         if float(np.max(graph.tensors[fills[0]].data)) > floor:
             continue  # a fill the softmax does not ignore: a value like any other
+        why = ctx.float_reason(op) if rule.inputs_on_output_grid(ctx.dtype_of(op)) else "rescales"
+        if why is not None:
+            for reader in readers:
+                kept[id(reader)] = (f"its input '{out}' is a masked fill of the scores that a float "
+                                    f"{op.kind} makes: a grid for it would hold the fill, not the scores")
+            continue
         found[out] = (max(out_range[0], floor), max(out_range[1], seen[1]))
         low, high = found.get(fills[0], found[out])
         found[fills[0]] = (min(low, found[out][0]), max(high, found[out][1]))
@@ -665,9 +675,10 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     A tensor's own params are in the type of the first quantized op that writes or reads it;
     an op of another type (mixed precision: int16 next to int8) requires its own grid for it,
     which the rewrite reaches with a requantizing QUANTIZE."""
-    narrowed = _masked_softmax_ranges(graph, ctx)
-    if narrowed:
-        ctx = _WithRanges(ctx, narrowed)
+    narrowed, kept = _masked_softmax_ranges(graph, ctx), {}
+    narrowed.update(_masked_fill_ranges(graph, ctx, graph.consumer_map(), narrowed, kept))
+    if narrowed or kept:
+        ctx = _WithRanges(ctx, narrowed, kept)
     given = ctx.given
     plan = QuantPlan(ctx.dtype)
     params = plan.params
