@@ -79,9 +79,12 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
         # FUSE: BatchNorm (MUL/ADD, or DIV) into convolutions, then activations into producers
         divisions_by_constants_to_multiplications, fold_affine_into_producer,
         fuse_activations,
-        # CLEANUP: move the remaining transposes until they cancel, drop what does nothing
-        sink_transpose_through_reshape, sink_transpose_through_unary, merge_transposes,
-        one_transpose_per_chain, remove_noop_ops, remove_dead_ops])
+        # CLEANUP: move the remaining transposes until they cancel, drop what does nothing. A run
+        # of reshapes and transposes collapses before a transpose sinks out of it through a unary
+        # op (Segformer's NHWC depthwise conv -> NCHW -> flatten -> tokens -> GELU: sunk first,
+        # the run lost its last transpose and both stayed)
+        sink_transpose_through_reshape, one_transpose_per_chain, sink_transpose_through_unary,
+        merge_transposes, remove_noop_ops, remove_dead_ops])
     # the transposes left that move only size-1 axes (once none can cancel) are RESHAPEs
     fixed_point(graph, [transposes_of_unit_axes_to_reshapes, remove_noop_ops])
     verify(graph, after="float passes")

@@ -122,7 +122,27 @@ class _LayoutRewriter:
 
     def _nhwc_wanted(self, op: Op, data_inputs) -> bool:
         return any(self.layout(op.inputs[i]).channels_last for i in data_inputs
-                   if i < len(op.inputs) and op.inputs[i])
+                   if i < len(op.inputs) and op.inputs[i]) or self._readers_want_nhwc(op, data_inputs)
+
+    def _readers_want_nhwc(self, op: Op, data_inputs) -> bool:
+        """One 4-D ONNX-order activation in, 4-D outputs read only as NHWC data (a convolution's
+        explicit PAD, an activation before a pool): converting the input costs the one TRANSPOSE
+        that converting the output would, and puts it next to the producer, where it can cancel
+        (CvT's tokens -> NCHW -> PAD -> depthwise conv is a RESHAPE of the tokens then)."""
+        activations = [op.inputs[i] for i in data_inputs if i < len(op.inputs) and op.inputs[i]
+                       and not self.graph.is_constant(op.inputs[i])]
+        if len(activations) != 1 or not self.is_rank4_activation(activations[0]) or not op.outputs:
+            return False
+        for name in op.outputs:
+            readers = self.graph.consumers(name) if self.is_rank4_activation(name) else []
+            if not readers or name in self.graph.outputs:
+                return False
+            for reader in readers:
+                rule = registry.spec(reader.kind).layout
+                if not isinstance(rule, ChannelsLast) or any(
+                        n == name and i not in rule.data_inputs for i, n in enumerate(reader.inputs)):
+                    return False
+        return True
 
     def visit_transparent(self, op: Op) -> None:
         activations = [i for i, n in enumerate(op.inputs) if n and not self.graph.is_constant(n)]
@@ -153,8 +173,8 @@ class _LayoutRewriter:
         if not self._nhwc_wanted(op, data):
             self.mark_output_layout(op, Layout.NCHW)
             return
-        rank = next(self.graph.tensors[op.inputs[i]].rank for i in data
-                    if self.layout(op.inputs[i]).channels_last)
+        rank = next((self.graph.tensors[op.inputs[i]].rank for i in data
+                     if self.layout(op.inputs[i]).channels_last), 4)  # else _readers_want_nhwc's
         if any(self.graph.tensors[op.inputs[i]].rank != rank for i in data
                if not self.graph.is_constant(op.inputs[i])):
             self.to_onnx_order(op)

@@ -1,0 +1,68 @@
+"""The vision families' graph shapes, small and by hand (tests/test_vision_families.py has the models).
+
+Col2Im (F.fold) lowered to a reshape and transpose (blocks that tile) or a grouped ConvTranspose
+(overlap, dilation, padding); torch's GroupNorm (Reshape, InstanceNormalization, Reshape, Mul, Add)
+read as one GroupNormalization; tokens turned into NCHW for a padded depthwise conv (CvT) and back
+after a GELU (Segformer's mix-FFN), which need no TRANSPOSE. Each against onnxruntime, float and
+full int8 in LiteRT, on the worst of 4 inputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from tests.conftest import save_graph, worst_sqnr_db
+from tflq.config import ConvertConfig
+from tflq.pipeline import convert
+
+
+def _samples(shape, seed, count):
+    """Normal inputs inside +-3 (calibration's minmax range then holds every test input)."""
+    rng = np.random.default_rng(seed)
+    return [{"x": np.clip(rng.standard_normal(shape), -3, 3).astype(np.float32)} for _ in range(count)]
+
+
+def _check(path, shape, int8_floor, transposes=None):
+    report = convert(ConvertConfig(model=path))
+    samples = _samples(shape, 0, 4)
+    assert worst_sqnr_db(path, report.tflite, samples) >= 100.0
+    if transposes is not None:
+        assert report.op_counts.get("TRANSPOSE", 0) == transposes, report.op_counts
+    full = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=_samples(shape, 1, 16)))
+    assert worst_sqnr_db(path, full.tflite, samples) >= int8_floor
+    assert not full.float_ops, full.float_ops
+    return report
+
+
+def test_tokens_through_padded_depthwise_conv(tmp_path):
+    """CvT's projection: conv stem -> tokens [N, HW, C] -> back to NCHW -> depthwise conv with
+    padding and stride 2 (an explicit PAD) -> tokens; Segformer's mix-FFN: tokens -> NCHW ->
+    depthwise conv -> flatten -> tokens -> GELU (here Tanh) -> MatMul. All RESHAPEs in NHWC."""
+    rng = np.random.default_rng(4)
+    c, h, w = 8, 6, 6
+    nodes = [helper.make_node("Conv", ["x", "stem"], ["s"], kernel_shape=[1, 1]),
+             helper.make_node("Reshape", ["s", "flat"], ["f"]),
+             helper.make_node("Transpose", ["f"], ["tokens"], perm=[0, 2, 1]),
+             helper.make_node("Transpose", ["tokens"], ["t2"], perm=[0, 2, 1]),
+             helper.make_node("Reshape", ["t2", "image"], ["img"]),
+             helper.make_node("Conv", ["img", "dw"], ["d"], group=c, kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Conv", ["img", "dw"], ["d1"], group=c, kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["d1", "flat"], ["f1"]),
+             helper.make_node("Transpose", ["f1"], ["tokens1"], perm=[0, 2, 1]),
+             helper.make_node("Tanh", ["tokens1"], ["act"]),
+             helper.make_node("MatMul", ["act", "fc"], ["y1"]),
+             helper.make_node("Reshape", ["d", "flat_small"], ["f2"]),
+             helper.make_node("Transpose", ["f2"], ["tokens2"], perm=[0, 2, 1]),
+             helper.make_node("Concat", ["y1", "tokens2"], ["y"], axis=1)]
+    inits = [numpy_helper.from_array(rng.standard_normal((c, 3, 1, 1)).astype(np.float32), "stem"),
+             numpy_helper.from_array(np.array([1, c, h * w], np.int64), "flat"),
+             numpy_helper.from_array(np.array([1, c, (h // 2) * (w // 2)], np.int64), "flat_small"),
+             numpy_helper.from_array(np.array([1, c, h, w], np.int64), "image"),
+             numpy_helper.from_array((rng.standard_normal((c, 1, 3, 3)) / 3).astype(np.float32), "dw"),
+             numpy_helper.from_array((rng.standard_normal((c, c)) / 3).astype(np.float32), "fc")]
+    path = save_graph(tmp_path / "m.onnx", nodes, {"x": (1, 3, h, w)}, "y", inits, opset=18)
+    _check(path, (1, 3, h, w), 20.0, transposes=0)
