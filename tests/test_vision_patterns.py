@@ -36,6 +36,33 @@ def _check(path, shape, int8_floor, transposes=None):
     return report
 
 
+@pytest.mark.parametrize("groups, shape, affine", [(1, (1, 8, 5, 6), True), (4, (2, 8, 3, 3), True),
+                                                   (2, (1, 6, 4, 4), False), (2, (1, 4, 64), True)])
+def test_torch_group_norm(tmp_path, groups, shape, affine):
+    """torch.nn.GroupNorm as both exporters write it: no TRANSPOSE around the [N, G, -1] view."""
+    rng = np.random.default_rng(3)
+    channels = shape[1]
+    per_channel = (channels,) + (1,) * (len(shape) - 2)
+    # a 1x1 conv first, so that a 4-D input is NHWC (a 3-D one is normalized as it is)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1])] if len(shape) == 4 else \
+        [helper.make_node("Identity", ["x"], ["c"])]
+    nodes += [helper.make_node("Reshape", ["c", "grouped_shape"], ["g"]),
+             helper.make_node("InstanceNormalization", ["g", "ones", "zeros"], ["n"], epsilon=1e-5),
+             helper.make_node("Reshape", ["n", "image_shape"], ["y" if not affine else "r"])]
+    inits = [numpy_helper.from_array(rng.standard_normal((channels, channels, 1, 1)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([0, groups, -1], np.int64), "grouped_shape"),
+             numpy_helper.from_array(np.array(shape, np.int64), "image_shape"),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, groups).astype(np.float32), "ones"),
+             numpy_helper.from_array(rng.normal(0, 0.1, groups).astype(np.float32), "zeros")]
+    if affine:
+        nodes += [helper.make_node("Mul", ["r", "gamma"], ["s"]), helper.make_node("Add", ["s", "beta"], ["y"])]
+        inits += [numpy_helper.from_array(rng.uniform(0.5, 1.5, per_channel).astype(np.float32), "gamma"),
+                  numpy_helper.from_array(rng.normal(0, 0.1, per_channel).astype(np.float32), "beta")]
+    path = save_graph(tmp_path / "m.onnx", nodes, {"x": shape}, "y", inits, opset=18)
+    report = _check(path, shape, 20.0, transposes=0)
+    assert report.op_counts.get("MUL", 0) <= 4, report.op_counts  # the affine folded into the norm
+
+
 def test_tokens_through_padded_depthwise_conv(tmp_path):
     """CvT's projection: conv stem -> tokens [N, HW, C] -> back to NCHW -> depthwise conv with
     padding and stride 2 (an explicit PAD) -> tokens; Segformer's mix-FFN: tokens -> NCHW ->

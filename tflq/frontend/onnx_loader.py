@@ -17,7 +17,7 @@ from tflq.ops.common import apply_activation
 from tflq.errors import (Diagnostic, InvalidModelError, ResourceLimitError, Unsupported,
                          UnsupportedModelError)
 from tflq.frontend.fold import FoldResult, check_folded, fold_model
-from tflq.frontend.onnx_patterns import fuse_erf_gelu, gather_nd_as_gather
+from tflq.frontend.onnx_patterns import fuse_erf_gelu, gather_nd_as_gather, group_norm_from_instance_norm
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
 from tflq.frontend.skeleton import skeleton, take_inferred
@@ -498,6 +498,9 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     gelus = fuse_erf_gelu(model)
     if gelus:
         log.info("recognised %d erf-based GELU patterns", gelus)
+    group_norms = group_norm_from_instance_norm(model)
+    if group_norms:
+        log.info("recognised %d GroupNorm patterns (Reshape, InstanceNormalization, Reshape)", group_norms)
     result = import_graph(model, opset, notes, fold, max_tensor_bytes)
     result.external_files = external_files
     result.graph.source_nodes = source_nodes

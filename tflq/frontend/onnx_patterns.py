@@ -121,3 +121,103 @@ def gather_nd_as_gather(model: onnx.ModelProto) -> int:
         del g.node[:]
         g.node.extend(nodes)
     return count
+
+
+def _static_shapes(g: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        dims = vi.type.tensor_type.shape.dim
+        if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+    return shapes
+
+
+def group_norm_from_instance_norm(model: onnx.ModelProto) -> int:
+    """Reshape [N, C, ...] -> [N, G, -1], InstanceNormalization, Reshape back -> GroupNormalization.
+
+    How torch exports nn.GroupNorm at opsets 17 and 18 (PoolFormer's GroupNorm(1, C), diffusion
+    U-Nets): the InstanceNormalization's scale and bias (one per group, ones and zeros from torch)
+    spread over each group's channels, and a per-channel Mul and Add by constants after it (the
+    GroupNorm's affine) fold into them. Imported as such, the statistics are a MEAN over the
+    spatial axes and an average over each group's channels, which work in NHWC; the [N, G, -1]
+    view itself would need the ONNX (NCHW) order, so a TRANSPOSE on each side.
+    The node written is opset 21's GroupNormalization (per-channel scale and bias), which the
+    importer reads at any opset.
+    """
+    g = model.graph
+    constants = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    shapes = _static_shapes(g)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    producers = {o: n for n in g.node for o in n.output}
+    outputs = {o.name for o in g.output}
+
+    def only_user(name: str, op_type: str) -> onnx.NodeProto | None:
+        users = consumers.get(name, [])
+        ok = len(users) == 1 and users[0].op_type == op_type and name not in outputs
+        return users[0] if ok else None
+
+    def per_channel(node: onnx.NodeProto, x: str, channels: int, rank: int) -> np.ndarray | None:
+        """The constant operand of a Mul/Add of x that is one value per channel (else None)."""
+        other = _other(node, x)
+        value = constants.get(other) if other else None
+        if value is None or value.dtype != np.float32 or value.ndim > rank:
+            return None
+        full = value.reshape((1,) * (rank - value.ndim) + value.shape)
+        if any(d != 1 for i, d in enumerate(full.shape) if i != 1) or full.shape[1] not in (1, channels):
+            return None
+        return np.broadcast_to(full.reshape(-1), (channels,)).astype(np.float32)
+
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    dead: set[int] = set()
+    for norm in g.node:
+        if norm.op_type != "InstanceNormalization" or len(norm.input) < 3:
+            continue
+        first = producers.get(norm.input[0])
+        x = first.input[0] if first is not None and first.op_type == "Reshape" else None
+        x_shape, grouped = shapes.get(x or ""), shapes.get(norm.input[0])
+        scale, bias = constants.get(norm.input[1]), constants.get(norm.input[2])
+        back = only_user(norm.output[0], "Reshape")
+        if (x_shape is None or grouped is None or scale is None or bias is None or back is None
+                or len(x_shape) < 3 or len(grouped) != 3 or len(consumers.get(first.output[0], [])) != 1
+                or shapes.get(back.output[0]) != x_shape):
+            continue
+        n, channels, groups = x_shape[0], x_shape[1], grouped[1]
+        if (grouped[0] != n or groups < 1 or channels % groups
+                or grouped[2] * groups != int(np.prod(x_shape[1:])) or scale.size != groups):
+            continue
+        gain = np.repeat(scale.astype(np.float32).reshape(-1), channels // groups)
+        shift = np.repeat(bias.astype(np.float32).reshape(-1), channels // groups)
+        last, rank = back, len(x_shape)
+        mul = only_user(last.output[0], "Mul")
+        factor = per_channel(mul, last.output[0], channels, rank) if mul is not None else None
+        if factor is not None:
+            gain, shift, last = gain * factor, shift * factor, mul
+            dead.add(id(mul))
+        add = only_user(last.output[0], "Add")
+        offset = per_channel(add, last.output[0], channels, rank) if add is not None else None
+        if offset is not None and shapes.get(add.output[0]) == x_shape:
+            shift, last = shift + offset, add
+            dead.add(id(add))
+        base = norm.name or norm.output[0]
+        gain_name, shift_name = f"{base}/group_scale", f"{base}/group_bias"
+        g.initializer.extend([numpy_helper.from_array(gain, gain_name),
+                              numpy_helper.from_array(shift, shift_name)])
+        epsilon = next((a.f for a in norm.attribute if a.name == "epsilon"), 1e-5)
+        replaced[id(norm)] = [helper.make_node("GroupNormalization", [x, gain_name, shift_name],
+                                               [last.output[0]], name=base, num_groups=groups,
+                                               epsilon=epsilon)]
+        dead.update((id(first), id(back)))
+    if not replaced:
+        return 0
+    nodes = []
+    for node in g.node:
+        if id(node) in replaced:
+            nodes.extend(replaced[id(node)])
+        elif id(node) not in dead:
+            nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
+    return len(replaced)
