@@ -36,6 +36,51 @@ def _check(path, shape, int8_floor, transposes=None):
     return report
 
 
+COL2IM = {
+    # name: channels, image, block, strides, dilations, pads
+    "tiles": (3, (8, 6), (2, 2), (2, 2), (1, 1), (0, 0, 0, 0)),
+    "tiles_3x1": (2, (6, 4), (3, 1), (3, 1), (1, 1), (0, 0, 0, 0)),
+    "overlap": (2, (7, 7), (3, 3), (2, 2), (1, 1), (0, 0, 0, 0)),
+    "stride_rest": (2, (8, 8), (3, 3), (2, 2), (1, 1), (0, 0, 0, 0)),  # a row past the last block
+    "padded_dilated": (2, (6, 7), (2, 3), (1, 2), (2, 1), (1, 0, 0, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(COL2IM))
+def test_col2im(tmp_path, name):
+    """x [1, C*kh*kw, L] -> Col2Im -> Conv 1x1 (so the result is an image the file keeps NHWC)."""
+    channels, image, block, strides, dilations, pads = COL2IM[name]
+    blocks = [(image[d] + pads[d] + pads[d + 2] - dilations[d] * (block[d] - 1) - 1) // strides[d] + 1
+              for d in range(2)]
+    shape = (1, channels * block[0] * block[1], blocks[0] * blocks[1])
+    w = np.random.default_rng(2).standard_normal((4, channels, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Col2Im", ["x", "image", "block"], ["img"], strides=list(strides),
+                              dilations=list(dilations), pads=list(pads)),
+             helper.make_node("Conv", ["img", "w"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(image, np.int64), "image"),
+             numpy_helper.from_array(np.array(block, np.int64), "block"),
+             numpy_helper.from_array(w, "w")]
+    path = save_graph(tmp_path / "m.onnx", nodes, {"x": shape}, "y", inits, opset=18)
+    # one TRANSPOSE: the blocks' channel-major rows become NHWC channels
+    report = _check(path, shape, 20.0, transposes=1)
+    kind = "TRANSPOSE" if name.startswith("tiles") else "TRANSPOSE_CONV"
+    assert report.op_counts.get(kind) == 1, report.op_counts
+
+
+def test_col2im_data_dependent_block_is_refused(tmp_path):
+    """A block shape from a graph input: refused naming the node, no traceback."""
+    from tflq.errors import UnsupportedModelError
+
+    nodes = [helper.make_node("Col2Im", ["x", "image", "block"], ["y"])]
+    path = save_graph(tmp_path / "m.onnx", nodes, {"x": (1, 4, 4), "block": (2,)}, "y",
+                      [numpy_helper.from_array(np.array([4, 4], np.int64), "image")], opset=18)
+    m = onnx.load(path)
+    m.graph.input[1].type.tensor_type.elem_type = onnx.TensorProto.INT64
+    onnx.save(m, path)
+    with pytest.raises(UnsupportedModelError, match="Col2Im"):
+        convert(ConvertConfig(model=path))
+
+
 @pytest.mark.parametrize("groups, shape, affine", [(1, (1, 8, 5, 6), True), (4, (2, 8, 3, 3), True),
                                                    (2, (1, 6, 4, 4), False), (2, (1, 4, 64), True)])
 def test_torch_group_norm(tmp_path, groups, shape, affine):

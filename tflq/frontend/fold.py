@@ -231,7 +231,7 @@ class Sweep:
 
     # ---- the sweep -----------------------------------------------------------------------
     def run(self) -> FoldResult:
-        from tflq.frontend import control_flow, sequences, spectral
+        from tflq.frontend import col2im, control_flow, sequences, spectral
 
         queue: deque[Item] = deque(self.model.graph.node)
         while queue:
@@ -251,6 +251,9 @@ class Sweep:
                 continue
             if node.domain in ("", "ai.onnx") and node.op_type == "STFT":
                 queue.extendleft(reversed(spectral.lower_stft(self, node)))
+                continue
+            if node.domain in ("", "ai.onnx") and node.op_type == "Col2Im":
+                queue.extendleft(reversed(col2im.lower_col2im(self, node)))
                 continue
             if sequences.handles(self, node):
                 queue.extendleft(reversed(sequences.expand(self, node)))
