@@ -12,6 +12,8 @@ int16x8 and mixed precision; test_control_flow_graph grows If/Loop/Scan graphs;
 test_random_graph_quantized_by_onnxruntime converts QDQ models onnxruntime's quantize_static wrote.
 test_any_rank_graph_matches_onnxruntime grows rank-1..5 graphs (broadcasting, negative-step
 Slice, negative-index Gather, keepdims=0 reductions, Where, 5-D Transpose, Expand, LayerNorm).
+test_vision_token_graph moves between images and tokens as vision transformers do (CvT's padded
+depthwise projections, Segformer's mix-FFN, torch's GroupNorm, F.fold as Col2Im).
 Outside CI (a soak, not in make test) every family ran 150-250 seeds in all of float, float16,
 weights-only int8/uint8, full uint8/int8 (float and int8 I/O), int16x8 (nearest, and with bias
 correction and learned rounding) and mixed precision; control flow 600 seeds, onnxruntime QDQ 350;
@@ -1896,3 +1898,142 @@ def test_any_rank_graph_matches_onnxruntime(seed, tmp_path):
                                    dtype=("int8", "uint8")[seed % 2], calib=feeds[4:]))
     worst_db = judge(path, report.tflite, feeds[4:], run).sqnr_db
     assert worst_db >= RANK_INT8_SQNR_FLOOR.get(seed, INT8_SQNR_FLOOR), f"worst sample {worst_db:.1f} dB"
+
+
+# ---- vision token graphs ------------------------------------------------------------------------
+SEEDS_VISION = range(30)
+# Seeds whose int8 loss is the ops' own precision (float is exact), and their floor.
+VISION_PRECISION_LIMITED = {
+    # a LayerNorm over 8 channels after an overlapping Col2Im: its rows' std spans 0.055-2.3, so
+    # the widest rows' 1/std (0.44 of 18.1) sits 6 steps up its int8 grid
+    24: 12.0,
+}
+
+
+class VisionGraph(RandomGraph):
+    """What vision transformers do between images and tokens (tests/test_vision_families.py has
+    the models): a conv stem flattened to tokens [N, HW, C] (Reshape or Flatten, then Transpose),
+    token ops (MatMul, LayerNorm, a unary op), tokens viewed back as NCHW for a depthwise conv with
+    explicit padding and a stride (CvT) or for a conv then flattened again (Segformer's mix-FFN),
+    torch's GroupNorm (Reshape [N, G, -1], InstanceNormalization, Reshape, Mul, Add: PoolFormer) and
+    F.fold (Col2Im: MobileViTV2's tiling blocks, or overlapping ones)."""
+
+    opset = 18
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        c = int(self.rng.choice([3, 4]))
+        h = int(self.rng.choice([4, 6, 8]))
+        self.input_shape = (1, c, h, int(self.rng.choice([h, 6])))
+        self.shapes = {"x": self.input_shape}
+        self.col2ims = 0
+
+    def i64(self, values) -> str:
+        return self.const(np.array(values, np.int64))
+
+    def to_tokens(self, x: str) -> str:
+        n, c, h, w = self.shapes[x]
+        if self.rng.random() < 0.5:
+            flat = self.one("Reshape", [x, self.i64([n, c, h * w])], (n, c, h * w))
+        else:
+            flat = self.one("Flatten", [x], (n, c * h * w), axis=1)
+            flat = self.one("Reshape", [flat, self.i64([0, c, -1])], (n, c, h * w))
+        self.grid = (h, w)
+        return self.one("Transpose", [flat], (n, h * w, c), perm=[0, 2, 1])
+
+    def to_image(self, t: str) -> str:
+        n, length, c = self.shapes[t]
+        h, w = self.grid
+        flat = self.one("Transpose", [t], (n, c, length), perm=[0, 2, 1])
+        return self.one("Reshape", [flat, self.i64([n, c, h, w])], (n, c, h, w))
+
+    def token_op(self, t: str) -> str:
+        n, length, c = self.shapes[t]
+        kind = self.choice(["matmul", "norm", "unary"])
+        if kind == "matmul":
+            cout = self.choice([c, 8])
+            y = self.one("MatMul", [t, self.weights((c, cout))], (n, length, cout))
+            return self.one("Add", [y, self.const(self.rng.normal(0, 0.1, cout).astype(np.float32))],
+                            (n, length, cout))
+        if kind == "norm":
+            return self.one("LayerNormalization", [t, self.const(self.rng.uniform(0.5, 1.5, c).astype(np.float32)),
+                                                   self.const(self.rng.normal(0, 0.1, c).astype(np.float32))],
+                            (n, length, c), axis=-1)
+        # (no Relu: a LayerNorm of rows it zeroed amplifies int8 noise by tens of dB, a property
+        # of the graph, not of its conversion)
+        return self.one(self.choice(["Tanh", "Sigmoid"]), [t], (n, length, c))
+
+    def padded_depthwise(self, x: str) -> str:
+        n, c, h, w = self.shapes[x]
+        stride = self.choice([1, 2]) if min(h, w) >= 8 else 1  # (a 1x1 grid judges 1 value a row)
+        pads = self.choice([[1, 1, 1, 1], [0, 1, 1, 0], [1, 1, 1, 1]])
+        oh, ow = (h + pads[0] + pads[2] - 3) // stride + 1, (w + pads[1] + pads[3] - 3) // stride + 1
+        y = self.one("Conv", [x, self.weights((c, 1, 3, 3)), self.const(np.zeros(c, np.float32))],
+                     (n, c, oh, ow), kernel_shape=[3, 3], strides=[stride] * 2, pads=pads, group=c)
+        self.grid = (oh, ow)
+        return y
+
+    def group_norm(self, x: str) -> str:
+        n, c, h, w = self.shapes[x]
+        # groups of 48 values or more: fewer make the norm amplify int8 noise (tens of dB), a
+        # property of the graph, not of its conversion
+        groups = self.choice([g for g in (1, 2, c) if c % g == 0 and c * h * w // g >= 48] or [1])
+        g = self.one("Reshape", [x, self.i64([0, groups, -1])], (n, groups, c * h * w // groups))
+        g = self.one("InstanceNormalization", [g, self.const(np.ones(groups, np.float32)),
+                                               self.const(np.zeros(groups, np.float32))],
+                     self.shapes[g], epsilon=1e-5)
+        y = self.one("Reshape", [g, self.i64([n, c, h, w])], (n, c, h, w))
+        if self.rng.random() < 0.7:
+            y = self.one("Mul", [y, self.const(self.rng.uniform(0.5, 1.5, (c, 1, 1)).astype(np.float32))],
+                         (n, c, h, w))
+            y = self.one("Add", [y, self.const(self.rng.normal(0, 0.1, (c, 1, 1)).astype(np.float32))],
+                         (n, c, h, w))
+        return y
+
+    def fold(self, x: str) -> str:
+        """[N, C*kh*kw, H, W] -> [N, C*kh*kw, H*W] -> Col2Im: blocks that tile (stride = block) or
+        overlap (stride 1); a 1x1 conv first makes the channels a multiple of the block."""
+        n, c, h, w = self.shapes[x]
+        kh, kw = self.choice([(2, 2), (2, 1), (1, 2)])
+        tiles = self.rng.random() < 0.6
+        cout = kh * kw * self.choice([4, 8])  # 4 or 8 channels out: a norm of fewer amplifies noise
+        x = self.one("Conv", [x, self.weights((cout, c, 1, 1))], (n, cout, h, w), kernel_shape=[1, 1])
+        flat = self.one("Reshape", [x, self.i64([n, cout, h * w])], (n, cout, h * w))
+        image = (h * kh, w * kw) if tiles else (h + kh - 1, w + kw - 1)
+        strides = [kh, kw] if tiles else [1, 1]
+        self.col2ims += 1
+        return self.one("Col2Im", [flat, self.i64(list(image)), self.i64([kh, kw])],
+                        (n, cout // (kh * kw), *image), strides=strides)
+
+    def build(self) -> tuple[onnx.ModelProto, list[str]]:
+        n, c, h, w = self.input_shape
+        x = self.one("Conv", ["x", self.weights((8, c, 1, 1))], (n, 8, h, w), kernel_shape=[1, 1])
+        for _ in range(int(self.rng.integers(2, 5))):
+            kind = self.choice(["tokens", "tokens", "group_norm", "fold"])
+            if kind == "tokens":
+                t = self.to_tokens(x)
+                for _ in range(int(self.rng.integers(1, 3))):
+                    t = self.token_op(t)
+                x = self.padded_depthwise(self.to_image(t))
+            elif kind == "group_norm":
+                x = self.group_norm(x)
+            elif max(self.shapes[x][2:]) <= 8:
+                x = self.fold(x)
+        out = self.to_tokens(x) if self.rng.random() < 0.5 else x
+        return self.model([out]), [out]
+
+
+@pytest.mark.parametrize("seed", SEEDS_VISION)
+def test_vision_token_graph(seed, tmp_path):
+    """Float within 1e-4 of onnxruntime and full int8 >= 15 dB on the worst of 8 samples; the only
+    TRANSPOSEs are those of a Col2Im (its channel-major blocks into NHWC; a second one when its
+    result stays in ONNX order through a norm and then becomes tokens)."""
+    builder = VisionGraph(9000 + seed)
+    model, outputs = builder.build()
+    path = str(tmp_path / "vision.onnx")
+    onnx.save(model, path)
+    worst, worst_db, ops = _worst_float_and_int8(path, builder.input_shape, seed)
+    assert worst <= FLOAT_TOLERANCE, f"worst sample {worst:.3g}; ops {ops}"
+    floor = VISION_PRECISION_LIMITED.get(seed, INT8_SQNR_FLOOR)
+    assert worst_db >= floor, f"worst int8 sample {worst_db:.1f} dB"
+    assert ops.get("TRANSPOSE", 0) <= 2 * builder.col2ims, ops
