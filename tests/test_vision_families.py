@@ -15,7 +15,8 @@ embeddings (40x40 input against a 32x32 config), PoolFormer GroupNorm(1, C) expo
 InstanceNormalization + Reshape (both exporters), CvT convolutional projections of the tokens
 (tokens -> NCHW -> PAD -> depthwise conv), Segformer spatial-reduction attention, mix-FFN with a
 depthwise conv between token layouts and its upsampling head, MobileViTV2 F.fold (Col2Im), YOLOS
-two outputs, DPT its reassemble/fusion head (ConvTranspose, Resize).
+two outputs, DPT its reassemble/fusion head (ConvTranspose, Resize), DETR a ResNet backbone,
+sine position embeddings, encoder-decoder attention over object queries and its box head.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ FAMILIES = {
     "mobilevitv2": Family(13, 16.0, 10.0, 10.0),
     "yolos": Family(8, 25.0, 10.0, 10.0),
     "dpt": Family(16, 8.0, 2.0, 2.0),
+    "detr": Family(7, 24.0, 13.0, 13.0),
 }
 
 

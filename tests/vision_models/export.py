@@ -169,17 +169,28 @@ def _dpt():
     return tr.DPTForDepthEstimation(c), 32, ("predicted_depth",)
 
 
+def _detr():
+    # a 4-stage ResNet backbone of 8-16 channels from its config (no timm, nothing pretrained)
+    backbone = tr.ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16, 16, 16],
+                               depths=[1, 1, 1, 1], layer_type="basic", out_features=["stage4"])
+    c = tr.DetrConfig(use_timm_backbone=False, backbone_config=backbone,
+                      use_pretrained_backbone=False, d_model=16, encoder_layers=1, decoder_layers=1,
+                      encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                      decoder_ffn_dim=32, num_queries=4, num_labels=3)
+    return tr.DetrForObjectDetection(c), 64, ("logits", "pred_boxes")
+
+
 FAMILIES = {"convnext": _convnext, "convnextv2": _convnextv2, "efficientnet": _efficientnet,
             "regnet": _regnet, "resnet": _resnet, "mobilenet_v1": _mobilenet_v1,
             "mobilenet_v2": _mobilenet_v2, "levit": _levit, "deit": _deit, "beit": _beit,
             "dinov2": _dinov2, "poolformer": _poolformer, "cvt": _cvt, "segformer": _segformer,
-            "mobilevitv2": _mobilevitv2, "yolos": _yolos, "dpt": _dpt}
+            "mobilevitv2": _mobilevitv2, "yolos": _yolos, "dpt": _dpt, "detr": _detr}
 # What tests/test_vision_families.py converts (the others convert as well; probes only, to keep
 # the repository small): the family and whether it is the TorchScript export.
 COMMITTED = [("convnext", False), ("convnextv2", False), ("efficientnet", False), ("regnet", False),
              ("mobilenet_v1", False), ("levit", False), ("beit", False), ("dinov2", False),
              ("poolformer", False), ("poolformer", True), ("cvt", False), ("segformer", False),
-             ("mobilevitv2", False), ("yolos", False), ("dpt", False)]
+             ("mobilevitv2", False), ("yolos", False), ("dpt", False), ("detr", False)]
 
 
 def export(name: str, out_dir: str, torchscript: bool = False) -> str:
