@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import run_litert, run_onnxruntime, worst_sqnr_db
 from tflq.config import ConvertConfig
-from tflq.errors import UnsupportedModelError
+from tflq.errors import CalibrationError, UnsupportedModelError
 from tflq.pipeline import convert
 
 F = TensorProto.FLOAT
@@ -241,3 +241,23 @@ def test_a_select_on_a_scalar_condition_keeps_nhwc(tmp_path):
     report = convert(ConvertConfig(model=path))
     assert "TRANSPOSE" not in report.op_counts, report.op_counts
     assert worst_sqnr_db(path, report.tflite, feeds) >= 100.0
+
+
+def test_a_branch_not_taken_that_makes_nan_names_the_if_and_the_way_out(tmp_path):
+    """`log(x) if x.min() > 0 else -x`: both branches run, so calibration meets the Log's NaN on
+    the samples that take the other branch. The message names the If and --float-ops on it, which
+    then converts: the ops only it makes and reads are not calibrated at all."""
+    then = _branch([helper.make_node("Log", ["x"], ["t"])], [("t", F)])
+    other = _branch([helper.make_node("Neg", ["x"], ["e"])], [("e", F)])
+    nodes = [helper.make_node("ReduceMin", ["x"], ["low"], keepdims=0),
+             helper.make_node("Greater", ["low", "zero"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], name="log_if_positive", then_branch=then, else_branch=other)]
+    path = _save(tmp_path, nodes, {"x": [1, 8]}, [("y", F)], [_scalar("zero", 0.0)])
+    rng = np.random.default_rng(2)
+    feeds = [{"x": (rng.normal(0, 1, (1, 8)) + (4 if k % 2 else 0)).astype(np.float32)} for k in range(6)]
+    with pytest.raises(CalibrationError, match="NaN values; it is in the then branch of If 'log_if_positive'.*"
+                                               "--float-ops log_if_positive keeps that If float"):
+        convert(ConvertConfig(model=path, mode="full", calib=feeds))
+    report = convert(ConvertConfig(model=path, mode="full", calib=feeds, float_ops=("log_if_positive",)))
+    assert {op.kind for op in report.float_ops} >= {"LOG", "SELECT_V2"}
+    assert worst_sqnr_db(path, report.tflite, feeds) >= 30.0

@@ -427,8 +427,9 @@ class OnnxruntimeRunner:
                                 if n in computed else None)
             if failures:
                 _, name, what = min(failures)
-                raise CalibrationError(f"calibration sample {index}: tensor '{name}'{plan.where.get(name, '')} "
-                                       f"holds {what} values")
+                from tflq.calibration.run import non_finite_message
+
+                raise CalibrationError(non_finite_message(index, name, plan.where.get(name, ""), what))
             stats.samples += 1
             done += 1
         if done:

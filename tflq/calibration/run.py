@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import operator
 import os
+import re
 import time
 from concurrent.futures import Executor
 from dataclasses import replace
@@ -44,7 +45,8 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
         histogram = config.calib_method != CalibMethod.MINMAX or bool(config.save_stats)
         from tflq.calibration.engines import equalized_tensors
 
-        fresh, engine = _calibrate(graph, samples, None, config.show_progress, histogram, config.jobs,
+        fresh, engine = _calibrate(graph, samples, float_only_excluded(graph, config.float_ops),
+                                   config.show_progress, histogram, config.jobs,
                                    config.executor, config.calib_engine, config.model, config.input_shapes,
                                    equalized_tensors(graph, report.equalization))
         report.calibration = {"samples": fresh.samples, "method": config.calib_method.value,
@@ -66,6 +68,31 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
                                 [Source("the input model", config.model)]).write
         write("--save-stats", stats_bytes(stats, fingerprint))
     return stats
+
+
+def float_only_excluded(graph: Graph, float_ops) -> set[str] | None:
+    """The tensors to calibrate when --float-ops names nodes (None: every float tensor): not
+    those that only ops of the named nodes produce and read, which no plan quantizes (and which
+    may hold what no grid holds: the NaN of a Log on the branch an If on the data does not take)."""
+    if not float_ops:
+        return None
+    named, producers, consumers = set(float_ops), graph.producers(), graph.consumer_map()
+    outputs = set(graph.outputs)
+    return {n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float
+            and not (n in producers and producers[n].origin in named and n not in outputs
+                     and all(op.origin in named for op in consumers.get(n, ())))}
+
+
+def non_finite_message(index: int, name: str, where: str, what: str) -> str:
+    """The one line for a tensor that became NaN or Inf on a calibration sample, with what to do
+    where it is computed in a branch of an If on the data (both branches run: control_flow)."""
+    message = f"calibration sample {index}: tensor '{name}'{where} holds {what} values"
+    branch = re.match(r"(.+?)/(then|else)_branch/", name)
+    if branch:
+        message += (f"; it is in the {branch.group(2)} branch of If '{branch.group(1)}', which tflq "
+                    f"computes whether taken or not (its condition depends on the data): "
+                    f"--float-ops {branch.group(1)} keeps that If float")
+    return message
 
 
 def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], tensors: set[str] | None = None,
@@ -206,8 +233,7 @@ class SampleRunner:
             except NonFiniteError as exc:
                 op = producers.get(name)
                 where = f" (output of {op.kind} from node '{op.origin}')" if op is not None else " (graph input)"
-                raise CalibrationError(f"calibration sample {index}: tensor '{name}'{where} "
-                                       f"holds {exc} values") from None
+                raise CalibrationError(non_finite_message(index, name, where, str(exc))) from None
 
         for index, sample in enumerate(samples, start=first):
             self.runner.run(_feeds(self.graph, sample, index), on_tensor=on_tensor)
