@@ -2,13 +2,14 @@
 
 Exit codes: 0 success; 1 the input or options cannot be converted (a TflqError: the message names
 the file, node or tensor); 2 usage error; 3 internal error (a bug: please report it, --debug shows
-the traceback); 130 interrupted (Ctrl-C; nothing written).
+the traceback); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): nothing is written then.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import signal
 import sys
 import traceback
 import warnings
@@ -23,10 +24,10 @@ from tflq.config import (IO_DTYPES, QUANT_DTYPES, CalibEngine, CalibMethod, Conv
 from tflq.errors import TflqError
 from tflq.text import printable
 
-EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 3, 130, 143
 EPILOG = ("Exit codes: 0 success, 1 conversion error (message names the node or file), "
           "2 usage error, 3 internal error (please report; --debug shows the traceback), "
-          "130 interrupted (Ctrl-C; nothing written).")
+          "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); nothing is written then.")
 
 
 def _start_calibration_workers(config: ConvertConfig) -> None:
@@ -62,20 +63,44 @@ def _fail(exc: BaseException, debug: bool) -> None:
     sys.exit(EXIT_INTERNAL)
 
 
+class _Terminated(BaseException):
+    """SIGTERM (kill, timeout, a CI job cancelled) raised in the main thread, so that the way out
+    runs as for Ctrl-C: calibration's workers are ended, a temporary file is removed."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
+@contextmanager
+def _terminate_raises():
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: SIGTERM keeps its disposition
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def _error_boundary(debug: bool):
     """The CLI boundary of every command: a TflqError (or MemoryError) becomes one line and exit 1,
-    anything else an internal error (exit 3); --debug adds the traceback. Warnings go to the log."""
+    anything else an internal error (exit 3); --debug adds the traceback. Warnings go to the log.
+    Ctrl-C exits 130 and SIGTERM 143, after calibration's workers are ended; nothing is written."""
     try:
-        with _warnings_logged():
+        with _terminate_raises(), _warnings_logged():
             yield
     except click.ClickException:
         raise
-    except KeyboardInterrupt:  # calibration's workers are ended on the way out; no file is written
-        click.echo("Interrupted; nothing was written", err=True)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        terminated = isinstance(exc, _Terminated)
+        click.echo(f"{'Terminated' if terminated else 'Interrupted'}; nothing was written", err=True)
         if debug:
             traceback.print_exc()
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary turns every failure into an exit code
         _fail(exc, debug)
 
