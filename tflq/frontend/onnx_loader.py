@@ -17,7 +17,8 @@ from tflq.ops.common import apply_activation
 from tflq.errors import (Diagnostic, InvalidModelError, ResourceLimitError, Unsupported,
                          UnsupportedModelError)
 from tflq.frontend.fold import FoldResult, check_folded, fold_model
-from tflq.frontend.onnx_patterns import fuse_erf_gelu, gather_nd_as_gather, group_norm_from_instance_norm
+from tflq.frontend.onnx_patterns import (channel_windows, fuse_erf_gelu, gather_nd_as_gather,
+                                         group_norm_from_instance_norm)
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
 from tflq.frontend.skeleton import skeleton, take_inferred
@@ -495,6 +496,8 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
         check_nodes(model, path)  # folding made more shapes and values known
         check_value_shapes(model, path, max_tensor_bytes)
     gather_nd_as_gather(model)
+    if channel_windows(model):
+        log.info("recognised torch's LocalResponseNorm windows")
     gelus = fuse_erf_gelu(model)
     if gelus:
         log.info("recognised %d erf-based GELU patterns", gelus)

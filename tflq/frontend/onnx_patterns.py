@@ -221,3 +221,129 @@ def group_norm_from_instance_norm(model: onnx.ModelProto) -> int:
     del g.node[:]
     g.node.extend(nodes)
     return len(replaced)
+
+
+def _ints(constants: dict[str, np.ndarray], node: onnx.NodeProto, index: int, attr: str) -> list[int] | None:
+    """An int list given as input `index` (a constant) or, in older opsets, as attribute `attr`."""
+    if index < len(node.input) and node.input[index]:
+        value = constants.get(node.input[index])
+        return None if value is None else [int(v) for v in value.ravel()]
+    for a in node.attribute:
+        if a.name == attr:
+            return [int(v) for v in a.ints]
+    return None
+
+
+def channel_windows(model: onnx.ModelProto) -> int:
+    """torch's LocalResponseNorm: its mean of x^2 over a window of channels exported as
+    Reshape/Unsqueeze to [N, 1, C, ...], a zero Pad of the channel axis, an AveragePool of kernel
+    [size, 1, ...] (3-D for a 4-D input) and a Squeeze (and Reshape) back. Followed by
+    Mul(alpha), Add(k), Pow(beta) and Div(x, .) of a 4-D x whose window is ONNX's (floor((size-1)/2)
+    channels below, ceil above: odd sizes), the whole becomes one LRN; any other window (torch
+    reaches size // 2 below, so an even size differs, or a 1-D input) becomes a 1x1 Conv whose
+    banded [C, C] filter averages it."""
+    g = model.graph
+    constants = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    shapes = {}
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in g.output}
+
+    def only_user(name: str, *op_types: str) -> onnx.NodeProto | None:
+        users = consumers.get(name, [])
+        while len(users) == 1 and users[0].op_type == "Identity" and name not in outputs:
+            name = users[0].output[0]
+            users = consumers.get(name, [])
+        if name in outputs or len(users) != 1 or users[0].op_type not in op_types:
+            return None
+        return users[0]
+
+    def attr(node: onnx.NodeProto, name: str, default):
+        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    dead: set[int] = set()
+    for square in g.node:
+        if square.op_type != "Mul" or len(square.input) != 2 or square.input[0] != square.input[1]:
+            continue
+        x = square.input[0]
+        shape = shapes.get(x)
+        if shape is None or len(shape) not in (3, 4):
+            continue
+        n, c, spatial = shape[0], shape[1], int(np.prod(shape[2:]))
+        # (x*x may have other readers too: in the LRN form it stays for them)
+        split = next((u for u in consumers.get(square.output[0], []) if u.op_type in ("Reshape", "Unsqueeze")
+                      and u.input[0] == square.output[0]), None)
+        pad = split and only_user(split.output[0], "Pad")
+        pool = pad and only_user(pad.output[0], "AveragePool")
+        squeeze = pool and only_user(pool.output[0], "Squeeze")
+        if squeeze is None:
+            continue
+        split_shape = shapes.get(split.output[0])
+        if (split_shape is None or len(split_shape) < 4 or split_shape[:3] != (n, 1, c)
+                or int(np.prod(split_shape[3:])) != spatial):
+            continue
+        rank = len(split_shape)
+        pads = _ints(constants, pad, 1, "pads")
+        fill = constants.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
+        if (pads is None or len(pads) != 2 * rank or attr(pad, "mode", b"constant") != b"constant"
+                or fill is None or np.any(fill != 0)
+                or any(p for axis, p in enumerate(pads) if axis % rank != 2)):
+            continue
+        below, above = pads[2], pads[2 + rank]
+        kernel = list(attr(pool, "kernel_shape", []))
+        size = kernel[0] if kernel else 0
+        if (len(kernel) != rank - 2 or any(k != 1 for k in kernel[1:]) or below + above != size - 1
+                or below < 0 or above < 0 or any(s != 1 for s in attr(pool, "strides", [1]))
+                or any(p != 0 for p in attr(pool, "pads", [0])) or attr(pool, "auto_pad", b"NOTSET") != b"NOTSET"
+                or any(d != 1 for d in attr(pool, "dilations", [1]))):
+            continue
+        if _ints(constants, squeeze, 1, "axes") not in ([1], [-rank + 1]):
+            continue
+        last = squeeze
+        back = only_user(squeeze.output[0], "Reshape")
+        if back is not None and shapes.get(back.output[0]) == shape:
+            last = back
+        elif shapes.get(squeeze.output[0]) != shape:
+            continue
+        chain = [split, pad, pool, squeeze] + ([back] if last is back else [])
+        # Identity nodes the chain passes through go too; their outputs had one reader.
+        between = [u for node in chain[:-1] for u in g.node if u.op_type == "Identity"
+                   and any(u is w for w in consumers.get(node.output[0], []))]
+        mul = only_user(last.output[0], "Mul")
+        alpha = _scalar(constants, _other(mul, last.output[0]) or "") if mul else None
+        add = mul and only_user(mul.output[0], "Add")
+        bias = _scalar(constants, _other(add, mul.output[0]) or "") if add else None
+        pow_ = add and only_user(add.output[0], "Pow")
+        beta = _scalar(constants, pow_.input[1]) if pow_ and pow_.input[0] == add.output[0] else None
+        div = pow_ and only_user(pow_.output[0], "Div")
+        base = square.name or square.output[0]
+        if (len(shape) == 4 and below == (size - 1) // 2 and None not in (alpha, bias, beta)
+                and div is not None and div.input == [x, pow_.output[0]]):
+            lrn = helper.make_node("LRN", [x], list(div.output), name=f"{base}/lrn", size=size,
+                                   alpha=alpha, beta=beta, bias=bias)
+            # x*x stays where something else reads it too
+            replaced[id(square)] = [square, lrn] if len(consumers[square.output[0]]) > 1 else [lrn]
+            dead.update(id(node) for node in chain + between + [mul, add, pow_, div])
+            continue
+        band = np.zeros((c, c), np.float32)
+        for out in range(c):
+            band[out, max(0, out - below):min(c, out - below + size)] = 1.0 / size
+        weights = f"{base}/window"
+        g.initializer.append(numpy_helper.from_array(band.reshape((c, c) + (1,) * (len(shape) - 2)), weights))
+        conv = helper.make_node("Conv", [square.output[0], weights], list(last.output),
+                                name=f"{base}/window_mean", kernel_shape=[1] * (len(shape) - 2))
+        replaced[id(split)] = [conv]
+        dead.update(id(node) for node in chain[1:] + between)
+    if not replaced:
+        return 0
+    nodes = [m for node in g.node if id(node) not in dead for m in replaced.get(id(node), [node])]
+    del g.node[:]
+    g.node.extend(nodes)
+    return len(replaced)

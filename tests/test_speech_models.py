@@ -1,0 +1,136 @@
+"""Speech/audio models and torchvision's CNNs as torch.onnx.export writes them, end to end.
+
+The models are exported once by tests/speech_models/export.py (random weights, BatchNorm
+statistics that are not the identity, a few channels). Per model, against onnxruntime on the worst
+of SAMPLES random inputs: float within FLOAT_SQNR; weights-only uint8 and int8 and full uint8 and
+int8 files load and run in LiteRT, and the quantized ones stay above a floor (the measured values,
+recorded as properties, are well above it). Rank-3 [N, C, W] inputs and outputs of 1-D conv stacks
+are NWC in the file, as the summary notes say. Structure where it is the point: torch's
+LocalResponseNorm becomes one LOCAL_RESPONSE_NORMALIZATION (odd size, 4-D) or a 1x1 CONV_2D window
+(even size, 1-D), never the 5-D AveragePool it exports; a channel shuffle costs one TRANSPOSE.
+Fully int8 CNNs also run in TFLite Micro, within a step of LiteRT.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.conftest import litert_interpreter, run_onnxruntime
+from tests.test_tflite_micro import assert_micro_matches_litert
+from tflq.config import ConvertConfig
+from tflq.ir.dtypes import DType
+from tflq.ir.quant import sqnr_db
+from tflq.pipeline import convert
+
+HERE = os.path.join(os.path.dirname(__file__), "speech_models")
+SAMPLES = 4
+CALIB = 8
+FLOAT_SQNR = 80.0
+WEIGHTS_SQNR_FLOOR = 25.0
+FULL_SQNR_FLOOR = 14.0
+
+MODELS = sorted(f[:-5] for f in os.listdir(HERE) if f.endswith(".onnx"))
+# What each file must (not) hold: op kind -> count, None = absent.
+STRUCTURE = {
+    "lrn_size5": {"LOCAL_RESPONSE_NORMALIZATION": 1, "AVERAGE_POOL_2D": None, "TRANSPOSE": None},
+    "lrn_size5_dynamo": {"LOCAL_RESPONSE_NORMALIZATION": 1, "AVERAGE_POOL_2D": None, "TRANSPOSE": None},
+    # torch's even window reaches size // 2 channels below, LRN's one fewer: a 1x1 window conv
+    "lrn_size4": {"CONV_2D": 3, "LOCAL_RESPONSE_NORMALIZATION": None, "TRANSPOSE": None},
+    "lrn_1d": {"CONV_2D": 3, "AVERAGE_POOL_2D": None, "TRANSPOSE": None},
+    # one per block (2 + 2 + 1)
+    "shufflenet_v2": {"TRANSPOSE": 5},
+    "shufflenet_v2_ts": {"TRANSPOSE": 5},
+    # 2 attention blocks x (Q, K, V head splits and the merge); the decoder has cross-attention too
+    "whisper_encoder": {"TRANSPOSE": 8, "SOFTMAX": 2},
+    "whisper_decoder": {"TRANSPOSE": 16, "SOFTMAX": 4},
+    "wav2vec2": {"TRANSPOSE": 8}, "hubert": {"TRANSPOSE": 8},
+    "tcn": {"TRANSPOSE": None}, "conv_mel": {"TRANSPOSE": None}, "ds_cnn": {"TRANSPOSE": None},
+}
+# (MobileNetV3 and LRASPP are not here: their hardsigmoid is a RELU_0_TO_1, which TFLM lacks)
+MICRO = [name for name in ("ds_cnn", "shufflenet_v2", "efficientnet", "googlenet", "squeezenet",
+                         "densenet") if name in MODELS]
+
+
+def _feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for vi in model.graph.input:
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64:
+            feeds[vi.name] = rng.integers(0, 64, dims).astype(np.int64)
+        else:
+            feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+def _nwc(report, what: str) -> set[str]:
+    pattern = re.compile(rf"{what} '(.*)': ONNX \[N, C, W\]")
+    return {m.group(1) for m in map(pattern.match, report.notes) if m}
+
+
+def _run(report, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
+    """The file in LiteRT on ONNX-layout feeds: 4-D inputs fed NHWC, NCW ones NWC; outputs back."""
+    interpreter = litert_interpreter(report.tflite)
+    nwc_in, nwc_out = _nwc(report, "input"), _nwc(report, "output")
+    for detail, (name, value) in zip(interpreter.get_input_details(), feeds.items()):
+        if value.ndim == 4:
+            value = value.transpose(0, 2, 3, 1)
+        elif name in nwc_in:
+            value = value.transpose(0, 2, 1)
+        interpreter.set_tensor(detail["index"], np.ascontiguousarray(value))
+    interpreter.invoke()
+    results = []
+    for detail, name in zip(interpreter.get_output_details(), output_names):
+        value = interpreter.get_tensor(detail["index"])
+        if value.ndim == 4:
+            value = value.transpose(0, 3, 1, 2)
+        elif name in nwc_out:
+            value = value.transpose(0, 2, 1)
+        results.append(value)
+    return results
+
+
+def _worst(path: str, report, samples, expected) -> float:
+    names = [o.name for o in onnx.load(path).graph.output]
+    return min(min(sqnr_db(e, a) for e, a in zip(want, _run(report, feeds, names)))
+               for feeds, want in zip(samples, expected))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model(name, record_property):
+    path = os.path.join(HERE, f"{name}.onnx")
+    model = onnx.load(path)
+    samples = [_feeds(model, seed) for seed in range(SAMPLES)]
+    expected = [run_onnxruntime(path, feeds) for feeds in samples]
+    calib = [_feeds(model, 100 + seed) for seed in range(CALIB)]
+    report = convert(ConvertConfig(model=path))
+    for kind, count in STRUCTURE.get(name, {}).items():
+        assert report.op_counts.get(kind) == count, (kind, report.op_counts)
+    worst = _worst(path, report, samples, expected)
+    record_property("float_worst_db", round(worst, 1))
+    assert worst >= FLOAT_SQNR, f"float: worst sample {worst:.1f} dB"
+    for label, config, floor in (
+            ("weights_uint8", dict(mode="weights-only", dtype=DType.UINT8, min_weight_elements=256), WEIGHTS_SQNR_FLOOR),
+            ("weights_int8", dict(mode="weights-only", dtype=DType.INT8, min_weight_elements=256), WEIGHTS_SQNR_FLOOR),
+            ("full_uint8", dict(mode="full", dtype=DType.UINT8, calib=calib), FULL_SQNR_FLOOR),
+            ("full_int8", dict(mode="full", dtype=DType.INT8, calib=calib), FULL_SQNR_FLOOR)):
+        quantized = convert(ConvertConfig(model=path, **config))
+        worst = _worst(path, quantized, samples, expected)
+        record_property(f"{label}_worst_db", round(worst, 1))
+        assert worst >= floor, f"{label}: worst sample {worst:.1f} dB"
+
+
+@pytest.mark.parametrize("name", MICRO)
+def test_int8_cnn_runs_in_micro(name):
+    import tflq
+
+    path = os.path.join(HERE, f"{name}.onnx")
+    model = onnx.load(path)
+    calib = [_feeds(model, 100 + seed) for seed in range(CALIB)]
+    report = tflq.convert(path, mode="full", dtype="int8", io_type="int8", calib=calib, target="tflm")
+    assert report.float_ops == [], report.float_ops
+    assert_micro_matches_litert(report.tflite, [list(_feeds(model, seed).values()) for seed in range(SAMPLES)])
