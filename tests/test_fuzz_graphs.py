@@ -2037,3 +2037,92 @@ def test_vision_token_graph(seed, tmp_path):
     floor = VISION_PRECISION_LIMITED.get(seed, INT8_SQNR_FLOOR)
     assert worst_db >= floor, f"worst int8 sample {worst_db:.1f} dB"
     assert ops.get("TRANSPOSE", 0) <= 2 * builder.col2ims, ops
+
+
+SEEDS_CHANNEL = range(40)
+
+
+class ChannelGraph(RandomGraph):
+    """Torch's channel idioms among convolutions: ShuffleNet's channel shuffle (Reshape splitting
+    C into 2-3 factors, a Transpose permuting only them, Reshape back) and LocalResponseNorm as
+    torch exports it (x*x, Reshape to [N, 1, C, H, W], a zero Pad of the channel axis, a 3-D
+    AveragePool of kernel [size, 1, 1], Squeeze, then alpha, k, beta and a Div), odd and even
+    sizes; between Conv/BN/activations, Concat, Split and Slice, whose layouts they meet."""
+
+    opset = 17
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        c = int(self.choice([4, 6, 8, 12]))
+        self.input_shape = (1, c, self.input_shape[2], self.input_shape[3])
+        self.shapes["x"] = self.input_shape
+
+    def channel_shuffle(self, x: str) -> str:
+        n, c, h, w = self.shapes[x]
+        splits = [(a, c // a) for a in range(2, c) if c % a == 0]
+        if not splits:
+            return self.conv_same(x)
+        factors = list(self.choice(splits))
+        if factors[1] % 2 == 0 and self.rng.random() < 0.3:
+            factors = [factors[0], 2, factors[1] // 2]
+        perm = [0] + [1 + int(p) for p in self.rng.permutation(len(factors))] + \
+            [len(factors) + 1, len(factors) + 2]
+        if perm[1:1 + len(factors)] == sorted(perm[1:1 + len(factors)]):
+            perm[1], perm[2] = perm[2], perm[1]
+        split = self.one("Reshape", [x, self.const(np.array([n, *factors, h, w], np.int64))],
+                         (n, *factors, h, w))
+        shuffled = self.one("Transpose", [split], tuple(self.shapes[split][p] for p in perm), perm=perm)
+        return self.one("Reshape", [shuffled, self.const(np.array([n, c, h, w], np.int64))], (n, c, h, w))
+
+    def torch_lrn(self, x: str) -> str:
+        n, c, h, w = self.shapes[x]
+        size = int(self.choice([1, 2, 3, 4, 5]))
+        below, above = size // 2, (size - 1) // 2
+        alpha, beta, k = (float(self.choice(v)) for v in ([1e-4, 1e-2, 0.5], [0.5, 0.75], [1.0, 2.0]))
+        square = self.one("Mul", [x, x], (n, c, h, w))
+        split = self.one("Reshape", [square, self.const(np.array([n, 1, c, h, -1], np.int64))], (n, 1, c, h, w))
+        pads = np.zeros(10, np.int64)
+        pads[2], pads[7] = below, above
+        padded = self.one("Pad", [split, self.const(pads)], (n, 1, c + size - 1, h, w))
+        pooled = self.one("AveragePool", [padded], (n, 1, c, h, w), kernel_shape=[size, 1, 1],
+                          strides=[1, 1, 1])
+        mean = self.one("Squeeze", [pooled, self.const(np.array([1], np.int64))], (n, c, h, w))
+        for name in (split, padded, pooled):  # the 5-D pool is no graph output (tflq has none)
+            del self.shapes[name]
+        if self.rng.random() < 0.5:  # the TorchScript exporter's view(sizes)
+            mean = self.one("Reshape", [mean, self.const(np.array([n, c, h, w], np.int64))], (n, c, h, w))
+        scaled = self.one("Mul", [mean, self.const(np.array(alpha, np.float32))], (n, c, h, w))
+        shifted = self.one("Add", [scaled, self.const(np.array(k, np.float32))], (n, c, h, w))
+        powered = self.one("Pow", [shifted, self.const(np.array(beta, np.float32))], (n, c, h, w))
+        return self.one("Div", [x, powered], (n, c, h, w))
+
+    def step(self, x: str) -> str:
+        if len(self.shapes[x]) != 4:
+            return super().step(x)
+        table = [(self.channel_shuffle, 4), (self.torch_lrn, 3), (self.conv_same, 3), (self.conv, 1),
+                 (self.batchnorm, 1), (self.activation, 2), (self.concat, 2), (self.split, 2),
+                 (self.slice, 1), (self.binary_rejoin, 1), (self.pool, 1)]
+        weights = np.array([wt for _, wt in table], float)
+        return table[int(self.rng.choice(len(table), p=weights / weights.sum()))][0](x)
+
+
+@pytest.mark.parametrize("seed", SEEDS_CHANNEL)
+def test_channel_idiom_graph(seed, tmp_path):
+    """Float: the worst of 4 samples within 1e-4 of onnxruntime, and no 5-D AveragePool left to
+    refuse; full int8 (alternating with uint8): the worst calibration sample not grossly wrong."""
+    builder = ChannelGraph(12000 + seed)
+    model, _ = builder.build()
+    path = str(tmp_path / f"fuzz_channel_{seed}.onnx")
+    onnx.save(model, path)
+    feeds = [{"x": x} for x in _inputs(builder.input_shape, 8, 12000 + seed)]
+    keep_io = seed % 4 == 3
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        return _run_file(tflite, feed["x"], model, keep_io)
+
+    report = convert(ConvertConfig(model=path, keep_io_layout=keep_io))
+    assert judge(path, report.tflite, feeds[:4], run).error <= FLOAT_TOLERANCE, report.op_counts
+    report = convert(ConvertConfig(model=path, keep_io_layout=keep_io, mode="full",
+                                   dtype=("int8", "uint8")[seed % 2], calib=feeds[4:]))
+    worst_db = judge(path, report.tflite, feeds[4:], run).sqnr_db
+    assert worst_db >= INT8_SQNR_FLOOR, f"worst sample {worst_db:.1f} dB"
