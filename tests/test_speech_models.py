@@ -51,9 +51,9 @@ STRUCTURE = {
     "wav2vec2": {"TRANSPOSE": 8}, "hubert": {"TRANSPOSE": 8},
     "tcn": {"TRANSPOSE": None}, "conv_mel": {"TRANSPOSE": None}, "ds_cnn": {"TRANSPOSE": None},
 }
-# (MobileNetV3 and LRASPP are not here: their hardsigmoid is a RELU_0_TO_1, which TFLM lacks)
+# (MobileNetV3's and LRASPP's hardsigmoid, a RELU_0_TO_1 TFLM has no kernel for, runs as a RELU)
 MICRO = [name for name in ("ds_cnn", "shufflenet_v2", "efficientnet", "googlenet", "squeezenet",
-                         "densenet") if name in MODELS]
+                         "densenet", "mobilenet_v3", "lraspp") if name in MODELS]
 
 
 def _feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
@@ -139,3 +139,45 @@ def test_int8_cnn_runs_in_micro(name):
     report = tflq.convert(path, mode="full", dtype="int8", io_type="int8", calib=calib, target="tflm")
     assert report.float_ops == [], report.float_ops
     assert_micro_matches_litert(report.tflite, [list(_feeds(model, seed).values()) for seed in range(SAMPLES)])
+
+
+def test_hardsigmoid_runs_as_relu_in_micro(tmp_path):
+    """TFLite Micro has no RELU_0_TO_1 (ONNX HardSigmoid): its 8-bit clamp to [0, 1] runs as a
+    RELU on the same output grid, which gives the very integers LiteRT's RELU_0_TO_1 gives."""
+    import tflq
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tflq.backend.tflite_reader import read_tflite
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.6, (8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSigmoid", ["c"], ["h"], alpha=1 / 6, beta=0.5),
+             helper.make_node("Conv", ["h", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "hardsigmoid", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = str(tmp_path / "hardsigmoid.onnx")
+    onnx.save(model, path)
+    calib = [{"x": rng.normal(0, 2, (1, 3, 8, 8)).astype(np.float32)} for _ in range(8)]
+    files = {target: tflq.convert(path, mode="full", dtype="int8", io_type="int8", calib=calib,
+                                  target=target).tflite for target in ("tflm", "litert")}
+    assert "RELU_0_TO_1" in read_tflite(files["litert"]).op_kinds()
+    assert "RELU" in read_tflite(files["tflm"]).op_kinds() and \
+        "RELU_0_TO_1" not in read_tflite(files["tflm"]).op_kinds()
+    samples = [[rng.normal(0, 2, (1, 3, 8, 8)).astype(np.float32)] for _ in range(4)]
+    outputs = {}
+    for target, tflite in files.items():
+        interpreter = litert_interpreter(tflite, reference_kernels=True)
+        detail, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        scale, zero = detail["quantization"]
+        outputs[target] = []
+        for (x,) in samples:
+            q = np.clip(np.round(x.transpose(0, 2, 3, 1) / scale) + zero, -128, 127).astype(np.int8)
+            interpreter.set_tensor(detail["index"], q)
+            interpreter.invoke()
+            outputs[target].append(interpreter.get_tensor(out["index"]).copy())
+    np.testing.assert_array_equal(np.stack(outputs["tflm"]), np.stack(outputs["litert"]))
+    assert_micro_matches_litert(files["tflm"], samples)

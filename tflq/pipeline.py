@@ -27,6 +27,7 @@ from tflq.passes.one_d import cancel_height_reshapes, sink_height_squeezes, spre
 from tflq.ir.qdq import QdqModel
 from tflq.mode import resolve_mode, unused_option_notes
 from tflq.ops.pool import average_pools_as_depthwise, clamps_as_max_pools, max_pool_pads_as_same
+from tflq.ops.activations import relu_0_to_1_as_relu
 from tflq.quantize.masks import finite_mask_fills
 from tflq.quantize.qdq import simplify_qdq_graph
 from tflq.quantize.repair import equalize_if_asked
@@ -130,6 +131,8 @@ def _convert(config: ConvertConfig) -> ConversionReport:
     # BACKEND: a max pool's explicit padding as SAME padding where the runtime makes that cheaper
     target = get_target(config.target)
     max_pool_pads_as_same(graph, extend_convolutions=target.fuses_pad_into_conv)
+    if "RELU_0_TO_1" in target.integer_as:  # TFLite Micro: 8-bit clamps to [0, 1] as RELUs
+        relu_0_to_1_as_relu(graph)
     if target.default_delegate is not None:
         # what XNNPACK has no 8-bit kernel for, as ops it has: an 8-bit RELU as a 1x1 max pool,
         # an average pool as a depthwise convolution

@@ -303,3 +303,26 @@ class Relu0To1(_Unary):
 
     def version(self, op: Op, graph: Graph) -> int:
         return 1
+
+
+def relu_0_to_1_as_relu(graph: Graph) -> int:
+    """After quantization, for a target without RELU_0_TO_1 (TFLite Micro): each 8-bit
+    RELU_0_TO_1 becomes a RELU. Both kernels requantize onto the output grid and clamp there: the
+    RELU at the grid's 0 and its largest value, RELU_0_TO_1 also at 1, which a grid that ends at
+    1 at most (the calibrated range of a clamp to [0, 1]) never reaches past its largest value, so
+    the results are the same integers. A wider grid keeps the op (the target check then names it).
+    Returns how many."""
+    changed = 0
+    for op in [op for op in graph.ops if op.kind == "RELU_0_TO_1"]:
+        index = graph.ops.index(op)
+        x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+        q = y.quant
+        if x.quant is None or q is None or q.is_per_channel or y.dtype.name not in ("INT8", "UINT8"):
+            continue
+        top = float(q.scale) * (np.iinfo(y.dtype.numpy).max - int(q.zero_point))
+        if top > 1.0 + 0.5 * float(q.scale):
+            continue
+        graph.remove_op(op)
+        graph.add_op(Op("RELU", list(op.inputs), list(op.outputs), origin=op.origin), index)
+        changed += 1
+    return changed

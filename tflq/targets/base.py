@@ -158,6 +158,9 @@ class Target:
     # 8-bit clamp between two ops it runs becomes a 1x1 max pool (pool.clamps_as_max_pools)
     default_delegate: str | None = None
     limits: tuple[ScaleLimit, ...] = ()
+    # 8-bit kinds it has no kernel for that run as one it has, rewritten after quantization
+    # (activations.relu_0_to_1_as_relu): kind -> the kind it runs as
+    integer_as: Mapping[str, str] = field(default_factory=dict)
     # kind -> why the kernel refuses a particular op (None: it runs it)
     conditions: Mapping[str, Callable[[OpView], str | None]] = field(default_factory=dict)
     delegate: Delegate | None = None
@@ -172,6 +175,8 @@ class Target:
     def integer_reason(self, kind: str, dtype: DType) -> str | None:
         """Why this target has no `dtype` kernel for `kind` (None: the profile does not object;
         tflq's registry still decides for LiteRT's kernels)."""
+        if kind in self.integer_as and dtype in self.integer_dtypes:
+            return None
         if not self.has_kind(kind):
             return f"{self.title} has no kernel for it"
         if dtype not in self.integer_dtypes:

@@ -103,4 +103,7 @@ TFLM = Target(
     tensor_dtypes=frozenset({DType.FLOAT32, DType.INT8, DType.INT16, DType.INT32, DType.INT64,
                              DType.BOOL}),
     static_shapes=True, conditions=CONDITIONS,
+    # hardsigmoid (MobileNetV3's squeeze-excitation and hardswish-free gates): an 8-bit clamp to
+    # [0, 1] is relu.cc's clamp to [zero point, 127] on an output grid that ends at 1 at most
+    integer_as={"RELU_0_TO_1": "RELU"},
     source="TFLite Micro kernels (tensorflow/lite/micro/micro_mutable_op_resolver.h, kernels/)")
