@@ -481,8 +481,10 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
             fills = _mask_fill(graph, mask, ctx, consumers)
             if fills:  # made of constants: they saturate on its grid instead
                 narrowed[mask] = (max(low, min(lows)), high)
-                for name, gate_high in fills.items():
-                    narrowed[name] = (narrowed[mask][0] / gate_high, narrowed[mask][1] / gate_high)
+                for name, gate_high in fills.items():  # (a constant several masks share: all)
+                    low, high = narrowed[mask][0] / gate_high, narrowed[mask][1] / gate_high
+                    before = narrowed.get(name, (low, high))
+                    narrowed[name] = (min(low, before[0]), max(high, before[1]))
                 continue
             if not graph.is_constant(mask):
                 lows.append(high - (high - low) / MAX_MASK_NARROWING)
@@ -549,7 +551,7 @@ def _mask_fill(graph: Graph, mask: str, ctx: PlanContext,
     (empty: another mask). Quantized onto the narrowed mask range (divided by that gate), each
     saturates to the bound past which the softmax ignores a position, so a masked position
     still weighs less than e^-16 of its row's maximum, where a grid stretched to the fill would
-    leave the scores a step or two. Two forms, each constant read only by it:
+    leave the scores a step or two. Three forms (each constant of the first two read only by it):
     - gate x fill: a MUL of a gate in [0, g] (a 0/1 padding mask, 1 - attention_mask) by a
       negative scalar constant (HuggingFace's -1e9 or finfo.min fill, or -1e4). MUL's multiplier
       stays ordinary (narrowing the mask alone overflowed the kernel past MAX_MASK_NARROWING; a
@@ -561,7 +563,11 @@ def _mask_fill(graph: Graph, mask: str, ctx: PlanContext,
       causal or padding): SELECT_V2 copies the integers of its inputs from the output's grid, so
       its output holds only their values on that grid (gate 1). Where it has no integer kernel
       (int16), the float fill would reach a QUANTIZE, whose float-to-int conversion of -3.4e38
-      LiteRT leaves to the platform: the mask stays float."""
+      LiteRT leaves to the platform: the mask stays float.
+    - such masks moved (RESHAPE, BROADCAST_TO) or summed, with each other or with a constant of
+      no positive value, each read only by the next (torch's merge_masks: the causal constant
+      plus Where(padding, fill, 0) reshaped): every one of them on the mask's grid (gate 1), the
+      sum of two fills saturating there too."""
     producer = graph.producer(mask)
     if producer is None:
         return {}
@@ -574,6 +580,27 @@ def _mask_fill(graph: Graph, mask: str, ctx: PlanContext,
                     for n in values):
             return {n: 1.0 for n in values}
         return {}
+    if ctx.float_reason(producer) is None and len(producer.outputs) == 1 and \
+            getattr(producer.attrs, "fused_activation", "NONE") == "NONE" and \
+            (rule.value_preserving or registry.spec(producer.kind).sums_inputs):
+        # moved (RESHAPE, BROADCAST_TO) or summed masks made of constants: torch's merge_masks,
+        # causal + Where(padding, fill, 0) reshaped; each on the mask's grid, a sum saturating
+        sources = [producer.inputs[rule.index]] if rule.value_preserving else \
+            [n for n in producer.inputs if n and graph.tensors[n].dtype.is_float]
+        found: dict[str, float] = {}
+        for name in sources:
+            if name in ctx.given:
+                return {}
+            if graph.is_constant(name):
+                if rule.value_preserving or float(np.max(graph.tensors[name].data)) > 0:
+                    return {}
+                found[name] = 1.0
+                continue
+            inner = _mask_fill(graph, name, ctx, consumers) if len(consumers.get(name, [])) == 1 else {}
+            if not inner or any(gate != 1.0 for gate in inner.values()):
+                return {}
+            found.update({name: 1.0, **inner})
+        return found if any(not graph.is_constant(n) for n in found) else {}
     if producer.kind != "MUL" or producer.attrs.fused_activation != "NONE":
         return {}
     fills = [n for n in producer.inputs if graph.is_constant(n)]
