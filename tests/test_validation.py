@@ -2,6 +2,8 @@
 the node (or tensor, or file) named, exit 1; resource limits and numerics are errors, not crashes."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -344,3 +346,39 @@ def test_constant_generators_past_the_limit_are_refused_at_once(op, values, tmp_
     with pytest.raises(ResourceLimitError, match=f"node 'the_generator' \\({op}\\).*max-tensor-bytes"):
         convert(ConvertConfig(model=path))
     assert time.perf_counter() - start < 10
+
+
+def test_files_read_whole_must_be_regular_files(tmp_path):
+    """--stats, tflq inspect/check and tflq eval's .tflite read their file whole: /dev/zero grew
+    until the OOM killer ended tflq (24 GB), and a FIFO blocked forever. Each is now one line
+    naming the file (a FIFO here: the same check, without risking the machine's memory)."""
+    import signal
+
+    from tests.test_mutation_fuzz import SAMPLES
+
+    fifo = tmp_path / "f.npz"
+    os.mkfifo(fifo)
+    sample = os.path.join(SAMPLES, "digits_cnn.onnx")
+    commands = [["convert", sample, "-o", str(tmp_path / "o.tflite"), "--mode", "full", "--stats", str(fifo)],
+                ["inspect", str(fifo)], ["check", str(fifo), "--target", "tflm"],
+                ["eval", sample, str(fifo), "--data", os.path.join(SAMPLES, "digits_calib")],
+                ["convert", str(fifo), "-o", str(tmp_path / "o.tflite")]]
+
+    class Blocked(Exception):  # (not TimeoutError: an OSError, which a reader may catch)
+        pass
+
+    def expire(signum, frame):
+        raise Blocked("blocked reading the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    try:
+        for args in commands:
+            signal.alarm(20)
+            result = CliRunner().invoke(main, args)
+            signal.alarm(0)
+            assert result.exit_code == 1, (args, result.output, result.exception)
+            assert f"{fifo}: is a FIFO, not a file" in result.output, (args, result.output)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not (tmp_path / "o.tflite").exists()

@@ -142,6 +142,21 @@ class WritePolicy:
         save_atomically(data, self.outputs[option])
 
 
+def not_a_regular_file(path: str) -> str | None:
+    """Why `path` cannot be read as a file (missing, a folder, a device such as /dev/zero, a FIFO),
+    or None. Files read whole must be regular: reading /dev/zero as --stats or for tflq inspect
+    grew until the OOM killer ended it (24 GB)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return "no such file"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device")
+    return f"is {kind}, not a file"
+
+
 def _new_file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)

@@ -55,6 +55,11 @@ def evaluate(onnx_path: str, tflite: str | bytes, data: Any, labels: Any = None,
         content, tflite_path = bytes(tflite), "(the converted file)"
     else:
         tflite_path = os.fspath(tflite)
+        from tflq.fileio import not_a_regular_file
+
+        problem = not_a_regular_file(tflite_path)
+        if problem:
+            raise EvaluationError(f"{tflite_path}: {problem}")
         try:
             with open(tflite_path, "rb") as f:
                 content = f.read()

@@ -162,6 +162,11 @@ def read_tflite_file(path: str) -> ModelInfo:
 
 def read_subgraphs_file(path: str, first_only: bool = False) -> list[ModelInfo]:
     """read_subgraphs on a file; every error names the file."""
+    from tflq.fileio import not_a_regular_file
+
+    problem = not_a_regular_file(path)
+    if problem:
+        raise InvalidModelError(f"{path}: {problem}")
     try:
         with open(path, "rb") as f:
             data = f.read()

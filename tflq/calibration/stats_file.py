@@ -50,6 +50,11 @@ def stats_bytes(stats: CalibrationStats, fingerprint: str) -> bytes:
 
 def load_stats(path: str, fingerprint: str) -> CalibrationStats:
     """Read statistics written by `save_stats`; CalibrationError unless they belong to this model."""
+    from tflq.fileio import not_a_regular_file
+
+    problem = not_a_regular_file(path)
+    if problem:
+        raise CalibrationError(f"{path}: {problem}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {key: npz[key] for key in npz.files}
@@ -104,8 +109,13 @@ def merge_files(paths: Iterable[str], fingerprint: str,
 def _refuse_repeats(paths: list[str]) -> None:
     """A file given twice (or two copies of one) would count its samples twice: the merged
     histograms and sample count would no longer be those of one run over the samples."""
+    from tflq.fileio import not_a_regular_file
+
     seen: dict[tuple, str] = {}
     for path in paths:
+        problem = not_a_regular_file(path)
+        if problem:  # (read whole below: /dev/zero would never end)
+            raise CalibrationError(f"{path}: {problem}")
         try:
             info = os.stat(path)
             with open(path, "rb") as handle:

@@ -65,8 +65,11 @@ def read_model(path: str) -> onnx.ModelProto:
 
 def read_model_and_data_files(path: str) -> tuple[onnx.ModelProto, list[str]]:
     """The parsed model with its external data loaded, and the external-data files it read."""
-    if not os.path.isfile(path):
-        raise InvalidModelError(f"{path}: no such file")
+    from tflq.fileio import not_a_regular_file
+
+    problem = not_a_regular_file(path)
+    if problem:
+        raise InvalidModelError(f"{path}: {problem}")
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # protobuf DecodeError, ...
