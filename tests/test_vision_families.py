@@ -57,7 +57,7 @@ FAMILIES = {
     "poolformer_ts": Family(0, 34.0, 25.0, 26.0),
     "cvt": Family(20, 27.0, 13.0, 14.0),
     "segformer": Family(5, 31.0, 21.0, 21.0),
-    "mobilevitv2": Family(13, 16.0, 10.0, 10.0),
+    "mobilevitv2": Family(11, 16.0, 10.0, 10.0),
     "yolos": Family(8, 25.0, 10.0, 10.0),
     "dpt": Family(16, 8.0, 2.0, 2.0),
     "detr": Family(7, 24.0, 13.0, 13.0),

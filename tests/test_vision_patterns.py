@@ -138,3 +138,33 @@ def test_tokens_through_padded_depthwise_conv(tmp_path):
              numpy_helper.from_array((rng.standard_normal((c, c)) / 3).astype(np.float32), "fc")]
     path = save_graph(tmp_path / "m.onnx", nodes, {"x": (1, 3, h, w)}, "y", inits, opset=18)
     _check(path, (1, 3, h, w), 20.0, transposes=0)
+
+
+@pytest.mark.parametrize("indices, gathers, transposes", [
+    ([[0, 2, 4, 6], [1, 3, 5, 7]], 0, 1),  # MobileViTV2's unfold: h = 2 * lh + kh, blocks first
+    ([[0, 4], [1, 5], [2, 6], [3, 7]], 0, 1),
+    # three factors of H and of W: 8 axes, past TFLite's 6-D TRANSPOSE, so two
+    ([[[0, 4], [2, 6]], [[1, 5], [3, 7]]], 0, 2),
+    ([[0, 2, 4, 6], [1, 3, 5, 6]], 2, None),  # not a permutation: stays a GATHER
+])
+def test_unfold_by_gather(tmp_path, indices, gathers, transposes):
+    """Gather along H then W by constant indices that read the axis as a transposed split, then a
+    Transpose and Reshape into [N, C, patch pixels, patches] (MobileViTV2's F.unfold), then a conv:
+    one TRANSPOSE for the whole unfold (a GATHER moved one axis by a table, and two transposes
+    stayed around it)."""
+    idx = np.array(indices, np.int64)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Gather", ["c", "idx"], ["g1"], axis=2),
+             helper.make_node("Gather", ["g1", "idx"], ["g2"], axis=2 + idx.ndim),
+             helper.make_node("Reshape", ["g2", "flat"], ["y0"]),
+             helper.make_node("Conv", ["y0", "w2"], ["y"], kernel_shape=[1, 1])]
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(idx, "idx"),
+             numpy_helper.from_array(np.array([1, 4, idx.shape[0] ** 2, -1], np.int64), "flat")]
+    path = save_graph(tmp_path / "m.onnx", nodes, {"x": (1, 3, 8, 8)}, "y", inits, opset=18)
+    report = _check(path, (1, 3, 8, 8), 25.0)
+    assert report.op_counts.get("GATHER", 0) == gathers, report.op_counts
+    if transposes is not None:
+        assert report.op_counts.get("TRANSPOSE", 0) == transposes, report.op_counts

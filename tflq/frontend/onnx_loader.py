@@ -18,6 +18,7 @@ from tflq.errors import (Diagnostic, InvalidModelError, ResourceLimitError, Unsu
                          UnsupportedModelError)
 from tflq.frontend.fold import FoldResult, check_folded, fold_model
 from tflq.frontend.onnx_patterns import (channel_windows, fuse_erf_gelu, gather_nd_as_gather,
+                                         gather_permutation_as_transpose,
                                          group_norm_from_instance_norm)
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
@@ -501,6 +502,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     gather_nd_as_gather(model)
     if channel_windows(model):
         log.info("recognised torch's LocalResponseNorm windows")
+    gather_permutation_as_transpose(model)
     gelus = fuse_erf_gelu(model)
     if gelus:
         log.info("recognised %d erf-based GELU patterns", gelus)

@@ -347,3 +347,63 @@ def channel_windows(model: onnx.ModelProto) -> int:
     del g.node[:]
     g.node.extend(nodes)
     return len(replaced)
+
+
+def _permuted_split(indices: np.ndarray, size: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(split, perm) when indices == arange(size).reshape(split).transpose(perm), else None."""
+    import itertools
+
+    if indices.ndim < 2 or indices.ndim > 4 or indices.size != size:
+        return None
+    flat = np.where(indices < 0, indices + size, indices)
+    for perm in itertools.permutations(range(indices.ndim)):
+        if perm == tuple(range(indices.ndim)):
+            continue
+        inverse = np.argsort(perm)
+        split = tuple(int(indices.shape[i]) for i in inverse)
+        if np.array_equal(np.arange(size).reshape(split).transpose(perm), flat):
+            return split, tuple(int(p) for p in perm)
+    return None
+
+
+def gather_permutation_as_transpose(model: onnx.ModelProto) -> int:
+    """Gather along an axis by constant indices [a, b, ...] that read the whole axis as a
+    transposed split (MobileViTV2's unfold: rows [[0, 2, 4, 6], [1, 3, 5, 7]], h = 2 * i + k)
+    -> Reshape splitting the axis, Transpose into the indices' order.
+
+    A GATHER in the file moves one axis by a table; as a reshape and a transpose it joins the runs
+    of reshapes and transposes around it (the unfold's own Transpose, the layout's), which
+    collapse into one TRANSPOSE.
+    """
+    g = model.graph
+    constants = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    shapes = _static_shapes(g)
+    elem = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input)}
+    nodes, count = [], 0
+    for node in g.node:
+        indices = constants.get(node.input[1]) if node.op_type == "Gather" and len(node.input) == 2 else None
+        shape = shapes.get(node.input[0]) if indices is not None else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        plan = None
+        if shape is not None and indices.dtype.kind in "iu" and -len(shape) <= axis < len(shape):
+            axis %= len(shape)
+            plan = _permuted_split(indices.astype(np.int64), shape[axis])
+        if plan is None:
+            nodes.append(node)
+            continue
+        split, perm = plan
+        base = node.name or node.output[0]
+        target, view = f"{base}/split_shape", f"{base}/split"
+        g.initializer.append(numpy_helper.from_array(
+            np.array(shape[:axis] + split + shape[axis + 1:], np.int64), target))
+        full = list(range(axis)) + [axis + p for p in perm] + \
+            list(range(axis + len(split), len(shape) + len(split) - 1))
+        g.value_info.append(helper.make_tensor_value_info(
+            view, elem.get(node.input[0], onnx.TensorProto.FLOAT), list(shape[:axis] + split + shape[axis + 1:])))
+        nodes.append(helper.make_node("Reshape", [node.input[0], target], [view], name=f"{base}/split"))
+        nodes.append(helper.make_node("Transpose", [view], list(node.output), perm=full, name=base))
+        count += 1
+    if count:
+        del g.node[:]
+        g.node.extend(nodes)
+    return count
