@@ -5,7 +5,9 @@ LiteRT's default path (XNNPACK) rounds differently, so the comparison is with it
 resolver. Three int8 kernels can't be compared that way: that resolver has no ELU, only version 1 of
 DEPTH_TO_SPACE (int8 is version 2), and its reference int8 SUM gives wrong results. For those, the
 comparison is with LiteRT's builtin optimized kernels (no XNNPACK).
-TFLM has no int8 kernel for EXP, LOG, SQRT, GELU, RELU_0_TO_1 or RELU_N1_TO_1, so those ops are not here.
+TFLM has no int8 kernel for EXP, LOG, SQRT, GELU, RELU_0_TO_1 or RELU_N1_TO_1, so those ops are not here
+(with --target tflm an 8-bit RELU_0_TO_1 whose grid ends at 1 or below is written as a RELU:
+tests/test_speech_models.py runs MobileNetV3 and LRASPP so).
 """
 from __future__ import annotations
 
