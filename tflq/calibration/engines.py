@@ -47,7 +47,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from tflq.calibration.statistics import CalibrationStats, NonFiniteError
+from tflq.calibration.statistics import CalibrationStats, NonFiniteError, non_finite_message
 from tflq.config import CalibEngine
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.ir.graph import Graph, Tensor
@@ -427,8 +427,6 @@ class OnnxruntimeRunner:
                                 if n in computed else None)
             if failures:
                 _, name, what = min(failures)
-                from tflq.calibration.run import non_finite_message
-
                 raise CalibrationError(non_finite_message(index, name, plan.where.get(name, ""), what))
             stats.samples += 1
             done += 1

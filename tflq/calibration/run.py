@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import operator
 import os
-import re
 import time
 from concurrent.futures import Executor
 from dataclasses import replace
@@ -14,7 +13,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from tflq.calibration.sources import graph_input_specs, load_samples
-from tflq.calibration.statistics import CalibrationStats, NonFiniteError
+from tflq.calibration.statistics import CalibrationStats, NonFiniteError, non_finite_message
 from tflq.calibration.stats_file import graph_fingerprint, merge_files, stats_bytes
 from tflq.config import CalibEngine, CalibMethod, ConvertConfig
 from tflq.errors import CalibrationError, InvalidConfigError
@@ -45,7 +44,7 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
         histogram = config.calib_method != CalibMethod.MINMAX or bool(config.save_stats)
         from tflq.calibration.engines import equalized_tensors
 
-        fresh, engine = _calibrate(graph, samples, float_only_excluded(graph, config.float_ops),
+        fresh, engine = _calibrate(graph, samples, calibrated_tensors(graph, config.float_ops),
                                    config.show_progress, histogram, config.jobs,
                                    config.executor, config.calib_engine, config.model, config.input_shapes,
                                    equalized_tensors(graph, report.equalization))
@@ -70,29 +69,17 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
     return stats
 
 
-def float_only_excluded(graph: Graph, float_ops) -> set[str] | None:
-    """The tensors to calibrate when --float-ops names nodes (None: every float tensor): not
-    those that only ops of the named nodes produce and read, which no plan quantizes (and which
-    may hold what no grid holds: the NaN of a Log on the branch an If on the data does not take)."""
-    if not float_ops:
-        return None
-    named, producers, consumers = set(float_ops), graph.producers(), graph.consumer_map()
+def calibrated_tensors(graph: Graph, float_ops=()) -> set[str]:
+    """The tensors calibration records: every non-constant float tensor (graph inputs included)
+    but those that only ops of the --float-ops nodes produce and read, which no plan quantizes
+    (and which may hold what no grid holds: the NaN of a Log on the branch an If on the data
+    does not take)."""
+    named = set(float_ops)
+    producers, consumers = (graph.producers(), graph.consumer_map()) if named else ({}, {})
     outputs = set(graph.outputs)
     return {n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float
             and not (n in producers and producers[n].origin in named and n not in outputs
                      and all(op.origin in named for op in consumers.get(n, ())))}
-
-
-def non_finite_message(index: int, name: str, where: str, what: str) -> str:
-    """The one line for a tensor that became NaN or Inf on a calibration sample, with what to do
-    where it is computed in a branch of an If on the data (both branches run: control_flow)."""
-    message = f"calibration sample {index}: tensor '{name}'{where} holds {what} values"
-    branch = re.match(r"(.+?)/(then|else)_branch/", name)
-    if branch:
-        message += (f"; it is in the {branch.group(2)} branch of If '{branch.group(1)}', which tflq "
-                    f"computes whether taken or not (its condition depends on the data): "
-                    f"--float-ops {branch.group(1)} keeps that If float")
-    return message
 
 
 def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], tensors: set[str] | None = None,
@@ -128,7 +115,7 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
                                            prestart_workers, run_calibration, worth_processes)
 
     if tensors is None:
-        tensors = {n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float}
+        tensors = calibrated_tensors(graph)
     tensors = frozenset(tensors)
     job = CalibrationJob(graph, tensors, histogram)
     engine = resolve_engine(engine)

@@ -13,6 +13,7 @@ calibration can be sharded across machines and merged (`stats_file.merge_files`)
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -31,6 +32,19 @@ ENTROPY_LEVELS = 128                       # TensorRT: 128 quantized bins of |x|
 
 class NonFiniteError(ValueError):
     """A tensor handed to TensorStats.update holds NaN or Inf."""
+
+
+def non_finite_message(index: int, name: str, where: str, what: str) -> str:
+    """The one line for a tensor that became NaN or Inf (`what`) on calibration sample `index`,
+    with what to do where it is computed in a branch of an If on the data (tensors named
+    '<If>/then_branch/...' by tflq.frontend.control_flow, which runs both branches)."""
+    message = f"calibration sample {index}: tensor '{name}'{where} holds {what} values"
+    branch = re.match(r"(.+?)/(then|else)_branch/", name)
+    if branch:
+        message += (f"; it is in the {branch.group(2)} branch of If '{branch.group(1)}', which tflq "
+                    f"computes whether taken or not (its condition depends on the data): "
+                    f"--float-ops {branch.group(1)} keeps that If float")
+    return message
 
 
 @dataclass(eq=False)

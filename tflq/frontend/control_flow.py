@@ -136,6 +136,27 @@ def inline_if(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
                     for src, dst in zip(outs, node.output) if dst]
 
 
+def _not_selectable(sweep: Sweep, a: str, b: str) -> str | None:
+    """Why a Where cannot pick between the values `a` and `b` of the two paths of an If or Loop on
+    the data (a sequence; shapes or types that differ or are unknown), or None."""
+    if a in sweep.sequences or b in sweep.sequences:
+        return "is a sequence"
+    shapes = (sweep.shape_of(a), sweep.shape_of(b))
+    if None in shapes or shapes[0] != shapes[1] or sweep.dtype_of(a) != sweep.dtype_of(b):
+        seen = " vs ".join("unknown" if s is None else str(list(s)) for s in shapes)
+        return f"differs in shape or type ({seen})"
+    return None
+
+
+def _as_scalar(sweep: Sweep, src: str, base: str) -> tuple[onnx.NodeProto, str]:
+    """A Reshape of the one-element condition `src` to shape [] (a Where then broadcasts it alike
+    over any output and layout), and its output's name."""
+    shape = sweep.unique(f"{base}/scalar_shape")
+    sweep.set_constant(shape, np.zeros(0, np.int64))
+    out = sweep.unique(f"{base}/scalar")
+    return helper.make_node("Reshape", [src, shape], [out], name=sweep.unique(f"{out}/node")), out
+
+
 def select_branches(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
     """An If whose condition depends on the data: both branches run, and each output is
     Where(condition, then, else), which is the If wherever both branches give outputs of one shape
@@ -151,24 +172,13 @@ def select_branches(sweep: Sweep, node: onnx.NodeProto) -> list[Item]:
 
     def select() -> list[Item]:
         for k, (t, e) in enumerate(zip(then_outs, else_outs)):
-            if not node.output[k]:
-                continue
-            if t in sweep.sequences or e in sweep.sequences:
+            why = _not_selectable(sweep, t, e) if node.output[k] else None
+            if why:
                 return _keep_refused(sweep, node, "data_dependent_if",
                                      f"its condition '{node.input[0]}' depends on the input data and "
-                                     f"its output {k} is a sequence")
-            shapes = (sweep.shape_of(t), sweep.shape_of(e))
-            types = (sweep.dtype_of(t), sweep.dtype_of(e))
-            if None in shapes or shapes[0] != shapes[1] or types[0] != types[1]:
-                seen = " vs ".join("unknown" if s is None else str(list(s)) for s in shapes)
-                return _keep_refused(sweep, node, "data_dependent_if",
-                                     f"its condition '{node.input[0]}' depends on the input data and "
-                                     f"its branches give output {k} different shapes or types ({seen})")
-        scalar = sweep.unique(f"{node.name}/condition")
-        empty = sweep.unique(f"{node.name}/scalar_shape")
-        sweep.set_constant(empty, np.zeros(0, np.int64))
-        items: list[Item] = [helper.make_node("Reshape", [node.input[0], empty], [scalar],
-                                              name=sweep.unique(f"{node.name}/condition_node"))]
+                                     f"its branches' output {k} {why}")
+        reshape, scalar = _as_scalar(sweep, node.input[0], f"{node.name}/condition")
+        items: list[Item] = [reshape]
         for t, e, dst in zip(then_outs, else_outs, node.output):
             if dst:
                 items.append(helper.make_node("Where", [scalar, t, e], [dst],
@@ -250,27 +260,18 @@ class _Unroller:
         shape = sweep.shape_of(self.cond)
         if shape is not None and int(np.prod(shape)) != 1:
             return self._refuse("bad_condition", f"its condition has {int(np.prod(shape))} elements")
-        self.active = sweep.unique(f"{node.name}/running")
-        empty = sweep.unique(f"{node.name}/scalar_shape")
-        sweep.set_constant(empty, np.zeros(0, np.int64))
-        self.scalar_shape = empty
-        return [helper.make_node("Reshape", [self.cond, empty], [self.active],
-                                 name=sweep.unique(f"{node.name}/running_node")), self]
+        reshape, self.active = _as_scalar(sweep, self.cond, f"{node.name}/running")
+        return [reshape, self]
 
     def _masked_step(self, outs: list[str], prefix: str) -> list[Item]:
         sweep = self.sweep
         new = outs[1:1 + len(self.carried)]
-        items: list[Item] = []
         for k, (old, value) in enumerate(zip(self.carried, new)):
-            if old in sweep.sequences or value in sweep.sequences:
-                return self._refuse("data_dependent_loop", "its condition depends on the input "
-                                                           f"data and it carries a sequence ({k})")
-            shapes, types = (sweep.shape_of(old), sweep.shape_of(value)), (sweep.dtype_of(old), sweep.dtype_of(value))
-            if None in shapes or shapes[0] != shapes[1] or types[0] != types[1]:
-                seen = " vs ".join("unknown" if s is None else str(list(s)) for s in shapes)
-                return self._refuse("data_dependent_loop",
-                                    f"its condition depends on the input data and its carried value "
-                                    f"{k} changes shape or type ({seen})")
+            why = _not_selectable(sweep, old, value)
+            if why:
+                return self._refuse("data_dependent_loop", f"its condition depends on the input data "
+                                                           f"and its carried value {k} {why}")
+        items: list[Item] = []
         kept = []
         for k, (old, value) in enumerate(zip(self.carried, new)):
             name = sweep.unique(f"{prefix}/kept{k}")
@@ -279,12 +280,10 @@ class _Unroller:
             kept.append(name)
         self.carried = kept
         if self.iteration < self.trip:  # (the last iteration's condition is never read)
-            cond = sweep.unique(f"{prefix}/condition_scalar")
+            reshape, cond = _as_scalar(sweep, outs[0], f"{prefix}/condition")
             running = sweep.unique(f"{prefix}/running")
-            items += [helper.make_node("Reshape", [outs[0], self.scalar_shape], [cond],
-                                       name=sweep.unique(f"{prefix}/condition_node")),
-                      helper.make_node("And", [self.active, cond], [running],
-                                       name=sweep.unique(f"{prefix}/running_node"))]
+            items += [reshape, helper.make_node("And", [self.active, cond], [running],
+                                                name=sweep.unique(f"{prefix}/running_node"))]
             self.active = running
         return [*items, self]
 

@@ -27,12 +27,13 @@ from tflq.targets.base import Target
 def expand_subgraph_nodes(graph: Graph, names: tuple[str, ...]) -> tuple[str, ...]:
     """`names` with each If, Loop or Scan among them (a node that makes no op itself, whose
     expanded branches or iterations make ops named '<node>/...': tflq.frontend.control_flow)
-    joined by those ops' nodes, so --float-ops and --int16-ops can name the node a user sees."""
+    replaced by those ops' nodes, so --float-ops and --int16-ops can name the node a user sees."""
     origins = {op.origin for op in graph.ops}
-    out = list(names)
+    out: list[str] = []
     for name in names:
-        if name not in origins and name in graph.source_nodes:
-            out += sorted(o for o in origins if o.startswith(f"{name}/") and o not in out)
+        inner = sorted(o for o in origins if o.startswith(f"{name}/")) \
+            if name not in origins and name in graph.source_nodes else []
+        out += [n for n in inner or [name] if n not in out]
     return tuple(out)
 
 
@@ -54,8 +55,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     if unknown:
         raise InvalidConfigError(f"{len(unknown)} node name(s) name no node of the model: "
                                  f"{', '.join(unknown)}")
-    gone = [f"{flag} {name}" for flag, name in asked
-            if name not in known and not any(o.startswith(f"{name}/") for o in known)]
+    gone = [f"{flag} {name}" for flag, name in asked if name not in known]
     if gone:  # a BatchNormalization or activation fused into its producer, a folded Reshape...
         report.notes.append(f"{', '.join(gone)}: no op of the file comes from that node (folded into a "
                             f"constant, fused into its producer or removed as a no-op), so it changes "
