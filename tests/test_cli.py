@@ -188,7 +188,8 @@ def _session_processes(session: int) -> list[str]:
 
 @pytest.mark.parametrize("how", ["ctrl_c", "sigterm"])
 def test_interrupt_during_calibration_with_workers_leaves_nothing(how, tmp_path):
-    """Ctrl-C (SIGINT to the whole process group) while --jobs 2 calibrates: click's 'Aborted!'
+    """Ctrl-C (SIGINT to the whole process group) while --jobs 2 calibrates on worker processes
+    (the numpy engine's; onnxruntime's threads: test_parallel_calibration): click's 'Aborted!'
     and exit 1 before; the workers took the interrupt too, mid-answer. SIGTERM to tflq alone
     (kill, timeout, a cancelled CI job): it died at once and its forkserver and worker ran on,
     orphaned. Now exit 130 / 143, one line, no output or statistics file, no temporary file, no
@@ -215,7 +216,8 @@ def test_interrupt_during_calibration_with_workers_leaves_nothing(how, tmp_path)
     np.save(calib / "a.npy", rng.normal(size=(400, 3, 80, 80)).astype(np.float32))
     out, stats = tmp_path / "m.tflite", tmp_path / "stats.npz"
     process = subprocess.Popen([sys.executable, "-m", "tflq.cli", "convert", str(model), "-o", str(out), "--mode", "full",
-                                "--calib", str(calib), "--jobs", "2", "--save-stats", str(stats)],
+                                "--calib", str(calib), "--calib-engine", "numpy", "--jobs", "2",
+                                "--save-stats", str(stats)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     # this process, multiprocessing's resource tracker, the forkserver and a worker

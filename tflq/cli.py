@@ -193,8 +193,9 @@ def main() -> None:
 
 _JOBS_OPTION = click.option(
     "--jobs", type=click.IntRange(min=1), default=None,
-    help="Calibration processes, each with one BLAS thread; the result is the same for any number. "
-         "[default: the CPUs this process may use, once calibration is long enough to gain]")
+    help="CPUs calibration runs on, one thread each (threads of this process with onnxruntime, worker "
+         "processes with the numpy engine); the result is the same for any number. "
+         "[default: the CPUs this process may use]")
 
 _ENGINE_OPTION = click.option(
     "--calib-engine", "calib_engine", type=_choices(CalibEngine), default="auto", show_default=True,

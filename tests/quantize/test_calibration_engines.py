@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 
 import numpy as np
 import onnx
@@ -13,9 +14,8 @@ from click.testing import CliRunner
 from onnx import helper, numpy_helper
 
 from tests.conftest import importorskip, run_litert, run_onnxruntime
-from tflq.calibration import engines, parallel
+from tflq.calibration import engines
 from tflq.calibration.engines import OnnxruntimeRunner, engines_agree, plan_onnxruntime
-from tflq.calibration.parallel import CalibrationJob, run_calibration
 from tflq.calibration.run import _calibrate, calibrate
 from tflq.cli import main
 from tflq.config import ConvertConfig
@@ -205,30 +205,19 @@ def test_every_number_of_jobs_writes_the_same_file_in_each_engine(models, engine
 
 @pytest.mark.parametrize("bad,what", [(np.inf, "Inf"), (np.nan, "NaN")])
 @pytest.mark.parametrize("engine", ["numpy", "onnxruntime"])
-def test_a_non_finite_tensor_is_named_alike_by_both_engines(models, engine, bad, what):
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_a_non_finite_tensor_is_named_alike_by_both_engines(models, engine, bad, what, jobs):
+    """The first sample holding it is named, however many threads or processes run the shards
+    (a later one may fail first), and none of them is left running."""
     graph, _ = prepare_graph(ConvertConfig(model=models["plain"], mode="full"))
     samples = _samples()
     samples[5]["x"][0, 1, 2, 3] = bad
+    samples[9]["x"][0, 0, 1, 1] = bad
+    threads = threading.active_count()
     with pytest.raises(CalibrationError, match=rf"calibration sample 5: tensor 'x' \(graph input\) holds {what}"):
-        calibrate(graph, samples, show_progress=False, histogram=False, jobs=1, engine=engine,
+        calibrate(graph, samples, show_progress=False, histogram=False, jobs=jobs, engine=engine,
                   model=models["plain"])
-
-
-
-
-def test_an_onnxruntime_worker_that_dies_fails_naming_its_shard(models, monkeypatch):
-    monkeypatch.setattr(parallel, "MAIN_PROCESS_SHARDS", False)
-    model = models["plain"]
-    graph, _ = prepare_graph(ConvertConfig(model=model, mode="full"))
-    tensors = frozenset(n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float)
-    plan, _ = plan_onnxruntime(graph, tensors, False, model)
-    from tests.quantize.test_parallel_calibration import _Deadly as Deadly
-
-    samples = _samples()
-    samples[7] = {"x": Deadly(samples[7]["x"])}
-    with pytest.raises(CalibrationError, match=r"worker died .*shard 3 \(samples 6-7\)"):
-        run_calibration(CalibrationJob(None, tensors, False, plan=plan), samples, jobs=2)
-    assert not multiprocessing.active_children()
+    assert not multiprocessing.active_children() and threading.active_count() == threads
 
 
 def _blocked_model(path) -> str:
@@ -414,29 +403,37 @@ def test_a_process_without_onnx_runs_the_planned_model_and_does_not_import_onnx(
     assert result.stdout.decode().split() == ["None", str(len(plan.runs) + len(plan.fetched)), "False"]
 
 
-def _shipped_plans(monkeypatch) -> list:
-    """The plans calibration starts tflq's own workers with (the workers start as usual)."""
-    shipped = []
-    start = parallel.prestart_workers
+def _session_plans(monkeypatch) -> list:
+    """The plans calibration's onnxruntime runners are made of (made as usual)."""
+    plans = []
+    init = OnnxruntimeRunner.__init__
 
-    def spy(job, jobs):
-        shipped.append(job.plan)
-        start(job, jobs)
+    def spy(self, plan, histogram):
+        plans.append(plan)
+        init(self, plan, histogram)
 
-    monkeypatch.setattr(parallel, "prestart_workers", spy)
-    return shipped
+    monkeypatch.setattr(OnnxruntimeRunner, "__init__", spy)
+    return plans
 
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="the optimized graph is had in memory on Linux")
-def test_own_workers_get_onnxruntimes_optimized_graph_and_agree(models, monkeypatch):
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_threads_share_onnxruntimes_optimized_graph_and_agree(models, monkeypatch, jobs):
+    """--jobs N runs threads of this process on its one session of onnxruntime's optimized graph:
+    no process is started, one session is made, and the statistics are those of one thread."""
     graph = prepare_graph(ConvertConfig(model=models["plain"], mode="full"))[0]
     alone, _ = _calibrate(graph, _samples(), None, False, False, 1, None, "onnxruntime", models["plain"], None)
-    shipped = _shipped_plans(monkeypatch)
-    stats, name = _calibrate(graph, _samples(), None, False, False, 2, None, "onnxruntime", models["plain"], None)
-    assert name == "onnxruntime" and shipped and all(plan.optimized for plan in shipped)
+    plans, siblings = _session_plans(monkeypatch), []
+    sibling = OnnxruntimeRunner.sibling
+    monkeypatch.setattr(OnnxruntimeRunner, "sibling", lambda self: siblings.append(1) or sibling(self))
+    threads = threading.active_count()
+    stats, name = _calibrate(graph, _samples(), None, False, False, jobs, None, "onnxruntime", models["plain"], None)
+    assert name == "onnxruntime" and len(plans) == 1 and plans[0].optimized
+    assert 1 < len(siblings) <= jobs  # (a thread given no shard makes none)
+    assert stats.samples == SAMPLES
     assert {n: (t.minimum, t.maximum) for n, t in stats.tensors.items()} == \
         {n: (t.minimum, t.maximum) for n, t in alone.tensors.items()}
-    assert not multiprocessing.active_children()
+    assert not multiprocessing.active_children() and threading.active_count() == threads
 
 
 def test_an_optimized_graph_onnxruntime_refuses_falls_back_to_the_planned_model(models, monkeypatch):
@@ -448,11 +445,11 @@ def test_an_optimized_graph_onnxruntime_refuses_falls_back_to_the_planned_model(
         return session(model)
 
     monkeypatch.setattr(engines, "calibration_session", refuse_optimized)
-    shipped = _shipped_plans(monkeypatch)
+    plans = _session_plans(monkeypatch)
     graph = prepare_graph(ConvertConfig(model=models["plain"], mode="full"))[0]
     stats, name = _calibrate(graph, _samples(), None, False, False, 2, None, "onnxruntime", models["plain"], None)
     assert name == "onnxruntime" and stats.samples == SAMPLES
-    assert shipped and not shipped[-1].optimized
+    assert [plan.optimized for plan in plans] == [True, False]
     assert not multiprocessing.active_children()
 
 
@@ -513,38 +510,3 @@ def run_onnxruntime_bytes(model: bytes, feeds: dict) -> list:
 
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
-
-
-@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="the model goes by descriptor on Linux")
-@pytest.mark.parametrize("descriptor,jobs", [(True, 2), (True, 3), (False, 2)])
-def test_own_workers_read_the_model_from_a_descriptor_and_agree(models, monkeypatch, descriptor, jobs):
-    """The model reaches tflq's workers as an in-memory file's descriptor, not inside their
-    pickled arguments; without such files (not Linux), inside them as before. Either way the
-    statistics are those of one process, and no worker or descriptor is left."""
-    graph = prepare_graph(ConvertConfig(model=models["plain"], mode="full"))[0]
-    alone, _ = _calibrate(graph, _samples(), None, False, False, 1, None, "onnxruntime", models["plain"], None)
-    payloads, files = [], []
-    payload, of = parallel._job_payload, parallel._ModelFile.of
-    monkeypatch.setattr(parallel, "_job_payload", lambda job: payloads.append(payload(job)) or payloads[-1])
-    monkeypatch.setattr(parallel._ModelFile, "of", staticmethod(
-        lambda model: files.append(of(model)) or files[-1] if descriptor else None))
-    stats, name = _calibrate(graph, _samples(), None, False, False, jobs, None, "onnxruntime", models["plain"], None)
-    assert name == "onnxruntime"
-    model_bytes = len(open(models["plain"], "rb").read())
-    if descriptor:
-        assert files and all(f is not None and f.fd == -1 for f in files)  # closed at the end
-        assert payloads and all(len(p) < model_bytes for p in payloads)
-    else:
-        assert payloads and all(len(p) > model_bytes for p in payloads)
-    assert {n: (t.minimum, t.maximum) for n, t in stats.tensors.items()} == \
-        {n: (t.minimum, t.maximum) for n, t in alone.tensors.items()}
-    assert not multiprocessing.active_children()
-    assert not [fd for fd in os.listdir("/proc/self/fd")
-                if "tflq-calibration-model" in _link(f"/proc/self/fd/{fd}")]
-
-
-def _link(path: str) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ""

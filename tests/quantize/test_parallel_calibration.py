@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from concurrent.futures import Executor, Future
 
 import numpy as np
@@ -235,58 +236,55 @@ def test_the_command_starts_the_workers_before_it_imports_the_converter(model, t
               "parallel.start_workers_early = lambda *args: seen.append('tflq.pipeline' in sys.modules)\n"
               "from tflq.cli import main\n"
               f"main(['convert', {model!r}, '-o', {str(tmp_path / 'm.tflite')!r}, '--mode', 'full',\n"
-              f"      '--calib', {str(calib)!r}, '--jobs', '1', '-q'], standalone_mode=False)\n"
+              f"      '--calib', {str(calib)!r}, '--calib-engine', 'numpy', '--jobs', '1', '-q'],\n"
+              "     standalone_mode=False)\n"
               "print(seen)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[False, True]"  # the command's, then convert's
 
 
-def test_the_default_jobs_start_workers_while_this_process_runs_its_first_samples(model, monkeypatch):
-    """jobs=None: when the first sample says the rest is worth workers, they are started before
-    the shards are dealt (not after a shard more), and the file is the same as with one process."""
+def test_onnxruntimes_default_jobs_run_threads_and_start_no_process(model, monkeypatch):
+    """jobs=None with the onnxruntime engine: as many threads as this process may use, however
+    short the calibration (a thread costs nothing to start), no worker process, and the file of
+    one thread."""
     importorskip("onnxruntime")
-    monkeypatch.setattr(parallel, "WORTH_WORKERS_SECONDS", 0.0)  # any calibration is worth them
-    monkeypatch.setattr(parallel, "available_cpus", lambda: 2)
-    seen = []
-    original = parallel.run_calibration
-
-    def recording(job, *args, **kwargs):
-        seen.append(parallel._prestarted is not None and parallel._prestarted.key == job.key)
-        return original(job, *args, **kwargs)
-
-    monkeypatch.setattr(parallel, "run_calibration", recording)
+    monkeypatch.setattr(parallel, "available_cpus", lambda: 3)
+    threads, seen = threading.active_count(), []
+    original = parallel._run_on_threads
+    monkeypatch.setattr(parallel, "_run_on_threads", lambda count, *args: seen.append(count) or original(count, *args))
     default = _convert(model, calib_engine="onnxruntime")
-    assert seen == [True]
+    assert seen == [3]
     assert default == _convert(model, calib_engine="onnxruntime", jobs=1)
-    assert not multiprocessing.active_children()
+    assert not multiprocessing.active_children() and threading.active_count() == threads
 
 
-def test_the_forkserver_preloads_no_interpreter_for_onnxruntime_workers(model):
-    """What the forkserver preloads for the onnxruntime engine's workers leaves out tflq's
-    interpreter (tflq.ops and onnx: about a second before the first worker can start, and memory
-    in each); a worker of the numpy engine imports it itself."""
-    import subprocess
-    import sys
+def test_an_interrupt_while_threads_calibrate_stops_them_after_their_sample(model, monkeypatch):
+    """Ctrl-C reaches the calling thread (here: raised while it reads the next sample): the
+    queued shards are dropped, each thread ends after the sample it runs, and the interrupt goes
+    on, with no thread left."""
+    importorskip("onnxruntime")
+    from tflq.calibration import engines
 
-    script = (
-        "import sys\n"
-        "from tflq.calibration import parallel\n"
-        "for name in parallel.PRELOAD:\n"
-        "    __import__(name)\n"
-        "print(sorted(set(sys.modules) & {'onnx', 'tflq.ops'}))\n"
-        "from tflq.config import ConvertConfig\n"
-        "from tflq.pipeline import prepare_graph\n"
-        f"graph, _ = prepare_graph(ConvertConfig(model={model!r}, mode='full'))\n"
-        "job = parallel.CalibrationJob(graph, frozenset(graph.inputs), False)\n"
-        "own = parallel._OwnPool(job, 1)\n"
-        "own.starter.join()\n"
-        "[started.result() for started in own.started]\n"
-        "print(own.pool.submit(eval, \"'tflq.ops' in __import__('sys').modules\").result())\n"
-        "own.stop()\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["[]", "True"]
+    graph, _ = prepare_graph(ConvertConfig(model=model, mode="full"))
+    samples = _samples()
+
+    def interrupted():
+        for index, sample in enumerate(samples):
+            if index == 9:
+                raise KeyboardInterrupt
+            yield sample
+
+    ran = []
+    run = engines.OnnxruntimeRunner.run
+    monkeypatch.setattr(engines.OnnxruntimeRunner, "run",
+                        lambda self, shard, *args: ran.append(len(shard)) or run(self, shard, *args))
+    threads = threading.active_count()
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(graph, interrupted(), show_progress=False, histogram=False, jobs=3,
+                  engine="onnxruntime", model=model)
+    assert 0 < sum(ran) <= 9
+    assert threading.active_count() == threads and not multiprocessing.active_children()
 
 
 def test_at_the_end_the_calling_process_runs_the_rest_when_workers_hold_as_much():

@@ -21,9 +21,9 @@ reductions there read the blocked tensors directly where those hold exactly the 
 and run right after each tensor is made (onnxruntime_model.reductions_in_place), and a second
 session runs that graph as it is, in onnxruntime's default order (MobileNetV2: 1.18x the plain
 pass; ExecutionOrder.PRIORITY_BASED made it 1.34x). Elsewhere, or when any of that fails, the
-session runs the model as planned. tflq's own workers (which do not load onnx) get that optimized
-graph made once by the calling process (optimized_plan) and run it as it is; an executor's
-workers, which may run on other machines, optimize the model as planned themselves or run it.
+session runs the model as planned. With --jobs, this process's threads run that one session; an
+executor's workers, which may run on other machines, optimize the model as planned themselves
+(or run it as planned where they do not load onnx).
 
 Which tensors are counterparts is decided from the graphs (names, and the tensors tflq changed:
 equalized layers are computed in numpy); the shapes onnxruntime hands out are checked, and with
@@ -37,6 +37,7 @@ reductions may skip it; it mostly follows an infinity, which is seen first).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -277,10 +278,9 @@ def session_options():
 
 def optimized_plan(plan: OnnxruntimePlan) -> OnnxruntimePlan:
     """`plan` with onnxruntime's optimized graph with cheaper reductions (optimized_in_memory)
-    as its model, made once here, so that tflq's own workers run the same fast graph without
-    optimizing (nor importing onnx) themselves; `plan` itself when that graph cannot be had. The
-    graph is of this machine (its blocked layouts follow the CPU's vector width): it is not for
-    an executor's workers, which may run elsewhere."""
+    as its model; `plan` itself when that graph cannot be had. The graph is of this machine (its
+    blocked layouts follow the CPU's vector width): it is not for an executor's workers, which
+    may run elsewhere."""
     if plan.optimized:
         return plan
     optimized = optimized_in_memory(plan.model)
@@ -368,6 +368,14 @@ class OnnxruntimeRunner:
         self.hybrid = GraphRunner(plan.hybrid) if plan.hybrid is not None else None
         inputs = {t.name for t in plan.inputs}
         self.hybrid_inputs = [n for n in plan.hybrid.inputs if n in inputs] if plan.hybrid is not None else []
+
+    def sibling(self) -> "OnnxruntimeRunner":
+        """A runner on this one's session, for another thread: onnxruntime runs a session from
+        several threads at once, and the rest of a runner (plan, tflq's kernels) is read only,
+        but for the record of what run() wrote into which statistics, its own here."""
+        other = copy.copy(self)
+        other._written = None
+        return other
 
     def run(self, samples: Iterable[Mapping[str, np.ndarray]], first: int = 0,
             stats: CalibrationStats | None = None) -> CalibrationStats:

@@ -1,16 +1,23 @@
-"""Calibration spread over worker processes, or over any concurrent.futures.Executor.
+"""Calibration spread over this process's threads, worker processes, or any concurrent.futures.Executor.
 
-The samples go out in shards of SHARD_SAMPLES; each task returns the statistics of its shard and
-the statistics merge exactly (see statistics.TensorStats), so the result, and the file written from
-it, does not depend on the number of workers nor on the order in which shards finish. The calling
-process reads the samples, keeps at most a few shards per worker in flight (so its memory does not
-grow with the number of samples) and calibrates shards itself whenever the workers' queue is full;
-a worker holds one copy of the graph.
+The samples go out in shards; each task's statistics merge exactly (see statistics.TensorStats),
+so the result, and the file written from it, does not depend on the number of workers nor on the
+order in which shards finish. The calling process reads the samples and keeps at most a few
+shards per worker in flight (so its memory does not grow with the number of samples).
+
+The onnxruntime engine runs its shards on threads of this process, all on its one session:
+onnxruntime releases Python's lock while it runs, and runs a session from several threads at
+once. Threads start at once and share the model, where worker processes each took 0.1-0.2 s to
+start and held a copy of it (MobileNetV2, 100 samples: --jobs 2 calibrated 1.55x faster than
+--jobs 1 with a process, 1.62x with threads; ResNet-18 1.72x and 1.81x). tflq's interpreter (the
+numpy engine) holds that lock, so it runs on worker processes forked from a forkserver, each with
+one copy of the graph; the calling process calibrates shards itself whenever their queue is full.
 
 BLAS is held to one thread in every process that runs the graph (threadpoolctl, scoped: the
-caller's setting is restored after an in-process run). Each process then computes on one core,
-and N processes use N; BLAS's own threads buy nothing on these small GEMMs and on a busy machine
-they spin against the other load (measured: 7.7x slower per sample with one competing process).
+caller's setting is restored after an in-process run), and onnxruntime to one thread a session
+run. Each thread of computation then runs on one core, and N of them use N; BLAS's own threads buy
+nothing on these small GEMMs and on a busy machine they spin against the other load (measured:
+7.7x slower per sample with one competing process).
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
@@ -41,6 +48,7 @@ from tflq.progress import progress
 log = logging.getLogger(__name__)
 
 SHARD_SAMPLES = 2            # samples per task: small enough to balance, large enough to amortize
+THREAD_SHARD_SAMPLES = 1     # a thread's task costs ~20 us: one sample each balances best
 USER_SHARD_SAMPLES = 16      # with a caller's executor each task also carries the graph
 IN_FLIGHT_PER_WORKER = 2     # shards queued per worker: keeps workers busy, memory bounded
 # jobs=None: start workers only if the rest would take longer than this in-process (a worker
@@ -140,12 +148,11 @@ _worker_slot = -1        # this worker's row in the pool's table of (pid, shard 
 _worker_table = None
 
 
-def _start_worker(box: list[bytes], model: "_ModelFile | None", table, slots) -> None:
+def _start_worker(box: list[bytes], table, slots) -> None:
     """Initializer of tflq's own pool: the graph once per process, BLAS at one thread for its
     life, and a row in `table` where the worker notes which shard it runs (named if it dies).
     The job's pickle comes in a list emptied here: the pool keeps its initializer's arguments
-    for the worker's life, and the bytes would be a second copy of the model. `model`: the
-    plan's model, when it comes as a file descriptor (see _ModelFile) rather than in the job."""
+    for the worker's life, and the bytes would be a second copy of the graph."""
     global _worker_limits, _worker_slot, _worker_table
     # Ctrl-C reaches the whole process group: the calling process ends the workers (_stop), and
     # a worker interrupted while it writes its answer would leave the pool's queue half-written.
@@ -163,58 +170,7 @@ def _start_worker(box: list[bytes], model: "_ModelFile | None", table, slots) ->
     _worker_table = table
     table[2 * _worker_slot] = os.getpid()
     table[2 * _worker_slot + 1] = -1
-    if model is None:
-        _runner_for(payload)
-        return
-    job = pickle.loads(memoryview(payload)[:-32])
-    del payload
-    try:  # onnxruntime reads the model from the descriptor's file, once
-        _runner_for(replace(job, plan=replace(job.plan, model=f"/proc/self/fd/{model.fd}")))
-    finally:
-        os.close(model.fd)
-
-
-def _model_file(descriptor) -> "_ModelFile":
-    """A worker's _ModelFile, from what multiprocessing passed it (DupFd's detach())."""
-    return _ModelFile(descriptor.detach())
-
-
-class _ModelFile:
-    """The serialized model of an onnxruntime plan, in an anonymous in-memory file (memfd,
-    Linux) that tflq's own workers receive as a file descriptor when they start (multiprocessing
-    passes it to the forkserver's child beside its pickled arguments) and onnxruntime reads by
-    its /proc path. Pickled into each worker's arguments instead, the model (ResNet-18: 47 MB)
-    would be copied by this process twice per worker (the job's pickle, then the arguments'),
-    sent through a pipe and copied twice more in the worker before onnxruntime parses it."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def __reduce__(self):
-        from multiprocessing import reduction
-
-        return _model_file, (reduction.DupFd(self.fd),)
-
-    @classmethod
-    def of(cls, model: bytes) -> "_ModelFile | None":
-        """The model in a new in-memory file, or None where there is none (not Linux)."""
-        from tflq.calibration.engines import memory_file
-        fd = memory_file("tflq-calibration-model")
-        if fd is None:
-            return None
-        try:
-            view = memoryview(model)
-            while view:
-                view = view[os.write(fd, view):]
-        except OSError:
-            os.close(fd)
-            return None
-        return cls(fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+    _runner_for(payload)
 
 
 def _pool_shard(number: int, key: str, first: int, samples: list[Sample]) -> ShardResult:
@@ -271,15 +227,15 @@ def _take(result: ShardResult, name: str, stats) -> None:
     stats.merge(result.stats)
 
 
-def start_workers_early(jobs: int | None, executor: Executor | None, numpy_engine: bool = False) -> None:
-    """Start the forkserver that tflq's workers fork from (a fresh interpreter importing what
-    they run, half a second to a second) now, while the model is still being loaded, if
-    calibration may use it; numpy_engine: for workers running tflq's interpreter."""
+def start_workers_early(jobs: int | None, executor: Executor | None) -> None:
+    """Start the forkserver that tflq's numpy-engine workers fork from (a fresh interpreter
+    importing tflq's interpreter, about a second) now, while the model is still being loaded, if
+    calibration may use it."""
     if executor is not None or jobs == 1 or available_cpus() < 2:
         return
     from multiprocessing import forkserver
 
-    _context().set_forkserver_preload(NUMPY_PRELOAD if numpy_engine else PRELOAD)
+    _context().set_forkserver_preload(PRELOAD)
     try:
         with _interrupts_ignored_by_children():
             forkserver.ensure_running()
@@ -304,24 +260,22 @@ def _interrupts_ignored_by_children() -> Iterator[None]:
 
 
 def start_workers_for(config) -> None:
-    """start_workers_early for a conversion (a ConvertConfig) that calibrates on samples. The
-    CLI calls it before it imports the converter, so the workers' imports run beside its own."""
+    """start_workers_early for a conversion (a ConvertConfig) that calibrates on samples in
+    tflq's numpy interpreter (onnxruntime's engine calibrates on threads, which need no start).
+    The CLI calls it before it imports the converter, so the workers' imports run beside its own."""
     from importlib.util import find_spec
 
     from tflq.config import CalibEngine, Mode
 
     if config.mode == Mode.FULL and config.calib is not None:
         engine = CalibEngine(config.calib_engine)
-        numpy_engine = engine == CalibEngine.NUMPY or (engine == CalibEngine.AUTO and
-                                                        find_spec("onnxruntime") is None)
-        start_workers_early(config.jobs, config.executor, numpy_engine)
+        if engine == CalibEngine.NUMPY or (engine == CalibEngine.AUTO and find_spec("onnxruntime") is None):
+            start_workers_early(config.jobs, config.executor)
 
 
-# What the forkserver imports for its workers (a module missing is skipped): the onnxruntime
-# engine's runner, not tflq's interpreter (tflq.ops and onnx: about a second, ~60 MB per worker),
-# which workers of the numpy engine import too (a worker imports what its preload lacked).
-PRELOAD = ["tflq.calibration.parallel", "tflq.calibration.run", "tflq.calibration.engines", "onnxruntime"]
-NUMPY_PRELOAD = PRELOAD + ["tflq.runtime.interpreter"]
+# What the forkserver imports for its workers (a module missing is skipped): tflq's interpreter
+# (with tflq.ops and onnx, about a second), so that a worker forked from it is ready at once.
+PRELOAD = ["tflq.calibration.parallel", "tflq.calibration.run", "tflq.runtime.interpreter"]
 MAIN_PROCESS_SHARDS = True  # the calling process calibrates shards too (tests turn it off)
 
 
@@ -362,6 +316,11 @@ def run_calibration(job: CalibrationJob, samples: Iterable[Sample], jobs: int | 
         iterator = iter(samples)
         runner = make_runner(job) if runner is None else runner
         with one_blas_thread():
+            if cpus > 1 and job.plan is not None:
+                # onnxruntime's runs release the interpreter lock: threads on this process's one
+                # session, which start at once and share its model
+                _run_on_threads(cpus, runner, _shards(iterator, THREAD_SHARD_SAMPLES, stats.samples), stats, bar)
+                return stats
             if cpus > 1 and jobs is None:
                 # Time a first shard here: workers cost CPU to start, worth it only when the
                 # rest of the calibration takes a while (worth_processes).
@@ -385,73 +344,80 @@ def run_calibration(job: CalibrationJob, samples: Iterable[Sample], jobs: int | 
     return stats
 
 
+def _run_on_threads(threads: int, runner, shards, stats, bar) -> None:
+    """The shards on `threads` threads of this process, each with a runner of its own on
+    `runner`'s session (runner.sibling()) and statistics of its own, merged into `stats` at the
+    end (exactly, as shards' are). This thread reads the samples meanwhile and keeps at most
+    IN_FLIGHT_PER_WORKER shards a thread queued; a shard's error is raised in shard order, and
+    on any error or interrupt the queued shards are dropped and the running ones finish (one
+    shard each) before this returns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tflq.calibration.statistics import CalibrationStats
+
+    local = threading.local()
+    partial: list[CalibrationStats] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def task(first: int, shard: list[Sample]) -> int:
+        if stop.is_set():
+            return 0
+        mine = getattr(local, "mine", None)
+        if mine is None:
+            mine = local.mine = (runner.sibling(), CalibrationStats(histogram=stats.histogram))
+            with lock:
+                partial.append(mine[1])
+        mine[0].run(shard, first, mine[1])
+        return len(shard)
+
+    pending: deque[Future] = deque()
+    window = threads * IN_FLIGHT_PER_WORKER
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="tflq-calibration")
+    try:
+        for first, shard in shards:
+            while len(pending) >= window:
+                bar.update(pending.popleft().result())
+            pending.append(pool.submit(task, first, shard))
+        while pending:
+            bar.update(pending.popleft().result())
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    for part in partial:
+        stats.merge(part)
+
+
 class _OwnPool:
     """tflq's forkserver workers for one job, being started by a thread (starting one blocks for
     about a second: the forkserver forks it and sends it the graph, measured on MobileNetV2)."""
 
     def __init__(self, job: CalibrationJob, workers: int) -> None:
         context = _context()
-        context.set_forkserver_preload(PRELOAD if job.plan is not None else NUMPY_PRELOAD)
+        context.set_forkserver_preload(PRELOAD)
         self.key, self.workers = job.key, workers
         self.table = context.Array("q", 2 * workers, lock=False)
         self.slots = context.Value("i", 0)
         self.job = job
         self.pool: ProcessPoolExecutor | None = None
-        self.model: _ModelFile | None = None
         self.started: list = []
         self.starter = threading.Thread(target=self._start, name="tflq-calibration-workers", daemon=True)
         self.starter.start()
 
     def _start(self) -> None:
-        """The pool and its workers (in this thread: the model's copy into its file, and each
-        worker's start, release the calling thread's interpreter lock mostly)."""
+        """The pool and its workers (in this thread: each worker's start releases the calling
+        thread's interpreter lock mostly)."""
         job, self.job = self.job, None
         try:
-            model = getattr(job.plan, "model", None)
-            if isinstance(model, bytes) and model:
-                self.model = _ModelFile.of(model)
-                if self.model is not None:
-                    job = replace(job, plan=replace(job.plan, model=b""))
             self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(),
                                             initializer=_start_worker,
-                                            initargs=([_job_payload(job)], self.model, self.table, self.slots))
+                                            initargs=([_job_payload(job)], self.table, self.slots))
             del job
             with _main_script_hidden():
                 for _ in range(self.workers):  # each submit starts one more worker
                     self.started.append(self.pool.submit(_worker_ready))
         except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
             self.started.append(exc)
-
-    def close_model(self) -> None:
-        """Close the model's file once no worker can start any more (the pool starts one on a
-        submit when none is idle and it has fewer than it may: not only the starter's)."""
-        if self.model is not None:
-            self.model.close()
-
-    def stop(self) -> None:
-        self.starter.join()
-        if self.pool is not None:
-            _stop(self.pool, (), {})
-        self.close_model()
-
-
-_prestarted: _OwnPool | None = None
-
-
-def prestart_workers(job: CalibrationJob, jobs: int | None) -> None:
-    """Start the workers of `job` now, so that they start while this process prepares its own
-    engine; run_calibration(job, jobs=jobs) takes them, discard_prestarted() ends them unused."""
-    global _prestarted
-    discard_prestarted()
-    if jobs is not None and jobs > 1:
-        _prestarted = _OwnPool(job, jobs - 1 if MAIN_PROCESS_SHARDS else jobs)
-
-
-def discard_prestarted() -> None:
-    global _prestarted
-    own, _prestarted = _prestarted, None
-    if own is not None:
-        own.stop()
 
 
 def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner, end: int | None = None) -> None:
@@ -461,13 +427,8 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner,
     `end`: the number after the last sample's, when known: once the workers hold as many samples
     each as are left to hand out, this process runs the rest itself, so that it does not wait
     for their queue to drain (ResNet-18: ~1.5 samples, 2% of --jobs 2's calibration)."""
-    global _prestarted
     workers = jobs - 1 if MAIN_PROCESS_SHARDS else jobs
-    own, _prestarted = _prestarted, None
-    if own is not None and (own.key, own.workers) != (job.key, workers):
-        own.stop()
-        own = None
-    own = own or _OwnPool(job, workers)
+    own = _OwnPool(job, workers)
     table, started, starter = own.table, own.started, own.starter
     processes: dict = {}
     names: dict[int, str] = {}
@@ -519,7 +480,6 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner,
         starter.join()
         if own.pool is not None:
             _stop(own.pool, pending, processes)
-        own.close_model()
         raise
     pool = own.pool
     if _exiting is None:
@@ -528,7 +488,6 @@ def _run_on_own_pool(jobs: int, job: CalibrationJob, shards, stats, bar, runner,
         _exiting.append((pool._executor_manager_thread, list((pool._processes or {}).values()),
                          pool._result_queue))
         pool.shutdown(wait=False)
-    own.close_model()
 
 
 def runs_here(queued: int, held: int, window: int, workers: int, left: int | None) -> bool:

@@ -93,11 +93,12 @@ def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], tensors
     Samples are {input name: array} in ONNX layout (see tflq.calibration.sources.load_samples); inputs
     the graph holds as NHWC are transposed here. Only running statistics are kept, never the
     activations. histogram: also keep the histograms the percentile/mse/entropy methods and saved
-    statistics need (else minimum and maximum only). jobs: worker processes (1: this process;
-    None: as many as this process may use, started only when calibration is long enough to gain
-    from them); executor: any concurrent.futures.Executor to run the shards on instead (e.g.
-    Dask's Client.get_executor()). The statistics, and so the output file, are the same whatever
-    the split. BLAS runs one thread per process throughout. engine: what runs the graph
+    statistics need (else minimum and maximum only). jobs: the CPUs to run on (1: this thread;
+    None: as many as this process may use), as threads on one onnxruntime session, or as worker
+    processes of the numpy engine, started only when calibration is long enough to gain from
+    them; executor: any concurrent.futures.Executor to run the shards on instead (e.g. Dask's
+    Client.get_executor()). The statistics, and so the output file, are the same whatever the
+    split. BLAS runs one thread throughout. engine: what runs the graph
     (tflq.calibration.engines; onnxruntime and auto need `model`, the ONNX file `graph` was
     imported from, with its `input_shapes`). Raises CalibrationError when a tracked tensor
     becomes NaN or Inf, or a worker or the executor fails.
@@ -111,8 +112,7 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
     """calibrate(), and the name of the engine that ran."""
     from tflq.calibration.engines import (OnnxruntimeFailure, OnnxruntimeRunner, engines_agree,
                                           optimized_plan, plan_onnxruntime, resolve_engine)
-    from tflq.calibration.parallel import (CalibrationJob, discard_prestarted, one_blas_thread,
-                                           prestart_workers, run_calibration, worth_processes)
+    from tflq.calibration.parallel import CalibrationJob, one_blas_thread, run_calibration
 
     if tensors is None:
         tensors = calibrated_tensors(graph)
@@ -133,63 +133,39 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
             if head is None:
                 raise CalibrationError("no calibration samples")
             total = None if total is None else total - 1
-            shipped = plan
-            if executor is None:
-                # onnxruntime's optimized graph, made once here for this process and its workers
-                with one_blas_thread():
-                    shipped = optimized_plan(plan)
-            candidate = CalibrationJob(None, tensors, histogram, plan=shipped)
-            if executor is None:  # the workers start while this process gets its session
-                prestart_workers(candidate, jobs)
-            try:
-                with one_blas_thread():
+            with one_blas_thread():
+                try:
+                    # This process's threads run onnxruntime's optimized graph (made here: it is
+                    # of this machine); an executor's workers get the model as planned.
                     try:
-                        try:
-                            runner = OnnxruntimeRunner(shipped, histogram)
-                        except OnnxruntimeFailure as exc:
-                            if shipped is plan:
-                                raise
-                            # onnxruntime refused its own optimized graph: the model as planned
-                            log.debug("%s (its optimized graph); the model as planned", exc)
-                            discard_prestarted()
-                            shipped = plan
-                            candidate = CalibrationJob(None, tensors, histogram, plan=plan)
-                            prestart_workers(candidate, jobs)
-                            runner = OnnxruntimeRunner(plan, histogram)
-                        shipped = None  # (the runner and the job hold what is needed)
-                        begun = time.perf_counter()
-                        stats = runner.run([head], 0)
-                        head_seconds = time.perf_counter() - begun  # (a first run: an upper bound)
+                        runner = OnnxruntimeRunner(plan if executor is not None else optimized_plan(plan),
+                                                   histogram)
                     except OnnxruntimeFailure as exc:
-                        reason = str(exc)
-                    if os.environ.get("TFLQ_DEBUG") and not reason:
-                        reference = SampleRunner(graph, tensors, histogram).run([head], 0)
-                        reason = engines_agree(reference, stats)
-            except BaseException:
-                discard_prestarted()
-                raise
+                        if executor is not None:
+                            raise
+                        # onnxruntime refused its own optimized graph: the model as planned
+                        log.debug("%s (its optimized graph); the model as planned", exc)
+                        runner = OnnxruntimeRunner(plan, histogram)
+                    stats = runner.run([head], 0)
+                except OnnxruntimeFailure as exc:
+                    reason = str(exc)
+                if os.environ.get("TFLQ_DEBUG") and not reason:
+                    reference = SampleRunner(graph, tensors, histogram).run([head], 0)
+                    reason = engines_agree(reference, stats)
             if reason:  # sample 0 again, in numpy
-                discard_prestarted()
                 runner = SampleRunner(graph, tensors, histogram)
                 with one_blas_thread():
                     stats = runner.run([head], 0)
             else:
                 name = CalibEngine.ONNXRUNTIME.value
-                # the model's bytes are for workers and executors; in-process, the session has it
-                job = candidate if executor is not None or jobs != 1 else \
-                    CalibrationJob(None, tensors, histogram, plan=runner.plan)
-                if executor is None and jobs is None and total is not None:
-                    # the workers run_calibration will likely want, starting now (it decides)
-                    prestart_workers(candidate, worth_processes(head_seconds, total))
+                # an executor's tasks carry the model; in this process, the session has it
+                job = CalibrationJob(None, tensors, histogram, plan=plan if executor is not None else runner.plan)
                 log.info("calibration engine: onnxruntime (%s)", plan.describe())
-            plan = shipped = candidate = None  # (the job holds what is needed)
+            plan = None  # (the job holds what is needed)
         if reason:
             log.info("calibration engine: numpy (%s)", reason)
-    try:
-        stats = run_calibration(job, samples, jobs=jobs, executor=executor, show_progress=show_progress,
-                                stats=stats, runner=runner, total=total)
-    finally:
-        discard_prestarted()  # workers started for nothing (too few samples for them)
+    stats = run_calibration(job, samples, jobs=jobs, executor=executor, show_progress=show_progress,
+                            stats=stats, runner=runner, total=total)
     if stats.samples == 0:
         raise CalibrationError("no calibration samples")
     return stats, name
