@@ -6,6 +6,7 @@ from dataclasses import replace
 import logging
 import operator
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -119,6 +120,36 @@ def test_file_data_can_be_iterated_twice(tmp_path):
     first, second = collect(data), collect(data)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a["x"], b["x"])
+
+
+def _readers() -> list:
+    return [t for t in threading.enumerate() if t.name == "tflq-calibration-reader"]
+
+
+def test_files_are_read_ahead_in_order_with_errors_where_they_were_and_no_thread_left(tmp_path):
+    """Files are read by a thread a few samples ahead of the consumer: the same samples in the
+    same order; a file holding NaN fails at its own place (after the samples before it); a
+    consumer that stops early, or never starts, leaves no reading thread."""
+    arrays = [rng_data(1, 3, 4, 4, seed=k) for k in range(6)]
+    for k, array in enumerate(arrays):
+        np.save(tmp_path / f"{k}.npy", array)
+    got = collect(load_samples(tmp_path, [SPEC], None))
+    assert [g["x"].tobytes() for g in got] == [a.tobytes() for a in arrays] and not _readers()
+
+    iterator = iter(load_samples(tmp_path, [SPEC], None))
+    assert next(iterator)["x"].tobytes() == arrays[0].tobytes() and len(_readers()) == 1
+    iterator.close()  # (what a loop that breaks, or an error, does to it)
+    assert not _readers()
+    iter(load_samples(tmp_path, [SPEC], None))
+    assert not _readers()
+
+    arrays[3][0, 1, 2, 3] = np.nan  # (found as the file is read, unlike a bad shape)
+    np.save(tmp_path / "3.npy", arrays[3])
+    seen = []
+    with pytest.raises(CalibrationError, match="3.npy"):
+        for sample in load_samples(tmp_path, [SPEC], None):
+            seen.append(sample)
+    assert len(seen) == 3 and not _readers()
 
 
 def test_integer_input_takes_safely_castable_integers_when_asked(tmp_path):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -475,6 +477,54 @@ class _RowReader:
         return True
 
 
+READ_AHEAD = 2  # samples read from files ahead of the one being calibrated
+
+
+def read_ahead(items: Iterator, depth: int) -> Iterator:
+    """`items`, produced by a thread of their own up to `depth` ahead of the consumer: reading
+    and decoding files (numpy's reads and Pillow's decoding release Python's lock) overlap the
+    calibration of the sample before (MobileNetV2's 100 .npy files: 0.045 s of 1.4 s). An
+    exception of `items` is raised where it would have been; when the consumer stops early (an
+    error, Ctrl-C, a sample limit), the thread ends after the item it is producing."""
+    slots, ready = threading.Semaphore(depth), queue.SimpleQueue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while True:
+                slots.acquire()
+                if stop.is_set():
+                    return
+                item = next(items, _END)
+                ready.put((item, None))
+                if item is _END:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - raised again in the consumer
+            ready.put((_END, exc))
+
+    def consume() -> Iterator:
+        thread = threading.Thread(target=produce, name="tflq-calibration-reader", daemon=True)
+        thread.start()  # (at the first item: an iterator never started leaves no thread)
+        try:
+            while True:
+                item, error = ready.get()
+                if error is not None:
+                    raise error
+                if item is _END:
+                    return
+                slots.release()
+                yield item
+        finally:
+            stop.set()
+            slots.release()  # (wakes the producer if it waits for a slot)
+            thread.join()
+
+    return consume()
+
+
+_END = object()
+
+
 class CalibrationData:
     """An iterable of validated samples {input name: array of the input's exact shape}.
 
@@ -501,6 +551,12 @@ class CalibrationData:
         return self._count if self._count is not None else self._hint
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        if self._count is not None and self._count > 1:
+            # files: the next samples are read and decoded by a thread while this one computes
+            return read_ahead(self._samples(), READ_AHEAD)
+        return self._samples()  # (a Python iterable stays in the caller's thread)
+
+    def _samples(self) -> Iterator[dict[str, np.ndarray]]:
         parts = self._open_parts()
         readers = [_RowReader(spec, parts[spec.name]) for spec in self.specs]
         for produced in range(self.limit):
