@@ -243,3 +243,27 @@ def test_interrupt_during_calibration_with_workers_leaves_nothing(how, tmp_path)
     while _session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _session_processes(process.pid), _session_processes(process.pid)
+
+
+def test_ctrl_c_while_the_command_imports_is_one_line_and_130():
+    """The `tflq` command imports its CLI (click, numpy, the commands: a few tenths of a second)
+    under a guard: a Ctrl-C then (here: raised by the import of tflq.cli) gave Python's
+    KeyboardInterrupt traceback; now the CLI's line and exit 130. The installed command and
+    `python -m tflq` start there."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    assert [e.value for e in entry_points(group="console_scripts", name="tflq")] == ["tflq._entry:main"]
+    script = ("import sys\n"
+              "class Interrupting:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name == 'tflq.cli':\n"
+              "            raise KeyboardInterrupt\n"
+              "sys.meta_path.insert(0, Interrupting())\n"
+              "import runpy\n"
+              "runpy.run_module('tflq', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", script, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130 and result.stderr == "Interrupted; nothing was written\n", result.stderr
+    result = subprocess.run([sys.executable, "-m", "tflq", "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "tflq" in result.stdout
