@@ -111,7 +111,7 @@ def test_onnxruntime_quantized_model_is_refused_asking_for_the_float_model(how, 
 
 
 @pytest.mark.parametrize("op_type", ["QGemm", "QLinearSigmoid", "QAttention", "DynamicQuantizeMatMul",
-                                     "MatMulIntegerToFloat", "QuantizeLinear"])
+                                     "MatMulIntegerToFloat", "QuantizeBFP"])
 def test_contrib_quantized_ops_are_refused_the_same_way(op_type, tmp_path):
     result, out = _convert(_contrib_model(str(tmp_path / "m.onnx"), op_type), tmp_path)
     _assert_refused(result, out, [op_type])

@@ -21,7 +21,7 @@ from tflq.frontend.onnx_patterns import (channel_windows, fuse_erf_gelu, gather_
                                          gather_permutation_as_transpose,
                                          group_norm_from_instance_norm)
 from tflq.frontend.onnx_qdq import find_qdq
-from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized
+from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized, standard_qdq_from_contrib
 from tflq.frontend.skeleton import skeleton, take_inferred
 from tflq.frontend.validate import (DEFAULT_MAX_TENSOR_BYTES, INT32_MAX, check_generators,
                                     check_input_sizes, check_nodes, check_structure, check_value_shapes,
@@ -277,6 +277,9 @@ class ImportContext:
         self.current_node: onnx.NodeProto | None = None
         self.unknown_shapes: dict[str, str] = {}  # value -> why folding left its shape unknown
         self.max_tensor_bytes = DEFAULT_MAX_TENSOR_BYTES
+        # Values of nodes already reported as unsupported: an importer that needs to know what
+        # made a value (a DequantizeLinear its QuantizeLinear) does not report them again.
+        self.refused_values: set[str] = set()
 
     # ---- facts about ONNX values ---------------------------------------------------------
     def shape(self, name: str) -> tuple[int, ...]:
@@ -478,6 +481,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     model, external_files = read_model_and_data_files(path)
     check_structure(model, path, max_tensor_bytes)
     source_nodes = frozenset(n.name for n in model.graph.node if n.name)
+    standard_qdq_from_contrib(model, default_opset(model))
     refuse_onnxruntime_quantized(model, path)
     notes: list[str] = []
     model, opset = _upgrade_old_opset(model, path, notes)
@@ -572,17 +576,20 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str],
         ctx.current_node = node
         if node.name in fold.refused:
             diagnostics.append(fold.refused[node.name])
+            ctx.refused_values.update(node.output)
             continue
         spec = registry.importer(node.op_type) if node.domain in ("", "ai.onnx") else None
         if spec is None:
             diagnostics.append(Diagnostic(node.name, node.op_type, "unsupported_op",
                                           f"no converter for ONNX op {node.domain + '.' if node.domain else ''}"
                                           f"{node.op_type}"))
+            ctx.refused_values.update(node.output)
             continue
         try:
             spec.from_onnx(node, ctx)
         except Unsupported as exc:
             diagnostics.append(exc.diagnostic)
+            ctx.refused_values.update(node.output)
     ctx.current_node = None
     diagnostics += _plain_8bit_uses(graph)
     if diagnostics:

@@ -2,14 +2,17 @@
 QLinear*/Integer ops, dynamic quantization, com.microsoft contrib ops), which tflq cannot convert
 node by node: they carry integer arithmetic, not float semantics. The user needs the float model.
 
-(QuantizeLinear/DequantizeLinear pairs in the default domain, onnxruntime's QDQ format, are not
-this: tflq converts them with their own parameters.)
+(QuantizeLinear/DequantizeLinear pairs, onnxruntime's QDQ format, are not this: tflq converts them
+with their own parameters. onnxruntime writes them in the com.microsoft domain with
+extra_options={"UseQDQContribOps": True}, and for 16- and 4-bit types below opset 21; those that
+the model's default opset could express are read as the standard ops.)
 """
 from __future__ import annotations
 
 from collections import Counter
 from typing import Iterator
 
+import numpy as np
 import onnx
 
 from tflq.errors import UnsupportedModelError
@@ -23,6 +26,49 @@ QUANTIZED_CONTRIB_OPS = frozenset({"DynamicQuantizeMatMul", "DynamicQuantizeLSTM
                                    "MatMulBnb4", "GatherBlockQuantized", "QuantizeLinear",
                                    "DequantizeLinear", "QuantizeBFP", "DequantizeBFP"})
 CONTRIB_DOMAIN = "com.microsoft"
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# The integer types of the standard QuantizeLinear/DequantizeLinear (int32: DequantizeLinear only,
+# the biases), by the opset that introduced them. float8 is left out: tflq refuses it either way.
+_STANDARD_QDQ_TYPES = ((21, {onnx.helper.tensor_dtype_to_np_dtype(t) for t in (
+                            onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.INT4,
+                            onnx.TensorProto.UINT4)}),
+                       (10, {np.dtype(np.int8), np.dtype(np.uint8)}))
+
+
+def _qdq_type(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.dtype | None:
+    """The integer type a QuantizeLinear/DequantizeLinear works in, from its zero point or (a
+    DequantizeLinear of a constant) its input; uint8, ONNX's default, without either; None when
+    they are not initializers."""
+    zero_point = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+    source = zero_point or (node.input[0] if node.op_type == "DequantizeLinear" else "")
+    if not source:
+        return np.dtype(np.uint8)
+    init = inits.get(source)
+    if init is None:
+        return None
+    return onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+
+
+def standard_qdq_from_contrib(model: onnx.ModelProto, opset: int) -> int:
+    """Move com.microsoft QuantizeLinear/DequantizeLinear nodes of main-graph initializer
+    parameters to the default domain when `opset`'s standard ops take their type (the same
+    semantics: x / scale + zero point, axis); others stay, for refuse_onnxruntime_quantized to
+    name. Returns how many moved."""
+    inits = {init.name: init for init in model.graph.initializer}
+    allowed: set[np.dtype] = set()
+    for since, types in _STANDARD_QDQ_TYPES:
+        if opset >= since:
+            allowed |= types
+    moved = 0
+    for node in model.graph.node:
+        if node.domain != CONTRIB_DOMAIN or node.op_type not in QDQ_OPS:
+            continue
+        dtype = _qdq_type(node, inits)
+        bias = node.op_type == "DequantizeLinear" and dtype == np.dtype(np.int32)
+        if dtype is not None and (dtype in allowed or bias):
+            node.domain = ""
+            moved += 1
+    return moved
 
 
 def is_onnxruntime_quantized_op(node: onnx.NodeProto) -> bool:
@@ -55,6 +101,9 @@ def refuse_onnxruntime_quantized(model: onnx.ModelProto, path: str) -> None:
     found = [node for node in _nodes(model.graph) if is_onnxruntime_quantized_op(node)]
     if not found:
         return
+    if all(node.op_type in QDQ_OPS for node in found):
+        raise UnsupportedModelError(_contrib_qdq_message(found[0], model, path),
+                                    reason_code="qdq_type")
     kinds = ", ".join(kind for kind, _ in Counter(n.op_type for n in found).most_common())
     first = f"'{found[0].name}'" if found[0].name else f"a {found[0].op_type} node"
     raise UnsupportedModelError(
@@ -62,3 +111,15 @@ def refuse_onnxruntime_quantized(model: onnx.ModelProto, path: str) -> None:
         f"first is {first}); tflq converts and quantizes float models: "
         f"give it the float model (for int8: --mode full --calib DATA, or --mode weights-only)",
         reason_code="onnxruntime_quantized")
+
+
+def _contrib_qdq_message(node: onnx.NodeProto, model: onnx.ModelProto, path: str) -> str:
+    """A QDQ model whose com.microsoft QuantizeLinear/DequantizeLinear the default opset cannot
+    express: name the first node and its type."""
+    dtype = _qdq_type(node, {init.name: init for init in model.graph.initializer})
+    what = f"{dtype} quantization" if dtype is not None else "quantization parameters that are not initializers"
+    name = f"'{node.name}'" if node.name else f"a {node.op_type} node"
+    return (f"{path}: node {name} ({CONTRIB_DOMAIN} {node.op_type}): {what} is not supported; tflq "
+            f"converts QDQ models with 8-bit activations and weights (int32 biases) and 16x8 ones "
+            f"(int16 activations of zero point 0, int8 weights), in com.microsoft or standard "
+            f"QuantizeLinear/DequantizeLinear (16-bit ones at opset 21)")

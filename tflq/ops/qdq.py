@@ -35,6 +35,9 @@ _ONNX_ACTIVATION_TYPES = {TensorProto.INT8: DType.INT8, TensorProto.UINT8: DType
 _HINT = ("tflq converts 8-bit QDQ models (int8/uint8 activations and weights, int32 biases) and "
          "16x8 ones (int16 activations, int8 weights); re-quantize the model with those types")
 
+_SYMMETRIC_HINT = ("re-quantize the model with symmetric int16 activations (onnxruntime: "
+                   "activation_type=QuantType.QInt16, extra_options={'ActivationSymmetric': True})")
+
 
 @dataclass(frozen=True)
 class FakeQuantAttrs:
@@ -118,7 +121,8 @@ def quantized_type(node, zero_point: np.ndarray | None) -> DType:
     if zero_point is not None:
         if zero_point.dtype not in ACTIVATION_TYPES:
             raise Unsupported(node, "qdq_type", f"{_type_name(zero_point.dtype)} quantization is not "
-                                                f"supported", hint=_HINT)
+                                                f"supported",
+                              hint=_SYMMETRIC_HINT if zero_point.dtype == np.uint16 else _HINT)
         return ACTIVATION_TYPES[zero_point.dtype]
     output_dtype = _attr(node, "output_dtype", 0)
     if output_dtype and output_dtype not in _ONNX_ACTIVATION_TYPES:
@@ -192,7 +196,7 @@ class FakeQuant(OpSpec):
         if dtype == DType.INT16 and np.any(params.zero_point != 0):
             raise Unsupported(node, "qdq_int16_zero_point",
                               f"int16 activations need zero point 0 (LiteRT's 16x8 kernels), got "
-                              f"{int(params.zero_point)}", hint=_HINT)
+                              f"{int(params.zero_point)}", hint=_SYMMETRIC_HINT)
         if params.is_per_channel:
             raise Unsupported(node, "qdq_per_channel_activation",
                               "per-channel quantization of an activation is not supported "
@@ -216,10 +220,13 @@ class FakeQuant(OpSpec):
             name = ctx.add_constant(node.output[0], dequantize_like_onnx(value, params))
             ctx.alias(node.output[0], name)
             return
-        zero_point = ctx.constant(node.input[2]) if len(node.input) > 2 else None
-        quantized_type(node, zero_point)  # refuses a 4-bit, float8 or 32-bit pair by its type
         source = ctx.tensor(q)
         producer = ctx.graph.producer(source)
+        if producer is None and q in ctx.refused_values:
+            ctx.alias(node.output[0], source)  # its QuantizeLinear is reported already
+            return
+        zero_point = ctx.constant(node.input[2]) if len(node.input) > 2 else None
+        quantized_type(node, zero_point)  # refuses a 4-bit, float8 or 32-bit pair by its type
         if producer is None or producer.kind != self.kind:
             raise Unsupported(node, "dequantize_without_quantize",
                               f"'{q}' is not the output of a QuantizeLinear (or an integer constant)",

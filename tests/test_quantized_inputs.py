@@ -1,0 +1,150 @@
+"""Models that arrive already quantized in the forms onnxruntime's tools write them, built at test
+time: QDQ in the com.microsoft domain, 16-bit activations, 4-bit and block-wise weights. Each either
+converts (LiteRT within a couple of output steps of onnxruntime running the same QDQ model, worst
+sample) or is refused with one line naming the node (exit 1, no traceback, no file)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import importorskip, run_litert, run_onnxruntime
+from tflq.cli import main
+
+
+def _float_model(path: str, opset: int = 17) -> str:
+    """Conv, Relu, depthwise Conv, Add, Sigmoid, GlobalAveragePool, Gemm: the ops onnxruntime's
+    QDQ quantizer handles in a small CNN."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=4),
+             helper.make_node("Add", ["c2", "r1"], ["a"]),
+             helper.make_node("Sigmoid", ["a"], ["s"]),
+             helper.make_node("Mul", ["a", "s"], ["m"]),
+             helper.make_node("GlobalAveragePool", ["m"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], transB=1)]
+    inits = [numpy_helper.from_array(rng.normal(0, 0.4, (4, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(0, 0.4, (4, 1, 3, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b2"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (5, 4)).astype(np.float32), "w3"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 5).astype(np.float32), "b3")]
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9 if opset >= 19 else 8
+    onnx.save(model, path)
+    return path
+
+
+def _feeds(count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(count)]
+
+
+class _Samples:
+    """onnxruntime's CalibrationDataReader over seeded samples."""
+
+    def __init__(self) -> None:
+        self.samples = iter(_feeds(8, 4))
+
+    def get_next(self):
+        return next(self.samples, None)
+
+    def rewind(self):
+        pass
+
+
+def _quantize_static(tmp_path, name: str, opset: int = 17, **options) -> str:
+    q = importorskip("onnxruntime.quantization")
+    src = _float_model(str(tmp_path / "float.onnx"), opset)
+    out = str(tmp_path / f"{name}.onnx")
+    q.quantize_static(src, out, _Samples(), quant_format=q.QuantFormat.QDQ, **options)
+    return out
+
+
+def _convert(model: str, tmp_path, *args: str):
+    out = tmp_path / "out.tflite"
+    result = CliRunner().invoke(main, ["convert", model, "-o", str(out), *args], catch_exceptions=False)
+    return result, out
+
+
+def _output_step(path: str) -> float:
+    """The scale of the DequantizeLinear that writes the model's output."""
+    model = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    last = next(n for n in model.graph.node if n.output[0] == model.graph.output[0].name)
+    assert last.op_type == "DequantizeLinear", last.op_type
+    return float(inits[last.input[1]])
+
+
+def _worst_steps(path: str, tflite: bytes) -> float:
+    """The largest difference, in output steps, between LiteRT and onnxruntime on the same QDQ
+    model over a few samples."""
+    step = _output_step(path)
+    return max(float(np.max(np.abs(run_onnxruntime(path, feed)[0] - run_litert(tflite, [feed["x"]])[0])))
+               for feed in _feeds(6, 11)) / step
+
+
+def _assert_one_line_refusal(result, out, *words: str) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert not out.exists()
+    return lines[0]
+
+
+@pytest.mark.parametrize("activation", ["QUInt8", "QInt8"])
+def test_contrib_domain_qdq_converts_like_the_standard_ops(activation, tmp_path):
+    """extra_options UseQDQContribOps writes com.microsoft QuantizeLinear/DequantizeLinear, the same
+    operators as the standard ones: they were refused as an 'onnxruntime-quantized' model."""
+    q = importorskip("onnxruntime.quantization")
+    path = _quantize_static(tmp_path, "contrib", activation_type=getattr(q.QuantType, activation),
+                            extra_options={"UseQDQContribOps": True})
+    assert {n.domain for n in onnx.load(path).graph.node if "Quantize" in n.op_type} == {"com.microsoft"}
+    result, out = _convert(path, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert _worst_steps(path, out.read_bytes()) <= 2
+
+
+def test_contrib_domain_qdq_of_a_type_the_opset_lacks_is_refused_in_one_line(tmp_path):
+    """4-bit weights below opset 21 are com.microsoft DequantizeLinear nodes: named, with the type."""
+    q = importorskip("onnxruntime.quantization")
+    path = _quantize_static(tmp_path, "int4", weight_type=q.QuantType.QInt4)
+    result, out = _convert(path, tmp_path)
+    _assert_one_line_refusal(result, out, "_DequantizeLinear'", "int4", "com.microsoft")
+
+
+def _diagnostics(result) -> list[str]:
+    return [line for line in result.output.splitlines() if line.startswith("  - node ")]
+
+
+@pytest.mark.parametrize("activation", ["QUInt16", "QInt16"])
+def test_asymmetric_16_bit_activations_name_each_quantize_once(activation, tmp_path):
+    """onnxruntime's 16-bit activations are asymmetric by default, which LiteRT's 16x8 kernels
+    cannot take: each QuantizeLinear is named once, its DequantizeLinear is not blamed for it."""
+    q = importorskip("onnxruntime.quantization")
+    path = _quantize_static(tmp_path, "a16", activation_type=getattr(q.QuantType, activation))
+    result, out = _convert(path, tmp_path)
+    assert result.exit_code == 1 and not out.exists() and "Traceback" not in result.output
+    lines = _diagnostics(result)
+    quantize = sum(n.op_type == "QuantizeLinear" for n in onnx.load(path).graph.node)
+    assert len(lines) == quantize, result.output
+    assert all("(QuantizeLinear)" in line and "ActivationSymmetric" in line for line in lines)
+
+
+def test_symmetric_int16_activations_convert(tmp_path):
+    q = importorskip("onnxruntime.quantization")
+    path = _quantize_static(tmp_path, "a16", activation_type=q.QuantType.QInt16,
+                            extra_options={"ActivationSymmetric": True})
+    result, out = _convert(path, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert _worst_steps(path, out.read_bytes()) <= 2
