@@ -115,12 +115,92 @@ def test_contrib_domain_qdq_converts_like_the_standard_ops(activation, tmp_path)
     assert _worst_steps(path, out.read_bytes()) <= 2
 
 
-def test_contrib_domain_qdq_of_a_type_the_opset_lacks_is_refused_in_one_line(tmp_path):
-    """4-bit weights below opset 21 are com.microsoft DequantizeLinear nodes: named, with the type."""
+@pytest.mark.parametrize("opset,weight,per_channel", [(17, "QInt4", False), (17, "QUInt4", True),
+                                                     (21, "QInt4", True), (21, "QUInt4", False)])
+def test_four_bit_weights_convert_on_the_eight_bit_grid(opset, weight, per_channel, tmp_path):
+    """4-bit weights (com.microsoft DequantizeLinear below opset 21, standard at 21) are points of
+    the 8-bit grid with the same scale and zero point: read as such, not refused."""
     q = importorskip("onnxruntime.quantization")
-    path = _quantize_static(tmp_path, "int4", weight_type=q.QuantType.QInt4)
+    path = _quantize_static(tmp_path, "int4", opset, weight_type=getattr(q.QuantType, weight),
+                            per_channel=per_channel)
+    four_bit = {TensorProto.INT4, TensorProto.UINT4}
+    assert any(i.data_type in four_bit for i in onnx.load(path).graph.initializer)
     result, out = _convert(path, tmp_path)
-    _assert_one_line_refusal(result, out, "_DequantizeLinear'", "int4", "com.microsoft")
+    assert result.exit_code == 0, result.output
+    assert _worst_steps(path, out.read_bytes()) <= 2
+
+
+def test_contrib_domain_qdq_of_a_type_the_opset_lacks_is_refused_in_one_line(tmp_path):
+    """com.microsoft int16 QDQ converts at opset 21 (onnxruntime moves the model there); at opset
+    17, where the standard ops have no int16, it is refused naming the node and the type."""
+    q = importorskip("onnxruntime.quantization")
+    path = _quantize_static(tmp_path, "int16", activation_type=q.QuantType.QInt16,
+                            extra_options={"UseQDQContribOps": True, "ActivationSymmetric": True})
+    result, out = _convert(path, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert _worst_steps(path, out.read_bytes()) <= 2
+    out.unlink()
+    model = onnx.load(path)
+    next(o for o in model.opset_import if o.domain == "").version = 17
+    onnx.save(model, path)
+    result, out = _convert(path, tmp_path)
+    _assert_one_line_refusal(result, out, "Linear'", "int16", "com.microsoft", "opset 21")
+
+
+def _blocked_matmul(path: str, dtype: int, axis: int, activations: bool) -> str:
+    """MatMul by a [40, 8] weight stored as 4-bit blocks of 16 along `axis` (opset 21), with or
+    without QDQ around the activations (LLM weight-only quantization has none)."""
+    rng = np.random.default_rng(5)
+    k, n, size = 40, 8, 16
+    signed = dtype == TensorProto.INT4
+    q = rng.integers(-8, 8, (k, n)) if signed else rng.integers(0, 16, (k, n))
+    blocks = [-(-k // size), n] if axis == 0 else [k, -(-n // size)]
+    zero_point = rng.integers(-2, 3, blocks) if signed else rng.integers(6, 10, blocks)
+    inits = [helper.make_tensor("wq", dtype, [k, n], q.ravel().tolist()),
+             numpy_helper.from_array(rng.uniform(0.01, 0.05, blocks).astype(np.float32), "ws"),
+             helper.make_tensor("wz", dtype, blocks, zero_point.ravel().tolist())]
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=axis, block_size=size)]
+    x, out = "x", "y"
+    if activations:
+        inits += [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+                  numpy_helper.from_array(np.array(3, np.int8), "z"),
+                  numpy_helper.from_array(np.array(0.05, np.float32), "s2"),
+                  numpy_helper.from_array(np.array(-2, np.int8), "z2")]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+                  helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+                  helper.make_node("QuantizeLinear", ["m", "s2", "z2"], ["mq"]),
+                  helper.make_node("DequantizeLinear", ["mq", "s2", "z2"], ["y"])]
+        x, out = "xd", "m"
+    nodes.insert(1, helper.make_node("MatMul", [x, "w"], [out]))
+    nodes.sort(key=lambda node: ["w", "xq", "xd", "m", out, "mq", "y"].index(node.output[0]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.INT4, TensorProto.UINT4])
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("activations", [False, True])
+def test_blocked_weights_are_the_float_constant_the_graph_computes(dtype, axis, activations, tmp_path):
+    """A blocked DequantizeLinear of a constant (block_size, opset 21) was refused; it computes a
+    float weight exactly. Without activation QDQ the MatMul stays float (onnxruntime's numbers);
+    with it, TFLite's int8 kernel takes the weight on a per-channel grid of its own."""
+    path = _blocked_matmul(str(tmp_path / "blocked.onnx"), dtype, axis, activations)
+    result, out = _convert(path, tmp_path)
+    assert result.exit_code == 0, result.output
+    rng = np.random.default_rng(9)
+    worst = 0.0
+    for _ in range(4):
+        x = rng.normal(size=(2, 40)).astype(np.float32)
+        expected, actual = run_onnxruntime(path, {"x": x})[0], run_litert(out.read_bytes(), [x])[0]
+        worst = max(worst, float(np.max(np.abs(expected - actual))))
+    if activations:
+        assert worst <= 2 * 0.05 + 1e-6  # two output steps
+    else:
+        assert worst <= 1e-5 * max(1.0, float(np.abs(expected).max()))
 
 
 def _diagnostics(result) -> list[str]:

@@ -60,15 +60,6 @@ def test_int16_activations_with_a_zero_point_are_refused(tmp_path):
     assert _refused(_relu_model(b, y, 21), tmp_path)[q] == "qdq_int16_zero_point"
 
 
-def test_weights_of_4_bits_are_refused(tmp_path):
-    b = QdqBuilder()
-    w = helper.make_tensor("w4", TensorProto.INT4, [4, 4, 1, 1], np.zeros(16, np.int64).tolist())
-    b.inits.append(w)
-    dq = b.node("DequantizeLinear", ["w4", b.const("s", np.array(0.1, np.float32))])
-    model = b.model({"x": (1, 4, 3, 3)}, [b.node("Conv", ["x", dq])], 21)
-    assert _refused(model, tmp_path)[f"/{dq}"] == "qdq_type"
-
-
 @pytest.mark.parametrize("scale", [0.0, -0.5, np.inf], ids=["zero", "negative", "inf"])
 def test_bad_scales_are_refused(scale, tmp_path):
     b = QdqBuilder()

@@ -14,6 +14,7 @@ from typing import Iterator
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from tflq.errors import UnsupportedModelError
 
@@ -27,6 +28,8 @@ QUANTIZED_CONTRIB_OPS = frozenset({"DynamicQuantizeMatMul", "DynamicQuantizeLSTM
                                    "DequantizeLinear", "QuantizeBFP", "DequantizeBFP"})
 CONTRIB_DOMAIN = "com.microsoft"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+_FOUR_BIT = {onnx.helper.tensor_dtype_to_np_dtype(onnx.TensorProto.INT4): np.int8,
+             onnx.helper.tensor_dtype_to_np_dtype(onnx.TensorProto.UINT4): np.uint8}
 # The integer types of the standard QuantizeLinear/DequantizeLinear (int32: DequantizeLinear only,
 # the biases), by the opset that introduced them. float8 is left out: tflq refuses it either way.
 _STANDARD_QDQ_TYPES = ((21, {onnx.helper.tensor_dtype_to_np_dtype(t) for t in (
@@ -65,10 +68,30 @@ def standard_qdq_from_contrib(model: onnx.ModelProto, opset: int) -> int:
             continue
         dtype = _qdq_type(node, inits)
         bias = node.op_type == "DequantizeLinear" and dtype == np.dtype(np.int32)
+        if dtype in _FOUR_BIT and dtype not in allowed and node.op_type == "DequantizeLinear" and \
+                node.input[0] in inits:
+            _widen_four_bit(model, node, inits)
+            dtype = _qdq_type(node, inits)
         if dtype is not None and (dtype in allowed or bias):
             node.domain = ""
             moved += 1
     return moved
+
+
+def _widen_four_bit(model: onnx.ModelProto, node: onnx.NodeProto,
+                    inits: dict[str, onnx.TensorProto]) -> None:
+    """A DequantizeLinear of 4-bit initializers reads 8-bit copies of them instead: the same
+    integers, scale and zero point, in a type every opset's DequantizeLinear takes."""
+    for index in (0, 2):
+        if index >= len(node.input) or not node.input[index]:
+            continue
+        values = numpy_helper.to_array(inits[node.input[index]])
+        name = f"{node.input[index]}/as_8_bit"
+        if name not in inits:
+            wide = values.astype(_FOUR_BIT[values.dtype])
+            inits[name] = numpy_helper.from_array(wide, name)
+            model.graph.initializer.append(inits[name])
+        node.input[index] = name
 
 
 def is_onnxruntime_quantized_op(node: onnx.NodeProto) -> bool:

@@ -28,6 +28,10 @@ from tflq.ops.base import Case, OpSpec, Transparent, rand
 from tflq.ops.checks import Arity, QuantAxis
 
 EIGHT_BIT = {np.dtype(np.int8): DType.INT8, np.dtype(np.uint8): DType.UINT8}
+# 4-bit integers (opset 21) are points of the 8-bit grid of the same scale and zero point: a
+# DequantizeLinear of int4/uint4 weights is read as int8/uint8 ones, exactly.
+FOUR_BIT = {helper.tensor_dtype_to_np_dtype(TensorProto.INT4): DType.INT8,
+            helper.tensor_dtype_to_np_dtype(TensorProto.UINT4): DType.UINT8}
 # Activation types of a QuantizeLinear: the 8-bit ones, and int16 (LiteRT's 16x8 kernels).
 ACTIVATION_TYPES = {**EIGHT_BIT, np.dtype(np.int16): DType.INT16}
 _ONNX_ACTIVATION_TYPES = {TensorProto.INT8: DType.INT8, TensorProto.UINT8: DType.UINT8,
@@ -55,6 +59,52 @@ def _attr(node, name: str, default: int) -> int:
         if a.name == name:
             return int(helper.get_attribute_value(a))
     return default
+
+
+def block_size(node) -> int:
+    """A DequantizeLinear's `block_size` (opset 21 blocked quantization), 0 when it has none."""
+    return _attr(node, "block_size", 0)
+
+
+def stored_integers(values: np.ndarray) -> tuple[np.ndarray, DType] | None:
+    """A quantized constant's integers and the 8-bit (or int16/int32) type tflq reads them as;
+    None for a type it cannot (float8, int64...)."""
+    if values.dtype in FOUR_BIT:
+        dtype = FOUR_BIT[values.dtype]
+        return values.astype(dtype.numpy), dtype
+    allowed = {**ACTIVATION_TYPES, np.dtype(np.int32): DType.INT32}
+    if values.dtype not in allowed:
+        return None
+    return values, allowed[values.dtype]
+
+
+def dequantize_blocked(node, values: np.ndarray, scale: np.ndarray,
+                       zero_point: np.ndarray | None) -> np.ndarray:
+    """ONNX DequantizeLinear with `block_size` B (opset 21): along `axis`, each run of B values
+    has its own scale and zero point, (q - zero_point) * scale in float32. Exact, so a blocked
+    weight becomes the float constant the graph computes."""
+    size = block_size(node)
+    rank = values.ndim
+    axis = _attr(node, "axis", 1)
+    if not -rank <= axis < rank:
+        raise Unsupported(node, "qdq_axis", f"axis {axis} is out of range for rank {rank}")
+    axis %= rank
+    scale = np.asarray(scale, np.float32)
+    expected = list(values.shape)
+    expected[axis] = -(-values.shape[axis] // size)
+    zero_point = np.zeros(scale.shape, np.int64) if zero_point is None else np.asarray(zero_point)
+    if list(scale.shape) != expected or zero_point.shape != scale.shape:
+        raise Unsupported(node, "qdq_channels",
+                          f"blocked parameters do not fit: scale {list(scale.shape)} and zero point "
+                          f"{list(zero_point.shape)} for blocks of {size} along axis {axis} of "
+                          f"shape {list(values.shape)} (expected {expected})",
+                          hint="the model's quantization parameters are broken; re-export it")
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise Unsupported(node, "qdq_scale", "every scale must be finite and > 0",
+                          hint="the model's quantization parameters are broken; re-export it")
+    spread = [np.repeat(p, size, axis=axis).take(range(values.shape[axis]), axis=axis)
+              for p in (scale, zero_point.astype(np.int64))]
+    return ((values.astype(np.int64) - spread[1]).astype(np.float32) * spread[0]).astype(np.float32)
 
 
 def qdq_params(node, scale: np.ndarray, zero_point: np.ndarray | None, dtype: DType,
@@ -211,13 +261,19 @@ class FakeQuant(OpSpec):
         if value is not None:
             # (int16: onnxruntime's 16x8 QDQ models store a Mul's or Add's constant operand on an
             # int16 activation grid)
-            allowed = {**ACTIVATION_TYPES, np.dtype(np.int32): DType.INT32}
-            if value.dtype not in allowed:
+            stored = stored_integers(value)
+            if stored is None:
                 raise Unsupported(node, "qdq_type", f"{_type_name(value.dtype)} quantization is not "
                                                     f"supported", hint=_HINT)
-            dtype = allowed[value.dtype]
-            params = _read_params(node, ctx, dtype, tuple(value.shape))
-            name = ctx.add_constant(node.output[0], dequantize_like_onnx(value, params))
+            value, dtype = stored
+            if block_size(node):
+                scale, zero_point = (ctx.constant(n) if n else None for n in (node.input[1:3] + [""])[:2])
+                if scale is None or (len(node.input) > 2 and node.input[2] and zero_point is None):
+                    raise Unsupported(node, "qdq_dynamic_scale", "the scale and zero point must be constants")
+                dequantized = dequantize_blocked(node, value, scale, zero_point)
+            else:
+                dequantized = dequantize_like_onnx(value, _read_params(node, ctx, dtype, tuple(value.shape)))
+            name = ctx.add_constant(node.output[0], dequantized)
             ctx.alias(node.output[0], name)
             return
         source = ctx.tensor(q)

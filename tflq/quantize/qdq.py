@@ -286,11 +286,13 @@ class _Folder:
                 return
             params = grid.with_dtype_shift(DType.UINT8)
         else:
+            params = grid
             if grid.dtype != DType.INT8 or np.any(grid.zero_point != 0):
+                params = _symmetric_int8(g.tensors[name].data, grid)
+            if params is None:
                 self.note(f"{what}: {grid.dtype.name.lower()} weights with non-zero zero points "
                           f"requantized to symmetric int8 (the int8 kernels need zero point 0)")
                 return
-            params = grid
         rule = registry.spec(op.kind).bias
         bias = self.bias_data(op)
         input_params = self.given.get(op.inputs[rule.input]) if rule is not None else None
@@ -378,6 +380,21 @@ def _within_grid(data: np.ndarray, params: QuantParams) -> QuantParams | None:
             np.max(nearest, initial=0) > params.dtype.qmax:
         return None
     return params
+
+
+def _symmetric_int8(data: np.ndarray, grid: QuantParams) -> QuantParams | None:
+    """The symmetric int8 grid of `grid`'s scales when every weight, an integer q - zero point of
+    `grid`, lies in [-127, 127] (always for 4-bit weights; uint8 ones around a middle zero
+    point): the same values exactly, as TFLite's int8 kernels need them; else None."""
+    if grid.is_per_channel:
+        symmetric = QuantParams.per_channel(DType.INT8, grid.scale, np.zeros(grid.scale.shape, np.int64),
+                                            grid.axis)
+    else:
+        symmetric = QuantParams.per_tensor(DType.INT8, float(grid.scale), 0)
+    found = _within_grid(data, symmetric)
+    if found is None or np.any(found.quantize(data) == -128):
+        return None
+    return found
 
 
 def _bias_saturates(bias: np.ndarray, input_params: QuantParams, weight: QuantParams) -> bool:
