@@ -510,3 +510,87 @@ def run_onnxruntime_bytes(model: bytes, feeds: dict) -> list:
 
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
+
+
+def _clamped_model(path) -> str:
+    """Three large tensors clamped at 0 (32 x 32 x 32 values each): "zeros" (Conv+Relu, half of
+    its values 0), "late" (Conv+Clip(0, 6) of a bias of +4: no 0 but on the large samples) and
+    "never" (a bias of +40: no 0 in any sample); then a residual Add, GAP and Gemm."""
+    rng = np.random.default_rng(21)
+    inits = [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (5, 32)).astype(np.float32), "fc")]
+
+    def conv(name, source, cin, bias, scale=0.2):
+        inits.extend([numpy_helper.from_array(rng.normal(0, scale, (32, cin, 3, 3)).astype(np.float32), f"{name}.w"),
+                      numpy_helper.from_array(np.full(32, bias, np.float32), f"{name}.b")])
+        return helper.make_node("Conv", [source, f"{name}.w", f"{name}.b"], [name + ".c"], pads=[1, 1, 1, 1])
+
+    nodes = [conv("zeros", "x", 3, 0.0), helper.make_node("Relu", ["zeros.c"], ["zeros"]),
+             conv("late", "zeros", 32, 4.0, scale=0.05), helper.make_node("Clip", ["late.c", "lo", "hi"], ["late"]),
+             conv("never", "late", 32, 40.0, scale=0.01), helper.make_node("Relu", ["never.c"], ["never"]),
+             helper.make_node("Add", ["late", "never"], ["a"]), helper.make_node("GlobalAveragePool", ["a"], ["gap"]),
+             helper.make_node("Flatten", ["gap"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    from tests.conftest import save_graph
+
+    return save_graph(path, nodes, {"x": [1, 3, 32, 32]}, "y", inits)
+
+
+def _clamped_samples() -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(8)
+    return [{"x": (rng.normal(0, 1, (1, 3, 32, 32)) * (40.0 if i == 3 else 1.0)).astype(np.float32)}
+            for i in range(5)]
+
+
+def test_minima_of_large_clamped_tensors_are_sampled_and_still_exact(tmp_path, caplog):
+    """A minimum of a tensor clamped at 0 is taken over ~1000 of its values: exact once one is 0.
+    Where sample 0's values hold no 0 ("late" sees its first 0 in sample 3, "never" none), those
+    minima are planned whole and sample 0 runs again: every extreme is numpy's (and the largest
+    values of the clamped tensors, never sampled, too)."""
+    model = _clamped_model(tmp_path / "clamped.onnx")
+    graph, _ = prepare_graph(ConvertConfig(model=model, mode="full"))
+    tensors = frozenset(n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float)
+    plan = plan_onnxruntime(graph, tensors, False, model)[0]
+    assert plan.sampled == {"zeros", "late", "never"}
+    whole = plan_onnxruntime(graph, tensors, False, model, whole_minima=frozenset({"late"}))[0]
+    assert whole.sampled == {"zeros", "never"}
+
+    samples = _clamped_samples()
+    reference = _calibrate(graph, samples, tensors, False, False, 1, None, "numpy", model, None)[0]
+    assert reference.tensors["zeros"].minimum == 0 and reference.tensors["late"].minimum == 0
+    assert reference.tensors["never"].minimum > 30
+    with caplog.at_level(logging.DEBUG, logger="tflq.calibration.run"):
+        got, name = _calibrate(graph, samples, tensors, False, False, 1, None, "onnxruntime", model, None)
+    assert name == "onnxruntime"
+    assert "2 sampled minima not settled by sample 0" in caplog.text
+    _assert_agree(reference, got)
+    # bit for bit what onnxruntime gives with every minimum whole
+    everything = plan_onnxruntime(graph, tensors, False, model, whole_minima=plan.sampled)[0]
+    assert not everything.sampled
+    exact = OnnxruntimeRunner(everything, False).run(samples)
+    for name in tensors:
+        assert (got.tensors[name].minimum, got.tensors[name].maximum) == \
+            (exact.tensors[name].minimum, exact.tensors[name].maximum), name
+
+    # on two threads, after planning again, the same
+    assert OnnxruntimeRunner(everything, False).run(samples[:1] + samples).tensors["never"].minimum == \
+        _calibrate(graph, samples[:1] + samples, tensors, False, False, 2, None, "onnxruntime", model,
+                   None)[0].tensors["never"].minimum
+
+    # recording only tensors whose samples hold a 0 in sample 0: nothing is planned again
+    caplog.clear()
+    some = frozenset(n for n in tensors if n not in ("late", "never"))
+    with caplog.at_level(logging.DEBUG, logger="tflq.calibration.run"):
+        got = _calibrate(graph, samples, some, False, False, 1, None, "onnxruntime", model, None)[0]
+    assert "not settled" not in caplog.text and "1 minima sampled" in caplog.text
+    assert got.tensors["zeros"].minimum == 0
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 112, 112), (1, 960, 7, 7), (1, 3, 224, 224), (1, 64, 4096),
+                                   (2048, 64), (65536,), (1, 16, 8, 8, 8)])
+def test_sampling_steps_pick_about_a_thousand_values_across_the_tensor(shape):
+    steps = engines.sampling_steps(shape)
+    axes = shape[len(shape) - len(steps):]
+    picked = int(np.prod(shape[:len(shape) - len(steps)], dtype=np.int64)) * int(np.prod(
+        [-(-n // s) for n, s in zip(axes, steps)]))
+    assert all(s >= 1 for s in steps)
+    assert min(np.prod(shape), 500) <= picked <= max(4 * engines.SAMPLED_VALUES, np.prod(shape[:-2] or (1,)))

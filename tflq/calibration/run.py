@@ -110,8 +110,8 @@ def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], tensors
 def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor, engine, model,
                input_shapes, changed=frozenset()) -> tuple[CalibrationStats, str]:
     """calibrate(), and the name of the engine that ran."""
-    from tflq.calibration.engines import (OnnxruntimeFailure, OnnxruntimeRunner, engines_agree,
-                                          optimized_plan, plan_onnxruntime, resolve_engine)
+    from tflq.calibration.engines import (OnnxruntimeFailure, engines_agree, plan_onnxruntime,
+                                          resolve_engine, unsettled_minima)
     from tflq.calibration.parallel import CalibrationJob, one_blas_thread, run_calibration
 
     if tensors is None:
@@ -135,18 +135,15 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
             total = None if total is None else total - 1
             with one_blas_thread():
                 try:
-                    # This process's threads run onnxruntime's optimized graph (made here: it is
-                    # of this machine); an executor's workers get the model as planned.
-                    try:
-                        runner = OnnxruntimeRunner(plan if executor is not None else optimized_plan(plan),
-                                                   histogram)
-                    except OnnxruntimeFailure as exc:
-                        if executor is not None:
-                            raise
-                        # onnxruntime refused its own optimized graph: the model as planned
-                        log.debug("%s (its optimized graph); the model as planned", exc)
-                        runner = OnnxruntimeRunner(plan, histogram)
-                    stats = runner.run([head], 0)
+                    runner, stats = _first_sample(plan, head, histogram, executor)
+                    unsettled = unsettled_minima(runner.plan, stats)
+                    if unsettled:  # their samples held no 0: the minima whole, from sample 0 again
+                        log.debug("calibration: %d sampled minima not settled by sample 0", len(unsettled))
+                        plan, reason = plan_onnxruntime(graph, tensors, histogram, model, input_shapes,
+                                                        changed, whole_minima=unsettled)
+                        if plan is None:
+                            raise OnnxruntimeFailure(reason)
+                        runner, stats = _first_sample(plan, head, histogram, executor)
                 except OnnxruntimeFailure as exc:
                     reason = str(exc)
                 if os.environ.get("TFLQ_DEBUG") and not reason:
@@ -169,6 +166,23 @@ def _calibrate(graph, samples, tensors, show_progress, histogram, jobs, executor
     if stats.samples == 0:
         raise CalibrationError("no calibration samples")
     return stats, name
+
+
+def _first_sample(plan, head, histogram: bool, executor):
+    """A runner of `plan` in onnxruntime and its statistics of sample 0 (`head`). This process's
+    threads run onnxruntime's optimized graph (made here: it is of this machine); an executor's
+    workers get the model as planned."""
+    from tflq.calibration.engines import OnnxruntimeFailure, OnnxruntimeRunner, optimized_plan
+
+    try:
+        runner = OnnxruntimeRunner(plan if executor is not None else optimized_plan(plan), histogram)
+    except OnnxruntimeFailure as exc:
+        if executor is not None:
+            raise
+        # onnxruntime refused its own optimized graph: the model as planned
+        log.debug("%s (its optimized graph); the model as planned", exc)
+        runner = OnnxruntimeRunner(plan, histogram)
+    return runner, runner.run([head], 0)
 
 
 class SampleRunner:

@@ -13,7 +13,6 @@ from onnx import helper
 from tflq.frontend.onnx_loader import fix_input_shapes
 
 OUTPUT_PREFIX = "tflq.calibration/"
-SCALAR_SHAPE = OUTPUT_PREFIX + "shape/1"
 NCHWC_DOMAIN = "com.microsoft.nchwc"  # onnxruntime's blocked layout (its NchwcTransformer)
 # ops of onnxruntime's optimized graphs whose blocked output has the channels of their first input
 NCHWC_SAME_CHANNELS = {NCHWC_DOMAIN: {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "Upsample"},
@@ -34,14 +33,27 @@ class CalibrationModel:
 
     def finish(self, equivalents: Sequence[tuple[list, list]], reduced: Sequence[str],
                fetched: Sequence[str], dtypes: Mapping[str, np.dtype],
-               ranks: Mapping[str, int]) -> tuple[bytes, tuple[int, ...]]:
+               ranks: Mapping[str, int], sampled: Mapping[str, tuple[int, ...]] | None = None
+               ) -> tuple[bytes, tuple[int, ...]]:
         """The serialized model computing `equivalents` ((nodes, initializers) of lowered ops)
         too, whose outputs are the extremes of the `reduced` tensors, then each `fetched` tensor
         whole; dtypes: numpy type by tensor, ranks: rank by reduced tensor. The extremes come
         out concatenated, one output per run of `reduced` of one rank and type (each output
         costs onnxruntime's Python binding ~2 us a run, 130 of them 3% of MobileNetV2's pass):
-        the minima of the run, then its maxima. Also returns the runs' lengths."""
+        the minima of the run, then its maxima. `sampled`: reduced tensors whose minimum is taken
+        over every so many of their values: the steps along their last axes (each >= 1). Also
+        returns the runs' lengths."""
         graph = self.model.graph
+        sampled = sampled or {}
+        constants = {init.name for init in graph.initializer}
+
+        def constant(name: str, values: list[int]) -> str:
+            name = f"{OUTPUT_PREFIX}{name}"
+            if name not in constants:
+                constants.add(name)
+                graph.initializer.append(helper.make_tensor(name, onnx.TensorProto.INT64, [len(values)], values))
+            return name
+
         for nodes, initializers in equivalents:
             graph.node.extend(nodes)
             graph.initializer.extend(initializers)
@@ -59,9 +71,18 @@ class CalibrationModel:
             for name in run:
                 for node, out, into in (("ReduceMin", names[name][0], lows), ("ReduceMax", names[name][1], highs)):
                     if rank == 0:  # its own extreme, as a vector for Concat
-                        if not any(init.name == SCALAR_SHAPE for init in graph.initializer):
-                            graph.initializer.append(helper.make_tensor(SCALAR_SHAPE, onnx.TensorProto.INT64, [1], [1]))
-                        graph.node.append(helper.make_node("Reshape", [name, SCALAR_SHAPE], [out]))
+                        graph.node.append(helper.make_node("Reshape", [name, constant("shape/1", [1])], [out]))
+                    elif node == "ReduceMin" and name in sampled:
+                        # every step-th value along each of the last axes
+                        steps = sampled[name]
+                        axes = list(range(rank - len(steps), rank))
+                        picked = out + "/sampled"
+                        graph.node.append(helper.make_node(
+                            "Slice", [name, constant(f"zeros/{len(steps)}", [0] * len(steps)),
+                                      constant(f"ends/{len(steps)}", [np.iinfo(np.int64).max] * len(steps)),
+                                      constant("axes/" + ",".join(map(str, axes)), axes),
+                                      constant("steps/" + ",".join(map(str, steps)), list(steps))], [picked]))
+                        graph.node.append(helper.make_node(node, [picked], [out], keepdims=1))
                     else:
                         graph.node.append(helper.make_node(node, [name], [out], keepdims=1))
                     into.append(out)
@@ -228,8 +249,9 @@ def reductions_in_place(model: onnx.ModelProto) -> int:
     16) and copies a tensor back to NCHW (ReorderOutput) for any other consumer, such as the two
     reductions of each recorded tensor: a copy per tensor, made after the whole forward pass,
     which costs more than the reductions. A minimum or maximum over the whole tensor does not
-    depend on the order of its values, so a reduction reads the blocked tensor itself when that
-    holds exactly the tensor's values: no channels padded up to the block (the padded count is
+    depend on the order of its values, and a sampled minimum (CalibrationModel.finish) is exact
+    whichever of them it samples, so a reduction reads the blocked tensor itself when that holds
+    exactly the tensor's values: no channels padded up to the block (the padded count is
     the first dimension of the blocked convolution's weights). Then each reduction (and each copy
     still needed) moves right after the node making its tensor, so it reads it while in cache:
     onnxruntime's default execution order (depth first from the outputs that concatenate the
@@ -263,8 +285,11 @@ def reductions_in_place(model: onnx.ModelProto) -> int:
 
 
 def _is_reduction(node) -> bool:
-    return node.op_type in REDUCTIONS and node.domain in ("", "ai.onnx") and \
-        node.output[0].startswith(OUTPUT_PREFIX)
+    """A node of calibration's that may read its tensor in any order of its values: a reduction,
+    or the slice a sampled minimum is taken over (CalibrationModel.finish)."""
+    if node.domain not in ("", "ai.onnx") or not node.output[0].startswith(OUTPUT_PREFIX):
+        return False
+    return node.op_type in REDUCTIONS or (node.op_type == "Slice" and node.output[0].endswith("/sampled"))
 
 
 def _consumers(nodes) -> dict[str, list]:

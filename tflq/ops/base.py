@@ -245,6 +245,8 @@ CLAMPS = frozenset({"NONE", "RELU", "RELU_N1_TO_1", "RELU6"})
 # activations (a BatchNorm after a ReLU folds into the convolution before it; cross-layer
 # equalization). RELU6 and RELU_N1_TO_1 clip at a fixed value, which the scale would move.
 POSITIVELY_HOMOGENEOUS = frozenset({"NONE", "RELU"})
+# Fused activations that clamp the output below at 0: its minimum is 0 as soon as one value is.
+ZERO_CLAMPED = frozenset({"RELU", "RELU6"})
 
 
 class KernelVariant(Enum):

@@ -7,7 +7,7 @@ from onnx import helper
 from tflq.errors import Unsupported
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
-from tflq.ops.base import WITH_INT16, Calibrated, Case, OpSpec, SameAsInput, Transparent, rand
+from tflq.ops.base import WITH_INT16, ZERO_CLAMPED, Calibrated, Case, OpSpec, SameAsInput, Transparent, rand
 from tflq.ops.common import quantized_version
 
 CLIP_KINDS = {(0.0, 6.0): "RELU6", (0.0, np.inf): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
@@ -36,6 +36,20 @@ def never_negative(graph: Graph, name: str) -> bool:
         return False
     spec = registry.spec(producer.kind)
     return isinstance(spec, _ClampSpec) and spec.low >= 0.0
+
+
+def clamped_at_zero(producer: Op | None, name: str) -> bool:
+    """Whether tensor `name`, made by `producer`, is clamped below at 0, by a clamp op (RELU,
+    RELU6) or by the op's fused activation: its minimum over any values is then 0 as soon as
+    one of them is."""
+    from tflq import ops as registry
+
+    if producer is None or not producer.outputs or name != producer.outputs[0]:
+        return False
+    spec = registry.spec(producer.kind)
+    if isinstance(spec, _ClampSpec):
+        return spec.low == 0.0
+    return getattr(producer.attrs, "fused_activation", "NONE") in ZERO_CLAMPED
 
 
 class _ClampSpec(OpSpec):
