@@ -120,3 +120,58 @@ def test_calib_samples_reads_only_the_rows_it_uses(tmp_path):
     finally:
         tracemalloc.stop()
     assert len(samples) == 3 and peak < 2 * 1024 ** 2, peak
+
+
+def _embedding_model(path) -> str:
+    """Token ids (int64, [1, 6]) into a 10-row embedding, directly and through an int32 Cast into a
+    second table of 7 rows: the tighter bound, [-7, 6], holds for the input."""
+    from onnx import helper, numpy_helper
+
+    from tests.conftest import save_model
+
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"]),
+             helper.make_node("Cast", ["ids"], ["ids32"], to=6),
+             helper.make_node("Gather", ["small", "ids32"], ["s"]),
+             helper.make_node("Add", ["e", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", 7, [1, 6])],
+                              [helper.make_tensor_value_info("y", 1, None)],
+                              [numpy_helper.from_array(rng.normal(size=(10, 4)).astype(np.float32), "table"),
+                               numpy_helper.from_array(rng.normal(size=(7, 4)).astype(np.float32), "small")])
+    return save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.parametrize("bad", [7, -8, 10**12])
+def test_token_ids_outside_the_embedding_are_refused_naming_file_row_and_node(tmp_path, bad):
+    """An id the model's Gather does not define (ONNX fails on it, the TFLite file's FLOOR_MOD
+    would read another row) is a data error: the file, the row and the node are named, nothing
+    is written; negative ids within the table count from its end, as in ONNX."""
+    from click.testing import CliRunner
+
+    from tflq.cli import main
+
+    model = _embedding_model(tmp_path / "embed.onnx")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    good = np.array([[[0, 6, -7, -1, 3, 2]], [[1, 1, 1, 1, 1, 1]]], np.int64)
+    np.save(calib / "a.npy", good)
+    assert tflq.convert(model, None, mode="full", calib=str(calib)).calibration["samples"] == 2  # in range
+
+    ids = good.copy()
+    ids[1, 0, 4] = bad
+    np.save(calib / "b.npy", ids)
+    with pytest.raises(CalibrationError) as error:
+        tflq.convert(model, None, mode="full", calib=str(calib))
+    message = str(error.value)
+    assert "b.npy" in message and "row 1 of input 'ids'" in message and f"holds {bad}" in message
+    assert "outside [-7, 6]" in message and "(Gather) indexes 7 entries" in message
+
+    # Python samples too
+    with pytest.raises(CalibrationError, match=f"holds {bad}, outside"):
+        tflq.convert(model, None, mode="full", calib=[{"ids": ids[1]}])
+
+    out = tmp_path / "out.tflite"
+    result = CliRunner().invoke(main, ["convert", model, "-o", str(out), "--mode", "full", "--calib", str(calib)])
+    assert result.exit_code == 1 and "outside [-7, 6]" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()

@@ -316,14 +316,14 @@ def unsettled_minima(plan: OnnxruntimePlan, stats: CalibrationStats) -> frozense
 
 
 def session_options():
-    """One intra-op thread, sequential execution, no warnings on stderr."""
+    """One intra-op thread, sequential execution, nothing on stderr (tflq reports errors)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # its errors too: a failed run raises, and tflq says why
     return options
 
 

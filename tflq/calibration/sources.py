@@ -53,6 +53,7 @@ class InputSpec:
     shape: tuple[int, ...]
     dtype: np.dtype
     convert: bool = False  # accept other numeric types and cast (the calib_convert option)
+    bounds: tuple[int, int, str] | None = None  # an index input's valid values (Graph.index_bounds)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
@@ -80,7 +81,7 @@ def graph_input_specs(graph: Graph) -> list[InputSpec]:
         if t.is_constant:
             continue
         shape = onnx_shape(t)
-        specs.append(InputSpec(name, shape, t.dtype.numpy))
+        specs.append(InputSpec(name, shape, t.dtype.numpy, bounds=graph.index_bounds.get(name)))
     return specs
 
 
@@ -461,11 +462,24 @@ class _RowReader:
                 bad = int(np.flatnonzero(~np.isfinite(piece.reshape(n, -1)).all(axis=1))[0])
                 raise CalibrationError(f"{self.label}: row {self.position + bad} contains NaN or Inf "
                                        f"(input '{self.spec.name}')")
+            if self.spec.bounds is not None:
+                self._check_bounds(piece)
             pieces.append(piece)
             self.position += n
             count -= n
         rows = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return rows.reshape(self.spec.shape)
+
+    def _check_bounds(self, rows: np.ndarray) -> None:
+        """Index data must lie where the model defines the op that reads it (a token id within
+        the embedding's rows): the ONNX model fails on others, the TFLite file reads a wrong row."""
+        low, high, what = self.spec.bounds
+        outside = (rows < low) | (rows > high)
+        if outside.any():
+            row = int(np.flatnonzero(outside.reshape(len(rows), -1).any(axis=1))[0])
+            value = rows[row][outside[row]].flat[0]
+            raise CalibrationError(f"{self.label}: row {self.position + row} of input '{self.spec.name}' "
+                                   f"holds {value}, outside [{low}, {high}]: {what}")
 
     def has_more(self) -> bool:
         if self.current is not None and self.position < len(self.current):

@@ -102,6 +102,9 @@ class Graph:
         # the ONNX model's node names, also of nodes folded, fused or removed since (what
         # --float-ops and --int16-ops may name); empty for a graph not imported from ONNX
         self.source_nodes: frozenset[str] = frozenset()
+        # graph input -> (lowest, highest, what): the values an index input may hold (token ids
+        # into an embedding's rows), as the ONNX model defines them; data is checked against it
+        self.index_bounds: dict[str, tuple[int, int, str]] = {}
 
     # ---- tensors -------------------------------------------------------------------------
     def add_tensor(self, tensor: Tensor) -> Tensor:
@@ -257,4 +260,5 @@ class Graph:
         other.outputs = list(self.outputs)
         other._names = set(self._names)
         other.source_nodes = self.source_nodes
+        other.index_bounds = dict(self.index_bounds)
         return other

@@ -30,6 +30,30 @@ def add_gather(ctx, x: str, out: str, indices: np.ndarray, axis: int) -> None:
     ctx.add_op("GATHER", [x, name], [out], GatherAttrs(axis=axis))
 
 
+# ops whose output holds its input's values (so an index is the graph input's value)
+SAME_VALUES = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CAST"})
+
+
+def bound_input_indices(graph: Graph, indices: str, low: int, high: int, what: str) -> None:
+    """Record that the graph input whose values tensor `indices` holds (through reshapes and
+    integer casts) may only hold values in [low, high] (Graph.index_bounds), where ONNX defines
+    the op that reads them: the tightest bound where several ops read one input."""
+    name = indices
+    for _ in range(len(graph.ops) + 1):
+        if name in graph.inputs:
+            break
+        producer = graph.producer(name)
+        if producer is None or producer.kind not in SAME_VALUES or \
+                not all(graph.tensors[n].dtype in (DType.INT32, DType.INT64) for n in (producer.inputs[0], name)):
+            return
+        name = producer.inputs[0]
+    else:
+        return
+    known = graph.index_bounds.get(name)
+    if known is None or high - low < known[1] - known[0]:
+        graph.index_bounds[name] = (low, high, what)
+
+
 def _gather_case(name: str, shape, indices, axis: int) -> Case:
     return Case(name, [helper.make_node("Gather", ["x", "i"], ["y"], axis=axis)], {"x": rand(*shape)},
                 {"i": np.array(indices, np.int64)})
@@ -102,6 +126,8 @@ class Gather(OpSpec):
         if index_t.dtype not in (DType.INT32, DType.INT64):
             raise Unsupported(node, "gather_index_type", f"Gather indices of type {index_t.dtype.name.lower()}")
         dim = ctx.shape(x)[axis]
+        bound_input_indices(ctx.graph, indices, -dim, dim - 1, f"node '{node.name}' (Gather) indexes "
+                            f"{dim} entries on axis {axis}")
         wrapped = ctx.new_activation(f"{out}/indices_wrapped", index_t.shape, index_t.dtype)
         ctx.add_op("FLOOR_MOD", [indices, ctx.add_constant(f"{out}/axis_length",
                                                            np.array(dim, index_t.dtype.numpy))], [wrapped])
