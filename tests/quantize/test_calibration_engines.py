@@ -149,11 +149,21 @@ def test_equalized_layers_are_computed_in_numpy_and_agree(models):
     _assert_agree(runs["numpy"][0], stats)
 
 
-def test_external_data_falls_back_to_numpy_and_says_why(models, caplog):
-    with caplog.at_level(logging.INFO, logger="tflq"):
-        report = convert(ConvertConfig(model=models["external"], mode="full", dtype="int8", calib=_samples()))
-    assert report.calibration["engine"] == "numpy"
-    assert "calibration engine: numpy (the model keeps weights in external data files)" in caplog.text
+def test_weights_in_external_data_calibrate_in_onnxruntime_as_the_same_model_inline(models, tmp_path):
+    """torch.onnx.export writes its weights beside the model (model.onnx.data) by default: the
+    weights are read in for onnxruntime as the loader reads them, and the file is the one the
+    same model with its weights inline gives, as numpy's statistics say it should be."""
+    inline = convert(ConvertConfig(model=models["plain"], output=str(tmp_path / "inline.tflite"), mode="full",
+                                   dtype="int8", calib=_samples()))
+    external = convert(ConvertConfig(model=models["external"], output=str(tmp_path / "external.tflite"),
+                                     mode="full", dtype="int8", calib=_samples()))
+    assert inline.calibration["engine"] == external.calibration["engine"] == "onnxruntime"
+    assert (tmp_path / "inline.tflite").read_bytes() == (tmp_path / "external.tflite").read_bytes()
+    graph, _ = prepare_graph(ConvertConfig(model=models["external"], mode="full"))
+    runs = {engine: _calibrate(graph, _samples(), None, False, False, 1, None, engine, models["external"], None)
+            for engine in ("numpy", "onnxruntime")}
+    assert runs["onnxruntime"][1] == "onnxruntime"
+    _assert_agree(runs["numpy"][0], runs["onnxruntime"][0])
 
 
 def test_a_model_onnxruntime_refuses_falls_back_to_numpy(models, monkeypatch, caplog):

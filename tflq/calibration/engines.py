@@ -31,7 +31,7 @@ Which tensors are counterparts is decided from the graphs (names, and the tensor
 equalized layers are computed in numpy); the shapes onnxruntime hands out are checked, and with
 TFLQ_DEBUG (--debug) the first sample also runs in numpy and every tensor's extremes must agree.
 When onnxruntime refuses the model or its first sample, or the graph is not known to hold the
-ONNX model's values (quantized tensors, inputs tflq fixed or folded, weights in external files),
+ONNX model's values (quantized tensors, inputs tflq fixed or folded),
 numpy calibrates the whole model and the log says why. The graph inputs are recorded in numpy
 from the feeds, so NaN or Inf in a sample is named as the numpy engine names it; inside the
 network infinities are always seen, NaN where it reaches a minimum or maximum (onnxruntime's
@@ -59,7 +59,7 @@ from tflq.ir.layout import to_channels_last
 log = logging.getLogger(__name__)
 
 AGREEMENT = 1e-3            # engines agree when extremes differ by at most this share of the range
-MAX_MODEL_BYTES = 1 << 30       # larger models would need their weights in external files
+MAX_MODEL_BYTES = 1 << 30       # the model and its external data, handed to onnxruntime in memory
 MAX_FETCHED_BYTES = 256 << 20  # whole tensors onnxruntime hands out at once, per sample
 EQUIVALENTS_OPSET = 11         # ONNX Pad takes its pads as an input from opset 11
 SAMPLED_OPSET = 10             # ONNX Slice takes steps from opset 10

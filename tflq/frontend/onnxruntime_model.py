@@ -108,18 +108,27 @@ def reduction_names(count: int) -> list[tuple[str, str]]:
 
 def read_calibration_model(path: str, input_shapes: Mapping[str, tuple[int, ...]] | None,
                            max_bytes: int) -> tuple[CalibrationModel | None, str]:
-    """The model at `path` with its input shapes fixed as the loader fixed them, or None and why."""
+    """The model at `path` with its input shapes fixed as the loader fixed them, or None and why.
+    Weights in external data files (torch.onnx.export's default) are read in as the loader reads
+    them, so that the model onnxruntime gets is whole in memory."""
+    import os
+
+    from onnx import external_data_helper
+
+    from tflq.frontend.onnx_loader import read_model_and_data_files
+
     try:
         with open(path, "rb") as f:
             source = f.read()
         model = onnx.load_from_string(source)
+        size = len(source)
+        if any(external_data_helper.uses_external_data(t) for t in external_data_helper._get_all_tensors(model)):
+            model, files = read_model_and_data_files(path)
+            source = None  # (its initializers are not those of the file)
+            size += sum(os.path.getsize(f) for f in files)
     except Exception as exc:  # noqa: BLE001 - the loader read it; anything odd: no onnxruntime
         return None, f"the model did not load again ({type(exc).__name__})"
-    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
-        return None, "the model keeps weights in external data files"
-    import os  # (the file's size: protobuf's ByteSize serializes the model to count it)
-
-    if os.path.getsize(path) > max_bytes:  # all its data is in the file (checked above)
+    if size > max_bytes:
         return None, "the model is too large to hand to onnxruntime in memory"
     try:
         fix_input_shapes(model, dict(input_shapes or {}), [])
