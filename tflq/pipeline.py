@@ -28,7 +28,7 @@ from tflq.ir.qdq import QdqModel
 from tflq.mode import resolve_mode, unused_option_notes
 from tflq.ops.pool import average_pools_as_depthwise, clamps_as_max_pools, max_pool_pads_as_same
 from tflq.ops.activations import relu_0_to_1_as_relu
-from tflq.quantize.masks import finite_mask_fills
+from tflq.quantize.masks import finite_mask_fills, mask_fills_apart
 from tflq.quantize.qdq import simplify_qdq_graph
 from tflq.quantize.repair import equalize_if_asked
 from tflq.report import ConversionReport
@@ -93,6 +93,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     report.equalization = equalize_if_asked(graph, config, qdq)
     if config.mode == Mode.FULL:  # calibration needs finite sums: a -inf mask as finfo.min
         finite_mask_fills(graph)
+        mask_fills_apart(graph)  # each mask's fill its own constant, scores beside the masks
     return graph, report, config, qdq
 
 

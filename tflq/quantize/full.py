@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from tflq.calibration.run import collect_statistics, evaluation_samples
+from tflq.calibration.run import calibrated_tensors, collect_statistics, evaluation_samples
 from tflq.config import ConvertConfig, dtype_name
 from tflq.errors import CalibrationError, Diagnostic, InvalidConfigError, UnsupportedModelError
 from tflq.ir.dtypes import DType
@@ -95,6 +95,9 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         folded = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
                                  stats if stats is not None else frozenset())
     int16_ops, float_ops = frozenset(config.int16_ops), frozenset(config.float_ops)
+    # what only --float-ops nodes make and read: calibration left it out, its range is unknown
+    unrecorded = frozenset(n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float) \
+        - calibrated_tensors(graph, config.float_ops) if config.float_ops else frozenset()
     means = None  # bias correction's input means, measured once (the search corrects each mix)
     if config.target_sqnr is not None:
         # bias correction left unsaid in an 8-bit type: the search tries it, and keeps it where
@@ -104,7 +107,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         searched = replace(config, bias_correction=True) if optional else config
         means = measured_input_means(graph, searched)
         result = search_precision(
-            graph, lambda i16, f: _Context(dtype, config, stats, folded, int16_ops | i16, float_ops | f),
+            graph, lambda i16, f: _Context(dtype, config, stats, folded, int16_ops | i16, float_ops | f, unrecorded),
             evaluation_samples(graph, config), config.target_sqnr,
             "calibration samples" if config.eval_data is None else "samples of --eval-data",
             accept_below=config.accept_below_target, show_progress=config.show_progress,
@@ -115,7 +118,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         int16_ops, float_ops = int16_ops | result.int16_nodes, float_ops | result.float_nodes
         if optional:  # the file is corrected as the search measured it, or not at all
             config = replace(config, bias_correction=bool(result.counted))
-    plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops))
+    plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops, unrecorded))
     require_integer_target(graph, plan, get_target(config.target))
     report.notes.extend(plan.adjustments)
     # REPAIR: learned rounding, then bias correction, on the plan's weight grids
@@ -151,11 +154,13 @@ class _Context(PlanContext):
     the ops touching what it leaves float (and calibration does not cover) kept float."""
 
     def __init__(self, dtype: DType, config: ConvertConfig, stats, folded,
-                 int16_ops: frozenset[str] = frozenset(), float_ops: frozenset[str] = frozenset()) -> None:
+                 int16_ops: frozenset[str] = frozenset(), float_ops: frozenset[str] = frozenset(),
+                 unrecorded: frozenset[str] = frozenset()) -> None:
         super().__init__(dtype, set(config.float_ops) | float_ops,
                          folded.given if folded is not None else None,
                          set(config.int16_ops) | int16_ops, target=get_target(config.target))
         self.stats = stats
+        self.unrecorded = unrecorded  # tensors calibration left out (calibrated_tensors): no range
         self.folded = folded
         self.method, self.percentile = config.calib_method.value, config.percentile
 
@@ -167,6 +172,8 @@ class _Context(PlanContext):
                 return None
             step, zero_point = float(grid.scale), int(grid.zero_point)
             return (grid.dtype.qmin - zero_point) * step, (grid.dtype.qmax - zero_point) * step
+        if name in self.unrecorded and (self.stats is None or name not in self.stats.tensors):
+            return None
         try:
             return self.stats.range(name, self.method, self.percentile)
         except KeyError:

@@ -1,5 +1,6 @@
 """Before calibration: attention masks of -inf (nn.Transformer's causal mask, torch's key padding
-masks) become masks of a finite fill, which the softmax weighs exactly as it weighs -inf."""
+masks) or of fills that sum past float32 (two finfo.min masks added) become masks of a finite
+fill, which the softmax weighs exactly as it weighs -inf."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,48 +13,50 @@ LOWEST = float(np.finfo(np.float32).min)
 
 
 def finite_mask_fills(graph: Graph) -> list[str]:
-    """Replace -inf by a finite fill in the constants that only mask softmax rows; return the
-    tensors whose values changed (renamed).
+    """Replace -inf, and fills that a sum of masks takes to -inf, by a finite fill in the
+    constants that only mask softmax rows; return the tensors whose values changed (renamed).
 
     torch.nn.Transformer.generate_square_subsequent_mask is -inf above the diagonal (a constant
     in a TorchScript export), and a key padding mask is Where(padding, -inf, 0); merged, reshaped
     and broadcast, they are added to the scores, and a tensor holding -inf stopped calibration
-    ("holds Inf values"). Each -inf constant qualifies when every value it reaches is only moved
-    (RESHAPE, BROADCAST_TO...), selected (SELECT_V2, CONCATENATION) or summed (ADD) on the way to
-    a row-wise reader that ignores values far below its row's maximum (SOFTMAX), none of them a
-    graph output, and (unless a scalar a select picks) each of its rows keeps a finite value.
-    exp(x - row max) is then 0 in float32 for the finite fill as for -inf wherever the row has a
-    finite maximum, so the float graph computes what onnxruntime does (a row masked whole by a
-    run-time mask, NaN there, becomes uniform). The fill is finfo(float32).min, transformers' own,
-    divided by the number of such constants so that no sum of them overflows back to -inf; the
-    plan quantizes a constant mask onto the range the softmax resolves (plan._masked_softmax_ranges).
-    The values the fill reaches are no longer the ONNX model's, so those tensors take new names
-    (the calibration engine reads a tensor of the model's name from onnxruntime). If any -inf
-    constant reaches something else, nothing changes, and calibration names the tensor."""
+    ("holds Inf values"). GPT-Neo selects finfo.min for the causal mask (Where(causal, scores,
+    finfo.min)) and then adds the padding mask of finfo.min: the sum is -inf in float32 too.
+
+    A fill constant (one holding -inf or values below finfo.min / 2) qualifies when every value
+    it reaches is only moved (RESHAPE, BROADCAST_TO...), selected (SELECT_V2, CONCATENATION) or
+    summed (ADD) on the way to a row-wise reader that ignores values far below its row's maximum
+    (SOFTMAX), none of them a graph output, and (for -inf, unless a scalar a select picks) each of
+    its rows keeps a finite value. exp(x - row max) is then 0 in float32 for the finite fill as
+    for -inf or finfo.min wherever the row has a finite maximum, so the float graph computes what
+    onnxruntime does (a row masked whole by a run-time -inf mask, NaN there, becomes uniform). The
+    fill is finfo(float32).min, transformers' own, divided by the most fills any tensor sums
+    (counted along the graph: a constant that reaches a sum by two ways counts twice), so that no
+    sum of them overflows; the plan quantizes a constant mask onto the range the softmax resolves
+    (plan._masked_softmax_ranges). The values the fill reaches are no longer the ONNX model's, so
+    those tensors take new names (the calibration engine reads a tensor of the model's name from
+    onnxruntime). A fill constant that reaches something else is left as it is (calibration names
+    the tensor if it meets -inf)."""
     consumers = graph.consumer_map()
-    constants = [name for name, t in graph.tensors.items() if _minus_infinite(t)]
-    if not constants:
+    reach = {}
+    for name, t in graph.tensors.items():
+        if _fill_constant(t):
+            reached = _masked_values(graph, name, consumers)
+            if reached is not None:
+                reach[name] = reached
+    if not reach:
         return []
-    reached: list[str] = []
-    seen = set(constants)
-    stack = list(constants)
-    while stack:
-        name = stack.pop()
-        readers = consumers.get(name, [])
-        if name in graph.outputs or not readers:
-            return []
-        for op in readers:
-            out = _carried(graph, op, name, consumers)
-            if out is None:
-                return []
-            if out and out not in seen:
-                seen.add(out)
-                reached.append(out)
-                stack.append(out)
-    fill = np.float32(LOWEST / len(constants))
-    for name in constants:
+    fills = {name: 1 for name in reach}  # tensor -> the most fills it sums
+    every = set().union(*reach.values())
+    for op in graph.ops:
+        if op.outputs and op.outputs[0] in every:
+            counts = [fills[n] for n in op.inputs if n in fills]
+            fills[op.outputs[0]] = sum(counts) if registry.spec(op.kind).sums_inputs else max(counts)
+    fill = np.float32(LOWEST / max(fills.values()))
+    changed_constants = [name for name in reach if (graph.tensors[name].data < fill).any()]
+    for name in changed_constants:
         t = graph.tensors[name]
-        t.data = np.where(np.isneginf(t.data), fill, t.data).astype(t.data.dtype)
+        t.data = np.where(t.data < fill, fill, t.data).astype(t.data.dtype)
+    reached = list(dict.fromkeys(n for name in changed_constants for n in reach[name]))
     changed = []
     for name in reached:
         new = graph.unique_name(f"{name}/finite_mask")
@@ -62,16 +65,40 @@ def finite_mask_fills(graph: Graph) -> list[str]:
     return changed
 
 
-def _minus_infinite(t: Tensor) -> bool:
-    """A float constant holding -inf (no NaN, no +inf), each row (last axis) keeping a finite
-    value unless it is a scalar."""
-    if not t.is_constant or not t.dtype.is_float or not t.data.size or not np.isneginf(t.data).any() or \
-            np.isnan(t.data).any() or np.isposinf(t.data).any():
+def _masked_values(graph: Graph, constant: str, consumers) -> list[str] | None:
+    """The tensors that hold mask values of fill constant `constant`, in the order found; None
+    when one of them is computed with otherwise or is a graph output."""
+    reached: list[str] = []
+    seen = {constant}
+    stack = [constant]
+    while stack:
+        name = stack.pop()
+        readers = consumers.get(name, [])
+        if name in graph.outputs or not readers:
+            return None
+        for op in readers:
+            out = _carried(graph, op, name)
+            if out is None:
+                return None
+            if out and out not in seen:
+                seen.add(out)
+                reached.append(out)
+                stack.append(out)
+    return reached
+
+
+def _fill_constant(t: Tensor, below: float = LOWEST / 2) -> bool:
+    """A float constant holding -inf or values at or below `below` (no NaN, no +inf); one holding
+    -inf keeps a finite value in each row (last axis) unless it is a scalar."""
+    if not t.is_constant or not t.dtype.is_float or not t.data.size or np.isnan(t.data).any() or \
+            np.isposinf(t.data).any() or not (t.data <= below).any():
         return False
+    if not np.isneginf(t.data).any():
+        return True
     return t.data.ndim == 0 or t.data.size == 1 or bool(np.isfinite(t.data).any(axis=-1).all())
 
 
-def _carried(graph: Graph, op: Op, name: str, consumers) -> str | None:
+def _carried(graph: Graph, op: Op, name: str) -> str | None:
     """What `op` makes of a mask value in its input `name`: the output that holds mask values
     ("" when it ignores them: a masked softmax), None when it computes with them otherwise."""
     spec = registry.spec(op.kind)
@@ -86,5 +113,97 @@ def _carried(graph: Graph, op: Op, name: str, consumers) -> str | None:
     selected = isinstance(rule, SameAsOutput) and op.inputs.index(name) in data
     summed = spec.sums_inputs and op.inputs.count(name) == 1
     if graph.tensors[name].data is not None and graph.tensors[name].data.size == 1 and not selected:
-        return None  # a scalar -inf masks whole rows unless a select picks it
+        return None  # a scalar fill masks whole rows unless a select picks it
     return op.outputs[0] if moved or selected or summed else None
+
+
+# A mask fill at or below this is one the softmax weighs 0 wherever it lies, as long as the
+# scores span less than 9,896 (exp of less than -103.3 is 0 in float32): HuggingFace's -1e4
+# (fp16-safe), -1e9 and finfo.min.
+FAR_FILL = -1e4
+# A fill constant read by several ops is copied for each one up to this size (a scalar fill, a
+# causal mask of 64 x 64); a larger one stays shared.
+COPIED_FILL_ELEMENTS = 4096
+
+
+def mask_fills_apart(graph: Graph) -> int:
+    """Give each attention mask its own fill constants, made of constants the plan can quantize
+    onto the range the softmax resolves (plan._mask_fill); return the number of edits.
+
+    - A masked fill of the scores that a mask is then added to, Where(causal, scores, fill) +
+      mask (GPT-Neo, GPT-J, CodeGen: the causal mask selected, the padding mask added), is the
+      scores plus one mask, scores + (Where(causal, 0, fill) + mask): the same sum where the
+      causal mask keeps a position, and where it does not the fill (plus a score or mask value
+      below its rounding step, about 1e31 at finfo.min / 2) either way. Both masks of finfo.min
+      and the scores then no longer shared one sum no grid could hold (the softmax stayed float).
+      A mask of constants other layers read too (the padding mask: Where(keep, 0, fill)) is
+      made again for this sum, so that it is read only there.
+    - A constant several masks read (transformers' finfo.min scalar and the 0 of Where(keep, 0,
+      finfo.min) in the sliding-window and the global masks of ModernBERT, or in both of
+      GPT-Neo's) is copied for each op that reads a fill, so that each mask's constants are its
+      own to quantize onto its grid (up to COPIED_FILL_ELEMENTS)."""
+    edits = 0
+    consumers = graph.consumer_map()
+    fills = {name: reached for name, t in graph.tensors.items() if _fill_constant(t, FAR_FILL)
+             for reached in [_masked_values(graph, name, consumers)] if reached is not None}
+    masked = set().union(*fills.values()) if fills else set()
+    for op in list(graph.ops):
+        if registry.spec(op.kind).sums_inputs and len(op.inputs) == 2 and \
+                getattr(op.attrs, "fused_activation", "NONE") == "NONE" and \
+                _select_then_mask(graph, op, fills, masked, consumers):
+            edits += 1
+    consumers = graph.consumer_map()
+    readers = {id(op): op for name in fills for op in consumers.get(name, [])}
+    for op in readers.values():  # (the fill and the 0 of Where(keep, 0, fill))
+        for name in dict.fromkeys(op.inputs):
+            t = graph.tensors[name] if name else None
+            if t is None or not t.is_constant or not t.dtype.is_float or \
+                    t.data.size > COPIED_FILL_ELEMENTS or consumers[name][0] is op:
+                continue
+            copy = graph.add_constant(f"{name}/copy", t.data.copy(), t.dtype)
+            op.inputs = [copy if n == name else n for n in op.inputs]
+            edits += 1
+    return edits
+
+
+def _select_then_mask(graph: Graph, op: Op, fills: dict[str, list[str]], masked: set[str],
+                      consumers) -> bool:
+    """Rewrite sum `op` = Where(c, scores, fill) + mask as scores + (Where(c, 0, fill) + mask)
+    (see mask_fills_apart); False when it is not that."""
+    for k in (0, 1):
+        selected, mask = op.inputs[k], op.inputs[1 - k]
+        select = graph.producer(selected)
+        if select is None or mask not in masked or selected in graph.outputs or \
+                len(consumers.get(selected, [])) != 1 or len(select.outputs) != 1 or \
+                not isinstance(registry.spec(select.kind).quant, SameAsOutput):
+            continue
+        values = [i for i, n in enumerate(select.inputs) if n and graph.tensors[n].dtype.is_float]
+        choosers = [n for n in select.inputs if n and not graph.tensors[n].dtype.is_float]
+        fill = [i for i in values if select.inputs[i] in fills]
+        scores = [i for i in values if not graph.is_constant(select.inputs[i])]
+        if len(values) != 2 or len(choosers) != 1 or len(fill) != 1 or len(scores) != 1:
+            continue
+        out = graph.tensors[selected]
+        zero = graph.add_constant(f"{selected}/kept", np.zeros((), out.dtype.numpy), out.dtype)
+        inputs = list(select.inputs)
+        score = inputs[scores[0]]
+        inputs[scores[0]] = zero
+        shape = np.broadcast_shapes(*(graph.tensors[n].shape for n in inputs if n))
+        first = graph.add_activation(f"{selected}/mask", out.dtype, shape, out.layout)
+        made = graph.producer(mask)
+        if made is not None and len(graph.consumers(mask)) > 1 and len(made.outputs) == 1 and \
+                isinstance(registry.spec(made.kind).quant, SameAsOutput) and \
+                all(graph.is_constant(n) for n in made.inputs if n and graph.tensors[n].dtype.is_float):
+            # a mask of constants that other layers read too (the padding mask): this sum's own
+            copy = graph.add_activation(f"{mask}/copy", out.dtype, graph.tensors[mask].shape,
+                                        graph.tensors[mask].layout)
+            graph.insert_before(op, Op(made.kind, list(made.inputs), [copy], made.attrs, made.origin))
+            mask = copy
+        both_shape = np.broadcast_shapes(shape, graph.tensors[mask].shape)
+        both = graph.add_activation(f"{op.outputs[0]}/masks", out.dtype, both_shape, out.layout)
+        graph.insert_before(op, Op(select.kind, inputs, [first], select.attrs, select.origin))
+        graph.insert_before(op, Op(op.kind, [first, mask], [both], op.attrs, op.origin))
+        op.inputs = [score, both]
+        graph.remove_op(select)
+        return True
+    return False
