@@ -74,7 +74,17 @@ class Relu(_ClampSpec):
     positively_homogeneous = True
     onnx_types = ("Relu", "Clip")
     cases = [Case("relu", [helper.make_node("Relu", ["x"], ["y"])], {"x": rand(1, 3, 4, 4)}),
-             _clip_case("clip_0_inf", 0.0, None)]
+             _clip_case("clip_0_inf", 0.0, None),
+             # torch's count.clamp(min=1) of an int64 mask sum: MAXIMUM of its type (LiteRT
+             # refused the file when the bound was float32: "INT64 != FLOAT32")
+             Case("clip_int64_min", [helper.make_node("Clip", ["x", "lo"], ["y"])],
+                  {"x": np.array([[-3, 0, 1, 2, 9]], np.int64)}, {"lo": np.array(1, np.int64)},
+                  quantize=False, emits=("MAXIMUM",)),
+             # an integer Clip(0, 6) is no RELU6 (that kernel takes no integers)
+             Case("clip_int32_0_6", [helper.make_node("Clip", ["x", "lo", "hi"], ["y"])],
+                  {"x": np.array([[-3, 0, 1, 6, 9]], np.int32)},
+                  {"lo": np.array(0, np.int32), "hi": np.array(6, np.int32)},
+                  quantize=False, emits=("MAXIMUM", "MINIMUM"))]
 
     def from_onnx(self, node, ctx) -> None:
         if node.op_type == "Relu":
@@ -85,7 +95,7 @@ class Relu(_ClampSpec):
             self._clip_with_tensors(node, ctx, low, high)
             return
         kind = CLIP_KINDS.get((low, high))
-        if kind is not None:
+        if kind is not None and ctx.graph.tensors[ctx.tensor(node.input[0])].dtype.is_float:
             ctx.add_op(kind, [node.input[0]], [node.output[0]])
             return
         self._clip_with_min_max(node, ctx, low, high)
@@ -112,19 +122,20 @@ class Relu(_ClampSpec):
 
         x, out = node.input[0], node.output[0]
         shape = ctx.shape(x)
+        dtype = ctx.graph.tensors[ctx.tensor(x)].dtype  # (integer Clip: bounds of its type)
         operands = []
         for what, bound in (("min", low), ("max", high)):
             if not isinstance(bound, str):
-                operands.append(ctx.add_constant(f"{node.name}/{what}", np.array(bound, np.float32))
+                operands.append(ctx.add_constant(f"{node.name}/{what}", np.array(bound, dtype.numpy))
                                 if np.isfinite(bound) else "")
                 continue
             if int(np.prod(ctx.shape(bound))) != 1:
                 raise Unsupported(node, "clip_bound_shape", f"Clip's {what} must be a scalar")
-            ones = ctx.new_activation(f"{out}/{what}_broadcast", (1,) * len(shape))
+            ones = ctx.new_activation(f"{out}/{what}_broadcast", (1,) * len(shape), dtype)
             add_reshape(ctx, bound, ones, (1,) * len(shape))
             operands.append(ones)
         if operands[0] and operands[1]:
-            mid = ctx.new_activation(f"{out}/lower_clamped", shape)
+            mid = ctx.new_activation(f"{out}/lower_clamped", shape, dtype)
             ctx.add_op("MAXIMUM", [x, operands[0]], [mid])
             ctx.add_op("MINIMUM", [mid, operands[1]], [out])
         elif operands[0]:
@@ -141,15 +152,17 @@ class Relu(_ClampSpec):
         except KeyError:
             raise Unsupported(node, "clip_range", f"Clip({low}, {high}) is not supported") from None
         x, out = node.input[0], node.output[0]
+        # an integer Clip (torch's clamp of a count) keeps its type: bounds of it, no RELU kind
+        dtype = ctx.graph.tensors[ctx.tensor(x)].dtype
         if np.isfinite(low) and np.isfinite(high):
-            mid = ctx.new_activation(f"{out}/lower_clamped", ctx.shape(x))
-            ctx.add_op("MAXIMUM", [x, ctx.add_constant(f"{node.name}/min", np.array(low, np.float32))], [mid])
-            ctx.add_op("MINIMUM", [mid, ctx.add_constant(f"{node.name}/max", np.array(high, np.float32))],
+            mid = ctx.new_activation(f"{out}/lower_clamped", ctx.shape(x), dtype)
+            ctx.add_op("MAXIMUM", [x, ctx.add_constant(f"{node.name}/min", np.array(low, dtype.numpy))], [mid])
+            ctx.add_op("MINIMUM", [mid, ctx.add_constant(f"{node.name}/max", np.array(high, dtype.numpy))],
                        [out])
         elif np.isfinite(low):
-            ctx.add_op("MAXIMUM", [x, ctx.add_constant(f"{node.name}/min", np.array(low, np.float32))], [out])
+            ctx.add_op("MAXIMUM", [x, ctx.add_constant(f"{node.name}/min", np.array(low, dtype.numpy))], [out])
         elif np.isfinite(high):
-            ctx.add_op("MINIMUM", [x, ctx.add_constant(f"{node.name}/max", np.array(high, np.float32))], [out])
+            ctx.add_op("MINIMUM", [x, ctx.add_constant(f"{node.name}/max", np.array(high, dtype.numpy))], [out])
         else:
             ctx.alias(out, x)
 
