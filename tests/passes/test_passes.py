@@ -148,3 +148,18 @@ def test_reduction_on_nhwc_keeps_the_onnx_shape(tmp_path):
     assert graph.tensors[graph.outputs[0]].shape == (1, 1, 6)
     x = RNG.normal(size=(1, 3, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(_nhwc_run(graph, x), run_onnxruntime(path, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_multiplications_by_one_are_removed(tmp_path):
+    """x * 1 and x / 1 are x (the TorchScript attention scales its scores and its -inf key
+    padding mask by 1.0: that MUL kept the -inf from the masks pass and stopped calibration);
+    a one that broadcasts the other operand to a larger shape stays."""
+    x = RNG.normal(size=(1, 4, 6)).astype(np.float32)
+    nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Mul", ["one", "t"], ["m"]),
+             helper.make_node("Div", ["m", "one"], ["d"]), helper.make_node("Mul", ["d", "wide"], ["y"])]
+    path = _save(tmp_path, nodes, {"one": np.ones((1, 1, 6), np.float32),
+                                   "wide": np.ones((2, 4, 6), np.float32)}, shape=x.shape)
+    graph, _ = prepare_graph(ConvertConfig(model=path))
+    assert [op.kind for op in graph.ops] == ["TANH", "MUL"]
+    np.testing.assert_allclose(next(iter(run_graph(graph, {"x": x}).values())),
+                               run_onnxruntime(path, {"x": x})[0], rtol=1e-6, atol=1e-6)

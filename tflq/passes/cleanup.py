@@ -15,25 +15,33 @@ def _private_producer(graph: Graph, name: str, kind: str, producers: dict[str, O
     return op
 
 
-def _adds_zero(graph: Graph, op: Op) -> bool:
-    """An ADD or SUB of an all-zero constant that neither broadcasts nor clamps the other input
-    (an exporter's mask of nothing, ViT's Where folded to zeros); an ADD's zero goes second."""
+# The constant that leaves the other operand as it is, and the operand positions it may take.
+_IDENTITIES = {"ADD": (0.0, (0, 1)), "SUB": (0.0, (1,)), "MUL": (1.0, (0, 1)), "DIV": (1.0, (1,))}
+
+
+def _identity_operand(graph: Graph, op: Op) -> bool:
+    """An ADD or SUB of an all-zero constant, or a MUL or DIV by all ones, that neither
+    broadcasts nor clamps the other input (an exporter's mask of nothing, ViT's Where folded to
+    zeros; the TorchScript attention's scores and mask times 1.0): x + 0 and x * 1 are x in IEEE
+    arithmetic, inf and NaN included. The identity goes second."""
     if op.attrs.fused_activation != "NONE" or len(op.inputs) != 2:
         return False
-    for k in ((0, 1) if op.kind == "ADD" else (1,)):
-        zero, other = op.inputs[k], op.inputs[1 - k]
-        if not graph.is_constant(zero) or np.any(graph.tensors[zero].data) or graph.is_constant(other):
+    identity, positions = _IDENTITIES[op.kind]
+    for k in positions:
+        constant, other = op.inputs[k], op.inputs[1 - k]
+        if not graph.is_constant(constant) or graph.is_constant(other) or \
+                np.any(graph.tensors[constant].data != identity):
             continue
         x, y = graph.tensors[other], graph.tensors[op.outputs[0]]
         if x.shape == y.shape and x.dtype == y.dtype and x.quant == y.quant:
-            op.inputs = [other, zero]
+            op.inputs = [other, constant]
             return True
     return False
 
 
 def remove_noop_ops(graph: Graph) -> int:
-    """RESHAPE to the same shape, TRANSPOSE by the identity, RESHAPE of a RESHAPE, and ADD/SUB of
-    zeros."""
+    """RESHAPE to the same shape, TRANSPOSE by the identity, RESHAPE of a RESHAPE, ADD/SUB of
+    zeros and MUL/DIV by ones."""
     count = 0
     producers = graph.producers()
     for op in list(graph.ops):
@@ -53,7 +61,7 @@ def remove_noop_ops(graph: Graph) -> int:
             if perm is not None and np.array_equal(perm, np.arange(perm.size)) and graph.bypass(op) is not None:
                 count += 1
                 producers = graph.producers()
-        elif op.kind in ("ADD", "SUB") and _adds_zero(graph, op) and graph.bypass(op) is not None:
+        elif op.kind in _IDENTITIES and _identity_operand(graph, op) and graph.bypass(op) is not None:
             count += 1
             producers = graph.producers()
     if count:
