@@ -9,7 +9,9 @@
 - modernbert: a global padding mask and a sliding-window one, Where(keep, 0, finfo.min) and
   Where(keep & window, 0, finfo.min), reading the same 0 and finfo.min constants: shared, they
   kept the masks float.
-- both with -1e9 or -1e4 for the fill: no overflow, but the gpt_neo sum's grid spanned twice the
+- torch_encoder: nn.TransformerEncoder's key padding mask as TorchScript writes it, Where(padding,
+  -inf, 0) made once and reshaped and broadcast by each layer: shared, it stayed float.
+- with -1e9 or -1e4 for the fill: no overflow, but the gpt_neo sum's grid spanned twice the
   fill (2.7 dB, every op integer) and the shared constants left the modernbert masks a computed
   grid narrowed by at most 2^12 (4.9 dB).
 
@@ -29,8 +31,8 @@ from tflq.pipeline import convert
 T, D = 8, 16
 LOWEST = float(np.finfo(np.float32).min)
 # measured worst of 8 (any fill): gpt_neo uint8 17.7 int8 17.8 (with the masks, their sums and the
-# softmax kept float: 17.9), modernbert 23.1 / 22.5
-FLOORS = {"gpt_neo": 15.0, "modernbert": 20.0}
+# softmax kept float: 17.9), modernbert 23.1 / 22.5, torch_encoder 19.7 / 20.8
+FLOORS = {"gpt_neo": 15.0, "modernbert": 20.0, "torch_encoder": 17.0}
 
 
 def _model(form: str, fill: float) -> onnx.ModelProto:
@@ -62,7 +64,11 @@ def _model(form: str, fill: float) -> onnx.ModelProto:
         v = node("MatMul", [x, w("v")], f"v{layer}")
         s = node("Unsqueeze", [node("MatMul", [q, k], f"s{layer}"), const(f"head{layer}", [1], np.int64)],
                  f"scores{layer}")
-        if form == "gpt_neo":
+        if form == "torch_encoder":  # each layer reshapes and broadcasts the one padding mask
+            moved = node("Reshape", [padding, const(f"mask_shape{layer}", [1, 1, 1, T], np.int64)], f"mask{layer}")
+            moved = node("Expand", [moved, const(f"wide_shape{layer}", [1, 1, T, T], np.int64)], f"mask_wide{layer}")
+            s = node("Add", [s, moved], f"masked{layer}")
+        elif form == "gpt_neo":
             s = node("Add", [node("Where", [causal, s, "fill"], f"causal_fill{layer}"), padding], f"masked{layer}")
         else:
             s = node("Add", [s, local if layer % 2 else padding], f"masked{layer}")
@@ -88,7 +94,7 @@ def _samples(seed: int, count: int) -> list[dict[str, np.ndarray]]:
 
 
 @pytest.mark.parametrize("form, fill", [("gpt_neo", LOWEST), ("modernbert", LOWEST), ("gpt_neo", -1e9),
-                                        ("modernbert", -1e9), ("gpt_neo", -1e4)])
+                                        ("modernbert", -1e9), ("gpt_neo", -1e4), ("torch_encoder", -np.inf)])
 def test_shared_masks_run_integer(form, fill, tmp_path):
     path = save_model(_model(form, fill), tmp_path / f"{form}.onnx")
     held = _samples(1, 8)

@@ -133,28 +133,51 @@ def mask_fills_apart(graph: Graph) -> int:
     - A masked fill of the scores that a mask is then added to, Where(causal, scores, fill) +
       mask (GPT-Neo, GPT-J, CodeGen: the causal mask selected, the padding mask added), is the
       scores plus one mask, scores + (Where(causal, 0, fill) + mask): the same sum where the
-      causal mask keeps a position, and where it does not the fill (plus a score or mask value
-      below its rounding step, about 1e31 at finfo.min / 2) either way. Both masks of finfo.min
+      causal mask keeps a position, and where it does not a value at the fill (FAR_FILL or
+      below) plus at most a score, which the softmax weighs 0 either way. Both masks of finfo.min
       and the scores then no longer shared one sum no grid could hold (the softmax stayed float).
-      A mask of constants other layers read too (the padding mask: Where(keep, 0, fill)) is
-      made again for this sum, so that it is read only there.
-    - A constant several masks read (transformers' finfo.min scalar and the 0 of Where(keep, 0,
-      finfo.min) in the sliding-window and the global masks of ModernBERT, or in both of
-      GPT-Neo's) is copied for each op that reads a fill, so that each mask's constants are its
-      own to quantize onto its grid (up to COPIED_FILL_ELEMENTS)."""
+    - A mask made of constants (Where(keep, 0, fill), moved or summed with others) that several
+      ops read (the padding mask of every layer, reshaped and broadcast in each: torch's
+      nn.TransformerEncoder) is made again for each reader, back to its constants, so that each
+      layer's mask is read only on its way to its sum.
+    - A constant several such masks read (transformers' finfo.min scalar and the 0 of Where(keep,
+      0, finfo.min), in the sliding-window and the global masks of ModernBERT, or in GPT-Neo's
+      three) is copied for each, so that each mask's constants are its own to quantize onto its
+      grid (up to COPIED_FILL_ELEMENTS)."""
     edits = 0
+    fills, masked = _fills_and_masks(graph)
     consumers = graph.consumer_map()
-    fills = {name: reached for name, t in graph.tensors.items() if _fill_constant(t, FAR_FILL)
-             for reached in [_masked_values(graph, name, consumers)] if reached is not None}
-    masked = set().union(*fills.values()) if fills else set()
     for op in list(graph.ops):
         if registry.spec(op.kind).sums_inputs and len(op.inputs) == 2 and \
                 getattr(op.attrs, "fused_activation", "NONE") == "NONE" and \
                 _select_then_mask(graph, op, fills, masked, consumers):
             edits += 1
+    fills, masked = _fills_and_masks(graph)
+    made = set()  # masks made of constants only (a computed boolean may choose between them)
+    for op in graph.ops:
+        if len(op.outputs) == 1 and op.outputs[0] in masked and \
+                all(graph.is_constant(n) or n in made for n in op.inputs if n and graph.tensors[n].dtype.is_float):
+            made.add(op.outputs[0])
     consumers = graph.consumer_map()
-    readers = {id(op): op for name in fills for op in consumers.get(name, [])}
-    for op in readers.values():  # (the fill and the 0 of Where(keep, 0, fill))
+    for op in reversed(list(graph.ops)):  # readers first: a copy's inputs are then copied too
+        out = op.outputs[0] if len(op.outputs) == 1 else None
+        if out not in made or out in graph.outputs:
+            continue
+        for reader in consumers.get(out, [])[1:]:
+            t = graph.tensors[out]
+            copy = graph.add_activation(f"{out}/copy", t.dtype, t.shape, t.layout)
+            clone = Op(op.kind, list(op.inputs), [copy], op.attrs, op.origin)
+            graph.insert_after(op, clone)
+            for n in dict.fromkeys(clone.inputs):
+                if n:
+                    consumers.setdefault(n, []).append(clone)
+            reader.inputs = [copy if n == out else n for n in reader.inputs]
+            edits += 1
+    fills, masked = _fills_and_masks(graph)
+    consumers = graph.consumer_map()
+    makers = {id(op): op for op in graph.ops if len(op.outputs) == 1 and
+              op.outputs[0] in masked and any(graph.is_constant(n) for n in op.inputs if n)}
+    for op in makers.values():
         for name in dict.fromkeys(op.inputs):
             t = graph.tensors[name] if name else None
             if t is None or not t.is_constant or not t.dtype.is_float or \
@@ -164,6 +187,15 @@ def mask_fills_apart(graph: Graph) -> int:
             op.inputs = [copy if n == name else n for n in op.inputs]
             edits += 1
     return edits
+
+
+def _fills_and_masks(graph: Graph) -> tuple[dict[str, list[str]], set[str]]:
+    """The fill constants (FAR_FILL or below) that only mask softmax rows, each with the tensors
+    its values reach; and all those tensors."""
+    consumers = graph.consumer_map()
+    fills = {name: reached for name, t in graph.tensors.items() if _fill_constant(t, FAR_FILL)
+             for reached in [_masked_values(graph, name, consumers)] if reached is not None}
+    return fills, set().union(*fills.values()) if fills else set()
 
 
 def _select_then_mask(graph: Graph, op: Op, fills: dict[str, list[str]], masked: set[str],
@@ -190,15 +222,6 @@ def _select_then_mask(graph: Graph, op: Op, fills: dict[str, list[str]], masked:
         inputs[scores[0]] = zero
         shape = np.broadcast_shapes(*(graph.tensors[n].shape for n in inputs if n))
         first = graph.add_activation(f"{selected}/mask", out.dtype, shape, out.layout)
-        made = graph.producer(mask)
-        if made is not None and len(graph.consumers(mask)) > 1 and len(made.outputs) == 1 and \
-                isinstance(registry.spec(made.kind).quant, SameAsOutput) and \
-                all(graph.is_constant(n) for n in made.inputs if n and graph.tensors[n].dtype.is_float):
-            # a mask of constants that other layers read too (the padding mask): this sum's own
-            copy = graph.add_activation(f"{mask}/copy", out.dtype, graph.tensors[mask].shape,
-                                        graph.tensors[mask].layout)
-            graph.insert_before(op, Op(made.kind, list(made.inputs), [copy], made.attrs, made.origin))
-            mask = copy
         both_shape = np.broadcast_shapes(shape, graph.tensors[mask].shape)
         both = graph.add_activation(f"{op.outputs[0]}/masks", out.dtype, both_shape, out.layout)
         graph.insert_before(op, Op(select.kind, inputs, [first], select.attrs, select.origin))
