@@ -213,14 +213,79 @@ class Div(_Binary):
     # grid always holds real 0, so a computed divisor keeps the DIV float.
     integer_refusal = IntegerRefusal(1, Refused.ZERO_POINT, "div.cc: data[i] != zero_point")
     divisor = 1
-    cases = _binary_cases("Div", positive_rhs=True)
+    cases = _binary_cases("Div", positive_rhs=True) + [
+        # int64 (toward zero), run-time divisors of both signs, and a constant one: Speech2Text's
+        # subsampled lengths; past 2^24 and 2^53, where float estimates alone are not exact
+        Case("int64", [helper.make_node("Div", ["a", "b"], ["y"])],
+             {"a": np.array([[7, -7, 7, -7, 0, 9, -9, 2 ** 40 + 3, -(2 ** 55) - 5, 2 ** 61 + 12345]], np.int64),
+              "b": np.array([[2, 2, -2, -2, 5, 3, 3, 7, 3, -1234567]], np.int64)}, quantize=False),
+        Case("int64_constant", [helper.make_node("Div", ["a", "b"], ["y"])],
+             {"a": np.array([[0, 1, 2, 15, 16, 31, -1, -16]], np.int64)}, {"b": np.array(2, np.int64)},
+             quantize=False, emits=("FLOOR_MOD",)),
+    ]
 
     def from_onnx(self, node, ctx) -> None:
         dtype = ctx.graph.tensors[ctx.tensor(node.input[0])].dtype
+        if dtype == DType.INT64:
+            return _int64_division(node, ctx)
         if not dtype.is_float and dtype != DType.INT32:  # div.cc: float32, int32 (and quantized)
             raise Unsupported(node, "div_type", f"Div of {dtype.name.lower()} (LiteRT's DIV takes "
-                              f"float32 and int32)")
+                              f"float32, int32, and int64 here)")
         super().from_onnx(node, ctx)
 
     def version(self, op: Op, graph: Graph) -> int:
         return 1
+
+
+def _int64_division(node, ctx) -> None:
+    """ONNX Div of int64 (C's division: toward zero), which LiteRT has no kernel for (DIV and
+    FLOOR_DIV take int32 at most), from the int64 kernels it has: length arithmetic such as
+    Speech2Text's (lengths - 1) // 2 + 1 on the attention mask's sum.
+
+    r = FLOOR_MOD(a, b) is exact, so d = a - r is b * floor(a / b) exactly. Its quotient q is
+    estimated in float32 (CAST, DIV, ROUND: relative error at most 3 * 2^-24, so exact for
+    |q| < 2^21) and corrected twice by the float32 quotient of the exact residual d - q * b (a
+    multiple of b; each step leaves at most 3 * 2^-24 of the error before it, plus nothing once
+    that is below 2^21): exact for every |a| < 2^62 (beyond, q * b may overflow). Toward zero
+    is floor + 1 where the remainder is not 0 and a and b differ in sign."""
+    from tflq.ops.cast import add_cast
+
+    a, b = (ctx.tensor(n) for n in node.input[:2])
+    out = node.output[0]
+    shape = ctx.shape(out)
+
+    def value(label: str, dtype: DType = DType.INT64, like: tuple[int, ...] = shape) -> str:
+        return ctx.new_activation(f"{out}/{label}", like, dtype)
+
+    def op(kind: str, inputs: list[str], label: str, dtype: DType = DType.INT64) -> str:
+        result = value(label, dtype, tuple(np.broadcast_shapes(*(ctx.graph.tensors[n].shape for n in inputs))))
+        ctx.add_op(kind, inputs, [result])
+        return result
+
+    divisor = value("divisor_float", DType.FLOAT32, ctx.shape(node.input[1]))
+    add_cast(ctx, b, divisor, DType.FLOAT32)
+
+    def quotient(numerator: str, label: str) -> str:
+        wide = value(f"{label}_float", DType.FLOAT32)
+        add_cast(ctx, numerator, wide, DType.FLOAT32)
+        rounded = op("ROUND", [op("DIV", [wide, divisor], f"{label}_quotient_float", DType.FLOAT32)],
+                     f"{label}_rounded", DType.FLOAT32)
+        result = value(label)
+        add_cast(ctx, rounded, result, DType.INT64)
+        return result
+
+    remainder = op("FLOOR_MOD", [a, b], "floor_mod")
+    multiple = op("SUB", [a, remainder], "multiple")
+    q = quotient(multiple, "estimate")
+    for step in (1, 2):
+        residual = op("SUB", [multiple, op("MUL", [q, b], f"product{step}")], f"residual{step}")
+        q = op("ADD", [q, quotient(residual, f"correction{step}")], f"floor{step}")
+    zero = ctx.add_constant(f"{out}/zero", np.zeros((), np.int64))
+    a_negative = op("LESS", [a, zero], "dividend_negative", DType.BOOL)
+    b_negative = op("LESS", [b, zero], "divisor_negative", DType.BOOL)
+    inexact = op("NOT_EQUAL", [remainder, zero], "inexact", DType.BOOL)
+    toward_zero = op("LOGICAL_AND", [inexact, op("NOT_EQUAL", [a_negative, b_negative], "signs_differ",
+                                                  DType.BOOL)], "rounds_up", DType.BOOL)
+    step_up = value("rounds_up_int64")
+    add_cast(ctx, toward_zero, step_up, DType.INT64)
+    ctx.add_op("ADD", [q, step_up], [out])

@@ -362,6 +362,48 @@ def _wide_scale_factors(graph: Graph, ctx: PlanContext) -> dict[str, str]:
     return wide
 
 
+INTEGER_ARITHMETIC = ("float arithmetic on integers that become integers again (a CAST to an "
+                      "integer type reads the result): a grid's rounding would change them")
+
+
+def _integer_arithmetic(graph: Graph) -> dict[int, str]:
+    """The float ops between integers: each made only from integers (a CAST of an integer
+    tensor, constants, or such ops) and read only on the way back to an integer type (a CAST
+    to one), id(op) -> why it stays float. Index and length arithmetic written in float (int64
+    division as tflq lowers it, torch's lengths.float() / stride then floor and long) is exact
+    there, and one step of a calibrated grid off is another index; the float values never reach
+    an activation, so keeping them float costs no accuracy elsewhere."""
+    from_integers: set[str] = set()
+    for op in graph.ops:
+        sources = [n for n in op.inputs if n and not graph.is_constant(n)]
+        floats = [n for n in op.outputs if n and graph.tensors[n].dtype.is_float]
+        if floats and sources and all(not graph.tensors[n].dtype.is_float or n in from_integers
+                                      for n in sources):
+            from_integers.update(floats)
+    consumers = graph.consumer_map()
+    outputs = set(graph.outputs)
+    to_integers: set[str] = set()
+    kept: dict[int, str] = {}
+    for op in reversed(graph.ops):
+        floats = [n for n in op.outputs if n and graph.tensors[n].dtype.is_float]
+        if not floats or not all(n in from_integers and n not in outputs and consumers.get(n) and
+                                 all(_toward_integers(graph, reader, to_integers) for reader in consumers[n])
+                                 for n in floats):
+            continue
+        to_integers.update(floats)
+        kept[id(op)] = INTEGER_ARITHMETIC
+    return kept
+
+
+def _toward_integers(graph: Graph, reader: Op, to_integers: set[str]) -> bool:
+    """`reader` makes integers of its float inputs (a CAST to an integer type), or float values
+    that only become integers (in `to_integers`)."""
+    floats = [n for n in reader.outputs if n and graph.tensors[n].dtype.is_float]
+    if not floats:
+        return reader.kind == "CAST"
+    return all(n in to_integers for n in floats)
+
+
 def _kept_float(graph: Graph, op: Op, ctx: PlanContext) -> str | None:
     """Why `op` stays float before any parameter is chosen (None: it may run quantized)."""
     return ctx.float_reason(op) or _magnitude_refusal(graph, op, ctx)
@@ -702,7 +744,7 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
     A tensor's own params are in the type of the first quantized op that writes or reads it;
     an op of another type (mixed precision: int16 next to int8) requires its own grid for it,
     which the rewrite reaches with a requantizing QUANTIZE."""
-    narrowed, kept = _masked_softmax_ranges(graph, ctx), {}
+    narrowed, kept = _masked_softmax_ranges(graph, ctx), _integer_arithmetic(graph)
     narrowed.update(_masked_fill_ranges(graph, ctx, graph.consumer_map(), narrowed, kept))
     if narrowed or kept:
         ctx = _WithRanges(ctx, narrowed, kept)
