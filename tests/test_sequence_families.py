@@ -1,0 +1,144 @@
+"""Sequence models as torch.onnx.export writes them, end to end: tiny transformers encoders and
+decoders (ALBERT, RoBERTa, ELECTRA, MobileBERT, SqueezeBERT, ConvBERT, BART, Marian, OPT,
+GPT-Neo, BLOOM, Falcon, Qwen2, Phi, Mistral, Gemma, ModernBERT), speech models (SEW,
+Data2Vec-audio, UniSpeech, Wav2Vec2-Conformer with relative and rotary positions, Speech2Text
+with its int64 length arithmetic), and torch's own layers (bidirectional stacked LSTM/GRU with
+initial states, nn.RNN relu/tanh, a masked LSTM, nn.TransformerEncoder/Decoder and
+nn.MultiheadAttention with key padding masks, Conv1d / ConvTranspose1d stacks, an STFT-free
+log-mel front end, masked embedding means and EmbeddingBag), exported once by
+tests/sequence_models/export.py: transformers' models by the dynamo exporter ("_ts": also
+TorchScript), torch's layers by TorchScript ("_dynamo": also dynamo).
+
+Inputs are what the models take: int64 token ids and attention masks (each sample keeps its first
+2..8 positions), boolean key padding masks, float features. Per model, against onnxruntime on
+the worst of SAMPLES inputs: float within FLOAT_SQNR; weights-only int8, full uint8 and full
+int8 files run in LiteRT above a floor a few dB under what they gave (the measured values are
+recorded as properties); in full int8 only the ops FLOAT_IN_INT8 names stay float (the
+attention masks, their sums and the softmax never). int16x8 for the few where it is cheap.
+A CLI conversion reads calibration samples as per-input folders of int64 and bool .npy files.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.conftest import litert_interpreter, run_onnxruntime
+from tflq.config import ConvertConfig
+from tflq.ir.dtypes import DType
+from tflq.ir.quant import sqnr_db
+from tflq.pipeline import convert
+
+HERE = os.path.join(os.path.dirname(__file__), "sequence_models")
+SAMPLES = 4
+CALIB = 16
+FLOAT_SQNR = 80.0
+WEIGHTS_FLOOR = 22.0
+FULL_FLOOR = 14.0
+MODELS = sorted(f[:-5] for f in os.listdir(HERE) if f.endswith(".onnx"))
+# full int8: the ops kept float, each for its reason (every other op runs integer)
+RMS_DIVISOR = frozenset({"DIV"})  # RMSNorm's x / sqrt(mean(x^2) + eps): a divisor grid holds 0
+FLOAT_IN_INT8 = {
+    "qwen2": RMS_DIVISOR, "mistral": RMS_DIVISOR, "gemma": RMS_DIVISOR,
+    "bloom": frozenset({"CAST"}),  # ALiBi's int64 positions (the mask's cumsum) to float
+    "masked_lstm": frozenset({"DIV"}),  # by the kept count
+    # the subsampled lengths' int64 division: float32 estimates between int64 tensors, exact
+    "speech2text": frozenset({"CAST", "DIV", "ROUND"}), "speech2text_ts": frozenset({"CAST", "DIV", "ROUND"}),
+    "embedding_masked_mean": frozenset({"CAST", "DIV"}), "embedding_masked_mean_dynamo": frozenset({"CAST", "DIV"}),
+}
+FLOORS = {}  # model -> full-mode floor below FULL_FLOOR (measured lower for the model's own reasons)
+INT16X8 = ("lstm_bidirectional_states", "conv1d_stack", "mel_front_end", "albert")
+INT16X8_FLOOR = 35.0
+
+
+def _feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for vi in model.graph.input:
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        elem = vi.type.tensor_type.elem_type
+        if elem == onnx.TensorProto.BOOL:  # key padding: True past the kept positions
+            feeds[vi.name] = np.arange(dims[-1])[None] >= rng.integers(2, dims[-1] + 1)
+        elif vi.name in ("attention_mask", "mask"):  # 1 for kept positions, then 0
+            kept = np.arange(dims[-1])[None] < rng.integers(2, dims[-1] + 1)
+            feeds[vi.name] = kept.astype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+        elif elem == onnx.TensorProto.INT64:
+            feeds[vi.name] = rng.integers(3, 64, dims).astype(np.int64)
+        else:
+            feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+def _nwc(report, what: str) -> set[str]:
+    pattern = re.compile(rf"{what} '(.*)': ONNX \[N, C, W\]")
+    return {m.group(1) for m in map(pattern.match, report.notes) if m}
+
+
+def _run(report, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
+    """The file in LiteRT on ONNX-layout feeds (NCW inputs of 1-D conv stacks fed NWC, outputs back)."""
+    interpreter = litert_interpreter(report.tflite)
+    nwc_in, nwc_out = _nwc(report, "input"), _nwc(report, "output")
+    for detail, (name, value) in zip(interpreter.get_input_details(), feeds.items()):
+        interpreter.set_tensor(detail["index"], np.ascontiguousarray(value.transpose(0, 2, 1) if name in nwc_in else value))
+    interpreter.invoke()
+    results = []
+    for detail, name in zip(interpreter.get_output_details(), output_names):
+        value = interpreter.get_tensor(detail["index"])
+        results.append(value.transpose(0, 2, 1) if name in nwc_out else value)
+    return results
+
+
+def _worst(path: str, report, samples, expected) -> float:
+    names = [o.name for o in onnx.load(path).graph.output]
+    return min(min(sqnr_db(e, a) for e, a in zip(want, _run(report, feeds, names)))
+               for feeds, want in zip(samples, expected))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model(name, record_property):
+    path = os.path.join(HERE, f"{name}.onnx")
+    model = onnx.load(path)
+    samples = [_feeds(model, seed) for seed in range(SAMPLES)]
+    expected = [run_onnxruntime(path, feeds) for feeds in samples]
+    calib = [_feeds(model, 100 + seed) for seed in range(CALIB)]
+    worst = _worst(path, convert(ConvertConfig(model=path)), samples, expected)
+    record_property("float_worst_db", round(worst, 1))
+    assert worst >= FLOAT_SQNR, f"float: worst sample {worst:.1f} dB"
+    floor = FLOORS.get(name, FULL_FLOOR)
+    modes = [("weights_int8", dict(mode="weights-only", dtype=DType.INT8, min_weight_elements=256), WEIGHTS_FLOOR),
+             ("full_uint8", dict(mode="full", dtype=DType.UINT8, calib=calib), floor),
+             ("full_int8", dict(mode="full", dtype=DType.INT8, calib=calib), floor)]
+    if name in INT16X8:
+        modes.append(("full_int16x8", dict(mode="full", dtype=DType.INT16, calib=calib), INT16X8_FLOOR))
+    for label, config, least in modes:
+        report = convert(ConvertConfig(model=path, **config))
+        if label == "full_int8":
+            kept = {op.kind for op in report.float_ops}
+            assert kept <= FLOAT_IN_INT8.get(name, frozenset()), report.float_ops
+        worst = _worst(path, report, samples, expected)
+        record_property(f"{label}_worst_db", round(worst, 1))
+        assert worst >= least, f"{label}: worst sample {worst:.1f} dB"
+
+
+def test_cli_reads_integer_and_boolean_samples(tmp_path):
+    """tflq convert --calib DIR with a folder per input: int64 token ids and attention mask, and
+    a boolean key padding mask, as .npy files of the input's own type."""
+    from click.testing import CliRunner
+
+    from tflq.cli import main
+
+    for name in ("embedding_masked_mean", "multihead_attention"):
+        path = os.path.join(HERE, f"{name}.onnx")
+        model = onnx.load(path)
+        for seed in range(8):
+            for key, value in _feeds(model, 100 + seed).items():
+                os.makedirs(tmp_path / name / key, exist_ok=True)
+                np.save(tmp_path / name / key / f"{seed}.npy", value)
+        out = tmp_path / f"{name}.tflite"
+        result = CliRunner().invoke(main, ["convert", path, "-o", str(out), "--mode", "full", "--dtype", "int8",
+                                           "--calib", str(tmp_path / name), "-q"])
+        assert result.exit_code == 0, result.output
+        assert out.stat().st_size > 0
