@@ -292,15 +292,16 @@ def _integer_div(tmp_path, elem_type: int) -> str:
     return path
 
 
-def test_int64_div_is_refused_naming_the_node(tmp_path):
+def test_int64_div_truncates_like_onnxruntime(tmp_path):
     """An int64 Div (index arithmetic left unfolded) became an int64 DIV, which LiteRT's div.cc has
     no kernel for: the file was written, and failed at invoke ("Div only supports FLOAT32, INT32").
-    It is refused with the node named, like any op the runtime cannot run."""
-    from tflq.errors import UnsupportedModelError
-
-    with pytest.raises(UnsupportedModelError) as info:
-        convert(ConvertConfig(model=_integer_div(tmp_path, TensorProto.INT64)))
-    assert "div" in str(info.value.diagnostics[0]) and "int64" in str(info.value.diagnostics[0])
+    Then it was refused; now it is built from int64 kernels LiteRT has (elementwise._int64_division),
+    truncating toward zero as onnxruntime does."""
+    path = _integer_div(tmp_path, TensorProto.INT64)
+    a = np.array([[7, 7, -7, 8, -20], [-1, 5, 9, -9, 2 ** 40 + 1]], np.int64)
+    expected, = run_onnxruntime(path, {"a": a})
+    actual, = run_litert(convert(ConvertConfig(model=path)).tflite, [a])
+    np.testing.assert_array_equal(actual, expected)
 
 
 def test_int32_div_truncates_like_onnxruntime(tmp_path):
