@@ -77,7 +77,10 @@ class Op:
 
     `statistics`: the per-channel mean and std of the op's output before its fused activation,
     where a folded BatchNorm gave them (channels on the output's channel axis: the weights'
-    output channels); a pass that changes those values carries them or sets None."""
+    output channels); a pass that changes those values carries them or sets None.
+
+    `float_reason`: why the importer keeps this op float in every mode (arithmetic on sampling
+    coordinates, whose 8-bit grid would move every sampled pixel); "" lets the op's rule decide."""
 
     kind: str
     inputs: list[str]
@@ -85,6 +88,7 @@ class Op:
     attrs: Any = field(default_factory=NoAttrs)
     origin: str = ""
     statistics: ChannelStats | None = None
+    float_reason: str = ""
 
     def replace_attrs(self, **changes) -> None:
         self.attrs = dataclasses.replace(self.attrs, **changes)
@@ -254,7 +258,7 @@ class Graph:
         """A copy whose ops and tensors can be edited independently (constant data is shared)."""
         other = Graph()
         other.tensors = {n: dataclasses.replace(t) for n, t in self.tensors.items()}
-        other.ops = [Op(o.kind, list(o.inputs), list(o.outputs), o.attrs, o.origin, o.statistics)
+        other.ops = [Op(o.kind, list(o.inputs), list(o.outputs), o.attrs, o.origin, o.statistics, o.float_reason)
                      for o in self.ops]
         other.inputs = list(self.inputs)
         other.outputs = list(self.outputs)

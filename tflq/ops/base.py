@@ -330,6 +330,12 @@ class Case:
     # The TFLite kinds the converted case must contain (None: the spec's own kind; () for an ONNX
     # op that static shapes fold into a constant, such as Range or ConstantOfShape).
     emits: tuple[str, ...] | None = None
+    # Output steps a quantized run may add where the case's lowering computes more than its
+    # spec's kind does (GridSample: a weighted sum of 4 GATHERs, Calibrated's budget); None: the rule's.
+    quant_steps: float | None = None
+    # The lowering keeps some of its ops float by design (GridSample's coordinate arithmetic):
+    # only the 8-bit full-quantization test runs it quantized, the all-integer suites do not.
+    float_parts: bool = False
 
 
 def rand(*shape: int, seed: int = 0, low: float = -1.0, high: float = 1.0) -> np.ndarray:

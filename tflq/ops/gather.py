@@ -1,4 +1,4 @@
-"""GATHER: ONNX Gather with constant indices (a scalar index removes the axis) or run-time indices."""
+"""GATHER: ONNX Gather with constant indices (a scalar index removes the axis) or run-time indices;\nONNX GridSample, lowered to GATHERs of the sampled pixels (grid_sample.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +14,7 @@ from tflq.ops import register
 from tflq.ops.base import WITH_INT16, AxisSensitive, Case, OpSpec, SameAsInput, rand
 from tflq.ops.checks import Arity, Axis
 from tflq.ops.common import quantized_version
+from tflq.ops.grid_sample import grid_sample_case, import_grid_sample
 from tflq.ops.reshape import add_reshape
 
 
@@ -65,7 +66,7 @@ class Gather(OpSpec):
     never changes the rank beyond dropping the axis (what the layout pass can follow in NHWC)."""
 
     kind = "GATHER"
-    onnx_types = ("Gather",)
+    onnx_types = ("Gather", "GridSample")
     onnx_checks = (Arity(inputs=(2, 2)), Axis(name="axis"))
     Attrs = GatherAttrs
     layout = AxisSensitive(attrs=("axis",))
@@ -88,9 +89,22 @@ class Gather(OpSpec):
         Case("int64_table", [helper.make_node("Gather", ["t", "i"], ["y"])],
              {"i": np.array([[1, 1, 0]], np.int64)}, {"t": np.array([[7, 8], [9, 10]], np.int64)},
              quantize=False),
+        grid_sample_case("bilinear_zeros", (1, 3, 5, 6), (1, 4, 7, 2)),
+        grid_sample_case("bilinear_zeros_align_batch2", (2, 2, 4, 5), (2, 3, 3, 2), align_corners=1),
+        grid_sample_case("bilinear_border", (1, 2, 5, 4), (1, 6, 3, 2), padding_mode="border"),
+        grid_sample_case("bilinear_reflection", (1, 2, 5, 6), (1, 4, 4, 2), spread=2.5,
+                         padding_mode="reflection"),
+        grid_sample_case("bilinear_reflection_align", (1, 2, 4, 5), (1, 4, 4, 2), spread=2.5,
+                         padding_mode="reflection", align_corners=1),
+        grid_sample_case("nearest_zeros", (1, 3, 5, 6), (1, 4, 5, 2), mode="nearest"),
+        grid_sample_case("nearest_border_align", (1, 2, 6, 5), (1, 3, 4, 2), mode="nearest",
+                         padding_mode="border", align_corners=1),
+        grid_sample_case("linear_opset20", (1, 2, 4, 4), (1, 3, 3, 2), mode="linear", opset=20),
     ]
 
     def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "GridSample":
+            return import_grid_sample(node, ctx)
         x, out = node.input[0], node.output[0]
         shape = ctx.shape(x)
         axis = ctx.normalize_axis(int(ctx.attr(node, "axis", 0)), len(shape))

@@ -64,6 +64,8 @@ class PlanContext:
         """Why `op` stays float (None: it runs quantized)."""
         if op.origin in self.float_ops:
             return "kept float by --float-ops"
+        if op.float_reason:
+            return op.float_reason
         reason = registry.spec(op.kind).quant.float_reason(self.dtype_of(op))
         return reason if reason is not None else self.target.integer_reason(op.kind, self.dtype_of(op))
 
