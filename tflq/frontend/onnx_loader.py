@@ -353,8 +353,8 @@ class ImportContext:
             return name
         if name in self._constants:
             value = self._constants[name]
-            if value.dtype.kind == "f" and value.dtype != np.float32:  # float16, float64
-                value = value.astype(np.float32)
+            if value.dtype != np.float32 and (value.dtype.kind == "f" or value.dtype.name == "bfloat16"):
+                value = value.astype(np.float32)  # float16, float64, bfloat16 (ml_dtypes, kind "V")
             self.graph.add_tensor(Tensor(name, DType.from_numpy(value.dtype),
                                          tuple(value.shape), np.array(value, order="C")))
             return name
