@@ -26,27 +26,12 @@ GhostNet (ghost modules, hard-sigmoid SE) and GhostNetV2 (DFC attention).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-import numpy as np
-import onnx
 import pytest
 
-from tests.conftest import worst_sqnr_db
-from tflq.config import ConvertConfig
-from tflq.pipeline import convert
+from tests.test_vision_families import Family, check_family  # one runner for both vision suites
 
 HERE = os.path.join(os.path.dirname(__file__), "dense_vision_models")
-SAMPLES = 4
-FLOAT_SQNR = 80.0
-
-
-@dataclass(frozen=True)
-class Family:
-    transposes: int
-    weights_uint8: float  # floors (dB), worst sample and output
-    full_uint8: float
-    full_int8: float
 
 
 FAMILIES = {
@@ -69,12 +54,6 @@ FAMILIES = {
 }
 
 
-def _feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {vi.name: rng.standard_normal([d.dim_value for d in vi.type.tensor_type.shape.dim])
-            .astype(np.float32) for vi in model.graph.input}
-
-
 def test_every_committed_file_has_a_family():
     files = sorted(f[:-5] for f in os.listdir(HERE) if f.endswith(".onnx"))
     assert files == sorted(FAMILIES)
@@ -82,22 +61,4 @@ def test_every_committed_file_has_a_family():
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_family(name, record_property):
-    family = FAMILIES[name]
-    path = os.path.join(HERE, f"{name}.onnx")
-    model = onnx.load(path)
-    samples = [_feeds(model, seed) for seed in range(SAMPLES)]
-    calib = [_feeds(model, 100 + seed) for seed in range(16)]
-    report = convert(ConvertConfig(model=path))
-    assert report.op_counts.get("TRANSPOSE", 0) <= family.transposes, report.op_counts
-    worst = {"float": worst_sqnr_db(path, report.tflite, samples)}
-    assert worst["float"] >= FLOAT_SQNR, worst
-    runs = {"weights_uint8": dict(mode="weights-only", min_weight_elements=256),
-            "full_uint8": dict(mode="full", calib=calib),
-            "full_int8": dict(mode="full", dtype="int8", calib=calib)}
-    for what, options in runs.items():
-        worst[what] = worst_sqnr_db(path, convert(ConvertConfig(model=path, **options)).tflite, samples)
-    for what, db in worst.items():
-        record_property(f"{what}_worst_db", round(db, 1))
-    low = {what: round(db, 1) for what, db in worst.items() if what != "float"
-           and db < getattr(family, what)}
-    assert not low, f"below the floors {family}: {low}"
+    check_family(os.path.join(HERE, f"{name}.onnx"), FAMILIES[name], record_property)

@@ -72,8 +72,13 @@ def _feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_family(name, record_property):
-    family = FAMILIES[name]
-    path = os.path.join(HERE, f"{name}.onnx")
+    check_family(os.path.join(HERE, f"{name}.onnx"), FAMILIES[name], record_property)
+
+
+def check_family(path: str, family: Family, record_property) -> None:
+    """The family's file in float against FLOAT_SQNR and its TRANSPOSE count, then weights-only
+    uint8, full uint8 and full int8 against its floors (worst of SAMPLES inputs, LiteRT against
+    onnxruntime); also run by tests/test_dense_vision_families.py."""
     model = onnx.load(path)
     samples = [_feeds(model, seed) for seed in range(SAMPLES)]
     calib = [_feeds(model, 100 + seed) for seed in range(16)]
