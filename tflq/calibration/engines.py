@@ -54,7 +54,7 @@ from tflq.calibration.statistics import CalibrationStats, NonFiniteError, non_fi
 from tflq.config import CalibEngine
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.ir.graph import Graph, Tensor
-from tflq.ir.layout import to_channels_last
+from tflq.ir.layout import onnx_shape, to_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def plan_onnxruntime(graph: Graph, tensors: frozenset[str], histogram: bool, mod
                      key=lambda n: (graph.tensors[n].rank, graph.tensors[n].dtype.numpy.str, n))
 
     sampled = {} if onnx_model.opset < SAMPLED_OPSET else {
-        n: sampling_steps(onnx_shape(graph.tensors[n].shape, mapped[n])) for n in reduced
+        n: sampling_steps(onnx_shape(graph.tensors[n])) for n in reduced
         if n not in whole_minima and graph.tensors[n].size >= SAMPLED_MIN_ELEMENTS
         and clamped_at_zero(producers.get(n), n)}
     model, runs = onnx_model.finish(kept, reduced, fetched,
@@ -276,17 +276,6 @@ def plan_onnxruntime(graph: Graph, tensors: frozenset[str], histogram: bool, mod
         computed=frozenset(computed & set(tensors)), where=where, order=order, equivalents=len(kept), derived=tuple(derived),
         shapes={n: graph.tensors[n].shape for n in fetched}, sampled=frozenset(sampled))
     return plan, ""
-
-
-def onnx_shape(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> tuple[int, ...]:
-    """The shape of the ONNX tensor that holds a tensor of tflq's of `shape`, where `perm` is the
-    permutation from the ONNX layout to tflq's (None: the same layout)."""
-    if perm is None or len(perm) != len(shape):
-        return tuple(shape)
-    onnx = [0] * len(shape)
-    for axis, source in enumerate(perm):
-        onnx[source] = shape[axis]
-    return tuple(onnx)
 
 
 def sampling_steps(shape: tuple[int, ...]) -> tuple[int, ...]:
