@@ -6,6 +6,7 @@ onnxruntime's float output; XNNPACK takes the whole file; the size halves."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import helper, numpy_helper
 
@@ -93,3 +94,63 @@ def test_calibration_data_with_float16_is_unused_and_said(tmp_path):
     assert result.exit_code == 0, result.output
     assert "--calib unused" in result.output
     assert read_tflite(out.read_bytes()).tensor  # a readable file
+
+
+# ---- float16 models (torch's model.half()): float16 inputs, outputs and weights -----------------
+def _half_model(path) -> str:
+    """Conv (float16 weights) -> Relu -> Add of a float16 constant -> MaxPool -> two float16
+    outputs (one the pooled value, one through an Identity), as `model.half()` exports them."""
+    rng = np.random.default_rng(7)
+    f16 = onnx.TensorProto.FLOAT16
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float16), "w"),
+             numpy_helper.from_array((rng.standard_normal(8) * 0.1).astype(np.float16), "b"),
+             numpy_helper.from_array(rng.standard_normal((8, 1, 1)).astype(np.float16), "c")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["r"]),
+             helper.make_node("Add", ["r", "c"], ["a"]),
+             helper.make_node("MaxPool", ["a"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Identity", ["a"], ["z"])]
+    graph = helper.make_graph(nodes, "half", [helper.make_tensor_value_info("x", f16, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", f16, None),
+                               helper.make_tensor_value_info("z", f16, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return save_model(model, path)
+
+
+HALF_INPUTS = [np.random.default_rng(s).standard_normal((1, 3, 8, 8)).astype(np.float16) for s in range(4)]
+
+
+def test_float16_model_keeps_its_float16_interface_and_computes_in_float32(tmp_path):
+    path = _half_model(tmp_path / "half.onnx")
+    report = convert(ConvertConfig(model=path))
+    info = read_tflite(report.tflite)
+    interface = [info.tensors[i] for i in list(info.inputs) + list(info.outputs)]
+    assert [t.dtype for t in interface] == ["float16"] * 3
+    # inside: float32 only, between one CAST per input and output
+    assert report.op_counts["CAST"] == 3
+    assert all(t.dtype == "float32" for t in info.tensors if t.data is not None)
+    for x in HALF_INPUTS:
+        expected = run_onnxruntime(path, {"x": x})
+        actual = run_litert(report.tflite, [x])
+        for e, a in zip(expected, actual):
+            assert a.dtype == np.float16 and e.shape == a.shape
+            # onnxruntime rounds each float16 op's result, the file only its outputs
+            assert relative_error(e, a) <= FLOAT16_TOLERANCE
+
+
+@pytest.mark.parametrize("io_type", [None, "int8"])
+def test_float16_model_quantizes_calibrating_in_float(io_type, tmp_path):
+    from tflq.ir.quant import sqnr_db
+
+    path = _half_model(tmp_path / "half.onnx")
+    calib = [{"x": np.random.default_rng(100 + s).standard_normal((1, 3, 8, 8)).astype(
+        np.float32 if io_type else np.float16)} for s in range(8)]
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int8", calib=calib, io_type=io_type))
+    info = read_tflite(report.tflite)
+    io = {info.tensors[i].dtype for i in list(info.inputs) + list(info.outputs)}
+    assert io == ({"int8"} if io_type else {"float16"})
+    assert report.op_counts.get("CAST", 0) == (0 if io_type else 3)
+    for x in HALF_INPUTS:
+        for e, a in zip(run_onnxruntime(path, {"x": x}), run_litert(report.tflite, [x])):
+            assert sqnr_db(e.astype(np.float32), a.astype(np.float32)) > 30

@@ -11,7 +11,7 @@ from tflq.calibration.parallel import start_workers_for, workers_exit_later
 from tflq.fileio import Source, WritePolicy
 from tflq.config import ConvertConfig, Mode, dtype_name
 from tflq.errors import InvalidConfigError
-from tflq.frontend.onnx_loader import load_onnx
+from tflq.frontend.onnx_loader import float16_interface_to_float32, load_onnx
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
@@ -64,6 +64,8 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     graph = loaded.graph
     qdq = loaded.qdq
     config, mode_note = resolve_mode(config, qdq)
+    if config.io_type is not None and config.mode == Mode.FULL:
+        float16_interface_to_float32(graph)  # the 8-bit interface replaces a float16 one
     if qdq is not None:
         simplify_qdq_graph(graph)
     report = ConversionReport(model=config.model, output=config.output, mode=config.mode.value,

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_OPSETS = range(11, 22)
 # Graph input types a TFLite file can take as they are (token ids, attention masks, flags).
 INPUT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
-               onnx.TensorProto.BOOL)
+               onnx.TensorProto.BOOL, onnx.TensorProto.FLOAT16)
 
 
 @dataclass
@@ -306,7 +306,7 @@ class ImportContext:
         if not name:
             return None
         if name in self._constants:
-            return self._constants[name]
+            return _float32(self._constants[name])
         ir_name = self._alias.get(name, name)
         return self.graph.tensors[ir_name].data if ir_name in self.graph.tensors else None
 
@@ -352,9 +352,7 @@ class ImportContext:
         if name in self.graph.tensors:
             return name
         if name in self._constants:
-            value = self._constants[name]
-            if value.dtype != np.float32 and (value.dtype.kind == "f" or value.dtype.name == "bfloat16"):
-                value = value.astype(np.float32)  # float16, float64, bfloat16 (ml_dtypes, kind "V")
+            value = _float32(self._constants[name])
             self.graph.add_tensor(Tensor(name, DType.from_numpy(value.dtype),
                                          tuple(value.shape), np.array(value, order="C")))
             return name
@@ -428,6 +426,69 @@ class ImportContext:
     def alias(self, onnx_name: str, ir_name: str) -> None:
         """Make `onnx_name` refer to an existing IR tensor (Identity, Dropout, no-op Cast)."""
         self._alias[onnx_name] = self.tensor(ir_name)
+
+
+def _float32(value: np.ndarray) -> np.ndarray:
+    """Float values of any width compute in float32: float16, float64, bfloat16 (ml_dtypes, kind "V")."""
+    if value.dtype != np.float32 and (value.dtype.kind == "f" or value.dtype.name == "bfloat16"):
+        return value.astype(np.float32)
+    return value
+
+
+def _float16_input(ctx: ImportContext, name: str) -> None:
+    """A float16 graph input (torch's `model.half()`) keeps its float16 interface: the file's
+    input is float16 and one CAST makes it float32, in which the graph computes (TFLite kernels
+    have no float16 arithmetic; cast.cc converts float16 to and from float32)."""
+    from tflq.ops.cast import CastAttrs
+
+    t = ctx.graph.tensors[name]
+    wide = ctx.new_activation(f"{name}/float32", t.shape)
+    t.dtype = DType.FLOAT16
+    ctx.graph.add_op(Op("CAST", [name], [wide], CastAttrs(to="FLOAT32", source="FLOAT16"), origin=name))
+    ctx._alias[name] = wide
+
+
+def _float16_output(ctx: ImportContext, name: str) -> str:
+    """A float16 graph output: the float32 result, CAST to float16 under the output's name."""
+    from tflq.ops.cast import CastAttrs
+
+    graph = ctx.graph
+    source = ctx.tensor(name)
+    if source == name:  # the float32 value moves aside; other outputs aliased to it follow it
+        source = graph.unique_name(f"{name}/float32")
+        graph.rename(name, source)
+        ctx._alias = {k: source if v == name else v for k, v in ctx._alias.items()}
+        ctx._alias[name] = source
+    elif name in graph.tensors:
+        raise InvalidModelError(f"output '{name}' is ambiguous")
+    t = graph.tensors[source]
+    graph.add_tensor(Tensor(name, DType.FLOAT16, t.shape, layout=t.layout))
+    graph.add_op(Op("CAST", [source], [name], CastAttrs(to="FLOAT16", source="FLOAT32"), origin=name))
+    return name
+
+
+def float16_interface_to_float32(graph: Graph) -> list[str]:
+    """Drop the CASTs of a float16 interface (for --io-type: the file's inputs and outputs are
+    8-bit there, quantized from and dequantized to float32); returns the names it touched."""
+    touched = []
+    for name in list(graph.inputs):
+        readers = graph.consumers(name)
+        if graph.tensors[name].dtype == DType.FLOAT16 and len(readers) == 1 and readers[0].kind == "CAST":
+            wide = readers[0].outputs[0]
+            graph.remove_op(readers[0])
+            del graph.tensors[name]
+            graph.rename(wide, name)
+            touched.append(name)
+    for name in list(graph.outputs):
+        cast = graph.producer(name)
+        if graph.tensors[name].dtype == DType.FLOAT16 and cast is not None and cast.kind == "CAST" \
+                and cast.inputs[0] not in graph.outputs and cast.inputs[0] not in graph.inputs:
+            wide = cast.inputs[0]
+            graph.remove_op(cast)
+            del graph.tensors[name]
+            graph.rename(wide, name)
+            touched.append(name)
+    return touched
 
 
 def _plain_8bit_uses(graph: Graph) -> list[Diagnostic]:
@@ -565,11 +626,14 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str],
         if elem not in INPUT_TYPES:
             diagnostics.append(Diagnostic(vi.name, "", "input_dtype",
                                           f"input is {onnx.TensorProto.DataType.Name(elem)}; "
-                                          f"tflq converts float32, int32, int64 and bool inputs"))
+                                          f"tflq converts float32, float16, int32, int64 and bool inputs"))
         try:
             graph.inputs.append(ctx.tensor(vi.name))
         except Unsupported as exc:
             diagnostics.append(exc.diagnostic)
+            continue
+        if elem == onnx.TensorProto.FLOAT16:
+            _float16_input(ctx, vi.name)
     for index, node in enumerate(g.node):
         if not node.name:
             node.name = f"{node.op_type}_{index}"
@@ -607,7 +671,11 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str],
                                     + ", ".join(f"'{d.node}'" for d in diagnostics), diagnostics)
     for vi in g.output:
         elem = vi.type.tensor_type.elem_type
-        if elem in (onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
+        if elem == onnx.TensorProto.FLOAT16 and graph.tensors[ctx.tensor(vi.name)].dtype == DType.FLOAT32:
+            name = _float16_output(ctx, vi.name)  # (renames: graph.outputs is rebuilt first)
+            graph.outputs.append(name)
+            continue
+        if elem in (onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16):
             notes.append(f"output '{vi.name}' is {onnx.TensorProto.DataType.Name(elem).lower()} in the "
                          f"model; the file computes and returns it in float32")
         name = ctx.tensor(vi.name)
