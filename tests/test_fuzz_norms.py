@@ -167,3 +167,42 @@ def test_zero_rows_through_a_bias_less_layer_into_a_norm(norm, tmp_path):
     assert report.bias_correction is not None  # (on by default in int16x8)
     worst = judge(path, report.tflite, samples, run).sqnr_db
     assert worst >= 35.0, f"worst sample {worst:.1f} dB; skipped: {report.bias_correction.skipped}"
+
+
+@pytest.mark.parametrize("norm", ["layer_norm", "rms_norm_div", "rms_norm_reciprocal"])
+def test_a_division_by_a_root_runs_integer_in_int8(norm, tmp_path):
+    """x / sqrt(mean(x^2) + eps) (RMSNorm; T5's x * Reciprocal(sqrt(...)) too) and a LayerNorm
+    decomposed below opset 17 between int8 MatMuls: the DIV kept float before (div.cc refuses a
+    divisor at its zero point, which a computed divisor's grid holds); as x * rsqrt(...) every op
+    runs integer (LiteRT's int8 RSQRT is the ideal rounding of 1/sqrt on every input of its
+    grid), as accurate on the worst sample. uint8 (no RSQRT kernel) keeps the DIV."""
+    builder = NormGraph(12100)
+    builder.input_shape = (1, 6, 32)
+    builder.shapes = {"x": builder.input_shape}
+    x = builder.one("MatMul", ["x", builder.weights((32, 32))], builder.input_shape)
+    numerator = builder.one("Sub", [x, builder.mean(x)], builder.shapes[x]) if norm == "layer_norm" else x
+    root = builder.root_of_mean_square(numerator)
+    if norm == "rms_norm_reciprocal":
+        y = builder.one("Mul", [numerator, builder.one("Reciprocal", [root], builder.shapes[root])], builder.shapes[x])
+    else:
+        y = builder.one("Div", [numerator, root], builder.shapes[x])
+    y = builder.one("MatMul", [y, builder.weights((32, 32))], builder.shapes[x])
+    graph = helper.make_graph(
+        builder.nodes, "root", [helper.make_tensor_value_info("x", TensorProto.FLOAT, builder.input_shape)],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, builder.shapes[y])], builder.inits)
+    path = str(tmp_path / "root.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", builder.opset)]), path)
+    calib = _samples(builder.input_shape, 16, 1, constant_rows=False)
+    held = _samples(builder.input_shape, 8, 2, constant_rows=False)
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        from tests.conftest import run_litert
+        return run_litert(tflite, [feed["x"]], nchw_io=False)
+
+    worst = {}
+    for dtype in ("int8", "uint8"):
+        report = convert(ConvertConfig(model=path, keep_io_layout=True, mode="full", dtype=dtype, calib=calib))
+        kinds = {op.kind for op in report.float_ops}
+        assert kinds == (set() if dtype == "int8" else {"SQRT", "DIV"}), report.float_ops
+        worst[dtype] = judge(path, report.tflite, held, run).sqnr_db
+    assert worst["int8"] >= worst["uint8"] - 3.0 and worst["int8"] >= 20.0, worst

@@ -31,6 +31,7 @@ from tflq.ops.activations import relu_0_to_1_as_relu
 from tflq.quantize.masks import finite_mask_fills, mask_fills_apart
 from tflq.quantize.qdq import simplify_qdq_graph
 from tflq.quantize.repair import equalize_if_asked
+from tflq.quantize.roots import divisions_by_roots_as_rsqrt
 from tflq.report import ConversionReport
 from tflq.targets import get_target
 
@@ -96,6 +97,8 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     if config.mode == Mode.FULL:  # calibration needs finite sums: a -inf mask as finfo.min
         finite_mask_fills(graph)
         mask_fills_apart(graph)  # each mask's fill its own constant, scores beside the masks
+        if qdq is None:  # (a QDQ model's grids are the Sqrt's and the Div's)
+            divisions_by_roots_as_rsqrt(graph, config.dtype)  # RMSNorm's x / sqrt(v), integer
     return graph, report, config, qdq
 
 
