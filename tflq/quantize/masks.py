@@ -126,6 +126,52 @@ FAR_FILL = -1e4
 COPIED_FILL_ELEMENTS = 4096
 
 
+def subtracted_masks_added(graph: Graph) -> int:
+    """Rewrite scores - fill x gate, read only by a softmax, as scores + (-fill) x gate; return
+    the number of masks rewritten.
+
+    Funnel subtracts its padding mask: scores - 1e6 * (1 - attention_mask). The plan narrows an
+    added mask (a gate x fill MUL with a negative fill, plan._mask_fill) onto the range the
+    softmax resolves; subtracted, the mask stayed a [0, 1e6] operand and the scores' sum a grid
+    of ~4000 per step, every score on one step (5 dB in int8). Negating a float is exact and
+    a - b is a + (-b) in IEEE arithmetic, so the float graph computes the very same values. A
+    MUL qualifies when its constant is a scalar of magnitude FAR_FILL or more and every reader
+    is such a subtraction (of the MUL's output, from another operand), itself read only by ops
+    that ignore values far below their row's maximum; a constant the MUL shares is copied."""
+    consumers = graph.consumer_map()
+    edits = 0
+    for mul in list(graph.ops):
+        if mul.kind != "MUL" or len(mul.inputs) != 2 or mul.attrs.fused_activation != "NONE":
+            continue
+        fills = [n for n in mul.inputs if graph.is_constant(n)]
+        out = mul.outputs[0]
+        if len(fills) != 1 or mul.inputs[0] == mul.inputs[1] or out in graph.outputs:
+            continue
+        fill = graph.tensors[fills[0]]
+        if not fill.dtype.is_float or fill.data.size != 1 or not float(fill.data.ravel()[0]) >= -FAR_FILL:
+            continue
+        readers = consumers.get(out, [])
+        if not readers or not all(_masking_subtraction(graph, r, out, consumers) for r in readers):
+            continue
+        negated = graph.add_constant(f"{fills[0]}/negated", np.negative(fill.data), fill.dtype)
+        mul.inputs = [negated if n == fills[0] else n for n in mul.inputs]
+        for sub in readers:
+            graph.insert_before(sub, Op("ADD", [sub.inputs[0], out], list(sub.outputs), sub.attrs, sub.origin))
+            graph.remove_op(sub)
+        edits += 1
+    return edits
+
+
+def _masking_subtraction(graph: Graph, op: Op, mask: str, consumers) -> bool:
+    """`op` is scores - mask, its result read only by row-wise readers that ignore values far
+    below the row's maximum (SOFTMAX)."""
+    if op.kind != "SUB" or op.inputs[1] != mask or op.inputs[0] == mask or \
+            op.attrs.fused_activation != "NONE" or op.outputs[0] in graph.outputs:
+        return False
+    readers = consumers.get(op.outputs[0], [])
+    return bool(readers) and all(registry.spec(r.kind).negligible_below_row_max(r) is not None for r in readers)
+
+
 def mask_fills_apart(graph: Graph) -> int:
     """Give each attention mask its own fill constants, made of constants the plan can quantize
     onto the range the softmax resolves (plan._mask_fill); return the number of edits.
