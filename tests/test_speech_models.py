@@ -13,17 +13,17 @@ Fully int8 CNNs also run in TFLite Micro, within a step of LiteRT.
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 import onnx
 import pytest
 
+from tests._families import feeds
+from tests._families import worst_db as _worst
 from tests.conftest import litert_interpreter, run_onnxruntime
 from tests.test_tflite_micro import assert_micro_matches_litert
 from tflq.config import ConvertConfig
 from tflq.ir.dtypes import DType
-from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
 
 HERE = os.path.join(os.path.dirname(__file__), "speech_models")
@@ -57,48 +57,7 @@ MICRO = [name for name in ("ds_cnn", "shufflenet_v2", "efficientnet", "googlenet
 
 
 def _feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for vi in model.graph.input:
-        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-        if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64:
-            feeds[vi.name] = rng.integers(0, 64, dims).astype(np.int64)
-        else:
-            feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
-    return feeds
-
-
-def _nwc(report, what: str) -> set[str]:
-    pattern = re.compile(rf"{what} '(.*)': ONNX \[N, C, W\]")
-    return {m.group(1) for m in map(pattern.match, report.notes) if m}
-
-
-def _run(report, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
-    """The file in LiteRT on ONNX-layout feeds: 4-D inputs fed NHWC, NCW ones NWC; outputs back."""
-    interpreter = litert_interpreter(report.tflite)
-    nwc_in, nwc_out = _nwc(report, "input"), _nwc(report, "output")
-    for detail, (name, value) in zip(interpreter.get_input_details(), feeds.items()):
-        if value.ndim == 4:
-            value = value.transpose(0, 2, 3, 1)
-        elif name in nwc_in:
-            value = value.transpose(0, 2, 1)
-        interpreter.set_tensor(detail["index"], np.ascontiguousarray(value))
-    interpreter.invoke()
-    results = []
-    for detail, name in zip(interpreter.get_output_details(), output_names):
-        value = interpreter.get_tensor(detail["index"])
-        if value.ndim == 4:
-            value = value.transpose(0, 3, 1, 2)
-        elif name in nwc_out:
-            value = value.transpose(0, 2, 1)
-        results.append(value)
-    return results
-
-
-def _worst(path: str, report, samples, expected) -> float:
-    names = [o.name for o in onnx.load(path).graph.output]
-    return min(min(sqnr_db(e, a) for e, a in zip(want, _run(report, feeds, names)))
-               for feeds, want in zip(samples, expected))
+    return feeds(model, seed, first_id=0)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _spec = importlib.util.spec_from_file_location("speech_export", os.path.join(HERE, "..", "speech_models", "export.py"))
-speech = importlib.util.module_from_spec(_spec)  # tests/speech_models/export.py: torchvision loader, randomize, strip
+speech = importlib.util.module_from_spec(_spec)  # tests/speech_models/export.py: torchvision loader, randomize, strip_metadata
 _spec.loader.exec_module(speech)
 
 tv = speech.tv
@@ -549,7 +549,7 @@ def export(name: str, out_dir: str, torchscript: bool = False) -> str:
         else:
             torch.onnx.export(model, (x,), path, input_names=["x"], output_names=names,
                               opset_version=18, external_data=False)
-    speech._strip(path)
+    speech.strip_metadata(path)
     return path
 
 

@@ -24,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root: tests._export
+from tests._export import strip_metadata  # noqa: E402
 
 
 def _torchvision():
@@ -413,22 +415,6 @@ def randomize(model: nn.Module) -> None:
                 module.running_var.uniform_(0.5, 2.0)
 
 
-def _strip(path: str) -> None:
-    """Drop the exporter's per-node metadata (stack traces, module paths): most of the file's bytes."""
-    import onnx
-
-    model = onnx.load(path)
-    for node in model.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
-    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        del vi.metadata_props[:]
-    for init in model.graph.initializer:
-        del init.metadata_props[:]
-    del model.metadata_props[:]
-    onnx.save(model, path)
-
-
 def export(name: str) -> str:
     torch.manual_seed(0)
     model, inputs = MODELS[name]()
@@ -444,7 +430,7 @@ def export(name: str) -> str:
         else:
             torch.onnx.export(model, args, path, input_names=list(inputs), output_names=["y"],
                               opset_version=18, external_data=False)
-    _strip(path)
+    strip_metadata(path)
     return path
 
 
