@@ -1,13 +1,15 @@
 """Sequence models as torch.onnx.export writes them, end to end: tiny transformers encoders and
-decoders (ALBERT, RoBERTa, ELECTRA, MobileBERT, SqueezeBERT, ConvBERT, BART, Marian, OPT,
-GPT-Neo, BLOOM, Falcon, Qwen2, Phi, Mistral, Gemma, ModernBERT), speech models (SEW,
-Data2Vec-audio, UniSpeech, Wav2Vec2-Conformer with relative and rotary positions, Speech2Text
-with its int64 length arithmetic), and torch's own layers (bidirectional stacked LSTM/GRU with
-initial states, nn.RNN relu/tanh, a masked LSTM, nn.TransformerEncoder/Decoder and
-nn.MultiheadAttention with key padding masks, Conv1d / ConvTranspose1d stacks, an STFT-free
-log-mel front end, masked embedding means and EmbeddingBag), exported once by
-tests/sequence_models/export.py: transformers' models by the dynamo exporter ("_ts": also
-TorchScript), torch's layers by TorchScript ("_dynamo": also dynamo).
+decoders (ALBERT, RoBERTa, ELECTRA, ERNIE, RoFormer, Funnel, MobileBERT, SqueezeBERT, ConvBERT,
+BART, mBART, Pegasus, M2M100, Marian, mT5, OPT, GPT-Neo, GPT-NeoX, GPT-J, CodeGen, GPTBigCode,
+BLOOM, Falcon, Qwen2, Qwen3, Phi, Phi-3, Mistral, Gemma, Gemma 2, OLMo, Cohere, StableLM,
+ModernBERT), speech models (SEW, SEW-D, WavLM, Data2Vec-audio, UniSpeech, Wav2Vec2-Conformer
+with relative and rotary positions, Speech2Text with its int64 length arithmetic), and torch's
+own layers (bidirectional stacked LSTM/GRU with initial states, nn.RNN relu/tanh, a masked LSTM,
+nn.TransformerEncoder/Decoder and nn.MultiheadAttention with key padding masks, Conv1d /
+ConvTranspose1d stacks, an STFT-free log-mel front end, masked embedding means and EmbeddingBag),
+exported once by tests/sequence_models/export.py: transformers' models by the dynamo exporter
+("_ts": also TorchScript, where its graph differs in a way that matters), torch's layers by
+TorchScript ("_dynamo": also dynamo). The runner is tests/_families.py's.
 
 Inputs are what the models take: int64 token ids and attention masks (each sample keeps its first
 2..8 positions), boolean key padding masks, float features. Per model, against onnxruntime on
@@ -20,16 +22,16 @@ A CLI conversion reads calibration samples as per-input folders of int64 and boo
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 import onnx
 import pytest
 
-from tests.conftest import litert_interpreter, run_onnxruntime
+from tests._families import feeds as _feeds
+from tests._families import worst_db as _worst
+from tests.conftest import run_onnxruntime
 from tflq.config import ConvertConfig
 from tflq.ir.dtypes import DType
-from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
 
 HERE = os.path.join(os.path.dirname(__file__), "sequence_models")
@@ -40,9 +42,15 @@ WEIGHTS_FLOOR = 22.0
 FULL_FLOOR = 14.0
 MODELS = sorted(f[:-5] for f in os.listdir(HERE) if f.endswith(".onnx"))
 # full int8: the ops kept float, each for its reason (every other op runs integer)
-RMS_DIVISOR = frozenset({"DIV"})  # RMSNorm's x / sqrt(mean(x^2) + eps): a divisor grid holds 0
+# RMSNorm's x / sqrt(mean(x^2) + eps) (Cohere's LayerNorm: x / sqrt(var + eps)): a divisor grid holds 0
+RMS_DIVISOR = frozenset({"DIV"})
 FLOAT_IN_INT8 = {
-    "qwen2": RMS_DIVISOR, "mistral": RMS_DIVISOR, "gemma": RMS_DIVISOR,
+    "qwen2": RMS_DIVISOR, "mistral": RMS_DIVISOR, "gemma": RMS_DIVISOR, "gemma2": RMS_DIVISOR,
+    "qwen3": RMS_DIVISOR, "phi3": RMS_DIVISOR, "mt5": RMS_DIVISOR, "cohere": RMS_DIVISOR,
+    "gemma2_ts": RMS_DIVISOR, "qwen3_ts": RMS_DIVISOR, "phi3_ts": RMS_DIVISOR, "mt5_ts": RMS_DIVISOR,
+    # the int64 attention mask to float (1 - mask, times the fill); the dynamo export's in-place
+    # slice writes (its relative positions' cls mask) as ScatterND: no integer kernel
+    "funnel": frozenset({"CAST", "SCATTER_ND"}), "funnel_ts": frozenset({"CAST"}),
     "bloom": frozenset({"CAST"}),  # ALiBi's int64 positions (the mask's cumsum) to float
     "masked_lstm": frozenset({"DIV"}),  # by the kept count
     # the subsampled lengths' int64 division: float32 estimates between int64 tensors, exact
@@ -52,49 +60,6 @@ FLOAT_IN_INT8 = {
 FLOORS = {}  # model -> full-mode floor below FULL_FLOOR (measured lower for the model's own reasons)
 INT16X8 = ("lstm_bidirectional_states", "conv1d_stack", "mel_front_end", "albert")
 INT16X8_FLOOR = 35.0
-
-
-def _feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for vi in model.graph.input:
-        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-        elem = vi.type.tensor_type.elem_type
-        if elem == onnx.TensorProto.BOOL:  # key padding: True past the kept positions
-            feeds[vi.name] = np.arange(dims[-1])[None] >= rng.integers(2, dims[-1] + 1)
-        elif vi.name in ("attention_mask", "mask"):  # 1 for kept positions, then 0
-            kept = np.arange(dims[-1])[None] < rng.integers(2, dims[-1] + 1)
-            feeds[vi.name] = kept.astype(onnx.helper.tensor_dtype_to_np_dtype(elem))
-        elif elem == onnx.TensorProto.INT64:
-            feeds[vi.name] = rng.integers(3, 64, dims).astype(np.int64)
-        else:
-            feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
-    return feeds
-
-
-def _nwc(report, what: str) -> set[str]:
-    pattern = re.compile(rf"{what} '(.*)': ONNX \[N, C, W\]")
-    return {m.group(1) for m in map(pattern.match, report.notes) if m}
-
-
-def _run(report, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
-    """The file in LiteRT on ONNX-layout feeds (NCW inputs of 1-D conv stacks fed NWC, outputs back)."""
-    interpreter = litert_interpreter(report.tflite)
-    nwc_in, nwc_out = _nwc(report, "input"), _nwc(report, "output")
-    for detail, (name, value) in zip(interpreter.get_input_details(), feeds.items()):
-        interpreter.set_tensor(detail["index"], np.ascontiguousarray(value.transpose(0, 2, 1) if name in nwc_in else value))
-    interpreter.invoke()
-    results = []
-    for detail, name in zip(interpreter.get_output_details(), output_names):
-        value = interpreter.get_tensor(detail["index"])
-        results.append(value.transpose(0, 2, 1) if name in nwc_out else value)
-    return results
-
-
-def _worst(path: str, report, samples, expected) -> float:
-    names = [o.name for o in onnx.load(path).graph.output]
-    return min(min(sqnr_db(e, a) for e, a in zip(want, _run(report, feeds, names)))
-               for feeds, want in zip(samples, expected))
 
 
 @pytest.mark.parametrize("name", MODELS)

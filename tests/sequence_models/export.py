@@ -28,6 +28,8 @@ import transformers as tf  # noqa: E402
 from torch import nn  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root: tests._export
+from tests._export import strip_metadata  # noqa: E402
 SEQ, VOCAB = 8, 64
 BERT = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, max_position_embeddings=32)
@@ -111,6 +113,39 @@ HF = {
                               position_embeddings_type="relative", **CONFORMER),
     "w2v2_conformer_rot": _hf(tf.Wav2Vec2ConformerConfig, tf.Wav2Vec2ConformerModel, "audio",
                               position_embeddings_type="rotary", **CONFORMER),
+    # alternating sliding-window (4) and global layers, tanh soft-capped attention logits
+    "gemma2": _hf(tf.Gemma2Config, tf.Gemma2Model, "decoder", head_dim=8, sliding_window=4,
+                  attn_logit_softcapping=50.0, final_logit_softcapping=30.0, **LLM),
+    "qwen3": _hf(tf.Qwen3Config, tf.Qwen3Model, "decoder", head_dim=8, **LLM),  # RMSNorm on Q and K
+    "phi3": _hf(tf.Phi3Config, tf.Phi3Model, "decoder", pad_token_id=0, **LLM),  # fused QKV, gate-up
+    "olmo": _hf(tf.OlmoConfig, tf.OlmoModel, "decoder", **LLM),  # LayerNorm without parameters
+    "cohere": _hf(tf.CohereConfig, tf.CohereModel, "decoder", **LLM),  # interleaved rotary, parallel block
+    "stablelm": _hf(tf.StableLmConfig, tf.StableLmModel, "decoder", **LLM),  # partial rotary, LayerNorm
+    # rotary on half of each head, parallel attention and MLP
+    "gpt_neox": _hf(tf.GPTNeoXConfig, tf.GPTNeoXModel, "decoder", rotary_pct=0.5, **BERT),
+    # interleaved rotary on the first 4 dimensions of each head (CodeGen: its fused QKV split in 4)
+    "gptj": _hf(tf.GPTJConfig, tf.GPTJModel, "decoder", vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4,
+                n_positions=32, rotary_dim=4),
+    "codegen": _hf(tf.CodeGenConfig, tf.CodeGenModel, "decoder", vocab_size=VOCAB, n_embd=32, n_layer=2,
+                   n_head=4, n_positions=32, n_ctx=32, rotary_dim=4),
+    "gpt_bigcode": _hf(tf.GPTBigCodeConfig, tf.GPTBigCodeModel, "decoder", vocab_size=VOCAB, n_embd=32,
+                       n_layer=2, n_head=4, n_positions=32, multi_query=True),  # one K/V head
+    "roformer": _hf(tf.RoFormerConfig, tf.RoFormerModel, "text", embedding_size=32, **BERT),  # rotary
+    "ernie": _hf(tf.ErnieConfig, lambda c: tf.ErnieModel(c, add_pooling_layer=False), "text", **BERT),
+    # relative attention over pooled (strided mean) queries, a mask subtracted: scores - 1e6 (1 - mask)
+    "funnel": _hf(tf.FunnelConfig, tf.FunnelModel, "text", vocab_size=VOCAB, block_sizes=[1, 1], d_model=32,
+                  n_head=4, d_head=8, d_inner=64, num_decoder_layers=1),
+    "mbart": _hf(tf.MBartConfig, tf.MBartModel, "seq2seq", **SEQ2SEQ),  # pre-norm BART
+    "pegasus": _hf(tf.PegasusConfig, tf.PegasusModel, "seq2seq", **SEQ2SEQ),  # sinusoidal positions
+    "m2m100": _hf(tf.M2M100Config, tf.M2M100Model, "seq2seq", **SEQ2SEQ),  # positions from the padding
+    # T5's bucketed relative position bias, RMSNorm, gated GELU
+    "mt5": _hf(tf.MT5Config, tf.MT5Model, "seq2seq", vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=1,
+               num_decoder_layers=1, num_heads=4, relative_attention_num_buckets=8,
+               relative_attention_max_distance=16),
+    # gated relative position bias (WavLM); disentangled attention over log buckets (SEW-D)
+    "wavlm": _hf(tf.WavLMConfig, tf.WavLMModel, "audio", num_buckets=16, max_bucket_distance=32, **AUDIO),
+    "sew_d": _hf(tf.SEWDConfig, tf.SEWDModel, "audio", squeeze_factor=2, position_buckets=8,
+                 max_relative_positions=16, **AUDIO),
     # filterbank features [1, 32, 16] through two stride-2 Conv1d + GLU; the attention mask's
     # lengths subsampled in int64 ((length - 1) // 2 + 1, twice), a new mask scattered from them
     "speech2text": _hf(tf.Speech2TextConfig, tf.Speech2TextModel, "speech2text", vocab_size=VOCAB, d_model=32,
@@ -290,6 +325,10 @@ MODELS = {
     **{name: (name, "dynamo") for name in HF},
     "gpt_neo_ts": ("gpt_neo", "torchscript"), "modernbert_ts": ("modernbert", "torchscript"),
     "speech2text_ts": ("speech2text", "torchscript"),
+    # (Cohere's TorchScript export fails in torch: "ONNX Expand input shape constraint not satisfied")
+    **{f"{name}_ts": (name, "torchscript") for name in (
+        "gemma2", "qwen3", "phi3", "olmo", "stablelm", "gpt_neox", "gptj", "codegen", "gpt_bigcode", "roformer",
+        "ernie", "funnel", "mbart", "pegasus", "m2m100", "mt5", "wavlm", "sew_d")},
     **{name: (name, "torchscript") for name in TORCH},
     "gru_bidirectional_states_dynamo": ("gru_bidirectional_states", "dynamo"),
     "transformer_encoder_causal_dynamo": ("transformer_encoder_causal", "dynamo"),
@@ -360,24 +399,8 @@ def export(name: str) -> str:
             torch.onnx.export(model, args, path, input_names=names, opset_version=17, dynamo=False)
         else:
             torch.onnx.export(model, args, path, input_names=names, opset_version=18, external_data=False)
-    _strip(path)
+    strip_metadata(path)
     return path
-
-
-def _strip(path: str) -> None:
-    """Drop the exporter's per-node metadata (stack traces, module paths): most of the file's bytes."""
-    import onnx
-
-    model = onnx.load(path)
-    for node in model.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
-    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        del vi.metadata_props[:]
-    for init in model.graph.initializer:
-        del init.metadata_props[:]
-    del model.metadata_props[:]
-    onnx.save(model, path)
 
 
 if __name__ == "__main__":
