@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from tests.conftest import litert_interpreter
+from tflq import ops as registry
 from tflq.backend.tflite_reader import read_tflite
 from tflq.backend.tflite_writer import serialize
 from tflq.ir.dtypes import DType
@@ -66,3 +67,68 @@ def test_quantization_params_keep_their_own_values():
     info = read_tflite(serialize(g))
     assert info.tensor("w1").scale == [0.5] * 8
     assert info.tensor("w0").scale != [0.5] * 8
+
+
+def _constants_graph(values: dict[str, np.ndarray]) -> Graph:
+    """A graph that ADDs each constant to its input (so every constant is written)."""
+    g = Graph()
+    for k, (name, value) in enumerate(values.items()):
+        x = g.add_activation(f"x{k}", DType.from_numpy(value.dtype), value.shape)
+        g.inputs.append(x)
+        g.add_tensor(Tensor(name, DType.from_numpy(value.dtype), value.shape, value))
+        y = g.add_activation(f"y{k}", DType.from_numpy(value.dtype), value.shape)
+        g.add_op(Op("ADD", [x, name], [y], registry.spec("ADD").Attrs()))
+        g.outputs.append(y)
+    return g
+
+
+def _buffer_of(data: bytes, name: str) -> int:
+    from tflq._generated.tflite.Model import Model
+
+    subgraph = Model.GetRootAs(data, 0).Subgraphs(0)
+    return next(subgraph.Tensors(i).Buffer() for i in range(subgraph.TensorsLength())
+                if subgraph.Tensors(i).Name().decode() == name)
+
+
+def test_constants_share_a_buffer_exactly_when_their_bytes_are_equal(monkeypatch):
+    """Identical constants are written once; constants of the same size that differ in one byte
+    are not, even when their digests collide (the bytes are compared, not only hashed)."""
+    import tflq.backend.tflite_writer as writer
+
+    base = np.arange(64, dtype=np.float32).reshape(8, 8)
+    other = base.copy()
+    other[7, 7] = -1.0
+    values = {"a": base, "b": base.copy(), "c": other, "d": base.T.copy().T}  # d: Fortran order
+    for colliding in (False, True):
+        if colliding:
+            class _SameDigest:
+                def __init__(self, *args, **kwargs):
+                    pass
+
+                def digest(self):
+                    return b"\0" * 16
+
+            monkeypatch.setattr(writer.hashlib, "blake2b", _SameDigest)
+        data = serialize(_constants_graph(values))
+        buffers = {name: _buffer_of(data, name) for name in values}
+        assert buffers["a"] == buffers["b"] == buffers["d"] != buffers["c"]
+        info = read_tflite(data)
+        for name, value in values.items():
+            np.testing.assert_array_equal(info.tensor(name).data, value)
+
+
+def test_writing_leaves_the_graph_constants_as_they_were():
+    """The buffers are written from views of the constants: the arrays keep their values,
+    a big-endian or float64-held constant is written little-endian in its tensor's type."""
+    big_endian = np.arange(6, dtype=">i4").reshape(2, 3)
+    held_wide = np.linspace(-1, 1, 6).reshape(2, 3)  # float64 data of a float32 tensor
+    g = _constants_graph({"e": big_endian.astype(np.int32)})
+    g.tensors["e"].data = big_endian
+    g2 = _constants_graph({"w": held_wide.astype(np.float32)})
+    g2.tensors["w"].data = held_wide
+    for graph, name, expected in ((g, "e", big_endian.astype("<i4")), (g2, "w", held_wide.astype(np.float32))):
+        before = graph.tensors[name].data.copy()
+        info = read_tflite(serialize(graph))
+        np.testing.assert_array_equal(info.tensor(name).data, expected)
+        assert graph.tensors[name].data.dtype == before.dtype
+        np.testing.assert_array_equal(graph.tensors[name].data, before)

@@ -1,5 +1,13 @@
-"""Serialise a Graph to TFLite flatbuffer bytes (deterministic), and save them atomically."""
+"""Serialise a Graph to TFLite flatbuffer bytes (deterministic), and save them atomically.
+
+Memory: constants are written into the builder straight from the graph's arrays (no bytes copy of
+each), identical constants are found by a digest of their bytes (not a dict keyed by the bytes
+themselves), and the file's bytes are copied out of the builder once. Writing a model of W bytes
+of weights holds the graph's W, the builder's W and the result's W at the peak, not 5 W.
+"""
 from __future__ import annotations
+
+import hashlib
 
 import flatbuffers
 import numpy as np
@@ -29,15 +37,17 @@ BuiltinOptions = builtin_options_module.BuiltinOptions
 
 class _AlignedBufferT(BufferT):
     """A Buffer whose data vector starts on a 16-byte boundary (the schema's force_align,
-    which flatc's Python generator ignores)."""
+    which flatc's Python generator ignores). `data` is bytes or a 1-D uint8 array (a view of a
+    constant's own memory), copied into the builder once."""
 
     def Pack(self, builder):  # noqa: N802 - FlatBuffers' naming
         data = None
         if self.data is not None:
-            raw = self.data
+            raw = memoryview(self.data).cast("B")
             builder.StartVector(1, len(raw), BUFFER_ALIGNMENT)
             builder.head = builder.head - len(raw)
-            builder.Bytes[builder.head:builder.head + len(raw)] = raw
+            # (through a memoryview: bytearray slice assignment copies a non-bytes value first)
+            memoryview(builder.Bytes)[builder.head:builder.head + len(raw)] = raw
             builder.vectorNumElems = len(raw)
             data = builder.EndVector()
         BufferStart(builder)
@@ -116,7 +126,7 @@ def build_model(graph: Graph, description: str = "tflq") -> ModelT:
 
     vectors = _VectorCache()
     buffers: list[BufferT] = [_AlignedBufferT()]
-    buffer_index: dict[bytes, int] = {}
+    buffer_index = _BufferIndex()
     tensors = []
     for name in order:
         t = graph.tensors[name]
@@ -127,13 +137,12 @@ def build_model(graph: Graph, description: str = "tflq") -> ModelT:
         tt.quantization = _quantization(t.quant, vectors)
         tt.buffer = 0
         if t.data is not None:
-            raw = np.ascontiguousarray(t.data.astype(t.dtype.numpy.newbyteorder("<"), copy=False)).tobytes()
-            if raw not in buffer_index:
+            raw = _little_endian_bytes(t.data, t.dtype.numpy)
+            tt.buffer = buffer_index.index(raw, len(buffers))
+            if tt.buffer == len(buffers):
                 buf = _AlignedBufferT()
                 buf.data = raw
-                buffer_index[raw] = len(buffers)
                 buffers.append(buf)
-            tt.buffer = buffer_index[raw]
         tensors.append(tt)
 
     codes: list[OperatorCodeT] = []
@@ -186,6 +195,32 @@ def build_model(graph: Graph, description: str = "tflq") -> ModelT:
     return model
 
 
+def _little_endian_bytes(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The constant's bytes as the file stores them (little-endian, C order): a flat uint8 view of
+    `data` itself when it already is that, else of one converted copy."""
+    array = np.ascontiguousarray(data.astype(dtype.newbyteorder("<"), copy=False))
+    return array.reshape(-1).view(np.uint8)
+
+
+class _BufferIndex:
+    """Buffers by content: constants with the same bytes share one buffer (whatever their types).
+    Looked up by a digest of the bytes and confirmed by comparing them, so no second copy of
+    every constant is kept as a dict key."""
+
+    def __init__(self) -> None:
+        self._by_digest: dict[tuple[int, bytes], list[tuple[np.ndarray, int]]] = {}
+
+    def index(self, raw: np.ndarray, new: int) -> int:
+        """The index of the buffer holding `raw`'s bytes; `new` (now recorded) if there is none."""
+        key = raw.size, hashlib.blake2b(memoryview(raw), digest_size=16).digest()
+        same = self._by_digest.setdefault(key, [])
+        for other, index in same:
+            if memoryview(other) == memoryview(raw):
+                return index
+        same.append((raw, new))
+        return new
+
+
 def _tensor_map(name: str, tensor_index: int) -> TensorMapT:
     m = TensorMapT()
     m.name = name
@@ -210,4 +245,5 @@ def serialize(graph: Graph, description: str = "tflq") -> bytes:
     size_hint = sum(len(b.data) for b in model.buffers if b.data is not None) + 1024 * 1024
     builder = flatbuffers.Builder(size_hint)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    del model  # (views of the graph's constants)
+    return bytes(memoryview(builder.Bytes)[builder.Head():])  # (Output() would copy once more)
