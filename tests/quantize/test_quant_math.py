@@ -70,3 +70,46 @@ def test_bias_scale_is_the_product():
     b = bias_params(inp, w)
     np.testing.assert_allclose(b.scale, [0.002, 0.01], rtol=1e-6)
     assert b.dtype == DType.INT32 and np.all(b.zero_point == 0) and b.axis == 0
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, 2])
+def test_large_constants_quantize_in_chunks_to_the_same_integers(monkeypatch, axis):
+    """A constant larger than QUANTIZE_CHUNK is quantized a few rows at a time (bounded memory);
+    each integer is still round-half-away(x / scale) + zero point, saturated, with the scale and
+    zero point of its own channel, whether the channels run along the chunked axis or not."""
+    import tflq.ir.quant as quant
+
+    rng = np.random.default_rng(3)
+    shape = (7, 5, 3)
+    x = rng.normal(scale=2.0, size=shape).astype(np.float32)
+    x[0, 0, 0], x[6, 4, 2] = 1e6, -1e6  # saturate
+    if axis is None:
+        params = QuantParams.per_tensor(DType.UINT8, 0.01, 100)
+        scale, zero_point = np.float64(np.float32(0.01)), 100
+    else:
+        n = shape[axis]
+        params = QuantParams.per_channel(DType.INT8, np.linspace(0.01, 0.05, n), np.arange(n) - 2, axis)
+        view = [1, 1, 1]
+        view[axis] = n
+        scale = params.scale.astype(np.float64).reshape(view)
+        zero_point = params.zero_point.reshape(view)
+    ratio = x.astype(np.float64) / scale
+    expected = np.clip(np.sign(ratio) * np.floor(np.abs(ratio) + 0.5) + zero_point,
+                       params.dtype.qmin, params.dtype.qmax).astype(params.dtype.numpy)
+    whole = params.quantize(x)
+    monkeypatch.setattr(quant, "QUANTIZE_CHUNK", 16)  # 105 elements: rows of one, seven chunks
+    chunked = params.quantize(x)
+    assert chunked.dtype == params.dtype.numpy and chunked.shape == shape
+    np.testing.assert_array_equal(whole, expected)
+    np.testing.assert_array_equal(chunked, expected)
+
+
+def test_symmetric_weight_scales_are_those_of_float64_arithmetic():
+    """The weights' bound is taken in their own float type (exact), the scale in float64."""
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(6, 4)).astype(np.float32)
+    per_channel = symmetric_weight_params(w, 0)
+    bound = np.abs(w.astype(np.float64)).max(axis=1)
+    np.testing.assert_array_equal(per_channel.scale, (np.maximum(bound, MIN_RANGE / 2) / 127).astype(np.float32))
+    per_tensor = symmetric_weight_params(w, None)
+    assert float(per_tensor.scale) == np.float32(max(float(np.abs(w.astype(np.float64)).max()), MIN_RANGE / 2) / 127)

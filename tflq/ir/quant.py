@@ -13,6 +13,10 @@ from tflq.ir.dtypes import DType
 
 # A range narrower than this is widened, so the scale never becomes zero or denormal.
 MIN_RANGE = 1e-6
+# Large constants are quantized this many elements at a time along their first axis: the float64
+# arithmetic makes several temporaries of its input's size (an embedding table of 94 MB of
+# float32 took 0.9 GB at once). Each element's arithmetic is the same, so are the integers.
+QUANTIZE_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +76,21 @@ class QuantParams:
 
     def quantize(self, values: np.ndarray) -> np.ndarray:
         """Round-to-nearest (half away from zero, as TFLite does) and saturate."""
-        values = np.asarray(values, dtype=np.float64)
+        values = np.asarray(values)
         scale, zero_point = self.broadcast(values.ndim)
+        if values.ndim == 0 or values.size <= QUANTIZE_CHUNK:
+            return self._quantize(values, scale, zero_point)
+        out = np.empty(values.shape, self.dtype.numpy)
+        rows = max(1, QUANTIZE_CHUNK // (values.size // values.shape[0]))
+        along_rows = self.axis is not None and self.axis % values.ndim == 0  # (scale per row)
+        for start in range(0, values.shape[0], rows):
+            part = slice(start, start + rows)
+            out[part] = self._quantize(values[part], scale[part] if along_rows else scale,
+                                       zero_point[part] if along_rows else zero_point)
+        return out
+
+    def _quantize(self, values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
         q = round_half_away(values / scale.astype(np.float64)) + zero_point
         return np.clip(q, self.dtype.qmin, self.dtype.qmax).astype(self.dtype.numpy)
 
@@ -153,13 +170,15 @@ def symmetric_weight_params(weights: np.ndarray, axis: int | None,
                             dtype: DType = DType.INT8) -> QuantParams:
     """Symmetric narrow-range weights ([-127, 127], zero point 0), per-tensor or per-channel."""
     qmax = dtype.qmax
-    w = np.asarray(weights, dtype=np.float64)
+    w = np.asarray(weights)
+    if w.dtype.kind != "f":  # (a float's magnitude and maximum are exact in its own type: no
+        w = w.astype(np.float64)  # float64 copy of a large weight)
     if axis is None:
         bound = float(np.max(np.abs(w))) if w.size else 0.0
         scale = max(bound, MIN_RANGE / 2) / qmax
         return QuantParams.per_tensor(dtype, scale, 0)
     reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
-    bound = np.max(np.abs(w), axis=reduce_axes) if w.size else np.zeros(w.shape[axis])
+    bound = np.max(np.abs(w), axis=reduce_axes).astype(np.float64) if w.size else np.zeros(w.shape[axis])
     scale = np.maximum(bound, MIN_RANGE / 2) / qmax
     return QuantParams.per_channel(dtype, scale, np.zeros_like(scale, dtype=np.int64), axis)
 
