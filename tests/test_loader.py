@@ -182,3 +182,55 @@ def test_bfloat16_weights_compute_in_float32(tmp_path):
     expected = np.maximum(x @ weights + bias, 0)
     got = run_litert(convert(ConvertConfig(model=path)).tflite, [x])[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_folding_keeps_the_models_initializers_in_place(tmp_path):
+    """fold_model leaves the initializers that kept nodes read as the model's own messages
+    (re-adding them copied every weight: protobuf's extend copies), drops those only folded
+    nodes read, and adds the folded values kept nodes read."""
+    from tflq.frontend.fold import fold_model
+
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(6, 6)).astype(np.float32)
+    nodes = [helper.make_node("Add", ["two", "three"], ["five"]),  # folded: its inputs go
+             helper.make_node("Mul", ["x", "five"], ["m"]),
+             helper.make_node("MatMul", ["m", "w"], ["y"])]
+    inits = [numpy_helper.from_array(np.float32(2), "two"), numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.float32(3), "three")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])], inits)
+    weight = model.graph.initializer[1]
+    fold_model(model)
+    assert [t.name for t in model.graph.initializer] == ["w", "five"]
+    assert model.graph.initializer[0] is weight  # the same message, not a copy
+    assert float(numpy_helper.to_array(model.graph.initializer[1])) == 5.0
+    path = str(tmp_path / "fold.onnx")
+    onnx.save(_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])], inits), path)
+    x = rng.normal(size=(1, 6)).astype(np.float32)
+    got = run_litert(convert(ConvertConfig(model=path)).tflite, [x])[0]
+    np.testing.assert_allclose(got, (x * 5) @ w, rtol=1e-5, atol=1e-6)
+
+
+def test_imported_constants_are_the_graphs_own(tmp_path):
+    """Each constant of the imported graph is its own writable array (not a view of the ONNX
+    model's bytes, which the loader lets go, nor shared between tensors): a pass that edits
+    one in place changes that tensor only. A float16 weight computes in float32."""
+    rng = np.random.default_rng(7)
+    c = rng.normal(size=(4, 4)).astype(np.float32)
+    h = rng.normal(size=(4, 4)).astype(np.float16)
+    nodes = [helper.make_node("Add", ["x", "c"], ["a"]), helper.make_node("Mul", ["a", "c"], ["b"]),
+             helper.make_node("Cast", ["h"], ["h32"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["b", "h32"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+                   [numpy_helper.from_array(c, "c"), numpy_helper.from_array(h, "h")])
+    path = str(tmp_path / "shared.onnx")
+    onnx.save(model, path)
+    graph = load_onnx(path).graph
+    constants = [t for t in graph.tensors.values() if t.is_constant]
+    assert constants and all(t.data.flags.writeable and t.data.flags.owndata for t in constants)
+    assert len({id(t.data) for t in constants}) == len(constants)
+    shared = graph.tensors["c"]
+    assert len(graph.consumers("c")) == 2  # one tensor for both readers
+    np.testing.assert_array_equal(shared.data, c)
+    x = rng.normal(size=(4, 4)).astype(np.float32)
+    got = run_litert(convert(ConvertConfig(model=path)).tflite, [x])[0]
+    np.testing.assert_allclose(got, ((x + c) * c) @ h.astype(np.float32), rtol=1e-4, atol=1e-4)

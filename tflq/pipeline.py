@@ -15,6 +15,7 @@ from tflq.frontend.onnx_loader import float16_interface_to_float32, load_onnx
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
+from tflq.memory import release_freed_memory
 from tflq.passes.cleanup import (merge_transposes, one_transpose_per_chain, remove_dead_ops,
                                   remove_noop_ops, sink_transpose_through_reshape,
                                   sink_transpose_through_unary, transposes_of_unit_axes_to_reshapes)
@@ -60,6 +61,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
              ) -> tuple[Graph, ConversionReport, ConvertConfig, QdqModel | None]:
     """prepare_graph, plus the config with its mode settled and the model's QDQ facts (if any)."""
     loaded = load_onnx(config.model, config.input_shapes, config.max_tensor_bytes)
+    release_freed_memory()  # (the ONNX model's copies of the weights)
     policy.add_sources(Source("external data of the input model", p) for p in loaded.external_files)
     policy.check()
     graph = loaded.graph
@@ -152,6 +154,7 @@ def _convert(config: ConvertConfig) -> ConversionReport:
     verify(graph, after="quantization")
     _describe_io(graph, report)
     equalized = report.equalization is not None and bool(report.equalization.pairs)
+    release_freed_memory()  # before the writer's two model-sized blocks (builder, bytes)
     data = serialize(graph, description=EQUALIZED_DESCRIPTION if equalized else "tflq")
     if config.target != "litert":
         from tflq.checker import require_target

@@ -442,18 +442,20 @@ class Sweep:
                     needed.extend(_free_names(attr.g))
         needed.extend(vi.name for vi in g.output)
         needed.extend(n for n in graph_inputs if n in self.originals)
-        initializers, done = [], set()
-        for name in needed:
-            if name in done or name not in self.constants:
-                continue
-            done.add(name)
-            original = self.originals.get(name)
-            initializers.append(original if original is not None
-                                else numpy_helper.from_array(self.constants[name], name))
+        kept = {name for name in needed if name in self.constants}
+        # The model's own initializers that stay are left where they are, the others deleted
+        # (re-adding them would copy each one's data: protobuf's extend copies messages), and
+        # the folded values read by kept nodes follow, in order of first use.
+        for index in reversed(range(len(g.initializer))):
+            init = g.initializer[index]
+            if init.name not in kept or self.originals.get(init.name) is not init:
+                del g.initializer[index]
+        present = {init.name for init in g.initializer}
+        for name in dict.fromkeys(needed):
+            if name in kept and name not in present:
+                g.initializer.append(numpy_helper.from_array(self.constants[name], name))
         del g.node[:]
         g.node.extend(self.kept)
-        del g.initializer[:]
-        g.initializer.extend(initializers)
         produced = [o for node in self.kept for o in node.output if o]
         g.value_info.extend(helper.make_tensor_value_info(n, self.dtypes[n], self.shapes[n])
                             for n in produced if n in self.shapes and n in self.dtypes

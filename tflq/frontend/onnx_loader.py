@@ -45,7 +45,6 @@ class LoadResult:
     graph: Graph
     opset: int
     notes: list[str] = field(default_factory=list)
-    onnx_model: onnx.ModelProto | None = None
     external_files: list[str] = field(default_factory=list)  # the model's external-data files
     qdq: QdqModel | None = None  # the model's QuantizeLinear/DequantizeLinear facts, if any
 
@@ -353,6 +352,8 @@ class ImportContext:
             return name
         if name in self._constants:
             value = _float32(self._constants[name])
+            if value is self._constants[name]:  # the IR tensor's copy answers constant() from now
+                del self._constants[name]  # on (same values, type): one copy of a weight, not two
             self.graph.add_tensor(Tensor(name, DType.from_numpy(value.dtype),
                                          tuple(value.shape), np.array(value, order="C")))
             return name
@@ -696,4 +697,4 @@ def import_graph(model: onnx.ModelProto, opset: int, notes: list[str],
                 ctx._alias = {k: vi.name if v == name else v for k, v in ctx._alias.items()}
                 name = vi.name
         graph.outputs.append(name)
-    return LoadResult(graph, opset, notes, model)
+    return LoadResult(graph, opset, notes)  # (not the model: its weights are the graph's now)
