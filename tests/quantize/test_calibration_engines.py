@@ -489,8 +489,9 @@ def test_a_model_serialized_with_its_source_initializers_parses_as_the_model_and
     data, runs = model.finish([], ["c1", "a"], ["p"], {"c1": np.float32, "a": np.float32, "p": np.float32},
                               {"c1": 4, "a": 4})
     assert model.source is None and runs == (2,)
-    again, _ = read_calibration_model(models["plain"], None, 1 << 30)
-    again.source = None  # the usual serialization
+    from tflq.frontend.onnxruntime_model import CalibrationModel
+
+    again = CalibrationModel(onnx.load(models["plain"]))  # parsed whole, serialized the usual way
     assert _by_name(onnx.load_from_string(data)) == _by_name(onnx.load_from_string(
         again.finish([], ["c1", "a"], ["p"], {"c1": np.float32, "a": np.float32, "p": np.float32},
                      {"c1": 4, "a": 4})[0]))
@@ -604,3 +605,44 @@ def test_sampling_steps_pick_about_a_thousand_values_across_the_tensor(shape):
         [-(-n // s) for n, s in zip(axes, steps)]))
     assert all(s >= 1 for s in steps)
     assert min(np.prod(shape), 500) <= picked <= max(4 * engines.SAMPLED_VALUES, np.prod(shape[:-2] or (1,)))
+
+
+def test_the_calibration_model_is_parsed_without_its_weights(models):
+    """read_calibration_model parses no copy of the weights (the size of the model): its
+    initializers keep their names, types, shapes and data location, not their values; the
+    model it serializes has them all, byte for byte those of the file."""
+    from tflq.frontend.onnxruntime_model import parse_without_weights, read_calibration_model
+
+    path = models["plain"]
+    whole = onnx.load(path)
+    model, _ = read_calibration_model(path, None, 1 << 30)
+    stripped = model.model.graph.initializer
+    assert len(stripped) > 0
+    assert [(t.name, list(t.dims), t.data_type) for t in stripped] == \
+        [(t.name, list(t.dims), t.data_type) for t in whole.graph.initializer]
+    assert all(not t.raw_data and not t.float_data and not t.int64_data for t in stripped)
+    data, _ = model.finish([], [], ["p"], {"p": np.float32}, {})
+    for init in onnx.load_from_string(data).graph.initializer:
+        original = next(t for t in whole.graph.initializer if t.name == init.name)
+        np.testing.assert_array_equal(numpy_helper.to_array(init), numpy_helper.to_array(original))
+
+    # values in typed fields (not raw_data) go too; a subgraph's initializers and the external
+    # data fields stay; bytes that are not a model are a ValueError
+    w = helper.make_tensor("w", onnx.TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
+    ext = onnx.TensorProto(name="e", data_type=onnx.TensorProto.FLOAT, dims=[2],
+                           data_location=onnx.TensorProto.EXTERNAL)
+    ext.external_data.add(key="location", value="weights.bin")
+    inner = helper.make_graph([helper.make_node("Identity", ["k"], ["o"])], "body", [],
+                              [helper.make_tensor_value_info("o", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor("k", onnx.TensorProto.FLOAT, [1], [5.0])])
+    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=inner, else_branch=inner)],
+                              "g", [helper.make_tensor_value_info("c", onnx.TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])], [w, ext])
+    parsed = parse_without_weights(helper.make_model(graph).SerializeToString())
+    stub_w, stub_e = parsed.graph.initializer
+    assert (stub_w.name, list(stub_w.dims), list(stub_w.float_data)) == ("w", [3], [])
+    assert stub_e.data_location == onnx.TensorProto.EXTERNAL and stub_e.external_data[0].value == "weights.bin"
+    body = parsed.graph.node[0].attribute[0].g
+    assert list(body.initializer[0].float_data) == [5.0]
+    with pytest.raises(ValueError):
+        parse_without_weights(b"\xff\xff\xff")

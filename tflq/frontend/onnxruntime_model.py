@@ -93,12 +93,9 @@ class CalibrationModel:
             elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtypes[name]))
             graph.output.append(helper.make_tensor_value_info(name, elem, None))
         runs_lengths = tuple(len(run) for run in runs)
-        if self.source is not None:
-            try:
-                source, self.source = self.source, None  # (the model loses its initializers)
-                return serialize_keeping_initializers(self.model, source), runs_lengths
-            except ValueError:
-                pass
+        if self.source is not None:  # (the model's own initializers may hold no data: see
+            source, self.source = self.source, None  # parse_without_weights; they are replaced)
+            return serialize_keeping_initializers(self.model, source), runs_lengths
         return self.model.SerializeToString(), runs_lengths
 
 
@@ -120,7 +117,7 @@ def read_calibration_model(path: str, input_shapes: Mapping[str, tuple[int, ...]
     try:
         with open(path, "rb") as f:
             source = f.read()
-        model = onnx.load_from_string(source)
+        model = parse_without_weights(source)
         size = len(source)
         if any(external_data_helper.uses_external_data(t) for t in external_data_helper._get_all_tensors(model)):
             model, files = read_model_and_data_files(path)
@@ -140,11 +137,13 @@ def read_calibration_model(path: str, input_shapes: Mapping[str, tuple[int, ...]
 def with_cheaper_reductions(saved: bytes) -> tuple[bytes, int]:
     """onnxruntime's optimized model as its session saved it, edited by reductions_in_place, and
     the number of reductions that read blocked tensors."""
-    model = onnx.load_from_string(saved)
-    moved = reductions_in_place(model)
     try:
+        model = parse_without_weights(saved)
+        moved = reductions_in_place(model)
         return serialize_keeping_initializers(model, saved), moved
     except ValueError:
+        model = onnx.load_from_string(saved)
+        moved = reductions_in_place(model)
         return model.SerializeToString(), moved
 
 
@@ -172,6 +171,51 @@ def serialize_keeping_initializers(model: onnx.ModelProto, source: bytes) -> byt
     head = model.SerializeToString()
     length = sum(len(view) for _, view in records)
     return b"".join([head, _tag(MODEL_GRAPH_FIELD, 2), _varint(length)] + [view for _, view in records])
+
+
+# TensorProto fields that hold its values (float, int32, string, int64, raw, double, uint64 data)
+TENSOR_DATA_FIELDS = frozenset({4, 5, 6, 7, 9, 10, 11})
+
+
+def parse_without_weights(data: bytes) -> onnx.ModelProto:
+    """The serialized model `data` parsed with its graph's initializers in place but without
+    their values (name, type, dims, data location kept): what the calibration model's edits read
+    (names, shapes), for serialize_keeping_initializers to replace by the source's records. A
+    parsed copy of the weights (the size of the model) is never made. Raises ValueError on bytes
+    that are not a model, or when `data` has no graph field to strip."""
+    view = memoryview(data)
+    parts, at, graphs = [], 0, 0
+    for field, record_start, record_end, (start, end) in _fields(view, 0, len(view)):
+        if field != MODEL_GRAPH_FIELD:
+            continue
+        graph, inner_at = [], start
+        for inner, inner_start, inner_end, payload in _fields(view, start, end):
+            if inner == GRAPH_INITIALIZER_FIELD:
+                stub = _without_fields(view, *payload, TENSOR_DATA_FIELDS)
+                graph += [view[inner_at:inner_start], _tag(GRAPH_INITIALIZER_FIELD, 2), _varint(len(stub)), stub]
+                inner_at = inner_end
+        graph.append(view[inner_at:end])
+        joined = b"".join(graph)
+        parts += [view[at:record_start], _tag(MODEL_GRAPH_FIELD, 2), _varint(len(joined)), joined]
+        at, graphs = record_end, graphs + 1
+    if graphs != 1:
+        raise ValueError("not one graph field")
+    parts.append(view[at:])
+    try:
+        return onnx.load_from_string(b"".join(parts))
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError
+        raise ValueError(f"the stripped model does not parse ({type(exc).__name__})") from None
+
+
+def _without_fields(view: memoryview, start: int, end: int, fields: frozenset[int]) -> bytes:
+    """The message view[start:end] without its length-delimited fields numbered `fields`."""
+    parts, at = [], start
+    for field, record_start, record_end, _ in _fields(view, start, end):
+        if field in fields:
+            parts.append(view[at:record_start])
+            at = record_end
+    parts.append(view[at:end])
+    return b"".join(parts)
 
 
 def initializer_records(data: bytes) -> list[tuple[str, memoryview]]:
