@@ -53,6 +53,7 @@ test-browser:
 		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
 
 ## bench: build MobileNetV2 / ResNet-18 and measure conversion time, memory, size, accuracy, latency;
+## peak memory on a large encoder (bench/memory.py);
 ## then the per-layer report of each (worst layers, float fallback check, plots in headless Chromium)
 bench: $(BENCH_VENV)/.installed test-browser
 	@# tflq timed as installed: pip byte-compiles a wheel's modules, an editable install run with
@@ -60,6 +61,8 @@ bench: $(BENCH_VENV)/.installed test-browser
 	$(BENCH_VENV)/bin/python -m compileall -q tflq
 	$(BENCH_VENV)/bin/python bench/models.py bench/models
 	$(BENCH_VENV)/bin/python bench/run.py
+	@# peak memory on a BERT-base-width encoder (210 MB of weights) built from a config here
+	$(BENCH_VENV)/bin/python bench/memory.py
 	$(BENCH_VENV)/bin/python bench/report.py
 
 ## readme: regenerate README.md's supported-op table from the registry
