@@ -2,8 +2,8 @@
 
 The model is made here with onnx.helper from a config (hidden 768, 12 heads, FFN 3072, vocabulary
 30522, 4 layers: about 210 MB of float32 weights, seeded random values; nothing is downloaded),
-written to a temporary folder, and converted in float and in full int8 (8 calibration samples of
-token ids) through the CLI in a child process (bench/measure.py: peak RSS of the child alone).
+written to a temporary folder, and converted in float, weights-only int8 and full int8 (8 calibration
+samples of token ids) through the CLI in a child process (bench/measure.py: peak RSS of the child alone).
 The table gives the peak over the weights' size: what a model W bytes large needs at least is
 about 3 W (the graph's weights, the flatbuffer builder's and the file's bytes). The figures are
 ratios within one run; the machine is shared.
@@ -79,13 +79,15 @@ def encoder(layers: int, seed: int = 0) -> onnx.ModelProto:
         gelu = node("Mul", [node("Mul", [up, node("Add", [erf, const(f"{p}.one", np.float32(1))], f"{p}.gelu.sum")],
                                  f"{p}.gelu.prod"), const(f"{p}.half", np.float32(0.5))], f"{p}.gelu")
         x = layer_norm(node("Add", [x, dense(gelu, f"{p}.ffn.down", c["ffn"], h)], f"{p}.residual2"), f"{p}.norm2")
-    graph = helper.make_graph(nodes, "bert_base_width", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq])],
+    graph = helper.make_graph(nodes, "bert_base_width",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq])],
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, seq, h])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--tflq", type=Path, default=Path(sys.executable).parent / "tflq")
     parser.add_argument("--timeout", type=float, default=600)
@@ -100,14 +102,17 @@ def main() -> None:
         calib.mkdir()
         rng = np.random.default_rng(1)
         for i in range(8):
-            np.save(calib / f"ids_{i}.npy", rng.integers(0, CONFIG["vocab"], (1, CONFIG["sequence"]), dtype=np.int64))
-        print(f"\n### Peak memory: BERT-base-width encoder, {args.layers} layers, {weights_mb:.0f} MB of float32 weights\n")
+            ids = rng.integers(0, CONFIG["vocab"], (1, CONFIG["sequence"]), dtype=np.int64)
+            np.save(calib / f"ids_{i}.npy", ids)
+        print(f"\n### Peak memory: BERT-base-width encoder, {args.layers} layers, "
+              f"{weights_mb:.0f} MB of float32 weights\n")
         print("| mode | status | peak MB | peak / weights | convert s |")
         print("|---|---|---:|---:|---:|")
-        for mode, flags in (("float", []), ("full int8", ["--mode", "full", "--dtype", "int8", "--calib", str(calib)])):
+        for mode, flags in (("float", []), ("weights-only int8", ["--mode", "weights-only", "--dtype", "int8"]),
+                            ("full int8", ["--mode", "full", "--dtype", "int8", "--calib", str(calib)])):
             out = folder / f"{mode.replace(' ', '_')}.tflite"
-            child = run_child([str(args.tflq), "convert", str(folder / "encoder.onnx"), "-o", str(out), "-q", *flags],
-                              args.timeout)
+            command = [str(args.tflq), "convert", str(folder / "encoder.onnx"), "-o", str(out), "-q", *flags]
+            child = run_child(command, args.timeout)
             status = "ok" if child.ok else child.first_error_line()
             print(f"| {mode} | {status} | {child.peak_rss_mb:.0f} | {child.peak_rss_mb / weights_mb:.2f} | "
                   f"{child.seconds:.1f} |", flush=True)
