@@ -272,7 +272,10 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
 @click.option("--target-sqnr", type=Number(), default=None, metavar="DB",
               help="full mode: promote the fewest layers int8 -> int16 -> float until the output "
                    "SQNR of every sample (of --eval-data, else the first calibration samples) "
-                   "reaches DB.")
+                   "reaches DB. With --calib, free repairs come first: each 8-bit activation "
+                   "grid's range is chosen by the output noise it causes on calibration samples, "
+                   "and bias correction (unless said) is kept where it spares promotions; the "
+                   "summary names both and the promoted layers.")
 @click.option("--eval-data", type=click.Path(exists=True), default=None,
               help="With --target-sqnr: samples to measure the SQNR on, read like --calib "
                    "(the first 8 are used).")

@@ -44,6 +44,7 @@ class PrecisionResult:
     largest_sources: list[str] = field(default_factory=list)
     counted: str = ""  # the 8-bit repairs counted in every SQNR measured ("bias correction")
     repair_chosen: str = ""  # why the search turned on a repair the user left to it (else "")
+    grid_ranges: str = ""  # what choosing the 8-bit grids' ranges by the output noise did (else "")
     tflite_ops: int = 0
     promoted_ops: int = 0
     boundary_ops: int = 0
@@ -216,6 +217,8 @@ class ConversionReport:
                          f"(+{p.boundary_ops} QUANTIZE/DEQUANTIZE at their edges); output SQNR {p.before_db:.1f} -> "
                          f"{p.after_db:.1f} dB (worst of {p.samples} {p.source}"
                          f"{', with ' + p.counted if p.counted else ''})")
+            if p.grid_ranges:
+                lines.append(f"    {p.grid_ranges}")
             if p.repair_chosen:
                 lines.append(f"    {p.repair_chosen}")
             if p.largest_sources:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
+from tflq.calibration.parallel import one_blas_thread
 from tflq.calibration.run import calibrated_tensors, collect_statistics, evaluation_samples
 from tflq.config import ConvertConfig, dtype_name
 from tflq.errors import CalibrationError, Diagnostic, InvalidConfigError, UnsupportedModelError
@@ -11,6 +12,7 @@ from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ir.qdq import QdqModel
 from tflq.ops.pool import edge_pads_on_grid_minimum
+from tflq.quantize.grid_ranges import GridRanges
 from tflq.quantize.plan import PlanContext, Range, plan_quantization
 from tflq.quantize.precision import check_target, search_precision
 from tflq.quantize.qdq import (choose_dtype, fold_fake_quant, quantize_on_own_grid_first,
@@ -98,6 +100,7 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
     # what only --float-ops nodes make and read: calibration left it out, its range is unknown
     unrecorded = frozenset(n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float) \
         - calibrated_tensors(graph, config.float_ops) if config.float_ops else frozenset()
+    grid_ranges: dict[str, Range] = {}  # --target-sqnr's 8-bit grid ranges (grid_ranges.py)
     means = None  # bias correction's input means, measured once (the search corrects each mix)
     if config.target_sqnr is not None:
         # bias correction left unsaid in an 8-bit type: the search tries it, and keeps it where
@@ -106,8 +109,11 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
             config.calib is not None
         searched = replace(config, bias_correction=True) if optional else config
         means = measured_input_means(graph, searched)
+        chosen = _choose_grid_ranges(graph, config, dtype, stats, folded, int16_ops, float_ops, unrecorded)
+        grid_ranges = chosen.ranges if chosen is not None else {}
         result = search_precision(
-            graph, lambda i16, f: _Context(dtype, config, stats, folded, int16_ops | i16, float_ops | f, unrecorded),
+            graph, lambda i16, f: _Context(dtype, config, stats, folded, int16_ops | i16, float_ops | f, unrecorded,
+                                           grid_ranges),
             evaluation_samples(graph, config), config.target_sqnr,
             "calibration samples" if config.eval_data is None else "samples of --eval-data",
             accept_below=config.accept_below_target, show_progress=config.show_progress,
@@ -115,10 +121,12 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
             if bias_correction_asked(searched) else None, repair_name="bias correction",
             repair_optional=optional)
         report.precision = result
+        result.grid_ranges = chosen.describe() if chosen is not None else ""
         int16_ops, float_ops = int16_ops | result.int16_nodes, float_ops | result.float_nodes
         if optional:  # the file is corrected as the search measured it, or not at all
             config = replace(config, bias_correction=bool(result.counted))
-    plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops, unrecorded))
+    plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops, unrecorded,
+                                             grid_ranges))
     require_integer_target(graph, plan, get_target(config.target))
     report.notes.extend(plan.adjustments)
     # REPAIR: learned rounding, then bias correction, on the plan's weight grids
@@ -149,13 +157,36 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
                 report.io.append(f"{label} '{name}': {t.dtype.name.lower()} {q}")
 
 
+def _choose_grid_ranges(graph: Graph, config: ConvertConfig, dtype: DType, stats, folded,
+                        int16_ops: frozenset[str], float_ops: frozenset[str],
+                        unrecorded: frozenset[str]) -> GridRanges | None:
+    """--target-sqnr's 8-bit grid ranges (tflq.quantize.grid_ranges), fitted on calibration
+    samples; None where there are none to fit on (--stats alone) or no 8-bit grid to choose."""
+    if config.calib is None or dtype not in (DType.UINT8, DType.INT8):
+        return None
+    from tflq.quantize.grid_ranges import SAMPLES, choose_grid_ranges
+    from tflq.quantize.precision import SqnrEvaluator
+
+    def make(i16: frozenset[str], f: frozenset[str]) -> _Context:
+        return _Context(dtype, config, stats, folded, int16_ops | i16, float_ops | f, unrecorded)
+
+    context = make(frozenset(), frozenset())
+    plan = plan_quantization(graph.copy(), context)
+    samples = evaluation_samples(graph, replace(config, eval_data=None), SAMPLES)
+    with one_blas_thread():
+        evaluator = SqnrEvaluator(graph, make, samples, cached=len(samples))
+        return choose_grid_ranges(evaluator, plan, context.range, config.show_progress)
+
+
 class _Context(PlanContext):
     """Ranges from calibration statistics; for a QDQ model, the graph's parameters first, and
-    the ops touching what it leaves float (and calibration does not cover) kept float."""
+    the ops touching what it leaves float (and calibration does not cover) kept float.
+    `grid_ranges`: the 8-bit grids' ranges --target-sqnr chose (int16 grids keep the calibrated)."""
 
     def __init__(self, dtype: DType, config: ConvertConfig, stats, folded,
                  int16_ops: frozenset[str] = frozenset(), float_ops: frozenset[str] = frozenset(),
-                 unrecorded: frozenset[str] = frozenset()) -> None:
+                 unrecorded: frozenset[str] = frozenset(),
+                 grid_ranges: dict[str, Range] | None = None) -> None:
         super().__init__(dtype, set(config.float_ops) | float_ops,
                          folded.given if folded is not None else None,
                          set(config.int16_ops) | int16_ops, target=get_target(config.target))
@@ -163,6 +194,12 @@ class _Context(PlanContext):
         self.unrecorded = unrecorded  # tensors calibration left out (calibrated_tensors): no range
         self.folded = folded
         self.method, self.percentile = config.calib_method.value, config.percentile
+        self.grid_ranges = grid_ranges or {}
+
+    def grid_range(self, name: str, dtype: DType) -> Range:
+        if dtype != DType.INT16 and name in self.grid_ranges:
+            return self.grid_ranges[name]
+        return super().grid_range(name, dtype)
 
     def range(self, name: str) -> Range | None:
         if self.folded is not None and (self.stats is None or name not in self.stats):

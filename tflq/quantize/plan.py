@@ -60,6 +60,11 @@ class PlanContext:
         model that calibration did not cover): only ops `float_reason` keeps float touch those."""
         raise NotImplementedError
 
+    def grid_range(self, name: str, dtype: DType) -> Range:
+        """The range a calibrated `dtype` grid of tensor `name` spans: its range, unless a
+        subclass narrows it for that type (--target-sqnr's 8-bit grid ranges)."""
+        return _range(self, name)
+
     def float_reason(self, op: Op) -> str | None:
         """Why `op` stays float (None: it runs quantized)."""
         if op.origin in self.float_ops:
@@ -467,6 +472,9 @@ class _WithRanges(PlanContext):
     def range(self, name: str) -> Range | None:
         return self.ranges.get(name) or self.inner.range(name)
 
+    def grid_range(self, name: str, dtype: DType) -> Range:
+        return self.ranges[name] if name in self.ranges else self.inner.grid_range(name, dtype)
+
     def float_reason(self, op: Op) -> str | None:
         return self.inner.float_reason(op) or self.kept.get(id(op))
 
@@ -764,12 +772,12 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
         if name not in params:
             params[name] = given[name] if name in given and given[name].dtype == dtype else \
                 preferred[name] if name in preferred and preferred[name].dtype == dtype \
-                else calibrated_params(dtype, _range(ctx, name))
+                else calibrated_params(dtype, ctx.grid_range(name, dtype))
         if params[name].dtype == dtype:
             return params[name]
         if name in given and given[name].dtype == dtype:
             return given[name]  # (a QDQ grid, e.g. a Clip folded into its zero point, next to --int16-ops)
-        return _requantizable(params[name], calibrated_params(dtype, _range(ctx, name)))
+        return _requantizable(params[name], calibrated_params(dtype, ctx.grid_range(name, dtype)))
 
     for op in graph.ops:
         if _integer_only(graph, op):
