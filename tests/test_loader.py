@@ -117,16 +117,17 @@ def test_old_opset_is_upgraded(tmp_path):
 
 def test_every_unsupported_node_is_reported(tmp_path):
     nodes = [helper.make_node("Hardmax", ["x"], ["a"], name="h"),
-             helper.make_node("Pad", ["a", "p"], ["b"], name="crop_pad"),
+             helper.make_node("Pad", ["a", "p", "v"], ["b"], name="pad"),  # two pad values
              helper.make_node("Det", ["b"], ["y"], name="d")]
-    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
-                   [numpy_helper.from_array(np.array([0, -1, 0, 0, 0, 0, 0, 0], np.int64), "p")])
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3]),
+                           helper.make_tensor_value_info("v", TensorProto.FLOAT, [2])],
+                   [numpy_helper.from_array(np.zeros(8, np.int64), "p")])
     path = str(tmp_path / "bad.onnx")
     onnx.save(model, path)
     with pytest.raises(UnsupportedModelError) as info:
         load_onnx(path)
     codes = {(d.node, d.reason_code) for d in info.value.diagnostics}
-    assert codes == {("h", "unsupported_op"), ("crop_pad", "negative_pad"), ("d", "unsupported_op")}
+    assert codes == {("h", "unsupported_op"), ("pad", "pad_value"), ("d", "unsupported_op")}
 
 
 def test_identical_constants_are_stored_once(tmp_path):

@@ -1,7 +1,7 @@
 """PAD, PADV2 and MIRROR_PAD: ONNX Pad, and the explicit padding Conv/Pool need when SAME/VALID do not fit."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from onnx import helper, numpy_helper
@@ -87,6 +87,9 @@ def _gather_pad(ctx, node, pads: np.ndarray, mode: str) -> None:
     for k, axis in enumerate(padded):
         before, after, dim = int(pads[axis]), int(pads[rank + axis]), shape[axis]
         positions = np.arange(-before, dim + after)
+        if positions.size == 0:
+            raise Unsupported(node, "negative_pad", f"negative pads {pads.tolist()} remove every "
+                              f"element of axis {axis} of the {list(ctx.shape(node.input[0]))} input")
         indices = np.clip(positions, 0, dim - 1) if mode == "edge" else np.mod(positions, dim)
         shape[axis] = positions.size
         out = node.output[0] if k == len(padded) - 1 else ctx.new_activation(
@@ -128,7 +131,13 @@ class Pad(OpSpec):
     cases = [_pad_case("zeros_hw"), _pad_case("zeros_channels", pads=(0, 1, 0, 0, 0, 2, 0, 0)),
              _gather_pad_case("edge_hw", "edge", (0, 0, 2, 1, 0, 0, 1, 3)),
              _gather_pad_case("edge_channels_rank3", "edge", (0, 2, 1, 0, 1, 0), shape=(2, 3, 5), opset=13),
-             _gather_pad_case("wrap_hw_opset19", "wrap", (0, 0, 1, 2, 0, 0, 2, 1), opset=19)]
+             _gather_pad_case("wrap_hw_opset19", "wrap", (0, 0, 1, 2, 0, 0, 2, 1), opset=19),
+             # negative pads crop (torch's F.pad with negative sizes)
+             # (a crop alone is a STRIDED_SLICE, whose quantization the Slice cases check)
+             replace(_pad_case("crop_hw", pads=(0, 0, -1, 0, 0, 0, -2, -1)), emits=("STRIDED_SLICE",),
+                     quantize=False),
+             _pad_case("crop_and_pad", pads=(0, 0, -1, 2, 0, 0, 1, -2)),
+             _gather_pad_case("edge_crop", "edge", (0, 0, -1, 2, 0, 0, 2, -2))]
 
     def from_onnx(self, node, ctx) -> None:
         rank = ctx.rank(node.input[0])
@@ -148,11 +157,38 @@ class Pad(OpSpec):
             for k, a in enumerate(axes):
                 full[a], full[rank + a] = pads[k], pads[len(axes) + k]
             pads = full
-        if np.any(pads < 0):
-            raise Unsupported(node, "negative_pad", "negative pads (cropping) are not supported")
         mode = ctx.attr(node, "mode", "constant")
         if mode in ("edge", "wrap"):
-            return _gather_pad(ctx, node, pads, mode)
+            return _gather_pad(ctx, node, pads, mode)  # (its indices crop as well as pad)
+        if np.any(pads < 0):
+            return self._pad_then_crop(node, ctx, pads, value, mode)
+        self._pad(node, ctx, node.output[0], pads, value, mode)
+
+    def _pad_then_crop(self, node, ctx, pads: np.ndarray, value, mode: str) -> None:
+        """Negative pads remove elements (opset 11+, torch's F.pad with negative sizes): the
+        positive pads first, as the mode pads them from the whole tensor, then a STRIDED_SLICE
+        takes the negative ones off."""
+        from tflq.ops.slice import add_slice
+
+        shape = ctx.shape(node.input[0])
+        rank = len(shape)
+        grown = np.maximum(pads, 0)
+        size = [d + int(grown[a]) + int(grown[rank + a]) for a, d in enumerate(shape)]
+        begin = [int(max(-pads[a], 0)) for a in range(rank)]
+        end = [size[a] - int(max(-pads[rank + a], 0)) for a in range(rank)]
+        if any(e <= b for b, e in zip(begin, end)):
+            raise Unsupported(node, "negative_pad", f"negative pads {pads.tolist()} remove every "
+                              f"element of an axis of the {list(shape)} input")
+        x = node.input[0]
+        if grown.any():
+            x = ctx.new_activation(f"{node.output[0]}/padded", tuple(size),
+                                   ctx.graph.tensors[ctx.tensor(node.input[0])].dtype)
+            self._pad(node, ctx, x, grown, value, mode)
+        add_slice(ctx, x, node.output[0], begin, end, [1] * rank)
+
+    def _pad(self, node, ctx, out: str, pads: np.ndarray, value, mode: str) -> None:
+        """`node`'s input padded by the non-negative `pads` (ONNX order) into `out`."""
+        rank = len(pads) // 2
         paddings = ctx.add_constant(f"{node.name}/paddings",
                                     np.stack([pads[:rank], pads[rank:]], axis=1).astype(np.int32))
         if mode == "constant":
@@ -160,16 +196,16 @@ class Pad(OpSpec):
                 shape = ctx.shape(value)
                 if int(np.prod(shape)) != 1:
                     raise Unsupported(node, "pad_value", "constant_value must hold one value")
-                scalar = ctx.new_activation(f"{node.output[0]}/pad_value", ())
+                scalar = ctx.new_activation(f"{out}/pad_value", ())
                 add_reshape(ctx, value, scalar, ())
-                ctx.add_op("PADV2", [node.input[0], paddings, scalar], [node.output[0]])
+                ctx.add_op("PADV2", [node.input[0], paddings, scalar], [out])
             elif value == 0.0:
-                ctx.add_op("PAD", [node.input[0], paddings], [node.output[0]])
+                ctx.add_op("PAD", [node.input[0], paddings], [out])
             else:
                 value_name = ctx.add_constant(f"{node.name}/value", np.array(value, np.float32))
-                ctx.add_op("PADV2", [node.input[0], paddings, value_name], [node.output[0]])
+                ctx.add_op("PADV2", [node.input[0], paddings, value_name], [out])
         elif mode == "reflect":
-            ctx.add_op("MIRROR_PAD", [node.input[0], paddings], [node.output[0]],
+            ctx.add_op("MIRROR_PAD", [node.input[0], paddings], [out],
                        MirrorPadAttrs("REFLECT"))
         else:
             raise Unsupported(node, "pad_mode", f"Pad mode '{mode}' is not supported",
@@ -202,6 +238,7 @@ class PadV2(OpSpec):
     layout = AxisSensitive(per_axis_inputs=(1,))
     quant = SameAsInput(dtypes=WITH_INT16, rounding_commutes=True)
     cases = [_pad_case("value_1_5", value=1.5),
+             _pad_case("value_crop_channels", pads=(0, -1, 0, 0, 0, 0, 1, 1), value=0.75),
              Case("value_computed", [helper.make_node("Pad", ["x", "pads", "v"], ["y"])],
                   {"x": rand(1, 3, 5, 6), "v": np.array([0.5], np.float32)},
                   {"pads": np.array((0, 0, 1, 2, 0, 0, 2, 1), np.int64)})]
@@ -236,7 +273,8 @@ class MirrorPad(OpSpec):
     Attrs = MirrorPadAttrs
     layout = AxisSensitive(per_axis_inputs=(1,))
     quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
-    cases = [_pad_case("reflect", mode="reflect")]
+    cases = [_pad_case("reflect", mode="reflect"),
+             _pad_case("reflect_then_crop", mode="reflect", pads=(0, 0, 2, -1, 0, 0, -1, 2))]
 
     def reference(self, x, paddings, *, mode):
         return (np.pad(x, paddings.astype(np.int64), mode="reflect" if mode == "REFLECT" else "symmetric"),)
