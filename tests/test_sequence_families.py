@@ -42,15 +42,9 @@ WEIGHTS_FLOOR = 22.0
 FULL_FLOOR = 14.0
 MODELS = sorted(f[:-5] for f in os.listdir(HERE) if f.endswith(".onnx"))
 # full int8: the ops kept float, each for its reason (every other op runs integer)
-# RMSNorm's x / sqrt(mean(x^2) + eps) (Cohere's LayerNorm: x / sqrt(var + eps)): a divisor grid holds 0
-RMS_DIVISOR = frozenset({"DIV"})
 FLOAT_IN_INT8 = {
-    "qwen2": RMS_DIVISOR, "mistral": RMS_DIVISOR, "gemma": RMS_DIVISOR, "gemma2": RMS_DIVISOR,
-    "qwen3": RMS_DIVISOR, "phi3": RMS_DIVISOR, "mt5": RMS_DIVISOR, "cohere": RMS_DIVISOR,
-    "gemma2_ts": RMS_DIVISOR, "qwen3_ts": RMS_DIVISOR, "phi3_ts": RMS_DIVISOR, "mt5_ts": RMS_DIVISOR,
-    # the int64 attention mask to float (1 - mask, times the fill); the dynamo export's in-place
-    # slice writes (its relative positions' cls mask) as ScatterND: no integer kernel
-    "funnel": frozenset({"CAST", "SCATTER_ND"}), "funnel_ts": frozenset({"CAST"}),
+    # the int64 attention mask to float (1 - mask, times the fill)
+    "funnel": frozenset({"CAST"}), "funnel_ts": frozenset({"CAST"}),
     "bloom": frozenset({"CAST"}),  # ALiBi's int64 positions (the mask's cumsum) to float
     "masked_lstm": frozenset({"DIV"}),  # by the kept count
     # the subsampled lengths' int64 division: float32 estimates between int64 tensors, exact

@@ -8,7 +8,7 @@ from tflq._generated.tflite.ScatterNdOptions import ScatterNdOptionsT
 from tflq.errors import Unsupported
 from tflq.ir.dtypes import DType
 from tflq.ops import register
-from tflq.ops.base import Case, FloatOnly, LayoutBreaking, OpSpec, rand
+from tflq.ops.base import Case, LayoutBreaking, OpSpec, SameAsInput, rand
 from tflq.ops.cast import add_cast
 from tflq.ops.concat import ConcatenationAttrs
 from tflq.ops.gather import add_gather
@@ -23,7 +23,7 @@ def _elements_case(name: str, inputs: dict, consts: dict | None = None, axis: in
     attrs = {"axis": axis} if reduction == "none" else {"axis": axis, "reduction": reduction}
     return Case(name, [helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], **attrs)], inputs,
                 consts or {}, opset=18 if reduction in ("max", "min") else 16,
-                quantize=inputs["x"].dtype == np.float32)
+                quantize=inputs["x"].dtype == np.float32 and reduction != "add")
 
 
 @register
@@ -38,12 +38,16 @@ class ScatterNd(OpSpec):
     update, as onnxruntime does.
     ScatterElements is a ScatterND whose index rows are each update element's coordinate with the
     axis one replaced by its index (see _scatter_elements).
-    FloatOnly: the zeros SCATTER_ND starts from are raw integers, not the data's zero point."""
+    Quantized, the scattered updates keep their grid (SameAsInput of the updates) and SCATTER_ND
+    runs on their integers where the select reads only the written positions: the zeros it starts
+    from are raw integers, not the grid's zero point, so a SCATTER_ND whose zeros are read (the
+    ADD of reduction 'add') stays float (Op.float_reason, ZEROS_READ). LiteRT's scatter_nd.cc
+    takes int8 and uint8 updates."""
 
     kind = "SCATTER_ND"
     onnx_types = ("ScatterND", "ScatterElements")
     layout = LayoutBreaking()
-    quant = FloatOnly()
+    quant = SameAsInput(index=1)
     cases = [
         Case("rows_runtime_indices", [helper.make_node("ScatterND", ["x", "i", "u"], ["y"])],
              {"x": rand(5, 3), "i": np.array([[4], [-5], [2]], np.int64), "u": rand(3, 3, seed=1)}),
@@ -53,7 +57,8 @@ class ScatterNd(OpSpec):
              {"cache": rand(1, 2, 6, 4), "u": rand(1, 2, 1, 4, seed=3)},
              {"i": np.array([[[[0, 0, 3], [0, 1, 3]]]], np.int64).reshape(1, 2, 1, 3)}),
         Case("add_duplicates", [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction="add")],
-             {"x": rand(4, 2), "i": np.array([[1], [1], [3]], np.int64), "u": rand(3, 2, seed=4)}, opset=16),
+             {"x": rand(4, 2), "i": np.array([[1], [1], [3]], np.int64), "u": rand(3, 2, seed=4)}, opset=16,
+             quantize=False),  # (ZEROS_READ: float in every mode)
         Case("mul_duplicates_const", [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction="mul")],
              {"x": rand(4, 3), "u": rand(3, 3, seed=5)}, {"i": np.array([[1], [3], [1]], np.int64)}, opset=16),
         Case("max_runtime_indices", [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction="max")],
@@ -63,10 +68,10 @@ class ScatterNd(OpSpec):
              {"x": rand(3, 4), "u": rand(2, seed=7)}, {"i": np.array([[0, 1], [2, -1]], np.int64)}, opset=18),
         Case("max_int64_data", [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction="max")],
              {"x": np.arange(6, dtype=np.int64).reshape(2, 3), "i": np.array([[1, 0], [0, 2]], np.int64),
-              "u": np.array([7, -7], np.int64)}, opset=16),
+              "u": np.array([7, -7], np.int64)}, opset=16, quantize=False),
         Case("int64_data", [helper.make_node("ScatterND", ["x", "i", "u"], ["y"])],
              {"x": np.arange(6, dtype=np.int64).reshape(2, 3), "i": np.array([[1, 0]], np.int64),
-              "u": np.array([-7], np.int64)}),
+              "u": np.array([-7], np.int64)}, quantize=False),
         Case("none_duplicates_const_last_wins", [helper.make_node("ScatterND", ["x", "i", "u"], ["y"])],
              {"x": rand(4, 2), "u": rand(3, 2, seed=8)}, {"i": np.array([[1], [3], [1]], np.int64)}),
         _elements_case("elements_one_hot_runtime", {"x": rand(3, 5, seed=16),
@@ -78,7 +83,7 @@ class ScatterNd(OpSpec):
         _elements_case("elements_const_repeats_last_wins", {"x": rand(3, 2), "u": rand(2, 2, seed=10)},
                        {"i": np.array([[2, 0], [2, -3]], np.int64)}, axis=0),
         _elements_case("elements_add_runtime", {"x": rand(2, 4), "i": np.array([[1, 1, 3], [0, 2, 0]], np.int32),
-                                                "u": rand(2, 3, seed=11)}, axis=-1, reduction="add"),
+                                                "u": rand(2, 3, seed=11)}, axis=-1, reduction="add"),  # (float)
         _elements_case("elements_mul_const", {"x": rand(2, 4), "u": rand(2, 3, seed=12)},
                        {"i": np.array([[1, 1, 3], [0, 2, 0]], np.int64)}, axis=1, reduction="mul"),
         _elements_case("elements_max_runtime", {"x": rand(4, 3), "i": np.array([[3, 0, 0], [3, 1, 0]], np.int64),
@@ -111,7 +116,7 @@ class ScatterNd(OpSpec):
             wrapped = _int32(ctx, wrap_indices(ctx, node, indices, shape[:index_shape[-1]], out), out)
             axis_rounds = None
         if reduction == "add":  # SCATTER_ND sums repeated indices: one scatter
-            scattered = _scatter(ctx, wrapped, updates, shape, dtype, f"{out}/scattered")
+            scattered = _scatter(ctx, wrapped, updates, shape, dtype, f"{out}/scattered", ZEROS_READ)
             ctx.add_op("ADD", [data, scattered], [out])
             return
         _scatter_rounds(ctx, node, data, wrapped, updates, COMBINE.get(reduction), axis_rounds)
@@ -132,11 +137,18 @@ COMBINE = {"mul": "MUL", "max": "MAXIMUM", "min": "MINIMUM"}
 MAX_SCATTER_ROUNDS = 64
 
 
-def _scatter(ctx, indices: str, updates: str, shape, dtype: DType, base: str) -> str:
-    """SCATTER_ND of `updates` into zeros of `shape` (duplicates summed)."""
+# Why a SCATTER_ND whose zeros are read stays float in every mode.
+ZEROS_READ = "the zeros SCATTER_ND starts from are raw integers, not the data's zero point"
+
+
+def _scatter(ctx, indices: str, updates: str, shape, dtype: DType, base: str, float_reason: str = "") -> str:
+    """SCATTER_ND of `updates` into zeros of `shape` (duplicates summed); `float_reason`: why it
+    stays float (ZEROS_READ when the positions no index names are read)."""
     scattered = ctx.new_activation(base, tuple(shape), dtype)
-    ctx.add_op("SCATTER_ND", [indices, updates, ctx.add_constant(f"{base}/shape", np.array(shape, np.int32))],
-               [scattered])
+    op = ctx.add_op("SCATTER_ND", [indices, updates, ctx.add_constant(f"{base}/shape", np.array(shape, np.int32))],
+                    [scattered])
+    if op is not None:
+        op.float_reason = float_reason
     return scattered
 
 
