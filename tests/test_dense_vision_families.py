@@ -21,7 +21,16 @@ align_corners=True concat head); torchvision's ResNet + FPN backbone (FrozenBatc
 LastLevelMaxPool level, five outputs); Keypoint R-CNN's head and predictor (ConvTranspose2d then
 bilinear x2); odd convolutions (1x1 stride 2, grouped, dilated, depthwise multiplier 2, 1x5/5x1,
 stride 3, even kernels, asymmetric padding); timm's MobileOne and RepVGG train-time branches;
-GhostNet (ghost modules, hard-sigmoid SE) and GhostNetV2 (DFC attention).
+GhostNet (ghost modules, hard-sigmoid SE) and GhostNetV2 (DFC attention); MobileOne in float16
+(`model.half()`: float16 input, output and weights; the file keeps the float16 interface and
+computes in float32, so against onnxruntime's float16 arithmetic its float floor is float16's);
+a bicubic super-resolution head (F.interpolate bicubic, align_corners both ways, by a factor and
+to a size).
+
+The train-time conv branches of MobileOne and RepVGG merge into one conv per block before import
+in float and per-channel (int8) files (tflq.frontend.conv_branches: identities too in float),
+and PixelShuffle's CRD channel order folds into the conv before it (PixelUnshuffle's into the
+conv after it): MobileOne full int8 26.9 -> 35.1 dB; per-tensor uint8 files keep the branches.
 """
 from __future__ import annotations
 
@@ -41,16 +50,18 @@ FAMILIES = {
     "unet": Family(0, 36.0, 27.0, 26.0),
     "unet_bilinear_ac_ts": Family(0, 32.0, 25.0, 25.0),
     "espcn_ts": Family(0, 33.0, 28.0, 28.0),
-    "edsr": Family(1, 34.0, 26.0, 26.0),
+    "edsr": Family(0, 34.0, 26.0, 26.0),
     "cyclegan": Family(0, 27.0, 19.0, 19.0),
     "hrnet": Family(0, 38.0, 26.0, 26.0),
     "fpn_ts": Family(0, 27.0, 24.0, 25.0),
     "keypoint_head": Family(0, 33.0, 27.0, 28.0),
     "odd_convs": Family(0, 33.0, 28.0, 26.0),
-    "mobileone": Family(0, 37.0, 23.0, 23.0),
-    "repvgg_ts": Family(0, 26.0, 9.0, 9.0),
+    "mobileone": Family(0, 37.0, 24.0, 33.0),
+    "repvgg_ts": Family(0, 26.0, 10.0, 10.0),
     "ghostnet": Family(0, 32.0, 21.0, 20.0),
     "ghostnetv2_ts": Family(0, 32.0, 23.0, 23.0),
+    "mobileone_half": Family(0, 37.0, 24.0, 31.0, float_db=58.0),
+    "bicubic_sr_ts": Family(0, 45.0, 29.0, 29.0),
 }
 
 

@@ -11,6 +11,8 @@ from tflq.calibration.parallel import start_workers_for, workers_exit_later
 from tflq.fileio import Source, WritePolicy
 from tflq.config import ConvertConfig, Mode, dtype_name
 from tflq.errors import InvalidConfigError
+from tflq.frontend.conv_branches import merge_policy
+from tflq.passes.channels import fold_channel_permutations
 from tflq.frontend.onnx_loader import float16_interface_to_float32, load_onnx
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
@@ -60,7 +62,9 @@ def write_policy(config: ConvertConfig) -> WritePolicy:
 def _prepare(config: ConvertConfig, policy: WritePolicy
              ) -> tuple[Graph, ConversionReport, ConvertConfig, QdqModel | None]:
     """prepare_graph, plus the config with its mode settled and the model's QDQ facts (if any)."""
-    loaded = load_onnx(config.model, config.input_shapes, config.max_tensor_bytes)
+    branches = merge_policy(float_file=config.mode in (None, Mode.FLOAT, Mode.FLOAT16),
+                            per_channel_weights=config.dtype != DType.UINT8)
+    loaded = load_onnx(config.model, config.input_shapes, config.max_tensor_bytes, branches)
     release_freed_memory()  # (the ONNX model's copies of the weights)
     policy.add_sources(Source("external data of the input model", p) for p in loaded.external_files)
     policy.check()
@@ -79,6 +83,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
                               + unused_option_notes(config))
     # NORMALIZE: 1-D convolution stacks stay 4-D (height 1) between their ops
     fixed_point(graph, [sink_height_squeezes, cancel_height_reshapes, spread_ncw])
+    fold_channel_permutations(graph)  # PixelShuffle's CRD order into the conv beside it
     report.transposes_inserted = to_nhwc(graph, keep_io_layout=config.keep_io_layout)
     report.notes.extend(channels_last_1d_io(graph))
     fixed_point(graph, [

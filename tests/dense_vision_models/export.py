@@ -276,6 +276,20 @@ class ESPCN(nn.Module):
         return self.ps(self.body(x))
 
 
+class BicubicSR(nn.Module):
+    """VDSR/SRCNN-style super-resolution: the image upsampled bicubically (F.interpolate, both
+    align_corners settings, x2 and to a size) plus a conv residual."""
+
+    def __init__(self, c=3, w=8):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, c, 3, padding=1))
+
+    def forward(self, x):
+        up = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+        side = F.interpolate(x, size=(24, 20), mode="bicubic", align_corners=True)
+        return up + self.body(up), side
+
+
 class EDSRish(nn.Module):
     """EDSR-like: residual blocks with a residual scale, x2 PixelShuffle twice (x4), mean shift by
     constants; plus a PixelUnshuffle input stem (as in RRDB x1/x2 models)."""
@@ -523,6 +537,8 @@ MODELS = {
     "odd_convs": lambda: (OddConvs(), (1, 3, 32, 32)),
     "mobileone": lambda: (mobileone(), (1, 3, 32, 32)),
     "repvgg": lambda: (repvgg(), (1, 3, 32, 32)),
+    "mobileone_half": lambda: (mobileone(), (1, 3, 32, 32)),  # .half() after randomize (export)
+    "bicubic_sr": lambda: (BicubicSR(), (1, 3, 12, 10)),
     "ghostnet": lambda: (ghostnet_tiny("v1"), (1, 3, 32, 32)),
     "ghostnetv2": lambda: (ghostnet_tiny("v2"), (1, 3, 32, 32)),
 }
@@ -530,7 +546,8 @@ MODELS = {
 COMMITTED = [("yolov5", False), ("yolov8", True), ("ssdlite", False), ("unet", False),
              ("unet_bilinear_ac", True), ("espcn", True), ("edsr", False), ("cyclegan", False),
              ("hrnet", False), ("fpn", True), ("keypoint_head", False), ("odd_convs", False),
-             ("mobileone", False), ("repvgg", True), ("ghostnet", False), ("ghostnetv2", True)]
+             ("mobileone", False), ("repvgg", True), ("ghostnet", False), ("ghostnetv2", True),
+             ("mobileone_half", False), ("bicubic_sr", True)]
 
 
 def export(name: str, out_dir: str, torchscript: bool = False) -> str:
@@ -539,6 +556,8 @@ def export(name: str, out_dir: str, torchscript: bool = False) -> str:
     speech.randomize(model)
     model.eval()
     x = torch.randn(*shape)
+    if name.endswith("_half"):  # torch's model.half(): float16 input, weights and output
+        model, x = model.half(), x.half()
     path = os.path.join(out_dir, f"{name}{'_ts' if torchscript else ''}.onnx")
     with torch.no_grad():
         out = model(x)

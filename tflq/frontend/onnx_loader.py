@@ -16,6 +16,8 @@ from tflq import ops as registry
 from tflq.ops.common import apply_activation
 from tflq.errors import (Diagnostic, InvalidModelError, ResourceLimitError, Unsupported,
                          UnsupportedModelError)
+from tflq.frontend.conv_branches import merge_parallel_convs
+from tflq.frontend.pixel_shuffle import pixel_shuffles_as_depth_ops
 from tflq.frontend.fold import FoldResult, check_folded, fold_model
 from tflq.frontend.onnx_patterns import (channel_windows, fuse_erf_gelu, gather_nd_as_gather,
                                          gather_permutation_as_transpose,
@@ -533,9 +535,10 @@ def _upgrade_old_opset(model: onnx.ModelProto, path: str, notes: list[str]) -> t
 
 
 def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
-              max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> LoadResult:
+              max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES, conv_branches: str | None = "all") -> LoadResult:
     """Read, validate, normalise and import an ONNX model; report every unsupported node at once.
 
+    `conv_branches`: which parallel conv branches merge (tflq.frontend.conv_branches.merge_policy).
     Validation comes first (tflq.frontend.validate): structure and tensor data, the ONNX checker
     with strict shape inference, and every op spec's declared checks; an invalid model is an
     InvalidModelError naming the node before any folding.
@@ -575,6 +578,12 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     group_norms = group_norm_from_instance_norm(model)
     if group_norms:
         log.info("recognised %d GroupNorm patterns (Reshape, InstanceNormalization, Reshape)", group_norms)
+    merged = merge_parallel_convs(model, identities=conv_branches == "all") if conv_branches else 0
+    if merged:
+        log.info("merged %d sums of parallel convolution branches into one conv each", merged)
+    shuffles = pixel_shuffles_as_depth_ops(model)
+    if shuffles:
+        log.info("recognised %d PixelShuffle/PixelUnshuffle patterns (Reshape, Transpose, Reshape)", shuffles)
     result = import_graph(model, opset, notes, fold, max_tensor_bytes)
     result.external_files = external_files
     result.graph.source_nodes = source_nodes

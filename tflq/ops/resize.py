@@ -155,9 +155,9 @@ def resize_request(node, ctx) -> ResizeRequest:
     if ctx.rank(x) != 4:
         raise Unsupported(node, "resize_rank", f"only 4-D (NCHW) Resize is supported (rank {ctx.rank(x)})")
     mode = ctx.attr(node, "mode", "nearest")
-    if mode not in ("nearest", "linear"):
+    if mode not in ("nearest", "linear", "cubic"):
         raise Unsupported(node, "resize_mode", f"Resize mode '{mode}' has no TFLite kernel",
-                          "use mode 'nearest' or 'linear'")
+                          "use mode 'nearest', 'linear' or 'cubic'")
     if ctx.attr(node, "antialias", 0):
         raise Unsupported(node, "resize_mode", "antialiased Resize has no TFLite kernel")
     if ctx.attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
@@ -282,7 +282,7 @@ class _Resize(OpSpec):
 
 @register
 class ResizeNearestNeighbor(_Resize):
-    """ONNX Resize (both modes: 'linear' is emitted as RESIZE_BILINEAR)."""
+    """ONNX Resize ('linear' is emitted as RESIZE_BILINEAR, 'cubic' as matrix products, resize_cubic.py)."""
 
     kind = "RESIZE_NEAREST_NEIGHBOR"
     quant = SameAsInput(dtypes=WITH_INT16, moves_values=True)
@@ -319,6 +319,12 @@ class ResizeNearestNeighbor(_Resize):
         if ctx.rank(node.input[0]) == 3:
             return import_as_2d(self, with_unit_height(node, ctx), ctx)
         request = resize_request(node, ctx)
+        if request.mode == "cubic":
+            from tflq.ops.resize_cubic import import_cubic  # (it reads this module's coordinates)
+
+            if request.coordinate_mode == "tf_crop_and_resize":
+                raise Unsupported(node, "resize_mode", "cubic Resize with tf_crop_and_resize")
+            return import_cubic(node, ctx, request)
         if request.mode == "linear":
             flags, kind = linear_flags(node, request), "RESIZE_BILINEAR"
         else:
