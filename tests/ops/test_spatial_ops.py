@@ -75,11 +75,11 @@ def _resize_case(mode="linear", scales=(1, 1, 2, 2), shape=(1, 2, 4, 5), **attrs
 
 
 @pytest.mark.parametrize("case,reason", [
-    (_resize_case("cubic"), "resize_mode"),
+    (_resize_case("cubic", coordinate_transformation_mode="tf_crop_and_resize"), "resize_mode"),
     (_resize_case(scales=(1, 2, 2, 2)), "resize_axes"),
     (_resize_case(scales=(1, 1, 1.5, 1.5), shape=(1, 2, 5, 5)), "resize_scale"),
     (_resize_case(coordinate_transformation_mode="tf_crop_and_resize"), "resize_mode"),
-], ids=["cubic", "channel_scale", "scale_not_size_ratio", "tf_crop_and_resize"])
+], ids=["cubic_crop_and_resize", "channel_scale", "scale_not_size_ratio", "tf_crop_and_resize"])
 def test_resize_refusals(case, reason, tmp_path):
     assert _refusal(case, tmp_path) == reason
 
