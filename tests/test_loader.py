@@ -84,15 +84,6 @@ def test_minus_one_dimension_is_dynamic(tmp_path):
         load_onnx(path, {"x": (1, 7, 1)})
 
 
-def test_opset_out_of_range(tmp_path):
-    model = _model([helper.make_node("Relu", ["x"], ["y"])],
-                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], opset=22)
-    path = str(tmp_path / "new.onnx")
-    onnx.save(model, path)
-    with pytest.raises(UnsupportedModelError, match="opset 22"):
-        load_onnx(path)
-
-
 def test_old_opset_is_upgraded(tmp_path):
     """Opset 9 (the ONNX model zoo's classics: Upsample, Slice with attributes) was refused; it is
     upgraded with onnx.version_converter, said in a note, and converts like onnxruntime runs it."""
@@ -113,6 +104,46 @@ def test_old_opset_is_upgraded(tmp_path):
     expected, = run_onnxruntime(path, {"x": x})
     actual, = run_litert(convert(ConvertConfig(model=path, keep_io_layout=True)).tflite, [x], nchw_io=False)
     np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("opset", [22, 23, 25])
+def test_newer_opset_is_converted_down(opset, tmp_path):
+    """Opsets above 21 (onnx 1.17+ exporters) were refused outright; where every op's newer
+    version only widens its types, onnx.version_converter takes the model to 21, a note says so,
+    and it converts like onnxruntime runs the original."""
+    from tests.conftest import run_litert, run_onnxruntime
+    from tflq.config import ConvertConfig
+    from tflq.pipeline import convert
+
+    rng = np.random.default_rng(opset)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "shape"], ["f"], name="flat"),
+             helper.make_node("Softmax", ["f"], ["y"], name="softmax")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                   [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+                    numpy_helper.from_array(np.array([1, -1], np.int64), "shape")], opset=opset)
+    path = str(tmp_path / "new.onnx")
+    onnx.save(model, path)
+    loaded = load_onnx(path)
+    assert any(f"opset {opset} to 21" in note for note in loaded.notes), loaded.notes
+    assert {op.origin for op in loaded.graph.ops} >= {"conv", "softmax"}
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    expected, = run_onnxruntime(path, {"x": x})
+    actual, = run_litert(convert(ConvertConfig(model=path, keep_io_layout=True)).tflite, [x], nchw_io=False)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_newer_opset_with_an_op_new_since_is_refused_naming_it(tmp_path):
+    """RMSNormalization exists from opset 23 only: the converter cannot take it down, and the
+    one line says which op stopped it."""
+    nodes = [helper.make_node("RMSNormalization", ["x", "scale"], ["y"], axis=-1)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                   [numpy_helper.from_array(np.ones(8, np.float32), "scale")], opset=23)
+    path = str(tmp_path / "rms.onnx")
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedModelError, match="opset 23 is not supported.*RMSNormalization"):
+        load_onnx(path)
 
 
 def test_every_unsupported_node_is_reported(tmp_path):

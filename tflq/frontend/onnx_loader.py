@@ -506,32 +506,39 @@ def _plain_8bit_uses(graph: Graph) -> list[Diagnostic]:
 
 
 UPGRADE_OPSET = 13  # what models older than SUPPORTED_OPSETS are converted to
+DOWNGRADE_OPSET = SUPPORTED_OPSETS.stop - 1  # what newer ones are converted to
 
 
-def _upgrade_old_opset(model: onnx.ModelProto, path: str, notes: list[str]) -> tuple[onnx.ModelProto, int]:
-    """A model of an opset below 11 (the ONNX model zoo's classics) upgraded with onnx.version_converter,
-    which rewrites the ops whose signature changed (Upsample, Slice/Pad/Clip attributes, ...); a
-    model it cannot upgrade keeps its opset and is refused by the caller."""
+def _convert_opset(model: onnx.ModelProto, path: str, notes: list[str]) -> tuple[onnx.ModelProto, int, str]:
+    """A model outside SUPPORTED_OPSETS converted with onnx.version_converter: below 11 (the ONNX
+    model zoo's classics) upgraded to UPGRADE_OPSET, which rewrites the ops whose signature changed
+    (Upsample, Slice/Pad/Clip attributes, ...); above 21 (onnx 1.17+ exporters) downgraded to 21,
+    which only the ops whose newer versions widen types and keep their meaning allow (an op new
+    since, RMSNormalization, Swish, has no previous version and stops it). A model it cannot
+    convert keeps its opset, with the converter's reason, and is refused by the caller."""
     opset = default_opset(model)
-    if opset >= SUPPORTED_OPSETS.start:
-        return model, opset
+    if opset in SUPPORTED_OPSETS:
+        return model, opset, ""
     from onnx import version_converter
 
+    target = UPGRADE_OPSET if opset < SUPPORTED_OPSETS.start else DOWNGRADE_OPSET
     try:
-        upgraded = version_converter.convert_version(model, UPGRADE_OPSET)
+        converted = version_converter.convert_version(model, target)
     except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeError/ValueError/...
-        log.info("%s: onnx.version_converter could not upgrade opset %d: %s", path, opset, exc)
-        return model, opset
+        log.info("%s: onnx.version_converter could not convert opset %d: %s", path, opset, exc)
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return model, opset, reason.split(": ")[-1]  # (the assertion's own words, not its source path)
     # The converter drops the names (and outputs) of nodes it rewrites, in order, adding Constants
     # for attributes that became inputs: the rewritten nodes get their names back when they pair
     # one to one with the model's, so errors and --float-ops still name the model's own nodes.
     old = [n for n in model.graph.node if n.op_type != "Constant"]
-    new = [n for n in upgraded.graph.node if n.op_type != "Constant"]
+    new = [n for n in converted.graph.node if n.op_type != "Constant"]
     if len(old) == len(new):
         for before, after in zip(old, new):
             after.name = after.name or before.name
-    notes.append(f"model upgraded from ONNX opset {opset} to {UPGRADE_OPSET} with onnx.version_converter")
-    return upgraded, default_opset(upgraded)
+    way = "upgraded" if target > opset else "converted down"
+    notes.append(f"model {way} from ONNX opset {opset} to {target} with onnx.version_converter")
+    return converted, default_opset(converted), ""
 
 
 def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
@@ -549,12 +556,13 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     standard_qdq_from_contrib(model, default_opset(model))
     refuse_onnxruntime_quantized(model, path)
     notes: list[str] = []
-    model, opset = _upgrade_old_opset(model, path, notes)
+    model, opset, why = _convert_opset(model, path, notes)
     if opset not in SUPPORTED_OPSETS:
+        because = f" and onnx.version_converter could not convert it ({why})" if why else ""
         raise UnsupportedModelError(
             f"{path}: ONNX opset {opset} is not supported (tflq handles opsets "
-            f"{SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}); re-export or convert it "
-            f"with onnx.version_converter")
+            f"{SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}){because}; re-export it "
+            f"at an opset in that range")
     fix_input_shapes(model, input_shapes or {}, notes)
     check_input_sizes(model, path, max_tensor_bytes)
     check_generators(model, path, max_tensor_bytes)
