@@ -18,9 +18,10 @@ from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
 from tflq.memory import release_freed_memory
-from tflq.passes.cleanup import (merge_transposes, one_transpose_per_chain, remove_dead_ops,
-                                  remove_noop_ops, sink_transpose_through_reshape,
-                                  sink_transpose_through_unary, transposes_of_unit_axes_to_reshapes)
+from tflq.passes.cleanup import (hoist_transpose_through_row_op, merge_transposes,
+                                  one_transpose_per_chain, remove_dead_ops, remove_noop_ops,
+                                  sink_transpose_through_reshape, sink_transpose_through_unary,
+                                  transposes_of_unit_axes_to_reshapes)
 from tflq.passes.equalize import EQUALIZED_DESCRIPTION
 from tflq.passes.fuse import (divisions_by_constants_to_multiplications, fold_affine_into_producer,
                               fuse_activations)
@@ -95,7 +96,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
         # op (Segformer's NHWC depthwise conv -> NCHW -> flatten -> tokens -> GELU: sunk first,
         # the run lost its last transpose and both stayed)
         sink_transpose_through_reshape, one_transpose_per_chain, sink_transpose_through_unary,
-        merge_transposes, remove_noop_ops, remove_dead_ops])
+        hoist_transpose_through_row_op, merge_transposes, remove_noop_ops, remove_dead_ops])
     # the transposes left that move only size-1 axes (once none can cancel) are RESHAPEs
     fixed_point(graph, [transposes_of_unit_axes_to_reshapes, remove_noop_ops])
     verify(graph, after="float passes")

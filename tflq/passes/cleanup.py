@@ -233,6 +233,48 @@ def sink_transpose_through_unary(graph: Graph) -> int:
     return count
 
 
+def hoist_transpose_through_row_op(graph: Graph) -> int:
+    """TRANSPOSE(p) -> row-wise op (SOFTMAX over the last axis) -> TRANSPOSE(q) that keeps the last
+    axis last -> one TRANSPOSE (p then q) -> the op. The first transpose brings another axis last,
+    so it cannot sink through the op; the second moves only the axes before it, which the op
+    commutes with. YOLOv8's distribution head (a softmax over the bins of a transposed view,
+    read by a 1x1 convolution in NHWC) had both.
+    """
+    from tflq import ops as registry
+
+    count = 0
+    producers, consumers = graph.producers(), graph.consumer_map()
+    for op in list(graph.ops):
+        if op.kind != "TRANSPOSE" or not graph.is_constant(op.inputs[1]):
+            continue
+        row = producers.get(op.inputs[0])
+        if row is None or len(row.inputs) != 1 or len(row.outputs) != 1 or \
+                not registry.spec(row.kind).row_wise or row.outputs[0] in graph.outputs or \
+                len(consumers.get(row.outputs[0], [])) != 1:
+            continue
+        first = _private_producer(graph, row.inputs[0], "TRANSPOSE", producers)
+        if first is None or not graph.is_constant(first.inputs[1]):
+            continue
+        p = [int(a) for a in graph.tensors[first.inputs[1]].data]
+        q = [int(a) for a in graph.tensors[op.inputs[1]].data]
+        if p[-1] == len(p) - 1 or q[-1] != len(q) - 1:
+            continue  # (the first sinks by itself; the second must leave the op's axis in place)
+        source, y = graph.tensors[first.inputs[0]], graph.tensors[op.outputs[0]]
+        both = [p[a] for a in q]
+        mid = graph.add_activation(f"{y.name}/before_{row.kind.lower()}", y.dtype,
+                                   tuple(source.shape[a] for a in both), y.layout)
+        perm = graph.add_constant(f"{y.name}/perm", np.array(both, np.int32))
+        graph.insert_before(first, Op("TRANSPOSE", [first.inputs[0], perm], [mid], origin=first.origin))
+        row.inputs[0], row.outputs[0] = mid, y.name
+        graph.remove_op(first)
+        graph.remove_op(op)
+        producers, consumers = graph.producers(), graph.consumer_map()
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
+
+
 def _chain_into(graph: Graph, op: Op, producers: dict[str, Op]) -> list[Op]:
     """The longest run of private TRANSPOSE/RESHAPE ops ending at `op` (first to last)."""
     chain = [op]
