@@ -506,3 +506,26 @@ def test_layer_norm_calibrated_on_zero_padded_rows(dtype, tmp_path):
     if dtype == "int8":
         report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=clean))
         assert not report.float_ops and worst_sqnr_db(path, report.tflite, clean) >= floor
+
+
+def test_torch_lrn_whose_square_is_a_graph_output(tmp_path):
+    """torch's LocalResponseNorm (x*x, a 5-D view, a Pad of the channels, AvgPool3d, Squeeze, then
+    alpha, k, beta and a Div) became one LRN, and its x*x went with it although the graph gives
+    it out too: 'graph output ... is never produced' (an internal error; tests/test_fuzz_graphs.py
+    ChannelGraph seeds 82 and 174 of 200). The square stays for the output. Both outputs judged
+    against onnxruntime."""
+    from tests.test_fuzz_graphs import ChannelGraph, FLOAT_TOLERANCE, judge
+
+    builder = ChannelGraph(0)
+    builder.input_shape = (1, 6, 4, 4)
+    builder.shapes = {"x": builder.input_shape}
+    builder.rng = np.random.default_rng(1)
+    y = builder.torch_lrn("x")
+    square = builder.nodes[0].output[0]
+    assert builder.nodes[0].op_type == "Mul"
+    model = builder.model([square, y])
+    path = str(tmp_path / "lrn.onnx")
+    onnx.save(model, path)
+    report = convert(ConvertConfig(model=path, keep_io_layout=True))
+    feeds = [{"x": np.random.default_rng(k).normal(0, 1, builder.input_shape).astype(np.float32)} for k in range(3)]
+    assert judge(path, report.tflite, feeds, lambda t, f: run_litert(t, [f["x"]], nchw_io=False)).error <= FLOAT_TOLERANCE

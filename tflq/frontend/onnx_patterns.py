@@ -328,8 +328,9 @@ def channel_windows(model: onnx.ModelProto) -> int:
                 and div is not None and div.input == [x, pow_.output[0]]):
             lrn = helper.make_node("LRN", [x], list(div.output), name=f"{base}/lrn", size=size,
                                    alpha=alpha, beta=beta, bias=bias)
-            # x*x stays where something else reads it too
-            replaced[id(square)] = [square, lrn] if len(consumers[square.output[0]]) > 1 else [lrn]
+            # x*x stays where something else reads it too (or it is a graph output)
+            kept = len(consumers[square.output[0]]) > 1 or square.output[0] in outputs
+            replaced[id(square)] = [square, lrn] if kept else [lrn]
             dead.update(id(node) for node in chain + between + [mul, add, pow_, div])
             continue
         band = np.zeros((c, c), np.float32)
