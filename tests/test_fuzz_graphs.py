@@ -485,17 +485,23 @@ def _perm(node: onnx.NodeProto) -> tuple[int, ...]:
     return tuple(next((a.ints for a in node.attribute if a.name == "perm"), ()))
 
 
-def _run_file(tflite: bytes, x: np.ndarray, model: onnx.ModelProto, keep_io: bool) -> list[np.ndarray]:
-    """Run in LiteRT with ONNX-layout data: 4-D I/O is NHWC in the file unless keep_io, except
-    tf2onnx's pattern, which keeps the ONNX order (an input read only by Transposes to NCHW, an
-    output written by a Transpose to NHWC; tests/passes/test_nhwc_io.py)."""
-    readers = [n for n in model.graph.node if "x" in n.input]
-    onnx_order_input = keep_io or all(n.op_type == "Transpose" and _perm(n) == (0, 3, 1, 2)
-                                      for n in readers)
+def _run_file(tflite: bytes, x: np.ndarray | dict[str, np.ndarray], model: onnx.ModelProto,
+              keep_io: bool) -> list[np.ndarray]:
+    """Run in LiteRT with ONNX-layout data (`x`, or one array per model input by name): 4-D I/O
+    is NHWC in the file unless keep_io, except tf2onnx's pattern, which keeps the ONNX order (an
+    input read only by Transposes to NCHW, an output written by a Transpose to NHWC;
+    tests/passes/test_nhwc_io.py)."""
+    feeds = x if isinstance(x, dict) else {"x": x}
+
+    def in_file_order(name: str, value: np.ndarray) -> np.ndarray:
+        readers = [n for n in model.graph.node if name in n.input]
+        onnx_order = keep_io or all(n.op_type == "Transpose" and _perm(n) == (0, 3, 1, 2) for n in readers)
+        return value if onnx_order or value.ndim != 4 else value.transpose(0, 2, 3, 1)
+
     writers = {out: n for n in model.graph.node for out in n.output}
-    feed = x if onnx_order_input or x.ndim != 4 else x.transpose(0, 2, 3, 1)
+    file_feeds = [in_file_order(vi.name, feeds[vi.name]) for vi in model.graph.input]
     results = []
-    for vi, a in zip(model.graph.output, run_litert(tflite, [feed], nchw_io=False)):
+    for vi, a in zip(model.graph.output, run_litert(tflite, file_feeds, nchw_io=False)):
         writer = writers.get(vi.name)
         onnx_order = keep_io or writer is not None and writer.op_type == "Transpose" and \
             _perm(writer) == (0, 2, 3, 1)
@@ -1363,8 +1369,8 @@ def test_random_int_graph_matches_onnxruntime(seed, tmp_path):
     keep_io = seed % 4 == 3
     report = convert(ConvertConfig(model=path, keep_io_layout=keep_io))
 
-    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
-        return run_litert(tflite, [feed["x"], feed["ids"]], nchw_io=not keep_io)
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:  # (a leading Transpose: tf2onnx's NHWC input)
+        return _run_file(tflite, feed, model, keep_io)
 
     worst = judge(path, report.tflite, samples, run).error  # (integer outputs: of the same type, exact)
     assert worst <= FLOAT_TOLERANCE, f"worst sample {worst:.3g}; ops {report.op_counts}"
