@@ -65,12 +65,10 @@ FAMILIES = {
     # causal decoders: learned positions, GELU with Pow(x, 3) (GPT-2); RMSNorm, rotary embeddings
     # (rotate_half's Neg), SiLU-gated MLP, 4 query heads on 2 key/value heads (LLaMA)
     "gpt2": Family("gpt2.onnx", transposes=4 * 2, attention_blocks=2, masked=True),
-    "llama": Family("llama.onnx", transposes=5 * 2, attention_blocks=2, masked=True,
-                    int8_float=frozenset({"DIV"})),  # RMSNorm's divisor: its int8 grid holds 0
+    "llama": Family("llama.onnx", transposes=5 * 2, attention_blocks=2, masked=True),
     "clip_text": Family("clip_text.onnx", transposes=4 * 2, attention_blocks=2, masked=True),
     # encoder self-attention, decoder causal self-attention and cross-attention, relative position bias
-    "t5": Family("t5.onnx", transposes=4 * 3, attention_blocks=3, masked=True,
-                 int8_float=frozenset({"DIV"})),
+    "t5": Family("t5.onnx", transposes=4 * 3, attention_blocks=3, masked=True),
     # content-to-position and position-to-content scores gathered by relative position; the mask
     # is a masked_fill of finfo.min on the scores, not a sum
     "deberta_v2": Family("deberta_v2.onnx", transposes=6 * 2, attention_blocks=2, masked=True,

@@ -107,7 +107,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
         finite_mask_fills(graph)
         mask_fills_apart(graph)  # each mask's fill its own constant, scores beside the masks
         if qdq is None:  # (a QDQ model's grids are the Sqrt's and the Div's)
-            divisions_by_roots_as_rsqrt(graph, config.dtype)  # RMSNorm's x / sqrt(v), integer
+            divisions_by_roots_as_rsqrt(graph, config.dtype, config.target)  # RMSNorm's x / sqrt(v)
     return graph, report, config, qdq
 
 

@@ -92,6 +92,16 @@ class QuantRule:
         """Whether LiteRT has a kernel for this op with `dtype` activations."""
         return dtype in self.dtypes
 
+    def island_dtype(self, dtype: DType) -> DType | None:
+        """The type the op runs in inside a `dtype` model that has no kernel for it in `dtype`:
+        int8 in a uint8 model where LiteRT has an int8 kernel only (BATCH_MATMUL, RSQRT, EXP...).
+        QUANTIZE moves a uint8 grid to the int8 one of its range and back exactly (the same
+        scale, the zero point 128 apart), so the op computes what a float island would, in
+        integer. None: it has a kernel in `dtype`, or no such island."""
+        if dtype == DType.UINT8 and not self.runs_in(dtype) and self.runs_in(DType.INT8):
+            return DType.INT8
+        return None
+
     def float_reason(self, dtype: DType) -> str | None:
         """Why the op stays float in `dtype` (None: it has a kernel)."""
         if self.runs_in(dtype):

@@ -15,6 +15,7 @@ from tflq.ops.base import Calibrated, Refused, SameAsInput, SameAsOutput, Weight
 from tflq.quantize.limits import fit_limits
 from tflq.targets.base import Target
 from tflq.targets.litert import LITERT
+from tflq.targets import island_dtype
 
 Range = tuple[float, float]
 
@@ -52,8 +53,12 @@ class PlanContext:
         self.given = dict(given or {})
 
     def dtype_of(self, op: Op) -> DType:
-        """The activation type `op` runs in: int16 for the nodes asked for, else the model's."""
-        return DType.INT16 if op.origin in self.int16_ops else self.dtype
+        """The activation type `op` runs in: int16 for the nodes asked for; int8 for an op of a
+        uint8 model that the target runs in int8 only, where that pays (tflq.targets.island_dtype);
+        else the model's."""
+        if op.origin in self.int16_ops:
+            return DType.INT16
+        return island_dtype(self.target, op.kind, self.dtype) or self.dtype
 
     def range(self, name: str) -> Range | None:
         """The real range of tensor `name`; None where the model leaves it float (a part of a QDQ
@@ -71,7 +76,12 @@ class PlanContext:
             return "kept float by --float-ops"
         if op.float_reason:
             return op.float_reason
-        reason = registry.spec(op.kind).quant.float_reason(self.dtype_of(op))
+        rule = registry.spec(op.kind).quant
+        reason = rule.float_reason(self.dtype_of(op))
+        if reason is not None and rule.island_dtype(self.dtype) is not None and \
+                self.target.default_delegate is not None:  # (tflq.targets.island_dtype)
+            reason += (f"; kept a float island, not an int8 one: {self.target.default_delegate} runs it "
+                       f"in float only, and an integer op would split its graph")
         return reason if reason is not None else self.target.integer_reason(op.kind, self.dtype_of(op))
 
 
@@ -777,6 +787,8 @@ def plan_quantization(graph: Graph, ctx: PlanContext) -> QuantPlan:
             return params[name]
         if name in given and given[name].dtype == dtype:
             return given[name]  # (a QDQ grid, e.g. a Clip folded into its zero point, next to --int16-ops)
+        if {params[name].dtype, dtype} == {DType.UINT8, DType.INT8} and params[name].axis is None:
+            return params[name].with_dtype_shift(dtype)  # an int8 island's: the same grid, exactly
         return _requantizable(params[name], calibrated_params(dtype, ctx.grid_range(name, dtype)))
 
     for op in graph.ops:

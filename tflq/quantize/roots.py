@@ -8,31 +8,35 @@ from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ir.quant import activation_params
 from tflq.ops.base import Refused
+from tflq.targets import get_target, island_dtype
+from tflq.targets.base import Target
 
 
-def rsqrt_runs_integer(dtype: DType) -> bool:
-    """Whether RSQRT has a `dtype` kernel that a non-negative input's grid never fails: LiteRT's
-    int8 RSQRT (asymmetric: such a grid starts at its zero point), not its int16 one (a symmetric
-    grid holds negative values, which elementwise.cc refuses at invoke) nor uint8 (no kernel)."""
+def rsqrt_runs_integer(dtype: DType, target: str | Target = "litert") -> bool:
+    """Whether RSQRT runs integer in a `dtype` model on a non-negative input's grid: LiteRT's int8
+    RSQRT (asymmetric: such a grid starts at its zero point; in a uint8 model, as an int8 island
+    where the target takes one: tflq.targets.island_dtype), where the target runs it, not its
+    int16 one (a symmetric grid holds negative values, which elementwise.cc refuses at invoke)."""
     spec = registry.spec("RSQRT")
-    if not spec.quant.runs_in(dtype):
+    dtype = island_dtype(target, "RSQRT", dtype) or dtype
+    if not spec.quant.runs_in(dtype) or get_target(target).integer_reason("RSQRT", dtype) is not None:
         return False
     refusal = spec.integer_refusal
     return refusal is None or refusal.values != Refused.NEGATIVE or \
         int(activation_params(dtype, 0.0, 1.0).zero_point) == dtype.qmin
 
 
-def divisions_by_roots_as_rsqrt(graph: Graph, dtype: DType) -> int:
-    """DIV(x, SQRT(v)) -> MUL(x, RSQRT(v)) for float tensors, where rsqrt_runs_integer(dtype).
+def divisions_by_roots_as_rsqrt(graph: Graph, dtype: DType, target: str | Target = "litert") -> int:
+    """DIV(x, SQRT(v)) -> MUL(x, RSQRT(v)) for float tensors, where rsqrt_runs_integer(dtype, target).
 
     As a DIV, the quantized model kept it float: div.cc refuses a divisor holding its zero point,
     which a computed divisor's grid always holds. RSQRT of v on v's grid and an integer MUL then
     run integer: an RMSNorm between int8 MatMuls, worst sample against onnxruntime 22.1 -> 23.6 dB
     (20.6 -> 22.1 with zero rows in calibration, where RSQRT's range reaches 1/sqrt(eps) and it
-    and its MUL stay float: plan.py's wide scale factors). In int16 and uint8 RSQRT would stay
-    float and its 1/std be requantized for the MUL (int16x8 with zero rows: 41.1 -> 33.2 dB), so
-    the DIV is left. A SQRT read elsewhere too stays for those readers. Returns the rewrites."""
-    if not rsqrt_runs_integer(dtype):
+    and its MUL stay float: plan.py's wide scale factors). In int16 RSQRT would stay float and
+    its 1/std be requantized for the MUL (int16x8 with zero rows: 41.1 -> 33.2 dB), so the DIV
+    is left. A SQRT read elsewhere too stays for those readers. Returns the rewrites."""
+    if not rsqrt_runs_integer(dtype, target):
         return 0
     count = 0
     for op in list(graph.ops):
