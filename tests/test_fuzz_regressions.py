@@ -485,11 +485,11 @@ def test_integer_add_of_position_ids_in_full_quantization(tmp_path):
 def test_layer_norm_calibrated_on_zero_padded_rows(dtype, tmp_path):
     """LayerNormalization (opset 17) imports as d * RSQRT(var + eps). Calibrated on samples with
     zero-padded rows, 1/std reached 1/sqrt(eps) = 316 against ~0.5 for ordinary rows, and its
-    8-bit grid left them one step: 0.3 dB on every sample. A scale factor whose lowest value its
-    grid holds with under 4 steps stays float with the MUL it feeds; the float RSQRT's input is
-    held a step from 0, so a zero row gives 0 * 1/sqrt(step), not 0 * inf. int16 holds them with
-    ~50 steps (38 dB) and stays integer, as does int8 on clean calibration. Judged against
-    onnxruntime on the worst sample."""
+    8-bit grid left them one step: 0.3 dB on every sample. A scale factor spanning more than 64x
+    stays float with the MUL it feeds; the float RSQRT's input is held a step from 0, so a zero
+    row gives 0 * 1/sqrt(step), not 0 * inf. int16 held them with ~50 steps and stayed integer
+    at 38.5 dB; float, as in 8 bits, 75.1 (held-out samples 37.2 -> 76.4). int8 on clean
+    calibration stays integer. Judged against onnxruntime on the worst sample."""
     rng = np.random.default_rng(13)
     inits = [numpy_helper.from_array(rng.uniform(0.5, 1.5, 16).astype(np.float32), "g"),
              numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "b")]
@@ -499,9 +499,9 @@ def test_layer_norm_calibrated_on_zero_padded_rows(dtype, tmp_path):
     padded = [{"x": sample["x"].copy()} for sample in clean]
     for sample in padded[:3]:
         sample["x"][0, 10:] = 0.0
-    floor = 30.0 if dtype == "int16x8" else 20.0
+    floor = 60.0 if dtype == "int16x8" else 20.0
     report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=padded))
-    assert ("MUL" in {op.kind for op in report.float_ops}) == (dtype != "int16x8")
+    assert "MUL" in {op.kind for op in report.float_ops}
     assert worst_sqnr_db(path, report.tflite, padded) >= floor
     if dtype == "int8":
         report = convert(ConvertConfig(model=path, mode="full", dtype=dtype, calib=clean))
@@ -529,3 +529,36 @@ def test_torch_lrn_whose_square_is_a_graph_output(tmp_path):
     report = convert(ConvertConfig(model=path, keep_io_layout=True))
     feeds = [{"x": np.random.default_rng(k).normal(0, 1, builder.input_shape).astype(np.float32)} for k in range(3)]
     assert judge(path, report.tflite, feeds, lambda t, f: run_litert(t, [f["x"]], nchw_io=False)).error <= FLOAT_TOLERANCE
+
+
+def test_int16_rms_norm_scale_factor_calibrated_on_zero_rows(tmp_path):
+    """RMSNorm as x * Pow(mean(x^2) + 1e-6, -0.5) (RSQRT) between MatMuls, calibrated on zero-padded
+    rows: 1/rms reaches 1/sqrt(eps) = 1000 against ~0.3 for ordinary rows. An int16 grid over
+    that left ordinary rows ~10 steps, and int16x8 gave 33.2 dB on the worst sample against 41.1
+    for the same norm as a division (found rewriting divisions by roots, tflq.quantize.roots).
+    Such a scale factor and its MUL stay float in int16 as in 8 bits. Against onnxruntime."""
+    rng = np.random.default_rng(0)
+    t, d = 16, 64
+    nodes, inits, x = [], [], "x"
+    for k in range(2):
+        inits += [numpy_helper.from_array(rng.normal(0, 1 / np.sqrt(d), (d, d)).astype(np.float32), f"w{k}"),
+                  numpy_helper.from_array(rng.uniform(0.5, 1.5, d).astype(np.float32), f"g{k}")]
+        nodes += [helper.make_node("MatMul", [x, f"w{k}"], [f"h{k}"]), helper.make_node("Mul", [f"h{k}", f"h{k}"], [f"s{k}"]),
+                  helper.make_node("ReduceMean", [f"s{k}"], [f"m{k}"], axes=[-1]),
+                  helper.make_node("Add", [f"m{k}", "eps"], [f"v{k}"]), helper.make_node("Pow", [f"v{k}", "minus_half"], [f"r{k}"]),
+                  helper.make_node("Mul", [f"h{k}", f"r{k}"], [f"n{k}"]), helper.make_node("Mul", [f"n{k}", f"g{k}"], [f"y{k}"])]
+        x = f"y{k}"
+    nodes[-1].output[0] = "y"
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("eps", 1e-6), ("minus_half", -0.5))]
+    path = save_graph(tmp_path / "rms.onnx", nodes, {"x": [1, t, d]}, "y", inits, opset=17)
+
+    def sample(k: int) -> dict:
+        value = (rng.normal(0, 1, (1, t, d)) * rng.uniform(0.3, 3, (1, t, 1))).astype(np.float32)
+        if k % 2 == 0:
+            value[0, -3:] = 0.0
+        return {"x": value}
+
+    calib, held = [sample(k) for k in range(32)], [sample(k) for k in range(8)]
+    report = convert(ConvertConfig(model=path, mode="full", dtype="int16x8", calib=calib))
+    assert {"RSQRT", "MUL"} <= {op.kind for op in report.float_ops}, report.float_ops
+    assert worst_sqnr_db(path, report.tflite, held) >= 38.0

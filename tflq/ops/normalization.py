@@ -5,7 +5,7 @@ TFLite has no normalization builtin. The decomposition
     d = x - mean(x);  y = d * rsqrt(mean(d * d) + epsilon) * scale + bias
 uses only ops with int8 kernels, so a quantized model stays integer throughout, unless
 calibration saw a constant row (zero padding): 1/std then spans 1/sqrt(epsilon), which no 8-bit
-grid resolves, and RSQRT and its MUL stay float (quantize/plan.py, SCALE_FACTOR_MIN_STEPS).
+grid resolves, and RSQRT and its MUL stay float (quantize/plan.py, MAX_SCALE_FACTOR_SPAN).
 Instance and group statistics are taken over the spatial axes with MEAN, which the layout pass
 maps onto NHWC, so no TRANSPOSE is needed: a group's mean is the average of its channels' means
 (every channel has the same number of elements), computed by a FULLY_CONNECTED with a constant
