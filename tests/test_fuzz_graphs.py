@@ -1512,7 +1512,8 @@ def test_random_graph_in_every_mode(seed, tmp_path):
 
 
 # ---- control flow ------------------------------------------------------------------------------
-SEEDS_CONTROL_FLOW = range(30)  # 200 soaked with data conditions: seed 55 (a folded 24-ADD chain) misses the int8 floor at 14.1 dB
+SEEDS_CONTROL_FLOW = range(30)  # 300 soaked: seed 55 (a folded 24-ADD chain) misses the int8 floor at 14.1 dB,
+# ill-conditioned in float itself (half an 8-bit step of noise on its input alone: 19.2 dB worst)
 
 
 class ControlFlowGraph(RandomGraph):
