@@ -8,10 +8,18 @@ from __future__ import annotations
 import math
 import os
 import stat
+import zipfile
+import zlib
 
 import numpy as np
 
 from tflq.errors import CalibrationError
+
+# What reading a damaged .npy or .npz raises (numpy's header parser, zipfile, zlib), each meaning
+# the file is not what it claims: zipfile raises NotImplementedError for a version or compression
+# method it does not know, which a flipped byte of the archive's headers gives (a --stats file:
+# an internal error, found by tests/test_mutation_fuzz.py).
+UNREADABLE_ARCHIVE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
 
 
 def describe_path(path: str) -> str | None:

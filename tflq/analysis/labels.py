@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from tflq.analysis.runtimes import EvaluationError
+from tflq.datacheck import UNREADABLE_ARCHIVE
 
 
 def load_labels(path: str) -> np.ndarray:
@@ -35,7 +36,7 @@ def load_labels(path: str) -> np.ndarray:
                 raise EvaluationError(f"{path}: '{bad[:40]}' is not an integer class label") from None
     except EvaluationError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (*UNREADABLE_ARCHIVE, UnicodeDecodeError) as exc:
         raise EvaluationError(f"{path}: cannot read labels ({exc})") from None
     values = np.asarray(values)
     if values.ndim == 2 and values.shape[1] == 1:

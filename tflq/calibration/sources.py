@@ -24,7 +24,6 @@ import os
 import queue
 import threading
 import zipfile
-import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -32,7 +31,7 @@ import numpy as np
 
 from tflq.calibration.images import (ImageNormalization, decode_image, image_geometry,
                                      normalization, pillow)
-from tflq.datacheck import check_npy_payload, describe_path
+from tflq.datacheck import UNREADABLE_ARCHIVE, check_npy_payload, describe_path
 from tflq.errors import CalibrationError
 from tflq.ir.graph import Graph
 from tflq.ir.layout import onnx_shape
@@ -175,7 +174,7 @@ def _npz_members(path: str) -> dict[str, str]:
     try:
         with zipfile.ZipFile(path) as zf:
             return {m[:-4]: m for m in zf.namelist() if m.endswith(".npy")}
-    except (zipfile.BadZipFile, OSError) as exc:
+    except UNREADABLE_ARCHIVE as exc:
         raise CalibrationError(f"{path}: not a readable .npz file ({exc})") from None
 
 
@@ -183,7 +182,7 @@ def _load_npz_member(path: str, key: str, view_shape: tuple[int, ...]) -> np.nda
     try:
         with np.load(path, allow_pickle=False) as npz:
             return npz[key].reshape(view_shape)
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError, zlib.error) as exc:
+    except (*UNREADABLE_ARCHIVE, KeyError) as exc:
         raise CalibrationError(f"{path}[{key}]: cannot be read ({exc})") from None
 
 
@@ -203,7 +202,7 @@ def _npz_parts(path: str, specs: Sequence[InputSpec]) -> dict[str, _Part]:
         try:
             with zipfile.ZipFile(path) as zf, zf.open(members[key]) as fp:
                 shape, dtype = _read_npy_header(fp, label)
-        except (zipfile.BadZipFile, OSError) as exc:
+        except UNREADABLE_ARCHIVE as exc:
             raise CalibrationError(f"{label}: cannot be read ({exc})") from None
         _check_dtype(dtype, spec, label)
         rows, view = _rows_in(shape, spec, label)

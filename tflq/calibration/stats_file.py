@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import zipfile
-import zlib
 from typing import Iterable
 
 import numpy as np
@@ -15,7 +13,7 @@ from tflq.calibration.statistics import NUM_BINS, CalibrationStats, TensorStats
 from tflq.errors import CalibrationError
 from tflq.fileio import save_atomically
 from tflq.ir.graph import Graph
-from tflq.datacheck import check_statistics
+from tflq.datacheck import UNREADABLE_ARCHIVE, check_statistics
 
 STATS_FORMAT = 1                           # bump when the .npz layout changes
 
@@ -58,7 +56,7 @@ def load_stats(path: str, fingerprint: str) -> CalibrationStats:
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except UNREADABLE_ARCHIVE as exc:
         raise CalibrationError(f"{path}: not a tflq statistics file ({exc})") from None
     expected = {"format", "num_bins", "fingerprint", "samples", "names", "minimum", "maximum",
                 "exponent", "counts"}
