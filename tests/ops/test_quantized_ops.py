@@ -19,6 +19,7 @@ from tflq import ops as registry
 from tflq.backend.tflite_reader import ModelInfo, OpInfo, TensorInfo, read_tflite
 from tflq.config import ConvertConfig
 from tflq.ir.dtypes import DType
+from tflq.targets import island_dtype
 from tflq.ops.base import (Calibrated, Case, FixedOutput, FloatOnly, OpSpec, Refused, SameAsInput,
                            SameAsOutput, rand)
 from tflq.pipeline import convert
@@ -151,10 +152,12 @@ def _check_rule(spec: OpSpec, op: OpInfo, info: ModelInfo, dtype: str) -> None:
 
 @pytest.mark.parametrize("spec,case,dtype", CASES, ids=IDS)
 def test_full_quantization(spec, case, dtype, tmp_path):
-    if not spec.quant.runs_in(DType.parse(dtype)) or _refused_input_is_computed(spec, case):
+    island = island_dtype("litert", spec.kind, DType.parse(dtype))  # (an int8 op of a uint8 model)
+    if island is None and not spec.quant.runs_in(DType.parse(dtype)) or _refused_input_is_computed(spec, case):
         _check_kept_float(spec, case, dtype, tmp_path)
         return
     model, report, info = _convert(spec, case, dtype, tmp_path)
+    dtype = island.name.lower() if island is not None else dtype
     written = WRITTEN_IN_8_BIT.get(spec.kind, spec.kind)  # where the op's form allows
     # (not one on plain integers alone: the bookkeeping a lowering adds, ScatterND's count of the
     # written positions)
