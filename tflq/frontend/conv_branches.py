@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from tflq.frontend.onnx_patterns import splice_nodes
+
 
 @dataclass
 class _Term:
@@ -181,14 +183,8 @@ def merge_parallel_convs(model: onnx.ModelProto, identities: bool = True) -> int
         written += 1
     if not written:
         return 0
-    kept, dead_nodes = [], [n for n in g.node if id(n) in dead]
-    for node in g.node:
-        if id(node) in replaced:
-            kept.extend(replaced[id(node)])
-        elif id(node) not in dead:
-            kept.append(node)
-    del g.node[:]
-    g.node.extend(kept)
+    dead_nodes = [n for n in g.node if id(n) in dead]
+    splice_nodes(g, replaced, dead)
     read = {n for node in g.node for n in node.input} | outputs
     gone = {n for node in dead_nodes for n in node.input if n not in read}
     kept_inits = [i for i in g.initializer if i.name not in gone]

@@ -6,6 +6,22 @@ import onnx
 from onnx import helper, numpy_helper
 
 
+def splice_nodes(g: onnx.GraphProto, replaced: dict[int, list[onnx.NodeProto]], dead: set[int]) -> int:
+    """A pattern rewrite's edit of `g`, in node order: each node whose id is a key of `replaced`
+    gives way to its new nodes, those in `dead` go. Returns how many nodes were replaced."""
+    if not replaced:
+        return 0
+    kept = []
+    for node in g.node:
+        if id(node) in replaced:
+            kept.extend(replaced[id(node)])
+        elif id(node) not in dead:
+            kept.append(node)
+    del g.node[:]
+    g.node.extend(kept)
+    return len(replaced)
+
+
 def _scalar(constants: dict[str, np.ndarray], name: str) -> float | None:
     value = constants.get(name)
     return float(value.reshape(())) if value is not None and value.size == 1 else None
@@ -123,7 +139,7 @@ def gather_nd_as_gather(model: onnx.ModelProto) -> int:
     return count
 
 
-def _static_shapes(g: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
+def static_shapes(g: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for vi in list(g.value_info) + list(g.input) + list(g.output):
         dims = vi.type.tensor_type.shape.dim
@@ -146,7 +162,7 @@ def group_norm_from_instance_norm(model: onnx.ModelProto) -> int:
     """
     g = model.graph
     constants = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    shapes = _static_shapes(g)
+    shapes = static_shapes(g)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in g.node:
         for name in node.input:
@@ -210,17 +226,7 @@ def group_norm_from_instance_norm(model: onnx.ModelProto) -> int:
                                                [last.output[0]], name=base, num_groups=groups,
                                                epsilon=epsilon)]
         dead.update((id(first), id(back)))
-    if not replaced:
-        return 0
-    nodes = []
-    for node in g.node:
-        if id(node) in replaced:
-            nodes.extend(replaced[id(node)])
-        elif id(node) not in dead:
-            nodes.append(node)
-    del g.node[:]
-    g.node.extend(nodes)
-    return len(replaced)
+    return splice_nodes(g, replaced, dead)
 
 
 def _ints(constants: dict[str, np.ndarray], node: onnx.NodeProto, index: int, attr: str) -> list[int] | None:
@@ -378,7 +384,7 @@ def gather_permutation_as_transpose(model: onnx.ModelProto) -> int:
     """
     g = model.graph
     constants = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    shapes = _static_shapes(g)
+    shapes = static_shapes(g)
     elem = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input)}
     nodes, count = [], 0
     for node in g.node:

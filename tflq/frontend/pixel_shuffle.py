@@ -15,24 +15,17 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from tflq.frontend.onnx_patterns import splice_nodes, static_shapes
+
 UNSHUFFLE = (0, 1, 3, 5, 2, 4)
 SHUFFLE = (0, 1, 4, 2, 5, 3)
-
-
-def _shapes(g: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for vi in list(g.value_info) + list(g.input) + list(g.output):
-        dims = vi.type.tensor_type.shape.dim
-        if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
-            shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
-    return shapes
 
 
 def pixel_shuffles_as_depth_ops(model: onnx.ModelProto) -> int:
     """Rewrite each Reshape -> Transpose -> Reshape PixelUnshuffle / PixelShuffle (see the module
     doc); returns how many."""
     g = model.graph
-    shapes = _shapes(g)
+    shapes = static_shapes(g)
     consumers: dict[str, list] = {}
     for node in g.node:
         for name in node.input:
@@ -83,14 +76,4 @@ def pixel_shuffles_as_depth_ops(model: onnx.ModelProto) -> int:
             continue
         replaced[id(last)] = nodes
         dead.update((id(first), id(transpose)))
-    if not replaced:
-        return 0
-    kept = []
-    for node in g.node:
-        if id(node) in replaced:
-            kept.extend(replaced[id(node)])
-        elif id(node) not in dead:
-            kept.append(node)
-    del g.node[:]
-    g.node.extend(kept)
-    return len(replaced)
+    return splice_nodes(g, replaced, dead)
