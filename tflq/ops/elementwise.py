@@ -86,10 +86,48 @@ class Add(_Binary):
     kind = "ADD"
     quant = Calibrated(dtypes=WITH_INT16, rescales_inputs=True)
     sums_inputs = True
-    onnx_types = ("Add",)
+    onnx_types = ("Add", "Sum", "Mean")
     int64_version = 4
-    onnx_checks = (Arity(inputs=(2, 2)),)
-    cases = _binary_cases("Add")
+    onnx_checks = (Arity(inputs=(2, 2), only=("Add",)),
+                   Arity(inputs=(1, 2 ** 31 - 1), only=("Sum", "Mean")))
+    cases = _binary_cases("Add") + [
+        Case("sum_three_broadcast", [helper.make_node("Sum", ["a", "b", "c"], ["y"])],
+             {"a": rand(3, 4), "b": rand(1, 4, seed=3), "c": rand(3, 1, seed=4)}),
+        Case("sum_nchw_const", [helper.make_node("Sum", ["a", "b", "c"], ["y"])],
+             {"a": rand(1, 3, 4, 4), "b": rand(1, 3, 4, 4, seed=1)}, {"c": rand(3, 1, 1, seed=2)}),
+        Case("mean_two", [helper.make_node("Mean", ["a", "b"], ["y"])],
+             {"a": rand(1, 3, 4, 4), "b": rand(1, 3, 4, 4, seed=1)}),
+        Case("mean_four_broadcast", [helper.make_node("Mean", ["a", "b", "c", "d"], ["y"])],
+             {"a": rand(2, 3, 4), "b": rand(4, seed=1), "c": rand(3, 1, seed=2), "d": rand(2, 3, 4, seed=5)}),
+    ]
+
+    def from_onnx(self, node, ctx) -> None:
+        """Add; Sum as a chain of ADDs (broadcasting step by step, as ONNX's multidirectional
+        broadcast of all inputs gives the same shape); Mean as that sum times 1/n."""
+        if node.op_type == "Add":
+            super().from_onnx(node, ctx)
+            return
+        inputs = [name for name in node.input if name]
+        out = node.output[0]
+        n = len(inputs)
+        mean = node.op_type == "Mean" and n > 1
+        total = ctx.new_activation(f"{out}/sum", self._broadcast(ctx, inputs)) if mean else out
+        if n == 1:
+            ctx.alias(out, inputs[0])
+            return
+        acc = inputs[0]
+        for k, name in enumerate(inputs[1:], start=1):
+            target = total if k == n - 1 else \
+                ctx.new_activation(f"{out}/partial_{k}", self._broadcast(ctx, [acc, name]))
+            ctx.add_op(self.kind, [acc, name], [target])
+            acc = target
+        if mean:
+            scale = ctx.add_constant(f"{node.name or out}/inverse_count", np.array(1.0 / n, np.float32))
+            ctx.add_op("MUL", [total, scale], [out])
+
+    @staticmethod
+    def _broadcast(ctx, names: list[str]) -> tuple[int, ...]:
+        return tuple(np.broadcast_shapes(*(ctx.shape(name) for name in names)))
 
     def affine(self, op: Op, graph: Graph) -> Affine | None:
         found = self._constant_operand(op, graph)
