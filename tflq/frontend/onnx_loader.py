@@ -301,6 +301,18 @@ class ImportContext:
     def rank(self, name: str) -> int:
         return len(self.shape(name))
 
+    def elem_type(self, name: str) -> int:
+        """The ONNX element type of a value (a TensorProto.DataType)."""
+        if name in self._dtypes:
+            return self._dtypes[name]
+        value = self.constant(name)
+        if value is not None:
+            return helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype)
+        ir_name = self._alias.get(name, name)
+        if ir_name in self.graph.tensors:
+            return helper.np_dtype_to_tensor_dtype(np.dtype(self.graph.tensors[ir_name].dtype.numpy))
+        return onnx.TensorProto.FLOAT
+
     def constant(self, name: str) -> np.ndarray | None:
         """The value of a constant input (an initializer, a folded node, an IR constant, or a value
         aliased to one, such as a DequantizeLinear of an integer initializer), else None."""

@@ -88,7 +88,7 @@ class Cast(OpSpec):
     cast_values: float to int8/uint8 wraps as onnxruntime does, through an int32 CAST."""
 
     kind = "CAST"
-    onnx_types = ("Cast",)
+    onnx_types = ("Cast", "CastLike")
     Attrs = CastAttrs
     layout = Transparent()
     quant = FloatOnly()  # a CAST of int8 data converts the integers, it does not dequantize them
@@ -107,10 +107,17 @@ class Cast(OpSpec):
                    TensorProto.FLOAT),
         _cast_case("float_uint8_out_of_range_wraps", _beyond_8_bits, TensorProto.UINT8, TensorProto.FLOAT),
         _cast_case("float_int8_out_of_range_wraps", _beyond_8_bits, TensorProto.INT8, TensorProto.INT32),
+        Case("castlike_float_to_int32", [helper.make_node("CastLike", ["x", "like"], ["y"])],
+             {"x": _mixed}, {"like": np.array([7], np.int32)}, opset=15),
+        Case("castlike_int64_to_float16", [helper.make_node("CastLike", ["x", "like"], ["y"])],
+             {"x": _ids}, {"like": np.array([0.5], np.float16)}, opset=15),
+        Case("castlike_float_to_bool", [helper.make_node("CastLike", ["x", "like"], ["y"])],
+             {"x": _mixed}, {"like": np.array([True])}, opset=15),
     ]
 
     def from_onnx(self, node, ctx) -> None:
-        to = int(ctx.attr(node, "to"))
+        # CastLike (opset 15): the type of the second input, whose values are not read
+        to = int(ctx.attr(node, "to")) if node.op_type == "Cast" else ctx.elem_type(node.input[1])
         src = ctx.graph.tensors[ctx.tensor(node.input[0])].dtype
         if to in FLOAT_TYPES and src.is_float:
             ctx.alias(node.output[0], node.input[0])
