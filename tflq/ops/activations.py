@@ -197,21 +197,68 @@ class HardSwish(_Unary):
 
 @register
 class Elu(_Unary):
-    """ONNX Elu with alpha 1 (TFLite's ELU has no alpha)."""
+    """ONNX Elu with alpha 1 (TFLite's ELU has no alpha); Selu and Celu from ELU, MUL, ADD, RELU.
+
+    Celu(x) = alpha * ELU(x / alpha). Selu(x) = gamma * alpha * ELU(x) + gamma * (1 - alpha) * RELU(x)
+    (both terms are gamma * x for x > 0; the ELU term alone is gamma * alpha * (e^x - 1) below).
+    """
 
     kind = "ELU"
-    onnx_types = ("Elu",)
-    onnx_checks = (FloatAttr(name="alpha"),)
+    onnx_types = ("Elu", "Selu", "Celu")
+    onnx_checks = (FloatAttr(name="alpha"), FloatAttr(name="gamma", only=("Selu",)))
     quant = Calibrated(dtypes=INT8_ONLY)  # EluPrepare/EluEval: float32 and int8 only
     cases = [_unary_case("elu", "Elu", rand(1, 3, 4, 4, low=-3, high=3)),
-             _unary_case("elu_alpha_1", "Elu", rand(3, 5, low=-3, high=3), alpha=1.0)]
+             _unary_case("elu_alpha_1", "Elu", rand(3, 5, low=-3, high=3), alpha=1.0),
+             _unary_case("selu", "Selu", rand(1, 3, 4, 4, low=-3, high=3)),
+             _unary_case("selu_attrs", "Selu", rand(3, 7, low=-3, high=3), alpha=1.2, gamma=0.8),
+             _unary_case("celu", "Celu", rand(1, 3, 4, 4, low=-3, high=3), opset=12),
+             _unary_case("celu_alpha_2", "Celu", rand(3, 7, low=-4, high=3), opset=12, alpha=2.0)]
 
     def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "Selu":
+            return self._selu(node, ctx)
+        if node.op_type == "Celu":
+            return self._celu(node, ctx)
         alpha = float(ctx.attr(node, "alpha", 1.0))
         if alpha != 1.0:
             raise Unsupported(node, "elu_alpha", f"Elu with alpha={alpha} is not supported",
                               "TFLite's ELU has alpha 1; re-export with alpha=1.0")
         super().from_onnx(node, ctx)
+
+    def _scaled(self, ctx, node, x: str, factor: float, label: str) -> str:
+        out = ctx.new_activation(f"{node.output[0]}/{label}", ctx.shape(x))
+        constant = ctx.add_constant(f"{node.name or node.output[0]}/{label}", np.array(factor, np.float32))
+        ctx.add_op("MUL", [x, constant], [out])
+        return out
+
+    def _celu(self, node, ctx) -> None:
+        x, out = node.input[0], node.output[0]
+        alpha = float(ctx.attr(node, "alpha", 1.0))
+        if alpha == 0.0:
+            raise Unsupported(node, "celu_alpha", "Celu with alpha=0 divides by zero")
+        if alpha == 1.0:
+            ctx.add_op(self.kind, [x], [out])
+            return
+        elu = ctx.new_activation(f"{out}/elu", ctx.shape(x))
+        ctx.add_op(self.kind, [self._scaled(ctx, node, x, 1.0 / alpha, "inverse_alpha")], [elu])
+        ctx.add_op("MUL", [elu, ctx.add_constant(f"{node.name or out}/alpha", np.array(alpha, np.float32))],
+                   [out])
+
+    def _selu(self, node, ctx) -> None:
+        x, out = node.input[0], node.output[0]
+        alpha = float(ctx.attr(node, "alpha", 1.67326319217681884765625))
+        gamma = float(ctx.attr(node, "gamma", 1.05070102214813232421875))
+        elu = ctx.new_activation(f"{out}/elu", ctx.shape(x))
+        ctx.add_op(self.kind, [x], [elu])
+        if alpha == 1.0:
+            ctx.add_op("MUL", [elu, ctx.add_constant(f"{node.name or out}/gamma", np.array(gamma, np.float32))],
+                       [out])
+            return
+        negative = self._scaled(ctx, node, elu, gamma * alpha, "gamma_alpha")
+        relu = ctx.new_activation(f"{out}/relu", ctx.shape(x))
+        ctx.add_op("RELU", [x], [relu])
+        ctx.add_op("ADD", [negative, self._scaled(ctx, node, relu, gamma * (1.0 - alpha), "gamma_1_alpha")],
+                   [out])
 
     def reference(self, x):
         return (np.where(x > 0, x, np.expm1(x)).astype(np.float32),)
