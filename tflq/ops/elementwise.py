@@ -243,8 +243,8 @@ class Mul(_Binary):
 @register
 class Div(_Binary):
     kind = "DIV"
-    onnx_types = ("Div",)
-    onnx_checks = (Arity(inputs=(2, 2)),)
+    onnx_types = ("Div", "Softsign")
+    onnx_checks = (Arity(inputs=(2, 2), only=("Div",)),)
     numpy_fn = staticmethod(np.divide)
     Options = DivOptionsT
     # div.cc CheckNonZero: every quantized divisor value must differ from its zero point. A
@@ -260,9 +260,20 @@ class Div(_Binary):
         Case("int64_constant", [helper.make_node("Div", ["a", "b"], ["y"])],
              {"a": np.array([[0, 1, 2, 15, 16, 31, -1, -16]], np.int64)}, {"b": np.array(2, np.int64)},
              quantize=False, emits=("FLOOR_MOD",)),
+        Case("softsign", [helper.make_node("Softsign", ["x"], ["y"])], {"x": rand(1, 3, 4, 4, low=-6, high=6)}),
+        Case("softsign_2d", [helper.make_node("Softsign", ["x"], ["y"])], {"x": rand(3, 9, low=-20, high=20)}),
     ]
 
     def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "Softsign":  # x / (1 + |x|)
+            x, out = node.input[0], node.output[0]
+            magnitude = ctx.new_activation(f"{out}/abs", ctx.shape(x))
+            ctx.add_op("ABS", [x], [magnitude])
+            divisor = ctx.new_activation(f"{out}/divisor", ctx.shape(x))
+            one = ctx.add_constant(f"{node.name or out}/one", np.array(1.0, np.float32))
+            ctx.add_op("ADD", [magnitude, one], [divisor])
+            ctx.add_op(self.kind, [x, divisor], [out])
+            return
         dtype = ctx.graph.tensors[ctx.tensor(node.input[0])].dtype
         if dtype == DType.INT64:
             return _int64_division(node, ctx)

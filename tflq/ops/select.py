@@ -6,6 +6,7 @@ from onnx import helper
 
 from tflq._generated.tflite.SelectV2Options import SelectV2OptionsT
 from tflq.errors import Unsupported
+from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import Case, OpSpec, SameAsOutput, Transparent, rand
@@ -17,7 +18,7 @@ class SelectV2(OpSpec):
     y, so both must be on the output's grid (TF's converter treats it as same-scale)."""
 
     kind = "SELECT_V2"
-    onnx_types = ("Where",)
+    onnx_types = ("Where", "ThresholdedRelu", "Shrink")
     layout = Transparent()
     quant = SameAsOutput(rescales_inputs_in=frozenset(), rounding_commutes=True)
     cases = [
@@ -33,16 +34,62 @@ class SelectV2(OpSpec):
                                  helper.make_node("Where", ["c", "x", "fill"], ["y"])],
              {"m": rand(1, 1, 4, 6, seed=3), "x": rand(1, 2, 4, 6)},
              {"half": np.array(0.0, np.float32), "fill": np.array(-4.0, np.float32)}, quantize=False),
+        Case("thresholded_relu", [helper.make_node("ThresholdedRelu", ["x"], ["y"])],
+             {"x": rand(1, 3, 4, 4, low=-3, high=3)}, opset=10),
+        Case("thresholded_relu_alpha", [helper.make_node("ThresholdedRelu", ["x"], ["y"], alpha=-0.5)],
+             {"x": rand(3, 8, low=-3, high=3)}, opset=10),
+        Case("shrink_hard", [helper.make_node("Shrink", ["x"], ["y"])], {"x": rand(1, 3, 4, 4, low=-2, high=2)},
+             opset=9),
+        Case("shrink_soft", [helper.make_node("Shrink", ["x"], ["y"], bias=0.5, lambd=0.5)],
+             {"x": rand(3, 8, low=-3, high=3)}, opset=9),
         Case("int64_values", [helper.make_node("Where", ["c", "a", "b"], ["y"])],
              {"c": np.array([[True, False, True]]), "a": np.array([[1, 2, 3]], np.int64)},
              {"b": np.array([-1], np.int64)}, quantize=False),
     ]
 
     def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "ThresholdedRelu":
+            return self._thresholded_relu(node, ctx)
+        if node.op_type == "Shrink":
+            return self._shrink(node, ctx)
         cond, x, y = (ctx.graph.tensors[ctx.tensor(n)] for n in node.input)
         if x.dtype != y.dtype:
             raise Unsupported(node, "mixed_types", "Where of two different types")
         ctx.add_op(self.kind, list(node.input), [node.output[0]])
+
+    @staticmethod
+    def _compare(ctx, node, kind: str, x: str, bound: float, label: str) -> str:
+        """A bool mask x `kind` bound (GREATER / LESS with a scalar constant)."""
+        mask = ctx.new_activation(f"{node.output[0]}/{label}", ctx.shape(x), DType.BOOL)
+        ctx.add_op(kind, [x, ctx.add_constant(f"{node.name or node.output[0]}/{label}_bound",
+                                              np.array(bound, np.float32))], [mask])
+        return mask
+
+    def _thresholded_relu(self, node, ctx) -> None:
+        """x where x > alpha, else 0."""
+        x, out = node.input[0], node.output[0]
+        alpha = float(ctx.attr(node, "alpha", 1.0))
+        above = self._compare(ctx, node, "GREATER", x, alpha, "above")
+        zero = ctx.add_constant(f"{node.name or out}/zero", np.array(0.0, np.float32))
+        ctx.add_op(self.kind, [above, x, zero], [out])
+
+    def _shrink(self, node, ctx) -> None:
+        """x + bias where x < -lambd, x - bias where x > lambd, else 0 (float data only)."""
+        x, out = node.input[0], node.output[0]
+        if not ctx.graph.tensors[ctx.tensor(x)].dtype.is_float:
+            raise Unsupported(node, "shrink_type", "Shrink of integer data is not supported")
+        bias = float(ctx.attr(node, "bias", 0.0))
+        lambd = float(ctx.attr(node, "lambd", 0.5))
+        shape = ctx.shape(x)
+        name = node.name or out
+        low = ctx.new_activation(f"{out}/low", shape)
+        ctx.add_op("ADD", [x, ctx.add_constant(f"{name}/bias", np.array(bias, np.float32))], [low])
+        high = ctx.new_activation(f"{out}/high", shape)
+        ctx.add_op("SUB", [x, ctx.add_constant(f"{name}/bias_sub", np.array(bias, np.float32))], [high])
+        upper = ctx.new_activation(f"{out}/upper", shape)
+        zero = ctx.add_constant(f"{name}/zero", np.array(0.0, np.float32))
+        ctx.add_op(self.kind, [self._compare(ctx, node, "GREATER", x, lambd, "above"), high, zero], [upper])
+        ctx.add_op(self.kind, [self._compare(ctx, node, "LESS", x, -lambd, "below"), low, upper], [out])
 
     def reference(self, cond, x, y):
         return (np.where(cond, x, y).astype(np.result_type(x, y)),)
