@@ -18,7 +18,7 @@ class SelectV2(OpSpec):
     y, so both must be on the output's grid (TF's converter treats it as same-scale)."""
 
     kind = "SELECT_V2"
-    onnx_types = ("Where", "ThresholdedRelu", "Shrink")
+    onnx_types = ("Where", "ThresholdedRelu", "Shrink", "Trilu")
     layout = Transparent()
     quant = SameAsOutput(rescales_inputs_in=frozenset(), rounding_commutes=True)
     cases = [
@@ -42,6 +42,13 @@ class SelectV2(OpSpec):
              opset=9),
         Case("shrink_soft", [helper.make_node("Shrink", ["x"], ["y"], bias=0.5, lambd=0.5)],
              {"x": rand(3, 8, low=-3, high=3)}, opset=9),
+        Case("trilu_upper", [helper.make_node("Trilu", ["x"], ["y"])], {"x": rand(1, 3, 4, 5)}, opset=14),
+        Case("trilu_lower_k", [helper.make_node("Trilu", ["x", "k"], ["y"], upper=0)], {"x": rand(2, 6, 4)},
+             {"k": np.array(1, np.int64)}, opset=14),
+        Case("trilu_upper_negative_k", [helper.make_node("Trilu", ["x", "k"], ["y"])], {"x": rand(5, 5)},
+             {"k": np.array(-2, np.int64)}, opset=14),
+        Case("trilu_int64", [helper.make_node("Trilu", ["x"], ["y"], upper=0)],
+             {"x": np.arange(12, dtype=np.int64).reshape(3, 4)}, opset=14, quantize=False),
         Case("int64_values", [helper.make_node("Where", ["c", "a", "b"], ["y"])],
              {"c": np.array([[True, False, True]]), "a": np.array([[1, 2, 3]], np.int64)},
              {"b": np.array([-1], np.int64)}, quantize=False),
@@ -52,6 +59,8 @@ class SelectV2(OpSpec):
             return self._thresholded_relu(node, ctx)
         if node.op_type == "Shrink":
             return self._shrink(node, ctx)
+        if node.op_type == "Trilu":
+            return self._trilu(node, ctx)
         cond, x, y = (ctx.graph.tensors[ctx.tensor(n)] for n in node.input)
         if x.dtype != y.dtype:
             raise Unsupported(node, "mixed_types", "Where of two different types")
@@ -72,6 +81,25 @@ class SelectV2(OpSpec):
         above = self._compare(ctx, node, "GREATER", x, alpha, "above")
         zero = ctx.add_constant(f"{node.name or out}/zero", np.array(0.0, np.float32))
         ctx.add_op(self.kind, [above, x, zero], [out])
+
+    def _trilu(self, node, ctx) -> None:
+        """Trilu (opset 14): the upper (j - i >= k) or lower (j - i <= k) triangle of the last two
+        axes, the rest 0, as a SELECT_V2 on a constant mask (exact for inf and NaN, unlike a MUL)."""
+        x, out = node.input[0], node.output[0]
+        shape = ctx.shape(x)
+        if len(shape) < 2:
+            raise Unsupported(node, "trilu_rank", f"Trilu of a rank-{len(shape)} tensor (needs rank >= 2)")
+        k = 0
+        if len(node.input) > 1 and node.input[1]:
+            k = int(np.asarray(ctx.require_constant(node, 1, "k")).reshape(()))
+        rows, cols = shape[-2:]
+        offset = np.arange(cols)[None, :] - np.arange(rows)[:, None]
+        mask = offset >= k if int(ctx.attr(node, "upper", 1)) else offset <= k
+        mask = mask.reshape((1,) * (len(shape) - 2) + (rows, cols))
+        dtype = ctx.graph.tensors[ctx.tensor(x)].dtype
+        name = node.name or out
+        ctx.add_op(self.kind, [ctx.add_constant(f"{name}/mask", mask),
+                               x, ctx.add_constant(f"{name}/zero", np.zeros((), dtype.numpy))], [out])
 
     def _shrink(self, node, ctx) -> None:
         """x + bias where x < -lambd, x - bias where x > lambd, else 0 (float data only)."""
