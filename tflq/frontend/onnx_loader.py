@@ -195,7 +195,18 @@ def fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, 
         raise InvalidModelError("; ".join(problems) + ". Give it with --input-shape NAME:D0,D1,...")
 
 
+def _explicit_mvn_axes(model: onnx.ModelProto) -> None:
+    """ONNX (1.23) shape inference fails on a MeanVarianceNormalization (opset >= 13) without an
+    `axes` attribute (its function body reads the absent attribute): give it the default
+    [0, 2, 3], which means the same."""
+    for node in model.graph.node:
+        if node.op_type == "MeanVarianceNormalization" and node.domain in ("", "ai.onnx") and \
+                not any(a.name == "axes" for a in node.attribute):
+            node.attribute.append(helper.make_attribute("axes", [0, 2, 3]))
+
+
 def _infer(model: onnx.ModelProto, strict: bool = False, path: str = "") -> onnx.ModelProto:
+    _explicit_mvn_axes(model)
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         for _ in range(SHAPE_GAP_PASSES):

@@ -18,6 +18,7 @@ from tflq.ops.base import (WITH_INT16, Affine, Calibrated, Case, FusedActivation
                            OpSpec, Refused, Transparent, rand)
 from tflq.ops.checks import Arity, ConstantValues, FloatAttr, Rank
 from tflq.ops.common import activation_code, quantized_version
+from tflq.ops.reduce import NORMALIZATION_CASES
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ class Div(_Binary):
              quantize=False, emits=("FLOOR_MOD",)),
         Case("softsign", [helper.make_node("Softsign", ["x"], ["y"])], {"x": rand(1, 3, 4, 4, low=-6, high=6)}),
         Case("softsign_2d", [helper.make_node("Softsign", ["x"], ["y"])], {"x": rand(3, 9, low=-20, high=20)}),
-    ]
+    ] + NORMALIZATION_CASES
 
     def from_onnx(self, node, ctx) -> None:
         if node.op_type == "Softsign":  # x / (1 + |x|)

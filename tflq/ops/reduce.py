@@ -111,7 +111,7 @@ class Mean(_Reduce):
     """ONNX ReduceMean, and GlobalAveragePool as a mean over the spatial axes (keep_dims)."""
 
     kind = "MEAN"
-    onnx_types = ("ReduceMean", "GlobalAveragePool")
+    onnx_types = ("ReduceMean", "GlobalAveragePool", "MeanVarianceNormalization")
     quant = Calibrated(dtypes=WITH_INT16)  # the kernel requantizes, so the output gets its own parameters
 
     def keeps_channel_means(self, op: Op, graph: Graph) -> bool:
@@ -129,6 +129,38 @@ class Mean(_Reduce):
         _reduce_case("global_average_pool", "GlobalAveragePool"),
         one_d_case(_reduce_case("global_average_pool_1d", "GlobalAveragePool", (1, 5, 9))),
     ]
+
+    def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "MeanVarianceNormalization":
+            return self._mvn(node, ctx)
+        super().from_onnx(node, ctx)
+
+    def _mvn(self, node, ctx) -> None:
+        """(x - mean) / (sqrt(mean((x - mean)^2)) + 1e-9) over `axes` (default N, H, W), the
+        ONNX function's formula with the variance taken around the mean (no cancellation)."""
+        x, out = node.input[0], node.output[0]
+        shape = ctx.shape(x)
+        rank = len(shape)
+        axes = sorted({ctx.normalize_axis(int(a), rank) for a in ctx.attr(node, "axes", [0, 2, 3])})
+        kept = reduced_shape(shape, axes, True)
+
+        def value(label: str, like: tuple[int, ...] = shape) -> str:
+            return ctx.new_activation(f"{out}/{label}", like)
+
+        mean = value("mean", kept)
+        add_reduce(ctx, self.kind, x, axes, mean, True)
+        centered = value("centered")
+        ctx.add_op("SUB", [x, mean], [centered])
+        square = value("square")
+        ctx.add_op("MUL", [centered, centered], [square])
+        variance = value("variance", kept)
+        add_reduce(ctx, self.kind, square, axes, variance, True)
+        deviation = value("deviation", kept)
+        ctx.add_op("SQRT", [variance], [deviation])
+        divisor = value("divisor", kept)
+        epsilon = ctx.add_constant(f"{node.name or out}/epsilon", np.array(1e-9, np.float32))
+        ctx.add_op("ADD", [deviation, epsilon], [divisor])
+        ctx.add_op("DIV", [centered, divisor], [out])
 
 
 def _noop_case(name: str, op_type: str) -> Case:
@@ -187,12 +219,28 @@ def add_sum_of(node, ctx) -> None:
         ctx.add_op("ADD", [log, peak if keep_dims else reduce("REDUCE_MAX", x, "max", False)], [out])
 
 
+# Cases of the normalizations imported by MEAN and SUM here; DIV (kept float on a computed
+# divisor) is the op that limits their 8-bit types, so DIV lists them.
+NORMALIZATION_CASES = [
+    Case("mvn_default_axes", [helper.make_node("MeanVarianceNormalization", ["x"], ["y"])],
+         {"x": rand(2, 3, 4, 5, low=-2, high=3)}, opset=18),
+    Case("mvn_last_axis", [helper.make_node("MeanVarianceNormalization", ["x"], ["y"], axes=[-1])],
+         {"x": rand(3, 4, 8, low=-1, high=4)}, opset=18),
+    Case("lp_normalization_l2_last", [helper.make_node("LpNormalization", ["x"], ["y"])],
+         {"x": rand(3, 4, 8, low=-2, high=2)}),
+    Case("lp_normalization_l1_channels", [helper.make_node("LpNormalization", ["x"], ["y"], axis=1, p=1)],
+         {"x": rand(1, 3, 4, 4, low=-2, high=2)}),
+    Case("lp_normalization_zero_row", [helper.make_node("LpNormalization", ["x"], ["y"], axis=1)],
+         {"x": rand(4, 6, low=-2, high=2) * np.array([[1], [0], [1], [1]], np.float32)}, quantize=False),
+]
+
 # The cases of add_sum_of's reductions, listed on the spec that imports each.
 L1_CASES = [
     _reduce_case("l1_channels", "ReduceL1", axes=[1], keepdims=0),
     _reduce_case("l1_axes_input_opset18", "ReduceL1", (2, 3, 8), axes=[0, 2], opset=18),
 ]
 L2_CASES = [
+    Case("global_lp_pool_l2", [helper.make_node("GlobalLpPool", ["x"], ["y"])], {"x": rand(1, 3, 5, 6, low=-2, high=2)}),
     _reduce_case("l2_hw_keepdims", "ReduceL2", axes=[2, 3]),
     _reduce_case("l2_axes_input_opset18", "ReduceL2", (2, 6, 5), axes=[-1], opset=18, keepdims=0),
     _reduce_case("l2_all_axes", "ReduceL2", (3, 4)),
@@ -211,7 +259,7 @@ class Sum(_Reduce):
     """ONNX ReduceSum and ReduceSumSquare (add_sum_of)."""
 
     kind = "SUM"
-    onnx_types = ("ReduceSum", "ReduceSumSquare")
+    onnx_types = ("ReduceSum", "ReduceSumSquare", "LpNormalization", "GlobalLpPool")
     quant = Calibrated(dtypes=WITH_INT16)
     numpy_fn = staticmethod(np.sum)
     cases = [
@@ -219,12 +267,49 @@ class Sum(_Reduce):
         _reduce_case("hw_keepdims_opset11", "ReduceSum", axes=[2, 3], opset=11),
         _reduce_case("last_axis_rank2", "ReduceSum", (3, 7), axes=[-1]),
         _reduce_case("sum_square_last", "ReduceSumSquare", (2, 3, 8), axes=[2]),
+        Case("global_lp_pool_l1_1d", [helper.make_node("GlobalLpPool", ["x"], ["y"], p=1)],
+             {"x": rand(2, 4, 7, low=-2, high=2)}),
     ]
 
     def from_onnx(self, node, ctx) -> None:
         if node.op_type == "ReduceSum":
             return super().from_onnx(node, ctx)
+        if node.op_type in ("LpNormalization", "GlobalLpPool"):
+            return self._lp(node, ctx)
         add_sum_of(node, ctx)
+
+    def _lp(self, node, ctx) -> None:
+        """The L1 (SUM(ABS)) or L2 (SQRT(SUM(x * x))) norm over one axis (LpNormalization, x
+        divided by it; a zero row stays 0 as in onnxruntime, the divisor raised to the smallest
+        normal float) or over the spatial axes (GlobalLpPool, the norm itself). Other p have no
+        exact TFLite form here."""
+        x, out = node.input[0], node.output[0]
+        shape = ctx.shape(x)
+        normalize = node.op_type == "LpNormalization"
+        p = int(ctx.attr(node, "p", 2))
+        if p not in (1, 2):
+            raise Unsupported(node, "lp_order", f"{node.op_type} with p={p} is not supported (p=1 and p=2 are)")
+        axes = [ctx.normalize_axis(int(ctx.attr(node, "axis", -1)), len(shape))] if normalize \
+            else list(range(2, len(shape)))
+        kept = reduced_shape(shape, axes, True)
+
+        def value(label: str, like: tuple[int, ...] = shape) -> str:
+            return ctx.new_activation(f"{out}/{label}", like)
+
+        terms = value("abs" if p == 1 else "square")
+        ctx.add_op("ABS" if p == 1 else "MUL", [x] if p == 1 else [x, x], [terms])
+        total = out if p == 1 and not normalize else value("sum", kept)
+        add_reduce(ctx, self.kind, terms, axes, total, True)
+        norm = total
+        if p == 2:
+            norm = value("norm", kept) if normalize else out
+            ctx.add_op("SQRT", [total], [norm])
+        if normalize:
+            floor = ctx.add_constant(f"{node.name or out}/smallest_normal",
+                                     np.array(np.finfo(np.float32).tiny, np.float32))
+            divisor = value("divisor", kept)
+            ctx.add_op("MAXIMUM", [norm, floor], [divisor])
+            ctx.add_op("DIV", [x, divisor], [out])
 
     def version(self, op: Op, graph: Graph) -> int:
         return 2 if graph.tensors[op.inputs[0]].dtype.name == "INT8" else 1
