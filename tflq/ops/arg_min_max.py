@@ -14,6 +14,7 @@ from onnx import helper
 
 from tflq._generated.tflite.ArgMaxOptions import ArgMaxOptionsT
 from tflq._generated.tflite.ArgMinOptions import ArgMinOptionsT
+from tflq.errors import Unsupported
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register
@@ -101,8 +102,47 @@ class ArgMax(_ArgMinMax):
     """ONNX ArgMax."""
 
     kind = "ARG_MAX"
-    onnx_types = ("ArgMax",)
-    cases = _cases("ArgMax")
+    onnx_types = ("ArgMax", "Hardmax")
+    # Hardmax's float 0/1 result comes from a CAST of a comparison, no 8-bit op ends it
+    cases = _cases("ArgMax") + [
+        Case("hardmax_last_axis", [helper.make_node("Hardmax", ["x"], ["y"])], {"x": rand(3, 4, 10)},
+             opset=13, quantize=False),
+        Case("hardmax_channels_ties", [helper.make_node("Hardmax", ["x"], ["y"], axis=1)],
+             {"x": _with_ties(rand(1, 5, 3, 4, seed=8), 1)}, opset=13, quantize=False),
+        Case("hardmax_opset11_2d", [helper.make_node("Hardmax", ["x"], ["y"])], {"x": rand(4, 6, seed=9)},
+             opset=11, quantize=False),
+    ]
+
+    def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "ArgMax":
+            return super().from_onnx(node, ctx)
+        self._hardmax(node, ctx)
+
+    def _hardmax(self, node, ctx) -> None:
+        """1 at the first maximum along `axis`, else 0: ARG_MAX, RESHAPE back to rank, EQUAL with
+        the constant indices along the axis, CAST to float. Before opset 13 Hardmax flattens the
+        input to 2D at `axis` (default 1); that is the same as one axis only when axis is the last."""
+        from tflq.ops.cast import CastAttrs
+
+        x, out = node.input[0], node.output[0]
+        shape = ctx.shape(x)
+        rank = len(shape)
+        axis = ctx.normalize_axis(int(ctx.attr(node, "axis", -1 if ctx.opset >= 13 else 1)), rank)
+        if ctx.opset < 13 and axis != rank - 1:
+            raise Unsupported(node, "hardmax_axis", f"Hardmax (opset {ctx.opset}) over the flattened axes "
+                              f"{axis}..{rank - 1} is not supported (the last axis alone is)")
+        reduced = shape[:axis] + shape[axis + 1:]
+        kept = shape[:axis] + (1,) + shape[axis + 1:]
+        index = ctx.new_activation(f"{out}/index", reduced, DType.INT32)
+        ctx.add_op(self.kind, [x, ctx.add_constant(f"{out}/axis", np.array([axis], np.int32))], [index],
+                   ArgMinMaxAttrs(DType.INT32))
+        index_kept = ctx.new_activation(f"{out}/index_kept", kept, DType.INT32)
+        add_reshape(ctx, index, index_kept, kept)
+        positions = np.arange(shape[axis], dtype=np.int32).reshape(
+            tuple(shape[axis] if i == axis else 1 for i in range(rank)))
+        hit = ctx.new_activation(f"{out}/hit", shape, DType.BOOL)
+        ctx.add_op("EQUAL", [index_kept, ctx.add_constant(f"{out}/positions", positions)], [hit])
+        ctx.add_op("CAST", [hit], [out], CastAttrs(to=DType.FLOAT32.name, source=DType.BOOL.name))
 
 
 @register

@@ -244,7 +244,7 @@ class Mul(_Binary):
 @register
 class Div(_Binary):
     kind = "DIV"
-    onnx_types = ("Div", "Softsign")
+    onnx_types = ("Div", "Softsign", "Tan")
     onnx_checks = (Arity(inputs=(2, 2), only=("Div",)),)
     numpy_fn = staticmethod(np.divide)
     Options = DivOptionsT
@@ -263,9 +263,17 @@ class Div(_Binary):
              quantize=False, emits=("FLOOR_MOD",)),
         Case("softsign", [helper.make_node("Softsign", ["x"], ["y"])], {"x": rand(1, 3, 4, 4, low=-6, high=6)}),
         Case("softsign_2d", [helper.make_node("Softsign", ["x"], ["y"])], {"x": rand(3, 9, low=-20, high=20)}),
+        Case("tan", [helper.make_node("Tan", ["x"], ["y"])], {"x": rand(1, 3, 4, 4, low=-1.4, high=1.4)}, opset=7),
     ] + NORMALIZATION_CASES
 
     def from_onnx(self, node, ctx) -> None:
+        if node.op_type == "Tan":  # SIN / COS
+            x, out = node.input[0], node.output[0]
+            sine, cosine = (ctx.new_activation(f"{out}/{k.lower()}", ctx.shape(x)) for k in ("SIN", "COS"))
+            ctx.add_op("SIN", [x], [sine])
+            ctx.add_op("COS", [x], [cosine])
+            ctx.add_op(self.kind, [sine, cosine], [out])
+            return
         if node.op_type == "Softsign":  # x / (1 + |x|)
             x, out = node.input[0], node.output[0]
             magnitude = ctx.new_activation(f"{out}/abs", ctx.shape(x))
