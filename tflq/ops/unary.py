@@ -13,6 +13,7 @@ from onnx import helper
 
 from tflq import ops as registry
 from tflq._generated.tflite.AbsOptions import AbsOptionsT
+from tflq._generated.tflite.ATan2Options import ATan2OptionsT
 from tflq._generated.tflite.CosOptions import CosOptionsT
 from tflq._generated.tflite.ExpOptions import ExpOptionsT
 from tflq._generated.tflite.NegOptions import NegOptionsT
@@ -454,3 +455,35 @@ register_family(
          cases=[_case("cos", "Cos", rand(1, 3, 4, 4, low=-4, high=4)),
                 _case("cos_2d", "Cos", rand(3, 7, low=-20, high=20))]),
 )
+
+
+@register
+class Atan2(_FloatElementwise):
+    """TFLite ATAN2(y, x) (atan2.cc: float32, float64; y and x of one shape). Imports ONNX Atan
+    as ATAN2(x, 1), Asin as ATAN2(x, sqrt((1 - x)(1 + x))) and Acos as ATAN2(sqrt((1 - x)(1 + x)), x):
+    the factored 1 - x^2 keeps its precision near |x| = 1, and |x| > 1 gives NaN as in ONNX."""
+
+    kind = "ATAN2"
+    onnx_types = ("Atan", "Asin", "Acos")
+    cases = [_case("atan", "Atan", rand(1, 3, 4, 4, low=-6, high=6)),
+             _case("asin_2d", "Asin", rand(3, 7, low=-0.9, high=0.9)),
+             _case("acos_2d", "Acos", rand(3, 7, low=-0.9, high=0.9))]
+
+    def from_onnx(self, node, ctx) -> None:
+        x, out = node.input[0], node.output[0]
+        shape, base = ctx.shape(x), f"{out}/{node.op_type.lower()}"
+        if node.op_type == "Atan":
+            ones = ctx.add_constant(f"{node.name or out}/ones", np.ones(shape, np.float32))
+            ctx.add_op(self.kind, [x, ones], [out])
+            return
+        one = scalar(ctx, node, "one", 1.0)
+        rest = emit(ctx, "MUL", [emit(ctx, "SUB", [one, x], f"{base}/one_minus", shape),
+                                 emit(ctx, "ADD", [x, one], f"{base}/one_plus", shape)], f"{base}/rest", shape)
+        other = emit(ctx, "SQRT", [rest], f"{base}/other", shape)
+        ctx.add_op(self.kind, [x, other] if node.op_type == "Asin" else [other, x], [out])
+
+    def reference(self, y, x):
+        return (np.arctan2(y, x).astype(np.float32),)
+
+    def options(self, attrs):
+        return ATan2OptionsT()
