@@ -147,7 +147,7 @@ def test_newer_opset_with_an_op_new_since_is_refused_naming_it(tmp_path):
 
 
 def test_every_unsupported_node_is_reported(tmp_path):
-    nodes = [helper.make_node("Hardmax", ["x"], ["a"], name="h"),
+    nodes = [helper.make_node("Bernoulli", ["x"], ["a"], name="h"),
              helper.make_node("Pad", ["a", "p", "v"], ["b"], name="pad"),  # two pad values
              helper.make_node("Det", ["b"], ["y"], name="d")]
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3]),
