@@ -223,13 +223,13 @@ def add_sum_of(node, ctx) -> None:
 # divisor) is the op that limits their 8-bit types, so DIV lists them.
 NORMALIZATION_CASES = [
     Case("mvn_default_axes", [helper.make_node("MeanVarianceNormalization", ["x"], ["y"])],
-         {"x": rand(2, 3, 4, 5, low=-2, high=3)}, opset=18),
+         {"x": rand(2, 3, 4, 5, low=-2, high=3)}, opset=18, float_parts=True),
     Case("mvn_last_axis", [helper.make_node("MeanVarianceNormalization", ["x"], ["y"], axes=[-1])],
-         {"x": rand(3, 4, 8, low=-1, high=4)}, opset=18),
+         {"x": rand(3, 4, 8, low=-1, high=4)}, opset=18, float_parts=True),
     Case("lp_normalization_l2_last", [helper.make_node("LpNormalization", ["x"], ["y"])],
-         {"x": rand(3, 4, 8, low=-2, high=2)}),
+         {"x": rand(3, 4, 8, low=-2, high=2)}, float_parts=True),
     Case("lp_normalization_l1_channels", [helper.make_node("LpNormalization", ["x"], ["y"], axis=1, p=1)],
-         {"x": rand(1, 3, 4, 4, low=-2, high=2)}),
+         {"x": rand(1, 3, 4, 4, low=-2, high=2)}, float_parts=True),
     Case("lp_normalization_zero_row", [helper.make_node("LpNormalization", ["x"], ["y"], axis=1)],
          {"x": rand(4, 6, low=-2, high=2) * np.array([[1], [0], [1], [1]], np.float32)}, quantize=False),
 ]
@@ -268,7 +268,7 @@ class Sum(_Reduce):
         _reduce_case("last_axis_rank2", "ReduceSum", (3, 7), axes=[-1]),
         _reduce_case("sum_square_last", "ReduceSumSquare", (2, 3, 8), axes=[2]),
         Case("global_lp_pool_l1_1d", [helper.make_node("GlobalLpPool", ["x"], ["y"], p=1)],
-             {"x": rand(2, 4, 7, low=-2, high=2)}),
+             {"x": rand(2, 4, 7, low=-2, high=2)}, float_parts=True),
     ]
 
     def from_onnx(self, node, ctx) -> None:
