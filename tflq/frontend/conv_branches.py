@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from tflq.frontend.onnx_patterns import splice_nodes
+from tflq.frontend.onnx_patterns import consumer_map, splice_nodes
 
 
 @dataclass
@@ -75,10 +75,7 @@ def merge_parallel_convs(model: onnx.ModelProto, identities: bool = True) -> int
         types[vi.name] = t.elem_type
         if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
             shapes[vi.name] = tuple(int(d.dim_value) for d in t.shape.dim)
-    consumers: dict[str, list] = {}
-    for node in g.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = consumer_map(g)
     producers = {o: n for n in g.node for o in n.output}
     outputs = {o.name for o in g.output}
 

@@ -6,6 +6,15 @@ import onnx
 from onnx import helper, numpy_helper
 
 
+def consumer_map(g: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Each value name -> the nodes of `g` that read it, in node order."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
 def splice_nodes(g: onnx.GraphProto, replaced: dict[int, list[onnx.NodeProto]], dead: set[int]) -> int:
     """A pattern rewrite's edit of `g`, in node order: each node whose id is a key of `replaced`
     gives way to its new nodes, those in `dead` go. Returns how many nodes were replaced."""
@@ -41,10 +50,7 @@ def fuse_erf_gelu(model: onnx.ModelProto) -> int:
     x * (0.5 * (1 + erf)) (torch.export-based exporter)."""
     g = model.graph
     constants = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in g.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = consumer_map(g)
 
     def only_user(name: str, op_type: str) -> onnx.NodeProto | None:
         users = consumers.get(name, [])
@@ -163,10 +169,7 @@ def group_norm_from_instance_norm(model: onnx.ModelProto) -> int:
     g = model.graph
     constants = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     shapes = static_shapes(g)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in g.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = consumer_map(g)
     producers = {o: n for n in g.node for o in n.output}
     outputs = {o.name for o in g.output}
 
@@ -255,10 +258,7 @@ def channel_windows(model: onnx.ModelProto) -> int:
         dims = vi.type.tensor_type.shape.dim
         if dims and all(d.HasField("dim_value") for d in dims):
             shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in g.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = consumer_map(g)
     outputs = {o.name for o in g.output}
 
     def only_user(name: str, *op_types: str) -> onnx.NodeProto | None:

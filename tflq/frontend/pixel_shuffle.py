@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from tflq.frontend.onnx_patterns import splice_nodes, static_shapes
+from tflq.frontend.onnx_patterns import consumer_map, splice_nodes, static_shapes
 
 UNSHUFFLE = (0, 1, 3, 5, 2, 4)
 SHUFFLE = (0, 1, 4, 2, 5, 3)
@@ -26,10 +26,7 @@ def pixel_shuffles_as_depth_ops(model: onnx.ModelProto) -> int:
     doc); returns how many."""
     g = model.graph
     shapes = static_shapes(g)
-    consumers: dict[str, list] = {}
-    for node in g.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = consumer_map(g)
     producers = {o: n for n in g.node for o in n.output}
     outputs = {o.name for o in g.output}
 
