@@ -37,11 +37,10 @@ def _relu_model(b: QdqBuilder, y: str, opset: int = 13, shape=(1, 4, 3, 3)):
 
 
 @pytest.mark.parametrize("zero_point,opset", [
-    (helper.make_tensor("z", TensorProto.UINT16, [], [0]), 21),
     (helper.make_tensor("z", TensorProto.INT4, [], [0]), 21),
     (helper.make_tensor("z", TensorProto.UINT4, [], [0]), 21),
     (helper.make_tensor("z", TensorProto.FLOAT8E4M3FN, [], [0]), 19),
-], ids=["uint16", "int4", "uint4", "float8"])
+], ids=["int4", "uint4", "float8"])
 def test_types_other_than_8_bit_and_int16_are_refused(zero_point, opset, tmp_path):
     b = QdqBuilder()
     s = b.const("scale", np.array(0.1, np.float32))
@@ -53,10 +52,13 @@ def test_types_other_than_8_bit_and_int16_are_refused(zero_point, opset, tmp_pat
     assert reasons[f"/{q}"] == "qdq_type"
 
 
-def test_int16_activations_with_a_zero_point_are_refused(tmp_path):
-    """LiteRT's 16x8 kernels take symmetric int16 activations only."""
+@pytest.mark.parametrize("zero_point", [np.array(5, np.int16), np.array(0, np.uint16),
+                                        np.array(32769, np.uint16)], ids=["int16", "uint16", "uint16_off"])
+def test_int16_activations_with_a_zero_point_are_refused(zero_point, tmp_path):
+    """LiteRT's 16x8 kernels take symmetric int16 activations only (uint16: zero point 32768,
+    the same grid)."""
     b = QdqBuilder()
-    q, y = _pair(b, "x", np.array(0.1, np.float32), np.array(5, np.int16))
+    q, y = _pair(b, "x", np.array(0.1, np.float32), zero_point)
     assert _refused(_relu_model(b, y, 21), tmp_path)[q] == "qdq_int16_zero_point"
 
 

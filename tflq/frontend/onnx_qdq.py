@@ -9,7 +9,7 @@ from tflq.errors import Diagnostic, UnsupportedModelError
 from tflq.ir.dtypes import DType
 from tflq.ir.qdq import QdqModel, QuantizedConstant
 from tflq.ir.quant import QuantParams
-from tflq.ops.qdq import block_size, qdq_params, quantize_like_onnx, quantized_type, stored_integers
+from tflq.ops.qdq import block_size, default_zero_point, qdq_params, quantize_like_onnx, quantized_type, stored_integers
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -48,9 +48,10 @@ def find_qdq(model: onnx.ModelProto) -> QdqModel | None:
         values = inits[source] if source in inits else quantized.get(source, (None, None))[0]
         stored = stored_integers(values) if values is not None and not block_size(node) else None
         if stored is not None:  # (blocked weights are float constants: no grid TFLite can keep)
+            zero_point = default_zero_point(values, scale, zero_point)
             values, dtype = stored
             if dtype not in (DType.INT8, DType.UINT8):
-                dtype = DType.INT32  # biases; int16 operands of 16x8 models
+                dtype = DType.INT32  # biases; int16 (and uint16) operands of 16x8 models
             params = qdq_params(node, scale, zero_point, dtype, values.shape)
             qdq.constants[node.output[0]] = QuantizedConstant(values, params)
     _check_quantize_consumers(model, activation_outputs)

@@ -8,8 +8,9 @@ QuantizeLinear -> DequantizeLinear pairs. The importer keeps the graph's real-va
   dequantized float constant, so importers that need constant weights see one.
 Full-integer conversion folds the FAKE_QUANT ops into their tensors' parameters
 (tflq/quantize/qdq.py); a float conversion writes them as TFLite FAKE_QUANT ops, so LiteRT computes
-what onnxruntime computes for the ONNX graph. Only 8-bit types are converted; anything else is
-refused with the node's name, never silently changed.
+what onnxruntime computes for the ONNX graph. Only 8-bit types and int16 (16x8) are converted, and
+uint16 where it is an int16 grid in disguise (see as_int16_grid); anything else is refused with the
+node's name, never silently changed.
 """
 from __future__ import annotations
 
@@ -39,8 +40,14 @@ _ONNX_ACTIVATION_TYPES = {TensorProto.INT8: DType.INT8, TensorProto.UINT8: DType
 _HINT = ("tflq converts 8-bit QDQ models (int8/uint8 activations and weights, int32 biases) and "
          "16x8 ones (int16 activations, int8 weights); re-quantize the model with those types")
 
-_SYMMETRIC_HINT = ("re-quantize the model with symmetric int16 activations (onnxruntime: "
-                   "activation_type=QuantType.QInt16, extra_options={'ActivationSymmetric': True})")
+# A uint16 grid s * (q - z), q in [0, 65535], is the int16 grid s * (q' - (z - 32768)) with
+# q' = q - 32768 in [-32768, 32767]: the same real values, and ONNX's QuantizeLinear rounds and
+# saturates to the same points on both. So uint16 is read as int16 with the zero point moved.
+UINT16_OFFSET = 32768
+
+_SYMMETRIC_HINT = ("re-quantize the model with symmetric 16-bit activations (onnxruntime: "
+                   "activation_type=QuantType.QInt16 or QUInt16, "
+                   "extra_options={'ActivationSymmetric': True})")
 
 
 @dataclass(frozen=True)
@@ -66,9 +73,30 @@ def block_size(node) -> int:
     return _attr(node, "block_size", 0)
 
 
+def as_int16_grid(integers: np.ndarray) -> np.ndarray:
+    """uint16 integers (stored values or zero points) on the int16 grid with the same real values:
+    q - 32768 (exact; see UINT16_OFFSET). Other types are returned unchanged."""
+    integers = np.asarray(integers)
+    if integers.dtype != np.uint16:
+        return integers
+    return (integers.astype(np.int32) - UINT16_OFFSET).astype(np.int16)
+
+
+def default_zero_point(values: np.ndarray, scale: np.ndarray,
+                       zero_point: np.ndarray | None) -> np.ndarray | None:
+    """A DequantizeLinear's zero point, made explicit (0 of the stored type, one per scale) when the
+    node has none and its integers are uint16, whose zero point moves on the int16 grid."""
+    if zero_point is None and np.asarray(values).dtype == np.uint16:
+        return np.zeros(np.shape(scale), np.uint16)
+    return zero_point
+
+
 def stored_integers(values: np.ndarray) -> tuple[np.ndarray, DType] | None:
     """A quantized constant's integers and the 8-bit (or int16/int32) type tflq reads them as;
-    None for a type it cannot (float8, int64...)."""
+    None for a type it cannot (float8, int64...). uint16 integers come back on the int16 grid
+    (as_int16_grid), so their zero point must go through qdq_params, which moves it the same way."""
+    if values.dtype == np.uint16:
+        return as_int16_grid(values), DType.INT16
     if values.dtype in FOUR_BIT:
         dtype = FOUR_BIT[values.dtype]
         return values.astype(dtype.numpy), dtype
@@ -110,8 +138,8 @@ def dequantize_blocked(node, values: np.ndarray, scale: np.ndarray,
 def qdq_params(node, scale: np.ndarray, zero_point: np.ndarray | None, dtype: DType,
                shape: tuple[int, ...]) -> QuantParams:
     """The (scale, zero point, axis) of a QuantizeLinear/DequantizeLinear node as QuantParams, with
-    the axis in the ONNX value's own axis order. Raises Unsupported for anything not 8-bit affine
-    (or int32, for biases)."""
+    the axis in the ONNX value's own axis order (a uint16 zero point moved to the int16 grid).
+    Raises Unsupported for anything not 8-bit affine (or int16, or int32 for biases)."""
     if _attr(node, "block_size", 0):
         raise Unsupported(node, "qdq_blocked", "blocked quantization (block_size) is not supported",
                           hint=_HINT)
@@ -120,7 +148,7 @@ def qdq_params(node, scale: np.ndarray, zero_point: np.ndarray | None, dtype: DT
         bad = scale[~(np.isfinite(scale) & (scale > 0))].ravel()[:3]
         raise Unsupported(node, "qdq_scale", f"every scale must be finite and > 0, got {bad.tolist()}",
                           hint="the model's quantization parameters are broken; re-export it")
-    zero_point = np.zeros(scale.shape, np.int64) if zero_point is None else np.asarray(zero_point)
+    zero_point = np.zeros(scale.shape, np.int64) if zero_point is None else as_int16_grid(zero_point)
     if np.any(zero_point < dtype.qmin) or np.any(zero_point > dtype.qmax):
         raise Unsupported(node, "qdq_zero_point",
                           f"zero point {zero_point.ravel()[:3].tolist()} is out of range for "
@@ -140,13 +168,17 @@ def qdq_params(node, scale: np.ndarray, zero_point: np.ndarray | None, dtype: DT
     return QuantParams.per_channel(dtype, scale, zero_point, axis)
 
 
-def _read_params(node, ctx, dtype: DType, shape: tuple[int, ...]) -> QuantParams:
-    """qdq_params of a node whose scale and zero point the importer looks up as constants."""
+def _read_params(node, ctx, dtype: DType, shape: tuple[int, ...],
+                 stored: np.ndarray | None = None) -> QuantParams:
+    """qdq_params of a node whose scale and zero point the importer looks up as constants
+    (`stored`: a DequantizeLinear's constant integers as the ONNX graph holds them)."""
     scale = ctx.constant(node.input[1]) if len(node.input) > 1 else None
     has_zero_point = len(node.input) > 2 and node.input[2]
     zero_point = ctx.constant(node.input[2]) if has_zero_point else None
     if scale is None or (has_zero_point and zero_point is None):
         raise Unsupported(node, "qdq_dynamic_scale", "the scale and zero point must be constants")
+    if stored is not None:
+        zero_point = default_zero_point(stored, scale, zero_point)
     return qdq_params(node, scale, zero_point, dtype, shape)
 
 
@@ -167,12 +199,16 @@ def dequantize_like_onnx(q: np.ndarray, params: QuantParams) -> np.ndarray:
 
 def quantized_type(node, zero_point: np.ndarray | None) -> DType:
     """The integer type a QuantizeLinear produces: its zero point's type, else `output_dtype`,
-    else uint8 (ONNX's default)."""
+    else uint8 (ONNX's default). A uint16 zero point gives int16 (its grid is an int16 one; see
+    UINT16_OFFSET); a uint16 `output_dtype` without one (zero point 0, an asymmetric grid no 16x8
+    kernel takes) stays refused."""
     if zero_point is not None:
+        if zero_point.dtype == np.uint16:
+            return DType.INT16
         if zero_point.dtype not in ACTIVATION_TYPES:
             raise Unsupported(node, "qdq_type", f"{_type_name(zero_point.dtype)} quantization is not "
                                                 f"supported",
-                              hint=_SYMMETRIC_HINT if zero_point.dtype == np.uint16 else _HINT)
+                              hint=_HINT)
         return ACTIVATION_TYPES[zero_point.dtype]
     output_dtype = _attr(node, "output_dtype", 0)
     if output_dtype and output_dtype not in _ONNX_ACTIVATION_TYPES:
@@ -244,6 +280,11 @@ class FakeQuant(OpSpec):
             ctx.alias(node.output[0], name)
             return
         if dtype == DType.INT16 and np.any(params.zero_point != 0):
+            if zero_point is not None and zero_point.dtype == np.uint16:
+                raise Unsupported(node, "qdq_int16_zero_point",
+                                  f"uint16 activations need zero point {UINT16_OFFSET} (a symmetric "
+                                  f"range, which is int16 with zero point 0: LiteRT's 16x8 kernels), "
+                                  f"got {int(zero_point.reshape(-1)[0])}", hint=_SYMMETRIC_HINT)
             raise Unsupported(node, "qdq_int16_zero_point",
                               f"int16 activations need zero point 0 (LiteRT's 16x8 kernels), got "
                               f"{int(params.zero_point)}", hint=_SYMMETRIC_HINT)
@@ -265,14 +306,15 @@ class FakeQuant(OpSpec):
             if stored is None:
                 raise Unsupported(node, "qdq_type", f"{_type_name(value.dtype)} quantization is not "
                                                     f"supported", hint=_HINT)
-            value, dtype = stored
-            if block_size(node):
+            if block_size(node):  # (the ONNX integers and zero points as stored: exact in int64)
                 scale, zero_point = (ctx.constant(n) if n else None for n in (node.input[1:3] + [""])[:2])
                 if scale is None or (len(node.input) > 2 and node.input[2] and zero_point is None):
                     raise Unsupported(node, "qdq_dynamic_scale", "the scale and zero point must be constants")
                 dequantized = dequantize_blocked(node, value, scale, zero_point)
             else:
-                dequantized = dequantize_like_onnx(value, _read_params(node, ctx, dtype, tuple(value.shape)))
+                raw, (value, dtype) = value, stored
+                dequantized = dequantize_like_onnx(
+                    value, _read_params(node, ctx, dtype, tuple(value.shape), raw))
             name = ctx.add_constant(node.output[0], dequantized)
             ctx.alias(node.output[0], name)
             return
