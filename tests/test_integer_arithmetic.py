@@ -72,3 +72,65 @@ def test_int64_lengths_exact(tmp_path):
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
             assert sqnr_db(want[2], got[2]) > (80 if not config else 10)
+
+
+BUCKETS, EXACT, MAX_DISTANCE = 8, 4, 16
+
+
+def _bucket_model() -> onnx.ModelProto:
+    """T5's log-spaced relative position buckets of run-time positions (LongT5's transient-global
+    attention computes them from the attention mask): |p| below EXACT is its own bucket, beyond it
+    EXACT + log(|p| / EXACT) / log(MAX_DISTANCE / EXACT) * (BUCKETS - EXACT), cast to int64 and
+    clamped, gathering a learned bias that is added to x. log(|p| / EXACT) is -inf at p = 0, the
+    Where then picks the exact bucket: float, and onnxruntime, compute through the -inf."""
+    consts = {"exact": np.array(EXACT, np.int64), "exact_f": np.array(float(EXACT), np.float32),
+              "log_ratio": np.array(np.log(MAX_DISTANCE / EXACT), np.float32),
+              "span": np.array(float(BUCKETS - EXACT), np.float32), "top": np.array(BUCKETS - 1, np.int64),
+              "bias": np.random.default_rng(3).normal(0, 1, (BUCKETS, 4)).astype(np.float32)}
+    nodes = [helper.make_node("Abs", ["position"], ["distance"]),
+             helper.make_node("Less", ["distance", "exact"], ["small"]),
+             helper.make_node("Cast", ["distance"], ["distance_f"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["distance_f", "exact_f"], ["ratio"]),
+             helper.make_node("Log", ["ratio"], ["log"]),
+             helper.make_node("Div", ["log", "log_ratio"], ["scaled"]),
+             helper.make_node("Mul", ["scaled", "span"], ["spread"]),
+             helper.make_node("Cast", ["spread"], ["spread_i"], to=TensorProto.INT64),
+             helper.make_node("Add", ["spread_i", "exact"], ["large"]),
+             helper.make_node("Min", ["large", "top"], ["clamped"]),
+             helper.make_node("Where", ["small", "distance", "clamped"], ["bucket"]),
+             helper.make_node("Gather", ["bias", "bucket"], ["position_bias"]),
+             helper.make_node("Add", ["x", "position_bias"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "buckets",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 12, 4]),
+         helper.make_tensor_value_info("position", TensorProto.INT64, [1, 12])],
+        [helper.make_tensor_value_info("bucket", TensorProto.INT64, [1, 12]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 12, 4])],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _bucket_samples(seed: int, count: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.normal(0, 1, (1, 12, 4)).astype(np.float32),
+             "position": np.concatenate([[0, 0], rng.integers(-40, 41, 10)])[None].astype(np.int64)}
+            for _ in range(count)]
+
+
+def test_relative_position_buckets_exact(tmp_path):
+    """The buckets exactly, in float and full int8/uint8: int64 Abs (which LiteRT's ABS has no
+    kernel for: a file with one failed to prepare) is MAXIMUM(x, NEG(x)); the float arithmetic
+    between the int64 positions and buckets stays float, and calibration no longer records its
+    tensors, whose log(0) = -inf stopped it ('holds Inf values') though no grid is made for them."""
+    path = save_model(_bucket_model(), tmp_path / "buckets.onnx")
+    held = _bucket_samples(1, 8)
+    for config in (dict(), dict(mode="full", dtype="int8", calib=_bucket_samples(2, 8)),
+                   dict(mode="full", dtype="uint8", calib=_bucket_samples(2, 8))):
+        report = convert(ConvertConfig(model=path, **config))
+        assert "ABS" not in report.op_counts
+        if config:
+            assert {op.kind for op in report.float_ops} >= {"LOG", "DIV", "MUL"}
+        for sample in held:
+            want, got = run_onnxruntime(path, sample), run_litert(report.tflite, list(sample.values()))
+            np.testing.assert_array_equal(got[0], want[0])
+            assert sqnr_db(want[1], got[1]) > (80 if not config else 25)

@@ -19,6 +19,7 @@ from tflq.config import CalibEngine, CalibMethod, ConvertConfig
 from tflq.errors import CalibrationError, InvalidConfigError
 from tflq.fileio import Source, WritePolicy
 from tflq.ir.graph import Graph, Tensor
+from tflq.ir.integer_paths import integer_arithmetic_tensors
 from tflq.ir.layout import to_channels_last
 from tflq.report import ConversionReport
 from tflq.runtime.interpreter import GraphRunner
@@ -71,13 +72,16 @@ def collect_statistics(graph: Graph, config: ConvertConfig, report: ConversionRe
 
 def calibrated_tensors(graph: Graph, float_ops=()) -> set[str]:
     """The tensors calibration records: every non-constant float tensor (graph inputs included)
-    but those that only ops of the --float-ops nodes produce and read, which no plan quantizes
-    (and which may hold what no grid holds: the NaN of a Log on the branch an If on the data
-    does not take)."""
+    but those that only ops of the --float-ops nodes produce and read, and the float values of
+    integer arithmetic (tflq.ir.integer_paths), which no plan quantizes (and which may hold what
+    no grid holds: the NaN of a Log on the branch an If on the data does not take, the -inf of
+    log(0) in T5's relative position buckets)."""
     named = set(float_ops)
     producers, consumers = (graph.producers(), graph.consumer_map()) if named else ({}, {})
     outputs = set(graph.outputs)
+    integer = integer_arithmetic_tensors(graph)
     return {n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float
+            and n not in integer
             and not (n in producers and producers[n].origin in named and n not in outputs
                      and all(op.origin in named for op in consumers.get(n, ())))}
 

@@ -20,9 +20,14 @@ class OneHotAttrs:
     axis: int = -1
 
 
-def _case(name: str, indices: np.ndarray, depth: int, values=(0.0, 1.0), **attrs) -> Case:
+# the value types one_hot.cc takes (its output is of the values' type)
+VALUE_TYPES = (np.float32, np.int8, np.uint8, np.int16, np.int32, np.int64, np.bool_)
+
+
+def _case(name: str, indices: np.ndarray, depth: int, values=(0.0, 1.0), values_type=np.float32,
+          **attrs) -> Case:
     node = helper.make_node("OneHot", ["i", "depth", "values"], ["y"], **attrs)
-    consts = {"depth": np.array([depth], np.int64), "values": np.array(values, np.float32)}
+    consts = {"depth": np.array([depth], np.int64), "values": np.array(values, values_type)}
     return Case(name, [node], {"i": indices}, consts, opset=11, quantize=False)
 
 
@@ -43,14 +48,19 @@ class OneHot(OpSpec):
         _case("negative_and_out_of_range", np.array([-1, -5, 0, 5, 7, -6], np.int64), 5, (-1.0, 3.5)),
         _case("axis_0", np.array([[1, 0], [3, 2]], np.int64), 4, axis=0),
         _case("middle_axis", np.array([[1, 0, 2], [3, 2, -2]], np.int64), 4, (0.5, 2.0), axis=1),
+        # LongT5's transient-global attention: int64 values, sliced and summed as integers
+        _case("int64_values", np.array([[0, 2, -1], [1, 3, 2]], np.int64), 3, (0, 1), np.int64),
     ]
 
     def from_onnx(self, node, ctx) -> None:
         indices, out = node.input[0], node.output[0]
         depth = np.asarray(ctx.require_constant(node, 1, "depth", sets_shape=True)).reshape(-1)
-        values = ctx.require_constant(node, 2, "values")
-        if depth.size != 1 or np.asarray(values).size != 2:
+        values = np.asarray(ctx.require_constant(node, 2, "values"))
+        if depth.size != 1 or values.size != 2:
             raise Unsupported(node, "one_hot_inputs", "OneHot needs a one-value depth and two values")
+        if values.dtype.type not in VALUE_TYPES:
+            raise Unsupported(node, "one_hot_values", f"OneHot of {values.dtype} values is not supported "
+                              f"(TFLite's ONE_HOT takes float32, int8, uint8, int16, int32, int64, bool)")
         depth = int(depth[0])
         dtype = ctx.graph.tensors[ctx.tensor(indices)].dtype
         if dtype not in (DType.INT32, DType.INT64):
@@ -67,7 +77,9 @@ class OneHot(OpSpec):
                    [wrapped])
         normalized = ctx.new_activation(f"{out}/normalized", shape, dtype)
         ctx.add_op("SELECT_V2", [negative, wrapped, indices], [normalized])
-        off, on = (np.array(v, np.float32) for v in np.asarray(values, np.float32).reshape(2))
+        # the kernel writes the on/off values' type: they keep the ONNX values' type (an int64
+        # OneHot made float32 values wrote a float tensor where the file declares int64)
+        off, on = (np.array(v, values.dtype) for v in values.reshape(2))
         ctx.add_op(self.kind, [normalized, ctx.add_constant(f"{name}/depth", np.array(depth, np.int32)),
                                ctx.add_constant(f"{name}/on", on), ctx.add_constant(f"{name}/off", off)],
                    [out], OneHotAttrs(axis=axis))

@@ -20,6 +20,7 @@ from tflq._generated.tflite.NegOptions import NegOptionsT
 from tflq._generated.tflite.PowOptions import PowOptionsT
 from tflq._generated.tflite.SignOptions import SignOptionsT
 from tflq.errors import Unsupported
+from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
 from tflq.ops import register, register_family
 from tflq.ops.base import (INT8_ONLY, INT8_AND_INT16, Calibrated, Case, FloatOnly, IntegerRefusal, OpSpec,
@@ -61,7 +62,8 @@ class _Elementwise(OpSpec):
         ctx.add_op(self.kind, [node.input[0]], [node.output[0]])
 
     def reference(self, x):
-        return (self.numpy_fn(x).astype(np.float32),)
+        with np.errstate(divide="ignore", invalid="ignore"):  # IEEE results (log(0) = -inf), no warning
+            return (self.numpy_fn(x).astype(np.float32),)
 
     def version(self, op: Op, graph: Graph) -> int:
         return quantized_version(graph, op)  # SQRT, EXP, LOG: int8 (and int16) are version 2
@@ -216,13 +218,30 @@ class Abs(_Elementwise):
     numpy_fn = staticmethod(np.abs)
     # IsAbsSupportedType: float32, int8, int16, int32; no uint8
     quant = Calibrated(dtypes=INT8_AND_INT16)
-    cases = [_case("abs", "Abs", rand(1, 3, 4, 4)), _case("abs_2d", "Abs", rand(3, 5, seed=1))] + L1_CASES
+    cases = [_case("abs", "Abs", rand(1, 3, 4, 4)), _case("abs_2d", "Abs", rand(3, 5, seed=1)),
+             # T5-style relative position buckets (LongT5's transient-global attention) on int64
+             Case("abs_int64", [helper.make_node("Abs", ["x"], ["y"])],
+                  {"x": np.array([[3, -7, 0, -(2 ** 40) - 1, 2 ** 62]], np.int64)}, emits=("NEG", "MAXIMUM"),
+                  quantize=False),
+             Case("abs_int32", [helper.make_node("Abs", ["x"], ["y"])],
+                  {"x": np.array([[3, -7, 0, -2147483647]], np.int32)}, quantize=False)] + L1_CASES
 
     def from_onnx(self, node, ctx) -> None:
         if node.op_type == "ReduceL1":
             add_sum_of(node, ctx)  # SUM(ABS(x))
             return
+        x = ctx.tensor(node.input[0])
+        if ctx.graph.tensors[x].dtype == DType.INT64:
+            # IsAbsSupportedType has no int64 (a file with one fails to prepare): max(x, -x), from
+            # NEG and MAXIMUM's int64 kernels, is the same value (wrapping at the minimum as Abs)
+            negated = ctx.new_activation(f"{node.output[0]}/negated", ctx.shape(node.input[0]), DType.INT64)
+            ctx.add_op("NEG", [x], [negated])
+            ctx.add_op("MAXIMUM", [x, negated], [node.output[0]])
+            return
         super().from_onnx(node, ctx)
+
+    def reference(self, x):
+        return (np.abs(x) if np.asarray(x).dtype.kind == "i" else np.abs(x).astype(np.float32),)
 
     def options(self, attrs):
         return AbsOptionsT()

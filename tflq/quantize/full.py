@@ -97,9 +97,10 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         folded = fold_fake_quant(graph, qdq, dtype, set(config.float_ops),
                                  stats if stats is not None else frozenset())
     int16_ops, float_ops = frozenset(config.int16_ops), frozenset(config.float_ops)
-    # what only --float-ops nodes make and read: calibration left it out, its range is unknown
+    # what only --float-ops nodes make and read, and integer arithmetic's float values:
+    # calibration left them out, their range is unknown
     unrecorded = frozenset(n for n, t in graph.tensors.items() if not t.is_constant and t.dtype.is_float) \
-        - calibrated_tensors(graph, config.float_ops) if config.float_ops else frozenset()
+        - calibrated_tensors(graph, config.float_ops)
     grid_ranges: dict[str, Range] = {}  # --target-sqnr's 8-bit grid ranges (grid_ranges.py)
     means = None  # bias correction's input means, measured once (the search corrects each mix)
     if config.target_sqnr is not None:

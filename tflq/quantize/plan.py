@@ -9,6 +9,7 @@ import numpy as np
 from tflq import ops as registry
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op
+from tflq.ir.integer_paths import integer_arithmetic_ops
 from tflq.ir.quant import (QuantParams, activation_params, asymmetric_weight_params, bias_params,
                            bias_type, symmetric_weight_params)
 from tflq.ops.base import Calibrated, Refused, SameAsInput, SameAsOutput, Weight
@@ -386,41 +387,8 @@ INTEGER_ARITHMETIC = ("float arithmetic on integers that become integers again (
 
 
 def _integer_arithmetic(graph: Graph) -> dict[int, str]:
-    """The float ops between integers: each made only from integers (a CAST of an integer
-    tensor, constants, or such ops) and read only on the way back to an integer type (a CAST
-    to one), id(op) -> why it stays float. Index and length arithmetic written in float (int64
-    division as tflq lowers it, torch's lengths.float() / stride then floor and long) is exact
-    there, and one step of a calibrated grid off is another index; the float values never reach
-    an activation, so keeping them float costs no accuracy elsewhere."""
-    from_integers: set[str] = set()
-    for op in graph.ops:
-        sources = [n for n in op.inputs if n and not graph.is_constant(n)]
-        floats = [n for n in op.outputs if n and graph.tensors[n].dtype.is_float]
-        if floats and sources and all(not graph.tensors[n].dtype.is_float or n in from_integers
-                                      for n in sources):
-            from_integers.update(floats)
-    consumers = graph.consumer_map()
-    outputs = set(graph.outputs)
-    to_integers: set[str] = set()
-    kept: dict[int, str] = {}
-    for op in reversed(graph.ops):
-        floats = [n for n in op.outputs if n and graph.tensors[n].dtype.is_float]
-        if not floats or not all(n in from_integers and n not in outputs and consumers.get(n) and
-                                 all(_toward_integers(graph, reader, to_integers) for reader in consumers[n])
-                                 for n in floats):
-            continue
-        to_integers.update(floats)
-        kept[id(op)] = INTEGER_ARITHMETIC
-    return kept
-
-
-def _toward_integers(graph: Graph, reader: Op, to_integers: set[str]) -> bool:
-    """`reader` makes integers of its float inputs (a CAST to an integer type), or float values
-    that only become integers (in `to_integers`)."""
-    floats = [n for n in reader.outputs if n and graph.tensors[n].dtype.is_float]
-    if not floats:
-        return reader.kind == "CAST"
-    return all(n in to_integers for n in floats)
+    """id(op) -> why it stays float, for the ops of integer_arithmetic_ops (tflq.ir.integer_paths)."""
+    return {id(op): INTEGER_ARITHMETIC for op in integer_arithmetic_ops(graph)}
 
 
 def _kept_float(graph: Graph, op: Op, ctx: PlanContext) -> str | None:
