@@ -49,3 +49,7 @@ def xnnpack_delegation(tflite: bytes) -> Delegation:
 # has no integer kernel for (pool.average_pools_as_depthwise): tests of the op's own kernel look
 # for this kind instead
 WRITTEN_IN_8_BIT = {"AVERAGE_POOL_2D": "DEPTHWISE_CONV_2D"}
+
+# Kinds tflq imports but never writes, in any mode: a pass lowers them to the kind named here
+# before the file is written (conv3d.conv_3d_as_conv_2d); that kind's own tests cover its kernel
+LOWERED = {"CONV_3D": "CONV_2D"}

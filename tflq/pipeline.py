@@ -30,6 +30,7 @@ from tflq.passes.manager import fixed_point
 from tflq.passes.one_d import cancel_height_reshapes, sink_height_squeezes, spread_ncw
 from tflq.ir.qdq import QdqModel
 from tflq.mode import resolve_mode, unused_option_notes
+from tflq.ops.conv3d import conv_3d_as_conv_2d
 from tflq.ops.pool import average_pools_as_depthwise, clamps_as_max_pools, max_pool_pads_as_same
 from tflq.ops.activations import relu_0_to_1_as_relu
 from tflq.quantize.masks import finite_mask_fills, mask_fills_apart, subtracted_masks_added
@@ -99,6 +100,9 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
         hoist_transpose_through_row_op, merge_transposes, remove_noop_ops, remove_dead_ops])
     # the transposes left that move only size-1 axes (once none can cancel) are RESHAPEs
     fixed_point(graph, [transposes_of_unit_axes_to_reshapes, remove_noop_ops])
+    # LOWER: 3-D convolutions as CONV_2D over depth-stacked channels (LiteRT's CONV_3D is float
+    # only, ungrouped, not delegated: slower even in float)
+    conv_3d_as_conv_2d(graph)
     verify(graph, after="float passes")
     # REPAIR: cross-layer equalization (the statistics are for the equalized graph)
     report.equalization = equalize_if_asked(graph, config, qdq)

@@ -14,17 +14,26 @@ from tflq.ir.quant import QuantParams
 
 class Layout(Enum):
     """How a tensor's axes are ordered: 4-D activations are NCHW (ONNX order) or NHWC; a 3-D one
-    that a 1-D convolution or pool reads or writes is NCW (ONNX order) or NWC; the rest are ANY."""
+    that a 1-D convolution or pool reads or writes is NCW (ONNX order) or NWC, a 5-D one that a
+    3-D convolution, pool or resize reads or writes NCDHW or NDHWC; the rest are ANY."""
 
     ANY = "any"
     NCHW = "nchw"
     NHWC = "nhwc"
     NCW = "ncw"
     NWC = "nwc"
+    NCDHW = "ncdhw"
+    NDHWC = "ndhwc"
 
     @property
     def channels_last(self) -> bool:
-        return self in (Layout.NHWC, Layout.NWC)
+        return self in (Layout.NHWC, Layout.NWC, Layout.NDHWC)
+
+    @property
+    def marked_channels_first(self) -> bool:
+        """A 3-D or 5-D tensor an importer marked as read or written by a 1-D or 3-D spatial op
+        (4-D activations are channels-first without a mark)."""
+        return self in (Layout.NCW, Layout.NCDHW)
 
 
 @dataclass

@@ -5,8 +5,8 @@ from tflq.ir.graph import Layout, Tensor
 
 TO_NHWC = (0, 2, 3, 1)  # NHWC axis j holds NCHW axis TO_NHWC[j]
 TO_NCHW = (0, 3, 1, 2)
-CHANNELS_FIRST = {3: Layout.NCW, 4: Layout.NCHW}
-CHANNELS_LAST = {3: Layout.NWC, 4: Layout.NHWC}
+CHANNELS_FIRST = {3: Layout.NCW, 4: Layout.NCHW, 5: Layout.NCDHW}
+CHANNELS_LAST = {3: Layout.NWC, 4: Layout.NHWC, 5: Layout.NDHWC}
 
 
 def to_channels_last(rank: int) -> tuple[int, ...]:

@@ -133,8 +133,12 @@ class Conv2D(OpSpec):
         x, w_name = node.input[0], node.input[1]
         if ctx.rank(x) == 3:
             return import_as_2d(self, node, ctx, weight_inputs=(1,))
+        if ctx.rank(x) == 5:
+            from tflq.ops.conv3d import import_conv_3d
+
+            return import_conv_3d(node, ctx)
         if ctx.rank(x) != 4:
-            raise Unsupported(node, "conv_rank", f"only 1-D and 2-D convolution are supported "
+            raise Unsupported(node, "conv_rank", f"only 1-D, 2-D and 3-D convolution are supported "
                                                  f"(input rank {ctx.rank(x)})")
         w = ctx.require_constant(node, 1, "weights")
         b = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None

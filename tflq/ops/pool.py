@@ -49,6 +49,7 @@ from tflq.ops.checks import Arity, IntAttr, window_checks
 from tflq.ops.common import (activation_code, choose_padding, onnx_pads, pad_nhwc, padding_code,
                              read_pads, same_padding, windows)
 from tflq.ops.conv import DepthwiseConvAttrs, extend_convolution_output
+from tflq.ops.conv3d import volume_case
 from tflq.ops.one_d import import_as_2d, one_d_case
 from tflq.ops.pad import MirrorPadAttrs, add_explicit_pad
 from tflq.ops.reduce import ReducerAttrs
@@ -94,7 +95,7 @@ def pool_window(node, ctx) -> PoolWindow:
     """Validate an ONNX MaxPool/AveragePool node and work out its padding and output size."""
     x = node.input[0]
     if ctx.rank(x) != 4:
-        raise Unsupported(node, "pool_rank", f"only 1-D and 2-D pooling are supported (input rank {ctx.rank(x)})")
+        raise Unsupported(node, "pool_rank", f"only 1-D, 2-D and 3-D pooling are supported (input rank {ctx.rank(x)})")
     kernel = tuple(int(k) for k in ctx.attr(node, "kernel_shape"))
     strides = tuple(int(s) for s in ctx.attr(node, "strides", None) or (1, 1))
     dilations = tuple(int(d) for d in ctx.attr(node, "dilations", None) or (1, 1))
@@ -544,11 +545,28 @@ class MaxPool2D(_Pool):
         # a convolution writes the pool's input: it computes one more row and column, SAME on 13
         _conv_fed_case("after_conv_pads1_stride2", (1, 3, 12, 12), (4, 3, 3, 3), [1, 1, 1, 1]),
         one_d_case(_conv_fed_case("1d_after_conv_pads1_stride2", (1, 3, 16), (4, 3, 3), [1, 1])),
+        # 3-D (volume.py): U-Net's 2x2x2/2, C3D's spatial-only 1x3x3 and its padded pool5, ceil_mode,
+        # a temporal-only 3x1x1/2 window
+        volume_case(_pool_case("3d_2x2x2_stride2", "MaxPool", (1, 3, 4, 6, 6), kernel_shape=[2, 2, 2],
+                               strides=[2, 2, 2])),
+        volume_case(_pool_case("3d_1x3x3_stride122_pads011", "MaxPool", (1, 2, 3, 8, 8), low=-2.0,
+                               high=-1.0, kernel_shape=[1, 3, 3], strides=[1, 2, 2],
+                               pads=[0, 1, 1, 0, 1, 1])),
+        volume_case(_pool_case("3d_pads011", "MaxPool", (1, 2, 2, 7, 7), kernel_shape=[2, 2, 2],
+                               strides=[2, 2, 2], pads=[0, 1, 1, 0, 1, 1])),
+        volume_case(_pool_case("3d_ceil_mode", "MaxPool", (1, 2, 3, 7, 7), kernel_shape=[2, 2, 2],
+                               strides=[2, 2, 2], ceil_mode=1)),
+        volume_case(_pool_case("3d_temporal_3x1x1", "MaxPool", (2, 2, 7, 3, 4), low=-2.0, high=-1.0,
+                               kernel_shape=[3, 1, 1], strides=[2, 1, 1], pads=[1, 0, 0, 1, 0, 0])),
     ]
 
     def from_onnx(self, node, ctx) -> None:
         if ctx.rank(node.input[0]) == 3:
             return import_as_2d(self, node, ctx)
+        if ctx.rank(node.input[0]) == 5:
+            from tflq.ops.volume import import_pool_3d
+
+            return import_pool_3d(self, node, ctx)
         if len(node.output) > 1 and node.output[1]:
             raise Unsupported(node, "maxpool_indices", "MaxPool's Indices output is not supported")
         window = pool_window(node, ctx)
@@ -592,11 +610,23 @@ class AveragePool2D(_Pool):
                    strides=[2, 2], ceil_mode=1),
         one_d_case(_pool_case("1d_k3_pads1_exclude_pad", "AveragePool", (2, 3, 12), kernel_shape=[3],
                               pads=[1, 1])),
+        volume_case(_pool_case("3d_2x2x2_stride2", "AveragePool", (1, 3, 4, 6, 6),
+                               kernel_shape=[2, 2, 2], strides=[2, 2, 2])),
+        volume_case(_pool_case("3d_pads1_exclude_pad", "AveragePool", (1, 2, 5, 6, 6),
+                               kernel_shape=[3, 3, 3], strides=[2, 2, 2], pads=[1] * 6)),
+        volume_case(_pool_case("3d_pads1_include_pad", "AveragePool", (1, 2, 4, 5, 5),
+                               kernel_shape=[3, 3, 3], pads=[1] * 6, count_include_pad=1)),
+        volume_case(_pool_case("3d_same_upper_temporal", "AveragePool", (1, 3, 5, 4, 4),
+                               kernel_shape=[2, 1, 1], strides=[2, 1, 1], auto_pad="SAME_UPPER")),
     ]
 
     def from_onnx(self, node, ctx) -> None:
         if ctx.rank(node.input[0]) == 3:
             return import_as_2d(self, node, ctx)
+        if ctx.rank(node.input[0]) == 5:
+            from tflq.ops.volume import import_pool_3d
+
+            return import_pool_3d(self, node, ctx)
         window = pool_window(node, ctx)
         include_pad = bool(ctx.attr(node, "count_include_pad", 0))
         padding = window.tflite_padding()

@@ -21,6 +21,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ops import register
 from tflq.ops.base import WITH_INT16, Case, ChannelsLast, OpSpec, SameAsInput, rand
 from tflq.ops.checks import Arity, Choice, ConstantValues
+from tflq.ops.conv3d import volume_case
 from tflq.ops.one_d import import_as_2d, one_d_case
 
 F32 = np.float32
@@ -153,7 +154,7 @@ def _all_axes(node, values: np.ndarray, axes: list[int], defaults: tuple[float, 
 def resize_request(node, ctx) -> ResizeRequest:
     x, y = node.input[0], node.output[0]
     if ctx.rank(x) != 4:
-        raise Unsupported(node, "resize_rank", f"only 4-D (NCHW) Resize is supported (rank {ctx.rank(x)})")
+        raise Unsupported(node, "resize_rank", f"only 3-D, 4-D and 5-D Resize is supported (rank {ctx.rank(x)})")
     mode = ctx.attr(node, "mode", "nearest")
     if mode not in ("nearest", "linear", "cubic"):
         raise Unsupported(node, "resize_mode", f"Resize mode '{mode}' has no TFLite kernel",
@@ -313,11 +314,21 @@ class ResizeNearestNeighbor(_Resize):
         one_d_case(_resize_case("ncw_half_pixel_sizes", sizes=[1, 3, 10], shape=(1, 3, 5))),
         one_d_case(_resize_case("ncw_opset18_axes", scales=[3], opset=18, axes=[-1], shape=(2, 2, 4),
                                 coordinate_transformation_mode="asymmetric", nearest_mode="floor")),
+        # 5-D (volume.py): torch's nearest Upsample, opset 18's axes
+        volume_case(_resize_case("ncdhw_nearest_x2", scales=[1, 1, 2, 2, 2], shape=(1, 2, 3, 4, 5),
+                                 coordinate_transformation_mode="asymmetric", nearest_mode="floor")),
+        volume_case(_resize_case("ncdhw_opset18_axes", scales=[2, 2, 2], opset=18, axes=[2, 3, 4],
+                                 shape=(1, 2, 2, 3, 3), coordinate_transformation_mode="asymmetric",
+                                 nearest_mode="floor")),
     ]
 
     def from_onnx(self, node, ctx) -> None:
         if ctx.rank(node.input[0]) == 3:
             return import_as_2d(self, with_unit_height(node, ctx), ctx)
+        if ctx.rank(node.input[0]) == 5:
+            from tflq.ops.volume import import_resize_3d
+
+            return import_resize_3d(self, node, ctx)
         request = resize_request(node, ctx)
         if request.mode == "cubic":
             from tflq.ops.resize_cubic import import_cubic  # (it reads this module's coordinates)
@@ -373,6 +384,15 @@ class ResizeBilinear(_Resize):
         one_d_case(_resize_case("ncw_linear_half_pixel_x2", "linear", scales=[1, 1, 2], shape=(1, 4, 6))),
         one_d_case(_resize_case("ncw_linear_align_corners", "linear", sizes=[1, 2, 11], shape=(1, 2, 6),
                                 coordinate_transformation_mode="align_corners")),
+        # 5-D (volume.py): torch's trilinear Upsample, sizes, depth only
+        volume_case(_resize_case("ncdhw_trilinear_x2", "linear", scales=[1, 1, 2, 2, 2],
+                                 shape=(1, 2, 3, 4, 5),
+                                 coordinate_transformation_mode="pytorch_half_pixel")),
+        volume_case(_resize_case("ncdhw_trilinear_align_corners_sizes", "linear",
+                                 sizes=[1, 2, 5, 7, 6], shape=(1, 2, 3, 4, 5),
+                                 coordinate_transformation_mode="align_corners")),
+        volume_case(_resize_case("ncdhw_depth_only_half_pixel", "linear", scales=[1, 1, 2, 1, 1],
+                                 shape=(2, 2, 3, 4, 4))),
     ]
 
     def reference(self, x, size, *, align_corners, half_pixel_centers):

@@ -22,6 +22,7 @@ from tflq.ops.base import (WITH_INT16, Calibrated, Case, ChannelsLast, FusedActi
                            OpSpec, Weight, rand)
 from tflq.ops.checks import Arity, ConstantValues, InputTypes, IntAttr, window_checks
 from tflq.ops.common import activation_code, padding_code
+from tflq.ops.conv3d import volume_case
 from tflq.ops.one_d import import_as_2d, one_d_case
 from tflq.ops.slice import add_slice
 
@@ -139,14 +140,24 @@ class TransposeConv(OpSpec):
                          output_padding=[2], pads=[1, 1])),
         one_d_case(_case("1d_k3_s2_output_padding_crop", (1, 3, 9), (3, 2, 3), strides=[2], pads=[1, 0],
                          output_padding=[1])),
+        # 3-D (volume.py): U-Net's 2x2x2/2 up-convolution; spatial padding and output_padding
+        volume_case(_case("3d_k2_s2", (1, 4, 3, 4, 4), (4, 3, 2, 2, 2), strides=[2, 2, 2])),
+        volume_case(_case("3d_k1x3x3_s122_pads_output_padding", (1, 3, 2, 4, 5), (3, 2, 1, 3, 3),
+                          strides=[1, 2, 2], pads=[0, 1, 1, 0, 1, 1], output_padding=[0, 1, 1])),
+        volume_case(_case("3d_k2x3x3_s2_no_bias", (2, 2, 2, 3, 3), (2, 3, 2, 3, 3), bias=False,
+                          strides=[2, 2, 2], pads=[0, 1, 1, 0, 0, 0])),
     ]
 
     def from_onnx(self, node, ctx) -> None:
         x = node.input[0]
         if ctx.rank(x) == 3:
             return import_as_2d(self, node, ctx, weight_inputs=(1,))
+        if ctx.rank(x) == 5:
+            from tflq.ops.volume import import_conv_transpose_3d
+
+            return import_conv_transpose_3d(self, node, ctx)
         if ctx.rank(x) != 4:
-            raise Unsupported(node, "convtranspose_rank", f"only 1-D and 2-D ConvTranspose are "
+            raise Unsupported(node, "convtranspose_rank", f"only 1-D, 2-D and 3-D ConvTranspose are "
                                                           f"supported (input rank {ctx.rank(x)})")
         w = ctx.require_constant(node, 1, "weights")
         b = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None

@@ -2,7 +2,8 @@
 
 Rank-4 activations start in ONNX (NCHW) order; so do rank-3 ones marked NCW (what a 1-D convolution
 or pool reads and writes: the importers run those as 2-D ops with a height of 1), which become NWC
-by the same rules. A tensor becomes NHWC where an op that needs it
+by the same rules, and rank-5 ones marked NCDHW (what 3-D convolutions, pools and resizes read and
+write), which become NDHWC. A tensor becomes NHWC where an op that needs it
 (each spec's `layout` rule) or the model's edge asks; ops that work in any layout follow their
 inputs, with axis arguments and constant operands permuted to match. A TRANSPOSE is inserted
 only where an op needs the ONNX axis order of an NHWC tensor and no cheaper rewrite exists: a
@@ -48,7 +49,7 @@ class _LayoutRewriter:
         return t is not None and t.rank == rank and not t.is_constant
 
     def mark_nhwc(self, name: str) -> None:
-        """Give a 4-D (or NCW 3-D) activation its channels-last shape and layout."""
+        """Give a 4-D (or NCW 3-D, NCDHW 5-D) activation its channels-last shape and layout."""
         t = self.graph.tensors[name]
         if not t.layout.channels_last:
             t.shape = tuple(t.shape[i] for i in to_channels_last(t.rank))
@@ -63,7 +64,7 @@ class _LayoutRewriter:
                     self.mark_nhwc(name)
                 else:
                     self.graph.tensors[name].layout = Layout.NCHW
-            elif self.is_activation(name, 3) and layout == Layout.NHWC and rank == 3:
+            elif rank in (3, 5) and self.is_activation(name, rank) and layout == Layout.NHWC:
                 self.mark_nhwc(name)
 
     def convert(self, name: str, to: Layout, before: Op) -> str:
@@ -106,9 +107,11 @@ class _LayoutRewriter:
         rule = registry.spec(op.kind).layout
         if isinstance(rule, ChannelsLast):
             for i in rule.data_inputs:
-                if i < len(op.inputs) and self.is_rank4_activation(op.inputs[i]):
+                if i < len(op.inputs) and (self.is_rank4_activation(op.inputs[i])
+                                           or self.is_activation(op.inputs[i], 5)):
                     op.inputs[i] = self.convert(op.inputs[i], Layout.NHWC, op)
-            self.mark_output_layout(op, Layout.NHWC)
+            out = self.graph.tensors[op.outputs[0]] if op.outputs and op.outputs[0] else None
+            self.mark_output_layout(op, Layout.NHWC, 5 if out is not None and out.rank == 5 else 4)
         elif isinstance(rule, Transparent):
             self.visit_transparent(op)
         elif isinstance(rule, AxisSensitive):
@@ -263,9 +266,9 @@ class _LayoutRewriter:
                 self.mark_nhwc(op.outputs[0])
             else:
                 y.layout = Layout.NCHW
-        elif y.rank == 3 and y.layout == Layout.NCW:
-            # A 1-D convolution reads y: the model's own transpose delivers it channels-last.
-            perm = tuple(perm[i] for i in to_channels_last(3))
+        elif y.rank in (3, 5) and y.layout.marked_channels_first:
+            # A 1-D (3-D) convolution reads y: the model's own transpose delivers it channels-last.
+            perm = tuple(perm[i] for i in to_channels_last(y.rank))
             self.mark_nhwc(op.outputs[0])
         op.inputs[rule.perm_input] = self.graph.add_constant(perm_name, np.array(perm, np.int32))
 
@@ -290,7 +293,12 @@ class _LayoutRewriter:
             return False
         n, c, *spatial_in = onnx_shape(x)
         n_out, c_out, *spatial_out = y.shape
-        if (n, c) != (n_out, c_out) or [d for d in spatial_in if d != 1] != \
+        # With a 5-D side (a 3-D op's lowering views [N, C, D, H, W] as [N, C, D, H*W] and back),
+        # any regrouping of the spatial axes keeps the channels-last bytes: N and C stay outermost
+        # and innermost, the spatial cells in between in the same row-major order.
+        regrouped = 5 in (x.rank, y.rank) and x.rank >= 3 and y.rank >= 3 and \
+            math.prod(spatial_in) == math.prod(spatial_out)
+        if (n, c) != (n_out, c_out) or not regrouped and [d for d in spatial_in if d != 1] != \
                 [d for d in spatial_out if d != 1]:
             return False
         self.mark_nhwc(op.outputs[0])
@@ -364,10 +372,10 @@ class _LayoutRewriter:
         nhwc_outputs = self.nhwc_outputs()
         for name in nhwc_inputs:
             self.mark_nhwc(name)
-        one_d = {name for name in g.outputs if self.layout(name) == Layout.NCW}
+        one_d = {name for name in g.outputs if self.layout(name).marked_channels_first}
         if not self.keep_io_layout:
             for name in g.inputs:
-                if self.is_rank4_activation(name) or self.layout(name) == Layout.NCW:
+                if self.is_rank4_activation(name) or self.layout(name).marked_channels_first:
                     self.mark_nhwc(name)
         for op in list(g.ops):
             self.visit(op)
@@ -407,7 +415,8 @@ class _LayoutRewriter:
 
 
 def channels_last_1d_io(graph: Graph) -> list[str]:
-    """One note per 1-D ([N, C, W]) graph input or output that the file holds as NWC."""
+    """One note per 1-D ([N, C, W]) or 3-D ([N, C, D, H, W]) graph input or output that the file
+    holds channels-last (NWC, NDHWC)."""
     notes = []
     for what, names in (("input", graph.inputs), ("output", graph.outputs)):
         for name in names:
@@ -415,6 +424,9 @@ def channels_last_1d_io(graph: Graph) -> list[str]:
             if t.layout == Layout.NWC:
                 notes.append(f"{what} '{name}': ONNX [N, C, W] {list(onnx_shape(t))} is NWC "
                              f"{list(t.shape)} in the file (--keep-io-layout keeps NCW)")
+            elif t.layout == Layout.NDHWC:
+                notes.append(f"{what} '{name}': ONNX [N, C, D, H, W] {list(onnx_shape(t))} is "
+                             f"NDHWC {list(t.shape)} in the file (--keep-io-layout keeps NCDHW)")
     return notes
 
 

@@ -108,9 +108,13 @@ def cancel_height_reshapes(graph: Graph) -> int:
     return count
 
 
+_MARKS = {3: Layout.NCW, 5: Layout.NCDHW}  # rank -> the channels-first mark spread_ncw spreads
+
+
 def spread_ncw(graph: Graph) -> int:
     """An op that works in any layout (elementwise, or axis-sensitive like CONCATENATION and PAD)
-    on 3-D tensors reads and writes NCW if any of them is NCW (and, if elementwise, one shape)."""
+    on 3-D tensors reads and writes NCW if any of them is NCW (and, if elementwise, one shape);
+    likewise 5-D tensors and NCDHW (3-D convolutions' BatchNorm, activations, U-Net skips)."""
     count = 0
     for op in graph.ops:
         rule = registry.spec(op.kind).layout
@@ -120,12 +124,13 @@ def spread_ncw(graph: Graph) -> int:
         names = [n for i, n in enumerate(op.inputs) if n and i not in special] + \
             [n for n in op.outputs if n]
         tensors = [graph.tensors[n] for n in names if not graph.is_constant(n)]
-        if (not tensors or any(t.rank != 3 for t in tensors)
+        mark = _MARKS.get(tensors[0].rank) if tensors else None
+        if (mark is None or any(t.rank != tensors[0].rank for t in tensors)
                 or isinstance(rule, Transparent) and len({t.shape for t in tensors}) != 1
-                or not any(t.layout == Layout.NCW for t in tensors)):
+                or not any(t.layout == mark for t in tensors)):
             continue
         for t in tensors:
             if t.layout == Layout.ANY:
-                t.layout = Layout.NCW
+                t.layout = mark
                 count += 1
     return count
