@@ -59,10 +59,12 @@ def mark_ncdhw(ctx, name: str) -> None:
         t.layout = Layout.NCDHW
 
 
-def volume_case(case: Case) -> Case:
+def volume_case(case: Case, quant_steps: float | None = None) -> Case:
     """A case on [N, C, D, H, W] data: run with the ONNX layout kept (the generic op tests feed
     ONNX order; tests/test_volumetric.py covers NDHWC inputs and outputs)."""
     case.options = {**case.options, "keep_io_layout": True}
+    if quant_steps is not None:
+        case.quant_steps = quant_steps
     return case
 
 

@@ -610,12 +610,14 @@ class AveragePool2D(_Pool):
                    strides=[2, 2], ceil_mode=1),
         one_d_case(_pool_case("1d_k3_pads1_exclude_pad", "AveragePool", (2, 3, 12), kernel_shape=[3],
                               pads=[1, 1])),
+        # (H, W) then D (volume.py): two roundings of the mean, SameAsInput's 2 steps plus one each
         volume_case(_pool_case("3d_2x2x2_stride2", "AveragePool", (1, 3, 4, 6, 6),
-                               kernel_shape=[2, 2, 2], strides=[2, 2, 2])),
+                               kernel_shape=[2, 2, 2], strides=[2, 2, 2]), quant_steps=4.0),
         volume_case(_pool_case("3d_pads1_exclude_pad", "AveragePool", (1, 2, 5, 6, 6),
-                               kernel_shape=[3, 3, 3], strides=[2, 2, 2], pads=[1] * 6)),
+                               kernel_shape=[3, 3, 3], strides=[2, 2, 2], pads=[1] * 6), quant_steps=4.0),
         volume_case(_pool_case("3d_pads1_include_pad", "AveragePool", (1, 2, 4, 5, 5),
-                               kernel_shape=[3, 3, 3], pads=[1] * 6, count_include_pad=1)),
+                               kernel_shape=[3, 3, 3], pads=[1] * 6, count_include_pad=1),
+                    quant_steps=4.0),
         volume_case(_pool_case("3d_same_upper_temporal", "AveragePool", (1, 3, 5, 4, 4),
                                kernel_shape=[2, 1, 1], strides=[2, 1, 1], auto_pad="SAME_UPPER")),
     ]
