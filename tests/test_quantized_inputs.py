@@ -19,7 +19,7 @@ def _float_model(path: str, opset: int = 17) -> str:
     """Conv, Relu, depthwise Conv, Add, Sigmoid, GlobalAveragePool, Gemm: the ops onnxruntime's
     QDQ quantizer handles in a small CNN."""
     rng = np.random.default_rng(3)
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=4),
              helper.make_node("Add", ["c2", "r1"], ["a"]),
@@ -294,3 +294,44 @@ def test_asymmetric_uint16_activation_names_its_zero_point(tmp_path):
     assert len(lines) == 2, result.output
     assert all("uint16 activations need zero point 32768" in line and "got 1000" in line
                for line in lines), result.output
+
+
+_ORT_OPTIONS = {
+    "uint8_activations_int8_per_channel": dict(activation_type="QUInt8", weight_type="QInt8", per_channel=True),
+    "int8_per_tensor": dict(activation_type="QInt8", weight_type="QInt8"),
+    "symmetric": dict(activation_type="QInt8", weight_type="QInt8", per_channel=True,
+                      extra_options={"ActivationSymmetric": True, "WeightSymmetric": True}),
+    "asymmetric_weights": dict(activation_type="QInt8", weight_type="QInt8", per_channel=True,
+                               extra_options={"WeightSymmetric": False}),
+    "reduce_range": dict(activation_type="QUInt8", weight_type="QUInt8", per_channel=True, reduce_range=True),
+    "qdq_pair_on_weights": dict(activation_type="QUInt8", weight_type="QInt8", per_channel=True,
+                                extra_options={"AddQDQPairToWeight": True}),
+    "dedicated_pairs": dict(activation_type="QUInt8", weight_type="QInt8",
+                            extra_options={"DedicatedQDQPair": True}),
+    "keep_removable_activations": dict(activation_type="QInt8", weight_type="QInt8",
+                                       extra_options={"QDQKeepRemovableActivations": True}),
+    "conv_and_gemm_only": dict(activation_type="QUInt8", weight_type="QInt8", per_channel=True,
+                               op_types_to_quantize=["Conv", "Gemm"]),
+    "first_conv_excluded": dict(activation_type="QInt8", weight_type="QInt8", per_channel=True,
+                                nodes_to_exclude=["conv1"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ORT_OPTIONS))
+def test_quantize_static_options_users_pick_convert_within_two_steps(name, tmp_path):
+    """The quantize_static options of onnxruntime's documentation, each on the small CNN: every
+    one converts, and LiteRT stays within two output steps of onnxruntime running the QDQ model
+    (worst sample); ops the options leave float stay float, the rest run in integers."""
+    q = importorskip("onnxruntime.quantization")
+    options = dict(_ORT_OPTIONS[name])
+    for key in ("activation_type", "weight_type"):
+        options[key] = getattr(q.QuantType, options[key])
+    path = _quantize_static(tmp_path, name, **options)
+    result, out = _convert(path, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert _worst_steps(path, out.read_bytes()) <= 2.01
+    kinds = [op.kind for op in read_tflite(out.read_bytes()).ops]
+    assert "CONV_2D" in kinds and "FULLY_CONNECTED" in kinds
+    conv = next(op for op in read_tflite(out.read_bytes()).ops if op.kind == "CONV_2D")
+    first_input = read_tflite(out.read_bytes()).tensors[conv.inputs[0]]
+    assert (first_input.dtype == "float32") == (name == "first_conv_excluded"), first_input.dtype

@@ -352,3 +352,39 @@ def test_batchnorm_folded_into_per_channel_weights_keeps_their_integers(tmp_path
                           .transpose(0, 2, 3, 1))
     _agrees(model, report, {"x": np.random.default_rng(12).uniform(-1, 1, (1, 3, 6, 6))
                             .astype(np.float32)}, s_out)
+
+
+def _affine_int8_weight_model():
+    """uint8 activations, a Conv whose per-tensor int8 weights have a non-zero zero point (PyTorch's
+    per_tensor_affine QAT weights)."""
+    b = QdqBuilder(seed=4)
+    s_in, z_in = activation_params(-1, 1, np.uint8)
+    x = b.qdq("x", s_in, z_in, np.uint8)
+    w = b.rng.uniform(-0.2, 0.6, (4, 3, 3, 3)).astype(np.float32)
+    ws, wz = activation_params(float(w.min()), float(w.max()), np.int8)
+    wq = np.clip(np.rint(w / ws) + wz, -128, 127).astype(np.int8)
+    bias, _ = b.bias(4, np.float32(s_in) * np.float32(ws))
+    s_out, z_out = activation_params(-4, 6, np.uint8)
+    y = b.qdq(b.node("Conv", [x, b.quantized(wq, ws, wz), bias], pads=[1, 1, 1, 1]), s_out, z_out,
+              np.uint8)
+    return b.model({"x": (1, 3, 8, 8)}, [y]), (wq, ws, wz), s_out
+
+
+def test_int8_weights_with_a_zero_point_keep_their_grid_in_uint8(tmp_path):
+    """int8 kernels need weight zero point 0, so int8 requantized these weights (off the QDQ
+    model: a MobileNetV2 block QAT-trained this way was 5 output steps away); uint8 kernels take
+    any zero point, and int8 weights move there exactly (+128)."""
+    model, (wq, ws, wz), s_out = _affine_int8_weight_model()
+    assert int(wz) != 0
+    _, report, info = _convert(model, tmp_path)
+    assert report.dtype == "uint8"
+    assert not any("requantized" in note for note in report.notes), report.notes
+    weights = tensor_at(info, op_of(info, "CONV_2D"), 1)
+    assert_params(weights, ws, int(wz) + 128, "uint8")
+    assert np.array_equal(weights.data, (wq.astype(np.int16) + 128).astype(np.uint8).transpose(0, 2, 3, 1))
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        _agrees(model, report, {"x": rng.uniform(-1.2, 1.2, (1, 3, 8, 8)).astype(np.float32)}, s_out)
+    _, report, _ = _convert(model, tmp_path, dtype="int8")  # asked for: int8, requantized
+    assert report.dtype == "int8"
+    assert any("requantized to symmetric int8" in note for note in report.notes)

@@ -39,7 +39,12 @@ def choose_dtype(qdq: QdqModel, requested: DType) -> DType:
     """The model's activation type: int16 (16x8) for int16 activations; else uint8 only when every
     activation and weight of the graph is uint8 per tensor (the classic scheme, which has no
     per-channel kernels); int8 otherwise (uint8 activations move to int8 exactly, zero point
-    - 128). `requested` int8 always wins for an 8-bit model."""
+    - 128). `requested` int8 always wins for an 8-bit model.
+
+    uint8 is also chosen for uint8 activations with per-tensor weights of which some are int8 with
+    a non-zero zero point (PyTorch's per_tensor_affine QAT weights): the int8 kernels need zero
+    point 0, so int8 would requantize those weights (MobileNetV2 block: 5 output steps from the
+    QDQ model), while uint8 kernels take any weight zero point and int8 moves to uint8 exactly."""
     if DType.INT16 in qdq.activation_types:
         if qdq.activation_types != {DType.INT16}:
             kinds = "/".join(sorted(t.name.lower() for t in qdq.activation_types))
@@ -54,6 +59,9 @@ def choose_dtype(qdq: QdqModel, requested: DType) -> DType:
         return requested
     if qdq.activation_types <= {DType.UINT8} and all(p.dtype == DType.UINT8 and not p.is_per_channel
                                                      for p in stored):
+        return DType.UINT8
+    if qdq.activation_types == {DType.UINT8} and all(not p.is_per_channel for p in stored) and \
+            any(p.dtype == DType.INT8 and np.any(p.zero_point != 0) for p in stored):
         return DType.UINT8
     return DType.INT8
 
