@@ -388,3 +388,24 @@ def test_int8_weights_with_a_zero_point_keep_their_grid_in_uint8(tmp_path):
     _, report, _ = _convert(model, tmp_path, dtype="int8")  # asked for: int8, requantized
     assert report.dtype == "int8"
     assert any("requantized to symmetric int8" in note for note in report.notes)
+
+
+def test_int8_weights_with_a_zero_point_that_fit_symmetric_int8_stay_int8(tmp_path):
+    """(q - zero point) within [-127, 127]: int8 keeps their scale exactly, so the file stays int8."""
+    b = QdqBuilder(seed=6)
+    s_in, z_in = activation_params(-1, 1, np.uint8)
+    x = b.qdq("x", s_in, z_in, np.uint8)
+    wq = b.rng.integers(-100, 101, (4, 3, 3, 3)).astype(np.int8)
+    ws, wz = np.float32(0.004), np.int8(5)
+    bias, _ = b.bias(4, np.float32(s_in) * ws)
+    s_out, z_out = activation_params(-4, 6, np.uint8)
+    y = b.qdq(b.node("Conv", [x, b.quantized(wq, ws, wz), bias], pads=[1, 1, 1, 1]), s_out, z_out,
+              np.uint8)
+    model = b.model({"x": (1, 3, 8, 8)}, [y])
+    _, report, info = _convert(model, tmp_path)
+    assert report.dtype == "int8"
+    weights = tensor_at(info, op_of(info, "CONV_2D"), 1)
+    assert_params(weights, ws, 0, "int8")
+    assert np.array_equal(weights.data, (wq.astype(np.int16) - 5).astype(np.int8).transpose(0, 2, 3, 1))
+    _agrees(model, report, {"x": np.random.default_rng(7).uniform(-1.2, 1.2, (1, 3, 8, 8))
+                            .astype(np.float32)}, s_out)

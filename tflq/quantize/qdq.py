@@ -42,8 +42,8 @@ def choose_dtype(qdq: QdqModel, requested: DType) -> DType:
     - 128). `requested` int8 always wins for an 8-bit model.
 
     uint8 is also chosen for uint8 activations with per-tensor weights of which some are int8 with
-    a non-zero zero point (PyTorch's per_tensor_affine QAT weights): the int8 kernels need zero
-    point 0, so int8 would requantize those weights (MobileNetV2 block: 5 output steps from the
+    a non-zero zero point that symmetric int8 cannot hold (PyTorch's per_tensor_affine QAT weights):
+    the int8 kernels need zero point 0, so int8 would requantize those weights (MobileNetV2 block: 5 output steps from the
     QDQ model), while uint8 kernels take any weight zero point and int8 moves to uint8 exactly."""
     if DType.INT16 in qdq.activation_types:
         if qdq.activation_types != {DType.INT16}:
@@ -61,9 +61,19 @@ def choose_dtype(qdq: QdqModel, requested: DType) -> DType:
                                                      for p in stored):
         return DType.UINT8
     if qdq.activation_types == {DType.UINT8} and all(not p.is_per_channel for p in stored) and \
-            any(p.dtype == DType.INT8 and np.any(p.zero_point != 0) for p in stored):
+            any(_off_symmetric_int8(c) for c in qdq.constants.values()):
         return DType.UINT8
     return DType.INT8
+
+
+def _off_symmetric_int8(constant: QuantizedConstant) -> bool:
+    """True for per-tensor int8 integers with a non-zero zero point that symmetric int8 cannot hold
+    on their scale ((q - zero point) outside [-127, 127]): an int8 file requantizes them."""
+    p = constant.params
+    if p.dtype != DType.INT8 or p.is_per_channel or int(p.zero_point) == 0:
+        return False
+    shifted = constant.values.astype(np.int64) - int(p.zero_point)
+    return bool(shifted.size) and (int(shifted.min()) < -127 or int(shifted.max()) > 127)
 
 
 def drop_redundant_fake_quant(graph: Graph) -> int:
