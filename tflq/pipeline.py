@@ -18,6 +18,7 @@ from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.ir.verify import verify
 from tflq.memory import release_freed_memory
+from tflq.passes.sink import fewer_transposes_by_sinking
 from tflq.passes.cleanup import (hoist_transpose_through_row_op, merge_transposes,
                                   one_transpose_per_chain, remove_dead_ops, remove_noop_ops,
                                   sink_transpose_through_reshape, sink_transpose_through_unary,
@@ -98,6 +99,8 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
         # the run lost its last transpose and both stayed)
         sink_transpose_through_reshape, one_transpose_per_chain, sink_transpose_through_unary,
         hoist_transpose_through_row_op, merge_transposes, remove_noop_ops, remove_dead_ops])
+    # detection heads: the per-level transposes carried to where they meet (kept if fewer)
+    fewer_transposes_by_sinking(graph)
     # the transposes left that move only size-1 axes (once none can cancel) are RESHAPEs
     fixed_point(graph, [transposes_of_unit_axes_to_reshapes, remove_noop_ops])
     # LOWER: 3-D convolutions as CONV_2D over depth-stacked channels (LiteRT's CONV_3D is float

@@ -444,6 +444,12 @@ class OpSpec:
         """This op as x * scale + shift by constants, if it is one (BatchNorm folding)."""
         return None
 
+    def acts_on_rows(self, op: Op, graph: Graph) -> bool:
+        """Whether input 0's rows along the last axis map to the output's rows one by one, each
+        alone (the other inputs constant): then the op commutes with any permutation of the
+        axes before the last (a transpose that keeps the last axis in place can sink past it)."""
+        return self.row_wise
+
     def keeps_channel_means(self, op: Op, graph: Graph) -> bool:
         """Whether each channel of the output (last axis) has the mean over positions of the
         same channel of input 0, borders aside (analytic bias correction follows such ops back

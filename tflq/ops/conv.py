@@ -129,6 +129,13 @@ class Conv2D(OpSpec):
         one_d_case(_conv_case("1d_grouped_same", (1, 4, 15), (8, 2, 3), group=2, auto_pad="SAME_UPPER")),
     ]
 
+    def acts_on_rows(self, op: Op, graph: Graph) -> bool:
+        """A 1x1 filter at stride 1 (padding is none for it either way) is a matrix product of each
+        pixel's channels: YOLOv8's DFL reads a softmax over bins this way."""
+        weights = graph.tensors[op.inputs[1]]
+        return weights.rank == 4 and weights.shape[1:3] == (1, 1) and \
+            (op.attrs.stride_h, op.attrs.stride_w) == (1, 1)
+
     def from_onnx(self, node, ctx) -> None:
         x, w_name = node.input[0], node.input[1]
         if ctx.rank(x) == 3:
