@@ -20,7 +20,7 @@ from tflq.ir.graph import Graph, Op
 from tflq.ir.quant import QuantParams
 from tflq.quantize.plan import PlanContext, Range
 
-_SUFFIX = re.compile(r"/(quantized|requantized|dequantized|int8|uint8|int16|adarounded|corrected)"
+_SUFFIX = re.compile(r"/(quantized|requantized|dequantized|int8|uint8|int16|adarounded|corrected|dead_channels_zeroed)"
                      r"(_\d+)?$")
 
 

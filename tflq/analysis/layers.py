@@ -169,7 +169,8 @@ def _repaired_constants(graph: Graph, params: FileParams, layers: dict[str, Laye
         if name in params.constants and graph.tensors[name].data is not None:
             t, p = params.constants[name]
             if p.dtype.name.lower() in ("int8", "uint8"):
-                layer.off_nearest = float(np.mean(p.quantize(graph.tensors[name].data) != t.data))
+                expected = _zeroed_like_file(graph.tensors[name].data, t, p, rule.input_axis)
+                layer.off_nearest = float(np.mean(p.quantize(expected) != t.data))
         name = op.inputs[spec.bias.index] if spec.bias is not None and \
             spec.bias.index < len(op.inputs) else None
         if name in params.constants and graph.tensors[name].data is not None:
@@ -180,6 +181,21 @@ def _repaired_constants(graph: Graph, params: FileParams, layers: dict[str, Laye
             moved[moved <= 0.5 * step * (1 + 1e-3) + 1e-6 * np.abs(exact)] = 0.0  # its rounding
             layer.bias_shift = float(moved.max(initial=0.0))
             layer.bias_shift_relative = layer.bias_shift / (float(np.abs(exact).max(initial=0.0)) or 1.0)
+
+
+def _zeroed_like_file(data: np.ndarray, t, p, input_axis: int | None) -> np.ndarray:
+    """The float weights with the input channels the conversion zeroed (quantize/dead_channels.py:
+    the file tensor's name says so, and those channels are all exactly 0 in the file) set to 0."""
+    if input_axis is None or "/dead_channels_zeroed" not in t.name:
+        return data
+    stored = np.asarray(p.dequantize(t.data))
+    other = tuple(i for i in range(stored.ndim) if i != input_axis)
+    dead = np.flatnonzero(np.all(stored == 0, axis=other))
+    index = [slice(None)] * data.ndim
+    index[input_axis] = dead
+    zeroed = np.array(data, copy=True)
+    zeroed[tuple(index)] = 0
+    return zeroed
 
 
 def _rank(graph: Graph, params: FileParams, samples: Sequence[Sample], analysis: LayerAnalysis) -> None:

@@ -17,6 +17,7 @@ from tflq.quantize.plan import PlanContext, Range, plan_quantization
 from tflq.quantize.precision import check_target, search_precision
 from tflq.quantize.qdq import (choose_dtype, fold_fake_quant, quantize_on_own_grid_first,
                                round_float_values_on_their_grids)
+from tflq.quantize.dead_channels import plan_without_dead_weights
 from tflq.quantize.repair import (bias_correction_asked, correct_biases_if_asked, measured_input_means,
                                   round_if_asked)
 from tflq.quantize.rewrite import apply_plan
@@ -126,8 +127,12 @@ def quantize_full(graph: Graph, config: ConvertConfig, report: ConversionReport,
         int16_ops, float_ops = int16_ops | result.int16_nodes, float_ops | result.float_nodes
         if optional:  # the file is corrected as the search measured it, or not at all
             config = replace(config, bias_correction=bool(result.counted))
-    plan = plan_quantization(graph, _Context(dtype, config, stats, folded, int16_ops, float_ops, unrecorded,
-                                             grid_ranges))
+    context = _Context(dtype, config, stats, folded, int16_ops, float_ops, unrecorded, grid_ranges)
+    if folded is None:  # a QDQ model's weights keep the grids they came with
+        plan, zeroed = plan_without_dead_weights(graph, context)
+        report.notes.extend(z.describe() for z in zeroed)
+    else:
+        plan = plan_quantization(graph, context)
     require_integer_target(graph, plan, get_target(config.target))
     report.notes.extend(plan.adjustments)
     # REPAIR: learned rounding, then bias correction, on the plan's weight grids

@@ -50,6 +50,7 @@ from tflq.errors import InvalidConfigError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph
 from tflq.progress import progress
+from tflq.quantize.dead_channels import plan_without_dead_weights
 from tflq.quantize.plan import PlanContext, QuantPlan, plan_quantization
 from tflq.quantize.rewrite import apply_plan
 from tflq.report import PrecisionResult, Promotion
@@ -186,7 +187,7 @@ class SqnrEvaluator:
     def planned(self, int16: frozenset[str], float_: frozenset[str]) -> tuple[Graph, QuantPlan]:
         """A copy of the graph and its plan for this mix, repaired as the conversion would be."""
         g = self.graph.copy()
-        plan = plan_quantization(g, self.make_context(int16, float_))
+        plan, _ = plan_without_dead_weights(g, self.make_context(int16, float_))
         if self.repair is not None:
             self.repair(g, plan)
         return g, plan
