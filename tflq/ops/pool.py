@@ -473,9 +473,19 @@ def _pool_version(op: Op, graph: Graph) -> int:
 
 
 def _pool_case(name: str, op_type: str, shape=(1, 3, 8, 8), low: float = -1.0, high: float = 1.0,
-               **attrs) -> Case:
+               float_parts: bool = False, **attrs) -> Case:
     return Case(name, [helper.make_node(op_type, ["x"], ["y"], **attrs)],
-                {"x": rand(*shape, low=low, high=high)})
+                {"x": rand(*shape, low=low, high=high)}, float_parts=float_parts)
+
+
+LP_POOL_L2_CASES = [
+    _pool_case("lp_pool_l2_3x3_stride2_pads1", "LpPool", (1, 3, 9, 9), low=-2.0, high=2.0,
+               kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    one_d_case(_pool_case("lp_pool_l2_1d_k4", "LpPool", (2, 3, 12), low=-2.0, high=2.0,
+                          kernel_shape=[4], strides=[2])),
+    volume_case(_pool_case("lp_pool_l2_3d_2x2x2", "LpPool", (1, 2, 4, 6, 6), low=-2.0, high=2.0,
+                           kernel_shape=[2, 2, 2], strides=[2, 2, 2]), quant_steps=4.0),
+]
 
 
 def _conv_fed_case(name: str, shape, weight_shape, pads) -> Case:
@@ -593,7 +603,7 @@ class AveragePool2D(_Pool):
 
     def keeps_channel_means(self, op: Op, graph: Graph) -> bool:
         return True  # (the padded border aside)
-    onnx_types = ("AveragePool",)
+    onnx_types = ("AveragePool", "LpPool")
     onnx_checks = (Arity(inputs=(1, 1)), IntAttr(name="ceil_mode", min=0, max=1),
                    IntAttr(name="count_include_pad", min=0, max=1), *window_checks(weight=None))
     cases = [
@@ -620,6 +630,15 @@ class AveragePool2D(_Pool):
                     quant_steps=4.0),
         volume_case(_pool_case("3d_same_upper_temporal", "AveragePool", (1, 3, 5, 4, 4),
                                kernel_shape=[2, 1, 1], strides=[2, 1, 1], auto_pad="SAME_UPPER")),
+        # (LpPool p=2 ends in SQRT: its cases are the SQRT spec's, LP_POOL_L2_CASES)
+        _pool_case("lp_pool_l1_2x2", "LpPool", (1, 2, 8, 8), low=-2.0, high=2.0, kernel_shape=[2, 2],
+                   strides=[2, 2], p=1, float_parts=True),
+        _pool_case("lp_pool_l1_3x3_stride2_pads1", "LpPool", (1, 2, 8, 8), low=-2.0, high=2.0,
+                   kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], p=1, float_parts=True),
+        # the p-norm of the (H, W) stage's p-norms over D is the window's p-norm
+        volume_case(_pool_case("lp_pool_l1_3d_2x2x2", "LpPool", (1, 2, 4, 6, 6), low=-2.0, high=2.0,
+                               kernel_shape=[2, 2, 2], strides=[2, 2, 2], p=1, float_parts=True),
+                    quant_steps=4.0),
     ]
 
     def from_onnx(self, node, ctx) -> None:
@@ -630,6 +649,8 @@ class AveragePool2D(_Pool):
 
             return import_pool_3d(self, node, ctx)
         window = pool_window(node, ctx)
+        if node.op_type == "LpPool":
+            return self._lp_pool(node, ctx, window)
         include_pad = bool(ctx.attr(node, "count_include_pad", 0))
         padding = window.tflite_padding()
         if padding == "VALID" or (padding == "SAME" and not include_pad):
@@ -648,6 +669,29 @@ class AveragePool2D(_Pool):
         rescale = ctx.add_constant(f"{node.name}/divisor_fix", factor.reshape((1, 1) + window.out)
                                    .astype(np.float32))
         ctx.add_op("MUL", [pooled, rescale], [node.output[0]])
+
+    def _lp_pool(self, node, ctx, window: PoolWindow) -> None:
+        """ONNX LpPool, p=1 or 2: each window's sum of |x|^p, to the power 1/p. Padded cells add
+        nothing, so it is the mean of the terms over the whole window on a zero-padded input (a
+        VALID AVERAGE_POOL_2D), times the window's size: kh*kw*AVG(ABS(x)), or
+        SQRT(kh*kw*AVG(x*x)). Other p would need POW of arbitrary order on both sides, which only
+        runs in float in LiteRT and loses exactness near 0: refused."""
+        p = int(ctx.attr(node, "p", 2))
+        if p not in (1, 2):
+            raise Unsupported(node, "lp_order", f"LpPool with p={p} is not supported (p=1 and p=2 are)")
+        x, out = node.input[0], node.output[0]
+        n, c = ctx.shape(x)[:2]
+        terms = ctx.new_activation(f"{out}/{'abs' if p == 1 else 'square'}", ctx.shape(x))
+        ctx.add_op("ABS" if p == 1 else "MUL", [x] if p == 1 else [x, x], [terms])
+        padded = add_explicit_pad(ctx, terms, window.read_pads) if any(window.read_pads) else terms
+        mean = ctx.new_activation(f"{out}/window_mean", (n, c) + window.out)
+        ctx.add_op(self.kind, [padded], [mean], window.attrs("VALID"))
+        size = ctx.add_constant(f"{node.name or out}/window_size",
+                                np.array(window.kernel[0] * window.kernel[1], np.float32))
+        total = out if p == 1 else ctx.new_activation(f"{out}/window_sum", (n, c) + window.out)
+        ctx.add_op("MUL", [mean, size], [total])
+        if p == 2:
+            ctx.add_op("SQRT", [total], [out])
 
     def reference(self, x, *, padding, stride_h, stride_w, filter_h, filter_w):
         kernel, strides = (filter_h, filter_w), (stride_h, stride_w)

@@ -26,6 +26,7 @@ from tflq.ops import register, register_family
 from tflq.ops.base import (INT8_ONLY, INT8_AND_INT16, Calibrated, Case, FloatOnly, IntegerRefusal, OpSpec,
                            Refused, Transparent, rand)
 from tflq.ops.common import quantized_version
+from tflq.ops.pool import LP_POOL_L2_CASES
 from tflq.ops.reduce import L1_CASES, L2_CASES, LOG_SUM_CASES, add_sum_of
 
 # Rank limit of TFLite's broadcasting POW kernel (BroadcastPow4D).
@@ -81,7 +82,7 @@ class Sqrt(_Elementwise):
     integer_refusal = IntegerRefusal(0, Refused.NEGATIVE,
                                      "elementwise.cc: Sqrt is only defined for non-negative values")
     cases = [_case("sqrt", "Sqrt", _positive(1, 3, 4, 4)),
-             _pow_case("pow_0_5", 0.5, _positive(2, 7), opset=13)] + L2_CASES
+             _pow_case("pow_0_5", 0.5, _positive(2, 7), opset=13)] + L2_CASES + LP_POOL_L2_CASES
 
     def from_onnx(self, node, ctx) -> None:
         if node.op_type == "ReduceL2":

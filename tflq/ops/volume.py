@@ -68,7 +68,7 @@ def import_in_two_stages(spec, node, ctx, hw: dict | None, depth: dict | None,
     add_reshape(ctx, reduced, y, (n, c, od, oh, ow))
 
 
-_POOL_PASSED = ("ceil_mode", "count_include_pad", "auto_pad")
+_POOL_PASSED = ("ceil_mode", "count_include_pad", "auto_pad", "p")  # (LpPool: each stage a p-norm)
 
 
 def import_pool_3d(spec, node, ctx) -> None:
