@@ -175,3 +175,28 @@ def test_token_ids_outside_the_embedding_are_refused_naming_file_row_and_node(tm
     assert result.exit_code == 1 and "outside [-7, 6]" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("rows", [None, 3])
+def test_channels_last_samples_get_a_hint_that_reorders_them(tmp_path, rows):
+    """Samples saved channels-last (as data prepared for TensorFlow is) are refused with the one
+    call that fixes them; applying that call to the same data converts."""
+    shape = _sample_shape()  # (C, H, W) of one sample
+    x = np.random.default_rng(0).standard_normal(((rows,) if rows else ()) + shape).astype(np.float32)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    np.save(bad / "a.npy", np.moveaxis(x, -3, -1))
+    with pytest.raises(CalibrationError, match=r"a\.npy: .*channels-last.*np\.moveaxis\(a, -1, -3\)"):
+        _full(str(bad))
+    good = tmp_path / "good"
+    good.mkdir()
+    np.save(good / "a.npy", np.moveaxis(np.load(bad / "a.npy"), -1, -3))
+    assert _full(str(good)).tflite
+
+
+def test_a_wrong_shape_that_is_not_channels_last_gets_no_hint(tmp_path):
+    c, h, w = _sample_shape()
+    np.save(tmp_path / "a.npy", np.zeros((2, c, h + 1, w), np.float32))
+    with pytest.raises(CalibrationError, match="does not fit") as error:
+        _full(str(tmp_path))
+    assert "channels-last" not in str(error.value)

@@ -107,8 +107,21 @@ def _rows_in(shape: tuple[int, ...], spec: InputSpec, label: str) -> tuple[int, 
         rows = 1
     else:
         raise CalibrationError(f"{label}: shape {list(shape)} does not fit input '{spec.name}' "
-                               f"(expected {spec.expected()} samples)")
+                               f"(expected {spec.expected()} samples){_channels_last_hint(shape, rest)}")
     return rows, (rows,) + rest
+
+
+def _channels_last_hint(shape: tuple[int, ...], row_shape: tuple[int, ...]) -> str:
+    """A hint when `shape` is the input's channels-first row shape (C, H, W...) with the channels
+    moved last, with or without a leading sample axis: images saved as (H, W, C), the commonest
+    mistake with data prepared for TensorFlow."""
+    if len(row_shape) < 3:
+        return ""
+    last = tuple(row_shape[1:]) + (row_shape[0],)
+    if row_shape[0] != row_shape[-1] and shape[-len(last):] == last and len(shape) - len(last) in (0, 1):
+        return f"; it looks channels-last: the model reads channels first " \
+               f"(np.moveaxis(a, -1, {-len(row_shape)}) reorders it)"
+    return ""
 
 
 def _check_dtype(dtype: np.dtype, spec: InputSpec, label: str) -> None:
