@@ -245,18 +245,22 @@ def start_workers_early(jobs: int | None, executor: Executor | None) -> None:
 
 @contextmanager
 def _interrupts_ignored_by_children() -> Iterator[None]:
-    """The forkserver (and the workers it forks) start with SIGINT ignored, a disposition that
-    exec keeps: Ctrl-C reaches the whole process group, and a forkserver still importing its
-    preload printed a KeyboardInterrupt traceback to the terminal. This process handles Ctrl-C
-    and ends the workers itself. (Only the main thread can change a disposition.)"""
+    """The forkserver (and the workers it forks) start with SIGINT blocked, a mask that exec
+    keeps: Ctrl-C reaches the whole process group, and a forkserver still importing its preload
+    printed a KeyboardInterrupt traceback to the terminal. The forkserver then ignores SIGINT
+    itself (which drops one left pending), and so does each worker (_start_worker); this process
+    handles Ctrl-C and ends the workers itself. Blocked, not ignored, here too: a Ctrl-C while
+    the forkserver starts waits for the unblock and interrupts the conversion then; ignoring it
+    lost it, and the conversion ran to the end and exited 0. (Only the main thread's mask is
+    inherited by what it starts.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def start_workers_for(config) -> None:
