@@ -186,6 +186,15 @@ def _session_processes(session: int) -> list[str]:
     return [line for line in lines if line.split()[1] == str(session) and not line.split()[2].startswith("Z")]
 
 
+def _as_from_a_terminal() -> None:
+    """A command started from a terminal takes Ctrl-C; one started in the background by a
+    shell without job control (`make test &`, a CI step run so) inherits SIGINT ignored and
+    rightly keeps it so, which would make the interrupt tests pass or fail by how they were run."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", ["ctrl_c", "sigterm"])
 def test_interrupt_during_calibration_with_workers_leaves_nothing(how, tmp_path):
     """Ctrl-C (SIGINT to the whole process group) while --jobs 2 calibrates on worker processes
@@ -218,7 +227,8 @@ def test_interrupt_during_calibration_with_workers_leaves_nothing(how, tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "tflq.cli", "convert", str(model), "-o", str(out), "--mode", "full",
                                 "--calib", str(calib), "--calib-engine", "numpy", "--jobs", "2",
                                 "--save-stats", str(stats)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=_as_from_a_terminal)
     deadline = time.monotonic() + 60
     # this process, multiprocessing's resource tracker, the forkserver and a worker
     while len(_session_processes(process.pid)) < 4 and process.poll() is None and time.monotonic() < deadline:

@@ -250,13 +250,19 @@ def test_onnxruntimes_default_jobs_run_threads_and_start_no_process(model, monke
     one thread."""
     importorskip("onnxruntime")
     monkeypatch.setattr(parallel, "available_cpus", lambda: 3)
-    threads, seen = threading.active_count(), []
+    threads, seen = _threads(), []
     original = parallel._run_on_threads
     monkeypatch.setattr(parallel, "_run_on_threads", lambda count, *args: seen.append(count) or original(count, *args))
     default = _convert(model, calib_engine="onnxruntime")
     assert seen == [3]
     assert default == _convert(model, calib_engine="onnxruntime", jobs=1)
-    assert not multiprocessing.active_children() and threading.active_count() == threads
+    assert not multiprocessing.active_children() and _threads() == threads
+
+
+def _threads() -> set[threading.Thread]:
+    """This process's threads but tqdm's monitor, which the first progress bar of the process
+    starts and which lives on (so counting it made these tests depend on their order)."""
+    return {t for t in threading.enumerate() if t.name != "tqdm_monitor"}
 
 
 def test_an_interrupt_while_threads_calibrate_stops_them_after_their_sample(model, monkeypatch):
@@ -279,12 +285,12 @@ def test_an_interrupt_while_threads_calibrate_stops_them_after_their_sample(mode
     run = engines.OnnxruntimeRunner.run
     monkeypatch.setattr(engines.OnnxruntimeRunner, "run",
                         lambda self, shard, *args: ran.append(len(shard)) or run(self, shard, *args))
-    threads = threading.active_count()
+    threads = _threads()
     with pytest.raises(KeyboardInterrupt):
         calibrate(graph, interrupted(), show_progress=False, histogram=False, jobs=3,
                   engine="onnxruntime", model=model)
     assert 0 < sum(ran) <= 9
-    assert threading.active_count() == threads and not multiprocessing.active_children()
+    assert _threads() == threads and not multiprocessing.active_children()
 
 
 def test_at_the_end_the_calling_process_runs_the_rest_when_workers_hold_as_much():
@@ -318,6 +324,8 @@ def test_ctrl_c_while_the_forkserver_starts_interrupts_once_it_has_started():
 
     interrupted = False
     child = None
+    # as from a terminal: run in the background by a shell (`make test &`), SIGINT is ignored
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with _interrupts_ignored_by_children():
             child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
@@ -328,6 +336,7 @@ def test_ctrl_c_while_the_forkserver_starts_interrupts_once_it_has_started():
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        signal.signal(signal.SIGINT, handler)
         if child is not None:
             blocked = sigint_blocked(child.pid)
             child.communicate(b"")
