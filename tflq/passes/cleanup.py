@@ -159,18 +159,26 @@ def sink_transpose_through_reshape(graph: Graph) -> int:
             split_shape += sizes
             offset += len(sizes)
         new_perm = [start[perm[i]] + t for i in range(len(perm)) for t in range(len(groups[i]))]
-        mid = graph.add_activation(f"{op.outputs[0]}/split", x.dtype, split_shape, x.layout)
-        shape_const = graph.add_constant(f"{mid}/shape", np.array(split_shape, np.int32))
-        perm_const = graph.add_constant(f"{op.outputs[0]}/perm", np.array(new_perm, np.int32))
-        graph.insert_before(op, Op("RESHAPE", [t_op.inputs[0], shape_const], [mid], origin=op.origin))
-        graph.insert_before(op, Op("TRANSPOSE", [mid, perm_const], [op.outputs[0]], origin=op.origin))
-        graph.remove_op(op)
-        graph.remove_op(t_op)
+        reshape_before_transpose(graph, t_op, op, split_shape, new_perm, "split")
         producers = graph.producers()
         count += 1
     if count:
         graph.remove_unused()
     return count
+
+
+def reshape_before_transpose(graph: Graph, t_op: Op, reshape: Op, source_shape, perm, label: str) -> None:
+    """Replace TRANSPOSE `t_op` then RESHAPE `reshape` (which reads only it) by a RESHAPE of the
+    transpose's source to `source_shape` (a tensor named after the reshape's output and `label`),
+    then a TRANSPOSE by `perm` writing the reshape's output."""
+    x, out = graph.tensors[t_op.inputs[0]], reshape.outputs[0]
+    mid = graph.add_activation(f"{out}/{label}", x.dtype, source_shape, x.layout)
+    shape_const = graph.add_constant(f"{mid}/shape", np.array(source_shape, np.int32))
+    perm_const = graph.add_constant(f"{out}/perm", np.array(perm, np.int32))
+    graph.insert_before(reshape, Op("RESHAPE", [t_op.inputs[0], shape_const], [mid], origin=reshape.origin))
+    graph.insert_before(reshape, Op("TRANSPOSE", [mid, perm_const], [out], origin=reshape.origin))
+    graph.remove_op(reshape)
+    graph.remove_op(t_op)
 
 
 def merge_transposes(graph: Graph) -> int:

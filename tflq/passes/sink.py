@@ -16,7 +16,7 @@ from tflq import ops as registry
 from tflq.ir.graph import Graph, Op
 from tflq.ops.base import AxisSensitive, Transparent
 from tflq.passes.cleanup import (_one_transpose, _private_producer, _split_groups, merge_transposes, remove_dead_ops,
-                                 remove_noop_ops, sink_transpose_through_reshape,
+                                 remove_noop_ops, reshape_before_transpose, sink_transpose_through_reshape,
                                  sink_transpose_through_unary)
 from tflq.passes.manager import fixed_point
 
@@ -72,13 +72,7 @@ def sink_transpose_through_merging_reshape(graph: Graph) -> int:
                 j += 1
         if new_perm == sorted(new_perm):
             continue  # no transpose needed: cleanup's one_transpose_per_chain makes it a RESHAPE
-        mid = graph.add_activation(f"{op.outputs[0]}/source_order", x.dtype, source_shape, x.layout)
-        graph.insert_before(op, Op("RESHAPE", [t_op.inputs[0], graph.add_constant(
-            f"{mid}/shape", np.array(source_shape, np.int32))], [mid], origin=op.origin))
-        graph.insert_before(op, Op("TRANSPOSE", [mid, graph.add_constant(
-            f"{op.outputs[0]}/perm", np.array(new_perm, np.int32))], [op.outputs[0]], origin=op.origin))
-        graph.remove_op(op)
-        graph.remove_op(t_op)
+        reshape_before_transpose(graph, t_op, op, source_shape, new_perm, "source_order")
         producers = graph.producers()
         count += 1
     if count:
