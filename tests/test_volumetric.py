@@ -75,6 +75,9 @@ def test_float_matches_onnxruntime(family, suffix):
     report = convert(ConvertConfig(model=path))
     kinds = read_tflite(report.tflite).op_kinds()
     assert kinds.count("TRANSPOSE") == DATA_TRANSPOSES[family], kinds
+    # the summary counts the TRANSPOSEs tflq wrote, not the ones the layout change inserted and
+    # the cleanup then cancelled against the model's own (the U-Net has 8)
+    assert report.transposes_inserted == DATA_TRANSPOSES[family]
     assert "CONV_3D" not in kinds and "CONV_2D" in kinds
     # BatchNorm3d folded into the convolutions (the U-Net's MULs and ADDs are its InstanceNorm)
     assert "MUL" not in kinds if family == "video" else kinds.count("MUL") == 3
@@ -100,6 +103,8 @@ def test_keep_io_layout_reads_and_writes_ncdhw():
     info = read_tflite(report.tflite)
     assert [info.tensors[i].shape for i in info.inputs + info.outputs] == \
         [[1, 1, 16, 16, 16], [1, 2, 16, 16, 16]]
+    # NCDHW in and out: the TRANSPOSEs that costs are the ones counted
+    assert report.transposes_inserted == info.op_kinds().count("TRANSPOSE") == 2
     assert _worst_sqnr(path, report.tflite, _samples(path, 2, 4), channels_last=False) >= FLOAT_SQNR_DB
 
 

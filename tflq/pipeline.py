@@ -15,7 +15,7 @@ from tflq.frontend.conv_branches import merge_policy
 from tflq.passes.channels import fold_channel_permutations
 from tflq.frontend.onnx_loader import float16_interface_to_float32, load_onnx
 from tflq.ir.dtypes import DType
-from tflq.ir.graph import Graph
+from tflq.ir.graph import Graph, Op
 from tflq.ir.verify import verify
 from tflq.memory import release_freed_memory
 from tflq.passes.sink import fewer_transposes_by_sinking
@@ -84,10 +84,11 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
                               input_bytes=_file_size(config.model),
                               notes=list(loaded.notes) + ([mode_note] if mode_note else [])
                               + unused_option_notes(config))
+    own_transposes = _transposes(graph)  # the model's own (its Transpose nodes, as imported)
     # NORMALIZE: 1-D convolution stacks stay 4-D (height 1) between their ops
     fixed_point(graph, [sink_height_squeezes, cancel_height_reshapes, spread_ncw])
     fold_channel_permutations(graph)  # PixelShuffle's CRD order into the conv beside it
-    report.transposes_inserted = to_nhwc(graph, keep_io_layout=config.keep_io_layout)
+    to_nhwc(graph, keep_io_layout=config.keep_io_layout)
     report.notes.extend(channels_last_1d_io(graph))
     fixed_point(graph, [
         # FUSE: BatchNorm (MUL/ADD, or DIV) into convolutions, then activations into producers
@@ -103,6 +104,9 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     fewer_transposes_by_sinking(graph)
     # the transposes left that move only size-1 axes (once none can cancel) are RESHAPEs
     fixed_point(graph, [transposes_of_unit_axes_to_reshapes, remove_noop_ops])
+    # what the layout change left behind, not what it inserted before the cleanup removed most
+    report.transposes_inserted = sum(not any(op is own for own in own_transposes)
+                                     for op in _transposes(graph))
     # LOWER: 3-D convolutions as CONV_2D over depth-stacked channels (LiteRT's CONV_3D is float
     # only, ungrouped, not delegated: slower even in float)
     conv_3d_as_conv_2d(graph)
@@ -116,6 +120,11 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
         if qdq is None:  # (a QDQ model's grids are the Sqrt's and the Div's)
             divisions_by_roots_as_rsqrt(graph, config.dtype, config.target)  # RMSNorm's x / sqrt(v)
     return graph, report, config, qdq
+
+
+def _transposes(graph: Graph) -> list[Op]:
+    """The graph's TRANSPOSE ops (compared by identity: one the passes rewrote is a new one)."""
+    return [op for op in graph.ops if op.kind == "TRANSPOSE"]
 
 
 def convert(config: ConvertConfig) -> ConversionReport:
