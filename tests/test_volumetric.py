@@ -132,3 +132,21 @@ def test_overlapping_depth_conv_transpose_is_refused_naming_the_node(tmp_path):
         convert(ConvertConfig(model=path))
     (diagnostic,) = err.value.diagnostics
     assert diagnostic.node == "up" and diagnostic.reason_code == "convtranspose_3d"
+
+
+def test_refusal_inside_a_two_stage_pool_names_the_users_node(tmp_path):
+    """A 3-D pool is imported as 2-D pools over (H, W) and over D; what such a stage refuses (here a
+    dilated window) is reported against the model's own node, not the stage tflq made of it."""
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool3d", kernel_shape=[2, 2, 2],
+                            dilations=[1, 2, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          [1, 2, 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(UnsupportedModelError) as err:
+        convert(ConvertConfig(model=path))
+    (diagnostic,) = err.value.diagnostics
+    assert (diagnostic.node, diagnostic.op_type, diagnostic.reason_code) == \
+        ("pool3d", "MaxPool", "pool_dilation")
+    assert "/hw" not in str(err.value)

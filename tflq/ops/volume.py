@@ -49,8 +49,8 @@ def import_in_two_stages(spec, node, ctx, hw: dict | None, depth: dict | None,
         flat = ctx.new_activation(f"{x}/as_2d", (n * d, c, h, w))
         add_reshape(ctx, moved, flat, (n * d, c, h, w))
         pooled = ctx.new_activation(f"{y}/hw", (n * d, c, oh, ow))
-        spec.from_onnx(helper.make_node(node.op_type, [flat, *hw_inputs], [pooled],
-                                        name=f"{node.name}/hw", **hw), ctx)
+        _import_stage(spec, node, ctx, helper.make_node(node.op_type, [flat, *hw_inputs], [pooled],
+                                                         name=f"{node.name}/hw", **hw))
         if depth is None:
             unflat = ctx.new_activation(f"{y}/hw_5d", (n, d, c, oh, ow))
             add_reshape(ctx, pooled, unflat, (n, d, c, oh, ow))
@@ -63,9 +63,18 @@ def import_in_two_stages(spec, node, ctx, hw: dict | None, depth: dict | None,
     columns = ctx.new_activation(f"{y}/depth_rows", (n, c, d, oh * ow))
     add_reshape(ctx, source, columns, (n, c, d, oh * ow))
     reduced = ctx.new_activation(f"{y}/depth", (n, c, od, oh * ow))
-    spec.from_onnx(helper.make_node(node.op_type, [columns, *depth_inputs], [reduced],
-                                    name=f"{node.name}/depth", **depth), ctx)
+    _import_stage(spec, node, ctx, helper.make_node(node.op_type, [columns, *depth_inputs], [reduced],
+                                                     name=f"{node.name}/depth", **depth))
     add_reshape(ctx, reduced, y, (n, c, od, oh, ow))
+
+
+def _import_stage(spec, node, ctx, stage) -> None:
+    """Import one 2-D stage of 5-D `node`; a refusal names the user's node, not the stage's."""
+    try:
+        spec.from_onnx(stage, ctx)
+    except Unsupported as exc:
+        d = exc.diagnostic
+        raise Unsupported(node, d.reason_code, d.message, d.hint) from exc
 
 
 _POOL_PASSED = ("ceil_mode", "count_include_pad", "auto_pad", "p")  # (LpPool: each stage a p-norm)
