@@ -38,6 +38,14 @@ def test_help_lists_every_command():
     assert "Exit codes" in _run("convert", "--help").output
 
 
+def test_help_has_no_placeholder_text():
+    """Every command's --help reads as written: no range with a missing bound ("[x<=None]",
+    as click describes a number option with neither bound) or other None left in the text."""
+    for command in main.commands:
+        output = _run(command, "--help").output
+        assert "None" not in output, (command, output)
+
+
 def test_convert_and_inspect(tmp_path):
     out = tmp_path / "digits.tflite"
     result = _run("convert", SAMPLE, "-o", str(out))

@@ -155,6 +155,12 @@ class Number(click.FloatRange):
         super().__init__(min, max)
         self.infinite = infinite
 
+    def _describe_range(self) -> str:
+        # click describes a range with neither bound as "x<=None"; --help shows nothing for it
+        if self.min is None and self.max is None:
+            return ""
+        return super()._describe_range()
+
     def convert(self, value, param, ctx):
         value = super().convert(value, param, ctx)
         if math.isnan(value) or (math.isinf(value) and not self.infinite):
