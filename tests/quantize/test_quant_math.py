@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tflq.ir.dtypes import DType
 from tflq.ir.quant import (MIN_RANGE, QuantParams, activation_params, bias_params,
-                           compute_scale_zero_point, symmetric_weight_params)
+                           compute_scale_zero_point, sqnr_db, symmetric_weight_params)
 
 finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False)
 
@@ -102,6 +102,19 @@ def test_large_constants_quantize_in_chunks_to_the_same_integers(monkeypatch, ax
     assert chunked.dtype == params.dtype.numpy and chunked.shape == shape
     np.testing.assert_array_equal(whole, expected)
     np.testing.assert_array_equal(chunked, expected)
+    # dequantized and measured the same way, a few rows at a time: (q - zero point) x scale in
+    # float64, and the SQNR of float64 sums
+    real = ((expected.astype(np.int64) - zero_point) * scale).astype(np.float32)
+    np.testing.assert_array_equal(params.dequantize(expected), real)
+    ref = x.astype(np.float64)
+    noise = np.sum((ref - real.astype(np.float64)) ** 2)
+    assert sqnr_db(x, real) == pytest.approx(10 * np.log10(np.sum(ref ** 2) / noise), rel=1e-12)
+    seen = []
+    monkeypatch.setattr(quant, "row_blocks", lambda shape: seen.append(shape) or
+                        [slice(i, i + 1) for i in range(shape[0])])
+    np.testing.assert_array_equal(params.dequantize(expected), real)
+    assert sqnr_db(x, real) == pytest.approx(10 * np.log10(np.sum(ref ** 2) / noise), rel=1e-12)
+    assert seen == [shape, shape]  # (both went by rows)
 
 
 def test_symmetric_weight_scales_are_those_of_float64_arithmetic():

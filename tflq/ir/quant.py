@@ -6,6 +6,7 @@ value of one integer step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -76,18 +77,7 @@ class QuantParams:
 
     def quantize(self, values: np.ndarray) -> np.ndarray:
         """Round-to-nearest (half away from zero, as TFLite does) and saturate."""
-        values = np.asarray(values)
-        scale, zero_point = self.broadcast(values.ndim)
-        if values.ndim == 0 or values.size <= QUANTIZE_CHUNK:
-            return self._quantize(values, scale, zero_point)
-        out = np.empty(values.shape, self.dtype.numpy)
-        rows = max(1, QUANTIZE_CHUNK // (values.size // values.shape[0]))
-        along_rows = self.axis is not None and self.axis % values.ndim == 0  # (scale per row)
-        for start in range(0, values.shape[0], rows):
-            part = slice(start, start + rows)
-            out[part] = self._quantize(values[part], scale[part] if along_rows else scale,
-                                       zero_point[part] if along_rows else zero_point)
-        return out
+        return self._by_rows(np.asarray(values), self.dtype.numpy, self._quantize)
 
     def _quantize(self, values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)
@@ -95,9 +85,19 @@ class QuantParams:
         return np.clip(q, self.dtype.qmin, self.dtype.qmax).astype(self.dtype.numpy)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
-        q = np.asarray(q)
-        scale, zero_point = self.broadcast(q.ndim)
-        return ((q.astype(np.int64) - zero_point) * scale.astype(np.float64)).astype(np.float32)
+        return self._by_rows(np.asarray(q), np.float32, _dequantize)
+
+    def _by_rows(self, values: np.ndarray, dtype, fn) -> np.ndarray:
+        """fn(values, scale, zero point) over blocks of rows of a large tensor (QUANTIZE_CHUNK)."""
+        scale, zero_point = self.broadcast(values.ndim)
+        if values.ndim == 0 or values.size <= QUANTIZE_CHUNK:
+            return fn(values, scale, zero_point)
+        out = np.empty(values.shape, dtype)
+        along_rows = self.axis is not None and self.axis % values.ndim == 0  # (scale per row)
+        for part in row_blocks(values.shape):
+            out[part] = fn(values[part], scale[part] if along_rows else scale,
+                           zero_point[part] if along_rows else zero_point)
+        return out
 
     def with_dtype_shift(self, dtype: DType) -> QuantParams:
         """The same grid in the other 8-bit type: int8 zero point + 128 = uint8 zero point."""
@@ -110,6 +110,19 @@ class QuantParams:
             return f"{self.dtype.name.lower()} scale={float(self.scale):.6g} zp={int(self.zero_point)}"
         return (f"{self.dtype.name.lower()} per-channel(axis={self.axis}, n={self.scale.size}) "
                 f"scale=[{float(self.scale.min()):.3g}..{float(self.scale.max()):.3g}]")
+
+
+def _dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+    return ((q.astype(np.int64) - zero_point) * scale.astype(np.float64)).astype(np.float32)
+
+
+def row_blocks(shape: tuple[int, ...]) -> Iterator[slice]:
+    """Slices of the first axis, each of about QUANTIZE_CHUNK elements (at least one row)."""
+    rows = shape[0] if shape else 1
+    size = int(np.prod(shape))
+    step = max(1, QUANTIZE_CHUNK // max(1, size // max(1, rows)))
+    for start in range(0, max(rows, 1), step):
+        yield slice(start, start + step)
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
@@ -206,10 +219,15 @@ def bias_params(input_params: QuantParams, weight_params: QuantParams) -> QuantP
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio in dB (inf when identical)."""
-    ref = np.asarray(reference, np.float64)
-    noise = np.sum((ref - np.asarray(approx, np.float64)) ** 2)
-    signal = np.sum(ref ** 2)
+    """Signal-to-quantization-noise ratio in dB (inf when identical). Summed in float64 over
+    blocks of rows, so a large weight costs no float64 copies of its size."""
+    reference, approx = np.asarray(reference), np.asarray(approx)
+    same = reference.shape == approx.shape and reference.ndim > 0
+    noise = signal = 0.0
+    for part in row_blocks(reference.shape) if same else [...]:
+        ref = reference[part].astype(np.float64)
+        noise += float(np.sum((ref - approx[part].astype(np.float64)) ** 2))
+        signal += float(np.sum(ref ** 2))
     if noise == 0:
         return float("inf")
     if signal == 0:
