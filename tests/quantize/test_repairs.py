@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import litert_per_sample, run_onnxruntime, save_model
 from tflq.cli import main
+from tflq.backend.tflite_reader import read_tflite
 from tflq.config import ConvertConfig
 from tflq.ir.quant import sqnr_db
 from tflq.passes.equalize import channel_ranges, find_pairs
@@ -122,6 +123,11 @@ def test_repairs_are_on_by_default_where_they_help(tmp_path):
     assert uint8.bias_correction is None and int8.bias_correction is None
     text = uint8.to_text()
     assert "equalize: 7 layer pairs rescaled" in text
+    # each equalized weight is one constant NAME/equalized, however many sweeps it took (one name
+    # a sweep wrote "/equalized" twenty times into each name: 2.4 KB of this 24 KB file)
+    names = [t.name for t in read_tflite(uint8.tflite).tensors]
+    assert sum("/equalized" in n for n in names) >= 7
+    assert not [n for n in names if n.count("/equalized") > 1]
     assert "left as is: /features/features.9/Conv -> /features/features.12/Conv: its fused RELU6" in text
 
 

@@ -178,17 +178,26 @@ def apply_scales(graph: Graph, pair: Pair, s: np.ndarray) -> None:
     first layer's output statistics (a folded BatchNorm's) follow its channels."""
     first, second = pair.first, pair.second
     w1 = graph.tensors[first.op.inputs[first.weight]].data
-    first.op.inputs[first.weight] = graph.add_constant(
-        f"{first.op.inputs[first.weight]}/equalized", _scaled(w1, 1.0 / s, first.out_axis))
+    _set_constant(graph, first.op, first.weight, _scaled(w1, 1.0 / s, first.out_axis))
     if first.bias is not None:
         b1 = graph.tensors[first.op.inputs[first.bias]].data
-        first.op.inputs[first.bias] = graph.add_constant(
-            f"{first.op.inputs[first.bias]}/equalized", _scaled(b1, 1.0 / s, 0))
+        _set_constant(graph, first.op, first.bias, _scaled(b1, 1.0 / s, 0))
     if first.op.statistics is not None:  # its output channel i is divided by s_i too
         first.op.statistics = first.op.statistics.affine(scale=1.0 / s)
     w2 = graph.tensors[second.op.inputs[second.weight]].data
-    second.op.inputs[second.weight] = graph.add_constant(
-        f"{second.op.inputs[second.weight]}/equalized", _scaled(w2, s, second.in_axis))
+    _set_constant(graph, second.op, second.weight, _scaled(w2, s, second.in_axis))
+
+
+def _set_constant(graph: Graph, op: Op, index: int, value: np.ndarray) -> None:
+    """op's input `index` becomes `value`: a new constant NAME/equalized, or, from the second
+    sweep on, that constant updated in place when op alone reads it (a name per sweep made file
+    tensors named w/equalized/equalized/... twenty times over)."""
+    name = op.inputs[index]
+    if name.endswith("/equalized") and len(graph.consumers(name)) == 1 and \
+            name not in graph.outputs:
+        graph.tensors[name].data = value
+    else:
+        op.inputs[index] = graph.add_constant(f"{name}/equalized", value)
 
 
 def equalize_cross_layer(graph: Graph) -> int:
