@@ -364,3 +364,39 @@ def test_layers_survive_a_layer_whose_simulation_divides_by_zero(tmp_path):
     analysis = tflq.evaluate(model_path, tflite, str(data), layers=True).layers
     sensitivities = [layer.sensitivity_db for layer in analysis.layers]
     assert all(not math.isnan(s) for s in sensitivities if s is not None)
+
+
+
+def test_weight_error_leaves_out_the_channels_the_conversion_zeroed():
+    """The digits MobileNet's depthwise convs read channels its uint8 grids hold at exactly 0, and
+    the conversion zeroes those channels' weights (quantize/dead_channels.py). They multiply 0, so
+    the layer's weight SQNR is that of the channels kept: computed here from the file's integers
+    against the float graph's (folded, equalized) weights; counting the zeroed ones gave 2 dB."""
+    from tflq.backend.tflite_reader import read_tflite
+    from tflq.config import ConvertConfig
+    from tflq.pipeline import prepare_graph
+
+    mobilenet = os.path.join(HERE, "..", "..", "sample_models", "digits_mobilenet.onnx")
+    quantized = tflq.convert(mobilenet, None, mode="full", dtype="uint8", calib=CALIB)
+    evaluated = tflq.evaluate(mobilenet, quantized.tflite, CALIB, samples=8, layers=True)
+    graph, _ = prepare_graph(ConvertConfig(model=mobilenet, mode="full", dtype="uint8", equalize=True))
+    floats = {name: t.data for name, t in graph.tensors.items() if t.data is not None}
+    node_of = {node.input[1]: node.name for node in onnx.load(mobilenet).graph.node
+               if node.op_type == "Conv"}
+    file = read_tflite(quantized.tflite)
+    checked = 0
+    for op in file.ops:
+        if op.kind != "DEPTHWISE_CONV_2D" or \
+                "/dead_channels_zeroed" not in (weight := file.tensors[op.inputs[1]]).name:
+            continue
+        reference = floats[weight.name.split("/dead_channels_zeroed")[0]].astype(np.float64)
+        real = (weight.data.astype(np.float64) - weight.zero_point[0]) * weight.scale[0]
+        kept = np.any(weight.data != weight.zero_point[0], axis=(0, 1, 2))
+        assert 0 < kept.sum() < kept.size  # some channels zeroed, not all
+        error = (reference - real)[..., kept]
+        expected = 10 * math.log10(np.sum(reference[..., kept] ** 2) / np.sum(error ** 2))
+        layer = evaluated.layers.layer(node_of[weight.name.split("/")[0]])
+        assert layer.weight_sqnr_db == pytest.approx(expected, abs=0.01), layer.node
+        assert layer.weight_sqnr_db > 20.0
+        checked += 1
+    assert checked >= 1
