@@ -1,15 +1,15 @@
 """Sequence models as torch.onnx.export writes them, end to end: tiny transformers encoders and
 decoders (ALBERT, RoBERTa, ELECTRA, ERNIE, RoFormer, Funnel, MobileBERT, SqueezeBERT, ConvBERT,
-BART, mBART, Pegasus, M2M100, Marian, mT5, OPT, GPT-Neo, GPT-NeoX, GPT-J, CodeGen, GPTBigCode,
-BLOOM, Falcon, Qwen2, Qwen3, Phi, Phi-3, Mistral, Gemma, Gemma 2, OLMo, Cohere, StableLM,
-ModernBERT), speech models (SEW, SEW-D, WavLM, Data2Vec-audio, UniSpeech, Wav2Vec2-Conformer
-with relative and rotary positions, Speech2Text with its int64 length arithmetic), and torch's
-own layers (bidirectional stacked LSTM/GRU with initial states, nn.RNN relu/tanh, a masked LSTM,
-nn.TransformerEncoder/Decoder and nn.MultiheadAttention with key padding masks, Conv1d /
-ConvTranspose1d stacks, an STFT-free log-mel front end, masked embedding means and EmbeddingBag),
-exported once by tests/sequence_models/export.py: transformers' models by the dynamo exporter
-("_ts": also TorchScript, where its graph differs in a way that matters), torch's layers by
-TorchScript ("_dynamo": also dynamo). The runner is tests/_families.py's.
+BART, mBART, Pegasus, M2M100, Marian, mT5, LongT5 (local attention), OPT, GPT-Neo, GPT-NeoX, GPT-J,
+CodeGen, GPTBigCode, BLOOM, Falcon, Qwen2, Qwen3, Phi, Phi-3, Mistral, Gemma, Gemma 2, OLMo,
+Cohere, StableLM, ModernBERT), speech models (SEW, SEW-D, WavLM, Data2Vec-audio, UniSpeech,
+Wav2Vec2-Conformer with relative and rotary positions, Speech2Text with its int64 length
+arithmetic), and torch's own layers (bidirectional stacked LSTM/GRU with initial states, nn.RNN
+relu/tanh, a masked LSTM, nn.TransformerEncoder/Decoder and nn.MultiheadAttention with key padding
+masks, Conv1d / ConvTranspose1d stacks, an STFT-free log-mel front end, masked embedding means and
+EmbeddingBag), exported once by tests/sequence_models/export.py: transformers' models by the dynamo
+exporter ("_ts": also TorchScript, where its graph differs in a way that matters), torch's layers
+by TorchScript ("_dynamo": also dynamo). The runner is tests/_families.py's.
 
 Inputs are what the models take: int64 token ids and attention masks (each sample keeps its first
 2..8 positions), boolean key padding masks, float features. Per model, against onnxruntime on

@@ -142,6 +142,11 @@ HF = {
     "mt5": _hf(tf.MT5Config, tf.MT5Model, "seq2seq", vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=1,
                num_decoder_layers=1, num_heads=4, relative_attention_num_buckets=8,
                relative_attention_max_distance=16),
+    # local attention over blocks of 2 x local_radius + 1 (5-D scores); the padding mask
+    # Where(mask > 0, 0, -1e10), transposed and added to the bucketed position bias, then the scores
+    "long_t5": _hf(tf.LongT5Config, tf.LongT5Model, "seq2seq", vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64,
+                   num_layers=1, num_decoder_layers=1, num_heads=4, relative_attention_num_buckets=8,
+                   local_radius=2, global_block_size=4),
     # gated relative position bias (WavLM); disentangled attention over log buckets (SEW-D)
     "wavlm": _hf(tf.WavLMConfig, tf.WavLMModel, "audio", num_buckets=16, max_bucket_distance=32, **AUDIO),
     "sew_d": _hf(tf.SEWDConfig, tf.SEWDModel, "audio", squeeze_factor=2, position_buckets=8,
@@ -328,7 +333,7 @@ MODELS = {
     # (Cohere's TorchScript export fails in torch: "ONNX Expand input shape constraint not satisfied")
     **{f"{name}_ts": (name, "torchscript") for name in (
         "gemma2", "qwen3", "phi3", "olmo", "stablelm", "gpt_neox", "gptj", "codegen", "gpt_bigcode", "roformer",
-        "ernie", "funnel", "mbart", "pegasus", "m2m100", "mt5", "wavlm", "sew_d")},
+        "ernie", "funnel", "mbart", "pegasus", "m2m100", "mt5", "wavlm", "sew_d", "long_t5")},
     **{name: (name, "torchscript") for name in TORCH},
     "gru_bidirectional_states_dynamo": ("gru_bidirectional_states", "dynamo"),
     "transformer_encoder_causal_dynamo": ("transformer_encoder_causal", "dynamo"),

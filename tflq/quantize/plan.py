@@ -502,7 +502,8 @@ def _masked_softmax_ranges(graph: Graph, ctx: PlanContext) -> dict[str, Range]:
         masks = [i for i in (0, 1) if spans[i] >= MASK_SPAN and spans[1 - i] < MASK_SPAN]
         if len(masks) == 1:
             scores = ranges[1 - masks[0]]
-            floor = scores[0] + ranges[masks[0]][1] - min(slack)
+            floor = scores[0] + _least_row_maximum(graph, op.inputs[masks[0]], ranges[masks[0]][1], ctx,
+                                                   consumers) - min(slack)
             if floor > out_range[0]:
                 sums.append((op, op.inputs[masks[0]], out_range, floor, scores[1]))
     narrowed: dict[str, Range] = {}
@@ -596,10 +597,12 @@ def _mask_fill(graph: Graph, mask: str, ctx: PlanContext,
       its output holds only their values on that grid (gate 1). Where it has no integer kernel
       (int16), the float fill would reach a QUANTIZE, whose float-to-int conversion of -3.4e38
       LiteRT leaves to the platform: the mask stays float.
-    - such masks moved (RESHAPE, BROADCAST_TO) or summed, with each other or with a constant of
-      no positive value, each read only by the next (torch's merge_masks: the causal constant
-      plus Where(padding, fill, 0) reshaped): every one of them on the mask's grid (gate 1), the
-      sum of two fills saturating there too."""
+    - such masks moved (RESHAPE, BROADCAST_TO, TRANSPOSE) or summed, with each other, with a
+      constant of no positive value or with a constant bias (a span under MASK_SPAN: LongT5's
+      relative position bias added to its Where(mask > 0, 0, -1e10)), each read only by the next
+      (torch's merge_masks: the causal constant plus Where(padding, fill, 0) reshaped): every
+      one of them on the mask's grid (gate 1), the sum of two fills saturating there too, a
+      bias held on it (see _least_row_maximum for the floor it moves)."""
     producer = graph.producer(mask)
     if producer is None:
         return {}
@@ -624,7 +627,8 @@ def _mask_fill(graph: Graph, mask: str, ctx: PlanContext,
             if name in ctx.given:
                 return {}
             if graph.is_constant(name):
-                if rule.value_preserving or float(np.max(graph.tensors[name].data)) > 0:
+                data = graph.tensors[name].data
+                if rule.value_preserving or float(np.max(data)) > 0 and not _bias(data):
                     return {}
                 found[name] = 1.0
                 continue
@@ -645,6 +649,24 @@ def _mask_fill(graph: Graph, mask: str, ctx: PlanContext,
     if gate is None or not fill < 0 or gate[0] < 0 or gate[1] <= 0:
         return {}
     return {fills[0]: gate[1]}
+
+
+def _bias(data: np.ndarray) -> bool:
+    """A constant added to a mask that is no fill: finite, of a span under MASK_SPAN (a relative
+    position bias)."""
+    return bool(np.isfinite(data).all()) and float(np.max(data) - np.min(data)) < MASK_SPAN
+
+
+def _least_row_maximum(graph: Graph, mask: str, high: float, ctx: PlanContext,
+                       consumers: dict[str, list[Op]]) -> float:
+    """The least value a row's maximum of `mask` (highest value `high`) can take. A padding or
+    causal mask keeps a position of every row at its top, 0; a constant bias summed in
+    (_mask_fill) moves each row's top by between its lowest and its highest value, so the rows'
+    maxima are at least `high` less the biases' spans. Taking `high` for it (as before biases)
+    put LongT5's sum floor up to the bias's span above scores a row keeps: they saturated."""
+    spans = [float(np.max(d) - np.min(d)) for name in _mask_fill(graph, mask, ctx, consumers)
+             for d in [graph.tensors[name].data] if graph.is_constant(name) and _bias(d)]
+    return high - sum(spans)
 
 
 def _invoke_refusal(graph: Graph, op: Op, ctx: PlanContext,
