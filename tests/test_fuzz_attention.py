@@ -3,10 +3,12 @@ into 1-4 heads, scores scaled by a Mul or a Div (or not at all, T5), an optional
 bias, and a mask: none, a constant causal one of -inf (nn.Transformer's), finfo.min (the dynamo
 exporter's), -1e9 or -1e4 added to the scores, transformers' Where(keep, 0, fill) over an int64
 attention_mask input (padding, or padding and causal through And) or (1 - mask) x fill added, the
-scores' masked_fill (DeBERTa), or torch's causal -inf plus Where(padding, -inf, 0) (merge_masks). Converted in float (against onnxruntime to 1e-4), full int8, and
+scores' masked_fill (DeBERTa), torch's causal -inf plus Where(padding, -inf, 0) (merge_masks), or
+the inverted mask (1 - mask).masked_fill((1 - mask).bool(), fill) added (Pegasus-X, LED; seeds 28-31,
+which leave the first 28 seeds' graphs as they were). Converted in float (against onnxruntime to 1e-4), full int8, and
 uint8 or int16x8 by turns (worst held-out sample against onnxruntime's float output); in 8 bits
 the mask, its sum or select and the softmax must run integer. Samples keep the first position (a
-row of masks only is NaN in onnxruntime). 28 seeds, each mask form with each fill in turn."""
+row of masks only is NaN in onnxruntime). 32 seeds, each mask form with each fill in turn."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +21,7 @@ from tflq.config import ConvertConfig
 from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
 
-SEEDS = range(28)
+SEEDS = range(32)
 FLOAT_TOLERANCE = 1e-4
 # Gross errors: the worst seeds give 11.6 and 11.9 dB in 8 bits (few positions, calibration
 # clipping); before, a Where(keep, 0, -1e9) mask stretched the sum's grid to the fill (5.3-9.0 dB),
@@ -41,9 +43,9 @@ class AttentionGraph:
         self.heads = int(rng.choice([1, 2, 4]))
         self.dh = int(rng.choice([4, 8]))
         self.d = self.heads * self.dh
-        self.mask = MASKS[seed % len(MASKS)]
+        self.mask = MASKS[seed % len(MASKS)] if seed < 28 else "inverted_fill"
         fills = FILLS if self.mask == "causal" else FILLS[1:]  # (-inf in a Where: torch writes a constant)
-        self.fill = float(fills[seed // len(MASKS) % len(fills)])
+        self.fill = float(fills[(seed // len(MASKS) if seed < 28 else seed) % len(fills)])
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.count = 0
@@ -77,6 +79,10 @@ class AttentionGraph:
         if self.mask == "padding_gate":
             gate = self.node("Sub", [self.const(1.0), self.node("Cast", ["attention_mask"], to=TensorProto.FLOAT)])
             return self.node("Mul", [self.node("Unsqueeze", [gate, axes]), self.const(fill)])
+        if self.mask == "inverted_fill":  # (1 - mask).masked_fill((1 - mask).bool(), fill)
+            inverted = self.node("Sub", [self.const(1.0), self.node("Cast", ["attention_mask"], to=TensorProto.FLOAT)])
+            filled = self.node("Where", [self.node("Cast", [inverted], to=TensorProto.BOOL), self.const(fill), inverted])
+            return self.node("Unsqueeze", [filled, axes])
         keep = self.node("Unsqueeze", [self.node("Cast", ["attention_mask"], to=TensorProto.BOOL), axes])
         if self.mask == "torch_causal_padding":  # merge_masks: causal + Where(padding, -inf, 0)
             padding = self.node("Equal", ["attention_mask", self.const(0, np.int64)])

@@ -1,6 +1,6 @@
 """Sequence models as torch.onnx.export writes them, end to end: tiny transformers encoders and
 decoders (ALBERT, RoBERTa, ELECTRA, ERNIE, RoFormer, Funnel, MobileBERT, SqueezeBERT, ConvBERT,
-BART, mBART, Pegasus, M2M100, Marian, mT5, LongT5 (local attention), OPT, GPT-Neo, GPT-NeoX, GPT-J,
+BART, mBART, Pegasus, Pegasus-X (block-local attention), M2M100, Marian, mT5, LongT5 (local attention), OPT, GPT-Neo, GPT-NeoX, GPT-J,
 CodeGen, GPTBigCode, BLOOM, Falcon, Qwen2, Qwen3, Phi, Phi-3, Mistral, Gemma, Gemma 2, OLMo,
 Cohere, StableLM, ModernBERT), speech models (SEW, SEW-D, WavLM, Data2Vec-audio, UniSpeech,
 Wav2Vec2-Conformer with relative and rotary positions, Speech2Text with its int64 length
@@ -45,6 +45,8 @@ MODELS = sorted(f[:-5] for f in os.listdir(HERE) if f.endswith(".onnx"))
 FLOAT_IN_INT8 = {
     # the int64 attention mask to float (1 - mask, times the fill)
     "funnel": frozenset({"CAST"}), "funnel_ts": frozenset({"CAST"}),
+    # the inverted padding mask's 1 - mask, read as a bool (float on integers, plan._integer_arithmetic)
+    "pegasus_x": frozenset({"CAST", "SUB"}),
     "bloom": frozenset({"CAST"}),  # ALiBi's int64 positions (the mask's cumsum) to float
     "masked_lstm": frozenset({"DIV"}),  # by the kept count
     # the subsampled lengths' int64 division: float32 estimates between int64 tensors, exact

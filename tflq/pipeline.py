@@ -34,7 +34,8 @@ from tflq.mode import resolve_mode, unused_option_notes
 from tflq.ops.conv3d import conv_3d_as_conv_2d
 from tflq.ops.pool import average_pools_as_depthwise, clamps_as_max_pools, max_pool_pads_as_same
 from tflq.ops.activations import relu_0_to_1_as_relu
-from tflq.quantize.masks import finite_mask_fills, mask_fills_apart, subtracted_masks_added
+from tflq.quantize.masks import (finite_mask_fills, mask_fills_apart, selected_zeros_as_constants,
+                                 subtracted_masks_added)
 from tflq.quantize.qdq import simplify_qdq_graph
 from tflq.quantize.repair import equalize_if_asked
 from tflq.quantize.roots import divisions_by_roots_as_rsqrt
@@ -114,6 +115,7 @@ def _prepare(config: ConvertConfig, policy: WritePolicy
     # REPAIR: cross-layer equalization (the statistics are for the equalized graph)
     report.equalization = equalize_if_asked(graph, config, qdq)
     if config.mode == Mode.FULL:  # calibration needs finite sums: a -inf mask as finfo.min
+        selected_zeros_as_constants(graph)  # Where(g != 0, fill, g) as Where(g != 0, fill, 0)
         subtracted_masks_added(graph)  # scores - fill x gate as scores + (-fill) x gate
         finite_mask_fills(graph)
         mask_fills_apart(graph)  # each mask's fill its own constant, scores beside the masks

@@ -147,6 +147,10 @@ HF = {
     "long_t5": _hf(tf.LongT5Config, tf.LongT5Model, "seq2seq", vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64,
                    num_layers=1, num_decoder_layers=1, num_heads=4, relative_attention_num_buckets=8,
                    local_radius=2, global_block_size=4),
+    # staggered block-local attention with global tokens; the inverted padding mask
+    # (1 - mask).masked_fill((1 - mask).bool(), finfo.min), padded to whole blocks
+    "pegasus_x": _hf(tf.PegasusXConfig, tf.PegasusXModel, "seq2seq", num_global_tokens=4, block_size=4,
+                     stagger_local_blocks=True, **SEQ2SEQ),
     # gated relative position bias (WavLM); disentangled attention over log buckets (SEW-D)
     "wavlm": _hf(tf.WavLMConfig, tf.WavLMModel, "audio", num_buckets=16, max_bucket_distance=32, **AUDIO),
     "sew_d": _hf(tf.SEWDConfig, tf.SEWDModel, "audio", squeeze_factor=2, position_buckets=8,

@@ -422,6 +422,15 @@ class OpSpec:
         minimum and maximum then follow from the input's. None: they do not."""
         return None
 
+    def nonzero_test_of(self, op: Op, graph: Graph) -> str | None:
+        """The tensor whose `!= 0` this op's bool output is (a CAST to bool); None: no such test."""
+        return None
+
+    def inputs_read_as_zero(self, op: Op, graph: Graph) -> tuple[int, ...]:
+        """The inputs whose values reach the output only where they are 0 (a select of x where
+        x != 0 is false): replacing such an input by a 0 changes no output value."""
+        return ()
+
     def negligible_below_row_max(self, op: Op) -> float | None:
         """How far below its row's maximum an input value may be raised without changing the
         output by more than 1e-7 of the row (SOFTMAX: exp weighs it by e^-16 at 16 / beta);

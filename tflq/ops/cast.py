@@ -131,6 +131,9 @@ class Cast(OpSpec):
             return
         add_cast(ctx, node.input[0], node.output[0], target)
 
+    def nonzero_test_of(self, op: Op, graph: Graph) -> str | None:
+        return op.inputs[0] if op.attrs.to == DType.BOOL.name else None  # anything to bool is != 0
+
     def reference(self, x, *, to: str, source: str):
         return (cast_values(x, DType[to].numpy),)
 

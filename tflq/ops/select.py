@@ -54,6 +54,18 @@ class SelectV2(OpSpec):
              {"b": np.array([-1], np.int64)}, quantize=False),
     ]
 
+    def inputs_read_as_zero(self, op: Op, graph: Graph) -> tuple[int, ...]:
+        """y of Where(x != 0, fill, x), its x: chosen only where it is 0 (HuggingFace's inverted
+        mask, (1 - mask).masked_fill((1 - mask).bool(), finfo.min), Pegasus-X, LED). A -0.0
+        becomes +0.0 there, which no sum with a score tells apart but a score of -0.0."""
+        from tflq import ops as registry
+
+        chooser = graph.producer(op.inputs[0])
+        if chooser is None or op.inputs[1] == op.inputs[2]:
+            return ()
+        tested = registry.spec(chooser.kind).nonzero_test_of(chooser, graph)
+        return (2,) if tested is not None and tested == op.inputs[2] else ()
+
     def from_onnx(self, node, ctx) -> None:
         if node.op_type == "ThresholdedRelu":
             return self._thresholded_relu(node, ctx)

@@ -126,6 +126,26 @@ FAR_FILL = -1e4
 COPIED_FILL_ELEMENTS = 4096
 
 
+def selected_zeros_as_constants(graph: Graph) -> int:
+    """Where a select of a mask fill reads a value only where it is 0 (the spec's
+    inputs_read_as_zero: (1 - mask).masked_fill((1 - mask).bool(), finfo.min), HuggingFace's
+    inverted mask in Pegasus-X and LED), read a constant 0 instead; return the number of inputs
+    replaced. The select gives the same values, and the mask is then made of constants, which
+    the plan quantizes onto the range the softmax resolves (plan._mask_fill): with the computed
+    1 - mask as an input it stayed float, and the sum and the softmax after it."""
+    edits = 0
+    for op in graph.ops:
+        zeros = registry.spec(op.kind).inputs_read_as_zero(op, graph)
+        others = [n for k, n in enumerate(op.inputs) if n and k not in zeros and graph.tensors[n].dtype.is_float]
+        if not zeros or not any(_fill_constant(graph.tensors[n], FAR_FILL) for n in others):
+            continue
+        for k in zeros:
+            t = graph.tensors[op.inputs[k]]
+            op.inputs[k] = graph.add_constant(f"{op.inputs[k]}/zero", np.zeros((), t.dtype.numpy), t.dtype)
+            edits += 1
+    return edits
+
+
 def subtracted_masks_added(graph: Graph) -> int:
     """Rewrite scores - fill x gate, read only by a softmax, as scores + (-fill) x gate; return
     the number of masks rewritten.
