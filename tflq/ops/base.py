@@ -437,6 +437,12 @@ class OpSpec:
         None where every input value matters."""
         return None
 
+    def written_once(self, op: Op, graph: Graph) -> int | None:
+        """The input whose values `op` writes into a tensor of zeros, each output value one of
+        them or a zero (SCATTER_ND with constant index rows that never repeat); None: no such
+        input."""
+        return None
+
     def version(self, op: Op, graph: Graph) -> int:
         return 1
 

@@ -121,6 +121,13 @@ class ScatterNd(OpSpec):
             return
         _scatter_rounds(ctx, node, data, wrapped, updates, COMBINE.get(reduction), axis_rounds)
 
+    def written_once(self, op, graph) -> int | None:
+        index = graph.tensors[op.inputs[0]]
+        if not index.is_constant:
+            return None
+        rows = index.data.reshape(-1, index.data.shape[-1])
+        return 1 if len(np.unique(rows, axis=0)) == len(rows) else None
+
     def reference(self, indices, updates, shape):
         result = np.zeros(tuple(int(d) for d in shape), updates.dtype)
         idx = indices.astype(np.int64)

@@ -23,10 +23,11 @@ def finite_mask_fills(graph: Graph) -> list[str]:
     finfo.min)) and then adds the padding mask of finfo.min: the sum is -inf in float32 too.
 
     A fill constant (one holding -inf or values below finfo.min / 2) qualifies when every value
-    it reaches is only moved (RESHAPE, BROADCAST_TO...), selected (SELECT_V2, CONCATENATION) or
-    summed (ADD) on the way to a row-wise reader that ignores values far below its row's maximum
-    (SOFTMAX), none of them a graph output, and (for -inf, unless a scalar a select picks) each of
-    its rows keeps a finite value. exp(x - row max) is then 0 in float32 for the finite fill as
+    it reaches is only moved (RESHAPE, BROADCAST_TO...), written into zeros once (SCATTER_ND of
+    constant indices that never repeat: Longformer's band of -inf), selected (SELECT_V2,
+    CONCATENATION) or summed (ADD) on the way to a row-wise reader that ignores values far below its row's maximum
+    (SOFTMAX), none of them a graph output, and (for -inf, unless a scalar a select picks, or a
+    constant of that one value) each of its rows keeps a finite value. exp(x - row max) is then 0 in float32 for the finite fill as
     for -inf or finfo.min wherever the row has a finite maximum, so the float graph computes what
     onnxruntime does (a row masked whole by a run-time -inf mask, NaN there, becomes uniform). The
     fill is finfo(float32).min, transformers' own, divided by the most fills any tensor sums
@@ -95,7 +96,12 @@ def _fill_constant(t: Tensor, below: float = LOWEST / 2) -> bool:
         return False
     if not np.isneginf(t.data).any():
         return True
-    return t.data.ndim == 0 or t.data.size == 1 or bool(np.isfinite(t.data).any(axis=-1).all())
+    return _uniform(t.data) or bool(np.isfinite(t.data).any(axis=-1).all())
+
+
+def _uniform(data: np.ndarray) -> bool:
+    """Every value the same: a fill that masks as a scalar broadcast to its shape would."""
+    return bool((data == data.ravel()[0]).all())
 
 
 def _carried(graph: Graph, op: Op, name: str) -> str | None:
@@ -112,9 +118,10 @@ def _carried(graph: Graph, op: Op, name: str) -> str | None:
     moved = rule.value_preserving and getattr(rule, "index", None) == op.inputs.index(name)
     selected = isinstance(rule, SameAsOutput) and op.inputs.index(name) in data
     summed = spec.sums_inputs and op.inputs.count(name) == 1
-    if graph.tensors[name].data is not None and graph.tensors[name].data.size == 1 and not selected:
-        return None  # a scalar fill masks whole rows unless a select picks it
-    return op.outputs[0] if moved or selected or summed else None
+    written = spec.written_once(op, graph) == op.inputs.index(name)  # into zeros, which mask nothing
+    if graph.tensors[name].data is not None and _uniform(graph.tensors[name].data) and not selected:
+        return None  # a scalar fill (or one of a single value) masks whole rows unless a select picks it
+    return op.outputs[0] if moved or selected or summed or written else None
 
 
 # A mask fill at or below this is one the softmax weighs 0 wherever it lies, as long as the
