@@ -9,7 +9,8 @@ test_random_int_graph_matches_onnxruntime adds integer/boolean tensors (RandomIn
 comparisons, masks, Cast, Where, Expand/Tile, CumSum, Mod, GatherElements; worst of 8 samples.
 test_random_graph_in_every_mode runs the random graphs in float16, weights-only, full uint8,
 int16x8 and mixed precision; test_control_flow_graph grows If/Loop/Scan graphs;
-test_random_graph_quantized_by_onnxruntime converts QDQ models onnxruntime's quantize_static wrote.
+test_random_graph_quantized_by_onnxruntime converts QDQ models onnxruntime's quantize_static wrote;
+test_random_graph_with_quantized_weights, weight-compressed ones (DequantizeLinear on weights only).
 test_any_rank_graph_matches_onnxruntime grows rank-1..5 graphs (broadcasting, negative-step
 Slice, negative-index Gather, keepdims=0 reductions, Where, 5-D Transpose, Expand, LayerNorm).
 test_vision_token_graph moves between images and tokens as vision transformers do (CvT's padded
@@ -1761,6 +1762,84 @@ def test_random_graph_quantized_by_onnxruntime(seed, tmp_path):
 
     worst = judge(qdq, report.tflite, feeds, run).sqnr_db
     assert worst >= 25.0, f"{activation}/{weight}: worst {worst:.1f} dB; float ops {report.float_ops}"
+
+
+# ---- weights-only QDQ models (weight-compressed exports) -----------------------------------------
+SEEDS_WEIGHTS_QDQ = range(80)  # 200 soaked: worst 33.8 dB (seed 24)
+# the weight schemes of weight-compressed exports: symmetric int8 per channel along a random axis,
+# per tensor, asymmetric uint8 per tensor, int8 with a non-zero zero point (off symmetric)
+WEIGHT_SCHEMES = ("int8_channel", "int8_tensor", "uint8_tensor", "int8_offset")
+
+
+def _weights_as_qdq(model: onnx.ModelProto, rng: np.random.Generator) -> tuple[onnx.ModelProto, int]:
+    """`model` with most float initializers of 2 or more dimensions stored as integers behind a
+    DequantizeLinear (one scheme per initializer); returns the model and how many it rewrote."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    kept, new, nodes = [], [], []
+    for init in list(graph.initializer):
+        w = numpy_helper.to_array(init)
+        if w.dtype != np.float32 or w.ndim < 2 or w.size < 4 or rng.random() < 0.15:
+            kept.append(init)
+            continue
+        scheme = WEIGHT_SCHEMES[int(rng.integers(len(WEIGHT_SCHEMES)))]
+        attrs = {}
+        if scheme == "int8_channel":
+            axis = int(rng.integers(w.ndim))
+            reduce = tuple(i for i in range(w.ndim) if i != axis)
+            scale = np.maximum(np.abs(w).max(axis=reduce), 1e-6) / 127
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+            zero_point, attrs = np.zeros(scale.shape, np.int8), {"axis": axis}
+        elif scheme == "int8_tensor":
+            scale = np.float32(max(float(np.abs(w).max()), 1e-6) / 127)
+            q, zero_point = np.clip(np.rint(w / scale), -127, 127).astype(np.int8), np.int8(0)
+        else:
+            low, high = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
+            scale = np.float32(max(high - low, 1e-6) / 255)
+            zp = int(np.clip(np.rint(-low / scale), 0, 255))
+            dtype, shift = (np.uint8, 0) if scheme == "uint8_tensor" else (np.int8, 128)
+            q = (np.clip(np.rint(w / scale) + zp, 0, 255) - shift).astype(dtype)
+            zero_point = dtype(zp - shift)
+        name = init.name
+        new += [numpy_helper.from_array(q, f"{name}_q"),
+                numpy_helper.from_array(np.asarray(scale, np.float32), f"{name}_scale"),
+                numpy_helper.from_array(np.asarray(zero_point), f"{name}_zp")]
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale", f"{name}_zp"],
+                                      [name], name=f"{name}_dq", **attrs))
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new)
+    body = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + body)
+    return model, len(nodes)
+
+
+@pytest.mark.parametrize("seed", SEEDS_WEIGHTS_QDQ)
+def test_random_graph_with_quantized_weights(seed, tmp_path):
+    """The random graphs with their weights stored as integers behind DequantizeLinear (no activation
+    grid), converted with no options: weights-only is inferred, every constant stored in 8 bits
+    keeps the graph's integers (the ones it keeps float stay float), and the file runs in LiteRT
+    within the weights-only floor of onnxruntime running the QDQ model, worst of 3 samples."""
+    builder = RandomGraph(seed)
+    float_model, _ = builder.build()
+    model, rewritten = _weights_as_qdq(float_model, np.random.default_rng(seed))
+    if not rewritten:
+        pytest.skip("no weight to quantize")
+    path = str(tmp_path / f"qdq_{seed}.onnx")
+    onnx.save(model, path)
+    keep_io = seed % 4 == 3
+    feeds = [{"x": x} for x in _inputs(builder.input_shape, 3, seed)]
+    report = convert(ConvertConfig(model=path, keep_io_layout=keep_io))
+    assert report.mode == "weights-only"
+    assert all("the graph's" in w["params"] for w in report.weights), report.weights
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        return _run_file(tflite, feed["x"], model, keep_io)
+
+    worst = judge(path, report.tflite, feeds, run).sqnr_db
+    assert worst >= MODE_FLOORS["weights-only"], f"worst {worst:.1f} dB; weights {report.weights}"
 
 
 # ---- any rank: 1-D to 5-D values, broadcasting, strided slices, negative indices ----------------

@@ -236,7 +236,8 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
                    "the size, float compute). weights-only: 8-bit weights, float compute. "
                    "full: 8-bit weights and activations (needs --calib or --stats, "
                    "or a model with QuantizeLinear/DequantizeLinear).  [default: float; full for "
-                   "a model with QuantizeLinear/DequantizeLinear, using its own parameters]")
+                   "a model with QuantizeLinear/DequantizeLinear, using its own parameters; weights-only for "
+                   "one that quantizes only its weights, keeping their integers]")
 @click.option("--dtype", type=click.Choice([dtype_name(d) for d in QUANT_DTYPES]), default="uint8", show_default=True,
               help="uint8: the classic asymmetric per-tensor scheme. int8: today's TFLite spec "
                    "(symmetric per-channel weights). int16x8: int16 activations (symmetric) with "
@@ -249,7 +250,8 @@ _TARGET_OPTION = _target_option("The runtime the file is for. " + _TARGETS_HELP,
               help="Keep the ONNX layout (NCHW; NCW for 1-D conv inputs and outputs) instead of "
                    "NHWC (NWC).")
 @click.option("--min-weight-elements", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="weights-only: constants smaller than this stay float.")
+              help="weights-only: constants smaller than this stay float (not the ones a QDQ model "
+                   "stores in integers: their integers are kept).")
 @click.option("--calib", type=click.Path(exists=True),
               help="Calibration data: a directory of .npy/.npz files (or per-input subdirectories), "
                    "or of images; or one .npy/.npz file.")

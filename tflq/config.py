@@ -104,6 +104,9 @@ class ConvertConfig:
     # concurrent.futures.Executor (e.g. Dask's Client.get_executor()), runs the shards instead.
     jobs: int | None = None
     executor: Any = None
+    # weights-only mode inferred from a QDQ model that quantizes only weights: the graph's own
+    # weight integers are stored and the constants it keeps float stay float
+    only_graph_weights: bool = False
 
     def __post_init__(self) -> None:
         if not any(self.calib_engine in (e, e.value) for e in CalibEngine):

@@ -15,9 +15,17 @@ def resolve_mode(config: ConvertConfig, qdq: QdqModel | None) -> tuple[ConvertCo
     `--mode float` keeps its quantization as FAKE_QUANT ops (a float model that computes what the
     ONNX graph computes); weights-only is refused, since the graph already fixes every weight's
     quantization and dropping the activations' would change the model's numbers.
+
+    A QDQ model that quantizes only its weights (DequantizeLinear of integer constants, no
+    activation grid: a weight-compressed export) is a weights-only model: that mode is inferred,
+    storing the graph's own integers (the constants it keeps float stay float). `--mode
+    weights-only` stores the graph's integers too and quantizes the rest by tflq's rules; `--mode
+    full` needs --calib or --stats, as the graph gives no activation its range.
     """
     if qdq is None:
         return (config if config.mode is not None else replace(config, mode=Mode.FLOAT)), None
+    if not qdq.activation_types and qdq.constants:
+        return _weights_only_qdq(config, qdq)
     if config.mode is None:
         return replace(config, mode=Mode.FULL), (
             "the model is quantized (QuantizeLinear/DequantizeLinear): --mode full inferred, "
@@ -32,6 +40,27 @@ def resolve_mode(config: ConvertConfig, qdq: QdqModel | None) -> tuple[ConvertCo
         return config, (f"{qdq.describe()}: --mode {config.mode.value} keeps them as FAKE_QUANT ops "
                         f"(the file computes what the ONNX graph computes); omit --mode for an "
                         f"integer model")
+    return config, None
+
+
+def _weights_only_qdq(config: ConvertConfig, qdq: QdqModel) -> tuple[ConvertConfig, str | None]:
+    from tflq.quantize.qdq import choose_dtype
+
+    what = f"the model quantizes only its weights ({qdq.describe()})"
+    if config.mode is None:
+        return replace(config, mode=Mode.WEIGHTS_ONLY, dtype=choose_dtype(qdq, config.dtype),
+                       only_graph_weights=True), (
+            f"{what}: --mode weights-only inferred, storing the graph's own weight integers "
+            f"(the constants it keeps float stay float; --mode weights-only quantizes them too)")
+    if config.mode == Mode.WEIGHTS_ONLY:
+        return replace(config, dtype=choose_dtype(qdq, config.dtype)), None
+    if config.mode == Mode.FULL and config.calib is None and not config.stats:
+        raise InvalidConfigError(
+            f"{config.model}: {what}, so no activation has a range: --mode full needs --calib DIR "
+            f"(or --stats); omit --mode for a weights-only file with the graph's integers")
+    if config.mode in (Mode.FLOAT, Mode.FLOAT16):
+        return config, (f"{what}: --mode {config.mode.value} stores the values they stand for in float "
+                        f"(what the ONNX graph computes); omit --mode for 8-bit weights")
     return config, None
 
 

@@ -149,7 +149,7 @@ def _convert(config: ConvertConfig) -> ConversionReport:
         from tflq.quantize.weights import UINT8_SPEED_NOTE, quantize_weights
 
         report.bias_correction = correct_biases_if_asked(graph, config, qdq)  # (biases stay float)
-        report.weights = quantize_weights(graph, config)
+        report.weights = quantize_weights(graph, config, qdq)
         if config.dtype == DType.UINT8 and report.weights:
             report.notes.append(UINT8_SPEED_NOTE)
     elif config.mode == Mode.FULL:

@@ -279,7 +279,7 @@ class _Folder:
                     (spec.bias is not None and i == spec.bias.index):
                 continue
             data = g.tensors[name].data
-            grid = next((p for p in (_on_grid(data, c, weight_axes.get(i)) for c in eight_bit)
+            grid = next((p for p in (on_grid(data, c, weight_axes.get(i)) for c in eight_bit)
                          if p is not None), None)
             what = f"{op.kind} '{op.origin}'"
             if grid is None:
@@ -306,7 +306,7 @@ class _Folder:
         else:
             params = grid
             if grid.dtype != DType.INT8 or np.any(grid.zero_point != 0):
-                params = _symmetric_int8(g.tensors[name].data, grid)
+                params = symmetric_int8(g.tensors[name].data, grid)
             if params is None:
                 self.note(f"{what}: {grid.dtype.name.lower()} weights with non-zero zero points "
                           f"requantized to symmetric int8 (the int8 kernels need zero point 0)")
@@ -357,7 +357,7 @@ class _Folder:
             self.note(text)
 
 
-def _on_grid(data: np.ndarray, stored: QuantizedConstant, axis: int | None) -> QuantParams | None:
+def on_grid(data: np.ndarray, stored: QuantizedConstant, axis: int | None) -> QuantParams | None:
     """`stored`'s params in the IR constant's layout if every value of `data` lies on that grid
     (the importer may have transposed the constant; the channel order along `axis` is kept).
 
@@ -400,7 +400,7 @@ def _within_grid(data: np.ndarray, params: QuantParams) -> QuantParams | None:
     return params
 
 
-def _symmetric_int8(data: np.ndarray, grid: QuantParams) -> QuantParams | None:
+def symmetric_int8(data: np.ndarray, grid: QuantParams) -> QuantParams | None:
     """The symmetric int8 grid of `grid`'s scales when every weight, an integer q - zero point of
     `grid`, lies in [-127, 127] (always for 4-bit weights; uint8 ones around a middle zero
     point): the same values exactly, as TFLite's int8 kernels need them; else None."""

@@ -130,7 +130,7 @@ def correct_biases_if_asked(graph: Graph, config: ConvertConfig, qdq: QdqModel |
     if plan is None:
         from tflq.quantize.weights import stored_grids
 
-        fixed, ops = stored_grids(graph, config), []
+        fixed, ops = stored_grids(graph, config, qdq), []
     else:
         grids = weight_grids(graph, plan)
         ops = [op for op in plan.quantized_ops if id(op) in grids]

@@ -14,8 +14,10 @@ from tflq.config import ConvertConfig, dtype_name
 from tflq.errors import InvalidConfigError, InvalidModelError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op, Tensor
+from tflq.ir.qdq import QdqModel
 from tflq.ir.quant import QuantParams, asymmetric_weight_params, sqnr_db, symmetric_weight_params
 from tflq.ops.base import Weight
+from tflq.quantize.qdq import on_grid, symmetric_int8
 
 
 def check_finite_constants(graph: Graph) -> None:
@@ -67,56 +69,117 @@ def dequantize_for(graph: Graph, name: str, stored: str, uses: list[tuple[Op, in
     return deq
 
 
-def _stored_constants(graph: Graph, config: ConvertConfig) -> list[tuple[str, list[tuple[Op, int]]]]:
-    """The constants weights-only mode stores in 8 bits (or leaves, already integer), with
-    their uses: every constant of at least config.min_weight_elements that no op reads as bias."""
+def _stored_constants(graph: Graph, config: ConvertConfig, qdq: QdqModel | None = None
+                      ) -> list[tuple[str, list[tuple[Op, int]], QuantParams | None]]:
+    """The constants weights-only mode stores in 8 bits (or leaves, already integer), with their
+    uses and the grid a QDQ model stores them on (None: tflq's rules): every constant that no op
+    reads as bias, of at least config.min_weight_elements unless the QDQ model stores it in
+    integers (its integers are kept whatever the size)."""
     consumers = graph.consumer_map()
     stored = []
     for name in list(graph.tensors):
         t = graph.tensors[name]
-        if not t.is_constant or not consumers.get(name) or t.size < config.min_weight_elements:
+        if not t.is_constant or not consumers.get(name):
             continue
         if t.dtype.is_float and not np.isfinite(t.data).all():
             continue  # an infinite mask: no 8-bit grid holds it
         uses = constant_uses(graph, name, consumers)
-        if not any(is_bias(op, i) for op, i in uses):  # biases stay float
-            stored.append((name, uses))
+        if any(is_bias(op, i) for op, i in uses):  # biases stay float
+            continue
+        given = graph_grid(graph, name, uses, qdq) if t.dtype.is_float else None
+        if given is not None or t.size >= config.min_weight_elements:
+            stored.append((name, uses, given))
     return stored
 
 
+def _single_rule(uses: list[tuple[Op, int]]) -> Weight | None:
+    rules = {_weight_rule(op, i) for op, i in uses}
+    return rules.pop() if len(rules) == 1 else None
+
+
 def _grid(graph: Graph, name: str, uses: list[tuple[Op, int]], dtype: DType) -> QuantParams:
-    rules = [_weight_rule(op, i) for op, i in uses]
-    return _weight_params(graph.tensors[name].data, dtype, rules[0] if len(set(rules)) == 1 else None)
+    return _weight_params(graph.tensors[name].data, dtype, _single_rule(uses))
 
 
-def stored_grids(graph: Graph, config: ConvertConfig) -> dict[str, QuantParams]:
-    """The grid quantize_weights will give each float constant it stores (by name): what bias
-    correction corrects the biases for, before the weights are quantized."""
-    return {name: _grid(graph, name, uses, config.dtype) for name, uses in _stored_constants(graph, config)
-            if graph.tensors[name].dtype.is_float}
+def graph_grid(graph: Graph, name: str, uses: list[tuple[Op, int]], qdq: QdqModel | None
+               ) -> QuantParams | None:
+    """The grid a QDQ model stores constant `name` on (a DequantizeLinear of integers), in the
+    IR's layout, when every value of the constant lies on it; else None. The DequantizeLinear
+    outputs its readers' ONNX nodes take are tried first, then any of the same size (one the
+    importer folded through a Transpose or a Reshape before it reached the reader)."""
+    if qdq is None or not qdq.constants:
+        return None
+    data = graph.tensors[name].data
+    rule = _single_rule(uses)
+    axis = rule.axis if rule is not None and data.ndim > 1 else None
+    near = [n for op, _ in uses for n in qdq.node_inputs.get(op.origin, ()) if n in qdq.constants]
+    others = [n for n in qdq.constants if n not in near]
+    for n in dict.fromkeys(near + others):
+        stored = qdq.constants[n]
+        if stored.params.dtype == DType.INT32 or stored.values.size != data.size:
+            continue
+        along = axis
+        if along is None and stored.params.is_per_channel and stored.values.shape == data.shape:
+            along = stored.params.axis  # (no channel rule: a Gather table, as the graph has it)
+        found = on_grid(data, stored, along)
+        if found is not None:
+            return found
+    return None
 
 
-def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
-    """Rewrite the graph in place; return one summary record per quantized tensor."""
+def _as_graph_stores(data: np.ndarray, grid: QuantParams) -> tuple[QuantParams, bool]:
+    """How to store weights the graph gives `grid`, with the same values, and whether that is
+    symmetric int8: so where the integers fit [-127, 127] around the zero point (the int8 hybrid
+    kernels read them as they are); else the graph's own grid (uint8 per channel moved to int8,
+    zero point - 128: DEQUANTIZE has no per-channel uint8)."""
+    symmetric = symmetric_int8(data, grid)
+    if symmetric is not None:
+        return symmetric, True
+    if grid.is_per_channel and grid.dtype == DType.UINT8:
+        return grid.with_dtype_shift(DType.INT8), False
+    return grid, False
+
+
+def stored_grids(graph: Graph, config: ConvertConfig, qdq: QdqModel | None = None
+                 ) -> dict[str, QuantParams]:
+    """The grid quantize_weights will give each float constant it stores (by name) by its own
+    rules: what bias correction corrects the biases for, before the weights are quantized. (The
+    constants a QDQ model stores on its own grid lose nothing: there is nothing to correct.)"""
+    if config.only_graph_weights:
+        return {}
+    return {name: _grid(graph, name, uses, config.dtype)
+            for name, uses, given in _stored_constants(graph, config, qdq)
+            if graph.tensors[name].dtype.is_float and given is None}
+
+
+def quantize_weights(graph: Graph, config: ConvertConfig, qdq: QdqModel | None = None) -> list[dict]:
+    """Rewrite the graph in place; return one summary record per quantized tensor. A QDQ model's
+    weights keep the graph's integers (`qdq`); with config.only_graph_weights, the constants it
+    keeps float stay float."""
     if config.dtype not in (DType.UINT8, DType.INT8):
         raise InvalidConfigError(f"--mode weights-only stores 8-bit weights (--dtype uint8 or "
                                  f"int8); --dtype {dtype_name(config.dtype)} is for --mode full")
     check_finite_constants(graph)
     records: list[dict] = []
     insert_at = 0
-    for name, uses in _stored_constants(graph, config):
+    for name, uses, given in _stored_constants(graph, config, qdq):
         t = graph.tensors[name]
         if not t.dtype.is_float:
             if any(_weight_rule(op, i) for op, i in uses):
                 records.append({"name": name, "elements": t.size, "params": "left alone (already "
                                 f"{t.dtype.name.lower()})", "sqnr_db": float("inf"), "hybrid": False})
             continue
-        rules = [_weight_rule(op, i) for op, i in uses]
-        params = _grid(graph, name, uses, config.dtype)
+        if given is not None:
+            params, symmetric = _as_graph_stores(t.data, given)
+        elif config.only_graph_weights:
+            continue
+        else:
+            params = _grid(graph, name, uses, config.dtype)
+            symmetric = params.dtype == DType.INT8
         q_data = params.quantize(t.data)
-        hybrid = (config.dtype == DType.INT8
+        hybrid = (config.dtype == DType.INT8 and symmetric
                   and all(r is not None and r.hybrid and registry.spec(op.kind).hybrid_supported(op, graph)
-                          for r, (op, _) in zip(rules, uses)))
+                          for r, (op, _) in zip((_weight_rule(op, i) for op, i in uses), uses)))
         q_name = graph.unique_name(f"{name}/quantized")
         graph.add_tensor(Tensor(q_name, params.dtype, t.shape, q_data, params, t.layout))
         if hybrid:
@@ -128,7 +191,8 @@ def quantize_weights(graph: Graph, config: ConvertConfig) -> list[dict]:
         else:
             dequantize_for(graph, name, q_name, uses, insert_at)
             insert_at += 1
-        records.append({"name": name, "elements": t.size, "params": params.describe(),
+        records.append({"name": name, "elements": t.size,
+                        "params": params.describe() + (", the graph's" if given is not None else ""),
                         "sqnr_db": sqnr_db(t.data, params.dequantize(q_data)), "hybrid": hybrid})
     graph.remove_unused()
     return records
