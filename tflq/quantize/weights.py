@@ -97,6 +97,12 @@ def _single_rule(uses: list[tuple[Op, int]]) -> Weight | None:
     return rules.pop() if len(rules) == 1 else None
 
 
+def _reads_hybrid(graph: Graph, op: Op, index: int) -> bool:
+    """True if `op` can read its input `index` as int8 weights directly (a hybrid kernel)."""
+    rule = _weight_rule(op, index)
+    return rule is not None and rule.hybrid and registry.spec(op.kind).hybrid_supported(op, graph)
+
+
 def _grid(graph: Graph, name: str, uses: list[tuple[Op, int]], dtype: DType) -> QuantParams:
     return _weight_params(graph.tensors[name].data, dtype, _single_rule(uses))
 
@@ -177,9 +183,7 @@ def quantize_weights(graph: Graph, config: ConvertConfig, qdq: QdqModel | None =
             params = _grid(graph, name, uses, config.dtype)
             symmetric = params.dtype == DType.INT8
         q_data = params.quantize(t.data)
-        hybrid = (config.dtype == DType.INT8 and symmetric
-                  and all(r is not None and r.hybrid and registry.spec(op.kind).hybrid_supported(op, graph)
-                          for r, (op, _) in zip((_weight_rule(op, i) for op, i in uses), uses)))
+        hybrid = config.dtype == DType.INT8 and symmetric and all(_reads_hybrid(graph, op, i) for op, i in uses)
         q_name = graph.unique_name(f"{name}/quantized")
         graph.add_tensor(Tensor(q_name, params.dtype, t.shape, q_data, params, t.layout))
         if hybrid:
