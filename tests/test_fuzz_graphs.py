@@ -1842,6 +1842,42 @@ def test_random_graph_with_quantized_weights(seed, tmp_path):
     assert worst >= MODE_FLOORS["weights-only"], f"worst {worst:.1f} dB; weights {report.weights}"
 
 
+# ---- models onnxruntime quantized dynamically (quantize_dynamic) ----------------------------------
+SEEDS_ORT_DYNAMIC = range(40)  # 200 soaked: worst 31.3 dB (seed 24)
+# (weights, per channel); odd seeds grow recurrent graphs (DynamicQuantizeLSTM for their LSTMs)
+ORT_DYNAMIC_SCHEMES = (("QInt8", False), ("QInt8", True), ("QUInt8", False), ("QUInt8", True))
+
+
+@pytest.mark.parametrize("seed", SEEDS_ORT_DYNAMIC)
+def test_random_graph_quantized_dynamically_by_onnxruntime(seed, tmp_path):
+    """The random graphs (and recurrent ones) quantized by onnxruntime's quantize_dynamic, converted
+    with no options: the integer ops are read back as float ops on the weight integers, weights-only
+    is inferred, and the file runs in LiteRT within the weights-only floor of onnxruntime running
+    the dynamic model, worst of 3 samples."""
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    builder = RandomRecurrentGraph(seed) if seed % 2 else RandomGraph(seed)
+    model, _ = builder.build()
+    src, dynamic = str(tmp_path / "float.onnx"), str(tmp_path / "dynamic.onnx")
+    onnx.save(model, src)
+    weight, per_channel = ORT_DYNAMIC_SCHEMES[(seed // 2) % len(ORT_DYNAMIC_SCHEMES)]
+    quantization.quantize_dynamic(src, dynamic, weight_type=getattr(quantization.QuantType, weight),
+                                  per_channel=per_channel)
+    quantized = onnx.load(dynamic)
+    if not any(n.op_type in ("DynamicQuantizeLinear", "DynamicQuantizeLSTM", "DequantizeLinear")
+               for n in quantized.graph.node):
+        pytest.skip("onnxruntime quantized nothing")
+    keep_io = seed % 4 == 3
+    feeds = [{"x": x} for x in _inputs(builder.input_shape, 3, seed)]
+    report = convert(ConvertConfig(model=dynamic, keep_io_layout=keep_io))
+    assert report.mode == "weights-only"
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        return _run_file(tflite, feed["x"], model, keep_io)
+
+    worst = judge(dynamic, report.tflite, feeds, run).sqnr_db
+    assert worst >= MODE_FLOORS["weights-only"], f"{weight} per-channel {per_channel}: worst {worst:.1f} dB"
+
+
 # ---- any rank: 1-D to 5-D values, broadcasting, strided slices, negative indices ----------------
 SEEDS_RANK = range(60)
 # Seeds whose quantized loss is not a wrong parameter (float is exact), and their floor.

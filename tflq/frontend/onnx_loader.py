@@ -23,6 +23,7 @@ from tflq.frontend.onnx_patterns import (channel_windows, fuse_erf_gelu, gather_
                                          gather_permutation_as_transpose,
                                          group_norm_from_instance_norm)
 from tflq.frontend.onnx_qdq import find_qdq
+from tflq.frontend.ort_dynamic import dequantize_before_data_movement, float_ops_from_dynamic
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized, standard_qdq_from_contrib
 from tflq.frontend.skeleton import skeleton, take_inferred
 from tflq.frontend.validate import (DEFAULT_MAX_TENSOR_BYTES, INT32_MAX, check_generators,
@@ -577,8 +578,15 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     check_structure(model, path, max_tensor_bytes)
     source_nodes = frozenset(n.name for n in model.graph.node if n.name)
     standard_qdq_from_contrib(model, default_opset(model))
+    dynamic = float_ops_from_dynamic(model)
+    dequantize_before_data_movement(model)
     refuse_onnxruntime_quantized(model, path)
     notes: list[str] = []
+    if dynamic:
+        kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(dynamic.items()))
+        notes.append(f"{sum(dynamic.values())} op(s) dynamically quantized by onnxruntime ({kinds}) read "
+                     f"as float ops on their weight integers (onnxruntime quantizes their activations "
+                     f"per run, as the hybrid kernels of a weights-only file do)")
     model, opset, why = _convert_opset(model, path, notes)
     if opset not in SUPPORTED_OPSETS:
         because = f" and onnx.version_converter could not convert it ({why})" if why else ""
