@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tests.conftest import importorskip, run_litert, run_onnxruntime
 from tflq.backend.tflite_reader import read_tflite
 from tflq.cli import main
+from tflq.ir.quant import sqnr_db
 
 
 def _float_model(path: str, opset: int = 17) -> str:
@@ -204,22 +205,27 @@ def test_blocked_weights_are_the_float_constant_the_graph_computes(dtype, axis, 
         assert worst <= 1e-5 * max(1.0, float(np.abs(expected).max()))
 
 
-def _diagnostics(result) -> list[str]:
-    return [line for line in result.output.splitlines() if line.startswith("  - node ")]
-
-
 @pytest.mark.parametrize("activation", ["QUInt16", "QInt16"])
-def test_asymmetric_16_bit_activations_name_each_quantize_once(activation, tmp_path):
+def test_asymmetric_16_bit_activations_convert(activation, tmp_path):
     """onnxruntime's 16-bit activations are asymmetric by default, which LiteRT's 16x8 kernels
-    cannot take: each QuantizeLinear is named once, its DequantizeLinear is not blamed for it."""
+    cannot take: each grid moves to the symmetric int16 one covering its range (one summary line),
+    at most a bit coarser. They were refused, each QuantizeLinear named."""
     q = importorskip("onnxruntime.quantization")
     path = _quantize_static(tmp_path, "a16", activation_type=getattr(q.QuantType, activation))
     result, out = _convert(path, tmp_path)
-    assert result.exit_code == 1 and not out.exists() and "Traceback" not in result.output
-    lines = _diagnostics(result)
-    quantize = sum(n.op_type == "QuantizeLinear" for n in onnx.load(path).graph.node)
-    assert len(lines) == quantize, result.output
-    assert all("(QuantizeLinear)" in line and "ActivationSymmetric" in line for line in lines)
+    assert result.exit_code == 0, result.output
+    assert sum("asymmetric 16-bit activation grids" in line for line in result.output.splitlines()) == 1
+    # Against the float model: the file as close as onnxruntime running the QDQ model (measured
+    # 42.3 / 20.8 dB both on the calibration / held-out samples; in steps of the graph's 16-bit
+    # output grid they differ by up to 31 on the calibration samples, 77 held out, which clip).
+    reference = str(tmp_path / "float.onnx")
+    for feeds in (_feeds(8, 4), _feeds(6, 11)):
+        file_db = min(sqnr_db(run_onnxruntime(reference, f)[0], run_litert(out.read_bytes(), [f["x"]])[0])
+                      for f in feeds)
+        qdq_db = min(sqnr_db(run_onnxruntime(reference, f)[0], run_onnxruntime(path, f)[0]) for f in feeds)
+        assert file_db >= qdq_db - 0.5, (file_db, qdq_db)
+    info = read_tflite(out.read_bytes())
+    assert all(list(t.zero_point) == [0] for t in info.tensors if t.dtype == "int16")
 
 
 @pytest.mark.parametrize("activation,per_channel", [("QInt16", True), ("QUInt16", True),
@@ -280,20 +286,6 @@ def test_uint16_constants_and_activations_keep_their_values(operand_zero_point, 
         expected, actual = run_onnxruntime(path, {"x": x})[0], run_litert(out.read_bytes(), [x])[0]
         worst = max(worst, float(np.max(np.abs(expected - actual))) / 0.004)
     assert worst <= 2, worst
-
-
-def test_asymmetric_uint16_activation_names_its_zero_point(tmp_path):
-    path = _uint16_graph(str(tmp_path / "u16.onnx"), True)
-    model = onnx.load(path)
-    zero_point = next(i for i in model.graph.initializer if i.name == "z")
-    zero_point.CopyFrom(numpy_helper.from_array(np.array(1000, np.uint16), "z"))
-    onnx.save(model, path)
-    result, out = _convert(path, tmp_path)
-    assert result.exit_code == 1 and not out.exists() and "Traceback" not in result.output
-    lines = _diagnostics(result)
-    assert len(lines) == 2, result.output
-    assert all("uint16 activations need zero point 32768" in line and "got 1000" in line
-               for line in lines), result.output
 
 
 _ORT_OPTIONS = {

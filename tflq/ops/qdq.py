@@ -9,8 +9,10 @@ QuantizeLinear -> DequantizeLinear pairs. The importer keeps the graph's real-va
 Full-integer conversion folds the FAKE_QUANT ops into their tensors' parameters
 (tflq/quantize/qdq.py); a float conversion writes them as TFLite FAKE_QUANT ops, so LiteRT computes
 what onnxruntime computes for the ONNX graph. Only 8-bit types and int16 (16x8) are converted, and
-uint16 where it is an int16 grid in disguise (see as_int16_grid); anything else is refused with the
-node's name, never silently changed.
+uint16, which is an int16 grid in disguise (see as_int16_grid); anything else is refused with the
+node's name, never silently changed. An asymmetric 16-bit activation grid is kept here as the graph
+says (a float conversion computes it exactly); the full-integer conversion moves it to the
+symmetric int16 grid LiteRT's 16x8 kernels take (tflq/quantize/qdq.py symmetric_int16).
 """
 from __future__ import annotations
 
@@ -44,11 +46,6 @@ _HINT = ("tflq converts 8-bit QDQ models (int8/uint8 activations and weights, in
 # q' = q - 32768 in [-32768, 32767]: the same real values, and ONNX's QuantizeLinear rounds and
 # saturates to the same points on both. So uint16 is read as int16 with the zero point moved.
 UINT16_OFFSET = 32768
-
-_SYMMETRIC_HINT = ("re-quantize the model with symmetric 16-bit activations (onnxruntime: "
-                   "activation_type=QuantType.QInt16 or QUInt16, "
-                   "extra_options={'ActivationSymmetric': True})")
-
 
 @dataclass(frozen=True)
 class FakeQuantAttrs:
@@ -200,8 +197,8 @@ def dequantize_like_onnx(q: np.ndarray, params: QuantParams) -> np.ndarray:
 def quantized_type(node, zero_point: np.ndarray | None) -> DType:
     """The integer type a QuantizeLinear produces: its zero point's type, else `output_dtype`,
     else uint8 (ONNX's default). A uint16 zero point gives int16 (its grid is an int16 one; see
-    UINT16_OFFSET); a uint16 `output_dtype` without one (zero point 0, an asymmetric grid no 16x8
-    kernel takes) stays refused."""
+    UINT16_OFFSET); a uint16 `output_dtype` without one stays refused: its implicit zero point
+    (uint16's 0, int16's -32768) is not what a DequantizeLinear without one reads here."""
     if zero_point is not None:
         if zero_point.dtype == np.uint16:
             return DType.INT16
@@ -279,15 +276,6 @@ class FakeQuant(OpSpec):
             ctx.graph.tensors[name].quant = params
             ctx.alias(node.output[0], name)
             return
-        if dtype == DType.INT16 and np.any(params.zero_point != 0):
-            if zero_point is not None and zero_point.dtype == np.uint16:
-                raise Unsupported(node, "qdq_int16_zero_point",
-                                  f"uint16 activations need zero point {UINT16_OFFSET} (a symmetric "
-                                  f"range, which is int16 with zero point 0: LiteRT's 16x8 kernels), "
-                                  f"got {int(zero_point.reshape(-1)[0])}", hint=_SYMMETRIC_HINT)
-            raise Unsupported(node, "qdq_int16_zero_point",
-                              f"int16 activations need zero point 0 (LiteRT's 16x8 kernels), got "
-                              f"{int(params.zero_point)}", hint=_SYMMETRIC_HINT)
         if params.is_per_channel:
             raise Unsupported(node, "qdq_per_channel_activation",
                               "per-channel quantization of an activation is not supported "

@@ -10,7 +10,8 @@ their ops float, unless calibration statistics cover them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Container
 
 import numpy as np
@@ -21,7 +22,7 @@ from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op, Tensor
 from tflq.ir.qdq import QdqModel, QuantizedConstant
 from tflq.ir.quant import QuantParams
-from tflq.ops.base import FixedOutput, SameAsInput
+from tflq.ops.base import ZERO_CLAMPED, FixedOutput, SameAsInput
 from tflq.ops.qdq import FakeQuant
 from tflq.ops.quantize_ops import Dequantize, Quantize
 
@@ -33,6 +34,8 @@ GRID_TOLERANCE = 0.01
 BIAS_LIMIT = 2.0 ** 30
 # The graph's bias scale may differ from input scale x weight scale by this (relative) unnoticed.
 BIAS_SCALE_TOLERANCE = 1e-3
+# Kernels whose output is never negative (a clamp at 0 after them changes nothing).
+NON_NEGATIVE_KINDS = frozenset({"RELU", "RELU6", "RELU_0_TO_1", "LOGISTIC", "SOFTMAX"})
 
 
 def choose_dtype(qdq: QdqModel, requested: DType) -> DType:
@@ -112,6 +115,8 @@ class FoldedQdq:
     notes: list[str] = field(default_factory=list)
     # Activations the graph leaves float and calibration does not cover: ops touching them stay float.
     uncovered: set[str] = field(default_factory=set)
+    # The graph's own (asymmetric int16) grid of each tensor whose grid moved to symmetric int16.
+    graph_grids: dict[str, QuantParams] = field(default_factory=dict)
 
     def float_reason(self, op: Op) -> str | None:
         """Why `op` stays float in the QDQ model: a tensor it reads or writes is float in the graph."""
@@ -131,6 +136,7 @@ class _Folder:
         self.given = self.result.given
         self.float_ops = float_ops
         self.calibrated = calibrated
+        self.moved: list[_MovedGrid] = []
 
     @property
     def dtype(self) -> DType:
@@ -184,14 +190,17 @@ class _Folder:
             self.share_output_grid(op)
         for op in self.graph.ops:
             self.constants(op)
+        self.note_moved_grids()
         self.graph.remove_unused()
         self.result.uncovered = {n for op in self.graph.ops for n in self.float_activations(op)
                                  if not self.covered(n)}
         return self.result
 
     def fold(self, op: Op) -> None:
+        graph_grid = op.attrs.params.with_dtype_shift(self.dtype)
+        wanted = symmetric_int16(graph_grid)
+        clamp = self.keep_zero_clamp(op, graph_grid) if wanted is not graph_grid else ""
         x, y = op.inputs[0], op.outputs[0]
-        wanted = op.attrs.params.with_dtype_shift(self.dtype)
         known = self.given.get(x)
         source = "another QuantizeLinear of the same tensor"
         if known is None:
@@ -199,8 +208,14 @@ class _Folder:
             source = "the grid TFLite's kernel gives it"
             if known is not None:
                 self.given[x] = known
+        if wanted is not graph_grid:
+            if known is not None and _serves_for(known, graph_grid, wanted):
+                wanted = known  # (a kernel's own grid, e.g. LOGISTIC's 1/32768, is as good a move)
+            self.moved.append(_MovedGrid(op.origin, graph_grid, wanted, clamp))
         if known is None or known == wanted:
             self.given.setdefault(x, wanted)
+            if wanted is not graph_grid:
+                self.result.graph_grids.setdefault(x, graph_grid)
             if self.bypass(op):
                 return  # else a model output that also feeds other ops: keep it as a copy
         else:
@@ -212,6 +227,76 @@ class _Folder:
         self.graph.remove_op(op)
         self.graph.add_op(Op(Quantize.kind, [x], [y], origin=op.origin), index)
         self.given[y] = wanted
+        if wanted is not graph_grid:
+            self.result.graph_grids[y] = graph_grid
+
+    def keep_zero_clamp(self, op: Op, graph_grid: QuantParams) -> str:
+        """An asymmetric int16 grid whose lowest value is 0 clamps what it rounds at 0 (onnxruntime
+        drops a Relu into such a zero point); the symmetric grid that replaces it does not. Keep
+        the clamp: as the producer's fused RELU where it applies one and nothing else reads its
+        output, else as a RELU op in front of `op`. Returns how ("" if the values are never
+        negative, or the grid clamps elsewhere: beyond its calibrated range only)."""
+        if int(graph_grid.zero_point) != DType.INT16.qmin:
+            return ""
+        g, x = self.graph, op.inputs[0]
+        if self.non_negative(x):
+            return ""
+        producer = g.producer(x)
+        spec = registry.spec(producer.kind) if producer is not None else None
+        if spec is not None and spec.fused_activation is not None and x not in self.given and \
+                getattr(producer.attrs, "fused_activation", None) == "NONE" and \
+                "RELU" in spec.fused_activation.everywhere() and x not in g.outputs and \
+                g.consumers(x) == [op]:
+            producer.attrs = replace(producer.attrs, fused_activation="RELU")
+            return f"fused RELU in {producer.kind} '{producer.origin}'"
+        t = g.tensors[x]
+        clamped = g.unique_name(f"{x}/relu")
+        g.add_tensor(Tensor(clamped, t.dtype, t.shape, layout=t.layout))
+        g.add_op(Op("RELU", [x], [clamped], origin=op.origin), g.ops.index(op))
+        op.inputs[0] = clamped
+        if x not in self.given:
+            self.given[x] = self.fixed_by_rule(x) or symmetric_int16(graph_grid)
+        self.given[clamped] = self.given[x]  # (RELU keeps its input's grid)
+        return "RELU op"
+
+    def non_negative(self, name: str) -> bool:
+        """True when `name`'s producer never writes a negative value (a clamping activation, a
+        softmax, or a value-moving op of such values)."""
+        producer = self.graph.producer(name)
+        if producer is None:
+            return False
+        if producer.kind in NON_NEGATIVE_KINDS or \
+                getattr(producer.attrs, "fused_activation", None) in ZERO_CLAMPED:
+            return True
+        if registry.spec(producer.kind).quant.value_preserving:
+            inputs = self.data_inputs(producer)
+            return bool(inputs) and all(self.non_negative(n) for n in inputs)
+        return False
+
+    def note_moved_grids(self) -> None:
+        """One summary line for the asymmetric 16-bit grids moved to symmetric int16 (one per
+        tensor when there are few)."""
+        if not self.moved:
+            return
+        why = ("LiteRT's 16x8 kernels take int16 activations with zero point 0 only: each became "
+               "the symmetric int16 grid covering the same range, with a step at most 2x "
+               "the graph's (1 bit)")
+        clamps = [m.clamp for m in self.moved if m.clamp]
+        kept = (f"; the clamp at 0 of {len(clamps)} grid(s) whose range starts at 0 (a Relu "
+                f"folded into the zero point) is kept ({_counted(clamps)})") if clamps else ""
+        if len(self.moved) <= 3:
+            for m in self.moved:
+                clamp = f"; its clamp at 0 is kept as a {m.clamp}" if m.clamp else ""
+                self.note(f"QuantizeLinear '{m.origin}': asymmetric 16-bit grid (on int16: "
+                          f"{m.graph.describe()}) moved to "
+                          f"{m.new.describe()} (LiteRT's 16x8 kernels take int16 activations with "
+                          f"zero point 0 only; the same range, a step "
+                          f"{float(m.new.scale) / float(m.graph.scale):.2f}x the graph's){clamp}")
+            return
+        worst = max(float(m.new.scale) / float(m.graph.scale) for m in self.moved)
+        names = ", ".join(f"'{m.origin}'" for m in self.moved[:3])
+        self.note(f"{len(self.moved)} asymmetric 16-bit activation grids (QuantizeLinear {names}, "
+                  f"...) moved to symmetric int16: {why}, here up to {worst:.2f}x{kept}")
 
     def bypass(self, op: Op) -> bool:
         """Remove a FAKE_QUANT whose parameters now live on its input; keep output names."""
@@ -219,6 +304,8 @@ class _Folder:
         name = self.graph.bypass(op)
         if name is not None and name != x:
             self.given[name] = self.given.pop(x)
+            if x in self.result.graph_grids:
+                self.result.graph_grids[name] = self.result.graph_grids.pop(x)
         return name is not None
 
     def share_input_grid(self, op: Op) -> None:
@@ -231,6 +318,8 @@ class _Folder:
                 op.outputs[0] in self.given or not self.runs_quantized(op, assume=op.outputs[0]):
             return
         self.given[op.outputs[0]] = self.given[source]
+        if source in self.result.graph_grids:
+            self.result.graph_grids[op.outputs[0]] = self.result.graph_grids[source]
 
     def fix_intermediate_output(self, op: Op) -> None:
         """Inside one ONNX node's lowering (a Softmax over a non-last axis is TRANSPOSE, SOFTMAX,
@@ -340,6 +429,9 @@ class _Folder:
         requantized to that scale, which is what TFLite's kernels assume)."""
         rule = registry.spec(op.kind).bias
         input_params = self.given.get(op.inputs[rule.input])
+        # (an input grid moved to symmetric int16: the graph's bias is on the graph's grid, and
+        # its requantization is part of that move, noted once)
+        input_params = self.result.graph_grids.get(op.inputs[rule.input], input_params)
         weight_params = self.given.get(op.inputs[rule.weight])
         bias = self.bias_data(op)
         graph_bias = [c for c in stored if c.params.dtype == DType.INT32]
@@ -355,6 +447,46 @@ class _Folder:
                     f"weight scale by up to {worst:.2%}; the bias was requantized")
             log.warning(text)
             self.note(text)
+
+
+@dataclass(frozen=True)
+class _MovedGrid:
+    origin: str          # the QuantizeLinear
+    graph: QuantParams   # its asymmetric int16 grid
+    new: QuantParams     # the symmetric one
+    clamp: str           # how its clamp at 0 is kept ("" when none is needed)
+
+
+def _counted(clamps: list[str]) -> str:
+    """'fused RELU in CONV_2D x2, RELU op x1' for _MovedGrid.clamp texts."""
+    counts = Counter(clamp.split(" '")[0] for clamp in clamps)
+    return ", ".join(f"{kind} x{n}" for kind, n in counts.items())
+
+
+def _serves_for(known: QuantParams, graph_grid: QuantParams, moved: QuantParams) -> bool:
+    """True when `known`, a symmetric int16 grid a tensor has already, holds the range of its
+    asymmetric `graph_grid` (to within a step of `moved`, the grid it would move to) with a step
+    no coarser than `moved`'s: then the move may as well land on it (no QUANTIZE between)."""
+    if known.dtype != DType.INT16 or known.is_per_channel or int(known.zero_point) != 0:
+        return False
+    step, zero_point = float(graph_grid.scale), int(graph_grid.zero_point)
+    low, high = step * (DType.INT16.qmin - zero_point), step * (DType.INT16.qmax - zero_point)
+    known_step, moved_step = float(known.scale), float(moved.scale)
+    return known_step <= moved_step * (1 + 1e-6) and \
+        known_step * DType.INT16.qmax >= max(-low, high) - moved_step * (1 + 1e-6)
+
+
+def symmetric_int16(params: QuantParams) -> QuantParams:
+    """The int16 grid with zero point 0 covering the real range of an asymmetric int16 one
+    (uint16 arrives as int16, zero point - 32768): range [s (-32768 - z), s (32767 - z)], scale
+    max(|low|, |high|) / 32767, which LiteRT's 16x8 kernels take. The step grows by at most 2x
+    (one bit, for a one-sided range). A symmetric grid (zero point 0), or one of another type,
+    is returned as is."""
+    if params.dtype != DType.INT16 or params.is_per_channel or int(params.zero_point) == 0:
+        return params
+    step, zero_point = float(params.scale), int(params.zero_point)
+    low, high = step * (DType.INT16.qmin - zero_point), step * (DType.INT16.qmax - zero_point)
+    return QuantParams.per_tensor(DType.INT16, max(-low, high) / DType.INT16.qmax, 0)
 
 
 def on_grid(data: np.ndarray, stored: QuantizedConstant, axis: int | None) -> QuantParams | None:
