@@ -188,21 +188,30 @@ def _blocked_matmul(path: str, dtype: int, axis: int, activations: bool) -> str:
 @pytest.mark.parametrize("activations", [False, True])
 def test_blocked_weights_are_the_float_constant_the_graph_computes(dtype, axis, activations, tmp_path):
     """A blocked DequantizeLinear of a constant (block_size, opset 21) was refused; it computes a
-    float weight exactly. Without activation QDQ the MatMul stays float (onnxruntime's numbers);
-    with it, TFLite's int8 kernel takes the weight on a per-channel grid of its own."""
+    float weight exactly, which --mode float keeps (onnxruntime's numbers). Without activation QDQ
+    the model is weights-only: the weight is stored in int8 on a per-channel grid of tflq's (the
+    hybrid kernel's; tests/test_ort_nbits.py measures onnxruntime's own 4-bit models); with it,
+    TFLite's int8 kernel takes the weight on such a grid."""
     path = _blocked_matmul(str(tmp_path / "blocked.onnx"), dtype, axis, activations)
-    result, out = _convert(path, tmp_path)
-    assert result.exit_code == 0, result.output
-    rng = np.random.default_rng(9)
-    worst = 0.0
-    for _ in range(4):
-        x = rng.normal(size=(2, 40)).astype(np.float32)
-        expected, actual = run_onnxruntime(path, {"x": x})[0], run_litert(out.read_bytes(), [x])[0]
-        worst = max(worst, float(np.max(np.abs(expected - actual))))
-    if activations:
-        assert worst <= 2 * 0.05 + 1e-6  # two output steps
-    else:
-        assert worst <= 1e-5 * max(1.0, float(np.abs(expected).max()))
+    for mode in ([], ["--mode", "float"]):
+        result, out = _convert(path, tmp_path, *mode)
+        assert result.exit_code == 0, result.output
+        rng = np.random.default_rng(9)
+        worst, sqnr = 0.0, float("inf")
+        for _ in range(4):
+            x = rng.normal(size=(2, 40)).astype(np.float32)
+            expected, actual = run_onnxruntime(path, {"x": x})[0], run_litert(out.read_bytes(), [x])[0]
+            worst = max(worst, float(np.max(np.abs(expected - actual))))
+            sqnr = min(sqnr, sqnr_db(expected, actual))
+        if mode:
+            assert worst <= 1e-5 * max(1.0, float(np.abs(expected).max()))
+        elif activations:
+            assert worst <= 2 * 0.05 + 1e-6  # two output steps
+        else:
+            assert "[mode weights-only, int8]" in result.output, result.output
+            weight = next(t for t in read_tflite(out.read_bytes()).tensors if t.buffer_bytes)
+            assert weight.dtype == "int8" and len(weight.scale) == 8, weight
+            assert sqnr >= 30.0, sqnr
 
 
 @pytest.mark.parametrize("activation", ["QUInt16", "QInt16"])

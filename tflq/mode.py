@@ -20,11 +20,13 @@ def resolve_mode(config: ConvertConfig, qdq: QdqModel | None) -> tuple[ConvertCo
     activation grid: a weight-compressed export) is a weights-only model: that mode is inferred,
     storing the graph's own integers (the constants it keeps float stay float). `--mode
     weights-only` stores the graph's integers too and quantizes the rest by tflq's rules; `--mode
-    full` needs --calib or --stats, as the graph gives no activation its range.
+    full` needs --calib or --stats, as the graph gives no activation its range. Blocked weights
+    (block_size, onnxruntime's 4-bit MatMul QDQ and MatMulNBits) make such a model too: TFLite has
+    no grid for their blocks, so they are stored on a per-channel int8 grid of tflq's.
     """
     if qdq is None:
         return (config if config.mode is not None else replace(config, mode=Mode.FLOAT)), None
-    if not qdq.activation_types and qdq.constants:
+    if not qdq.activation_types and (qdq.constants or qdq.blocked):
         return _weights_only_qdq(config, qdq)
     if config.mode is None:
         return replace(config, mode=Mode.FULL), (
@@ -48,10 +50,12 @@ def _weights_only_qdq(config: ConvertConfig, qdq: QdqModel) -> tuple[ConvertConf
 
     what = f"the model quantizes only its weights ({qdq.describe()})"
     if config.mode is None:
+        stored = ("storing the graph's own weight integers" if qdq.constants else
+                  "storing its weights in 8 bits")
         return replace(config, mode=Mode.WEIGHTS_ONLY, dtype=choose_dtype(qdq, config.dtype),
                        only_graph_weights=True), (
-            f"{what}: --mode weights-only inferred, storing the graph's own weight integers "
-            f"(the constants it keeps float stay float; --mode weights-only quantizes them too)")
+            f"{what}: --mode weights-only inferred, {stored} (the constants it keeps float stay "
+            f"float; --mode weights-only quantizes them too){_blocked_note(qdq)}")
     if config.mode == Mode.WEIGHTS_ONLY:
         return replace(config, dtype=choose_dtype(qdq, config.dtype)), None
     if config.mode == Mode.FULL and config.calib is None and not config.stats:
@@ -62,6 +66,15 @@ def _weights_only_qdq(config: ConvertConfig, qdq: QdqModel) -> tuple[ConvertConf
         return config, (f"{what}: --mode {config.mode.value} stores the values they stand for in float "
                         f"(what the ONNX graph computes); omit --mode for 8-bit weights")
     return config, None
+
+
+def _blocked_note(qdq: QdqModel) -> str:
+    """What becomes of a weights-only model's blocked weights, for the mode's note."""
+    if not qdq.blocked:
+        return ""
+    kinds = ", ".join(sorted({b.describe() for b in qdq.blocked.values()}))
+    return (f"; its {len(qdq.blocked)} blocked weights ({kinds}) have no TFLite grid: they are "
+            f"requantized to per-channel int8")
 
 
 def unused_option_notes(config: ConvertConfig) -> list[str]:

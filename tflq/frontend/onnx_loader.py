@@ -25,6 +25,7 @@ from tflq.frontend.onnx_patterns import (channel_windows, fuse_erf_gelu, gather_
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_dynamic import dequantize_before_data_movement, float_ops_from_dynamic
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized, standard_qdq_from_contrib
+from tflq.frontend.ort_nbits import matmul_nbits_as_matmul
 from tflq.frontend.skeleton import skeleton, take_inferred
 from tflq.frontend.validate import (DEFAULT_MAX_TENSOR_BYTES, INT32_MAX, check_generators,
                                     check_input_sizes, check_nodes, check_structure, check_value_shapes,
@@ -577,6 +578,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     model, external_files = read_model_and_data_files(path)
     check_structure(model, path, max_tensor_bytes)
     source_nodes = frozenset(n.name for n in model.graph.node if n.name)
+    matmul_nbits_as_matmul(model, path)
     standard_qdq_from_contrib(model, default_opset(model))
     dynamic = float_ops_from_dynamic(model)
     dequantize_before_data_movement(model)

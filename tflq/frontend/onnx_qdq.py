@@ -6,24 +6,29 @@ import onnx
 from onnx import numpy_helper
 
 from tflq.errors import Diagnostic, UnsupportedModelError
+from tflq.frontend.ort_nbits import blocked_constant
 from tflq.ir.dtypes import DType
-from tflq.ir.qdq import QdqModel, QuantizedConstant
+from tflq.ir.qdq import BlockedConstant, QdqModel, QuantizedConstant
 from tflq.ir.quant import QuantParams
-from tflq.ops.qdq import block_size, default_zero_point, qdq_params, quantize_like_onnx, quantized_type, stored_integers
+from tflq.ops.qdq import (FOUR_BIT, block_size, default_zero_point, qdq_params, quantize_like_onnx,
+                          quantized_type, stored_integers)
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 def find_qdq(model: onnx.ModelProto) -> QdqModel | None:
     """The model's QDQ facts, or None for a float model. Run on the loaded (folded) model, whose
-    nodes the importer has named and validated."""
+    nodes the importer has named and validated. (A MatMulNBits model, read as MatMul by
+    initializers tflq.frontend.ort_nbits marked, is one whose only facts are blocked weights.)"""
     nodes = [n for n in model.graph.node if n.op_type in QDQ_OPS and n.domain in ("", "ai.onnx")]
-    if not nodes:
+    nbits = {init.name: blocked_constant(init) for init in model.graph.initializer}
+    nbits = {name: blocked for name, blocked in nbits.items() if blocked is not None}
+    if not nodes and not nbits:
         return None
     wanted = {name for n in nodes for name in n.input}
     inits = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer
              if init.name in wanted}
-    qdq = QdqModel(len(nodes))
+    qdq = QdqModel(len(nodes), blocked=nbits)
     quantized: dict[str, tuple[np.ndarray, QuantParams]] = {}  # QuantizeLinear of a constant
     activation_outputs: dict[str, onnx.NodeProto] = {}
     qdq.values.update(v.name for v in list(model.graph.input) + list(model.graph.output))
@@ -46,6 +51,10 @@ def find_qdq(model: onnx.ModelProto) -> QdqModel | None:
                 activation_outputs[node.output[0]] = node
             continue
         values = inits[source] if source in inits else quantized.get(source, (None, None))[0]
+        if values is not None and block_size(node):
+            bits = 4 if values.dtype in FOUR_BIT else 8 * values.dtype.itemsize
+            qdq.blocked[node.output[0]] = BlockedConstant(node.op_type, node.name, bits,
+                                                          block_size(node), values.size)
         stored = stored_integers(values) if values is not None and not block_size(node) else None
         if stored is not None:  # (blocked weights are float constants: no grid TFLite can keep)
             zero_point = default_zero_point(values, scale, zero_point)

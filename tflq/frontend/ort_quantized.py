@@ -23,7 +23,7 @@ QUANTIZED_DEFAULT_OPS = frozenset({"DynamicQuantizeLinear", "ConvInteger", "MatM
                                    "QLinearConv", "QLinearMatMul"})
 # com.microsoft contrib ops of onnxruntime's quantizers that do not follow the Q<Op> naming.
 QUANTIZED_CONTRIB_OPS = frozenset({"DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
-                                   "MatMulIntegerToFloat", "MulInteger", "MatMulNBits",
+                                   "MatMulIntegerToFloat", "MulInteger",
                                    "MatMulBnb4", "GatherBlockQuantized", "QuantizeLinear",
                                    "DequantizeLinear", "QuantizeBFP", "DequantizeBFP"})
 CONTRIB_DOMAIN = "com.microsoft"

@@ -19,6 +19,24 @@ class QuantizedConstant:
     params: QuantParams
 
 
+@dataclass(frozen=True)
+class BlockedConstant:
+    """A constant the ONNX graph stores in blocks of `block_size` integers of `bits` bits, each
+    block on its own scale (opset 21 DequantizeLinear with block_size, onnxruntime's 4-bit
+    MatMul QDQ; com.microsoft MatMulNBits): TFLite has no such grid, so the importer reads the
+    float values it computes. `node` is the ONNX node that holds the blocks (`op_type`), `size`
+    the constant's number of values."""
+
+    op_type: str
+    node: str
+    bits: int
+    block_size: int
+    size: int
+
+    def describe(self) -> str:
+        return f"{self.bits}-bit blocks of {self.block_size}"
+
+
 @dataclass
 class QdqModel:
     """What an ONNX model's QuantizeLinear/DequantizeLinear nodes say, gathered once after loading."""
@@ -28,6 +46,7 @@ class QdqModel:
     constants: dict[str, QuantizedConstant] = field(default_factory=dict)  # DQ output -> constant
     node_inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # node name -> inputs
     values: set[str] = field(default_factory=set)  # every value name of the ONNX graph
+    blocked: dict[str, BlockedConstant] = field(default_factory=dict)  # float value -> its blocks
 
     def is_intermediate(self, name: str) -> bool:
         """True for a tensor an importer made inside one ONNX node's lowering (the graph has no
@@ -36,4 +55,8 @@ class QdqModel:
 
     def describe(self) -> str:
         kinds = "/".join(sorted(t.name.lower() for t in self.activation_types)) or "no"
-        return f"{self.node_count} QuantizeLinear/DequantizeLinear nodes ({kinds} activations)"
+        parts = [f"{self.node_count} QuantizeLinear/DequantizeLinear nodes"] if self.node_count else []
+        nbits = sum(b.op_type == "MatMulNBits" for b in self.blocked.values())
+        if nbits:
+            parts.append(f"{nbits} MatMulNBits nodes")
+        return f"{' and '.join(parts)} ({kinds} activations)"

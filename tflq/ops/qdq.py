@@ -124,8 +124,9 @@ def dequantize_blocked(node, values: np.ndarray, scale: np.ndarray,
                           f"{list(zero_point.shape)} for blocks of {size} along axis {axis} of "
                           f"shape {list(values.shape)} (expected {expected})",
                           hint="the model's quantization parameters are broken; re-export it")
-    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-        raise Unsupported(node, "qdq_scale", "every scale must be finite and > 0",
+    if not np.all(np.isfinite(scale)):  # (any sign: onnxruntime's symmetric 4-bit blocks map
+        # each block's largest magnitude to -8, on a negative scale when that value is positive)
+        raise Unsupported(node, "qdq_scale", "every scale must be finite",
                           hint="the model's quantization parameters are broken; re-export it")
     spread = [np.repeat(p, size, axis=axis).take(range(values.shape[axis]), axis=axis)
               for p in (scale, zero_point.astype(np.int64))]

@@ -42,7 +42,8 @@ def choose_dtype(qdq: QdqModel, requested: DType) -> DType:
     """The model's activation type: int16 (16x8) for int16 activations; else uint8 only when every
     activation and weight of the graph is uint8 per tensor (the classic scheme, which has no
     per-channel kernels); int8 otherwise (uint8 activations move to int8 exactly, zero point
-    - 128). `requested` int8 always wins for an 8-bit model.
+    - 128). `requested` int8 always wins for an 8-bit model, and a weights-only model with blocked
+    weights is int8: they get a per-channel grid of tflq's, which the hybrid kernels read as int8.
 
     uint8 is also chosen for uint8 activations with per-tensor weights of which some are int8 with
     a non-zero zero point that symmetric int8 cannot hold (PyTorch's per_tensor_affine QAT weights):
@@ -55,7 +56,7 @@ def choose_dtype(qdq: QdqModel, requested: DType) -> DType:
                 f"the QDQ model mixes {kinds} activations; tflq converts QDQ models with one "
                 f"activation type (use --int16-ops on the float model for mixed precision)")
         return DType.INT16
-    if requested == DType.INT8:
+    if requested == DType.INT8 or (qdq.blocked and not qdq.activation_types):
         return DType.INT8
     stored = [c.params for c in qdq.constants.values() if c.params.dtype != DType.INT32]
     if not qdq.activation_types and not stored:
@@ -358,7 +359,11 @@ class _Folder:
         if not eight_bit:
             if any(g.is_constant(op.inputs[i]) and g.tensors[op.inputs[i]].dtype.is_float
                    for i in weight_axes if i < len(op.inputs)):
-                self.note(f"{op.kind} '{op.origin}': its weights are float in the QDQ graph; "
+                blocks = [self.qdq.blocked[n] for n in self.qdq.node_inputs.get(op.origin, ())
+                          if n in self.qdq.blocked]
+                how = f"in {blocks[0].describe()} in the QDQ graph (TFLite has no block grid)" \
+                    if blocks else "float in the QDQ graph"
+                self.note(f"{op.kind} '{op.origin}': its weights are {how}; "
                           f"tflq quantized them ({self.dtype.name.lower()} rules)")
             if not stored:
                 return

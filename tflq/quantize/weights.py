@@ -14,7 +14,7 @@ from tflq.config import ConvertConfig, dtype_name
 from tflq.errors import InvalidConfigError, InvalidModelError
 from tflq.ir.dtypes import DType
 from tflq.ir.graph import Graph, Op, Tensor
-from tflq.ir.qdq import QdqModel
+from tflq.ir.qdq import BlockedConstant, QdqModel
 from tflq.ir.quant import QuantParams, asymmetric_weight_params, sqnr_db, symmetric_weight_params
 from tflq.ops.base import Weight
 from tflq.quantize.qdq import on_grid, symmetric_int8
@@ -70,11 +70,13 @@ def dequantize_for(graph: Graph, name: str, stored: str, uses: list[tuple[Op, in
 
 
 def _stored_constants(graph: Graph, config: ConvertConfig, qdq: QdqModel | None = None
-                      ) -> list[tuple[str, list[tuple[Op, int]], QuantParams | None]]:
+                      ) -> list[tuple[str, list[tuple[Op, int]], QuantParams | None,
+                                      BlockedConstant | None]]:
     """The constants weights-only mode stores in 8 bits (or leaves, already integer), with their
-    uses and the grid a QDQ model stores them on (None: tflq's rules): every constant that no op
+    uses, the grid a QDQ model stores them on (None: tflq's rules) and the blocks it stores them
+    in (a grid TFLite cannot keep: tflq's rules give them theirs): every constant that no op
     reads as bias, of at least config.min_weight_elements unless the QDQ model stores it in
-    integers (its integers are kept whatever the size)."""
+    integers (its integers are kept, its blocks requantized, whatever the size)."""
     consumers = graph.consumer_map()
     stored = []
     for name in list(graph.tensors):
@@ -87,8 +89,9 @@ def _stored_constants(graph: Graph, config: ConvertConfig, qdq: QdqModel | None 
         if any(is_bias(op, i) for op, i in uses):  # biases stay float
             continue
         given = graph_grid(graph, name, uses, qdq) if t.dtype.is_float else None
-        if given is not None or t.size >= config.min_weight_elements:
-            stored.append((name, uses, given))
+        blocked = blocked_source(graph, name, uses, qdq) if t.dtype.is_float and given is None else None
+        if given is not None or blocked is not None or t.size >= config.min_weight_elements:
+            stored.append((name, uses, given, blocked))
     return stored
 
 
@@ -133,6 +136,21 @@ def graph_grid(graph: Graph, name: str, uses: list[tuple[Op, int]], qdq: QdqMode
     return None
 
 
+def blocked_source(graph: Graph, name: str, uses: list[tuple[Op, int]], qdq: QdqModel | None
+                   ) -> BlockedConstant | None:
+    """The blocks a QDQ model stores constant `name` in (a block_size DequantizeLinear, a
+    MatMulNBits), found among its readers' ONNX inputs by its size; else None."""
+    if qdq is None or not qdq.blocked:
+        return None
+    size = graph.tensors[name].size
+    for op, _ in uses:
+        for n in qdq.node_inputs.get(op.origin, ()):
+            blocked = qdq.blocked.get(n)
+            if blocked is not None and blocked.size == size:
+                return blocked
+    return None
+
+
 def _as_graph_stores(data: np.ndarray, grid: QuantParams) -> tuple[QuantParams, bool]:
     """How to store weights the graph gives `grid`, with the same values, and whether that is
     symmetric int8: so where the integers fit [-127, 127] around the zero point (the int8 hybrid
@@ -151,24 +169,23 @@ def stored_grids(graph: Graph, config: ConvertConfig, qdq: QdqModel | None = Non
     """The grid quantize_weights will give each float constant it stores (by name) by its own
     rules: what bias correction corrects the biases for, before the weights are quantized. (The
     constants a QDQ model stores on its own grid lose nothing: there is nothing to correct.)"""
-    if config.only_graph_weights:
-        return {}
     return {name: _grid(graph, name, uses, config.dtype)
-            for name, uses, given in _stored_constants(graph, config, qdq)
-            if graph.tensors[name].dtype.is_float and given is None}
+            for name, uses, given, blocked in _stored_constants(graph, config, qdq)
+            if graph.tensors[name].dtype.is_float and given is None and
+            (blocked is not None or not config.only_graph_weights)}
 
 
 def quantize_weights(graph: Graph, config: ConvertConfig, qdq: QdqModel | None = None) -> list[dict]:
     """Rewrite the graph in place; return one summary record per quantized tensor. A QDQ model's
-    weights keep the graph's integers (`qdq`); with config.only_graph_weights, the constants it
-    keeps float stay float."""
+    weights keep the graph's integers (`qdq`), its blocked ones get tflq's grid; with
+    config.only_graph_weights, the constants it keeps float stay float."""
     if config.dtype not in (DType.UINT8, DType.INT8):
         raise InvalidConfigError(f"--mode weights-only stores 8-bit weights (--dtype uint8 or "
                                  f"int8); --dtype {dtype_name(config.dtype)} is for --mode full")
     check_finite_constants(graph)
     records: list[dict] = []
     insert_at = 0
-    for name, uses, given in _stored_constants(graph, config, qdq):
+    for name, uses, given, blocked in _stored_constants(graph, config, qdq):
         t = graph.tensors[name]
         if not t.dtype.is_float:
             if any(_weight_rule(op, i) for op, i in uses):
@@ -177,7 +194,7 @@ def quantize_weights(graph: Graph, config: ConvertConfig, qdq: QdqModel | None =
             continue
         if given is not None:
             params, symmetric = _as_graph_stores(t.data, given)
-        elif config.only_graph_weights:
+        elif config.only_graph_weights and blocked is None:
             continue
         else:
             params = _grid(graph, name, uses, config.dtype)
@@ -195,8 +212,10 @@ def quantize_weights(graph: Graph, config: ConvertConfig, qdq: QdqModel | None =
         else:
             dequantize_for(graph, name, q_name, uses, insert_at)
             insert_at += 1
-        records.append({"name": name, "elements": t.size,
-                        "params": params.describe() + (", the graph's" if given is not None else ""),
+        origin = ", the graph's" if given is not None else ""
+        if blocked is not None:
+            origin = f", requantized from the graph's {blocked.describe()} (TFLite has no block grid)"
+        records.append({"name": name, "elements": t.size, "params": params.describe() + origin,
                         "sqnr_db": sqnr_db(t.data, params.dequantize(q_data)), "hybrid": hybrid})
     graph.remove_unused()
     return records
