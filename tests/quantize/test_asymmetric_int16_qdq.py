@@ -22,16 +22,17 @@ from tflq.ir.quant import sqnr_db
 from tflq.pipeline import convert
 
 # Worst sample SQNR against the float model over the 40 cases below (held-out inputs), measured:
-# 31.5 dB (mlp, uint8 per-tensor weights, which int8 kernels need requantized); 35.9 dB with int8
+# 34.0 dB (mlp, uint8 per-tensor weights, which int8 kernels need requantized: 31.5 when every
+# channel was rounded again, test_uint8_weights_keep_the_channels_that_fit); 35.9 dB with int8
 # weights (conv_relu_gemm). The same models with 8-bit activations (QUInt8, int8 per-channel
 # weights) measured 31.6-35.1 dB: the 16-bit files with int8 weights gain 1.2 to 13 dB on them.
-SQNR_FLOOR_DB = 30.0
+SQNR_FLOOR_DB = 33.0
 # Held-out inputs stay inside the calibration samples' bound (uniform in [-1, 1]), so that what is
 # measured is the grids' precision, not the clipping of values beyond the calibrated ranges.
 HELD_OUT_BOUND = 0.75
 # The file against onnxruntime running the QDQ model it came from, both against the float model:
 # with int8 weights (kept exactly) the moved activation grids cost 0.09 dB at worst (measured);
-# uint8 weights requantized to symmetric int8 cost up to 5.8 dB (conv_relu_gemm, per tensor).
+# uint8 weights requantized to symmetric int8 cost up to 4.9 dB (concat_softmax, per tensor).
 QDQ_MARGIN_DB = {"QInt8": 0.5, "QUInt8": 6.5}
 
 
@@ -295,7 +296,7 @@ FUZZ_SCHEMES = [("QUInt16", "QUInt8", False), ("QUInt16", "QInt8", True), ("QInt
                 ("QInt16", "QUInt8", True)]
 
 
-@pytest.mark.parametrize("seed", range(16))  # 160 soaked: worst 35.7 dB (seed 64, uint8 weights)
+@pytest.mark.parametrize("seed", range(16))  # 160 soaked: worst 37.3 dB (seed 64, uint8 weights)
 def test_random_graphs_with_asymmetric_16_bit_activations(seed, tmp_path):
     """Random graphs quantized by onnxruntime with asymmetric 16-bit activations convert without
     calibration data; the file reaches 33 dB SQNR against onnxruntime running the QDQ model (worst of
@@ -325,3 +326,35 @@ def test_random_graphs_with_asymmetric_16_bit_activations(seed, tmp_path):
         assert report.dtype == "int16x8", report.dtype
     worst = judge(qdq, report.tflite, feeds, lambda tflite, feed: _run_file(tflite, feed["x"], model, False)).sqnr_db
     assert worst >= 33.0, f"{activation}/{weight}: worst {worst:.1f} dB; float ops {report.float_ops}"
+
+
+def test_uint8_weights_keep_the_channels_that_fit(tmp_path):
+    """A16W8 with per-tensor uint8 weights: 16x8 kernels take symmetric int8 weights per channel,
+    so each output channel whose integers q - zero point fit [-127, 127] keeps them and the
+    graph's scale (exactly the graph's values); another channel gets scale x its largest |q - z| /
+    127. Before, every channel was rounded again (mlp 31.5 -> 34.0 dB worst, conv_relu_gemm 31.9 ->
+    35.6, matmul_add 42.9 -> 43.5 against the float model)."""
+    src, shape = _float_model("mlp", tmp_path / "float.onnx")
+    qdq = _quantize(src, str(tmp_path / "qdq.onnx"), shape, "QUInt16", "QUInt8", False)
+    model = onnx.load(qdq)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and
+              inits.get(n.input[0], np.zeros(0)).shape == (32, 20))
+    q, scale, zero_point = inits[dq.input[0]], float(inits[dq.input[1]]), int(inits[dq.input[2]])
+    assert q.dtype == np.uint8 and zero_point != 0
+    integers = q.astype(np.int64) - zero_point
+    largest = np.abs(integers).max(axis=1)
+    assert 0 < np.count_nonzero(largest > 127) < 32  # (the case: some channels fit, some do not)
+    report = convert(ConvertConfig(model=qdq))
+    interpreter = litert_interpreter(report.tflite)
+    weight = next(d for d in interpreter.get_tensor_details()
+                  if d["dtype"] == np.int8 and tuple(d["shape"]) == (32, 20))
+    stored = interpreter.get_tensor(weight["index"]).astype(np.int64)
+    scales = weight["quantization_parameters"]["scales"]
+    assert weight["quantization_parameters"]["quantized_dimension"] == 0 and scales.size == 32
+    fit = largest <= 127
+    assert np.array_equal(stored[fit], integers[fit])
+    assert np.allclose(scales[fit], scale, rtol=1e-6)
+    assert np.allclose(scales[~fit], scale * largest[~fit] / 127, rtol=1e-6)
+    assert np.abs(stored[~fit]).max() <= 127
+    assert any("channels keep the graph's integers exactly" in n for n in report.notes), report.notes

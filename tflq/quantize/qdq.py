@@ -401,6 +401,16 @@ class _Folder:
             params = grid
             if grid.dtype != DType.INT8 or np.any(grid.zero_point != 0):
                 params = symmetric_int8(g.tensors[name].data, grid)
+            axis = next((w.axis for w in registry.spec(op.kind).weights if w.index == index), None)
+            if params is None and self.dtype == DType.INT16 and axis is not None:
+                params, exact = channel_symmetric_int8(g.tensors[name].data, grid, axis)
+                if exact:  # (else the same grid tflq's own 16x8 rule gives)
+                    self.note(f"{what}: {grid.dtype.name.lower()} weights with non-zero zero points "
+                              f"as symmetric int8 per channel: {exact} of {params.scale.size} "
+                              f"channels keep the graph's integers exactly, the others are "
+                              f"requantized (their integers exceed [-127, 127] around the zero point)")
+                else:
+                    params = None
             if params is None:
                 self.note(f"{what}: {grid.dtype.name.lower()} weights with non-zero zero points "
                           f"requantized to symmetric int8 (the int8 kernels need zero point 0)")
@@ -550,6 +560,27 @@ def symmetric_int8(data: np.ndarray, grid: QuantParams) -> QuantParams | None:
     if found is None or np.any(found.quantize(data) == -128):
         return None
     return found
+
+
+def channel_symmetric_int8(data: np.ndarray, grid: QuantParams, axis: int) -> tuple[QuantParams, int]:
+    """A symmetric int8 grid per channel along `axis` for weights on `grid` (per tensor, or per
+    channel along `axis`) whose integers q - zero point do not all fit [-127, 127]: a channel
+    whose integers fit keeps the graph's scale, so its values exactly; another gets the scale
+    that takes its largest integer to 127, the grid tflq's 16x8 rule gives it (its values are
+    rounded again). Returns the grid and the number of channels kept exactly. For LiteRT's 16x8
+    kernels, which take per-channel int8 weights wherever a channel axis exists."""
+    channels = data.shape[axis]
+    shape = [1] * data.ndim
+    shape[axis] = -1
+    scale = np.broadcast_to(grid.scale.astype(np.float64).reshape(shape if grid.is_per_channel else ()),
+                            shape[:axis] + [channels] + shape[axis + 1:]).reshape(-1)
+    zero_point = grid.zero_point.reshape(shape if grid.is_per_channel else ())
+    steps = np.rint(data.astype(np.float64) / scale.reshape(shape) + zero_point) - zero_point
+    reduce = tuple(i for i in range(data.ndim) if i != axis)
+    largest = np.abs(steps).max(axis=reduce) if data.size else np.zeros(channels)
+    scale = scale * np.maximum(1.0, largest / 127)
+    params = QuantParams.per_channel(DType.INT8, scale, np.zeros(channels, np.int64), axis)
+    return params, int(np.count_nonzero(largest <= 127))
 
 
 def _bias_saturates(bias: np.ndarray, input_params: QuantParams, weight: QuantParams) -> bool:
