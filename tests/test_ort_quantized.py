@@ -1,7 +1,7 @@
-"""Models that onnxruntime already quantized (operator-oriented QLinear* ops, com.microsoft contrib
-ops; dynamic quantization only where tflq cannot read it back as float ops) are refused through
-the CLI with one message asking for the float model (exit 1, no traceback, no file).
-onnxruntime's own quantizers write the models."""
+"""Models that onnxruntime already quantized in forms tflq cannot read back (com.microsoft contrib
+ops such as QAttention; QLinear or dynamic patterns wired otherwise than onnxruntime writes them)
+are refused through the CLI with one message asking for the float model (exit 1, no traceback,
+no file); the models onnxruntime's own quantizers write convert."""
 from __future__ import annotations
 
 import os
@@ -101,14 +101,6 @@ def _assert_refused(result, out, op_types):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("how,op_types", [
-    ("qoperator", ["QLinearConv", "QLinearAdd", "QLinearMatMul"]),
-])
-def test_onnxruntime_quantized_model_is_refused_asking_for_the_float_model(how, op_types, tmp_path):
-    result, out = _convert(_quantized(tmp_path, how), tmp_path)
-    _assert_refused(result, out, op_types)
-
-
 @pytest.mark.parametrize("op_type", ["QGemm", "QLinearSigmoid", "QAttention", "DynamicQuantizeMatMul",
                                      "MatMulIntegerToFloat", "QuantizeBFP"])
 def test_contrib_quantized_ops_are_refused_the_same_way(op_type, tmp_path):
@@ -129,9 +121,9 @@ def test_other_contrib_ops_get_the_usual_message(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("how", ["qdq", "dynamic_int8", "dynamic_uint8"])
-def test_onnxruntime_qdq_and_dynamic_models_convert(how, tmp_path):
-    """(Dynamic models: tests/test_ort_dynamic.py checks what they compute.)"""
+@pytest.mark.parametrize("how", ["qdq", "dynamic_int8", "dynamic_uint8", "qoperator"])
+def test_onnxruntime_quantized_models_convert(how, tmp_path):
+    """(What they compute: tests/test_ort_dynamic.py, tests/test_ort_qoperator.py.)"""
     result, out = _convert(_quantized(tmp_path, how), tmp_path)
     assert result.exit_code == 0, result.output
     assert os.path.getsize(out) > 0

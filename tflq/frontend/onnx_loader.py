@@ -24,6 +24,7 @@ from tflq.frontend.onnx_patterns import (channel_windows, fuse_erf_gelu, gather_
                                          group_norm_from_instance_norm)
 from tflq.frontend.onnx_qdq import find_qdq
 from tflq.frontend.ort_dynamic import dequantize_before_data_movement, float_ops_from_dynamic
+from tflq.frontend.ort_qoperator import qdq_from_qoperator
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized, standard_qdq_from_contrib
 from tflq.frontend.ort_nbits import matmul_nbits_as_matmul
 from tflq.frontend.skeleton import skeleton, take_inferred
@@ -581,6 +582,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     matmul_nbits_as_matmul(model, path)
     standard_qdq_from_contrib(model, default_opset(model))
     dynamic = float_ops_from_dynamic(model)
+    qoperator = qdq_from_qoperator(model)
     dequantize_before_data_movement(model)
     refuse_onnxruntime_quantized(model, path)
     notes: list[str] = []
@@ -589,6 +591,11 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
         notes.append(f"{sum(dynamic.values())} op(s) dynamically quantized by onnxruntime ({kinds}) read "
                      f"as float ops on their weight integers (onnxruntime quantizes their activations "
                      f"per run, as the hybrid kernels of a weights-only file do)")
+    if qoperator:
+        kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(qoperator.items()))
+        notes.append(f"{sum(qoperator.values())} op(s) quantized by onnxruntime in its operator format "
+                     f"({kinds}) read as the float op between DequantizeLinear and QuantizeLinear on "
+                     f"their own grids")
     model, opset, why = _convert_opset(model, path, notes)
     if opset not in SUPPORTED_OPSETS:
         because = f" and onnx.version_converter could not convert it ({why})" if why else ""

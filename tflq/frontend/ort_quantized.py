@@ -1,6 +1,8 @@
 """Recognise models that onnxruntime's quantization tools already quantized (operator-oriented
-QLinear*/Integer ops, dynamic quantization, com.microsoft contrib ops), which tflq cannot convert
-node by node: they carry integer arithmetic, not float semantics. The user needs the float model.
+QLinear*/Integer ops, dynamic quantization, com.microsoft contrib ops) in forms tflq cannot read
+back: they carry integer arithmetic, not float semantics. The user needs the float model. (The
+forms onnxruntime's quantizers write are read back first: tflq.frontend.ort_qoperator,
+tflq.frontend.ort_dynamic; what those leave is refused here.)
 
 (QuantizeLinear/DequantizeLinear pairs, onnxruntime's QDQ format, are not this: tflq converts them
 with their own parameters. onnxruntime writes them in the com.microsoft domain with
