@@ -273,3 +273,66 @@ def test_a_dynamic_pattern_that_is_not_provable_is_still_refused(tmp_path):
     assert result.exit_code == 1, result.output
     assert "quantized by onnxruntime" in result.output and "DynamicQuantizeLinear" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def _optimized(path: str, tmp_path) -> str:
+    """The model as onnxruntime's graph optimizer saves it (its fusions: DynamicQuantizeMatMul)."""
+    ort = importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return options.optimized_model_filepath
+
+
+@pytest.mark.parametrize("weight_type", ["QInt8", "QUInt8"])
+@pytest.mark.parametrize("which", sorted(MODELS))
+def test_a_dynamic_model_onnxruntime_optimized_converts(which, weight_type, tmp_path):
+    """onnxruntime fuses DynamicQuantizeLinear + MatMulInteger + Cast + Mul (+ the bias Add) into
+    com.microsoft DynamicQuantizeMatMul when it optimizes (and saves) a dynamic model: read as
+    MatMul of the weight's DequantizeLinear (+ Add)."""
+    src, dynamic = _dynamic(tmp_path, which, True, weight_type)
+    optimized = _optimized(dynamic, tmp_path)
+    kinds = [n.op_type for n in onnx.load(optimized).graph.node]
+    assert "DynamicQuantizeMatMul" in kinds
+    result, out = _convert(optimized, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "DynamicQuantizeMatMul x" in result.output
+    tflite = out.read_bytes()
+    stored = _stored_weights(tflite)
+    for name, (integers, scales, zero_points) in _onnxruntime_weights(dynamic).items():
+        assert _kept(stored, integers, scales, zero_points), name
+    feeds = _feeds(MODELS[which][1])
+    assert _worst_db(optimized, tflite, feeds) >= 30.0
+    assert _worst_db(src, tflite, feeds) >= 30.0
+
+
+@pytest.mark.parametrize("per_column", [False, True], ids=["per_tensor", "per_column"])
+def test_matmul_integer_to_float_reads_as_matmul_and_bias(per_column, tmp_path):
+    """com.microsoft MatMulIntegerToFloat (onnxruntime's fusion when a DynamicQuantizeLinear feeds
+    several MatMulIntegers) of a DynamicQuantizeLinear's output, with a bias; onnxruntime runs it."""
+    rng = np.random.default_rng(9)
+    integers = rng.integers(-127, 128, (64, 24)).astype(np.int8)
+    scales = (rng.uniform(0.002, 0.01, 24) if per_column else np.array([0.006])).astype(np.float32)
+    inits = {"w": integers, "w_scale": scales if per_column else scales.reshape(()),
+             "w_zp": np.zeros(scales.shape if per_column else (), np.int8),
+             "bias": rng.uniform(-0.3, 0.3, 24).astype(np.float32)}
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("MatMulIntegerToFloat", ["xq", "w", "xs", "w_scale", "xz", "w_zp", "bias"], ["m"],
+                              domain="com.microsoft", name="fused"),
+             helper.make_node("MatMulIntegerToFloat", ["xq", "w", "xs", "w_scale", "xz", "w_zp"], ["n"],
+                              domain="com.microsoft", name="fused_no_bias"),
+             helper.make_node("Add", ["m", "n"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 5, 64))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 5, 24))],
+                              [numpy_helper.from_array(v, n) for n, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    path = str(tmp_path / "fused.onnx")
+    onnx.save(model, path)
+    result, out = _convert(path, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "MatMulIntegerToFloat x2" in result.output
+    tflite = out.read_bytes()
+    assert _kept(_stored_weights(tflite), integers, scales, inits["w_zp"])
+    assert _worst_db(path, tflite, _feeds((1, 5, 64))) >= 30.0

@@ -41,13 +41,16 @@ _DATA_MOVEMENT = frozenset({"Gather", "Transpose", "Reshape", "Squeeze", "Unsque
 
 @dataclass
 class _Pattern:
-    integer: onnx.NodeProto  # ConvInteger / MatMulInteger
+    integer: onnx.NodeProto  # ConvInteger / MatMulInteger / com.microsoft MatMulIntegerToFloat
     quantize: onnx.NodeProto | None  # the activation's DynamicQuantizeLinear (None: a static grid)
-    cast: onnx.NodeProto
-    rescale: onnx.NodeProto  # Mul(cast, scale product)
-    product: onnx.NodeProto  # Mul(x_scale, W_scale)
+    cast: onnx.NodeProto | None
+    rescale: onnx.NodeProto  # Mul(cast, scale product) (MatMulIntegerToFloat: itself)
+    product: onnx.NodeProto | None  # Mul(x_scale, W_scale)
     weight_scale: str
     activation_scale: str  # (an initializer for a static grid)
+    activation_zp: str
+    weight_zp: str
+    bias: str = ""  # (MatMulIntegerToFloat's)
 
 
 def _default_domain(node: onnx.NodeProto) -> bool:
@@ -144,7 +147,82 @@ def _match(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto],
         return None
     if not all(_default_domain(n) for n in (node, cast, rescale, product)):
         return None
-    return _Pattern(node, quantize, cast, rescale, product, scale_name, activation_scale)
+    return _Pattern(node, quantize, cast, rescale, product, scale_name, activation_scale, activation_zp, weight_zp)
+
+
+def _match_to_float(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto],
+                    consumers: dict[str, list[onnx.NodeProto]], inits: dict[str, onnx.TensorProto],
+                    outputs: set[str]) -> _Pattern | None:
+    """com.microsoft MatMulIntegerToFloat(A, B, a_scale, b_scale, a_zp, b_zp, bias), onnxruntime's
+    fusion of MatMulInteger + Cast + Mul (+ Add) in the graphs it optimizes: (A - a_zp) a_scale @
+    (B - b_zp) b_scale + bias, A from a DynamicQuantizeLinear (or a moved quantized table), B a
+    constant."""
+    a, b, a_scale, b_scale, a_zp, b_zp, bias = (list(node.input) + [""] * 7)[:7]
+    quantize = producers.get(a)
+    if quantize is not None and quantize.op_type == "DynamicQuantizeLinear":
+        if not _default_domain(quantize) or len(quantize.output) != 3 or quantize.output[0] != a \
+                or a_scale != quantize.output[1] or a_zp != quantize.output[2]:
+            return None
+    else:
+        quantize = None
+        if not _scalar_init(a_zp, inits, _WEIGHT_TYPES) or not _scalar_init(a_scale, inits, (TensorProto.FLOAT,)) \
+                or not np.all(numpy_helper.to_array(inits[a_scale]) > 0) \
+                or _moved_initializer(a, producers, consumers, inits, outputs) is None:
+            return None
+    weight, scale = inits.get(b), inits.get(b_scale)
+    if weight is None or weight.data_type not in _WEIGHT_TYPES or scale is None or scale.data_type != TensorProto.FLOAT:
+        return None
+    if b_zp and (b_zp not in inits or inits[b_zp].data_type != weight.data_type):
+        return None
+    values, scales = numpy_helper.to_array(weight), numpy_helper.to_array(scale)
+    axis = _weight_axis(node.op_type, values, scales)
+    if axis is None or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        return None
+    if b_zp and numpy_helper.to_array(inits[b_zp]).size not in (1, scales.size):
+        return None
+    return _Pattern(node, quantize, None, node, None, b_scale, a_scale, a_zp, b_zp, bias)
+
+
+def _float_matmuls(graph: onnx.GraphProto) -> list[str]:
+    """Each com.microsoft DynamicQuantizeMatMul(A, B, b_scale, b_zp, bias) of a constant 8-bit B
+    (onnxruntime's fusion of DynamicQuantizeLinear + MatMulInteger + Cast + Mul (+ Add)) becomes
+    MatMul(A, DequantizeLinear(B)) (+ Add(bias)). Returns the op types rewritten."""
+    inits = {init.name: init for init in graph.initializer}
+    producers = {out: n for n in graph.node for out in n.output if out}
+    front: list[onnx.NodeProto] = []
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        if node.op_type != "DynamicQuantizeMatMul" or node.domain != "com.microsoft":
+            continue
+        a, b, b_scale, b_zp, bias = (list(node.input) + [""] * 5)[:5]
+        weight, scale = inits.get(b), inits.get(b_scale)
+        if weight is None or weight.data_type not in _WEIGHT_TYPES or scale is None \
+                or scale.data_type != TensorProto.FLOAT or (b_zp and (b_zp not in inits or inits[b_zp].data_type
+                                                                       != weight.data_type)):
+            continue
+        values, scales = numpy_helper.to_array(weight), numpy_helper.to_array(scale)
+        if _weight_axis(node.op_type, values, scales) is None or not np.all(np.isfinite(scales)) \
+                or np.any(scales <= 0):
+            continue
+        dequantized = _fresh(f"{b}_dequantized", producers, inits)
+        front.append(_weight_dequantize(graph, inits, producers, node.op_type, (b, b_scale, b_zp), dequantized))
+        replaced[id(node)] = _matmul_and_bias(node, a, dequantized, bias, producers, inits)
+    if replaced:
+        kept = front + [m for n in graph.node for m in replaced.get(id(n), [n])]
+        del graph.node[:]
+        graph.node.extend(kept)
+    return ["DynamicQuantizeMatMul"] * len(replaced)
+
+
+def _matmul_and_bias(node: onnx.NodeProto, a: str, b: str, bias: str, producers: dict, inits: dict
+                     ) -> list[onnx.NodeProto]:
+    """MatMul(a, b) [+ Add(bias)] writing `node`'s output, under its name."""
+    output = node.output[0]
+    product = _fresh(f"{output}_matmul", producers, inits) if bias else output
+    nodes = [helper.make_node("MatMul", [a, b], [product], name=node.name or f"{output}_MatMul")]
+    if bias:
+        nodes.append(helper.make_node("Add", [product, bias], [output], name=f"{node.name or output}_bias"))
+    return nodes
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
@@ -168,7 +246,7 @@ def float_ops_from_dynamic(model: onnx.ModelProto) -> Counter:
     """Rewrite each provable ConvInteger/MatMulInteger pattern of the main graph to Conv/MatMul of
     the float activation and a weight DequantizeLinear, and each DynamicQuantizeLSTM to an LSTM of
     dequantized weights, in place. Returns how many of each onnxruntime op were rewritten."""
-    rewritten = Counter(_float_lstms(model.graph))
+    rewritten = Counter(_float_lstms(model.graph) + _float_matmuls(model.graph))
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
     producers = {out: n for n in graph.node for out in n.output if out}
@@ -176,6 +254,8 @@ def float_ops_from_dynamic(model: onnx.ModelProto) -> Counter:
     outputs = {o.name for o in graph.output}
     patterns = [p for n in graph.node if n.op_type in _INTEGER_OPS and _default_domain(n)
                 for p in [_match(n, producers, consumers, inits, outputs)] if p is not None]
+    patterns += [p for n in graph.node if n.op_type == "MatMulIntegerToFloat" and n.domain == "com.microsoft"
+                 for p in [_match_to_float(n, producers, consumers, inits, outputs)] if p is not None]
     # A DynamicQuantizeLinear goes only when every reader of its outputs is in a rewritten pattern.
     by_quantize: dict[str, list[_Pattern]] = defaultdict(list)
     accepted: list[_Pattern] = [p for p in patterns if p.quantize is None]
@@ -185,7 +265,7 @@ def float_ops_from_dynamic(model: onnx.ModelProto) -> Counter:
     removed: set[int] = set()
     for group in by_quantize.values():
         quantize = group[0].quantize
-        mine = {id(p.integer) for p in group} | {id(p.product) for p in group}
+        mine = {id(p.integer) for p in group} | {id(p.product) for p in group if p.product is not None}
         readers = [r for out in quantize.output for r in consumers.get(out, [])]
         if any(out in outputs for out in quantize.output) or any(id(r) not in mine for r in readers):
             continue
@@ -195,11 +275,11 @@ def float_ops_from_dynamic(model: onnx.ModelProto) -> Counter:
         return rewritten
     front: list[onnx.NodeProto] = []  # weight DequantizeLinears (they read initializers only)
     after: dict[int, list[onnx.NodeProto]] = defaultdict(list)  # static activation ones
-    replacement: dict[int, onnx.NodeProto] = {}
+    replacement: dict[int, list[onnx.NodeProto]] = {}
     dequantized: dict[tuple[str, str, str], str] = {}
     for p in accepted:
         node = p.integer
-        weight, zero_point = node.input[1], node.input[3] if len(node.input) > 3 else ""
+        weight, zero_point = node.input[1], p.weight_zp
         key = (weight, p.weight_scale, zero_point)
         if key not in dequantized:
             dequantized[key] = _fresh(f"{weight}_dequantized", producers, inits)
@@ -207,22 +287,25 @@ def float_ops_from_dynamic(model: onnx.ModelProto) -> Counter:
         if p.quantize is not None:
             activation = p.quantize.input[0]
         else:
-            key = (node.input[0], p.activation_scale, node.input[2])
+            key = (node.input[0], p.activation_scale, p.activation_zp)
             if key not in dequantized:
                 dequantized[key] = _fresh(f"{node.input[0]}_dequantized", producers, inits)
                 after[id(producers[node.input[0]])].append(helper.make_node(
                     "DequantizeLinear", list(key), [dequantized[key]], name=f"{node.input[0]}_DequantizeLinear"))
             activation = dequantized[key]
-        float_op = helper.make_node(_INTEGER_OPS[node.op_type], [activation, dequantized[(weight, p.weight_scale, zero_point)]],
-                                    [p.rescale.output[0]],
+        weight_value = dequantized[(weight, p.weight_scale, zero_point)]
+        if node.op_type == "MatMulIntegerToFloat":
+            replacement[id(p.rescale)] = _matmul_and_bias(node, activation, weight_value, p.bias, producers, inits)
+            continue
+        float_op = helper.make_node(_INTEGER_OPS[node.op_type], [activation, weight_value], [p.rescale.output[0]],
                                     name=node.name or f"{p.rescale.output[0]}_{_INTEGER_OPS[node.op_type]}")
         float_op.attribute.extend(node.attribute)
-        replacement[id(p.rescale)] = float_op
+        replacement[id(p.rescale)] = [float_op]
         removed.update({id(node), id(p.cast), id(p.product)})
     kept: list[onnx.NodeProto] = list(front)
     for n in graph.node:
         if id(n) in replacement:
-            kept.append(replacement[id(n)])
+            kept.extend(replacement[id(n)])
         elif id(n) not in removed:
             kept.append(n)
         kept.extend(after.get(id(n), []))
