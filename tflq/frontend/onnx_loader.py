@@ -23,6 +23,7 @@ from tflq.frontend.onnx_patterns import (channel_windows, fuse_erf_gelu, gather_
                                          gather_permutation_as_transpose,
                                          group_norm_from_instance_norm)
 from tflq.frontend.onnx_qdq import find_qdq
+from tflq.frontend.ort_fused import standard_ops_from_fused
 from tflq.frontend.ort_dynamic import dequantize_before_data_movement, float_ops_from_dynamic
 from tflq.frontend.ort_qoperator import qdq_from_qoperator
 from tflq.frontend.ort_quantized import refuse_onnxruntime_quantized, standard_qdq_from_contrib
@@ -581,6 +582,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     source_nodes = frozenset(n.name for n in model.graph.node if n.name)
     matmul_nbits_as_matmul(model, path)
     standard_qdq_from_contrib(model, default_opset(model))
+    standard_ops_from_fused(model, default_opset(model), path)
     dynamic = float_ops_from_dynamic(model)
     qoperator = qdq_from_qoperator(model)
     dequantize_before_data_movement(model)
