@@ -22,7 +22,7 @@ from tflq.frontend.fold import FoldResult, check_folded, fold_model
 from tflq.frontend.onnx_patterns import (channel_windows, fuse_erf_gelu, gather_nd_as_gather,
                                          gather_permutation_as_transpose,
                                          group_norm_from_instance_norm)
-from tflq.frontend.onnx_qdq import find_qdq
+from tflq.frontend.onnx_qdq import find_qdq, float_where_the_grid_is_infinite
 from tflq.frontend.ort_fused import standard_ops_from_fused
 from tflq.frontend.ort_dynamic import dequantize_before_data_movement, float_ops_from_dynamic
 from tflq.frontend.ort_qoperator import qdq_from_qoperator
@@ -586,6 +586,7 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
     dynamic = float_ops_from_dynamic(model)
     qoperator = qdq_from_qoperator(model)
     dequantize_before_data_movement(model)
+    infinite = float_where_the_grid_is_infinite(model)
     refuse_onnxruntime_quantized(model, path)
     notes: list[str] = []
     if dynamic:
@@ -598,6 +599,10 @@ def load_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
         notes.append(f"{sum(qoperator.values())} op(s) quantized by onnxruntime in its operator format "
                      f"({kinds}) read as the float op between DequantizeLinear and QuantizeLinear on "
                      f"their own grids")
+    if infinite:
+        shown = ", ".join(f"'{name}'" for name in infinite[:3]) + (", ..." if len(infinite) > 3 else "")
+        notes.append(f"{len(infinite)} tensor(s) quantized with an infinite scale kept float ({shown}): "
+                     f"they hold infinities (an additive attention mask of -inf, calibrated as a range)")
     model, opset, why = _convert_opset(model, path, notes)
     if opset not in SUPPORTED_OPSETS:
         because = f" and onnx.version_converter could not convert it ({why})" if why else ""

@@ -87,3 +87,42 @@ def _check_quantize_consumers(model: onnx.ModelProto, outputs: dict[str, onnx.No
             f"{len(problems)} QuantizeLinear node(s) cannot be converted: tflq converts QDQ graphs, "
             f"where each activation QuantizeLinear is read by DequantizeLinear nodes only",
             list(problems.values()))
+
+
+def float_where_the_grid_is_infinite(model: onnx.ModelProto) -> list[str]:
+    """Drop each activation QuantizeLinear whose scale is +inf, and the DequantizeLinear nodes that
+    read it, in place: the tensor stays float (they become Identity nodes of its float value).
+    onnxruntime's calibration writes such a scale for a tensor holding -inf or inf (the additive
+    attention mask of transformers' exports, Where(mask, 0, -inf)), and it is no grid at all; the ops around it stay float or keep their own grids. Returns the tensors
+    kept float."""
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def infinite(name: str) -> bool:
+        return name in inits and bool(np.any(np.isposinf(numpy_helper.to_array(inits[name]))))
+
+    dropped: dict[int, onnx.NodeProto | None] = {}
+    kept_float: list[str] = []
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.domain not in ("", "ai.onnx") or len(node.input) < 2 \
+                or node.input[0] in inits or not infinite(node.input[1]) or node.output[0] in outputs:
+            continue
+        readers = consumers.get(node.output[0], [])
+        if not readers or any(r.op_type != "DequantizeLinear" or r.input[0] != node.output[0]
+                              or not infinite(r.input[1]) for r in readers):
+            continue
+        dropped[id(node)] = None
+        for reader in readers:
+            dropped[id(reader)] = onnx.helper.make_node("Identity", [node.input[0]], list(reader.output),
+                                                        name=reader.name)
+        kept_float.append(node.input[0])
+    if dropped:
+        kept = [dropped.get(id(n), n) for n in graph.node]
+        del graph.node[:]
+        graph.node.extend(n for n in kept if n is not None)
+    return kept_float

@@ -95,7 +95,7 @@ class _Rewriter:
     # ---- parameters ----
     def scalar_scale(self, name: str) -> np.ndarray:
         scale = self.value(name)
-        if scale is None or scale.size != 1 or not np.isfinite(scale).all() or scale.reshape(-1)[0] <= 0:
+        if scale is None or scale.size != 1 or not scale.reshape(-1)[0] > 0:  # (inf: the QDQ reader names it)
             raise _Unreadable
         return scale
 
