@@ -10,7 +10,8 @@ comparisons, masks, Cast, Where, Expand/Tile, CumSum, Mod, GatherElements; worst
 test_random_graph_in_every_mode runs the random graphs in float16, weights-only, full uint8,
 int16x8 and mixed precision; test_control_flow_graph grows If/Loop/Scan graphs;
 test_random_graph_quantized_by_onnxruntime converts QDQ models onnxruntime's quantize_static wrote;
-test_random_graph_with_quantized_weights, weight-compressed ones (DequantizeLinear on weights only).
+test_random_graph_with_quantized_weights, weight-compressed ones (DequantizeLinear on weights only);
+test_random_graph_optimized_by_onnxruntime, what onnxruntime's graph optimizer saves (FusedConv...).
 test_any_rank_graph_matches_onnxruntime grows rank-1..5 graphs (broadcasting, negative-step
 Slice, negative-index Gather, keepdims=0 reductions, Where, 5-D Transpose, Expand, LayerNorm).
 test_vision_token_graph moves between images and tokens as vision transformers do (CvT's padded
@@ -1916,6 +1917,40 @@ def test_random_graph_quantized_dynamically_by_onnxruntime(seed, tmp_path):
 
     worst = judge(dynamic, report.tflite, feeds, run).sqnr_db
     assert worst >= MODE_FLOORS["weights-only"], f"{weight} per-channel {per_channel}: worst {worst:.1f} dB"
+
+
+# ---- the random graphs as onnxruntime's graph optimizer saves them ------------------------------
+# 60 seeds write FusedConv x14, QuickGelu x8 (x * sigmoid(x)), FusedMatMul x1; 200 soaked (FusedConv
+# x37, QuickGelu x31, FusedMatMul x8, FusedGemm x1): float worst 1.2e-6, every int8 above the floor
+SEEDS_ORT_FUSED = range(60)
+
+
+@pytest.mark.parametrize("seed", SEEDS_ORT_FUSED)
+def test_random_graph_optimized_by_onnxruntime(seed, tmp_path):
+    """The random graphs through onnxruntime's graph optimizer (ORT_ENABLE_EXTENDED, saved with
+    optimized_model_filepath: com.microsoft FusedConv, QuickGelu, FusedMatMul...): the file vs
+    onnxruntime running the optimized model, float within 1e-4 on the worst of 2 samples, full int8
+    above INT8_SQNR_FLOOR on a calibration sample."""
+    ort = pytest.importorskip("onnxruntime")
+    builder = RandomGraph(seed)
+    model, _ = builder.build()
+    src, optimized = str(tmp_path / "float.onnx"), str(tmp_path / "optimized.onnx")
+    onnx.save(model, src)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = optimized
+    ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
+    written = onnx.load(optimized)
+    *samples, calib = _inputs(builder.input_shape, 3, seed)
+
+    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
+        return _run_file(tflite, feed["x"], written, False)
+
+    report = convert(ConvertConfig(model=optimized))
+    assert judge(optimized, report.tflite, [{"x": x} for x in samples], run).error <= FLOAT_TOLERANCE
+    report = convert(ConvertConfig(model=optimized, mode="full", dtype="int8", calib=[{"x": calib}]))
+    assert judge(optimized, report.tflite, [{"x": calib}], run).sqnr_db >= \
+        (10.0 if seed in PRECISION_LIMITED else INT8_SQNR_FLOOR)
 
 
 # ---- any rank: 1-D to 5-D values, broadcasting, strided slices, negative indices ----------------

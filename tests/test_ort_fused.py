@@ -174,6 +174,11 @@ def _conv_cases() -> list[Case]:
              {"a": ((2, 8, 6), _normal(2, 8, 6)), "b": b3}, ["y"]),
         Case("fused_matmul_trans_batch_a", [_node("FusedMatMul", ["a", "b"], ["y"], transBatchA=1)],
              {"a": ((6, 2, 8), _normal(6, 2, 8)), "b": b3}, ["y"]),
+        # (the rank of a value after another contrib op: shape inference of the rewritten graph;
+        # found by test_random_graph_optimized_by_onnxruntime, seed 159)
+        Case("fused_matmul_after_quick_gelu", [_node("QuickGelu", ["a"], ["t"]),
+                                               _node("FusedMatMul", ["t", "b"], ["y"], transA=1, alpha=0.5)],
+             {"a": ((2, 8, 6), _normal(2, 8, 6)), "b": b3}, ["y"]),
         Case("fused_matmul_trans_batch_b_4d", [_node("FusedMatMul", ["a", "b"], ["y"], transBatchB=1, transB=1)],
              {"a": ((2, 3, 6, 8), _normal(2, 3, 6, 8)), "b": ((5, 2, 3, 8), _normal(5, 2, 3, 8))}, ["y"]),
     ]
@@ -221,6 +226,10 @@ def _attention_cases() -> list[Case]:
     cases += [Case("multi_head_attention",
                    [_node("MultiHeadAttention", ["q", "k", "v", "bias", "mask"], ["y"], num_heads=heads)],
                    mha_in, ["y"], mha_bias, ints=("mask",)),
+              Case("multi_head_attention_unidirectional",
+                   [_node("MultiHeadAttention", ["q", "k", "v"], ["y"], num_heads=heads, unidirectional=1)],
+                   {"q": mha_in["q"], "k": ((batch, seq, h), _normal(batch, seq, h)),
+                    "v": ((batch, seq, h), _normal(batch, seq, h))}, ["y"]),
               Case("multi_head_attention_plain",
                    [_node("MultiHeadAttention", ["q", "k", "v"], ["y"], num_heads=heads, scale=0.2)],
                    {k: v for k, v in mha_in.items() if k != "mask"}, ["y"])]
@@ -333,3 +342,75 @@ def test_what_the_rewrite_cannot_express_is_refused_in_one_line(name, tmp_path):
     assert f"my_{op_type}" in lines[0] and op_type in lines[0] and words in lines[0], lines[0]
     assert "reason: unsupported" in lines[0], lines[0]
     assert not out.exists()
+
+
+# ---- whole models, as onnxruntime's optimizers write them --------------------------------------
+
+BERT_DIR = "tests/transformer_models"  # tiny BERTs exported by tests/transformer_models/export.py
+BERT_FLOAT_TOLERANCE = 1e-4
+BERT_WEIGHTS_ONLY_FLOOR_DB = 33.0  # measured 36.7 (both, and unoptimized)
+BERT_INT8_FLOOR_DB = 23.0  # measured 25.5 (transformer optimizer), 26.2 (session); unoptimized 26.2
+
+
+def _bert_feeds(seed: int, count: int, batch: int = 1, seq: int = 8) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        lengths = rng.integers(3, seq + 1, batch)
+        mask = (np.arange(seq)[None] < lengths[:, None]).astype(np.int64)
+        feeds.append({"input_ids": rng.integers(0, 64, (batch, seq)).astype(np.int64), "attention_mask": mask})
+    return feeds
+
+
+def _transformer_optimized(tmp_path) -> str:
+    """onnxruntime.transformers.optimizer's BERT fusions (opt_level 0: its own Python fusions;
+    levels 1-2 first run onnxruntime's graph optimizer, which imports torch) of the TorchScript export."""
+    optimizer = pytest.importorskip("onnxruntime.transformers.optimizer")
+    optimized = optimizer.optimize_model(f"{BERT_DIR}/bert_dynamic.onnx", model_type="bert", num_heads=4,
+                                         hidden_size=32, opt_level=0)
+    path = str(tmp_path / "bert_optimized.onnx")
+    optimized.save_model_to_file(path)
+    return path
+
+
+def _session_optimized(tmp_path) -> str:
+    """onnxruntime's graph optimizer (ORT_ENABLE_EXTENDED, optimized_model_filepath) on the dynamo
+    export, then the transformer optimizer's fusions on what it wrote."""
+    ort = pytest.importorskip("onnxruntime")
+    optimizer = pytest.importorskip("onnxruntime.transformers.optimizer")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "bert_session.onnx")
+    ort.InferenceSession(f"{BERT_DIR}/bert.onnx", options, providers=["CPUExecutionProvider"])
+    optimized = optimizer.optimize_model(options.optimized_model_filepath, model_type="bert", num_heads=4,
+                                         hidden_size=32, opt_level=0)
+    path = str(tmp_path / "bert_session_optimized.onnx")
+    optimized.save_model_to_file(path)
+    return path
+
+
+BERTS = {"transformer_optimizer": (_transformer_optimized, {"EmbedLayerNormalization", "Attention",
+                                                            "SkipLayerNormalization", "BiasGelu"}),
+         "session_optimizer": (_session_optimized, {"FusedMatMul", "SkipLayerNormalization", "Gelu"})}
+
+
+@pytest.mark.parametrize("how", sorted(BERTS))
+def test_bert_optimized_by_onnxruntime_converts(how, tmp_path):
+    build, expected_ops = BERTS[how]
+    path = build(tmp_path)
+    found = {n.op_type for n in onnx.load(path).graph.node if n.domain == MS}
+    assert expected_ops <= found, found  # (what the test is about: the optimizer's fused ops)
+    feeds = _bert_feeds(7, SAMPLES)
+    shapes = ["--input-shape", "input_ids:1,8", "--input-shape", "attention_mask:1,8"]
+    error, _ = _worst(path, _convert(path, tmp_path, *shapes), feeds)
+    assert error <= BERT_FLOAT_TOLERANCE, f"float worst relative error {error:.3g}"
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for index, feed in enumerate(_bert_feeds(100, CALIB)):
+        np.savez(calib / f"{index}.npz", **feed)
+    tflite = _convert(path, tmp_path, *shapes, "--mode", "full", "--dtype", "int8", "--calib", str(calib))
+    _, db = _worst(path, tflite, feeds)
+    assert db >= BERT_INT8_FLOOR_DB, f"int8 worst SQNR {db:.1f} dB"
+    tflite = _convert(path, tmp_path, *shapes, "--mode", "weights-only", "--dtype", "int8", "--min-weight-elements", "64")
+    _, db = _worst(path, tflite, feeds)
+    assert db >= BERT_WEIGHTS_ONLY_FLOOR_DB, f"weights-only int8 worst SQNR {db:.1f} dB"

@@ -52,19 +52,33 @@ class _Emitter:
         self.nodes: list[onnx.NodeProto] = []
         self.dims = _declared_dims(model)  # value -> its dimensions (int, or None if unknown)
 
+        self.model = model
+        self.current: Callable[[], list[onnx.NodeProto]] = lambda: list(model.graph.node)
+        self.refreshed = False  # shapes inferred again for the node being rewritten
+
+    def known(self, name: str) -> bool:
+        """Whether `name` has dimensions; a value after a contrib node gets them from shape
+        inference of the graph as rewritten so far (once per node)."""
+        if name not in self.dims and self.constant(name) is None and not self.refreshed:
+            self.refreshed = True
+            self.dims.update(_declared_dims(_shape_skeleton(self.model, self.current())))
+        return name in self.dims or self.constant(name) is not None
+
     def rank(self, name: str) -> int | None:
+        if not self.known(name):
+            return None
         if name in self.dims:
             return len(self.dims[name])
-        value = self.constant(name)
-        return None if value is None else value.ndim
+        return self.constant(name).ndim
 
     def dim(self, name: str, axis: int) -> int | None:
+        self.known(name)
         dims = self.dims.get(name)
         return dims[axis] if dims and -len(dims) <= axis < len(dims) else None
 
     # ---- plumbing ----------------------------------------------------------------------------
     def start(self, node: onnx.NodeProto) -> None:
-        self.node, self.nodes = node, []
+        self.node, self.nodes, self.refreshed = node, [], False
 
     def fresh(self, base: str) -> str:
         stem = f"{self.node.name or self.node.op_type}/{base}"
@@ -146,6 +160,24 @@ def _declared_dims(model: onnx.ModelProto) -> dict[str, list[int | None]]:
             dims[vi.name] = [int(d.dim_value) if d.HasField("dim_value") else None
                              for d in vi.type.tensor_type.shape.dim]
     return dims
+
+
+SMALL_CONSTANT = 4096  # elements: initializers shape inference may read (shapes, axes)
+
+
+def _shape_skeleton(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
+    """`model` with `nodes`, its large initializers given as typed inputs instead (shape
+    inference needs their shapes only)."""
+    graph = helper.make_graph(nodes, model.graph.name, list(model.graph.input), list(model.graph.output),
+                              value_info=list(model.graph.value_info))
+    for init in model.graph.initializer:
+        if int(np.prod(init.dims)) <= SMALL_CONSTANT:
+            graph.initializer.append(init)
+        else:
+            graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    skeleton = helper.make_model(graph, opset_imports=list(model.opset_import))
+    skeleton.ir_version = model.ir_version
+    return skeleton
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
@@ -410,10 +442,10 @@ def _padding_mask(node, e: _Emitter, mask: str, keys: str, filter_value: float) 
     return e.op("Mul", [e.op("Sub", [e.const(1.0, "one"), keep]), e.const(filter_value, "filter")])
 
 
-def _causal_mask(e: _Emitter, x: str, filter_value: float) -> str:
-    """filter_value above the diagonal of the (S, S) scores."""
-    rows = e.reshape(_sequence_positions(e, x, 1), [-1, 1])
-    later = e.op("Cast", [e.op("Greater", [_sequence_positions(e, x, 1), rows])], to=TensorProto.FLOAT)
+def _causal_mask(e: _Emitter, queries: str, keys: str, filter_value: float) -> str:
+    """filter_value above the diagonal of the (S, T) scores (key j after query i)."""
+    rows = e.reshape(_sequence_positions(e, queries, 1), [-1, 1])
+    later = e.op("Cast", [e.op("Greater", [_sequence_positions(e, keys, 1), rows])], to=TensorProto.FLOAT)
     return e.op("Mul", [later, e.const(filter_value, "filter")])
 
 
@@ -459,7 +491,7 @@ def _attention(node, e: _Emitter) -> None:
         _check_one_d_mask(node, e, node.input[3], x)
         additive.append(_padding_mask(node, e, node.input[3], x, filter_value))
     if int(_attr(node, "unidirectional", 0)):
-        additive.append(_causal_mask(e, x, filter_value))
+        additive.append(_causal_mask(e, x, x, filter_value))
     _attend(node, e, *projected, heads, sizes[0] // heads, additive, _input(node, 5), node.output[0])
 
 
@@ -493,7 +525,10 @@ def _multi_head_attention(node, e: _Emitter) -> None:
         _check_one_d_mask(node, e, node.input[4], node.input[0])
         additive.append(_padding_mask(node, e, node.input[4], node.input[1], filter_value))
     if int(_attr(node, "unidirectional", 0)):
-        additive.append(_causal_mask(e, node.input[0], filter_value))
+        if e.dim(node.input[0], 1) != e.dim(node.input[1], 1) or e.dim(node.input[0], 1) is None:
+            raise _Refused("unsupported_attribute", "unidirectional=1 with query and key lengths that "
+                                                    "differ or are not known is not supported")
+        additive.append(_causal_mask(e, node.input[0], node.input[1], filter_value))
     _attend(node, e, q, k, v, heads, head_size // heads, additive, _input(node, 5), node.output[0])
 
 
@@ -537,7 +572,9 @@ def standard_ops_from_fused(model: onnx.ModelProto, opset: int, path: str = "") 
     e = _Emitter(model, opset)
     done: Counter = Counter()
     nodes: list[onnx.NodeProto] = []
-    for index, node in enumerate(model.graph.node):
+    source = list(model.graph.node)
+    for index, node in enumerate(source):
+        e.current = lambda: nodes + e.nodes + source[index + 1:]
         if not _rewritten(node, opset):
             nodes.append(node)
             continue
