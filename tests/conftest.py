@@ -71,6 +71,24 @@ def litert_interpreter(tflite: bytes, reference_kernels: bool = False):
     return interpreter
 
 
+def litert_constants(tflite: bytes) -> list[dict]:
+    """Every 8-bit constant tensor of the file as LiteRT reads it: name, values, scales, zero
+    points, quantized dimension."""
+    interpreter = litert_interpreter(tflite)
+    found = []
+    for detail in interpreter.get_tensor_details():
+        if detail["dtype"] not in (np.int8, np.uint8):
+            continue
+        try:
+            values = interpreter.get_tensor(detail["index"])
+        except ValueError:  # (an activation, not a constant)
+            continue
+        q = detail["quantization_parameters"]
+        found.append({"name": detail["name"], "values": values, "scales": q["scales"],
+                      "zero_points": q["zero_points"], "axis": q["quantized_dimension"]})
+    return found
+
+
 def litert_per_sample(tflite: bytes, images: np.ndarray) -> np.ndarray:
     """The file's first output for each NCHW image of `images`, run one at a time (batch 1, NHWC
     input), concatenated along the batch axis."""

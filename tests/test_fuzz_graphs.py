@@ -1730,20 +1730,18 @@ ORT_SCHEMES = (("QUInt8", "QInt8", True), ("QInt8", "QInt8", True), ("QUInt8", "
                ("QInt8", "QInt8", False), ("QInt16", "QInt8", True))
 
 
-@pytest.mark.parametrize("seed", SEEDS_ORT_QDQ)
-def test_random_graph_quantized_by_onnxruntime(seed, tmp_path):
-    """The random graphs quantized by onnxruntime's quantize_static (QDQ; uint8/int8, per-channel or
-    per-tensor weights, 16x8), converted with no calibration data (the graph's own grids; ops it
-    leaves float stay float): the file runs in LiteRT within 25 dB of onnxruntime running the QDQ
-    model, on the worst of its calibration samples."""
+def _quantized_by_onnxruntime(seed: int, tmp_path, fmt: str, scheme: tuple[str, str, bool]) -> None:
+    """Quantize random graph `seed` with onnxruntime's quantize_static in format `fmt` on its
+    calibration samples, convert it with no calibration data, and judge the file against
+    onnxruntime running the quantized model, worst of those samples (floor 25 dB)."""
     quantization = pytest.importorskip("onnxruntime.quantization")
     builder = RandomGraph(seed)
     model, _ = builder.build()
-    src, qdq = str(tmp_path / "float.onnx"), str(tmp_path / "qdq.onnx")
+    src, quantized = str(tmp_path / "float.onnx"), str(tmp_path / "quantized.onnx")
     onnx.save(model, src)
     keep_io = seed % 4 == 3
     feeds = [{"x": x} for x in _inputs(builder.input_shape, 3, seed)]
-    activation, weight, per_channel = ORT_SCHEMES[seed % len(ORT_SCHEMES)]
+    activation, weight, per_channel = scheme
 
     class Reader(quantization.CalibrationDataReader):
         def __init__(self) -> None:
@@ -1752,17 +1750,26 @@ def test_random_graph_quantized_by_onnxruntime(seed, tmp_path):
         def get_next(self):
             return next(self.samples, None)
 
-    quantization.quantize_static(src, qdq, Reader(), quant_format=quantization.QuantFormat.QDQ,
+    quantization.quantize_static(src, quantized, Reader(), quant_format=getattr(quantization.QuantFormat, fmt),
                                  activation_type=getattr(quantization.QuantType, activation),
                                  weight_type=getattr(quantization.QuantType, weight), per_channel=per_channel,
                                  extra_options={"ActivationSymmetric": activation == "QInt16"})
-    report = convert(ConvertConfig(model=qdq, keep_io_layout=keep_io))
+    report = convert(ConvertConfig(model=quantized, keep_io_layout=keep_io))
 
     def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
         return _run_file(tflite, feed["x"], model, keep_io)
 
-    worst = judge(qdq, report.tflite, feeds, run).sqnr_db
-    assert worst >= 25.0, f"{activation}/{weight}: worst {worst:.1f} dB; float ops {report.float_ops}"
+    worst = judge(quantized, report.tflite, feeds, run).sqnr_db
+    assert worst >= 25.0, f"{fmt} {activation}/{weight}: worst {worst:.1f} dB; float ops {report.float_ops}"
+
+
+@pytest.mark.parametrize("seed", SEEDS_ORT_QDQ)
+def test_random_graph_quantized_by_onnxruntime(seed, tmp_path):
+    """The random graphs quantized by onnxruntime's quantize_static (QDQ; uint8/int8, per-channel or
+    per-tensor weights, 16x8), converted with no calibration data (the graph's own grids; ops it
+    leaves float stay float): the file runs in LiteRT within 25 dB of onnxruntime running the QDQ
+    model, on the worst of its calibration samples."""
+    _quantized_by_onnxruntime(seed, tmp_path, "QDQ", ORT_SCHEMES[seed % len(ORT_SCHEMES)])
 
 
 # 200 soaked: worst 25.6 dB but seed 188 (14.0 dB): onnxruntime's QLinearAveragePool writes an
@@ -1773,36 +1780,9 @@ SEEDS_ORT_QOPERATOR = range(40)
 
 @pytest.mark.parametrize("seed", SEEDS_ORT_QOPERATOR)
 def test_random_graph_quantized_by_onnxruntime_in_operator_format(seed, tmp_path):
-    """The random graphs quantized by onnxruntime's quantize_static in its operator format
-    (QLinearConv, QLinearAdd, QGemm... and integer moves between them), converted with no
-    calibration data: read back as QDQ on the model's own grids, the file runs in LiteRT within
-    25 dB of onnxruntime running the QOperator model, on the worst of its calibration samples."""
-    quantization = pytest.importorskip("onnxruntime.quantization")
-    builder = RandomGraph(seed)
-    model, _ = builder.build()
-    src, qoperator = str(tmp_path / "float.onnx"), str(tmp_path / "qoperator.onnx")
-    onnx.save(model, src)
-    keep_io = seed % 4 == 3
-    feeds = [{"x": x} for x in _inputs(builder.input_shape, 3, seed)]
-    activation, weight, per_channel = ORT_SCHEMES[seed % (len(ORT_SCHEMES) - 1)]  # (no 16x8 in QOperator)
-
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.samples = iter(feeds)
-
-        def get_next(self):
-            return next(self.samples, None)
-
-    quantization.quantize_static(src, qoperator, Reader(), quant_format=quantization.QuantFormat.QOperator,
-                                 activation_type=getattr(quantization.QuantType, activation),
-                                 weight_type=getattr(quantization.QuantType, weight), per_channel=per_channel)
-    report = convert(ConvertConfig(model=qoperator, keep_io_layout=keep_io))
-
-    def run(tflite: bytes, feed: dict) -> list[np.ndarray]:
-        return _run_file(tflite, feed["x"], model, keep_io)
-
-    worst = judge(qoperator, report.tflite, feeds, run).sqnr_db
-    assert worst >= 25.0, f"{activation}/{weight}: worst {worst:.1f} dB; float ops {report.float_ops}"
+    """The same in onnxruntime's operator format (QLinearConv, QLinearAdd, QGemm... and integer
+    moves between them; no 16x8 there), read back as QDQ on the model's own grids."""
+    _quantized_by_onnxruntime(seed, tmp_path, "QOperator", ORT_SCHEMES[seed % (len(ORT_SCHEMES) - 1)])
 
 
 # ---- weights-only QDQ models (weight-compressed exports) -----------------------------------------

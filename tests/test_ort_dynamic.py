@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import importorskip, litert_interpreter, run_litert, run_onnxruntime
+from tests.conftest import importorskip, litert_constants, run_litert, run_onnxruntime
 from tflq.cli import main
 from tflq.ir.quant import sqnr_db
 
@@ -132,22 +132,6 @@ def _worst_db(path: str, tflite: bytes, feeds) -> float:
     return min(sqnr_db(run_onnxruntime(path, {"x": x})[0], run_litert(tflite, [x])[0]) for x in feeds)
 
 
-def _stored_weights(tflite: bytes) -> list[dict]:
-    """The file's 8-bit constants as LiteRT reads them."""
-    interpreter = litert_interpreter(tflite)
-    found = []
-    for detail in interpreter.get_tensor_details():
-        if detail["dtype"] not in (np.int8, np.uint8):
-            continue
-        try:
-            values = interpreter.get_tensor(detail["index"])
-        except ValueError:  # (an activation)
-            continue
-        q = detail["quantization_parameters"]
-        found.append({"values": values, "scales": q["scales"], "zero_points": q["zero_points"]})
-    return found
-
-
 def _onnxruntime_weights(path: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """{weight name: (integers, scales, zero points)} of onnxruntime's ConvInteger/MatMulInteger."""
     model = onnx.load(path)
@@ -203,7 +187,7 @@ def test_dynamic_model_converts_keeping_onnxruntime_weight_integers(which, per_c
     assert result.exit_code == 0, result.output
     assert "mode weights-only" in result.output and "dynamically quantized" in result.output
     tflite = out.read_bytes()
-    stored = _stored_weights(tflite)
+    stored = litert_constants(tflite)
     weights = _onnxruntime_weights(dynamic)
     for name, (integers, scales, zero_points) in weights.items():
         assert _kept(stored, integers, scales, zero_points), name
@@ -229,7 +213,7 @@ def test_dynamic_embedding_and_lstm_convert_keeping_onnxruntime_integers(which, 
     assert result.exit_code == 0, result.output
     assert "DynamicQuantizeLSTM x1" in result.output and "mode weights-only" in result.output
     tflite = out.read_bytes()
-    stored = _stored_weights(tflite)
+    stored = litert_constants(tflite)
     model = onnx.load(dynamic)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     table = inits["table_quantized"]  # (per tensor, uint8: kept on its grid behind a DEQUANTIZE)
@@ -299,7 +283,7 @@ def test_a_dynamic_model_onnxruntime_optimized_converts(which, weight_type, tmp_
     assert result.exit_code == 0, result.output
     assert "DynamicQuantizeMatMul x" in result.output
     tflite = out.read_bytes()
-    stored = _stored_weights(tflite)
+    stored = litert_constants(tflite)
     for name, (integers, scales, zero_points) in _onnxruntime_weights(dynamic).items():
         assert _kept(stored, integers, scales, zero_points), name
     feeds = _feeds(MODELS[which][1])
@@ -334,5 +318,5 @@ def test_matmul_integer_to_float_reads_as_matmul_and_bias(per_column, tmp_path):
     assert result.exit_code == 0, result.output
     assert "MatMulIntegerToFloat x2" in result.output
     tflite = out.read_bytes()
-    assert _kept(_stored_weights(tflite), integers, scales, inits["w_zp"])
+    assert _kept(litert_constants(tflite), integers, scales, inits["w_zp"])
     assert _worst_db(path, tflite, _feeds((1, 5, 64))) >= 30.0

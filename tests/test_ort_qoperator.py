@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import importorskip, litert_interpreter, run_litert, run_onnxruntime
+from tests.conftest import importorskip, litert_constants, run_litert, run_onnxruntime
 from tflq.cli import main
 from tflq.ir.quant import sqnr_db
 
@@ -134,18 +134,6 @@ def _worst_db(path: str, tflite: bytes, feeds) -> float:
     return worst
 
 
-def _weights(tflite: bytes) -> list[np.ndarray]:
-    interpreter = litert_interpreter(tflite)
-    found = []
-    for detail in interpreter.get_tensor_details():
-        if detail["dtype"] in (np.int8, np.uint8) and len(detail["shape"]) >= 2:
-            try:
-                found.append(interpreter.get_tensor(detail["index"]))
-            except ValueError:  # (an activation)
-                continue
-    return found
-
-
 @pytest.mark.parametrize("scheme", SCHEMES, ids=["-".join(map(str, s)) for s in SCHEMES])
 @pytest.mark.parametrize("which", sorted(MODELS))
 def test_qoperator_model_converts_on_its_own_grids(which, scheme, tmp_path):
@@ -158,7 +146,7 @@ def test_qoperator_model_converts_on_its_own_grids(which, scheme, tmp_path):
     tflite = out.read_bytes()
     # the weights are onnxruntime's integers (uint8 ones as they are, or moved by 128 to int8)
     model = onnx.load(qoperator)
-    stored = [np.sort(w.astype(np.int64).reshape(-1)) for w in _weights(tflite)]
+    stored = [np.sort(w.astype(np.int64).reshape(-1)) for w in (c["values"] for c in litert_constants(tflite)) if w.ndim >= 2]
     for init in model.graph.initializer:
         values = numpy_helper.to_array(init)
         if values.dtype in (np.int8, np.uint8) and values.ndim >= 2:

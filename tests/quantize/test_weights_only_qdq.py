@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import litert_interpreter, run_litert, run_onnxruntime, save_model
+from tests.conftest import litert_constants, run_litert, run_onnxruntime, save_model
 from tests.quantize.qdq_graphs import QdqBuilder
 from tflq.cli import main
 from tflq.ir.quant import sqnr_db
@@ -63,23 +63,6 @@ def _worst_db(model, tflite: bytes, feeds, name: str = "x") -> float:
     return min(sqnr_db(run_onnxruntime(model, {name: x})[0], run_litert(tflite, [x])[0]) for x in feeds)
 
 
-def _constant_integers(tflite: bytes) -> list[dict]:
-    """Every 8-bit constant tensor of the file as LiteRT reads it: values, scales, zero points."""
-    interpreter = litert_interpreter(tflite)
-    found = []
-    for detail in interpreter.get_tensor_details():
-        if detail["dtype"] not in (np.int8, np.uint8):
-            continue
-        try:
-            values = interpreter.get_tensor(detail["index"])
-        except ValueError:  # (an activation, not a constant)
-            continue
-        q = detail["quantization_parameters"]
-        found.append({"name": detail["name"], "values": values, "scales": q["scales"],
-                      "zero_points": q["zero_points"], "axis": q["quantized_dimension"]})
-    return found
-
-
 def _per_channel_multisets(values: np.ndarray, axis: int) -> list[list[int]]:
     moved = np.moveaxis(values.astype(np.int64), axis, 0).reshape(values.shape[axis], -1)
     return [sorted(row.tolist()) for row in moved]
@@ -108,7 +91,7 @@ def test_int8_weights_are_the_graph_integers_in_a_file_a_quarter_the_float_size(
     assert "mode weights-only, int8" in result.output and "--mode weights-only inferred" in result.output
     assert "the graph's, SQNR inf dB" in result.output
     tflite = out.read_bytes()
-    stored = _constant_integers(tflite)
+    stored = litert_constants(tflite)
     conv = next(s for s in stored if s["values"].ndim == 4)
     fc = next(s for s in stored if s["values"].ndim == 2)
     assert _holds(conv, *weights["conv"]) and _holds(fc, *weights["fc"])
@@ -129,7 +112,7 @@ def test_uint8_weights_keep_their_grid_and_compute_what_onnxruntime_computes(tmp
     assert result.exit_code == 0, result.output
     assert "mode weights-only, uint8" in result.output
     tflite = out.read_bytes()
-    stored = _constant_integers(tflite)
+    stored = litert_constants(tflite)
     assert len(stored) == 2
     for s in stored:
         name = "conv" if s["values"].ndim == 4 else "fc"
@@ -151,7 +134,7 @@ def test_depthwise_weights_are_dequantized_from_the_graph_integers(conv_axis, tm
     result, out = _convert(path, tmp_path)
     assert result.exit_code == 0, result.output
     tflite = out.read_bytes()
-    depthwise = [s for s in _constant_integers(tflite) if s["values"].ndim == 4 and s["values"].shape[0] == 1]
+    depthwise = [s for s in litert_constants(tflite) if s["values"].ndim == 4 and s["values"].shape[0] == 1]
     assert len(depthwise) == 1
     integers, scales, zero_points, _ = weights["conv"]
     assert _holds(depthwise[0], integers, scales, zero_points, 0, file_axis=3)  # (1, H, W, C)
@@ -166,7 +149,7 @@ def test_a_batchnorm_folded_into_per_channel_weights_keeps_their_integers(tmp_pa
     result, out = _convert(path, tmp_path)
     assert result.exit_code == 0, result.output
     tflite = out.read_bytes()
-    conv = next(s for s in _constant_integers(tflite) if s["values"].ndim == 4)
+    conv = next(s for s in litert_constants(tflite) if s["values"].ndim == 4)
     integers = weights["conv"][0]
     assert _per_channel_multisets(integers, 0) == _per_channel_multisets(conv["values"], 0)
     assert _worst_db(model, tflite, _feeds()) >= 30.0
@@ -190,7 +173,7 @@ def test_a_gather_table_quantized_per_row_is_dequantized_from_its_integers(tmp_p
     result, out = _convert(path, tmp_path, "--min-weight-elements", "1000000")  # (graph's kept anyway)
     assert result.exit_code == 0, result.output
     tflite = out.read_bytes()
-    stored = {s["values"].shape: s for s in _constant_integers(tflite)}
+    stored = {s["values"].shape: s for s in litert_constants(tflite)}
     assert _holds(stored[(50, 16)], tq, ts, tz, 0)
     assert _holds(stored[(8, 16)], pq, ps, pz, 1)
     ids = np.random.default_rng(2).integers(0, 50, (SAMPLES, 1, 5))
@@ -213,12 +196,12 @@ def test_weights_the_graph_keeps_float_stay_float_unless_weights_only_is_asked(t
     path = save_model(model, tmp_path / "wo.onnx")
     result, out = _convert(path, tmp_path)
     assert result.exit_code == 0, result.output
-    stored = _constant_integers(out.read_bytes())
+    stored = litert_constants(out.read_bytes())
     assert [s["values"].shape for s in stored] == [(8, 3, 3, 3)]
     assert _per_channel_multisets(cq, 0) == _per_channel_multisets(stored[0]["values"], 0)
     asked, out = _convert(path, tmp_path, "--mode", "weights-only", "--dtype", "int8")
     assert asked.exit_code == 0, asked.output
-    stored = _constant_integers(out.read_bytes())
+    stored = litert_constants(out.read_bytes())
     assert sorted(s["values"].shape for s in stored) == [(8, 3, 3, 3), (10, 512)]
     conv = next(s for s in stored if s["values"].ndim == 4)
     assert _per_channel_multisets(cq, 0) == _per_channel_multisets(conv["values"], 0)

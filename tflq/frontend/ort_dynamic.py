@@ -68,6 +68,22 @@ def _weight_axis(kind: str, weight: np.ndarray, scale: np.ndarray) -> int | None
     return None
 
 
+def _readable_weight(kind: str, weight: str, scale: str, zero_point: str,
+                     inits: dict[str, onnx.TensorProto]) -> bool:
+    """An 8-bit initializer weight on float initializer scales that are finite and > 0, one or one
+    per output channel, with a zero point of its type and one or that many values (or none)."""
+    if weight not in inits or inits[weight].data_type not in _WEIGHT_TYPES:
+        return False
+    if scale not in inits or inits[scale].data_type != TensorProto.FLOAT:
+        return False
+    if zero_point and (zero_point not in inits or inits[zero_point].data_type != inits[weight].data_type):
+        return False
+    values, scales = numpy_helper.to_array(inits[weight]), numpy_helper.to_array(inits[scale])
+    if _weight_axis(kind, values, scales) is None or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        return False
+    return not zero_point or numpy_helper.to_array(inits[zero_point]).size in (1, scales.size)
+
+
 def _scalar_init(name: str, inits: dict[str, onnx.TensorProto], data_types) -> bool:
     init = inits.get(name)
     return init is not None and init.data_type in data_types and int(np.prod(init.dims)) == 1
@@ -105,12 +121,7 @@ def _match(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto],
         if not _scalar_init(activation_zp, inits, _WEIGHT_TYPES) \
                 or _moved_initializer(node.input[0], producers, consumers, inits, outputs) is None:
             return None
-    weight = inits.get(node.input[1])
     weight_zp = node.input[3] if len(node.input) > 3 else ""
-    if weight is None or weight.data_type not in _WEIGHT_TYPES:
-        return None
-    if weight_zp and (weight_zp not in inits or inits[weight_zp].data_type != weight.data_type):
-        return None
     uses = consumers.get(node.output[0], [])
     if len(uses) != 1 or uses[0].op_type != "Cast" or node.output[0] in outputs:
         return None
@@ -135,15 +146,8 @@ def _match(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto],
         if not _scalar_init(activation_scale, inits, (TensorProto.FLOAT,)) \
                 or not np.all(numpy_helper.to_array(inits[activation_scale]) > 0):
             return None
-    scale = inits.get(scale_name)
-    if scale is None or scale.data_type != TensorProto.FLOAT \
+    if not _readable_weight(node.op_type, node.input[1], scale_name, weight_zp, inits) \
             or consumers.get(product.output[0], []) != [rescale]:
-        return None
-    values, scales = numpy_helper.to_array(weight), numpy_helper.to_array(scale)
-    axis = _weight_axis(node.op_type, values, scales)
-    if axis is None or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
-        return None
-    if weight_zp and numpy_helper.to_array(inits[weight_zp]).size not in (1, scales.size):
         return None
     if not all(_default_domain(n) for n in (node, cast, rescale, product)):
         return None
@@ -169,16 +173,7 @@ def _match_to_float(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto],
                 or not np.all(numpy_helper.to_array(inits[a_scale]) > 0) \
                 or _moved_initializer(a, producers, consumers, inits, outputs) is None:
             return None
-    weight, scale = inits.get(b), inits.get(b_scale)
-    if weight is None or weight.data_type not in _WEIGHT_TYPES or scale is None or scale.data_type != TensorProto.FLOAT:
-        return None
-    if b_zp and (b_zp not in inits or inits[b_zp].data_type != weight.data_type):
-        return None
-    values, scales = numpy_helper.to_array(weight), numpy_helper.to_array(scale)
-    axis = _weight_axis(node.op_type, values, scales)
-    if axis is None or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
-        return None
-    if b_zp and numpy_helper.to_array(inits[b_zp]).size not in (1, scales.size):
+    if not _readable_weight(node.op_type, b, b_scale, b_zp, inits):
         return None
     return _Pattern(node, quantize, None, node, None, b_scale, a_scale, a_zp, b_zp, bias)
 
@@ -195,14 +190,7 @@ def _float_matmuls(graph: onnx.GraphProto) -> list[str]:
         if node.op_type != "DynamicQuantizeMatMul" or node.domain != "com.microsoft":
             continue
         a, b, b_scale, b_zp, bias = (list(node.input) + [""] * 5)[:5]
-        weight, scale = inits.get(b), inits.get(b_scale)
-        if weight is None or weight.data_type not in _WEIGHT_TYPES or scale is None \
-                or scale.data_type != TensorProto.FLOAT or (b_zp and (b_zp not in inits or inits[b_zp].data_type
-                                                                       != weight.data_type)):
-            continue
-        values, scales = numpy_helper.to_array(weight), numpy_helper.to_array(scale)
-        if _weight_axis(node.op_type, values, scales) is None or not np.all(np.isfinite(scales)) \
-                or np.any(scales <= 0):
+        if not _readable_weight(node.op_type, b, b_scale, b_zp, inits):
             continue
         dequantized = _fresh(f"{b}_dequantized", producers, inits)
         front.append(_weight_dequantize(graph, inits, producers, node.op_type, (b, b_scale, b_zp), dequantized))
